@@ -1,0 +1,31 @@
+"""sandboxed-run: run commands in a private mount and PID namespace that the kernel tears down.
+
+The public API: run, Popen (subprocess's interface), SandboxError, and PIPE/STDOUT/DEVNULL.
+Names load on first use so that the command-line tool pays only for what it needs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["run", "Popen", "SandboxError", "CommandNotFound", "NotExecutable", "PIPE", "STDOUT", "DEVNULL"]
+
+_HOMES = {
+    "run": "popen", "Popen": "popen", "PIPE": "popen", "STDOUT": "popen", "DEVNULL": "popen",
+    "SandboxError": "errors", "CommandNotFound": "errors", "NotExecutable": "errors",
+}
+
+if TYPE_CHECKING:
+    from .errors import CommandNotFound, NotExecutable, SandboxError
+    from .popen import DEVNULL, PIPE, STDOUT, Popen, run
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'sandbox' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{home}", __name__), name)
+    globals()[name] = value
+    return value

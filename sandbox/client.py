@@ -1,0 +1,143 @@
+"""The launcher's end of one running sandbox: what its reaper reports, and what we ask of it."""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from . import protocol
+from .errors import EXIT_FAILURE, SandboxError
+
+
+class ReaperClient:
+    """Talks to one reaper over its socket and watches its pidfd.
+
+    The job is over when the reaper has said how the main process ended and the reaper itself has
+    exited: the kernel makes PID 1's exit wait for every other process of the namespace, so once its
+    pidfd is readable nothing of the sandbox runs and its mounts are gone.
+    """
+
+    def __init__(self, reaper_pid: int, pidfd: int, sock: socket.socket,
+                 on_event: Callable[[str, dict], None] | None = None) -> None:
+        self.reaper_pid = reaper_pid
+        self.pidfd = pidfd
+        self.sock = sock
+        self.on_event = on_event
+        self.job_pid: int | None = None
+        self.status: int | None = None  # the main process's wait status
+        self.error: SandboxError | None = None
+        self.events: list[tuple[str, dict]] = []
+        self.closed = False  # the reaper closed its end
+        self.gone = False  # the reaper has exited
+        self._lock = threading.RLock()
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def pump(self, timeout: float | None = 0) -> None:
+        """Handle what the reaper sent, waiting up to timeout seconds (None: until something comes)."""
+        with self._lock:
+            if self.closed:
+                return
+            if timeout != 0 and not select.select([self.sock], [], [], timeout)[0]:
+                return
+            while True:
+                try:
+                    message, fds, pid = protocol.recv(self.sock, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    return
+                except (protocol.Closed, ConnectionError):
+                    self._closed()
+                    return
+                for fd in fds:
+                    os.close(fd)
+                self._handle(message, pid)
+
+    def _handle(self, message: tuple, pid: int | None) -> None:
+        kind = message[0]
+        if kind == "event":
+            name, fields = message[1], message[2]
+            if name == "started":
+                self.job_pid = fields["job_pid"] = pid
+            self.events.append((name, fields))
+            if self.on_event is not None:
+                self.on_event(name, fields)
+        elif kind == "exited":
+            self.status = message[1]
+        elif kind == "error":
+            self.error = SandboxError.for_exit_code(message[1], message[2])
+
+    def _closed(self) -> None:
+        self.closed = True
+        if self.status is None and self.error is None:
+            self.error = SandboxError(
+                f"the sandbox's reaper (pid {self.reaper_pid}) died; the kernel killed the job with it", EXIT_FAILURE)
+
+    # -- waiting -----------------------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return self.job_pid is not None
+
+    def wait_started(self) -> None:
+        """Block until the job runs, or raise the SandboxError that kept it from running."""
+        while not self.started and not self.closed:
+            self.pump(None)
+        if not self.started:
+            self.wait(None)
+            raise self.error or SandboxError("the sandbox ended before its job started")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until every process of the sandbox is gone; False if timeout passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.closed:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self.pump(remaining)
+            if deadline is not None and time.monotonic() >= deadline and not self.closed:
+                return False
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self.gone:
+            if not select.select([self.pidfd], [], [], remaining)[0]:
+                return False
+            self.gone = True
+        return True
+
+    @property
+    def finished(self) -> bool:
+        if not self.closed:
+            self.pump(0)
+        if self.closed and not self.gone and select.select([self.pidfd], [], [], 0)[0]:
+            self.gone = True
+        return self.gone
+
+    # -- asking ------------------------------------------------------------------------------------
+
+    def send(self, message: tuple) -> bool:
+        """Ask the reaper something; False if it is no longer listening."""
+        if self.closed:
+            return False
+        try:
+            protocol.send(self.sock, message)
+            return True
+        except OSError:
+            return False
+
+    def signal(self, signum: int, origin: str = "caller") -> bool:
+        return self.send(("signal", int(signum), origin))
+
+    def interrupted(self) -> bool:
+        """Tell the reaper we got SIGINT; it passes it on unless the terminal already gave it to the job."""
+        return self.send(("interrupt",))
+
+    def stop(self, grace: float | None, reason: str) -> bool:
+        return self.send(("stop", grace, reason))
+
+    def close(self) -> None:
+        if self.sock.fileno() >= 0:
+            self.sock.close()
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1

@@ -1,0 +1,97 @@
+"""Our own failures, and the kernel's errors translated into what the user should do."""
+
+from __future__ import annotations
+
+import errno
+
+EXIT_TIMEOUT = 124
+EXIT_FAILURE = 125
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
+EXIT_USAGE = 2
+
+
+class SandboxError(OSError):
+    """The sandbox could not be set up; str() says what to do. exit_code is the shell status the CLI uses."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE, err: int = 0) -> None:
+        super().__init__(err, message)
+        self.message = message
+        self.exit_code = exit_code
+
+    def __str__(self) -> str:
+        return self.message
+
+    @staticmethod
+    def for_exit_code(exit_code: int, message: str) -> SandboxError:
+        """The error a reaper reported, as the class an `except` clause written for subprocess expects."""
+        if exit_code == EXIT_NOT_FOUND:
+            return CommandNotFound(message)
+        if exit_code == EXIT_NOT_EXECUTABLE:
+            return NotExecutable(message)
+        return SandboxError(message, exit_code)
+
+
+class CommandNotFound(SandboxError, FileNotFoundError):
+    """The program does not exist inside the sandbox (exit status 127)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, EXIT_NOT_FOUND, errno.ENOENT)
+
+
+class NotExecutable(SandboxError, PermissionError):
+    """The program exists but cannot be executed (exit status 126)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, EXIT_NOT_EXECUTABLE, errno.EACCES)
+
+
+def _userns_hint() -> str:
+    try:
+        with open("/proc/sys/user/max_user_namespaces") as f:
+            if f.read().strip() == "0":
+                return " (user namespaces are disabled: sysctl user.max_user_namespaces=0)"
+    except OSError:
+        pass
+    try:
+        with open("/proc/sys/kernel/unprivileged_userns_clone") as f:
+            if f.read().strip() == "0":
+                return " (unprivileged user namespaces are disabled: sysctl kernel.unprivileged_userns_clone=0)"
+    except OSError:
+        pass
+    return ""
+
+
+def namespace_error(exc: OSError, what: str) -> SandboxError:
+    """unshare/setns failed: say which limit or privilege is missing."""
+    if exc.errno == errno.EPERM:
+        hint = _userns_hint() or " (run as root, or with CAP_SYS_ADMIN)"
+        return SandboxError(f"cannot create {what}: operation not permitted{hint}", err=exc.errno)
+    if exc.errno == errno.ENOSPC:
+        return SandboxError(
+            f"cannot create {what}: the limit of namespaces is reached (raise the user.max_*_namespaces sysctls)",
+            err=exc.errno,
+        )
+    if exc.errno == errno.EINVAL:
+        return SandboxError(
+            f"cannot create {what}: the kernel refused (EINVAL); is namespace support (CONFIG_*_NS) built in, "
+            "and is the process single-threaded?",
+            err=exc.errno,
+        )
+    if exc.errno == errno.ENOMEM:
+        return SandboxError(f"cannot create {what}: out of memory or PID namespace nesting too deep", err=exc.errno)
+    return SandboxError(f"cannot create {what}: {exc.strerror}", err=exc.errno or 0)
+
+
+def mount_error(exc: OSError, action: str, path: str) -> SandboxError:
+    """A mount inside the sandbox failed: name the path and the likely cause."""
+    reasons = {
+        errno.ENOENT: "it does not exist inside the sandbox",
+        errno.ENOTDIR: "a directory and a file do not match",
+        errno.EPERM: "operation not permitted (needs root or a user namespace)",
+        errno.EACCES: "permission denied",
+        errno.EINVAL: "the kernel refused the mount (EINVAL)",
+        errno.ENODEV: "the file system type is not supported by this kernel",
+    }
+    reason = reasons.get(exc.errno or 0, exc.strerror or str(exc))
+    return SandboxError(f"cannot {action} {path}: {reason}", err=exc.errno or 0)

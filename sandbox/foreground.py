@@ -1,0 +1,100 @@
+"""One sandbox run in the foreground of this process: what the sandboxed-run command does.
+
+This process is the launcher: it forks the reaper itself (no spawn server: it is single-threaded
+and lives exactly as long as the job), passes on the signals sent to it alone, and ends the way a
+shell expects: with the job's status, or by dying of the job's signal.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import select
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import linux
+from .client import ReaperClient
+from .errors import EXIT_FAILURE, EXIT_TIMEOUT, SandboxError
+from .signals import FORWARDED
+from .spec import SandboxSpec
+
+
+@dataclass
+class Outcome:
+    status: int | None  # the main process's wait status, if it ran
+    timed_out: bool
+    error: SandboxError | None
+
+
+def run_foreground(spec: SandboxSpec, argv: list[bytes], env: dict[bytes, bytes], cwd: bytes,
+                   timeout: float | None, on_event: Callable[[str, dict], None] | None) -> Outcome:
+    from sandboxed_run_helpers import reaper
+
+    # Blocked before the fork, so a signal sent while the sandbox starts waits for us instead of killing us.
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    sigfd = linux.SignalFd(FORWARDED)
+    request = {
+        "argv": argv, "env": env, "cwd": cwd, "umask": linux.current_umask(),
+        "spec": spec.to_wire(), "pgid": None,
+    }
+    stdio = tuple(fd if _is_open(fd) else None for fd in (0, 1, 2))
+    reaper_pid, pidfd, sock = reaper.start(request, stdio)  # type: ignore[arg-type]
+    client = ReaperClient(reaper_pid, pidfd, sock, on_event)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    timed_out = False
+    while not client.gone:
+        watched = [sigfd.fileno(), client.pidfd if client.closed else client.sock.fileno()]
+        wait = None if deadline is None or timed_out else max(0.0, deadline - time.monotonic())
+        ready = select.select(watched, [], [], wait)[0]
+        for signo, code, _sender in sigfd.read():
+            # A terminal's Ctrl+C (or hangup) went to the whole foreground group, the job included.
+            if code != linux.SI_KERNEL:
+                client.signal(signo, "launcher")
+        if not client.closed:
+            client.pump(0)
+        elif client.pidfd in ready:
+            client.gone = True
+        if deadline is not None and not timed_out and time.monotonic() >= deadline:
+            timed_out = True
+            client.stop(None, "timeout")
+    sigfd.close()
+    client.close()
+    return Outcome(client.status, timed_out, client.error)
+
+
+def exit_like(outcome: Outcome) -> int:
+    """The shell status for an outcome; a job killed by a signal kills us with the same signal."""
+    if outcome.error is not None and outcome.status is None:
+        print(f"sandboxed-run: {outcome.error}", file=sys.stderr)
+        return outcome.error.exit_code
+    if outcome.timed_out:
+        return EXIT_TIMEOUT
+    status = outcome.status if outcome.status is not None else 0
+    if os.WIFSIGNALED(status):
+        reraise(os.WTERMSIG(status))
+    return os.waitstatus_to_exitcode(status)
+
+
+def reraise(sig: int) -> None:
+    """Die of sig as the job did, so a calling shell stops its script on a Ctrl+C (as util-linux unshare does)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Our own core dump would only hide the job's.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if sig not in (signal.SIGKILL, signal.SIGSTOP):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+    os.kill(os.getpid(), sig)
+    os._exit(128 + sig if sig < 128 else EXIT_FAILURE)
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False

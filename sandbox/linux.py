@@ -1,0 +1,141 @@
+"""The thin Linux layer: the few syscalls Python 3.11 lacks, called through ctypes.
+
+Every function raises OSError with the kernel's errno; translating it into advice is
+errors.py's job, because only the caller knows what it was trying to do.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+
+MOUNT_ATTR_RDONLY = 0x1
+AT_RECURSIVE = 0x8000
+_SYS_MOUNT_SETATTR = 442  # one number on every architecture since the syscall table was unified
+
+SFD_NONBLOCK = os.O_NONBLOCK
+SFD_CLOEXEC = os.O_CLOEXEC
+
+# si_code values that tell who sent a signal: the kernel (a terminal's Ctrl+C), or a process.
+SI_USER = 0
+SI_KERNEL = 0x80
+SI_QUEUE = -1
+SI_TKILL = -6
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.signalfd.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+_libc.syscall.restype = ctypes.c_long
+
+
+def _check(result: int, what: str, path: str | bytes | None = None) -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}", path)
+    return result
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(flags), "unshare")
+
+
+def setns(fd: int, nstype: int) -> None:
+    _check(_libc.setns(fd, nstype), "setns")
+
+
+def mount(source: bytes | None, target: bytes, fstype: bytes | None, flags: int, data: bytes | None = None) -> None:
+    _check(_libc.mount(source, target, fstype, flags, data), "mount", target)
+
+
+def umount(target: bytes, flags: int = 0) -> None:
+    _check(_libc.umount2(target, flags), "umount", target)
+
+
+def mount_setattr_readonly(path: bytes, recursive: bool = True) -> None:
+    """Make a mount (and, recursively, those below it) read-only in one step, as MS_REMOUNT cannot."""
+    attr = struct.pack("QQQQ", MOUNT_ATTR_RDONLY, 0, 0, 0)
+    flags = AT_RECURSIVE if recursive else 0
+    result = _libc.syscall(_SYS_MOUNT_SETATTR, -100, ctypes.c_char_p(path), flags, attr, len(attr))
+    _check(result, "mount_setattr", path)
+
+
+def _sigset(signals: list[int] | tuple[int, ...]) -> ctypes.Array:
+    mask = ctypes.create_string_buffer(128)
+    for sig in signals:
+        word, bit = divmod(sig - 1, 64)
+        struct.pack_into("Q", mask, word * 8, struct.unpack_from("Q", mask, word * 8)[0] | (1 << bit))
+    return mask
+
+
+class SignalFd:
+    """Signals as readable records, so a poll loop sees them with who sent them (si_code, si_pid).
+
+    The caller blocks the signals first (signal.pthread_sigmask); they then queue here instead of
+    running handlers, which is what lets us tell a terminal's Ctrl+C from a kill(1).
+    """
+
+    RECORD = struct.Struct("IiiIIiIIIIii")  # the leading fields of struct signalfd_siginfo
+    SIZE = 128
+
+    def __init__(self, signals: list[int] | tuple[int, ...]) -> None:
+        self.fd = _check(_libc.signalfd(-1, _sigset(signals), SFD_NONBLOCK | SFD_CLOEXEC), "signalfd")
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def read(self) -> list[tuple[int, int, int]]:
+        """Every pending signal as (signo, si_code, si_pid); empty when none is pending."""
+        out = []
+        while True:
+            try:
+                data = os.read(self.fd, self.SIZE * 16)
+            except BlockingIOError:
+                return out
+            for offset in range(0, len(data), self.SIZE):
+                signo, _errno, code, pid = self.RECORD.unpack_from(data, offset)[:4]
+                out.append((signo, code, pid))
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def close_fds_except(keep: set[int]) -> None:
+    """Close every descriptor above 2 except those in keep (one close_range call per gap)."""
+    low = 3
+    for fd in sorted(f for f in keep if f >= 3):
+        if fd > low:
+            os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)
+
+
+def current_umask() -> int:
+    """The umask without the set-and-restore race of os.umask (threads may be spawning meanwhile)."""
+    with open("/proc/self/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

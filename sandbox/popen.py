@@ -1,0 +1,402 @@
+"""sandbox.Popen and sandbox.run: subprocess's interface, with a sandbox's guarantees.
+
+The shape follows trio's run_process: start, wait; on Ctrl+C or a timeout, an escalation that is
+shielded from further interrupts and runs until every process of the sandbox is gone; then the
+original exception. Unlike trio we never add a signal on top of a Ctrl+C: the terminal has
+already given it to the job (same process group), and a second signal would cut its cleanup.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import selectors
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import IO, Any
+
+from . import linux, spawner
+from .client import ReaperClient
+from .signals import inherited_ignores
+from .spec import DEFAULT_GRACE, SandboxSpec
+
+PIPE = subprocess.PIPE
+STDOUT = subprocess.STDOUT
+DEVNULL = subprocess.DEVNULL
+
+
+def _argv(args: Any, shell: bool) -> list[bytes]:
+    if isinstance(args, (str, bytes, os.PathLike)):
+        args = [args]
+    else:
+        args = list(args)
+    if shell:
+        args = ["/bin/sh", "-c", *args]
+    if not args:
+        raise ValueError("the command is empty")
+    for a in args:
+        if not isinstance(a, (str, bytes, os.PathLike)):
+            raise TypeError(f"command arguments must be str, bytes or path-like, not {type(a).__name__}")
+    argv = [os.fsencode(a) for a in args]
+    if not argv[0]:
+        raise ValueError("the command name is empty")
+    if any(b"\0" in a for a in argv):
+        raise ValueError("a command argument contains a NUL byte")
+    return argv
+
+
+def _environment(env: Mapping | None) -> dict[bytes, bytes]:
+    if env is None:
+        return dict(os.environb)
+    out = {}
+    for key, value in env.items():
+        k, v = os.fsencode(key), os.fsencode(value)
+        if b"=" in k or b"\0" in k or b"\0" in v or not k:
+            raise ValueError(f"invalid environment variable {key!r}")
+        out[k] = v
+    return out
+
+
+def _fd_is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+
+
+class Popen:
+    """A command running in its own sandbox, with subprocess.Popen's interface.
+
+    pid is the job's PID as the caller sees it. Leaving a `with` block stops the job (stop signal,
+    grace, SIGKILL) if it still runs, and always waits until every process of the sandbox is gone.
+    """
+
+    def __init__(
+        self,
+        args: str | bytes | os.PathLike | Sequence[str | bytes | os.PathLike],
+        *,
+        stdin: int | IO | None = None,
+        stdout: int | IO | None = None,
+        stderr: int | IO | None = None,
+        env: Mapping | None = None,
+        cwd: str | bytes | os.PathLike | None = None,
+        shell: bool = False,
+        text: bool | None = None,
+        encoding: str | None = None,
+        errors: str | None = None,
+        universal_newlines: bool | None = None,
+        grace: float = DEFAULT_GRACE,
+        stop_signal: int | str = signal.SIGTERM,
+        tmpfs: Iterable[str] = (),
+        binds: Iterable[str | tuple[str, str]] = (),
+        ro_binds: Iterable[str | tuple[str, str]] = (),
+        propagation: str = "slave",
+        on_event: Callable[[str, dict], None] | None = None,
+    ) -> None:
+        self.args = args
+        self.returncode: int | None = None
+        self.stdin: IO | None = None
+        self.stdout: IO | None = None
+        self.stderr: IO | None = None
+        self._text = bool(text or universal_newlines or encoding or errors)
+        self._encoding = encoding
+        self._errors = errors
+        self._outputs: dict[int, list[bytes]] = {}
+        self._input_view: memoryview | None = None
+        argv = _argv(args, shell)
+        self.spec = SandboxSpec.build(grace=grace, stop_signal=stop_signal, tmpfs=tmpfs, binds=binds,
+                                      ro_binds=ro_binds, propagation=propagation,
+                                      ignored_signals=inherited_ignores())
+        self.spec.check_host()
+        request = {
+            "argv": argv,
+            "env": _environment(env),
+            "cwd": os.fsencode(os.path.abspath(cwd if cwd is not None else os.getcwd())),
+            "umask": linux.current_umask(),
+            "spec": self.spec.to_wire(),
+            "pgid": os.getpgrp(),
+        }
+        child_fds, to_close = self._stdio(stdin, stdout, stderr)
+        try:
+            self._client: ReaperClient = spawner.new_client(request, child_fds, on_event)
+        except BaseException:
+            self._close_parent_ends()
+            raise
+        finally:
+            for fd in to_close:
+                os.close(fd)
+        try:
+            self._client.wait_started()
+        except BaseException:
+            self._close_parent_ends()
+            self._client.close()
+            raise
+        self.pid: int = self._client.job_pid  # type: ignore[assignment]
+
+    # -- plumbing ----------------------------------------------------------------------------------
+
+    def _stdio(self, stdin, stdout, stderr) -> tuple[tuple[int | None, int | None, int | None], list[int]]:
+        """The descriptors the job gets as 0, 1, 2, and the ones of ours to close once they are sent."""
+        to_close: list[int] = []
+        parent_ends: list[tuple[int, str, int]] = []
+
+        def resolve(spec, index: int) -> int | None:
+            if spec is None:
+                return index if _fd_is_open(index) else None
+            if spec == PIPE:
+                r, w = os.pipe()
+                parent, child = (w, r) if index == 0 else (r, w)
+                parent_ends.append((index, "wb" if index == 0 else "rb", parent))
+                to_close.append(child)
+                return child
+            if spec == DEVNULL:
+                fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+                to_close.append(fd)
+                return fd
+            if isinstance(spec, int):
+                if spec < 0:
+                    raise ValueError(f"invalid file descriptor {spec}")
+                return spec
+            return spec.fileno()
+
+        fds = [resolve(stdin, 0), resolve(stdout, 1)]
+        fds.append(fds[1] if stderr == STDOUT else resolve(stderr, 2))
+        for index, mode, fd in parent_ends:
+            raw = open(fd, mode, buffering=-1)
+            if self._text:
+                raw = io.TextIOWrapper(raw, encoding=self._encoding, errors=self._errors,
+                                       write_through=(index == 0), line_buffering=False)
+            setattr(self, ("stdin", "stdout", "stderr")[index], raw)
+        return (fds[0], fds[1], fds[2]), to_close
+
+    def _close_parent_ends(self) -> None:
+        for stream in (self.stdin, self.stdout, self.stderr):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+
+    @property
+    def reaper_pid(self) -> int:
+        """The PID (as the caller sees it) of the sandbox's PID 1."""
+        return self._client.reaper_pid
+
+    @property
+    def events(self) -> list[tuple[str, dict]]:
+        """The lifecycle events so far: (name, fields), in order."""
+        self._client.pump(0)
+        return list(self._client.events)
+
+    def _settle(self) -> int | None:
+        client = self._client
+        if self.returncode is None and client.gone:
+            if client.status is not None:
+                self.returncode = os.waitstatus_to_exitcode(client.status)
+            else:
+                self.returncode = -signal.SIGKILL  # the reaper died and the kernel killed the job with it
+            client.close()
+        return self.returncode
+
+    # -- subprocess.Popen's interface ----------------------------------------------------------------
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self._client.finished:
+            self._settle()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            if not self._client.wait(timeout):
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            self._settle()
+        return self.returncode  # type: ignore[return-value]
+
+    def send_signal(self, sig: int) -> None:
+        """Send sig to the job's main process, if it still runs (never to a recycled PID)."""
+        if self.returncode is None:
+            self._client.signal(sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def stop(self, grace: float | None = None) -> int:
+        """Stop every process of the sandbox: stop signal, grace seconds (default: the sandbox's), SIGKILL."""
+        if grace is not None and (grace < 0 or grace != grace):
+            raise ValueError("grace must be >= 0")
+        if self.returncode is None:
+            self._client.stop(grace, "requested")
+        return self._wait_shielded()
+
+    def _wait_shielded(self) -> int:
+        """Wait to the end even through Ctrl+C (each passed on as the terminal would); then re-raise it."""
+        interrupted = False
+        while True:
+            try:
+                self.wait()
+                break
+            except KeyboardInterrupt:
+                interrupted = True
+                self._client.interrupted()
+        if interrupted:
+            raise KeyboardInterrupt
+        return self.returncode  # type: ignore[return-value]
+
+    def communicate(self, input: bytes | str | None = None, timeout: float | None = None) -> tuple[Any, Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if input is not None and self._input_view is None:
+            if self.stdin is None:
+                raise ValueError("communicate() with input needs stdin=PIPE")
+            data = input
+            if isinstance(input, str):
+                data = input.encode(self._encoding or "utf-8", self._errors or "strict")
+            self._input_view = memoryview(data)
+        streams = [s for s in (self.stdin, self.stdout, self.stderr) if s is not None and not s.closed]
+        if streams:
+            self._pump_streams(deadline, timeout)
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            self.wait(remaining)
+        except subprocess.TimeoutExpired:
+            raise subprocess.TimeoutExpired(self.args, timeout, *self._collected()) from None
+        return self._collected(final=True)
+
+    def _pump_streams(self, deadline: float | None, timeout: float | None) -> None:
+        with selectors.PollSelector() as selector:
+            if self.stdin is not None and not self.stdin.closed:
+                if self._input_view is None or not len(self._input_view):
+                    self.stdin.close()
+                else:
+                    self.stdin.flush()
+                    selector.register(self.stdin.fileno(), selectors.EVENT_WRITE, self.stdin)
+            for stream in (self.stdout, self.stderr):
+                if stream is not None and not stream.closed:
+                    self._outputs.setdefault(id(stream), [])
+                    selector.register(stream.fileno(), selectors.EVENT_READ, stream)
+            while selector.get_map():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise subprocess.TimeoutExpired(self.args, timeout, *self._collected())
+                for key, _ in selector.select(remaining):
+                    stream = key.data
+                    if stream is self.stdin:
+                        try:
+                            sent = os.write(key.fd, self._input_view[:65536])
+                            self._input_view = self._input_view[sent:]
+                        except BrokenPipeError:
+                            self._input_view = memoryview(b"")
+                        if not len(self._input_view):
+                            selector.unregister(key.fd)
+                            stream.close()
+                    else:
+                        chunk = os.read(key.fd, 65536)
+                        if chunk:
+                            self._outputs[id(stream)].append(chunk)
+                        else:
+                            selector.unregister(key.fd)
+
+    def _collected(self, final: bool = False) -> tuple[Any, Any]:
+        out = []
+        for stream in (self.stdout, self.stderr):
+            if stream is None:
+                out.append(None)
+                continue
+            data = b"".join(self._outputs.get(id(stream), []))
+            if final:
+                stream.close()
+            if self._text:
+                out.append(io.TextIOWrapper(io.BytesIO(data), encoding=self._encoding, errors=self._errors).read())
+            else:
+                out.append(data)
+        return out[0], out[1]
+
+    def __enter__(self) -> Popen:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            if self.stdin is not None and not self.stdin.closed:
+                try:
+                    self.stdin.close()
+                except BrokenPipeError:
+                    pass
+        finally:
+            if self.returncode is None and not self._client.finished:
+                self._client.stop(None, "context exited")
+            try:
+                self._wait_shielded()
+            finally:
+                for stream in (self.stdout, self.stderr):
+                    if stream is not None:
+                        stream.close()
+
+    def __repr__(self) -> str:
+        return f"<sandbox.Popen: returncode: {self.returncode} args: {self.args!r}>"
+
+
+def run(
+    args: str | bytes | os.PathLike | Sequence[str | bytes | os.PathLike],
+    *,
+    stdin: int | IO | None = None,
+    input: bytes | str | None = None,
+    stdout: int | IO | None = None,
+    stderr: int | IO | None = None,
+    capture_output: bool = False,
+    check: bool = False,
+    timeout: float | None = None,
+    **options: Any,
+) -> subprocess.CompletedProcess:
+    """subprocess.run in a sandbox. Returns CompletedProcess; raises CalledProcessError / TimeoutExpired.
+
+    On Ctrl+C the job (in our process group) gets SIGINT from the terminal once; we wait, shielded,
+    until its cleanup ends, then raise KeyboardInterrupt. On a timeout the sandbox is stopped with
+    its stop signal and grace period, and TimeoutExpired is raised once every process is gone.
+    """
+    if input is not None:
+        if stdin is not None:
+            raise ValueError("stdin and input arguments may not both be used")
+        stdin = PIPE
+    if capture_output:
+        if stdout is not None or stderr is not None:
+            raise ValueError("stdout and stderr arguments may not be used with capture_output")
+        stdout = stderr = PIPE
+    if timeout is not None and (timeout != timeout or timeout < 0):
+        raise ValueError("timeout must be >= 0")
+    with Popen(args, stdin=stdin, stdout=stdout, stderr=stderr, **options) as process:
+        try:
+            out, err = process.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process._client.stop(None, "timeout")
+            out, err = _finish(process)
+            raise subprocess.TimeoutExpired(process.args, timeout, out, err) from None
+        except KeyboardInterrupt:
+            process._client.interrupted()
+            _finish(process)
+            raise
+        retcode = process.poll()
+        if retcode is None:
+            retcode = process.wait()
+    if check and retcode:
+        raise subprocess.CalledProcessError(retcode, process.args, out, err)
+    return subprocess.CompletedProcess(process.args, retcode, out, err)
+
+
+def _finish(process: Popen) -> tuple[Any, Any]:
+    """Collect the rest of the output and wait for the end, passing on each further Ctrl+C."""
+    interrupted = False
+    while True:
+        try:
+            out, err = process.communicate()
+            break
+        except KeyboardInterrupt:
+            interrupted = True
+            process._client.interrupted()
+    if interrupted:
+        raise KeyboardInterrupt
+    return out, err

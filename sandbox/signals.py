@@ -1,0 +1,65 @@
+"""Signal names and numbers, as users type them and as we report them."""
+
+from __future__ import annotations
+
+import signal
+
+# Sent by the kernel to our helper when the process that started it dies (PR_SET_PDEATHSIG).
+# A real-time signal nobody else uses, so it can never be mistaken for one meant for the job.
+PARENT_GONE = signal.SIGRTMIN + 1
+
+# The signals a launcher passes on to the job when they are sent to the launcher alone.
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+# Signals whose ignored state a job inherits from its caller, as it would through fork and exec.
+# (Not SIGPIPE and SIGXFSZ: Python ignores those itself, and a job must not inherit that.)
+_INHERITABLE_IGNORES = (*FORWARDED, signal.SIGALRM, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
+
+
+def inherited_ignores() -> list[int]:
+    """The signals this process ignores, which its jobs should ignore too (nohup, `cmd &` in a script)."""
+    ignored = []
+    for sig in _INHERITABLE_IGNORES:
+        try:
+            if signal.getsignal(sig) == signal.SIG_IGN:
+                ignored.append(int(sig))
+        except ValueError:
+            pass
+    return ignored
+
+
+def parse_signal(text: str | int) -> int:
+    """'TERM', 'SIGTERM', 'term', '15' and 'RTMIN+2' all name a signal; anything else is a ValueError."""
+    if isinstance(text, int):
+        number = int(text)
+    else:
+        name = text.strip().upper()
+        if name.isdigit():
+            number = int(name)
+        else:
+            if not name.startswith("SIG"):
+                name = "SIG" + name
+            if name.startswith("SIGRTMIN") or name.startswith("SIGRTMAX"):
+                base = signal.SIGRTMIN if name.startswith("SIGRTMIN") else signal.SIGRTMAX
+                rest = name[8:]
+                try:
+                    number = base + int(rest) if rest else base
+                except ValueError:
+                    raise ValueError(f"unknown signal {text!r}") from None
+            else:
+                try:
+                    number = int(signal.Signals[name])
+                except KeyError:
+                    raise ValueError(f"unknown signal {text!r}") from None
+    if not 1 <= number <= signal.SIGRTMAX:
+        raise ValueError(f"unknown signal {text!r}")
+    return number
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        if signal.SIGRTMIN <= number <= signal.SIGRTMAX:
+            return f"SIGRTMIN+{number - signal.SIGRTMIN}"
+        return f"signal {number}"

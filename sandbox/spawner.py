@@ -1,0 +1,135 @@
+"""The API's connection to its spawn server (helpers/server.py), started on first use, one per process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import weakref
+
+from . import protocol
+from .client import ReaperClient
+from .errors import EXIT_FAILURE, SandboxError
+
+_BOOT = (
+    "import sys; sys.path[:0] = {paths!r}; "
+    "from sandboxed_run_helpers.server import main; main({fd}, {pidfd})"
+)
+
+
+class SpawnServer:
+    def __init__(self) -> None:
+        self.owner = os.getpid()
+        self.lock = threading.Lock()
+        self.channel: socket.socket | None = None
+        self.pid: int | None = None
+        self.process: subprocess.Popen | None = None
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        caller_pidfd = os.pidfd_open(os.getpid())
+        paths = [p for p in sys.path if p and os.path.isabs(p)]
+        boot = _BOOT.format(paths=paths, fd=theirs.fileno(), pidfd=caller_pidfd)
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def keeper() -> None:
+            # PDEATHSIG follows the thread that forked: this thread lives as long as the server,
+            # so a caller's short-lived thread can start jobs that outlive it.
+            try:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-I", "-c", boot], pass_fds=(theirs.fileno(), caller_pidfd),
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                failure.append(exc)
+                return
+            finally:
+                started.set()
+            self.process.wait()
+
+        threading.Thread(target=keeper, name="sandbox-server-keeper", daemon=True).start()
+        started.wait()
+        theirs.close()
+        os.close(caller_pidfd)
+        if failure:
+            ours.close()
+            raise SandboxError(f"cannot start the sandbox spawn server: {failure[0]}")
+        try:
+            message, _, _ = protocol.recv(ours)
+        except (protocol.Closed, ConnectionError):
+            ours.close()
+            raise SandboxError("the sandbox spawn server exited at start-up (see its message above)") from None
+        self.channel = ours
+        self.pid = message[1]
+
+    def spawn(self, request: dict, stdio: tuple[int | None, int | None, int | None]) -> tuple[int, int, socket.socket]:
+        """Ask for a new sandbox; returns the reaper's PID, a pidfd for it and our socket to it."""
+        with self.lock:
+            if self.channel is None:
+                self._start()
+            assert self.channel is not None
+            present = [fd is not None for fd in stdio]
+            fds = [fd for fd in stdio if fd is not None]
+            try:
+                protocol.send(self.channel, ("spawn", request, present), fds=fds)
+                message, received, _ = protocol.recv(self.channel)
+            except (protocol.Closed, OSError):
+                self._forget()
+                raise SandboxError("the sandbox spawn server died; try again") from None
+        if message[0] == "error":
+            raise SandboxError.for_exit_code(message[1], message[2])
+        if message[0] != "spawned" or len(received) != 2:
+            for fd in received:
+                os.close(fd)
+            raise SandboxError("the sandbox spawn server sent a malformed reply", EXIT_FAILURE)
+        sock = socket.socket(fileno=received[0])
+        return message[1], received[1], sock
+
+    def _forget(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+        self.channel = None
+        self.pid = None
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Close the channel; the server stops every sandbox it started (with grace) and exits."""
+        with self.lock:
+            process = self.process
+            self._forget()
+        if process is not None:
+            process.wait(timeout)
+
+
+_server: SpawnServer | None = None
+_server_lock = threading.Lock()
+_live_clients: weakref.WeakSet[ReaperClient] = weakref.WeakSet()
+
+
+def server() -> SpawnServer:
+    global _server
+    with _server_lock:
+        if _server is None or _server.owner != os.getpid():
+            _server = SpawnServer()
+        return _server
+
+
+def new_client(request: dict, stdio: tuple[int | None, int | None, int | None], on_event=None) -> ReaperClient:
+    reaper_pid, pidfd, sock = server().spawn(request, stdio)
+    client = ReaperClient(reaper_pid, pidfd, sock, on_event)
+    _live_clients.add(client)
+    return client
+
+
+def _after_fork_in_child() -> None:
+    # A forked copy of the caller must not keep the parent's sandboxes alive through their lifelines.
+    global _server
+    if _server is not None and _server.channel is not None:
+        _server.channel.close()
+    _server = None
+    for client in list(_live_clients):
+        client.close()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
