@@ -211,14 +211,18 @@ class Reaper:
         poller = select.poll()
         poller.register(self.sigfd.fileno(), select.POLLIN)
         poller.register(self.sock.fileno(), select.POLLIN)
+        listening = True
         while True:
+            if self.caller_gone and listening:
+                poller.unregister(self.sock.fileno())  # its end of file would wake us forever
+                listening = False
             timeout = None if self.deadline is None else max(0, (self.deadline - time.monotonic()) * 1000)
             ready = dict(poller.poll(timeout))
             # Signals first: a launcher's "I got SIGINT" must be matched against a terminal SIGINT
             # that is already queued for us.
             self.read_signals()
-            if self.sock.fileno() in ready and not self.caller_gone:
-                self.read_commands(poller)
+            if listening and self.sock.fileno() in ready and not self.caller_gone:
+                self.read_commands()
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 self.kill_all("grace period over")
             if self.main_status is not None and self.all_gone:
@@ -244,14 +248,13 @@ class Reaper:
                 self.note_interrupt(now)
             # Anything else sent to us directly reached the job's process group too, or is not meant for it.
 
-    def read_commands(self, poller) -> None:
+    def read_commands(self) -> None:
         while True:
             try:
                 message, fds, _ = protocol.recv(self.sock, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return
             except (protocol.Closed, ConnectionError):
-                poller.unregister(self.sock.fileno())
                 self.launcher_died()
                 return
             for fd in fds:
@@ -356,7 +359,7 @@ class Reaper:
         try:
             protocol.send(self.sock, message, creds_pid=creds_pid)
         except OSError:
-            self.caller_gone = True
+            self.launcher_died()  # nobody listens any more: the same as the launcher's death
 
     def event(self, name: str, **fields) -> None:
         fields["time"] = time.time()

@@ -13,7 +13,8 @@ export PATH
 KVER='@KVER@'
 MODULE_TREE='@MODULE_TREE@'
 
-say() { echo "vm-init: $*" >/dev/console; }
+# Prefixed with the guest uptime so boot time can be read off the log.
+say() { read -r up _ </proc/uptime 2>/dev/null; echo "[$up] vm-init: $*" >/dev/console; }
 
 halt_now() {
     # -f skips init scripts we don't have; sysrq is the fallback if the
@@ -94,7 +95,9 @@ hostname sandboxed-run-vm
 [ -f /xfer/cmd.sh ] || die "no /xfer/cmd.sh from the host"
 cmd=$(cat /xfer/cmd.sh)
 say "starting command"
-chroot $R /bin/sh -c "$cmd" </dev/null >/xfer/stdout 2>/xfer/stderr
+# The subshell makes ash print its "Killed" job notice (if the command dies
+# by a signal) on the console instead of into the command's stderr.
+(exec chroot $R /bin/sh -c "$cmd" </dev/null >/xfer/stdout 2>/xfer/stderr)
 rc=$?
 # Written last: its presence tells the host the command really finished.
 echo "$rc" >/xfer/status.tmp && mv /xfer/status.tmp /xfer/status

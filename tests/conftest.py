@@ -1,0 +1,71 @@
+"""Every test runs with its own mark in the environment, and fails if anything it started outlives it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from support import MARK, host_mounts, loop_devices, marked_processes, wait_for  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    in_vm = os.environ.get("SANDBOXED_RUN_VM") == "1"
+    for item in items:
+        if "vm" in item.keywords and not in_vm:
+            item.add_marker(pytest.mark.skip(reason="runs only inside the throwaway VM (vm/run)"))
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers(request, tmp_path):
+    """Mark the test's processes; afterwards kill and report any process, mount or loop device it left."""
+    token = uuid.uuid4().hex
+    os.environ[MARK] = token
+    mounts_before = host_mounts()
+    loops_before = set(loop_devices())
+    try:
+        yield token
+    finally:
+        problems = []
+        # The API's spawn server belongs to the test that started it: shutting it down stops its sandboxes.
+        from sandbox import spawner
+
+        server = spawner._server
+        spawner._server = None
+        if server is not None and server.owner == os.getpid():
+            try:
+                server.shutdown(timeout=30)
+            except subprocess.TimeoutExpired:
+                problems.append("the spawn server did not exit within 30 s of its channel closing")
+        me = {os.getpid()}
+        if not wait_for(lambda: not marked_processes(token, me), timeout=15):
+            left = marked_processes(token, me)
+            details = []
+            for pid in left:
+                try:
+                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:80]
+                    details.append(f"{pid}: {cmdline!r}")
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            problems.append("processes left running: " + "; ".join(details))
+        new_mounts = host_mounts() - mounts_before
+        if new_mounts:
+            for target in sorted(new_mounts, reverse=True):
+                subprocess.run(["umount", "-l", target], check=False)
+            problems.append(f"mounts left on the host: {sorted(new_mounts)}")
+        new_loops = {f: dev for f, dev in loop_devices().items() if f not in loops_before}
+        if new_loops:
+            for dev in new_loops.values():
+                subprocess.run(["losetup", "-d", dev], check=False)
+            problems.append(f"loop devices left attached: {sorted(new_loops)}")
+        del os.environ[MARK]
+        if problems:
+            pytest.fail("; ".join(problems), pytrace=False)

@@ -1,0 +1,200 @@
+"""What the tests share: finding our processes from outside, a pseudo-terminal, small job programs."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+MARK = "SANDBOXED_RUN_TEST"
+PYTHON = sys.executable
+CLI = str(Path(sys.executable).with_name("sandboxed-run"))
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 15.0, interval: float = 0.02) -> bool:
+    """Poll until condition() is true; generous deadlines, since timing is the benchmarks' business."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(interval)
+    return bool(condition())
+
+
+def marked_processes(token: str, exclude: set[int] = frozenset()) -> list[int]:
+    """PIDs (as the host sees them) of live processes whose environment carries the test's mark."""
+    needle = f"{MARK}={token}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in exclude:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in environ and state != b"Z":
+            found.append(int(entry))
+    return found
+
+
+def this_process() -> set[int]:
+    """This test process and its spawn server: marked, but expected to live on."""
+    from sandbox import spawner
+
+    pids = {os.getpid()}
+    if spawner._server is not None and spawner._server.pid:
+        pids.add(spawner._server.pid)
+    return pids
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def signal_of(status: int) -> int | None:
+    return os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+
+
+def host_mounts() -> set[str]:
+    with open("/proc/self/mountinfo") as f:
+        return {line.split()[4] for line in f}
+
+
+def loop_devices() -> dict[str, str]:
+    """Attached loop devices: backing file -> /dev/loopN."""
+    found = {}
+    for dev in Path("/sys/block").glob("loop*"):
+        try:
+            found[(dev / "loop" / "backing_file").read_text().strip()] = f"/dev/{dev.name}"
+        except OSError:
+            continue
+    return found
+
+
+class Terminal:
+    """A program run as the session leader and foreground job of a fresh pseudo-terminal."""
+
+    def __init__(self, argv: list[str], cwd: str | Path, env: dict[str, str] | None = None) -> None:
+        pid, fd = pty.fork()
+        if pid == 0:
+            try:
+                os.chdir(cwd)
+                for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGPIPE):
+                    signal.signal(sig, signal.SIG_DFL)
+                os.execvpe(argv[0], argv, env if env is not None else os.environ)
+            finally:
+                os._exit(127)
+        self.pid = pid
+        self.fd = fd
+        self.output = bytearray()
+        self.status: int | None = None
+
+    def type(self, data: bytes) -> None:
+        os.write(self.fd, data)
+
+    def ctrl_c(self) -> None:
+        self.type(b"\x03")
+
+    def _drain(self, timeout: float) -> None:
+        if select.select([self.fd], [], [], timeout)[0]:
+            try:
+                self.output += os.read(self.fd, 65536)
+            except OSError:
+                time.sleep(timeout)
+
+    def expect(self, text: bytes, timeout: float = 15.0) -> bool:
+        end = time.monotonic() + timeout
+        while text not in self.output and time.monotonic() < end:
+            self._drain(0.02)
+            if self.poll() is not None:
+                self._drain(0.05)
+                break
+        return text in self.output
+
+    def poll(self) -> int | None:
+        if self.status is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.status = status
+        return self.status
+
+    def wait(self, timeout: float = 30.0) -> int | None:
+        end = time.monotonic() + timeout
+        while self.poll() is None and time.monotonic() < end:
+            self._drain(0.02)
+        return self.status
+
+    def close(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+            self.status = -1
+        os.close(self.fd)
+
+
+# A job that notes every signal it gets, then cleans up for a while (like a trap) and dies of it.
+SIGNAL_JOB = r"""
+import os, signal, sys, time
+log, cleanup, mode = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+def note(text):
+    with open(log, "a") as f:
+        f.write(text + "\n")
+def handler(sig, frame):
+    note(signal.Signals(sig).name)
+    if mode == "ignore":
+        return
+    time.sleep(cleanup)
+    note("cleaned")
+    if mode == "exit0":
+        os._exit(0)
+    signal.signal(sig, signal.SIG_DFL)
+    os.kill(os.getpid(), sig)
+for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"):
+    signal.signal(getattr(signal, name), handler)
+note("ready %d" % os.getpid())
+while True:
+    time.sleep(1)
+"""
+
+
+def signal_job(tmp_path: Path, cleanup: float = 0.0, mode: str = "die") -> tuple[list[str], Path]:
+    """argv of a SIGNAL_JOB and its log file."""
+    script = tmp_path / "signal_job.py"
+    script.write_text(SIGNAL_JOB)
+    log = tmp_path / "signals.log"
+    return [PYTHON, str(script), str(log), str(cleanup), mode], log
+
+
+def log_lines(log: Path) -> list[str]:
+    try:
+        return log.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+# The seed's script: sets up three files and removes them, slowly, in an EXIT trap.
+TRAP_SCRIPT = """#!/usr/bin/env bash
+set -eu
+trap 'rm -f a && sleep 0.2 && rm -f b && sleep 0.2 && rm -f c' EXIT
+touch a b c
+tail -q -f a b c
+"""
+
+
+def trap_script(directory: Path) -> Path:
+    path = directory / "trap_script"
+    path.write_text(TRAP_SCRIPT)
+    path.chmod(0o755)
+    return path

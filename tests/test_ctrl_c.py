@@ -1,0 +1,94 @@
+"""Behaviour 1: Ctrl+C typed at a terminal acts as under bash: the job sees SIGINT once, its cleanup
+runs to the end, and only then does the launcher return (dying of SIGINT if the job did)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from support import CLI, PYTHON, Terminal, log_lines, signal_job, signal_of, trap_script, wait_for
+
+
+def _ready(directory) -> bool:
+    return all((directory / name).exists() for name in "abc")
+
+
+def test_cli_ctrl_c_lets_the_seed_trap_finish_then_dies_of_sigint(tmp_path):
+    trap_script(tmp_path)
+    term = Terminal([CLI, "./trap_script"], tmp_path)
+    try:
+        assert wait_for(lambda: _ready(tmp_path)), term.output
+        term.ctrl_c()
+        status = term.wait()
+        left_at_exit = [name for name in "abc" if (tmp_path / name).exists()]
+    finally:
+        term.close()
+    assert left_at_exit == [], "the launcher returned before the job's EXIT trap finished"
+    assert status is not None and signal_of(status) == signal.SIGINT, f"status {status}, output {term.output!r}"
+    assert b"Aborted" not in term.output
+
+
+def test_cli_job_sees_sigint_exactly_once(tmp_path):
+    argv, log = signal_job(tmp_path, cleanup=0.5)
+    term = Terminal([CLI, *argv], tmp_path)
+    try:
+        assert wait_for(lambda: log_lines(log)), term.output
+        term.ctrl_c()
+        status = term.wait()
+        lines_at_exit = log_lines(log)
+    finally:
+        term.close()
+    assert lines_at_exit[1:] == ["SIGINT", "cleaned"]
+    assert signal_of(status) == signal.SIGINT
+
+
+def test_cli_exits_with_the_status_of_a_job_that_handles_sigint(tmp_path):
+    argv, log = signal_job(tmp_path, cleanup=0.2, mode="exit0")
+    term = Terminal([CLI, *argv], tmp_path)
+    try:
+        assert wait_for(lambda: log_lines(log))
+        term.ctrl_c()
+        status = term.wait()
+    finally:
+        term.close()
+    assert log_lines(log)[1:] == ["SIGINT", "cleaned"]
+    assert status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+API_PROGRAM = """
+import os, sandbox
+try:
+    sandbox.run(["./trap_script"])
+except KeyboardInterrupt:
+    left = [n for n in "abc" if os.path.exists(n)]
+    print("KeyboardInterrupt after the job ended; left:", left or "nothing", flush=True)
+    raise
+"""
+
+
+def test_api_ctrl_c_raises_keyboardinterrupt_after_the_trap_finished(tmp_path):
+    trap_script(tmp_path)
+    term = Terminal([PYTHON, "-c", API_PROGRAM], tmp_path)
+    try:
+        assert wait_for(lambda: _ready(tmp_path)), term.output
+        term.ctrl_c()
+        status = term.wait()
+    finally:
+        term.close()
+    assert b"KeyboardInterrupt after the job ended; left: nothing" in term.output, term.output
+    assert signal_of(status) == signal.SIGINT
+
+
+def test_api_job_sees_sigint_exactly_once(tmp_path):
+    argv, log = signal_job(tmp_path, cleanup=0.5)
+    program = f"import sandbox; sandbox.run({argv!r})"
+    term = Terminal([PYTHON, "-c", program], tmp_path)
+    try:
+        assert wait_for(lambda: log_lines(log)), term.output
+        term.ctrl_c()
+        status = term.wait()
+        lines_at_exit = log_lines(log)
+    finally:
+        term.close()
+    assert lines_at_exit[1:] == ["SIGINT", "cleaned"], term.output
+    assert signal_of(status) == signal.SIGINT

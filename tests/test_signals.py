@@ -1,0 +1,69 @@
+"""Behaviour 2: signals sent to the launcher alone reach the job's main process exactly once;
+a repeated Ctrl+C reaches the job as under bash; a third within 5 seconds SIGKILLs the sandbox."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from support import CLI, PYTHON, Terminal, log_lines, marked_processes, signal_job, signal_of, wait_for
+
+SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"]
+
+
+@pytest.mark.parametrize("name", SIGNALS)
+def test_signal_sent_to_the_cli_alone_reaches_the_job_once(tmp_path, name):
+    sig = getattr(signal, name)
+    argv, log = signal_job(tmp_path, cleanup=0.3)
+    launcher = subprocess.Popen([CLI, *argv], cwd=tmp_path, start_new_session=True)
+    try:
+        assert wait_for(lambda: log_lines(log))
+        os.kill(launcher.pid, sig)
+        launcher.wait(timeout=30)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    assert log_lines(log)[1:] == [name, "cleaned"]
+    # The job died of the signal, so the launcher re-raised it on itself.
+    assert launcher.returncode == -sig
+
+
+def test_signal_sent_to_an_api_caller_reaches_the_job_once(tmp_path):
+    argv, log = signal_job(tmp_path, cleanup=0.3)
+    program = f"import sandbox; sandbox.run({argv!r})"
+    caller = subprocess.Popen([PYTHON, "-c", program], cwd=tmp_path, start_new_session=True,
+                              stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: log_lines(log))
+        os.kill(caller.pid, signal.SIGINT)  # Python turns it into KeyboardInterrupt; no terminal sent it
+        caller.wait(timeout=30)
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+            caller.wait()
+    assert log_lines(log)[1:] == ["SIGINT", "cleaned"]
+    assert caller.returncode == -signal.SIGINT
+
+
+def test_repeated_ctrl_c_reaches_the_job_each_time_and_the_third_kills_everything(tmp_path, no_leftovers):
+    argv, log = signal_job(tmp_path, mode="ignore")
+    term = Terminal([CLI, *argv], tmp_path)
+    try:
+        assert wait_for(lambda: log_lines(log))
+        for presses in (1, 2):
+            term.ctrl_c()
+            assert wait_for(lambda n=presses: log_lines(log).count("SIGINT") == n)
+        time.sleep(0.3)
+        assert term.poll() is None, "two presses must not end a job that handles SIGINT"
+        term.ctrl_c()
+        status = term.wait()
+    finally:
+        term.close()
+    assert log_lines(log).count("SIGINT") == 3
+    assert signal_of(status) == signal.SIGKILL
+    assert wait_for(lambda: not marked_processes(no_leftovers, {os.getpid()}), timeout=5)

@@ -1,0 +1,33 @@
+"""Behaviour 5: the caller SIGKILLed at any moment of start-up leaves nothing behind
+(bubblewrap leaks in 40% of such tries). The helpers arm PDEATHSIG, then check their parent."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import time
+
+import pytest
+
+from support import CLI, PYTHON, marked_processes, wait_for
+
+TRIES = 40
+
+
+@pytest.mark.parametrize("launcher", ["cli", "api"])
+def test_caller_killed_during_start_up_leaves_no_process(tmp_path, no_leftovers, launcher):
+    rng = random.Random(f"start-up race {launcher}")
+    if launcher == "cli":
+        argv = [CLI, "sleep", "300"]
+    else:
+        argv = [PYTHON, "-c", "import sandbox; sandbox.run(['sleep', '300'])"]
+    delays = sorted(rng.uniform(0, 0.12) for _ in range(TRIES))
+    for delay in delays:
+        caller = subprocess.Popen(argv, cwd=tmp_path, start_new_session=True)
+        time.sleep(delay)
+        caller.kill()
+        caller.wait()
+    me = {os.getpid()}
+    assert wait_for(lambda: not marked_processes(no_leftovers, me), timeout=30), (
+        f"left after {TRIES} killed start-ups: {marked_processes(no_leftovers, me)}")
