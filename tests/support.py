@@ -8,8 +8,8 @@ import select
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 MARK = "SANDBOXED_RUN_TEST"
 PYTHON = sys.executable

@@ -3,7 +3,6 @@ then SIGKILL, and the launcher returns the main status; a timeout stops the job 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 

@@ -1,0 +1,98 @@
+"""Behaviour 10 and bad input: exit codes follow the shell; bad input gets one line and 2 or 125."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+
+import pytest
+
+from support import CLI
+
+
+def run_cli(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=60, **kw)
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["true"], 0),
+        (["sh", "-c", "exit 7"], 7),
+        (["/etc/passwd"], 126),
+        (["/"], 126),
+        (["no-such-command-anywhere"], 127),
+        (["./no-such-file"], 127),
+    ],
+)
+def test_exit_status_follows_the_shell(args, code):
+    result = run_cli(*args)
+    assert result.returncode == code, result.stderr
+    if code >= 126:
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("sandboxed-run: ")
+
+
+def test_death_by_a_signal_is_reraised():
+    result = run_cli("sh", "-c", "kill -USR1 $$")
+    assert result.returncode == -signal.SIGUSR1
+    result = run_cli("sh", "-c", "kill -QUIT $$")
+    assert result.returncode == -signal.SIGQUIT
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        ([], 2, "COMMAND"),
+        (["--tmpfs", "relative/dir", "true"], 2, "absolute"),
+        (["--bind", "relative:/mnt", "true"], 2, "absolute"),
+        (["--tmpfs", "/no/such/dir", "true"], 125, "does not exist"),
+        (["--bind", "/no/such/src:/mnt", "true"], 125, "does not exist"),
+        (["--bind", "/etc:/etc/hostname", "true"], 125, "cannot bind a directory over a file"),
+        (["--ro-bind", "/etc/hostname:/mnt", "true"], 125, "cannot bind a file over a directory"),
+        (["--stop-signal", "NOPE", "true"], 2, "unknown stop signal"),
+        (["--grace", "-1", "true"], 2, "grace"),
+        (["--grace", "soon", "true"], 2, "grace"),
+        (["--timeout", "-3", "true"], 2, "timeout"),
+        (["--propagation", "shared", "true"], 2, "propagation"),
+        (["--setenv", "NOEQUALS", "true"], 2, "NAME=VALUE"),
+        (["--no-such-option", "true"], 2, "no-such-option"),
+        (["--", ""], 2, "command"),
+    ],
+)
+def test_bad_input_gets_one_clear_line(args, code, words):
+    result = run_cli(*args)
+    assert result.returncode == code, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert words.lower() in result.stderr.lower(), result.stderr
+
+
+def test_help_documents_every_option_and_the_exit_codes():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for option in ("--grace", "--stop-signal", "--timeout", "--tmpfs", "--bind", "--ro-bind", "--propagation",
+                   "--chdir", "--setenv", "--unsetenv", "--verbose"):
+        assert option in result.stdout
+    for code in ("124", "125", "126", "127"):
+        assert code in result.stdout
+
+
+def test_options_after_the_command_belong_to_the_command():
+    result = run_cli("echo", "--grace", "x")
+    assert result.returncode == 0 and result.stdout == "--grace x\n"
+
+
+def test_setenv_unsetenv_and_chdir(tmp_path):
+    result = run_cli("--setenv", "GREETING=hello=world", "--unsetenv", "HOME", "--chdir", str(tmp_path),
+                     "sh", "-c", 'echo "$GREETING ${HOME-unset} $(pwd)"')
+    assert result.stdout == f"hello=world unset {tmp_path}\n"
+
+
+def test_verbose_reports_the_lifecycle():
+    result = run_cli("-v", "--grace", "0", "sh", "-c", "sleep 100 & exit 4")
+    assert result.returncode == 4
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("sandboxed-run: started job_pid=")
+    assert any("stopping reason=main process exited" in line for line in lines), lines
+    assert any(line.startswith("sandboxed-run: killed count=1") for line in lines), lines
+    assert any("exited code=4" in line for line in lines)
