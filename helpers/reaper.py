@@ -27,7 +27,6 @@ import prctl
 from sandbox import linux, protocol
 from sandbox.errors import EXIT_FAILURE, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, SandboxError, mount_error, namespace_error
 from sandbox.signals import FORWARDED, PARENT_GONE, signal_name
-from sandbox.spec import SandboxSpec
 
 # The reaper reads these from a signalfd: blocked, never handled, so it learns who sent each one.
 WATCHED = (signal.SIGCHLD, PARENT_GONE, *FORWARDED)
@@ -49,22 +48,17 @@ def _cached_fd(cache: tuple[int, int] | None, opener) -> tuple[int, int]:
     return cache
 
 
-def start(request: dict, stdio: tuple[int | None, int | None, int | None]) -> tuple[int, int, object]:
+def fork() -> tuple[int, int, socket.socket]:
     """Fork a reaper as PID 1 of a new PID namespace; return its PID, a pidfd for it and our socket to it.
 
     Runs in a single-threaded launcher (the CLI, or the spawn server). The launcher enters the new
     PID namespace only for this one fork and goes straight back, so it can start the next sandbox.
+    The reaper prepares its namespaces at once and then waits for its job (send_job), so a spawn
+    server can keep one ready before anybody asks.
     """
     global _own_pidns, _own_pidfd
     _own_pidns = _cached_fd(_own_pidns, lambda: os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC))
     _own_pidfd = _cached_fd(_own_pidfd, lambda: os.pidfd_open(os.getpid()))
-    pgid = request.get("pgid")
-    if pgid and pgid != os.getpgrp():
-        # The job belongs in the caller's process group, where the terminal's Ctrl+C and Ctrl+Z land.
-        try:
-            os.setpgid(0, pgid)
-        except OSError:
-            pass
     ours, theirs = protocol.pair()
     try:
         linux.unshare(linux.CLONE_NEWPID)
@@ -82,7 +76,7 @@ def start(request: dict, stdio: tuple[int | None, int | None, int | None]) -> tu
     if pid == 0:
         code = EXIT_FAILURE
         try:
-            code = Reaper(request, theirs, _own_pidfd[1], stdio).run()
+            code = Reaper(theirs, _own_pidfd[1]).run()
         except BaseException as exc:  # never return into the launcher's code from here
             try:
                 protocol.send(theirs, ("error", EXIT_FAILURE, f"sandbox helper failed: {exc!r}"))
@@ -95,13 +89,34 @@ def start(request: dict, stdio: tuple[int | None, int | None, int | None]) -> tu
     return pid, os.pidfd_open(pid), ours
 
 
+def send_job(sock: socket.socket, pid: int, request: dict, stdio: tuple[int | None, int | None, int | None]) -> None:
+    """Give a forked reaper its job: the request and the descriptors that become the job's 0, 1, 2."""
+    pgid = request.get("pgid")
+    if pgid:
+        # The job belongs in the caller's process group, where the terminal's Ctrl+C and Ctrl+Z land.
+        try:
+            os.setpgid(pid, pgid)
+        except OSError:
+            pass
+    protocol.send(sock, ("job", request, [fd is not None for fd in stdio]), fds=[fd for fd in stdio if fd is not None])
+
+
+def start(request: dict, stdio: tuple[int | None, int | None, int | None]) -> tuple[int, int, socket.socket]:
+    """fork() and send_job() in one: a reaper for this job, now."""
+    pid, pidfd, sock = fork()
+    try:
+        send_job(sock, pid, request, stdio)
+    except OSError:
+        pass  # it died already; the caller learns that from the socket
+    return pid, pidfd, sock
+
+
 class Reaper:
-    def __init__(self, request: dict, sock, parent_pidfd: int, stdio: tuple[int | None, ...]) -> None:
-        self.request = request
-        self.spec = SandboxSpec.from_wire(request["spec"])
+    def __init__(self, sock: socket.socket, parent_pidfd: int) -> None:
         self.sock = sock
         self.parent_pidfd = parent_pidfd
-        self.stdio = stdio
+        self.request: dict = {}
+        self.stdio: tuple[int | None, ...] = (None, None, None)
         self.main_pid = 0
         self.main_status: int | None = None
         self.stopping: str | None = None
@@ -112,12 +127,23 @@ class Reaper:
         self.interrupts: deque[float] = deque()
         self.sigfd: linux.SignalFd | None = None
         self.all_gone = False  # waitpid said ECHILD: as PID 1 we inherit every orphan, so nothing is left
+        self.grace = 0.0
+        self.stop_signal = signal.SIGTERM
 
     # -- life --------------------------------------------------------------------------------------
 
     def run(self) -> int:
         self.arm()
+        failure = None
         try:
+            self.prepare()
+        except SandboxError as exc:
+            failure = exc  # told to whoever sends the job
+        if not self.receive_job():
+            return EXIT_FAILURE
+        try:
+            if failure is not None:
+                raise failure
             self.setup()
             self.spawn()
         except SandboxError as exc:
@@ -135,25 +161,55 @@ class Reaper:
         # The launcher may have died before PDEATHSIG was armed; then no signal will ever come.
         if select.select([self.parent_pidfd], [], [], 0)[0]:
             os._exit(EXIT_FAILURE)
-        keep = {self.sock.fileno(), self.sigfd.fileno(), *(fd for fd in self.stdio if fd is not None)}
-        linux.close_fds_except(keep)
+        linux.close_fds_except({self.sock.fileno(), self.sigfd.fileno()})
 
-    def setup(self) -> None:
+    def prepare(self) -> None:
+        """What every sandbox needs, done before the job is known: a mount namespace, / slave, a fresh /proc."""
         try:
             linux.unshare(linux.CLONE_NEWNS)
         except OSError as exc:
             raise namespace_error(exc, "a mount namespace") from None
-        propagation = linux.MS_SLAVE if self.spec.propagation == "slave" else linux.MS_PRIVATE
         try:
-            linux.mount(None, b"/", None, linux.MS_REC | propagation)
+            linux.mount(None, b"/", None, linux.MS_REC | linux.MS_SLAVE)
         except OSError as exc:
-            raise mount_error(exc, f"make mounts {self.spec.propagation} under", "/") from None
+            raise mount_error(exc, "make mounts slave under", "/") from None
         try:
             linux.mount(b"proc", b"/proc", b"proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
         except OSError as exc:
             raise mount_error(exc, "mount a fresh proc on", "/proc") from None
-        for m in self.spec.mounts:
-            self.mount(m.kind, m.target, m.source)
+
+    def receive_job(self) -> bool:
+        """Wait for the job; False if the launcher went away first (then there is nothing to clean up)."""
+        while True:
+            ready = select.select([self.sock, self.sigfd.fileno()], [], [])[0]
+            if any(signo == PARENT_GONE for signo, _, _ in self.sigfd.read()):
+                return False
+            if self.sock in ready:
+                try:
+                    message, fds, _ = protocol.recv(self.sock)
+                except (protocol.Closed, ConnectionError):
+                    return False
+                if message[0] != "job":
+                    for fd in fds:
+                        os.close(fd)
+                    continue
+                self.request = message[1]
+                it = iter(fds)
+                self.stdio = tuple(next(it) if flag else None for flag in message[2])
+                spec = self.request["spec"]
+                self.grace = spec["grace"]
+                self.stop_signal = spec["stop_signal"]
+                return True
+
+    def setup(self) -> None:
+        spec = self.request["spec"]
+        if spec["propagation"] == "private":
+            try:
+                linux.mount(None, b"/", None, linux.MS_REC | linux.MS_PRIVATE)
+            except OSError as exc:
+                raise mount_error(exc, "make mounts private under", "/") from None
+        for kind, target, source in spec["mounts"]:
+            self.mount(kind, target, source)
         cwd = self.request["cwd"]
         try:
             os.chdir(cwd)
@@ -189,7 +245,7 @@ class Reaper:
                 high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
                 copies.append(high)
                 file_actions.append((os.POSIX_SPAWN_DUP2, high, target))
-        ignored = set(self.spec.ignored_signals)
+        ignored = set(self.request["spec"]["ignored_signals"])
         for sig in ignored:
             signal.signal(sig, signal.SIG_IGN)
         defaults = signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP} - ignored
@@ -272,7 +328,7 @@ class Reaper:
                 else:
                     self.forward(signal.SIGINT, "launcher")
             elif kind == "stop":
-                grace = self.spec.grace if message[1] is None else message[1]
+                grace = self.grace if message[1] is None else message[1]
                 self.begin_stop(message[2], grace)
 
     def forward(self, sig: int, origin: str) -> None:
@@ -300,7 +356,7 @@ class Reaper:
             return
         self.caller_gone = True
         # A job already handling Ctrl+C is cleaning up: a SIGTERM landing in bash's EXIT trap would cut it.
-        self.begin_stop("caller died", self.spec.grace, send_signal=not self.interrupted)
+        self.begin_stop("caller died", self.grace, send_signal=not self.interrupted)
 
     # -- stopping ----------------------------------------------------------------------------------
 
@@ -317,7 +373,7 @@ class Reaper:
                 self.main_status = status
                 self.event("exited", **_describe_status(status))
         if self.main_status is not None and not self.all_gone and self.stopping is None:
-            self.begin_stop("main process exited", self.spec.grace)
+            self.begin_stop("main process exited", self.grace)
 
     def begin_stop(self, reason: str, grace: float, send_signal: bool = True) -> None:
         if self.stopping is not None:
@@ -325,7 +381,7 @@ class Reaper:
                 self.deadline = min(self.deadline, time.monotonic() + grace)
             return
         self.stopping = reason
-        sig = self.spec.stop_signal if send_signal else None
+        sig = self.stop_signal if send_signal else None
         self.event("stopping", reason=reason, grace=grace, signal=signal_name(sig) if sig else None)
         if sig is not None:
             for s in (sig, signal.SIGCONT):  # a stopped process would not see the stop signal until resumed

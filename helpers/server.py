@@ -40,8 +40,10 @@ def main(channel_fd: int, caller_pidfd: int) -> None:
     if select.select([caller_pidfd], [], [], 0)[0]:
         return  # the caller died before PDEATHSIG was armed
     gc.freeze()  # forked reapers then share the heap instead of copying every page a collection touches
+    server = Server(channel, caller_pidfd, sigfd)
     protocol.send(channel, ("ready", os.getpid()))
-    Server(channel, caller_pidfd, sigfd).serve()
+    server.make_spare()
+    server.serve()
 
 
 class Server:
@@ -51,6 +53,13 @@ class Server:
         self.sigfd = sigfd
         self.reapers: dict[int, int] = {}  # pid -> pidfd, for the reapers not yet reaped
         self.caller_gone = False
+        # A reaper forked ahead of the next request, its namespaces ready: the fork and the namespace
+        # set-up are then off the caller's path. Its mount table is a copy made when it was forked, so
+        # it is only used if ours has not changed since (the mountinfo file polls POLLPRI on a change).
+        self.spare: tuple[int, int, socket.socket] | None = None
+        self.mountinfo = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
+        self.mount_watch = select.poll()
+        self.mount_watch.register(self.mountinfo, select.POLLPRI | select.POLLERR)
 
     def serve(self) -> None:
         poller = select.poll()
@@ -82,13 +91,16 @@ class Server:
         it = iter(fds)
         stdio = tuple(next(it) if flag else None for flag in present)
         try:
-            pid, pidfd, sock = reaper.start(request, stdio)
+            pid, pidfd, sock = self.take_reaper()
+            try:
+                reaper.send_job(sock, pid, request, stdio)
+            except OSError:
+                pass  # it died already; the caller learns that from the socket
         except SandboxError as exc:
             protocol.send(self.channel, ("error", exc.exit_code, exc.message))
         except OSError as exc:
             protocol.send(self.channel, ("error", EXIT_FAILURE, f"cannot start the sandbox: {exc.strerror or exc}"))
         else:
-            self.reapers[pid] = pidfd
             try:
                 protocol.send(self.channel, ("spawned", pid), fds=[sock.fileno(), pidfd])
             except OSError:
@@ -97,6 +109,30 @@ class Server:
         finally:
             for fd in fds:
                 os.close(fd)
+        self.make_spare()
+
+    def take_reaper(self) -> tuple[int, int, socket.socket]:
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            pid, pidfd, sock = spare
+            stale = self.mount_watch.poll(0) or select.select([pidfd], [], [], 0)[0]
+            if not stale:
+                return spare
+            sock.close()  # it sees end of file and exits; SIGCHLD reaps it
+        return self.fork_reaper()
+
+    def fork_reaper(self) -> tuple[int, int, socket.socket]:
+        self.mount_watch.poll(0)  # consume earlier changes: the new reaper's copy includes them
+        pid, pidfd, sock = reaper.fork()
+        self.reapers[pid] = pidfd
+        return pid, pidfd, sock
+
+    def make_spare(self) -> None:
+        if self.spare is None and not self.caller_gone:
+            try:
+                self.spare = self.fork_reaper()
+            except OSError:
+                self.spare = None  # the next request forks its own and reports the error
 
     def reap(self) -> None:
         while True:
@@ -116,6 +152,9 @@ class Server:
         self.caller_gone = True
         for fd in (self.channel.fileno(), self.caller_pidfd):
             poller.unregister(fd)
+        if self.spare is not None:
+            self.spare[2].close()
+            self.spare = None
         # Each reaper would notice by itself (its socket's other end closes), unless a fork of the
         # caller still holds that end; PARENT_GONE is the same news as our own death would give.
         for pidfd in self.reapers.values():

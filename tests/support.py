@@ -45,13 +45,23 @@ def marked_processes(token: str, exclude: set[int] = frozenset()) -> list[int]:
     return found
 
 
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
 def this_process() -> set[int]:
-    """This test process and its spawn server: marked, but expected to live on."""
+    """This test process, its spawn server and the server's idle reaper: marked, but expected to live on."""
     from sandbox import spawner
 
     pids = {os.getpid()}
-    if spawner._server is not None and spawner._server.pid:
-        pids.add(spawner._server.pid)
+    server = spawner._server.pid if spawner._server is not None else None
+    if server:
+        pids.add(server)
+        pids.update(pid for pid in children(server) if not children(pid))
     return pids
 
 
@@ -107,12 +117,16 @@ class Terminal:
     def ctrl_c(self) -> None:
         self.type(b"\x03")
 
-    def _drain(self, timeout: float) -> None:
+    def _drain(self, timeout: float) -> bool:
+        """Read what the terminal shows; False once nothing more can come (end of file or EIO)."""
         if select.select([self.fd], [], [], timeout)[0]:
             try:
-                self.output += os.read(self.fd, 65536)
+                data = os.read(self.fd, 65536)
             except OSError:
-                time.sleep(timeout)
+                return False
+            self.output += data
+            return bool(data)
+        return True
 
     def expect(self, text: bytes, timeout: float = 15.0) -> bool:
         end = time.monotonic() + timeout
@@ -134,6 +148,9 @@ class Terminal:
         end = time.monotonic() + timeout
         while self.poll() is None and time.monotonic() < end:
             self._drain(0.02)
+        # What it wrote just before exiting may still sit in the terminal.
+        while self.status is not None and self._drain(0.05) and select.select([self.fd], [], [], 0)[0]:
+            pass
         return self.status
 
     def close(self) -> None:

@@ -8,15 +8,7 @@ import signal
 import subprocess
 import time
 
-from support import CLI, PYTHON, Terminal, alive, log_lines, loop_devices, marked_processes, signal_job, wait_for
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
+from support import CLI, PYTHON, Terminal, alive, children, log_lines, loop_devices, marked_processes, signal_job, wait_for
 
 
 def test_cli_sigkilled_the_job_gets_the_stop_signal_and_its_grace_period(tmp_path, no_leftovers):
@@ -97,8 +89,8 @@ def test_everything_of_ours_sigkilled_the_kernel_ends_the_job_and_releases_its_l
     try:
         assert wait_for(flag.exists)
         assert str(image) in loop_devices()
-        reaper = _children(launcher.pid)[0]
-        job = _children(reaper)
+        reaper = children(launcher.pid)[0]
+        job = children(reaper)
         # Every process of ours at once: no grace is possible, the kernel must do the rest.
         os.kill(reaper, signal.SIGKILL)
         os.kill(launcher.pid, signal.SIGKILL)

@@ -75,3 +75,16 @@ def test_slave_sees_new_host_mounts_and_private_does_not(shared_mount, tmp_path,
         (tmp_path / "go").touch()
         out, _ = p.communicate(timeout=30)
     assert out.strip() == ("1" if sees_it else "0")
+
+
+def test_a_mount_made_on_the_host_just_before_a_job_is_seen_by_it(tmp_path):
+    """The spawn server keeps a reaper ready with a copy of the mount table: a change must retire it."""
+    sandbox.run(["true"])  # the server now holds a ready reaper, forked before the mount below
+    point = tmp_path / "fresh"
+    point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "fresh-host-mount", str(point)], check=True)
+    try:
+        result = sandbox.run(["grep", "-c", f" {point} ", "/proc/self/mountinfo"], capture_output=True, text=True)
+    finally:
+        subprocess.run(["umount", str(point)], check=True)
+    assert result.stdout == "1\n"
