@@ -6,7 +6,7 @@ Names load on first use so that the command-line tool pays only for what it need
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing into every helper process
 
 __all__ = ["run", "Popen", "SandboxError", "CommandNotFound", "NotExecutable", "PIPE", "STDOUT", "DEVNULL"]
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .popen import DEVNULL, PIPE, STDOUT, Popen, run
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'sandbox' has no attribute {name!r}")

@@ -8,7 +8,18 @@ import signal
 import subprocess
 import time
 
-from support import CLI, PYTHON, Terminal, alive, children, log_lines, loop_devices, marked_processes, signal_job, wait_for
+from support import (
+    CLI,
+    PYTHON,
+    Terminal,
+    alive,
+    children,
+    log_lines,
+    loop_devices,
+    marked_processes,
+    signal_job,
+    wait_for,
+)
 
 
 def test_cli_sigkilled_the_job_gets_the_stop_signal_and_its_grace_period(tmp_path, no_leftovers):
