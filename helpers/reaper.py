@@ -1,7 +1,7 @@
 """The reaper: PID 1 of a sandbox's PID namespace, and the owner of its mount namespace.
 
-Its life, one function a step: start() forks it from a launcher; setup() builds the mount
-namespace; spawn() starts the job as PID 2; the loop forwards what the launcher asks, reaps
+Its life, one function a step: fork() starts it from a launcher; prepare() and setup() build the
+mount namespace; spawn() starts the job as PID 2; the loop forwards what the launcher asks, reaps
 every process, and stops them all (stop signal, grace, SIGKILL) when the job's main process
 ends, the launcher asks, or the launcher dies; finish() reports and exits, and the kernel
 then kills whatever is left in the namespace and drops its mounts.
@@ -111,14 +111,34 @@ def start(request: dict, stdio: tuple[int | None, int | None, int | None]) -> tu
     return pid, pidfd, sock
 
 
+class Command:
+    """A process the launcher asked for: where its reports go, and how it ended."""
+
+    __slots__ = ("pid", "sock", "status", "kill_at")
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.sock = sock
+        self.status: int | None = None
+        self.kill_at: float | None = None  # a stop asked for this command alone: SIGKILL it then
+
+
 class Reaper:
+    """PID 1 of one sandbox.
+
+    It runs either one job (its main process's exit stops everything left, as the CLI and
+    sandbox.run want) or a session (sandbox.Job): commands come one by one over the control
+    socket, each with a socket of its own for its reports, and the namespace lives until the
+    launcher stops it or dies.
+    """
+
     def __init__(self, sock: socket.socket, parent_pidfd: int) -> None:
         self.sock = sock
         self.parent_pidfd = parent_pidfd
         self.request: dict = {}
-        self.stdio: tuple[int | None, ...] = (None, None, None)
-        self.main_pid = 0
-        self.main_status: int | None = None
+        self.session = False
+        self.main: Command | None = None
+        self.commands: dict[int, Command] = {}  # not yet reaped
         self.stopping: str | None = None
         self.deadline: float | None = None
         self.caller_gone = False
@@ -129,6 +149,7 @@ class Reaper:
         self.all_gone = False  # waitpid said ECHILD: as PID 1 we inherit every orphan, so nothing is left
         self.grace = 0.0
         self.stop_signal = signal.SIGTERM
+        self.poller = select.poll()
 
     # -- life --------------------------------------------------------------------------------------
 
@@ -139,16 +160,21 @@ class Reaper:
             self.prepare()
         except SandboxError as exc:
             failure = exc  # told to whoever sends the job
-        if not self.receive_job():
+        stdio = self.receive_job()
+        if stdio is None:
             return EXIT_FAILURE
         try:
             if failure is not None:
                 raise failure
             self.setup()
-            self.spawn()
+            if not self.session:
+                self.main = self.spawn(self.request, stdio, self.sock)
         except SandboxError as exc:
-            self.send(("error", exc.exit_code, exc.message))
+            self.send(self.sock, ("error", exc.exit_code, exc.message))
             return exc.exit_code
+        if self.session:
+            self.event(self.sock, "ready", mnt_ns=os.stat("/proc/self/ns/mnt").st_ino,
+                       pid_ns=os.stat("/proc/self/ns/pid").st_ino)
         self.loop()
         return 0
 
@@ -178,28 +204,27 @@ class Reaper:
         except OSError as exc:
             raise mount_error(exc, "mount a fresh proc on", "/proc") from None
 
-    def receive_job(self) -> bool:
-        """Wait for the job; False if the launcher went away first (then there is nothing to clean up)."""
+    def receive_job(self) -> tuple[int | None, ...] | None:
+        """Wait for the job (or session) and its descriptors; None if the launcher went away first."""
         while True:
             ready = select.select([self.sock, self.sigfd.fileno()], [], [])[0]
             if any(signo == PARENT_GONE for signo, _, _ in self.sigfd.read()):
-                return False
+                return None
             if self.sock in ready:
                 try:
                     message, fds, _ = protocol.recv(self.sock)
                 except (protocol.Closed, ConnectionError):
-                    return False
-                if message[0] != "job":
+                    return None
+                if message[0] not in ("job", "session"):
                     for fd in fds:
                         os.close(fd)
                     continue
+                self.session = message[0] == "session"
                 self.request = message[1]
-                it = iter(fds)
-                self.stdio = tuple(next(it) if flag else None for flag in message[2])
                 spec = self.request["spec"]
                 self.grace = spec["grace"]
                 self.stop_signal = spec["stop_signal"]
-                return True
+                return _stdio(message[2], fds)
 
     def setup(self) -> None:
         spec = self.request["spec"]
@@ -210,12 +235,6 @@ class Reaper:
                 raise mount_error(exc, "make mounts private under", "/") from None
         for kind, target, source in spec["mounts"]:
             self.mount(kind, target, source)
-        cwd = self.request["cwd"]
-        try:
-            os.chdir(cwd)
-        except OSError as exc:
-            raise SandboxError(f"cannot change to directory {os.fsdecode(cwd)}: {exc.strerror}") from None
-        os.umask(self.request["umask"])
 
     def mount(self, kind: str, target: str, source: str | None) -> None:
         path = os.fsencode(target)
@@ -231,18 +250,26 @@ class Reaper:
         except OSError as exc:
             raise mount_error(exc, f"mount --{kind} on", target) from None
 
-    def spawn(self) -> None:
-        argv = self.request["argv"]
-        env = self.request["env"]
+    def spawn(self, request: dict, stdio: tuple[int | None, ...], sock: socket.socket) -> Command:
+        """Start one process as the request says; its reports go to sock. Raises SandboxError (126, 127, 125)."""
+        cwd = request["cwd"]
+        try:
+            os.chdir(cwd)
+        except OSError as exc:
+            raise SandboxError(f"cannot change to directory {os.fsdecode(cwd)}: {exc.strerror}") from None
+        os.umask(request["umask"])
+        argv = request["argv"]
+        env = request["env"]
         path = _resolve(argv[0], env.get(b"PATH", DEFAULT_PATH))
         file_actions = []
         copies = []
-        for target, fd in enumerate(self.stdio):
+        for target, fd in enumerate(stdio):
             if fd is None:
-                file_actions.append((os.POSIX_SPAWN_CLOSE, target))
+                if target < 3:
+                    file_actions.append((os.POSIX_SPAWN_CLOSE, target))
             else:
-                # Above 2, so that no dup2 onto 0-2 overwrites a descriptor a later one still needs.
-                high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+                # Above every target, so that no dup2 overwrites a descriptor a later one still needs.
+                high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, max(3, len(stdio)))
                 copies.append(high)
                 file_actions.append((os.POSIX_SPAWN_DUP2, high, target))
         ignored = set(self.request["spec"]["ignored_signals"])
@@ -250,43 +277,55 @@ class Reaper:
             signal.signal(sig, signal.SIG_IGN)
         defaults = signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP} - ignored
         try:
-            self.main_pid = os.posix_spawn(path, argv, env, file_actions=file_actions,
-                                           setsigmask=(), setsigdef=defaults)
-        except OSError as exc:
-            name = os.fsdecode(argv[0])
-            if exc.errno == errno.ENOENT:
-                raise SandboxError(f"{name}: command not found", EXIT_NOT_FOUND) from None
-            raise SandboxError(f"{name}: cannot execute: {exc.strerror}", EXIT_NOT_EXECUTABLE) from None
-        # Only the job may hold its pipes, or a caller reading them to the end would wait on us.
-        for fd in copies + [fd for fd in self.stdio if fd is not None and fd > 2]:
-            os.close(fd)
-        self.event("started", job_pid=None, mnt_ns=os.stat("/proc/self/ns/mnt").st_ino,
+            try:
+                pid = os.posix_spawn(path, argv, env, file_actions=file_actions, setsigmask=(), setsigdef=defaults)
+            except OSError as exc:
+                name = os.fsdecode(argv[0])
+                if exc.errno == errno.ENOENT:
+                    raise SandboxError(f"{name}: command not found", EXIT_NOT_FOUND) from None
+                raise SandboxError(f"{name}: cannot execute: {exc.strerror}", EXIT_NOT_EXECUTABLE) from None
+        finally:
+            # Only the job may hold its pipes, or a caller reading them to the end would wait on us.
+            for fd in copies + [fd for fd in stdio if fd is not None]:
+                os.close(fd)
+        command = Command(pid, sock)
+        self.commands[pid] = command
+        self.event(sock, "started", creds_pid=pid, job_pid=None, mnt_ns=os.stat("/proc/self/ns/mnt").st_ino,
                    pid_ns=os.stat("/proc/self/ns/pid").st_ino)
+        return command
 
     def loop(self) -> None:
-        poller = select.poll()
-        poller.register(self.sigfd.fileno(), select.POLLIN)
-        poller.register(self.sock.fileno(), select.POLLIN)
+        self.poller.register(self.sigfd.fileno(), select.POLLIN)
+        self.poller.register(self.sock.fileno(), select.POLLIN)
         listening = True
         while True:
             if self.caller_gone and listening:
-                poller.unregister(self.sock.fileno())  # its end of file would wake us forever
+                self.poller.unregister(self.sock.fileno())  # its end of file would wake us forever
                 listening = False
-            timeout = None if self.deadline is None else max(0, (self.deadline - time.monotonic()) * 1000)
-            ready = dict(poller.poll(timeout))
+            deadlines = [d for d in (self.deadline, *(c.kill_at for c in self.commands.values())) if d is not None]
+            timeout = None if not deadlines else max(0, (min(deadlines) - time.monotonic()) * 1000)
+            ready = dict(self.poller.poll(timeout))
             # Signals first: a launcher's "I got SIGINT" must be matched against a terminal SIGINT
             # that is already queued for us.
             self.read_signals()
             if listening and self.sock.fileno() in ready and not self.caller_gone:
-                self.read_commands()
-            if self.deadline is not None and time.monotonic() >= self.deadline:
+                self.read_messages(self.sock, self.main)
+            for command in list(self.commands.values()):
+                if command.sock is not self.sock and command.sock.fileno() in ready:
+                    self.read_messages(command.sock, command)
+            now = time.monotonic()
+            for command in list(self.commands.values()):
+                if command.kill_at is not None and now >= command.kill_at:
+                    command.kill_at = None
+                    _kill(command.pid, signal.SIGKILL)
+            if self.deadline is not None and now >= self.deadline:
                 self.kill_all("grace period over")
-            if self.main_status is not None and self.all_gone:
+            if self.all_gone and (self.stopping or (self.main is not None and self.main.status is not None)):
                 self.finish()
 
     def finish(self) -> None:
-        status = self.main_status if self.main_status is not None else 0
-        self.send(("exited", status))
+        status = self.main.status if self.main is not None and self.main.status is not None else 0
+        self.send(self.sock, ("exited", status))
         os._exit(0)
 
     # -- what arrives ------------------------------------------------------------------------------
@@ -304,21 +343,29 @@ class Reaper:
                 self.note_interrupt(now)
             # Anything else sent to us directly reached the job's process group too, or is not meant for it.
 
-    def read_commands(self) -> None:
+    def read_messages(self, sock: socket.socket, command: Command | None) -> None:
+        """What a launcher asks, on the control socket (command: the main one, if any) or a command's."""
+        control = sock is self.sock
         while True:
             try:
-                message, fds, _ = protocol.recv(self.sock, socket.MSG_DONTWAIT)
+                message, fds, _ = protocol.recv(sock, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return
             except (protocol.Closed, ConnectionError):
-                self.launcher_died()
+                if control:
+                    self.launcher_died()
+                else:
+                    self.poller.unregister(sock.fileno())  # the caller let go of this command; it runs on
                 return
+            kind = message[0]
+            if kind == "command" and control and self.session:
+                self.start_command(message[1], message[2], fds)
+                continue
             for fd in fds:
                 os.close(fd)
-            kind = message[0]
-            if kind == "signal":
-                self.forward(message[1], message[2])
-            elif kind == "interrupt":
+            if kind == "signal" and command is not None:
+                self.forward(command, message[1], message[2])
+            elif kind == "interrupt" and command is not None:
                 self.read_signals()
                 now = time.monotonic()
                 while self.tty_interrupts and now - self.tty_interrupts[0] > TTY_MATCH_WINDOW:
@@ -326,19 +373,38 @@ class Reaper:
                 if self.tty_interrupts:
                     self.tty_interrupts.popleft()
                 else:
-                    self.forward(signal.SIGINT, "launcher")
+                    self.forward(command, signal.SIGINT, "launcher")
             elif kind == "stop":
                 grace = self.grace if message[1] is None else message[1]
-                self.begin_stop(message[2], grace)
+                if control:
+                    self.begin_stop(message[2], grace)
+                elif command is not None:
+                    self.stop_command(command, grace)
 
-    def forward(self, sig: int, origin: str) -> None:
-        if self.main_status is not None:
+    def start_command(self, request: dict, present: list[bool], fds: list[int]) -> None:
+        """A session's next command: the last descriptor is the socket for its reports."""
+        if not fds or self.stopping:
+            for fd in fds:
+                os.close(fd)
             return
+        sock = socket.socket(fileno=fds[-1])
+        stdio = _stdio(present, fds[:-1])
         try:
-            os.kill(self.main_pid, sig)
-        except ProcessLookupError:
+            command = self.spawn(request, stdio, sock)
+        except SandboxError as exc:
+            self.send(sock, ("error", exc.exit_code, exc.message))
+            sock.close()
             return
-        self.event("signal", signal=signal_name(sig), origin=origin)
+        self.poller.register(sock.fileno(), select.POLLIN)
+        if command.status is not None:
+            self.report_exit(command)
+
+    def forward(self, command: Command, sig: int, origin: str) -> None:
+        if command.status is not None or command.pid not in self.commands:
+            return
+        if not _kill(command.pid, sig):
+            return
+        self.event(command.sock, "signal", signal=signal_name(sig), origin=origin)
         if sig == signal.SIGINT:
             self.note_interrupt(time.monotonic())
 
@@ -348,7 +414,7 @@ class Reaper:
         while now - self.interrupts[0] > IMPATIENT_WINDOW:
             self.interrupts.popleft()
         if len(self.interrupts) >= IMPATIENT_PRESSES:
-            self.event("stopping", reason="interrupted repeatedly", grace=0.0, signal=None)
+            self.event(self.sock, "stopping", reason="interrupted repeatedly", grace=0.0, signal=None)
             self.kill_all("interrupted repeatedly")
 
     def launcher_died(self) -> None:
@@ -369,11 +435,35 @@ class Reaper:
                 break
             if pid == 0:
                 break
-            if pid == self.main_pid:
-                self.main_status = status
-                self.event("exited", **_describe_status(status))
-        if self.main_status is not None and not self.all_gone and self.stopping is None:
+            command = self.commands.get(pid)
+            if command is not None:
+                command.status = status
+                self.report_exit(command)
+        main = self.main
+        if main is not None and main.status is not None and not self.all_gone and self.stopping is None:
             self.begin_stop("main process exited", self.grace)
+
+    def report_exit(self, command: Command) -> None:
+        self.commands.pop(command.pid, None)
+        self.event(command.sock, "exited", **_describe_status(command.status))
+        if command.sock is not self.sock:
+            self.send(command.sock, ("exited", command.status))
+            self.poller_forget(command.sock)
+            command.sock.close()
+
+    def poller_forget(self, sock: socket.socket) -> None:
+        try:
+            self.poller.unregister(sock.fileno())
+        except KeyError:
+            pass
+
+    def stop_command(self, command: Command, grace: float) -> None:
+        if command.status is not None or command.kill_at is not None:
+            return
+        self.event(command.sock, "stopping", reason="requested", grace=grace, signal=signal_name(self.stop_signal))
+        _kill(command.pid, self.stop_signal)
+        _kill(command.pid, signal.SIGCONT)
+        command.kill_at = time.monotonic() + grace
 
     def begin_stop(self, reason: str, grace: float, send_signal: bool = True) -> None:
         if self.stopping is not None:
@@ -382,12 +472,10 @@ class Reaper:
             return
         self.stopping = reason
         sig = self.stop_signal if send_signal else None
-        self.event("stopping", reason=reason, grace=grace, signal=signal_name(sig) if sig else None)
+        self.event(self.sock, "stopping", reason=reason, grace=grace, signal=signal_name(sig) if sig else None)
         if sig is not None:
             for s in (sig, signal.SIGCONT):  # a stopped process would not see the stop signal until resumed
-                try:
-                    os.kill(-1, s)
-                except ProcessLookupError:
+                if not _kill(-1, s):
                     break
         self.deadline = time.monotonic() + grace
         if grace <= 0:
@@ -395,32 +483,45 @@ class Reaper:
 
     def kill_all(self, reason: str) -> None:
         count = sum(1 for name in os.listdir("/proc") if name.isdigit()) - 1
-        try:
-            os.kill(-1, signal.SIGKILL)
-        except ProcessLookupError:
+        if not _kill(-1, signal.SIGKILL):
             count = 0
         if count > 0:
-            self.event("killed", count=count, reason=reason)
+            self.event(self.sock, "killed", count=count, reason=reason)
         self.deadline = None
-        if self.main_status is None and self.main_pid:
-            _, self.main_status = os.waitpid(self.main_pid, 0)
-            self.event("exited", **_describe_status(self.main_status))
+        # Those the launcher waits for learn how they ended; the kernel reaps the rest when we exit.
+        for command in list(self.commands.values()):
+            _, command.status = os.waitpid(command.pid, 0)
+            self.report_exit(command)
         self.finish()
 
     # -- talking to the launcher -------------------------------------------------------------------
 
-    def send(self, message: tuple, creds_pid: int | None = None) -> None:
-        if self.caller_gone:
+    def send(self, sock: socket.socket, message: tuple, creds_pid: int | None = None) -> None:
+        if sock is self.sock and self.caller_gone:
             return
         try:
-            protocol.send(self.sock, message, creds_pid=creds_pid)
+            protocol.send(sock, message, creds_pid=creds_pid)
         except OSError:
-            self.launcher_died()  # nobody listens any more: the same as the launcher's death
+            if sock is self.sock:
+                self.launcher_died()  # nobody listens any more: the same as the launcher's death
 
-    def event(self, name: str, **fields) -> None:
+    def event(self, sock: socket.socket, name: str, creds_pid: int | None = None, **fields) -> None:
         fields["time"] = time.time()
-        # The started event names the job by its PID in here; the kernel translates it for the receiver.
-        self.send(("event", name, fields), creds_pid=self.main_pid if name == "started" else None)
+        # A started event names the process by its PID in here; the kernel translates it for the receiver.
+        self.send(sock, ("event", name, fields), creds_pid=creds_pid)
+
+
+def _stdio(present: list[bool], fds: list[int]) -> tuple[int | None, ...]:
+    it = iter(fds)
+    return tuple(next(it) if flag else None for flag in present)
+
+
+def _kill(pid: int, sig: int) -> bool:
+    try:
+        os.kill(pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
 
 
 def _describe_status(status: int) -> dict:

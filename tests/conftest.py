@@ -24,7 +24,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
-def no_leftovers(request, tmp_path):
+def no_leftovers(request, tmp_path, tmp_path_factory):
     """Mark the test's processes; afterwards kill and report any process, mount or loop device it left."""
     token = uuid.uuid4().hex
     os.environ[MARK] = token
@@ -56,12 +56,19 @@ def no_leftovers(request, tmp_path):
                 except OSError:
                     pass
             problems.append("processes left running: " + "; ".join(details))
-        new_mounts = host_mounts() - mounts_before
+        # Other pytest sessions (other checkouts) may run at the same time: their temp dirs are theirs.
+        ours = str(tmp_path_factory.getbasetemp())
+        others = str(Path(ours).parent)
+
+        def mine(path: str) -> bool:
+            return path.startswith(ours) or not path.startswith(others)
+
+        new_mounts = {m for m in host_mounts() - mounts_before if mine(m)}
         if new_mounts:
             for target in sorted(new_mounts, reverse=True):
                 subprocess.run(["umount", "-l", target], check=False)
             problems.append(f"mounts left on the host: {sorted(new_mounts)}")
-        new_loops = {f: dev for f, dev in loop_devices().items() if f not in loops_before}
+        new_loops = {f: dev for f, dev in loop_devices().items() if f not in loops_before and mine(f)}
         if new_loops:
             for dev in new_loops.values():
                 subprocess.run(["losetup", "-d", dev], check=False)

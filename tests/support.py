@@ -65,6 +65,21 @@ def this_process() -> set[int]:
     return pids
 
 
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def trap_script_running(token: str, directory: Path) -> bool:
+    """The seed script is in its steady state: files made, tail running (a Ctrl+C between touch and
+    tail would reach neither, and bash would then wait for tail forever, with or without us)."""
+    return all((directory / name).exists() for name in "abc") and any(
+        cmdline(pid) == "tail -q -f a b c" for pid in marked_processes(token))
+
+
 def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:

@@ -6,18 +6,14 @@ from __future__ import annotations
 import os
 import signal
 
-from support import CLI, PYTHON, Terminal, log_lines, signal_job, signal_of, trap_script, wait_for
+from support import CLI, PYTHON, Terminal, log_lines, signal_job, signal_of, trap_script, trap_script_running, wait_for
 
 
-def _ready(directory) -> bool:
-    return all((directory / name).exists() for name in "abc")
-
-
-def test_cli_ctrl_c_lets_the_seed_trap_finish_then_dies_of_sigint(tmp_path):
+def test_cli_ctrl_c_lets_the_seed_trap_finish_then_dies_of_sigint(tmp_path, no_leftovers):
     trap_script(tmp_path)
     term = Terminal([CLI, "./trap_script"], tmp_path)
     try:
-        assert wait_for(lambda: _ready(tmp_path)), term.output
+        assert wait_for(lambda: trap_script_running(no_leftovers, tmp_path)), term.output
         term.ctrl_c()
         status = term.wait()
         left_at_exit = [name for name in "abc" if (tmp_path / name).exists()]
@@ -66,11 +62,11 @@ except KeyboardInterrupt:
 """
 
 
-def test_api_ctrl_c_raises_keyboardinterrupt_after_the_trap_finished(tmp_path):
+def test_api_ctrl_c_raises_keyboardinterrupt_after_the_trap_finished(tmp_path, no_leftovers):
     trap_script(tmp_path)
     term = Terminal([PYTHON, "-c", API_PROGRAM], tmp_path)
     try:
-        assert wait_for(lambda: _ready(tmp_path)), term.output
+        assert wait_for(lambda: trap_script_running(no_leftovers, tmp_path)), term.output
         term.ctrl_c()
         status = term.wait()
     finally:
