@@ -8,15 +8,21 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing into every helper process
 
-__all__ = ["run", "Popen", "SandboxError", "CommandNotFound", "NotExecutable", "PIPE", "STDOUT", "DEVNULL"]
+__all__ = ["run", "Popen", "Job", "JobProcess", "RemoteTraceback", "run_async", "create_process", "AsyncProcess",
+           "AsyncJob", "SandboxError", "CommandNotFound",
+           "NotExecutable", "PIPE", "STDOUT", "DEVNULL"]
 
 _HOMES = {
     "run": "popen", "Popen": "popen", "PIPE": "popen", "STDOUT": "popen", "DEVNULL": "popen",
+    "Job": "job", "JobProcess": "job", "RemoteTraceback": "job",
+    "run_async": "aio", "create_process": "aio", "AsyncProcess": "aio", "AsyncJob": "aio",
     "SandboxError": "errors", "CommandNotFound": "errors", "NotExecutable": "errors",
 }
 
 if TYPE_CHECKING:
+    from .aio import AsyncJob, AsyncProcess, create_process, run_async
     from .errors import CommandNotFound, NotExecutable, SandboxError
+    from .job import Job, JobProcess, RemoteTraceback
     from .popen import DEVNULL, PIPE, STDOUT, Popen, run
 
 

@@ -21,11 +21,12 @@ class ReaperClient:
     pidfd is readable nothing of the sandbox runs and its mounts are gone.
     """
 
-    def __init__(self, reaper_pid: int, pidfd: int, sock: socket.socket,
+    def __init__(self, reaper_pid: int, pidfd: int | None, sock: socket.socket,
                  on_event: Callable[[str, dict], None] | None = None) -> None:
         self.reaper_pid = reaper_pid
-        self.pidfd = pidfd
+        self.pidfd = pidfd if pidfd is not None else -1  # none: a command of a session, over when its socket closes
         self.sock = sock
+        self.ready = False  # the job started, or the session is ready for commands
         self.on_event = on_event
         self.job_pid: int | None = None
         self.status: int | None = None  # the main process's wait status
@@ -62,6 +63,9 @@ class ReaperClient:
             name, fields = message[1], message[2]
             if name == "started":
                 self.job_pid = fields["job_pid"] = pid
+                self.ready = True
+            elif name == "ready":
+                self.ready = True
             self.events.append((name, fields))
             if self.on_event is not None:
                 self.on_event(name, fields)
@@ -78,15 +82,11 @@ class ReaperClient:
 
     # -- waiting -----------------------------------------------------------------------------------
 
-    @property
-    def started(self) -> bool:
-        return self.job_pid is not None
-
     def wait_started(self) -> None:
-        """Block until the job runs, or raise the SandboxError that kept it from running."""
-        while not self.started and not self.closed:
+        """Block until the job runs (or the session is ready), or raise the SandboxError that kept it from it."""
+        while not self.ready and not self.closed:
             self.pump(None)
-        if not self.started:
+        if not self.ready:
             self.wait(None)
             raise self.error or SandboxError("the sandbox ended before its job started")
 
@@ -99,17 +99,16 @@ class ReaperClient:
             if deadline is not None and time.monotonic() >= deadline and not self.closed:
                 return False
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if not self.gone:
-            if not select.select([self.pidfd], [], [], remaining)[0]:
-                return False
-            self.gone = True
+        if not self.gone and self.pidfd >= 0 and not select.select([self.pidfd], [], [], remaining)[0]:
+            return False
+        self.gone = True
         return True
 
     @property
     def finished(self) -> bool:
         if not self.closed:
             self.pump(0)
-        if self.closed and not self.gone and select.select([self.pidfd], [], [], 0)[0]:
+        if self.closed and not self.gone and (self.pidfd < 0 or select.select([self.pidfd], [], [], 0)[0]):
             self.gone = True
         return self.gone
 

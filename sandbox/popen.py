@@ -59,6 +59,16 @@ def _environment(env: Mapping | None) -> dict[bytes, bytes]:
     return out
 
 
+def _command_request(argv: list[bytes], env: Mapping | None, cwd: str | bytes | os.PathLike | None) -> dict:
+    """What one command needs besides its sandbox: the caller's environment, directory and umask, as now."""
+    return {
+        "argv": argv,
+        "env": _environment(env),
+        "cwd": os.fsencode(os.path.abspath(cwd if cwd is not None else os.getcwd())),
+        "umask": linux.current_umask(),
+    }
+
+
 def _fd_is_open(fd: int) -> bool:
     try:
         os.fstat(fd)
@@ -96,32 +106,33 @@ class Popen:
         propagation: str = "slave",
         on_event: Callable[[str, dict], None] | None = None,
     ) -> None:
-        self.args = args
-        self.returncode: int | None = None
-        self.stdin: IO | None = None
-        self.stdout: IO | None = None
-        self.stderr: IO | None = None
-        self._text = bool(text or universal_newlines or encoding or errors)
-        self._encoding = encoding
-        self._errors = errors
-        self._outputs: dict[int, list[bytes]] = {}
-        self._input_view: memoryview | None = None
         argv = _argv(args, shell)
         self.spec = SandboxSpec.build(grace=grace, stop_signal=stop_signal, tmpfs=tmpfs, binds=binds,
                                       ro_binds=ro_binds, propagation=propagation,
                                       ignored_signals=inherited_ignores())
         self.spec.check_host()
-        request = {
-            "argv": argv,
-            "env": _environment(env),
-            "cwd": os.fsencode(os.path.abspath(cwd if cwd is not None else os.getcwd())),
-            "umask": linux.current_umask(),
-            "spec": self.spec.to_wire(),
-            "pgid": os.getpgrp(),
-        }
-        child_fds, to_close = self._stdio(stdin, stdout, stderr)
+        request = _command_request(argv, env, cwd)
+        request["spec"] = self.spec.to_wire()
+        request["pgid"] = os.getpgrp()
+        self._start(args, request, (stdin, stdout, stderr), text or universal_newlines, encoding, errors,
+                    lambda fds: spawner.new_client(request, fds, on_event))
+
+    def _start(self, args: Any, request: dict, stdio: tuple, text: bool | None, encoding: str | None,
+               errors: str | None, launch: Callable[[tuple], ReaperClient], extra_fds: Sequence[int] = ()) -> None:
+        """Start the process through launch(descriptors) and wait until it runs (or raise why it does not)."""
+        self.args = args
+        self.returncode: int | None = None
+        self.stdin: IO | None = None
+        self.stdout: IO | None = None
+        self.stderr: IO | None = None
+        self._text = bool(text or encoding or errors)
+        self._encoding = encoding
+        self._errors = errors
+        self._outputs: dict[int, list[bytes]] = {}
+        self._input_view: memoryview | None = None
+        child_fds, to_close = self._stdio(*stdio)
         try:
-            self._client: ReaperClient = spawner.new_client(request, child_fds, on_event)
+            self._client: ReaperClient = launch((*child_fds, *extra_fds))
         except BaseException:
             self._close_parent_ends()
             raise
@@ -231,8 +242,11 @@ class Popen:
         if grace is not None and (grace < 0 or grace != grace):
             raise ValueError("grace must be >= 0")
         if self.returncode is None:
-            self._client.stop(grace, "requested")
+            self._stop_for("requested", grace)
         return self._wait_shielded()
+
+    def _stop_for(self, reason: str, grace: float | None = None) -> None:
+        self._client.stop(grace, reason)
 
     def _wait_shielded(self) -> int:
         """Wait to the end even through Ctrl+C (each passed on as the terminal would); then re-raise it."""
@@ -328,7 +342,7 @@ class Popen:
                     pass
         finally:
             if self.returncode is None and not self._client.finished:
-                self._client.stop(None, "context exited")
+                self._stop_for("interrupted" if exc_info[0] is KeyboardInterrupt else "context exited")
             try:
                 self._wait_shielded()
             finally:
@@ -358,6 +372,12 @@ def run(
     until its cleanup ends, then raise KeyboardInterrupt. On a timeout the sandbox is stopped with
     its stop signal and grace period, and TimeoutExpired is raised once every process is gone.
     """
+    return _run(Popen, args, stdin, input, stdout, stderr, capture_output, check, timeout, options)
+
+
+def _run_streams(stdin: Any, input: Any, stdout: Any, stderr: Any, capture_output: bool,
+                 timeout: float | None) -> tuple[Any, Any, Any]:
+    """run()'s arguments checked as subprocess.run checks them; the stdin, stdout, stderr to start with."""
     if input is not None:
         if stdin is not None:
             raise ValueError("stdin and input arguments may not both be used")
@@ -368,11 +388,17 @@ def run(
         stdout = stderr = PIPE
     if timeout is not None and (timeout != timeout or timeout < 0):
         raise ValueError("timeout must be >= 0")
-    with Popen(args, stdin=stdin, stdout=stdout, stderr=stderr, **options) as process:
+    return stdin, stdout, stderr
+
+
+def _run(factory: Callable[..., Popen], args: Any, stdin: Any, input: bytes | str | None, stdout: Any, stderr: Any,
+         capture_output: bool, check: bool, timeout: float | None, options: dict) -> subprocess.CompletedProcess:
+    stdin, stdout, stderr = _run_streams(stdin, input, stdout, stderr, capture_output, timeout)
+    with factory(args, stdin=stdin, stdout=stdout, stderr=stderr, **options) as process:
         try:
             out, err = process.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired:
-            process._client.stop(None, "timeout")
+            process._stop_for("timeout")
             out, err = _finish(process)
             raise subprocess.TimeoutExpired(process.args, timeout, out, err) from None
         except KeyboardInterrupt:

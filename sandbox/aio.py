@@ -1,0 +1,264 @@
+"""asyncio for sandboxes: run_async, create_process, AsyncProcess and AsyncJob.
+
+We wait on the reaper's socket and pidfd with loop.add_reader, never with asyncio's subprocess
+transport (which SIGKILLs the child when it closes). Cancellation follows trio's run_process: a
+shielded escalation (deliver_cancel) runs until every process of the job is gone, and only then
+does the cancellation go on. The default escalation asks the reaper to stop the job, which sends
+the stop signal unless a Ctrl+C from the terminal already reached the job: then the job's own
+cleanup gets the grace period with nothing on top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import socket
+import subprocess
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .client import ReaperClient
+from .job import Job, call_argv, call_outcome
+from .popen import Popen, _run_streams
+
+DeliverCancel = Callable[["AsyncProcess"], Awaitable[None]]
+
+
+async def _readable(fd: int) -> None:
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+
+
+async def _wait_client(client: ReaperClient) -> None:
+    """Until the reaper has reported and (for a whole sandbox) exited: its pidfd is readable."""
+    while not client.closed:
+        await _readable(client.sock.fileno())
+        client.pump(0)
+    if not client.gone and client.pidfd >= 0:
+        await _readable(client.pidfd)
+    client.gone = True
+
+
+class AsyncProcess:
+    """A sandboxed command for asyncio, shaped like asyncio.subprocess.Process."""
+
+    def __init__(self, popen: Popen) -> None:
+        self._popen = popen
+        self.pid: int = popen.pid
+        self.stdin: asyncio.StreamWriter | None = None
+        self.stdout: asyncio.StreamReader | None = None
+        self.stderr: asyncio.StreamReader | None = None
+
+    @classmethod
+    async def _wrap(cls, popen: Popen) -> AsyncProcess:
+        self = cls(popen)
+        loop = asyncio.get_running_loop()
+        if popen.stdin is not None:
+            protocol = asyncio.StreamReaderProtocol(asyncio.StreamReader())
+            transport, _ = await loop.connect_write_pipe(lambda: protocol, popen.stdin)
+            self.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
+        for name in ("stdout", "stderr"):
+            pipe = getattr(popen, name)
+            if pipe is not None:
+                reader = asyncio.StreamReader()
+                await loop.connect_read_pipe(lambda r=reader: asyncio.StreamReaderProtocol(r), pipe)
+                setattr(self, name, reader)
+        return self
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.poll()
+
+    @property
+    def events(self) -> list[tuple[str, dict]]:
+        return self._popen.events
+
+    async def wait(self) -> int:
+        await _wait_client(self._popen._client)
+        return self._popen.wait()
+
+    async def communicate(self, input: bytes | None = None) -> tuple[bytes | None, bytes | None]:
+        async def feed() -> None:
+            if self.stdin is None:
+                return
+            try:
+                if input:
+                    self.stdin.write(input)
+                    await self.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            self.stdin.close()
+
+        async def read(stream: asyncio.StreamReader | None) -> bytes | None:
+            return None if stream is None else await stream.read()
+
+        _, out, err = await asyncio.gather(feed(), read(self.stdout), read(self.stderr))
+        await self.wait()
+        return out, err
+
+    def send_signal(self, sig: int) -> None:
+        self._popen.send_signal(sig)
+
+    def terminate(self) -> None:
+        self._popen.terminate()
+
+    def kill(self) -> None:
+        self._popen.kill()
+
+    async def stop(self, grace: float | None = None) -> int:
+        """Stop every process of the sandbox (stop signal, grace, SIGKILL) and wait for the end."""
+        if grace is not None and (grace != grace or grace < 0):
+            raise ValueError("grace must be >= 0")
+        if self._popen.returncode is None:
+            self._popen._stop_for("requested", grace)
+        return await self.wait()
+
+
+async def default_deliver_cancel(process: AsyncProcess) -> None:
+    """Stop the job as its stop signal and grace say; no signal if a terminal's Ctrl+C reached it already."""
+    process._popen._stop_for("cancelled")
+
+
+async def _shielded(process: AsyncProcess, deliver_cancel: DeliverCancel) -> None:
+    """Run the escalation to its end, whatever cancellations arrive meanwhile."""
+
+    async def escalate() -> None:
+        await deliver_cancel(process)
+        await process.wait()
+
+    task = asyncio.ensure_future(escalate())
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            continue
+    task.result()
+
+
+async def create_process(args: Any, **options: Any) -> AsyncProcess:
+    """Start a command in its own sandbox; same arguments as sandbox.Popen."""
+    loop = asyncio.get_running_loop()
+    popen = await loop.run_in_executor(None, lambda: Popen(args, **options))
+    return await AsyncProcess._wrap(popen)
+
+
+async def _run(start: Callable[..., Awaitable[AsyncProcess]], args: Any, stdin: Any, input: bytes | None,
+               stdout: Any, stderr: Any, capture_output: bool, check: bool, timeout: float | None,
+               deliver_cancel: DeliverCancel | None, options: dict) -> subprocess.CompletedProcess:
+    stdin, stdout, stderr = _run_streams(stdin, input, stdout, stderr, capture_output, timeout)
+    if options.get("text") or options.get("universal_newlines") or options.get("encoding"):
+        raise ValueError("run_async returns bytes; decode the output yourself")
+    process = await start(args, stdin=stdin, stdout=stdout, stderr=stderr, **options)
+    try:
+        try:
+            out, err = await asyncio.wait_for(process.communicate(input), timeout)
+        except TimeoutError:
+            await _shielded(process, _stop_for_timeout)
+            raise subprocess.TimeoutExpired(args, timeout) from None
+    except asyncio.CancelledError:
+        await _shielded(process, deliver_cancel or default_deliver_cancel)
+        raise
+    code = process.returncode
+    if check and code:
+        raise subprocess.CalledProcessError(code, args, out, err)
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
+async def _stop_for_timeout(process: AsyncProcess) -> None:
+    process._popen._stop_for("timeout")
+
+
+async def run_async(args: Any, *, stdin: Any = None, input: bytes | None = None, stdout: Any = None,
+                    stderr: Any = None, capture_output: bool = False, check: bool = False,
+                    timeout: float | None = None, deliver_cancel: DeliverCancel | None = None,
+                    **options: Any) -> subprocess.CompletedProcess:
+    """sandbox.run for asyncio. On cancellation deliver_cancel(process) runs shielded (default: the
+    stop signal unless a Ctrl+C already reached the job, grace, SIGKILL), then the job is waited for,
+    then the cancellation goes on."""
+    return await _run(create_process, args, stdin, input, stdout, stderr, capture_output, check, timeout,
+                      deliver_cancel, options)
+
+
+class AsyncJob:
+    """sandbox.Job for asyncio: `async with sandbox.AsyncJob(tmpfs=["/mnt"]) as job: await job.run([...])`."""
+
+    def __init__(self, **options: Any) -> None:
+        self.job = Job(**options)
+
+    async def __aenter__(self) -> AsyncJob:
+        await asyncio.get_running_loop().run_in_executor(None, self.job.start)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        reason = "cancelled" if exc_type is asyncio.CancelledError else (
+            "interrupted" if exc_type is KeyboardInterrupt else "context exited")
+        await self._stop(None, reason)
+
+    @property
+    def pid(self) -> int:
+        return self.job.pid
+
+    def namespace_path(self, kind: str = "mnt") -> str:
+        return self.job.namespace_path(kind)
+
+    async def stop(self, grace: float | None = None) -> None:
+        if grace is not None and (grace != grace or grace < 0):
+            raise ValueError("grace must be >= 0")
+        await self._stop(grace, "requested")
+
+    async def _stop(self, grace: float | None, reason: str) -> None:
+        client = self.job._client
+        if client is None:
+            return
+        client.stop(grace, reason)
+        task = asyncio.ensure_future(_wait_client(client))
+        while not task.done():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                continue
+        client.close()
+
+    async def create_process(self, args: Any, **options: Any) -> AsyncProcess:
+        loop = asyncio.get_running_loop()
+        popen = await loop.run_in_executor(None, lambda: self.job.Popen(args, **options))
+        return await AsyncProcess._wrap(popen)
+
+    async def run(self, args: Any, *, stdin: Any = None, input: bytes | None = None, stdout: Any = None,
+                  stderr: Any = None, capture_output: bool = False, check: bool = False,
+                  timeout: float | None = None, deliver_cancel: DeliverCancel | None = None,
+                  **options: Any) -> subprocess.CompletedProcess:
+        return await _run(self.create_process, args, stdin, input, stdout, stderr, capture_output, check, timeout,
+                          deliver_cancel, options)
+
+    async def call(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """job.call for asyncio: func runs in a fresh Python process inside the job."""
+        loop = asyncio.get_running_loop()
+        payload = pickle.dumps((func, args, kwargs))
+        ours, theirs = socket.socketpair()
+        try:
+            popen = await loop.run_in_executor(None, lambda: self.job.Popen(call_argv(), _extra_fds=(theirs.fileno(),)))
+        finally:
+            theirs.close()
+        process = AsyncProcess(popen)
+        ours.setblocking(False)
+        with ours:
+            try:
+                await loop.sock_sendall(ours, payload)
+                ours.shutdown(socket.SHUT_WR)
+                chunks = []
+                while chunk := await loop.sock_recv(ours, 1 << 16):
+                    chunks.append(chunk)
+                await process.wait()
+            except asyncio.CancelledError:
+                await _shielded(process, default_deliver_cancel)
+                raise
+            except ConnectionResetError:
+                chunks = []
+                await process.wait()
+        return call_outcome(func, chunks, process.returncode)

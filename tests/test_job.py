@@ -1,0 +1,149 @@
+"""sandbox.Job: several commands and Python calls in one mount and PID namespace, torn down as a whole."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+import pytest
+
+import sandbox
+from support import PYTHON, host_mounts, log_lines, marked_processes, signal_job, this_process, wait_for
+
+
+def double(x: int) -> tuple[int, int]:
+    return os.getpid(), 2 * x
+
+
+def fail(message: str) -> None:
+    raise KeyError(message)
+
+
+def test_commands_of_one_job_share_a_tmpfs_the_host_never_sees(tmp_path):
+    before = host_mounts()
+    with sandbox.Job(tmpfs=[str(tmp_path)]) as job:
+        job.run(["sh", "-c", f"echo inside > {tmp_path}/made-by-first && mkdir {tmp_path}/m"], check=True)
+        job.run(["mount", "-t", "tmpfs", "second", f"{tmp_path}/m"], check=True)
+        seen = job.run(["sh", "-c", f"cat {tmp_path}/made-by-first; grep -c ' {tmp_path}/m ' /proc/self/mountinfo"],
+                       capture_output=True, text=True).stdout
+        assert not (tmp_path / "made-by-first").exists()
+        assert host_mounts() == before
+    assert seen == "inside\n1\n"
+    assert host_mounts() == before
+
+
+def test_call_returns_a_value_and_reraises_with_the_remote_traceback():
+    with sandbox.Job() as job:
+        pid, value = job.call(double, 21)
+        assert value == 42 and pid >= 2  # a fresh process inside the job's PID namespace, never its PID 1
+        with pytest.raises(KeyError) as caught:
+            job.call(fail, "from inside")
+    assert isinstance(caught.value.__cause__, sandbox.RemoteTraceback)
+    assert "from inside" in str(caught.value.__cause__) and "fail" in str(caught.value.__cause__)
+
+
+def test_leaving_the_block_stops_live_daemons(tmp_path, no_leftovers):
+    argv, log = signal_job(tmp_path, cleanup=0.3)
+    with sandbox.Job(grace=5) as job:
+        job.run(["sh", "-c", "setsid sleep 1000 & (sleep 1000 &) ; true"])
+        process = job.Popen(argv)
+        assert wait_for(lambda: log_lines(log))
+        reaper = job.pid
+        assert len([p for p in marked_processes(no_leftovers, this_process())]) >= 4
+    assert log_lines(log)[1:] == ["SIGTERM", "cleaned"]
+    assert process.returncode == -signal.SIGTERM
+    assert not os.path.exists(f"/proc/{reaper}")
+    assert not marked_processes(no_leftovers, this_process())
+
+
+def test_a_job_command_can_be_stopped_alone_while_the_job_runs_on():
+    with sandbox.Job() as job:
+        first = job.Popen(["sleep", "100"])
+        second = job.Popen(["sleep", "100"])
+        assert first.stop(grace=1) == -signal.SIGTERM
+        assert second.poll() is None
+        assert job.run(["true"]).returncode == 0
+    assert second.returncode == -signal.SIGTERM
+
+
+def test_job_pid_and_namespace_path():
+    with sandbox.Job() as job:
+        assert os.readlink(job.namespace_path("mnt")) != os.readlink("/proc/self/ns/mnt")
+        assert os.readlink(job.namespace_path("pid")) != os.readlink("/proc/self/ns/pid")
+        inside = job.run(["cat", "/proc/1/comm"], capture_output=True, text=True).stdout
+        assert inside == "sandbox-reaper\n"
+        assert open(f"/proc/{job.pid}/comm").read() == "sandbox-reaper\n"
+        with pytest.raises(ValueError):
+            job.namespace_path("nope")
+
+
+JOB_CALLER = """
+import sys, sandbox
+job = sandbox.Job(grace=5).start()
+job.Popen(sys.argv[1:])
+print("started", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_caller_sigkilled_with_a_job_open_gives_the_grace_period(tmp_path, no_leftovers):
+    argv, log = signal_job(tmp_path, cleanup=1.0)
+    caller = subprocess.Popen([PYTHON, "-c", JOB_CALLER, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              start_new_session=True)
+    try:
+        assert caller.stdout.readline() == b"started\n"
+        assert wait_for(lambda: log_lines(log))
+        caller.kill()
+        caller.wait()
+        assert wait_for(lambda: "cleaned" in log_lines(log))
+        assert log_lines(log)[1:] == ["SIGTERM", "cleaned"]
+        assert wait_for(lambda: not marked_processes(no_leftovers, {os.getpid()}))
+    finally:
+        caller.kill()
+        caller.wait()
+        caller.stdin.close()
+        caller.stdout.close()
+
+
+def test_bad_job_arguments_raise_before_anything_starts():
+    from sandbox import spawner
+
+    before = spawner._server
+    for kwargs in ({"grace": -1}, {"tmpfs": ["relative"]}, {"propagation": "up"}, {"stop_signal": "NOPE"}):
+        with pytest.raises(ValueError):
+            sandbox.Job(**kwargs)
+    with pytest.raises(sandbox.SandboxError):
+        sandbox.Job(tmpfs=["/no/such/dir"])
+    with sandbox.Job() as job:
+        with pytest.raises(TypeError):
+            job.Popen(["true"], tmpfs=["/mnt"])
+        with pytest.raises(FileNotFoundError):
+            job.run(["no-such-program-xyz"])
+        assert job.run(["true"]).returncode == 0, "a failed command must not end the job"
+    assert spawner._server is not None or before is None
+
+
+@pytest.mark.sandbox_job(tmpfs=["/mnt"])
+def test_the_sandbox_job_fixture(sandbox_job):
+    sandbox_job.run(["mount", "-t", "tmpfs", "fixture", "/mnt"], check=True)
+    sandbox_job.run(["sh", "-c", "setsid sleep 1000 &"], check=True)
+    assert sandbox_job.run(["mountpoint", "-q", "/mnt"]).returncode == 0
+    assert subprocess.run(["mountpoint", "-q", "/mnt"]).returncode != 0
+
+
+pytest_plugins = ["pytester"]
+
+
+def test_the_fixture_fails_a_test_whose_sandbox_outlives_it(pytester):
+    pytester.makepyfile("""
+        import os
+        kept = []
+        def test_holds_the_namespace(sandbox_job):
+            kept.append(os.open(sandbox_job.namespace_path("mnt"), os.O_RDONLY))
+        def test_clean(sandbox_job):
+            sandbox_job.run(["true"], check=True)
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*outlived it*holds it open*"])
