@@ -98,7 +98,8 @@ def send_job(sock: socket.socket, pid: int, request: dict, stdio: tuple[int | No
             os.setpgid(pid, pgid)
         except OSError:
             pass
-    protocol.send(sock, ("job", request, [fd is not None for fd in stdio]), fds=[fd for fd in stdio if fd is not None])
+    kind = "session" if request.get("session") else "job"
+    protocol.send(sock, (kind, request, [fd is not None for fd in stdio]), fds=[fd for fd in stdio if fd is not None])
 
 
 def start(request: dict, stdio: tuple[int | None, int | None, int | None]) -> tuple[int, int, socket.socket]:
@@ -376,10 +377,12 @@ class Reaper:
                     self.forward(command, signal.SIGINT, "launcher")
             elif kind == "stop":
                 grace = self.grace if message[1] is None else message[1]
+                # After a Ctrl+C the job is cleaning up already: give it the grace period, no signal on top.
+                signal_it = not (message[2] in ("interrupted", "cancelled") and self.interrupted)
                 if control:
-                    self.begin_stop(message[2], grace)
+                    self.begin_stop(message[2], grace, send_signal=signal_it)
                 elif command is not None:
-                    self.stop_command(command, grace)
+                    self.stop_command(command, grace, signal_it)
 
     def start_command(self, request: dict, present: list[bool], fds: list[int]) -> None:
         """A session's next command: the last descriptor is the socket for its reports."""
@@ -457,12 +460,14 @@ class Reaper:
         except KeyError:
             pass
 
-    def stop_command(self, command: Command, grace: float) -> None:
+    def stop_command(self, command: Command, grace: float, signal_it: bool = True) -> None:
         if command.status is not None or command.kill_at is not None:
             return
-        self.event(command.sock, "stopping", reason="requested", grace=grace, signal=signal_name(self.stop_signal))
-        _kill(command.pid, self.stop_signal)
-        _kill(command.pid, signal.SIGCONT)
+        sig = self.stop_signal if signal_it else None
+        self.event(command.sock, "stopping", reason="requested", grace=grace, signal=signal_name(sig) if sig else None)
+        if sig is not None:
+            _kill(command.pid, sig)
+            _kill(command.pid, signal.SIGCONT)
         command.kill_at = time.monotonic() + grace
 
     def begin_stop(self, reason: str, grace: float, send_signal: bool = True) -> None:
