@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, Any
 
-from . import linux, spawner
+from . import hooks, linux, spawner
 from .client import ReaperClient
 from .signals import inherited_ignores
 from .spec import DEFAULT_GRACE, SandboxSpec
@@ -95,8 +95,12 @@ class Popen:
         ro_binds: Iterable[str | tuple[str, str]] = (),
         propagation: str = "slave",
         on_event: Callable[[str, dict], None] | None = None,
+        on_exit: Iterable[str] | None = None,
     ) -> None:
         self.args = args
+        self._on_exit = hooks.check_commands(on_exit)
+        self._on_event = on_event
+        self._wrapped_up = False
         self.returncode: int | None = None
         self.stdin: IO | None = None
         self.stdout: IO | None = None
@@ -118,6 +122,7 @@ class Popen:
             "umask": linux.current_umask(),
             "spec": self.spec.to_wire(),
             "pgid": os.getpgrp(),
+            "on_exit": self._on_exit,  # the spawn server runs them if we die first
         }
         child_fds, to_close = self._stdio(stdin, stdout, stderr)
         try:
@@ -199,7 +204,29 @@ class Popen:
             else:
                 self.returncode = -signal.SIGKILL  # the reaper died and the kernel killed the job with it
             client.close()
+            self._wrap_up()
         return self.returncode
+
+    def _wrap_up(self) -> None:
+        """Once every process of the sandbox is gone: the on_exit hooks, then the finished event."""
+        if self._wrapped_up:
+            return
+        self._wrapped_up = True
+        client = self._client
+
+        def emit(name: str, fields: dict) -> None:
+            client.events.append((name, fields))
+            if self._on_event is not None:
+                self._on_event(name, fields)
+
+        rc = self.returncode if self.returncode is not None else 0
+        status, sig = (rc, None) if rc >= 0 else (128 - rc, -rc)
+        try:
+            if self._on_exit:
+                env = hooks.environment(client.status, status, hooks.stop_reason(client.events))
+                hooks.run_hooks(self._on_exit, env, emit, prog="sandbox")
+        finally:
+            hooks.finished(emit, status, sig)
 
     # -- subprocess.Popen's interface ----------------------------------------------------------------
 
@@ -383,8 +410,12 @@ def run(
         if retcode is None:
             retcode = process.wait()
     if check and retcode:
-        raise subprocess.CalledProcessError(retcode, process.args, out, err)
-    return subprocess.CompletedProcess(process.args, retcode, out, err)
+        error = subprocess.CalledProcessError(retcode, process.args, out, err)
+        error.events = process.events  # type: ignore[attr-defined]
+        raise error
+    completed = subprocess.CompletedProcess(process.args, retcode, out, err)
+    completed.events = process.events  # type: ignore[attr-defined]  # lifecycle events, "finished" last
+    return completed
 
 
 def _finish(process: Popen) -> tuple[Any, Any]:
