@@ -1,7 +1,8 @@
 """How a program knows it runs inside one of our sandboxes (and not on the host, where a mount would stay).
 
-The reaper puts two variables into the job's environment: SANDBOXED_RUN=1 and SANDBOXED_RUN_MNT_NS,
-the inode number of the sandbox's mount namespace. check() accepts only a process that
+The reaper puts these variables into the job's environment: SANDBOXED_RUN=1, SANDBOXED_RUN_MNT_NS,
+the inode number of the sandbox's mount namespace, and SANDBOXED_RUN_BIN, the directory of our
+commands (the interpreter's bin directory, e.g. a venv's). check() accepts only a process that
 
 - carries both variables,
 - is in that very mount namespace (/proc/self/ns/mnt), and
@@ -16,9 +17,11 @@ mistakes, not a security boundary.
 from __future__ import annotations
 
 import os
+import sys
 
 ENV_FLAG = "SANDBOXED_RUN"
 ENV_MNT_NS = "SANDBOXED_RUN_MNT_NS"
+ENV_BIN = "SANDBOXED_RUN_BIN"  # where our commands are (a venv's bin is rarely on PATH): for scripts
 REAPER_NAME = "sandbox-reaper"
 
 
@@ -27,6 +30,7 @@ def mark_environment(env: dict[bytes, bytes]) -> dict[bytes, bytes]:
     marked = dict(env)
     marked[ENV_FLAG.encode()] = b"1"
     marked[ENV_MNT_NS.encode()] = str(os.stat("/proc/self/ns/mnt").st_ino).encode()
+    marked[ENV_BIN.encode()] = os.fsencode(os.path.dirname(sys.executable))
     return marked
 
 
