@@ -45,7 +45,6 @@ def test_the_example_leaves_nothing_when_interrupted_mid_copy(tmp_path, how, no_
     source = _source(tmp_path, files=20, size=100_000)
     image = tmp_path / "backup.img"
     env = {**os.environ, "BACKUP_KIND": "plain", "BACKUP_BWLIMIT": "200"}
-    mounts = host_mounts()
     argv = [CLI, "--grace", "5", "--tmpfs", "/mnt", "--", EXAMPLE, str(source), str(image)]
     if how == "ctrl-c":
         term = Terminal(argv, tmp_path, env)
@@ -70,4 +69,5 @@ def test_the_example_leaves_nothing_when_interrupted_mid_copy(tmp_path, how, no_
             launcher.wait()
             launcher.stdout.close()
     assert wait_for(lambda: str(image) not in loop_devices()), "the loop device outlived the backup"
-    assert host_mounts() == mounts
+    # (Only ours: other test runs on this machine may mount things meanwhile.)
+    assert not [m for m in host_mounts() if m.startswith((str(tmp_path), "/mnt/backup-target"))]
