@@ -28,6 +28,8 @@ from sandbox import linux, protocol
 from sandbox.errors import EXIT_FAILURE, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, SandboxError, mount_error, namespace_error
 from sandbox.signals import FORWARDED, PARENT_GONE, signal_name
 
+from . import inside
+
 # The reaper reads these from a signalfd: blocked, never handled, so it learns who sent each one.
 WATCHED = (signal.SIGCHLD, PARENT_GONE, *FORWARDED)
 # Ctrl+C pressed this often within IMPATIENT_WINDOW seconds SIGKILLs the whole sandbox.
@@ -260,7 +262,7 @@ class Reaper:
             raise SandboxError(f"cannot change to directory {os.fsdecode(cwd)}: {exc.strerror}") from None
         os.umask(request["umask"])
         argv = request["argv"]
-        env = request["env"]
+        env = inside.mark_environment(request["env"])  # lets helpers such as sandbox-mount-image check
         path = _resolve(argv[0], env.get(b"PATH", DEFAULT_PATH))
         file_actions = []
         copies = []

@@ -53,6 +53,7 @@ class Server:
         self.sigfd = sigfd
         self.reapers: dict[int, int] = {}  # pid -> pidfd, for the reapers not yet reaped
         self.caller_gone = False
+        self.hooks: dict[int, list[str]] = {}  # reaper pid -> its on_exit hooks, run here only if the caller died
         # A reaper forked ahead of the next request, its namespaces ready: the fork and the namespace
         # set-up are then off the caller's path. Its mount table is a copy made when it was forked, so
         # it is only used if ours has not changed since (the mountinfo file polls POLLPRI on a change).
@@ -92,6 +93,8 @@ class Server:
         stdio = tuple(next(it) if flag else None for flag in present)
         try:
             pid, pidfd, sock = self.take_reaper()
+            if request.get("on_exit"):
+                self.hooks[pid] = request["on_exit"]
             try:
                 reaper.send_job(sock, pid, request, stdio)
             except OSError:
@@ -145,6 +148,9 @@ class Server:
             pidfd = self.reapers.pop(pid, None)
             if pidfd is not None:
                 os.close(pidfd)
+            commands = self.hooks.pop(pid, None)
+            if commands and self.caller_gone:
+                run_orphaned_hooks(commands)
 
     def caller_died(self, poller: select.poll) -> None:
         if self.caller_gone:
@@ -162,6 +168,17 @@ class Server:
                 signal.pidfd_send_signal(pidfd, PARENT_GONE)
             except ProcessLookupError:
                 pass
+
+
+def run_orphaned_hooks(commands: list[str]) -> None:
+    """A dead caller's on_exit hooks, once its sandbox is gone (its reaper reaped). The job's status went
+    to the caller, so only the stop reason is known."""
+    from sandbox import hooks
+
+    try:
+        hooks.run_hooks(commands, hooks.environment(None, None, "caller died"), None, prog="sandbox")
+    except BaseException:  # noqa: BLE001 - a hook must never take the server, and the other sandboxes, down
+        pass
 
 
 if __name__ == "__main__":

@@ -73,12 +73,21 @@ def _parse_env(pairs: tuple[str, ...]) -> list[tuple[str, str]]:
 @click.option("--chdir", metavar="DIR", help="Working directory of the job, inside the sandbox.")
 @click.option("--setenv", multiple=True, metavar="NAME=VALUE", help="Set a variable for the job (repeatable).")
 @click.option("--unsetenv", multiple=True, metavar="NAME", help="Remove a variable for the job (repeatable).")
+@click.option("--on-exit", "on_exit", multiple=True, metavar="COMMAND",
+              help="Run COMMAND with /bin/sh -c outside the sandbox once its last process is gone, however it "
+                   "ended (repeatable, in order). It gets SANDBOXED_RUN_EXIT_CODE, _SIGNAL, _STATUS and "
+                   "_STOP_REASON; a failing hook is reported but does not change the exit status.")
+@click.option("--json-status", metavar="FILE",
+              help="Write lifecycle events to FILE as JSON lines (schema in README), 'finished' last.")
+@click.option("--json-status-fd", type=click.IntRange(min=0), metavar="N",
+              help="Like --json-status, to the already open file descriptor N.")
 @click.option("-v", "--verbose", is_flag=True,
               help="Print lifecycle events on stderr: started, signal forwarded, stopping and why, killed, exited.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def cli(grace: float, stop_signal: str, timeout: float | None, tmpfs: tuple[str, ...], bind: tuple[str, ...],
         ro_bind: tuple[str, ...], propagation: str, chdir: str | None, setenv: tuple[str, ...],
-        unsetenv: tuple[str, ...], verbose: bool, command: tuple[str, ...]) -> int:
+        unsetenv: tuple[str, ...], on_exit: tuple[str, ...], json_status: str | None, json_status_fd: int | None,
+        verbose: bool, command: tuple[str, ...]) -> int:
     """Run COMMAND in a private mount and PID namespace that is torn down when it ends.
 
     The command runs as PID 2 under a reaper (PID 1); / is remounted slave (or private), /proc is
@@ -90,6 +99,10 @@ def cli(grace: float, stop_signal: str, timeout: float | None, tmpfs: tuple[str,
     if not command or not command[0]:
         raise click.UsageError("no command given")
     env_changes = _parse_env(setenv)
+    if json_status is not None and json_status_fd is not None:
+        raise click.UsageError("--json-status and --json-status-fd exclude each other")
+    if any(not c.strip() or "\0" in c for c in on_exit):
+        raise click.BadParameter("needs a non-empty shell command", param_hint="--on-exit")
     try:
         spec = SandboxSpec.build(grace=grace, stop_signal=stop_signal, tmpfs=tmpfs, binds=bind, ro_binds=ro_bind,
                                  propagation=propagation, ignored_signals=inherited_ignores())
@@ -105,11 +118,27 @@ def cli(grace: float, stop_signal: str, timeout: float | None, tmpfs: tuple[str,
     except OSError:
         cwd = "/"
     from .foreground import exit_like, run_foreground
+    from .hooks import environment, finished, run_hooks, stop_reason
+    from .status import StatusWriter, fan_out
 
     spec.check_host()
-    outcome = run_foreground(spec, [os.fsencode(a) for a in command], env, os.fsencode(cwd), timeout,
-                             _print_event if verbose else None)
-    return exit_like(outcome)
+    writer = None
+    if json_status is not None:
+        writer = StatusWriter.open_file(json_status)
+    elif json_status_fd is not None:
+        writer = StatusWriter.from_fd(json_status_fd)
+    events: list[tuple[str, dict]] = []
+    emit = fan_out(lambda name, fields: events.append((name, fields)), _print_event if verbose else None,
+                   writer.write if writer is not None else None)
+    outcome = run_foreground(spec, [os.fsencode(a) for a in command], env, os.fsencode(cwd), timeout, emit)
+
+    def wrap_up(status: int, sig: int | None) -> None:
+        # Every process of the sandbox is gone now (run_foreground waited for the reaper's pidfd).
+        if on_exit:
+            run_hooks(list(on_exit), environment(outcome.status, status, stop_reason(events)), emit)
+        finished(emit, status, sig, str(outcome.error) if outcome.error is not None else None)
+
+    return exit_like(outcome, wrap_up)
 
 
 def _print_event(name: str, fields: dict) -> None:

@@ -66,17 +66,31 @@ def run_foreground(spec: SandboxSpec, argv: list[bytes], env: dict[bytes, bytes]
     return Outcome(client.status, timed_out, client.error)
 
 
-def exit_like(outcome: Outcome) -> int:
-    """The shell status for an outcome; a job killed by a signal kills us with the same signal."""
+def shell_status(outcome: Outcome) -> tuple[int, int | None]:
+    """The status a shell sees for an outcome, and the signal we die of to give it (None: we exit with it)."""
     if outcome.error is not None and outcome.status is None:
-        print(f"sandboxed-run: {outcome.error}", file=sys.stderr)
-        return outcome.error.exit_code
+        return outcome.error.exit_code, None
     if outcome.timed_out:
-        return EXIT_TIMEOUT
+        return EXIT_TIMEOUT, None
     status = outcome.status if outcome.status is not None else 0
     if os.WIFSIGNALED(status):
-        reraise(os.WTERMSIG(status))
-    return os.waitstatus_to_exitcode(status)
+        return 128 + os.WTERMSIG(status), os.WTERMSIG(status)
+    return os.waitstatus_to_exitcode(status), None
+
+
+def exit_like(outcome: Outcome, before_exit: Callable[[int, int | None], None] | None = None) -> int:
+    """The shell status for an outcome; a job killed by a signal kills us with the same signal.
+
+    before_exit(status, signal) runs last before that (the --on-exit hooks, the finished event).
+    """
+    if outcome.error is not None and outcome.status is None:
+        print(f"sandboxed-run: {outcome.error}", file=sys.stderr)
+    code, sig = shell_status(outcome)
+    if before_exit is not None:
+        before_exit(code, sig)
+    if sig is not None:
+        reraise(sig)
+    return code
 
 
 def reraise(sig: int) -> None:

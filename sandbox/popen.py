@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, Any
 
-from . import linux, spawner
+from . import hooks, linux, spawner
 from .client import ReaperClient
 from .signals import inherited_ignores
 from .spec import DEFAULT_GRACE, SandboxSpec
@@ -105,7 +105,9 @@ class Popen:
         ro_binds: Iterable[str | tuple[str, str]] = (),
         propagation: str = "slave",
         on_event: Callable[[str, dict], None] | None = None,
+        on_exit: Iterable[str] | None = None,
     ) -> None:
+        on_exit_commands = hooks.check_commands(on_exit)
         argv = _argv(args, shell)
         self.spec = SandboxSpec.build(grace=grace, stop_signal=stop_signal, tmpfs=tmpfs, binds=binds,
                                       ro_binds=ro_binds, propagation=propagation,
@@ -114,13 +116,19 @@ class Popen:
         request = _command_request(argv, env, cwd)
         request["spec"] = self.spec.to_wire()
         request["pgid"] = os.getpgrp()
+        request["on_exit"] = on_exit_commands  # the spawn server runs them if we die first
         self._start(args, request, (stdin, stdout, stderr), text or universal_newlines, encoding, errors,
-                    lambda fds: spawner.new_client(request, fds, on_event))
+                    lambda fds: spawner.new_client(request, fds, on_event), on_exit=on_exit_commands,
+                    on_event=on_event)
 
     def _start(self, args: Any, request: dict, stdio: tuple, text: bool | None, encoding: str | None,
-               errors: str | None, launch: Callable[[tuple], ReaperClient], extra_fds: Sequence[int] = ()) -> None:
+               errors: str | None, launch: Callable[[tuple], ReaperClient], extra_fds: Sequence[int] = (),
+               on_exit: list[str] | tuple[str, ...] = (), on_event: Callable[[str, dict], None] | None = None) -> None:
         """Start the process through launch(descriptors) and wait until it runs (or raise why it does not)."""
         self.args = args
+        self._on_exit = list(on_exit)
+        self._on_event = on_event
+        self._wrapped_up = False
         self.returncode: int | None = None
         self.stdin: IO | None = None
         self.stdout: IO | None = None
@@ -210,7 +218,29 @@ class Popen:
             else:
                 self.returncode = -signal.SIGKILL  # the reaper died and the kernel killed the job with it
             client.close()
+            self._wrap_up()
         return self.returncode
+
+    def _wrap_up(self) -> None:
+        """Once every process of the sandbox is gone: the on_exit hooks, then the finished event."""
+        if self._wrapped_up:
+            return
+        self._wrapped_up = True
+        client = self._client
+
+        def emit(name: str, fields: dict) -> None:
+            client.events.append((name, fields))
+            if self._on_event is not None:
+                self._on_event(name, fields)
+
+        rc = self.returncode if self.returncode is not None else 0
+        status, sig = (rc, None) if rc >= 0 else (128 - rc, -rc)
+        try:
+            if self._on_exit:
+                env = hooks.environment(client.status, status, hooks.stop_reason(client.events))
+                hooks.run_hooks(self._on_exit, env, emit, prog="sandbox")
+        finally:
+            hooks.finished(emit, status, sig)
 
     # -- subprocess.Popen's interface ----------------------------------------------------------------
 
@@ -409,8 +439,12 @@ def _run(factory: Callable[..., Popen], args: Any, stdin: Any, input: bytes | st
         if retcode is None:
             retcode = process.wait()
     if check and retcode:
-        raise subprocess.CalledProcessError(retcode, process.args, out, err)
-    return subprocess.CompletedProcess(process.args, retcode, out, err)
+        error = subprocess.CalledProcessError(retcode, process.args, out, err)
+        error.events = process.events  # type: ignore[attr-defined]
+        raise error
+    completed = subprocess.CompletedProcess(process.args, retcode, out, err)
+    completed.events = process.events  # type: ignore[attr-defined]  # lifecycle events, "finished" last
+    return completed
 
 
 def _finish(process: Popen) -> tuple[Any, Any]:

@@ -230,3 +230,123 @@ def trap_script(directory: Path) -> Path:
     path.write_text(TRAP_SCRIPT)
     path.chmod(0o755)
     return path
+
+
+# -- block devices, hooks and status (issue 6) ----------------------------------------------------------
+
+BIN = Path(sys.executable).parent
+MOUNT_IMAGE = str(BIN / "sandbox-mount-image")
+OPEN_LUKS = str(BIN / "sandbox-open-luks")
+
+# Mounts an image with the helper on a private tmpfs, says so in a flag file, then exits or waits.
+IMAGE_JOB = """
+set -e
+mkdir -p /mnt/target
+"$HELPER" "$1" /mnt/target
+echo mounted > "$2"
+if [ "$3" = exit ]; then exit 0; fi
+sleep 1000
+"""
+
+
+def make_image(directory: Path, size: str = "8M") -> Path:
+    import subprocess
+
+    image = directory / "image.ext4"
+    subprocess.run(["truncate", "-s", size, str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", str(image)], check=True)
+    return image
+
+
+def image_job(image: Path, flag: Path, then: str = "wait") -> list[str]:
+    """argv (for after sandboxed-run's options) of a job that mounts image with sandbox-mount-image."""
+    return ["--tmpfs", "/mnt", "--setenv", f"HELPER={MOUNT_IMAGE}", "--",
+            "bash", "-c", IMAGE_JOB, "job", str(image), str(flag), then]
+
+
+def read_status(path: Path) -> list[dict]:
+    import json
+
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines()]
+    except FileNotFoundError:
+        return []
+
+
+def names(events: list[dict]) -> list[str]:
+    return [e["event"] for e in events]
+
+
+def hook_command(image: Path, log: Path) -> str:
+    """An --on-exit hook that notes how many loop devices still back image, and what it was told."""
+    return (f"n=$(grep -lx '{image}' /sys/block/loop*/loop/backing_file 2>/dev/null | wc -l); "
+            f"echo \"loops=$n code=$SANDBOXED_RUN_EXIT_CODE signal=$SANDBOXED_RUN_SIGNAL "
+            f"status=$SANDBOXED_RUN_STATUS reason=$SANDBOXED_RUN_STOP_REASON\" >> '{log}'")
+
+
+API_IMAGE_CALLER = """
+import sys, sandbox
+image, flag, hook = sys.argv[1:4]
+sandbox.run(["bash", "-c", sys.argv[4], "job", image, flag, "wait"], tmpfs=["/mnt"], grace=5,
+            env={"HELPER": sys.argv[5], "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, on_exit=[hook])
+"""
+
+
+class Ending:
+    """One image job run to one kind of end; what the host saw afterwards."""
+
+    def __init__(self, tmp_path: Path, how: str) -> None:
+        import subprocess
+
+        self.image = make_image(tmp_path)
+        self.flag = tmp_path / "mounted"
+        self.status_file = tmp_path / "status.jsonl"
+        self.hook_log = tmp_path / "hook.log"
+        self.status: int | None = None
+        self.mounted_seen = False
+        hook = hook_command(self.image, self.hook_log)
+        options = ["--grace", "5", "--json-status", str(self.status_file), "--on-exit", hook]
+        if how == "exit":
+            result = subprocess.run([CLI, *options, *image_job(self.image, self.flag, "exit")], cwd=tmp_path)
+            self.status = result.returncode
+        elif how == "timeout":
+            result = subprocess.run([CLI, "--timeout", "1", *options, *image_job(self.image, self.flag)], cwd=tmp_path)
+            self.status = result.returncode
+        elif how == "ctrl-c":
+            term = Terminal([CLI, *options, *image_job(self.image, self.flag)], tmp_path)
+            try:
+                self.mounted_seen = wait_for(self.flag.exists) and str(self.image) in loop_devices()
+                term.ctrl_c()
+                self.status = term.wait()
+            finally:
+                term.close()
+        elif how in ("launcher-sigkill", "all-sigkill"):
+            launcher = subprocess.Popen([CLI, *options, *image_job(self.image, self.flag)], cwd=tmp_path,
+                                        start_new_session=True)
+            try:
+                self.mounted_seen = wait_for(self.flag.exists) and str(self.image) in loop_devices()
+                if how == "all-sigkill":
+                    os.kill(children(launcher.pid)[0], signal.SIGKILL)
+            finally:
+                launcher.kill()
+                self.status = launcher.wait()
+        elif how == "api-caller-sigkill":
+            caller = subprocess.Popen([PYTHON, "-c", API_IMAGE_CALLER, str(self.image), str(self.flag), hook,
+                                       IMAGE_JOB, MOUNT_IMAGE], cwd=tmp_path, start_new_session=True)
+            try:
+                self.mounted_seen = wait_for(self.flag.exists) and str(self.image) in loop_devices()
+            finally:
+                caller.kill()
+                self.status = caller.wait()
+        else:
+            raise ValueError(how)
+
+    def loop_gone(self) -> bool:
+        return wait_for(lambda: str(self.image) not in loop_devices())
+
+    def hook_lines(self, timeout: float = 15.0) -> list[str]:
+        wait_for(lambda: log_lines(self.hook_log), timeout=timeout)
+        return log_lines(self.hook_log)
+
+    def events(self) -> list[dict]:
+        return read_status(self.status_file)
