@@ -508,7 +508,12 @@ class Reaper:
 
 
 def _loopback_up() -> None:
-    """Bring lo up in a new network namespace (it starts down). pyroute2 loads here, never in the launcher."""
+    """Bring lo up in a new network namespace (it starts down). pyroute2 loads here, never in the launcher.
+
+    A synchronous IPRoute raises inside a running asyncio loop: none runs here (the reaper is a fork of
+    the CLI or of the spawn server, never of the API's caller). NetNS is not used: it forks a helper,
+    and we are in the namespace already, so a plain IPRoute's socket is bound to it.
+    """
     try:
         from pyroute2 import IPRoute
 
