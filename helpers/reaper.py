@@ -50,35 +50,43 @@ def _cached_fd(cache: tuple[int, int] | None, opener) -> tuple[int, int]:
     return cache
 
 
-def fork() -> tuple[int, int, socket.socket]:
+def fork(userns: tuple[int, int] | list[int] | None = None) -> tuple[int, int, socket.socket]:
     """Fork a reaper as PID 1 of a new PID namespace; return its PID, a pidfd for it and our socket to it.
 
     Runs in a single-threaded launcher (the CLI, or the spawn server). The launcher enters the new
     PID namespace only for this one fork and goes straight back, so it can start the next sandbox.
     The reaper prepares its namespaces at once and then waits for its job (send_job), so a spawn
     server can keep one ready before anybody asks.
+
+    With userns (the uid and gid the caller becomes inside), the reaper is cloned into a new user
+    namespace and its PID namespace at once: the only way an unprivileged launcher gets a PID 1, and
+    the launcher's own namespaces never change.
     """
     global _own_pidns, _own_pidfd
     _own_pidns = _cached_fd(_own_pidns, lambda: os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC))
     _own_pidfd = _cached_fd(_own_pidfd, lambda: os.pidfd_open(os.getpid()))
     ours, theirs = protocol.pair()
-    try:
-        linux.unshare(linux.CLONE_NEWPID)
-    except OSError as exc:
-        ours.close()
-        theirs.close()
-        raise namespace_error(exc, "a PID namespace") from None
-    try:
-        pid = os.fork()
-    except BaseException:
-        linux.setns(_own_pidns[1], linux.CLONE_NEWPID)
-        ours.close()
-        theirs.close()
-        raise
+    mapping = None if userns is None else (userns[0], userns[1], os.geteuid(), os.getegid())
+    if mapping is not None:
+        pid = _clone_userns(ours, theirs)
+    else:
+        try:
+            linux.unshare(linux.CLONE_NEWPID)
+        except OSError as exc:
+            ours.close()
+            theirs.close()
+            raise namespace_error(exc, "a PID namespace") from None
+        try:
+            pid = os.fork()
+        except BaseException:
+            linux.setns(_own_pidns[1], linux.CLONE_NEWPID)
+            ours.close()
+            theirs.close()
+            raise
     if pid == 0:
         code = EXIT_FAILURE
         try:
-            code = Reaper(theirs, _own_pidfd[1]).run()
+            code = Reaper(theirs, _own_pidfd[1], mapping).run()
         except BaseException as exc:  # never return into the launcher's code from here
             try:
                 protocol.send(theirs, ("error", EXIT_FAILURE, f"sandbox helper failed: {exc!r}"))
@@ -86,9 +94,19 @@ def fork() -> tuple[int, int, socket.socket]:
                 pass
         finally:
             os._exit(code)
-    linux.setns(_own_pidns[1], linux.CLONE_NEWPID)
+    if mapping is None:
+        linux.setns(_own_pidns[1], linux.CLONE_NEWPID)
     theirs.close()
     return pid, os.pidfd_open(pid), ours
+
+
+def _clone_userns(ours: socket.socket, theirs: socket.socket) -> int:
+    try:
+        return linux.clone_fork(linux.CLONE_NEWUSER | linux.CLONE_NEWPID)
+    except OSError as exc:
+        ours.close()
+        theirs.close()
+        raise namespace_error(exc, "a user namespace") from None
 
 
 def send_job(sock: socket.socket, pid: int, request: dict, stdio: tuple[int | None, int | None, int | None]) -> None:
@@ -106,7 +124,7 @@ def send_job(sock: socket.socket, pid: int, request: dict, stdio: tuple[int | No
 
 def start(request: dict, stdio: tuple[int | None, int | None, int | None]) -> tuple[int, int, socket.socket]:
     """fork() and send_job() in one: a reaper for this job, now."""
-    pid, pidfd, sock = fork()
+    pid, pidfd, sock = fork(request["spec"].get("userns"))
     try:
         send_job(sock, pid, request, stdio)
     except OSError:
@@ -135,9 +153,13 @@ class Reaper:
     launcher stops it or dies.
     """
 
-    def __init__(self, sock: socket.socket, parent_pidfd: int) -> None:
+    def __init__(self, sock: socket.socket, parent_pidfd: int,
+                 userns: tuple[int, int, int, int] | None = None) -> None:
         self.sock = sock
         self.parent_pidfd = parent_pidfd
+        self.userns = userns  # (uid inside, gid inside, the caller's uid, its gid): we are in a new user namespace
+        self.proc_dir: str | int = "/proc"  # where we count our processes (a handle on it after --no-proc)
+        self.reopen: set[str] = set()
         self.request: dict = {}
         self.session = False
         self.main: Command | None = None
@@ -160,6 +182,7 @@ class Reaper:
         self.arm()
         failure = None
         try:
+            self.enter_userns()
             self.prepare()
         except SandboxError as exc:
             failure = exc  # told to whoever sends the job
@@ -190,7 +213,27 @@ class Reaper:
         # The launcher may have died before PDEATHSIG was armed; then no signal will ever come.
         if select.select([self.parent_pidfd], [], [], 0)[0]:
             os._exit(EXIT_FAILURE)
-        linux.close_fds_except({self.sock.fileno(), self.sigfd.fileno()})
+        keep = {self.sock.fileno(), self.sigfd.fileno()}
+        linux.close_fds_except(keep | {self.parent_pidfd} if self.userns is not None else keep)
+
+    def enter_userns(self) -> None:
+        """Map the caller's uid and gid to the ones asked for inside; we keep every capability in here."""
+        if self.userns is None:
+            return
+        inside_uid, inside_gid, uid, gid = self.userns
+        try:
+            for name, text in (("setgroups", "deny"), ("uid_map", f"{inside_uid} {uid} 1"),
+                               ("gid_map", f"{inside_gid} {gid} 1")):
+                with open(f"/proc/self/{name}", "w") as f:
+                    f.write(text)
+        except OSError as exc:
+            raise SandboxError(f"cannot map uid {uid} and gid {gid} into the user namespace: {exc.strerror}") from None
+        # The kernel clears PDEATHSIG when credentials change: make sure it is armed, and the launcher still lives.
+        if prctl.get_pdeathsig() != PARENT_GONE:
+            prctl.set_pdeathsig(PARENT_GONE)
+        if select.select([self.parent_pidfd], [], [], 0)[0]:
+            os._exit(EXIT_FAILURE)
+        os.close(self.parent_pidfd)
 
     def prepare(self) -> None:
         """What every sandbox needs, done before the job is known: a mount namespace, / slave, a fresh /proc."""
@@ -231,17 +274,56 @@ class Reaper:
 
     def setup(self) -> None:
         spec = self.request["spec"]
+        self.isolate(spec)
         if spec["propagation"] == "private":
             try:
                 linux.mount(None, b"/", None, linux.MS_REC | linux.MS_PRIVATE)
             except OSError as exc:
                 raise mount_error(exc, "make mounts private under", "/") from None
+        # A bind below a --read-only path copies its read-only flag: reopen it if its source is writable.
+        self.reopen = {source for kind, _, source in spec["mounts"] if kind == "bind"
+                       and any(k == "read-only" for k, _, _ in spec["mounts"])
+                       and not os.statvfs(source).f_flag & os.ST_RDONLY}
         for kind, target, source in spec["mounts"]:
             self.mount(kind, target, source)
+        if not spec.get("proc", True):
+            self.drop_proc()
+
+    def isolate(self, spec: dict) -> None:
+        """The namespaces a request may add to the prepared ones: network and UTS."""
+        net = spec.get("net", "host")
+        if net == "none":
+            try:
+                linux.unshare(linux.CLONE_NEWNET)
+            except OSError as exc:
+                raise namespace_error(exc, "a network namespace") from None
+            _loopback_up()
+        elif net.startswith("netns:"):
+            _join_netns(net[len("netns:"):], self.userns is not None)
+        hostname = spec.get("hostname")
+        if hostname:
+            try:
+                linux.unshare(linux.CLONE_NEWUTS)
+            except OSError as exc:
+                raise namespace_error(exc, "a UTS namespace") from None
+            socket.sethostname(hostname)
+
+    def drop_proc(self) -> None:
+        """--no-proc: take the fresh /proc away (the host's shows again), keeping a handle on ours."""
+        try:
+            self.proc_dir = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            linux.umount(b"/proc", linux.MNT_DETACH)
+        except OSError as exc:
+            raise mount_error(exc, "unmount the fresh proc from", "/proc") from None
 
     def mount(self, kind: str, target: str, source: str | None) -> None:
         path = os.fsencode(target)
         try:
+            if kind == "read-only":
+                if path != b"/":  # / is a mount already; a bind stacked on it would not be seen
+                    linux.mount(path, path, None, linux.MS_BIND | linux.MS_REC)
+                linux.mount_setattr_readonly(path)
+                return
             if kind == "tmpfs":
                 mode = stat.S_IMODE(os.stat(path).st_mode)
                 options = b"mode=%o" % mode
@@ -250,6 +332,8 @@ class Reaper:
                 linux.mount(os.fsencode(source), path, None, linux.MS_BIND | linux.MS_REC)
                 if kind == "ro-bind":
                     linux.mount_setattr_readonly(path)
+                elif source in self.reopen:
+                    linux.mount_setattr_writable(path)
         except OSError as exc:
             raise mount_error(exc, f"mount --{kind} on", target) from None
 
@@ -489,7 +573,7 @@ class Reaper:
             self.kill_all(reason)
 
     def kill_all(self, reason: str) -> None:
-        count = sum(1 for name in os.listdir("/proc") if name.isdigit()) - 1
+        count = sum(1 for name in os.listdir(self.proc_dir) if name.isdigit()) - 1
         if not _kill(-1, signal.SIGKILL):
             count = 0
         if count > 0:
@@ -529,6 +613,42 @@ def _kill(pid: int, sig: int) -> bool:
         return True
     except ProcessLookupError:
         return False
+
+
+def _loopback_up() -> None:
+    """Bring lo up in a new network namespace (it starts down). pyroute2 loads here, never in the launcher.
+
+    A synchronous IPRoute raises inside a running asyncio loop: none runs here (the reaper is a fork of
+    the CLI or of the spawn server, never of the API's caller). NetNS is not used: it forks a helper,
+    and we are in the namespace already, so a plain IPRoute's socket is bound to it.
+    """
+    try:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+    except Exception as exc:  # noqa: BLE001 - whatever pyroute2 raises, the sandbox cannot start
+        raise SandboxError(f"--net none: cannot bring the loopback interface up: {exc}") from None
+
+
+def _join_netns(name: str, in_userns: bool) -> None:
+    path = f"/run/netns/{name}"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise SandboxError(f"--net netns:{name}: cannot open {path}: {exc.strerror}") from None
+    try:
+        linux.setns(fd, linux.CLONE_NEWNET)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            reason = f"{path} is not a network namespace"
+        elif exc.errno == errno.EPERM and in_userns:
+            reason = "not permitted from a user namespace (a namespace made by the host's root needs root)"
+        else:
+            reason = exc.strerror
+        raise SandboxError(f"--net netns:{name}: cannot join the network namespace: {reason}") from None
+    finally:
+        os.close(fd)
 
 
 def _describe_status(status: int) -> dict:

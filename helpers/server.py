@@ -92,7 +92,9 @@ class Server:
         it = iter(fds)
         stdio = tuple(next(it) if flag else None for flag in present)
         try:
-            pid, pidfd, sock = self.take_reaper()
+            userns = request["spec"].get("userns")
+            # A user namespace's reaper is cloned into it fresh: the spare's namespaces belong to ours.
+            pid, pidfd, sock = self.fork_reaper(userns) if userns is not None else self.take_reaper()
             if request.get("on_exit"):
                 self.hooks[pid] = request["on_exit"]
             try:
@@ -124,14 +126,15 @@ class Server:
             sock.close()  # it sees end of file and exits; SIGCHLD reaps it
         return self.fork_reaper()
 
-    def fork_reaper(self) -> tuple[int, int, socket.socket]:
-        self.mount_watch.poll(0)  # consume earlier changes: the new reaper's copy includes them
-        pid, pidfd, sock = reaper.fork()
+    def fork_reaper(self, userns: list[int] | None = None) -> tuple[int, int, socket.socket]:
+        if userns is None:
+            self.mount_watch.poll(0)  # consume earlier changes: the new reaper's copy includes them
+        pid, pidfd, sock = reaper.fork(userns)
         self.reapers[pid] = pidfd
         return pid, pidfd, sock
 
     def make_spare(self) -> None:
-        if self.spare is None and not self.caller_gone:
+        if self.spare is None and not self.caller_gone and os.geteuid() == 0:  # else every request has a userns
             try:
                 self.spare = self.fork_reaper()
             except OSError:

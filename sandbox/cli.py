@@ -70,6 +70,20 @@ def _parse_env(pairs: tuple[str, ...]) -> list[tuple[str, str]]:
 @click.option("--propagation", type=click.Choice(["slave", "private"]), default="slave", show_default=True,
               help="How / is remounted inside: slave still sees the host's new mounts; private does not. "
                    "Mounts made inside never reach the host.")
+@click.option("--read-only", multiple=True, metavar="PATH",
+              help="Remount PATH read-only inside, submounts included (repeatable); --tmpfs/--bind/--ro-bind "
+                   "open holes in it.")
+@click.option("--net", default="host", show_default=True, metavar="host|none|netns:NAME",
+              help="Network: the host's; none (a new namespace with only lo, up); or join the named namespace "
+                   "made by 'ip netns add NAME'.")
+@click.option("--userns", is_flag=True,
+              help="Run in a new user namespace where the caller is --uid/--gid (default 0, root inside). "
+                   "Automatic when the caller is not root.")
+@click.option("--uid", type=int, metavar="UID", help="The job's uid inside the user namespace (implies --userns).")
+@click.option("--gid", type=int, metavar="GID", help="The job's gid inside the user namespace (implies --userns).")
+@click.option("--hostname", metavar="NAME", help="Set the hostname in a new UTS namespace.")
+@click.option("--proc/--no-proc", default=True, show_default=True,
+              help="Mount a fresh /proc for the new PID namespace (--no-proc: the host's /proc stays).")
 @click.option("--chdir", metavar="DIR", help="Working directory of the job, inside the sandbox.")
 @click.option("--setenv", multiple=True, metavar="NAME=VALUE", help="Set a variable for the job (repeatable).")
 @click.option("--unsetenv", multiple=True, metavar="NAME", help="Remove a variable for the job (repeatable).")
@@ -85,7 +99,8 @@ def _parse_env(pairs: tuple[str, ...]) -> list[tuple[str, str]]:
               help="Print lifecycle events on stderr: started, signal forwarded, stopping and why, killed, exited.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def cli(grace: float, stop_signal: str, timeout: float | None, tmpfs: tuple[str, ...], bind: tuple[str, ...],
-        ro_bind: tuple[str, ...], propagation: str, chdir: str | None, setenv: tuple[str, ...],
+        ro_bind: tuple[str, ...], propagation: str, read_only: tuple[str, ...], net: str, userns: bool,
+        uid: int | None, gid: int | None, hostname: str | None, proc: bool, chdir: str | None, setenv: tuple[str, ...],
         unsetenv: tuple[str, ...], on_exit: tuple[str, ...], json_status: str | None, json_status_fd: int | None,
         verbose: bool, command: tuple[str, ...]) -> int:
     """Run COMMAND in a private mount and PID namespace that is torn down when it ends.
@@ -105,7 +120,9 @@ def cli(grace: float, stop_signal: str, timeout: float | None, tmpfs: tuple[str,
         raise click.BadParameter("needs a non-empty shell command", param_hint="--on-exit")
     try:
         spec = SandboxSpec.build(grace=grace, stop_signal=stop_signal, tmpfs=tmpfs, binds=bind, ro_binds=ro_bind,
-                                 propagation=propagation, ignored_signals=inherited_ignores())
+                                 propagation=propagation, ignored_signals=inherited_ignores(), read_only=read_only,
+                                 net=net, userns=True if userns else None, uid=uid, gid=gid, hostname=hostname,
+                                 proc=proc)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     env = dict(os.environb)

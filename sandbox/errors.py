@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 
 EXIT_TIMEOUT = 124
 EXIT_FAILURE = 125
@@ -62,8 +63,34 @@ def _userns_hint() -> str:
     return ""
 
 
+def _sysctl(name: str) -> str | None:
+    try:
+        with open("/proc/sys/" + name.replace(".", "/")) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def userns_unavailable() -> str | None:
+    """Why this caller cannot create a user namespace, naming the setting to change; None if it can."""
+    if _sysctl("user.max_user_namespaces") == "0":
+        return "user namespaces are disabled (set sysctl user.max_user_namespaces to a positive number, e.g. 10000)"
+    if os.geteuid() != 0:
+        if _sysctl("kernel.unprivileged_userns_clone") == "0":
+            return "unprivileged user namespaces are disabled (set sysctl kernel.unprivileged_userns_clone=1)"
+        if _sysctl("kernel.apparmor_restrict_unprivileged_userns") == "1":
+            return ("AppArmor forbids unprivileged user namespaces "
+                    "(set sysctl kernel.apparmor_restrict_unprivileged_userns=0, or run as root)")
+    return None
+
+
 def namespace_error(exc: OSError, what: str) -> SandboxError:
     """unshare/setns failed: say which limit or privilege is missing."""
+    if what == "a user namespace" and exc.errno in (errno.EPERM, errno.EACCES, errno.ENOSPC):
+        reason = userns_unavailable() or (
+            "a security module (AppArmor, SELinux) or the namespace limit forbids it" if exc.errno != errno.ENOSPC
+            else "the limit is reached (raise sysctl user.max_user_namespaces)")
+        return SandboxError(f"cannot create {what}: {reason}", err=exc.errno)
     if exc.errno == errno.EPERM:
         hint = _userns_hint() or " (run as root, or with CAP_SYS_ADMIN)"
         return SandboxError(f"cannot create {what}: operation not permitted{hint}", err=exc.errno)

@@ -105,13 +105,21 @@ class Popen:
         ro_binds: Iterable[str | tuple[str, str]] = (),
         propagation: str = "slave",
         on_event: Callable[[str, dict], None] | None = None,
+        net: str = "host",
+        userns: bool | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        read_only: Iterable[str] = (),
+        hostname: str | None = None,
+        proc: bool = True,
         on_exit: Iterable[str] | None = None,
     ) -> None:
         on_exit_commands = hooks.check_commands(on_exit)
         argv = _argv(args, shell)
         self.spec = SandboxSpec.build(grace=grace, stop_signal=stop_signal, tmpfs=tmpfs, binds=binds,
                                       ro_binds=ro_binds, propagation=propagation,
-                                      ignored_signals=inherited_ignores())
+                                      ignored_signals=inherited_ignores(), net=net, userns=userns, uid=uid,
+                                      gid=gid, read_only=read_only, hostname=hostname, proc=proc)
         self.spec.check_host()
         request = _command_request(argv, env, cwd)
         request["spec"] = self.spec.to_wire()

@@ -14,11 +14,14 @@ from .signals import parse_signal
 
 PROPAGATIONS = ("slave", "private")
 DEFAULT_GRACE = 10.0
+NET_MODES = ("host", "none", "netns:NAME")
+NETNS_DIR = "/run/netns"
+MAX_ID = 2**32 - 2  # (uid_t)-1 means "no change" to the kernel
 
 
 @dataclass(frozen=True)
 class Mount:
-    """One mount made inside the sandbox, in order: kind is 'tmpfs', 'bind' or 'ro-bind'."""
+    """One mount made inside the sandbox, in order: kind is 'read-only', 'tmpfs', 'bind' or 'ro-bind'."""
 
     kind: str
     target: str
@@ -35,6 +38,12 @@ class SandboxSpec:
     mounts: tuple[Mount, ...] = ()
     propagation: str = "slave"
     ignored_signals: tuple[int, ...] = field(default=())
+    # Isolation: the network ("host", "none" or "netns:NAME"), a user namespace (the uid and gid the
+    # caller becomes inside, or None), a new UTS namespace's hostname, and whether /proc is fresh.
+    net: str = "host"
+    userns: tuple[int, int] | None = None
+    hostname: str | None = None
+    proc: bool = True
 
     @classmethod
     def build(
@@ -47,6 +56,13 @@ class SandboxSpec:
         ro_binds: Iterable[str | tuple[str, str]] = (),
         propagation: str = "slave",
         ignored_signals: Iterable[int] = (),
+        net: str = "host",
+        userns: bool | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        read_only: Iterable[str] = (),
+        hostname: str | None = None,
+        proc: bool = True,
     ) -> SandboxSpec:
         """Check every value on its own (ValueError); check_host() then checks them against the machine."""
         if isinstance(grace, bool) or not isinstance(grace, (int, float)):
@@ -66,14 +82,22 @@ class SandboxSpec:
         mounts = [Mount("tmpfs", _absolute(path, "--tmpfs")) for path in tmpfs]
         mounts += [_bind("bind", item) for item in binds]
         mounts += [_bind("ro-bind", item) for item in ro_binds]
-        # Parents before children, so that a bind below a tmpfs lands on top of it; ties keep the given order.
-        mounts.sort(key=lambda m: m.target.rstrip("/").count("/"))
-        return cls(float(grace), stop, tuple(mounts), propagation, tuple(sorted({int(s) for s in ignored_signals})))
+        if isinstance(read_only, (str, bytes)):
+            raise ValueError("read_only takes a list of paths, not a single string")
+        mounts += [Mount("read-only", _absolute(path, "--read-only")) for path in read_only]
+        # Parents before children, so that a bind below a tmpfs lands on top of it; at one depth a
+        # read-only remount comes first, so that a mount on the same path opens a writable hole in it.
+        mounts.sort(key=lambda m: (m.target.rstrip("/").count("/"), m.kind != "read-only"))
+        return cls(float(grace), stop, tuple(mounts), propagation, tuple(sorted({int(s) for s in ignored_signals})),
+                   _net(net), _userns(userns, uid, gid), _hostname(hostname), _flag(proc, "proc"))
 
     def check_host(self) -> None:
         """Check the paths as the host sees them (SandboxError), so a typo fails before anything starts."""
+        self.check_isolation()
         for m in self.mounts:
             target = _stat(m.target, m)
+            if m.kind == "read-only":
+                continue
             if m.kind == "tmpfs":
                 if not stat.S_ISDIR(target.st_mode):
                     raise SandboxError(f"{m.describe()}: {m.target} is not a directory")
@@ -85,6 +109,20 @@ class SandboxSpec:
                          "a directory" if stat.S_ISDIR(target.st_mode) else "a file")
                 raise SandboxError(f"{m.describe()}: cannot bind {kinds[0]} over {kinds[1]}")
 
+    def check_isolation(self) -> None:
+        """The named network namespace exists; user namespaces are allowed (SandboxError, one line each)."""
+        if self.net.startswith("netns:"):
+            name = self.net[len("netns:"):]
+            if not os.path.exists(os.path.join(NETNS_DIR, name)):
+                raise SandboxError(f"--net {self.net}: no network namespace {name!r} "
+                                   f"(no {NETNS_DIR}/{name}; create it with: ip netns add {name})")
+        if self.userns is not None:
+            from .errors import userns_unavailable
+
+            reason = userns_unavailable()
+            if reason:
+                raise SandboxError(f"cannot create a user namespace: {reason}")
+
     def to_wire(self) -> dict:
         return {
             "grace": self.grace,
@@ -92,6 +130,10 @@ class SandboxSpec:
             "mounts": [(m.kind, m.target, m.source) for m in self.mounts],
             "propagation": self.propagation,
             "ignored_signals": list(self.ignored_signals),
+            "net": self.net,
+            "userns": list(self.userns) if self.userns is not None else None,
+            "hostname": self.hostname,
+            "proc": self.proc,
         }
 
     @classmethod
@@ -102,7 +144,64 @@ class SandboxSpec:
             tuple(Mount(kind, target, source) for kind, target, source in data["mounts"]),
             data["propagation"],
             tuple(data["ignored_signals"]),
+            net=data.get("net", "host"),
+            userns=tuple(data["userns"]) if data.get("userns") is not None else None,  # type: ignore[arg-type]
+            hostname=data.get("hostname"),
+            proc=data.get("proc", True),
         )
+
+
+def _net(net: object) -> str:
+    if isinstance(net, str):
+        if net in ("host", "none"):
+            return net
+        if net.startswith("netns:"):
+            name = net[len("netns:"):]
+            if name and "/" not in name and "\0" not in name and name not in (".", ".."):
+                return net
+            raise ValueError(f"--net {net}: NAME must be the name of a network namespace in {NETNS_DIR}")
+    raise ValueError(f"unknown net mode {net!r}: use one of {', '.join(NET_MODES)}")
+
+
+def _id(value: object, option: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{option} must be a number, not {value!r}")
+    if not 0 <= value <= MAX_ID:
+        raise ValueError(f"{option} {value} is out of range (0 to {MAX_ID})")
+    return value
+
+
+def _userns(userns: object, uid: object, gid: object) -> tuple[int, int] | None:
+    """The (uid, gid) the caller becomes inside a user namespace, or None for no user namespace.
+
+    One is made when asked, when the caller is not root (it could not make the other namespaces),
+    or when --uid/--gid are given: the caller's own uid and gid map to them (0 by default).
+    """
+    if userns is not None and not isinstance(userns, bool):
+        raise ValueError(f"userns must be True, False or None, not {userns!r}")
+    ids = (_id(uid, "--uid") if uid is not None else 0, _id(gid, "--gid") if gid is not None else 0)
+    if userns is False:
+        if uid is not None or gid is not None:
+            raise ValueError("--uid and --gid need a user namespace (userns=False was given)")
+        return None
+    if userns or uid is not None or gid is not None or os.geteuid() != 0:
+        return ids
+    return None
+
+
+def _hostname(hostname: object) -> str | None:
+    if hostname is None:
+        return None
+    if not isinstance(hostname, str) or not 0 < len(hostname.encode()) <= 64 or not all(
+            c.isascii() and (c.isalnum() or c in "-.") for c in hostname):
+        raise ValueError(f"--hostname {hostname!r}: use 1 to 64 letters, digits, '-' and '.'")
+    return hostname
+
+
+def _flag(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, not {value!r}")
+    return value
 
 
 def _absolute(path: object, option: str) -> str:
