@@ -50,7 +50,7 @@ def _cached_fd(cache: tuple[int, int] | None, opener) -> tuple[int, int]:
     return cache
 
 
-def fork(userns: tuple[int, int] | list[int] | None = None) -> tuple[int, int, socket.socket]:
+def fork(userns: tuple[int, int] | list[int] | None = None, pgid: int | None = None) -> tuple[int, int, socket.socket]:
     """Fork a reaper as PID 1 of a new PID namespace; return its PID, a pidfd for it and our socket to it.
 
     Runs in a single-threaded launcher (the CLI, or the spawn server). The launcher enters the new
@@ -58,17 +58,36 @@ def fork(userns: tuple[int, int] | list[int] | None = None) -> tuple[int, int, s
     The reaper prepares its namespaces at once and then waits for its job (send_job), so a spawn
     server can keep one ready before anybody asks.
 
-    With userns (the uid and gid the caller becomes inside), the reaper is cloned into a new user
-    namespace and its PID namespace at once: the only way an unprivileged launcher gets a PID 1, and
-    the launcher's own namespaces never change.
+    With userns (the uid and gid the caller becomes inside) an unprivileged launcher cannot make a PID
+    namespace, so a plain fork() first enters a new user namespace and makes it there; it stays as the
+    reaper's parent (see _userns_parent). The pid and pidfd returned are then that parent's: it exits
+    only after the reaper, so its end is the sandbox's end.
     """
     global _own_pidns, _own_pidfd
     _own_pidns = _cached_fd(_own_pidns, lambda: os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC))
     _own_pidfd = _cached_fd(_own_pidfd, lambda: os.pidfd_open(os.getpid()))
     ours, theirs = protocol.pair()
-    mapping = None if userns is None else (userns[0], userns[1], os.geteuid(), os.getegid())
-    if mapping is not None:
-        pid = _clone_userns(ours, theirs)
+    if userns is not None:
+        if pgid and pgid != os.getpgrp():
+            try:
+                os.setpgid(0, pgid)  # the reaper is forked out of our reach: it inherits our group
+            except OSError:
+                pass
+        mapping = (userns[0], userns[1], os.geteuid(), os.getegid())
+        pid = os.fork()
+        if pid == 0:
+            code = EXIT_FAILURE
+            try:
+                code = _userns_parent(mapping, theirs, _own_pidfd[1])
+            except BaseException as exc:  # never return into the launcher's code from here
+                try:
+                    protocol.send(theirs, ("error", EXIT_FAILURE, f"sandbox helper failed: {exc!r}"))
+                except BaseException:
+                    pass
+            finally:
+                os._exit(code)
+        theirs.close()
+        return pid, os.pidfd_open(pid), ours
     else:
         try:
             linux.unshare(linux.CLONE_NEWPID)
@@ -86,7 +105,7 @@ def fork(userns: tuple[int, int] | list[int] | None = None) -> tuple[int, int, s
     if pid == 0:
         code = EXIT_FAILURE
         try:
-            code = Reaper(theirs, _own_pidfd[1], mapping).run()
+            code = Reaper(theirs, _own_pidfd[1]).run()
         except BaseException as exc:  # never return into the launcher's code from here
             try:
                 protocol.send(theirs, ("error", EXIT_FAILURE, f"sandbox helper failed: {exc!r}"))
@@ -94,19 +113,63 @@ def fork(userns: tuple[int, int] | list[int] | None = None) -> tuple[int, int, s
                 pass
         finally:
             os._exit(code)
-    if mapping is None:
-        linux.setns(_own_pidns[1], linux.CLONE_NEWPID)
+    linux.setns(_own_pidns[1], linux.CLONE_NEWPID)
     theirs.close()
     return pid, os.pidfd_open(pid), ours
 
 
-def _clone_userns(ours: socket.socket, theirs: socket.socket) -> int:
+def _userns_parent(mapping: tuple[int, int, int, int], sock: socket.socket, launcher_pidfd: int) -> int:
+    """The reaper's parent in a user namespace: enter it, map the caller's ids, make the PID namespace,
+    fork the reaper, tell the launcher its PID, then wait for it. SIGKILLed when the launcher dies,
+    which the reaper sees as its own PDEATHSIG: the job gets its grace period."""
+    def tied() -> None:
+        # Armed again after every change of credentials, which clears it; then the launcher must still live.
+        prctl.set_pdeathsig(signal.SIGKILL)
+        if select.select([launcher_pidfd], [], [], 0)[0]:
+            os._exit(EXIT_FAILURE)
+
+    for sig in (*FORWARDED, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(sig, signal.SIG_IGN)  # we share the caller's terminal; only the launcher's death ends us
+    prctl.set_name("sandbox-userns")
+    tied()
+    linux.close_fds_except({sock.fileno(), launcher_pidfd})
+    inside_uid, inside_gid, uid, gid = mapping
     try:
-        return linux.clone_fork(linux.CLONE_NEWUSER | linux.CLONE_NEWPID)
-    except OSError as exc:
-        ours.close()
-        theirs.close()
-        raise namespace_error(exc, "a user namespace") from None
+        try:
+            linux.unshare(linux.CLONE_NEWUSER)
+        except OSError as exc:
+            raise namespace_error(exc, "a user namespace") from None
+        try:
+            for name, text in (("setgroups", "deny"), ("uid_map", f"{inside_uid} {uid} 1"),
+                               ("gid_map", f"{inside_gid} {gid} 1")):
+                with open(f"/proc/self/{name}", "w") as f:
+                    f.write(text)
+        except OSError as exc:
+            raise SandboxError(f"cannot map uid {uid} and gid {gid} into the user namespace: {exc.strerror}") from None
+        tied()
+        try:
+            linux.unshare(linux.CLONE_NEWPID)
+        except OSError as exc:
+            raise namespace_error(exc, "a PID namespace") from None
+    except SandboxError as exc:
+        protocol.send(sock, ("error", exc.exit_code, exc.message))
+        return exc.exit_code
+    own_pidfd = os.pidfd_open(os.getpid())
+    child = os.fork()
+    if child == 0:
+        code = EXIT_FAILURE
+        try:
+            code = Reaper(sock, own_pidfd).run()
+        finally:
+            os._exit(code)
+    protocol.send(sock, ("reaper", child))
+    sock.close()
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+            return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else EXIT_FAILURE
+        except InterruptedError:
+            continue
 
 
 def send_job(sock: socket.socket, pid: int, request: dict, stdio: tuple[int | None, int | None, int | None]) -> None:
@@ -124,7 +187,7 @@ def send_job(sock: socket.socket, pid: int, request: dict, stdio: tuple[int | No
 
 def start(request: dict, stdio: tuple[int | None, int | None, int | None]) -> tuple[int, int, socket.socket]:
     """fork() and send_job() in one: a reaper for this job, now."""
-    pid, pidfd, sock = fork(request["spec"].get("userns"))
+    pid, pidfd, sock = fork(request["spec"].get("userns"), request.get("pgid"))
     try:
         send_job(sock, pid, request, stdio)
     except OSError:
@@ -153,11 +216,9 @@ class Reaper:
     launcher stops it or dies.
     """
 
-    def __init__(self, sock: socket.socket, parent_pidfd: int,
-                 userns: tuple[int, int, int, int] | None = None) -> None:
+    def __init__(self, sock: socket.socket, parent_pidfd: int) -> None:
         self.sock = sock
         self.parent_pidfd = parent_pidfd
-        self.userns = userns  # (uid inside, gid inside, the caller's uid, its gid): we are in a new user namespace
         self.proc_dir: str | int = "/proc"  # where we count our processes (a handle on it after --no-proc)
         self.reopen: set[str] = set()
         self.request: dict = {}
@@ -182,7 +243,6 @@ class Reaper:
         self.arm()
         failure = None
         try:
-            self.enter_userns()
             self.prepare()
         except SandboxError as exc:
             failure = exc  # told to whoever sends the job
@@ -213,27 +273,7 @@ class Reaper:
         # The launcher may have died before PDEATHSIG was armed; then no signal will ever come.
         if select.select([self.parent_pidfd], [], [], 0)[0]:
             os._exit(EXIT_FAILURE)
-        keep = {self.sock.fileno(), self.sigfd.fileno()}
-        linux.close_fds_except(keep | {self.parent_pidfd} if self.userns is not None else keep)
-
-    def enter_userns(self) -> None:
-        """Map the caller's uid and gid to the ones asked for inside; we keep every capability in here."""
-        if self.userns is None:
-            return
-        inside_uid, inside_gid, uid, gid = self.userns
-        try:
-            for name, text in (("setgroups", "deny"), ("uid_map", f"{inside_uid} {uid} 1"),
-                               ("gid_map", f"{inside_gid} {gid} 1")):
-                with open(f"/proc/self/{name}", "w") as f:
-                    f.write(text)
-        except OSError as exc:
-            raise SandboxError(f"cannot map uid {uid} and gid {gid} into the user namespace: {exc.strerror}") from None
-        # The kernel clears PDEATHSIG when credentials change: make sure it is armed, and the launcher still lives.
-        if prctl.get_pdeathsig() != PARENT_GONE:
-            prctl.set_pdeathsig(PARENT_GONE)
-        if select.select([self.parent_pidfd], [], [], 0)[0]:
-            os._exit(EXIT_FAILURE)
-        os.close(self.parent_pidfd)
+        linux.close_fds_except({self.sock.fileno(), self.sigfd.fileno()})
 
     def prepare(self) -> None:
         """What every sandbox needs, done before the job is known: a mount namespace, / slave, a fresh /proc."""
@@ -299,7 +339,7 @@ class Reaper:
                 raise namespace_error(exc, "a network namespace") from None
             _loopback_up()
         elif net.startswith("netns:"):
-            _join_netns(net[len("netns:"):], self.userns is not None)
+            _join_netns(net[len("netns:"):], self.request["spec"].get("userns") is not None)
         hostname = spec.get("hostname")
         if hostname:
             try:

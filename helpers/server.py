@@ -93,8 +93,9 @@ class Server:
         stdio = tuple(next(it) if flag else None for flag in present)
         try:
             userns = request["spec"].get("userns")
-            # A user namespace's reaper is cloned into it fresh: the spare's namespaces belong to ours.
-            pid, pidfd, sock = self.fork_reaper(userns) if userns is not None else self.take_reaper()
+            # A user namespace's reaper is forked fresh through its own parent: the spare's namespaces are ours.
+            pid, pidfd, sock = self.fork_reaper(userns, request.get("pgid")) if userns is not None \
+                else self.take_reaper()
             if request.get("on_exit"):
                 self.hooks[pid] = request["on_exit"]
             try:
@@ -126,10 +127,10 @@ class Server:
             sock.close()  # it sees end of file and exits; SIGCHLD reaps it
         return self.fork_reaper()
 
-    def fork_reaper(self, userns: list[int] | None = None) -> tuple[int, int, socket.socket]:
+    def fork_reaper(self, userns: list[int] | None = None, pgid: int | None = None) -> tuple[int, int, socket.socket]:
         if userns is None:
             self.mount_watch.poll(0)  # consume earlier changes: the new reaper's copy includes them
-        pid, pidfd, sock = reaper.fork(userns)
+        pid, pidfd, sock = reaper.fork(userns, pgid)
         self.reapers[pid] = pidfd
         return pid, pidfd, sock
 

@@ -69,6 +69,8 @@ class ReaperClient:
             self.events.append((name, fields))
             if self.on_event is not None:
                 self.on_event(name, fields)
+        elif kind == "reaper":
+            self.reaper_pid = message[1]  # the PID 1 under a user namespace's intermediate parent
         elif kind == "exited":
             self.status = message[1]
         elif kind == "error":

@@ -89,30 +89,6 @@ def mount_setattr_writable(path: bytes) -> None:
     _check(result, "mount_setattr", path)
 
 
-# clone(2) with flags, used like fork(): Python has no clone, and a user namespace and a PID namespace
-# made together by clone are the only way an unprivileged process gets a PID 1 and stays where it was.
-_SYS_CLONE = {"x86_64": 56, "aarch64": 220, "riscv64": 220}
-_pylibc = ctypes.PyDLL(None, use_errno=True)  # PyDLL: the GIL stays held across the call, as fork expects
-_pylibc.syscall.restype = ctypes.c_long
-
-
-def clone_fork(flags: int) -> int:
-    """fork() into new namespaces: 0 in the child, its PID in the parent. Single-threaded callers only.
-
-    Unlike os.fork() no at-fork handlers run; the child must only do its own work and os._exit().
-    """
-    import platform
-    import signal
-
-    number = _SYS_CLONE.get(platform.machine())
-    if number is None:
-        raise OSError(38, f"clone: not supported on {platform.machine()}")
-    # With no new stack the child continues on a copy of ours, as after fork().
-    result = _pylibc.syscall(ctypes.c_long(number), ctypes.c_ulong(flags | signal.SIGCHLD),
-                             ctypes.c_void_p(0), ctypes.c_void_p(0), ctypes.c_void_p(0), ctypes.c_void_p(0))
-    return _check(result, "clone")
-
-
 def _sigset(signals: list[int] | tuple[int, ...]) -> ctypes.Array:
     mask = ctypes.create_string_buffer(128)
     for sig in signals:
