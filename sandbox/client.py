@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import _thread
 import os
 import select
 import socket
-import threading
 import time
 from collections.abc import Callable
 
@@ -34,7 +34,7 @@ class ReaperClient:
         self.events: list[tuple[str, dict]] = []
         self.closed = False  # the reaper closed its end
         self.gone = False  # the reaper has exited
-        self._lock = threading.RLock()
+        self._lock = _thread.RLock()  # _thread: the command-line tool need not import threading
 
     # -- reading -----------------------------------------------------------------------------------
 

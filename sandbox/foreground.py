@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import linux
 from .client import ReaperClient
@@ -23,8 +23,7 @@ from .signals import FORWARDED
 from .spec import SandboxSpec
 
 
-@dataclass
-class Outcome:
+class Outcome(NamedTuple):
     status: int | None  # the main process's wait status, if it ran
     timed_out: bool
     error: SandboxError | None

@@ -7,7 +7,7 @@ import os
 import signal
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .errors import SandboxError
 from .signals import parse_signal
@@ -19,8 +19,9 @@ NETNS_DIR = "/run/netns"
 MAX_ID = 2**32 - 2  # (uid_t)-1 means "no change" to the kernel
 
 
-@dataclass(frozen=True)
-class Mount:
+# NamedTuples rather than dataclasses: immutable all the same, and no code generated at import,
+# which the command-line tool would pay for on every run.
+class Mount(NamedTuple):
     """One mount made inside the sandbox, in order: kind is 'read-only', 'tmpfs', 'bind' or 'ro-bind'."""
 
     kind: str
@@ -31,13 +32,12 @@ class Mount:
         return f"--{self.kind} {self.source + ':' if self.source else ''}{self.target}"
 
 
-@dataclass(frozen=True)
-class SandboxSpec:
+class SandboxSpec(NamedTuple):
     grace: float = DEFAULT_GRACE
     stop_signal: int = signal.SIGTERM
     mounts: tuple[Mount, ...] = ()
     propagation: str = "slave"
-    ignored_signals: tuple[int, ...] = field(default=())
+    ignored_signals: tuple[int, ...] = ()
     # Isolation: the network ("host", "none" or "netns:NAME"), a user namespace (the uid and gid the
     # caller becomes inside, or None), a new UTS namespace's hostname, and whether /proc is fresh.
     net: str = "host"

@@ -6,7 +6,6 @@ A line is written with one write(2) as the event happens, so a reader following 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -43,6 +42,8 @@ class StatusWriter:
             return
         record = {"event": name, "time": fields.get("time", time.time())}
         record.update((k, v) for k, v in fields.items() if k != "time")
+        import json  # here: a run without --json-status should not pay for it
+
         line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
         try:
             while line:

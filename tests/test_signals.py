@@ -64,6 +64,7 @@ def test_repeated_ctrl_c_reaches_the_job_each_time_and_the_third_kills_everythin
         status = term.wait()
     finally:
         term.close()
-    assert log_lines(log).count("SIGINT") == 3
+    # The third press SIGKILLs at once: the job may or may not have noted that SIGINT first.
+    assert log_lines(log).count("SIGINT") in (2, 3)
     assert signal_of(status) == signal.SIGKILL
     assert wait_for(lambda: not marked_processes(no_leftovers, {os.getpid()}), timeout=5)
