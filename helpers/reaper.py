@@ -11,12 +11,12 @@ The job must never be PID 1: PID 1 of a namespace silently drops signals it has 
 
 from __future__ import annotations
 
+import _socket as socket  # the C module: the command-line tool skips socket.py's enums
 import errno
 import fcntl
 import os
 import select
 import signal
-import socket
 import stat
 import sys
 import time

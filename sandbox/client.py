@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import _socket as socket  # the C module: the command-line tool skips socket.py's enums
 import _thread
 import os
 import select
-import socket
 import time
 from collections.abc import Callable
 

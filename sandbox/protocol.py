@@ -7,10 +7,10 @@ the job's PID as it sees it, although the reaper only knows the job as PID 2.
 
 from __future__ import annotations
 
+import _socket as socket  # the C module: the command-line tool skips socket.py's enums
 import array
 import marshal
 import os
-import socket
 import struct
 
 MAX_MESSAGE = 1 << 20
