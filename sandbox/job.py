@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, Any
 
-from . import protocol, spawner
+from . import hooks, protocol, spawner
 from .client import ReaperClient
 from .errors import SandboxError
 from .popen import Popen, _argv, _command_request, _run
@@ -88,10 +88,14 @@ class Job:
     def __init__(self, *, grace: float = DEFAULT_GRACE, stop_signal: int | str = signal.SIGTERM,
                  tmpfs: Iterable[str] = (), binds: Iterable[str | tuple[str, str]] = (),
                  ro_binds: Iterable[str | tuple[str, str]] = (), propagation: str = "slave",
-                 on_event: Callable[[str, dict], None] | None = None) -> None:
+                 net: str = "host", userns: bool | None = None, uid: int | None = None, gid: int | None = None,
+                 read_only: Iterable[str] = (), hostname: str | None = None, proc: bool = True,
+                 on_event: Callable[[str, dict], None] | None = None, on_exit: Iterable[str] | None = None) -> None:
         self.spec = SandboxSpec.build(grace=grace, stop_signal=stop_signal, tmpfs=tmpfs, binds=binds,
                                       ro_binds=ro_binds, propagation=propagation,
-                                      ignored_signals=inherited_ignores())
+                                      ignored_signals=inherited_ignores(), net=net, userns=userns, uid=uid,
+                                      gid=gid, read_only=read_only, hostname=hostname, proc=proc)
+        self._on_exit = hooks.check_commands(on_exit)
         self.spec.check_host()
         self._on_event = on_event
         self._client: ReaperClient | None = None
@@ -102,7 +106,8 @@ class Job:
     def start(self) -> Job:
         if self._client is not None:
             raise RuntimeError("this Job has already been started")
-        request = {"session": True, "spec": self.spec.to_wire(), "pgid": os.getpgrp()}
+        # on_exit goes along so that the spawn server runs the hooks if we die first.
+        request = {"session": True, "spec": self.spec.to_wire(), "pgid": os.getpgrp(), "on_exit": self._on_exit}
         client = spawner.new_client(request, (), self._on_event)
         try:
             client.wait_started()
@@ -160,8 +165,16 @@ class Job:
         client.close()
         for process in list(self._processes):
             process.poll()  # each learnt how it ended before the reaper exited
+        if self._on_exit:
+            hooks.run_hooks(self._on_exit, hooks.environment(None, None, reason), self._emit, prog="sandbox")
         if interrupted:
             raise KeyboardInterrupt
+
+    def _emit(self, name: str, fields: dict) -> None:
+        if self._client is not None:
+            self._client.events.append((name, fields))
+        if self._on_event is not None:
+            self._on_event(name, fields)
 
     @property
     def events(self) -> list[tuple[str, dict]]:

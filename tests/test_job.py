@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 import sandbox
-from support import PYTHON, host_mounts, log_lines, marked_processes, signal_job, this_process, wait_for
+from support import PYTHON, alive, host_mounts, log_lines, marked_processes, signal_job, this_process, wait_for
 
 
 def double(x: int) -> tuple[int, int]:
@@ -53,7 +53,7 @@ def test_leaving_the_block_stops_live_daemons(tmp_path, no_leftovers):
         assert len([p for p in marked_processes(no_leftovers, this_process())]) >= 4
     assert log_lines(log)[1:] == ["SIGTERM", "cleaned"]
     assert process.returncode == -signal.SIGTERM
-    assert not os.path.exists(f"/proc/{reaper}")
+    assert not alive(reaper)  # exited (its parent, the spawn server, may not have reaped it yet)
     assert not marked_processes(no_leftovers, this_process())
 
 
@@ -147,3 +147,15 @@ def test_the_fixture_fails_a_test_whose_sandbox_outlives_it(pytester):
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*outlived it*holds it open*"])
+
+
+def test_job_isolation_options_and_on_exit_hooks(tmp_path):
+    hook_log = tmp_path / "hooks"
+    with sandbox.Job(net="none", hostname="job-host", read_only=["/"], tmpfs=["/tmp"],
+                     on_exit=[f"echo \"stopped: $SANDBOXED_RUN_STOP_REASON\" >> {hook_log}"]) as job:
+        seen = job.run(["sh", "-c", "hostname; awk -F: 'NR > 2 {print $1}' /proc/net/dev | tr -d ' '; "
+                        "touch /etc/nope 2>/dev/null || echo read-only"],
+                       capture_output=True, text=True).stdout.split()
+        assert not hook_log.exists(), "a hook ran before the job ended"
+    assert seen == ["job-host", "lo", "read-only"]
+    assert hook_log.read_text() == "stopped: context exited\n"
