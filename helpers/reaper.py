@@ -30,6 +30,11 @@ from sandbox.signals import FORWARDED, PARENT_GONE, signal_name
 
 from . import inside
 
+TYPE_CHECKING = False  # typing stays out of the spawn server, whose every reaper is a fork of it
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import NoReturn
+
 # The reaper reads these from a signalfd: blocked, never handled, so it learns who sent each one.
 WATCHED = (signal.SIGCHLD, PARENT_GONE, *FORWARDED)
 # Ctrl+C pressed this often within IMPATIENT_WINDOW seconds SIGKILLs the whole sandbox.
@@ -76,16 +81,7 @@ def fork(userns: tuple[int, int] | list[int] | None = None, pgid: int | None = N
         mapping = (userns[0], userns[1], os.geteuid(), os.getegid())
         pid = os.fork()
         if pid == 0:
-            code = EXIT_FAILURE
-            try:
-                code = _userns_parent(mapping, theirs, _own_pidfd[1])
-            except BaseException as exc:  # never return into the launcher's code from here
-                try:
-                    protocol.send(theirs, ("error", EXIT_FAILURE, f"sandbox helper failed: {exc!r}"))
-                except BaseException:
-                    pass
-            finally:
-                os._exit(code)
+            _child(theirs, lambda: _userns_parent(mapping, theirs, _own_pidfd[1]))
         theirs.close()
         return pid, os.pidfd_open(pid), ours
     else:
@@ -103,19 +99,24 @@ def fork(userns: tuple[int, int] | list[int] | None = None, pgid: int | None = N
             theirs.close()
             raise
     if pid == 0:
-        code = EXIT_FAILURE
-        try:
-            code = Reaper(theirs, _own_pidfd[1]).run()
-        except BaseException as exc:  # never return into the launcher's code from here
-            try:
-                protocol.send(theirs, ("error", EXIT_FAILURE, f"sandbox helper failed: {exc!r}"))
-            except BaseException:
-                pass
-        finally:
-            os._exit(code)
+        _child(theirs, lambda: Reaper(theirs, _own_pidfd[1]).run())
     linux.setns(_own_pidns[1], linux.CLONE_NEWPID)
     theirs.close()
     return pid, os.pidfd_open(pid), ours
+
+
+def _child(sock: socket.socket, life: Callable[[], int]) -> NoReturn:
+    """The whole life of a forked helper: it never returns into the launcher's code, whatever happens."""
+    code = EXIT_FAILURE
+    try:
+        code = life()
+    except BaseException as exc:
+        try:
+            protocol.send(sock, ("error", EXIT_FAILURE, f"sandbox helper failed: {exc!r}"))
+        except BaseException:
+            pass
+    finally:
+        os._exit(code)
 
 
 def _userns_parent(mapping: tuple[int, int, int, int], sock: socket.socket, launcher_pidfd: int) -> int:
@@ -157,11 +158,7 @@ def _userns_parent(mapping: tuple[int, int, int, int], sock: socket.socket, laun
     own_pidfd = os.pidfd_open(os.getpid())
     child = os.fork()
     if child == 0:
-        code = EXIT_FAILURE
-        try:
-            code = Reaper(sock, own_pidfd).run()
-        finally:
-            os._exit(code)
+        _child(sock, lambda: Reaper(sock, own_pidfd).run())
     protocol.send(sock, ("reaper", child))
     sock.close()
     while True:

@@ -225,6 +225,21 @@ tail -q -f a b c
 """
 
 
+def ctrl_c_on_the_seed(argv: list[str], directory: Path, token: str) -> tuple[int | None, bytes, list[str]]:
+    """Run argv (which runs the seed script) in a terminal, press Ctrl+C once the script is in its steady
+    state; return the exit status, what the terminal showed, and the seed's files left when it exited."""
+    trap_script(directory)
+    term = Terminal(argv, directory)
+    try:
+        assert wait_for(lambda: trap_script_running(token, directory)), term.output
+        term.ctrl_c()
+        status = term.wait()
+        left_at_exit = [name for name in "abc" if (directory / name).exists()]
+    finally:
+        term.close()
+    return status, bytes(term.output), left_at_exit
+
+
 def trap_script(directory: Path) -> Path:
     path = directory / "trap_script"
     path.write_text(TRAP_SCRIPT)

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 import sandbox
-from support import PYTHON, Terminal, log_lines, signal_job, signal_of, trap_script, trap_script_running, wait_for
+from support import PYTHON, ctrl_c_on_the_seed, log_lines, signal_job, signal_of, wait_for
 
 ASYNC_SEED = """
 import asyncio, os, sandbox
@@ -25,15 +25,8 @@ except KeyboardInterrupt:
 
 
 def test_ctrl_c_under_asyncio_run_lets_the_trap_finish(tmp_path, no_leftovers):
-    trap_script(tmp_path)
-    term = Terminal([PYTHON, "-c", ASYNC_SEED], tmp_path)
-    try:
-        assert wait_for(lambda: trap_script_running(no_leftovers, tmp_path)), term.output
-        term.ctrl_c()
-        status = term.wait()
-    finally:
-        term.close()
-    assert b"KeyboardInterrupt after the job ended; left: nothing" in term.output, term.output
+    status, output, _ = ctrl_c_on_the_seed([PYTHON, "-c", ASYNC_SEED], tmp_path, no_leftovers)
+    assert b"KeyboardInterrupt after the job ended; left: nothing" in output, output
     assert signal_of(status) == signal.SIGINT
 
 

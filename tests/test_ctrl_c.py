@@ -6,22 +6,14 @@ from __future__ import annotations
 import os
 import signal
 
-from support import CLI, PYTHON, Terminal, log_lines, signal_job, signal_of, trap_script, trap_script_running, wait_for
+from support import CLI, PYTHON, Terminal, ctrl_c_on_the_seed, log_lines, signal_job, signal_of, wait_for
 
 
 def test_cli_ctrl_c_lets_the_seed_trap_finish_then_dies_of_sigint(tmp_path, no_leftovers):
-    trap_script(tmp_path)
-    term = Terminal([CLI, "./trap_script"], tmp_path)
-    try:
-        assert wait_for(lambda: trap_script_running(no_leftovers, tmp_path)), term.output
-        term.ctrl_c()
-        status = term.wait()
-        left_at_exit = [name for name in "abc" if (tmp_path / name).exists()]
-    finally:
-        term.close()
+    status, output, left_at_exit = ctrl_c_on_the_seed([CLI, "./trap_script"], tmp_path, no_leftovers)
     assert left_at_exit == [], "the launcher returned before the job's EXIT trap finished"
-    assert status is not None and signal_of(status) == signal.SIGINT, f"status {status}, output {term.output!r}"
-    assert b"Aborted" not in term.output
+    assert status is not None and signal_of(status) == signal.SIGINT, f"status {status}, output {output!r}"
+    assert b"Aborted" not in output
 
 
 def test_cli_job_sees_sigint_exactly_once(tmp_path):
@@ -63,15 +55,8 @@ except KeyboardInterrupt:
 
 
 def test_api_ctrl_c_raises_keyboardinterrupt_after_the_trap_finished(tmp_path, no_leftovers):
-    trap_script(tmp_path)
-    term = Terminal([PYTHON, "-c", API_PROGRAM], tmp_path)
-    try:
-        assert wait_for(lambda: trap_script_running(no_leftovers, tmp_path)), term.output
-        term.ctrl_c()
-        status = term.wait()
-    finally:
-        term.close()
-    assert b"KeyboardInterrupt after the job ended; left: nothing" in term.output, term.output
+    status, output, _ = ctrl_c_on_the_seed([PYTHON, "-c", API_PROGRAM], tmp_path, no_leftovers)
+    assert b"KeyboardInterrupt after the job ended; left: nothing" in output, output
     assert signal_of(status) == signal.SIGINT
 
 
