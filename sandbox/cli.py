@@ -135,7 +135,7 @@ def cli(grace: float, stop_signal: str, timeout: float | None, tmpfs: tuple[str,
     except OSError:
         cwd = "/"
     from .foreground import exit_like, run_foreground
-    from .hooks import environment, finished, run_hooks, stop_reason
+    from .hooks import HookMonitor, finished, stop_reason
     from .status import StatusWriter, fan_out
 
     spec.check_host()
@@ -147,12 +147,21 @@ def cli(grace: float, stop_signal: str, timeout: float | None, tmpfs: tuple[str,
     events: list[tuple[str, dict]] = []
     emit = fan_out(lambda name, fields: events.append((name, fields)), _print_event if verbose else None,
                    writer.write if writer is not None else None)
-    outcome = run_foreground(spec, [os.fsencode(a) for a in command], env, os.fsencode(cwd), timeout, emit)
+    monitor = start_monitor = None
+    if on_exit:
+        monitor = HookMonitor(list(on_exit), fan_out(_print_event if verbose else None,
+                                                     writer.write if writer is not None else None))
+        # It keeps only what the hooks need: not our ends of the sandbox's sockets, or the reaper
+        # would not see us die.
+        keep = {writer.fd} if writer is not None else set()
+        start_monitor = lambda pidfd: monitor.start(pidfd, keep)  # noqa: E731
+    outcome = run_foreground(spec, [os.fsencode(a) for a in command], env, os.fsencode(cwd), timeout, emit,
+                             start_monitor)
 
     def wrap_up(status: int, sig: int | None) -> None:
         # Every process of the sandbox is gone now (run_foreground waited for the reaper's pidfd).
-        if on_exit:
-            run_hooks(list(on_exit), environment(outcome.status, status, stop_reason(events)), emit)
+        if monitor is not None and monitor.pid:
+            monitor.finish(outcome.status, status, stop_reason(events))
         finished(emit, status, sig, str(outcome.error) if outcome.error is not None else None)
 
     return exit_like(outcome, wrap_up)

@@ -102,3 +102,67 @@ def _emit(emit: Emit | None, name: str, fields: dict) -> None:
 def finished(emit: Emit | None, shell_status: int | None, sig: int | None = None, error: str | None = None) -> None:
     """The last event: the status the launcher exits with (and the signal it dies of, if it re-raises one)."""
     _emit(emit, "finished", {"status": shell_status, "signal": signal_name(sig) if sig else None, "error": error})
+
+
+class HookMonitor:
+    """For the command: a small process that runs the --on-exit hooks once the sandbox is gone, even
+    if sandboxed-run itself is SIGKILLed meanwhile ("as long as our monitor survives").
+
+    It is forked right after the reaper, holds the reaper's pidfd and waits on it. The launcher, once
+    it knows how the job ended, sends that over a pipe and waits for the hooks; if the launcher died
+    first, the pipe is closed empty and the hooks run with what is known (stop reason "caller died").
+    """
+
+    def __init__(self, commands: list[str], emit: Emit | None) -> None:
+        self.commands = commands
+        self.emit = emit
+        self.pid = 0
+        self.pipe = -1
+
+    def start(self, reaper_pidfd: int, keep: set[int]) -> None:
+        import marshal
+
+        import prctl
+
+        from .linux import close_fds_except
+
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                for sig in (*FORWARDED, signal.SIGTSTP):
+                    signal.signal(sig, signal.SIG_IGN)  # the terminal's signals are the job's business
+                prctl.set_name("sandbox-hooks")
+                close_fds_except({reaper_pidfd, read_end, *keep})
+                select_fds([reaper_pidfd])  # the sandbox is gone: every process, the mount namespace
+                data = b""
+                while chunk := os.read(read_end, 1 << 16):
+                    data += chunk
+                job_status, shell_status, reason = marshal.loads(data) if data else (None, None, "caller died")
+                run_hooks(self.commands, environment(job_status, shell_status, reason), self.emit)
+            finally:
+                os._exit(0)
+        os.close(read_end)
+        self.pid, self.pipe = pid, write_end
+
+    def finish(self, job_status: int | None, shell_status: int | None, reason: str | None) -> None:
+        """Hand over how the job ended and wait for the hooks to finish."""
+        import marshal
+
+        try:
+            os.write(self.pipe, marshal.dumps((job_status, shell_status, reason)))
+        finally:
+            os.close(self.pipe)
+        while True:
+            try:
+                os.waitpid(self.pid, 0)
+                return
+            except InterruptedError:
+                continue
+
+
+def select_fds(fds: list[int]) -> None:
+    import select
+
+    while not select.select(fds, [], [])[0]:
+        pass
