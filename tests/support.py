@@ -209,6 +209,30 @@ def signal_job(tmp_path: Path, cleanup: float = 0.0, mode: str = "die") -> tuple
     return [PYTHON, str(script), str(log), str(cleanup), mode], log
 
 
+def kill_and_expect_a_graceful_stop(caller, log: Path, token: str) -> None:
+    """SIGKILL a launcher or API caller whose SIGNAL_JOB is ready: the job must get SIGTERM, finish its
+    cleanup within the grace period, and then nothing of the test may remain."""
+    caller.kill()
+    caller.wait()
+    assert wait_for(lambda: "cleaned" in log_lines(log))
+    assert log_lines(log)[1:] == ["SIGTERM", "cleaned"]
+    assert wait_for(lambda: not marked_processes(token, {os.getpid()}))
+
+
+def ctrl_c_on_a_signal_job(argv: list[str], directory: Path, log: Path) -> tuple[int | None, list[str], bytes]:
+    """Run argv (which runs a SIGNAL_JOB) in a terminal, press Ctrl+C once it is ready; return the exit
+    status, the job's log as it was when argv exited, and what the terminal showed."""
+    term = Terminal(argv, directory)
+    try:
+        assert wait_for(lambda: log_lines(log)), term.output
+        term.ctrl_c()
+        status = term.wait()
+        lines_at_exit = log_lines(log)
+    finally:
+        term.close()
+    return status, lines_at_exit, bytes(term.output)
+
+
 def log_lines(log: Path) -> list[str]:
     try:
         return log.read_text().splitlines()

@@ -14,6 +14,7 @@ from support import (
     Terminal,
     alive,
     children,
+    kill_and_expect_a_graceful_stop,
     log_lines,
     loop_devices,
     marked_processes,
@@ -26,11 +27,7 @@ def test_cli_sigkilled_the_job_gets_the_stop_signal_and_its_grace_period(tmp_pat
     argv, log = signal_job(tmp_path, cleanup=1.0)
     launcher = subprocess.Popen([CLI, "--grace", "5", *argv], cwd=tmp_path, start_new_session=True)
     assert wait_for(lambda: log_lines(log))
-    launcher.kill()
-    launcher.wait()
-    assert wait_for(lambda: "cleaned" in log_lines(log))
-    assert log_lines(log)[1:] == ["SIGTERM", "cleaned"]
-    assert wait_for(lambda: not marked_processes(no_leftovers, {os.getpid()}))
+    kill_and_expect_a_graceful_stop(launcher, log, no_leftovers)
 
 
 def test_api_caller_sigkilled_the_job_gets_the_stop_signal_and_its_grace_period(tmp_path, no_leftovers):
@@ -38,11 +35,7 @@ def test_api_caller_sigkilled_the_job_gets_the_stop_signal_and_its_grace_period(
     program = f"import sandbox; sandbox.run({argv!r}, grace=5)"
     caller = subprocess.Popen([PYTHON, "-c", program], cwd=tmp_path, start_new_session=True)
     assert wait_for(lambda: log_lines(log))
-    caller.kill()
-    caller.wait()
-    assert wait_for(lambda: "cleaned" in log_lines(log))
-    assert log_lines(log)[1:] == ["SIGTERM", "cleaned"]
-    assert wait_for(lambda: not marked_processes(no_leftovers, {os.getpid()}))
+    kill_and_expect_a_graceful_stop(caller, log, no_leftovers)
 
 
 def test_a_job_that_ignores_the_stop_signal_is_killed_after_the_grace_period(tmp_path, no_leftovers):

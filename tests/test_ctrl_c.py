@@ -6,7 +6,17 @@ from __future__ import annotations
 import os
 import signal
 
-from support import CLI, PYTHON, Terminal, ctrl_c_on_the_seed, log_lines, signal_job, signal_of, wait_for
+from support import (
+    CLI,
+    PYTHON,
+    Terminal,
+    ctrl_c_on_a_signal_job,
+    ctrl_c_on_the_seed,
+    log_lines,
+    signal_job,
+    signal_of,
+    wait_for,
+)
 
 
 def test_cli_ctrl_c_lets_the_seed_trap_finish_then_dies_of_sigint(tmp_path, no_leftovers):
@@ -18,14 +28,7 @@ def test_cli_ctrl_c_lets_the_seed_trap_finish_then_dies_of_sigint(tmp_path, no_l
 
 def test_cli_job_sees_sigint_exactly_once(tmp_path):
     argv, log = signal_job(tmp_path, cleanup=0.5)
-    term = Terminal([CLI, *argv], tmp_path)
-    try:
-        assert wait_for(lambda: log_lines(log)), term.output
-        term.ctrl_c()
-        status = term.wait()
-        lines_at_exit = log_lines(log)
-    finally:
-        term.close()
+    status, lines_at_exit, _ = ctrl_c_on_a_signal_job([CLI, *argv], tmp_path, log)
     assert lines_at_exit[1:] == ["SIGINT", "cleaned"]
     assert signal_of(status) == signal.SIGINT
 
@@ -63,13 +66,6 @@ def test_api_ctrl_c_raises_keyboardinterrupt_after_the_trap_finished(tmp_path, n
 def test_api_job_sees_sigint_exactly_once(tmp_path):
     argv, log = signal_job(tmp_path, cleanup=0.5)
     program = f"import sandbox; sandbox.run({argv!r})"
-    term = Terminal([PYTHON, "-c", program], tmp_path)
-    try:
-        assert wait_for(lambda: log_lines(log)), term.output
-        term.ctrl_c()
-        status = term.wait()
-        lines_at_exit = log_lines(log)
-    finally:
-        term.close()
-    assert lines_at_exit[1:] == ["SIGINT", "cleaned"], term.output
+    status, lines_at_exit, output = ctrl_c_on_a_signal_job([PYTHON, "-c", program], tmp_path, log)
+    assert lines_at_exit[1:] == ["SIGINT", "cleaned"], output
     assert signal_of(status) == signal.SIGINT

@@ -20,7 +20,16 @@ import pytest
 from test_leftovers import _leaver
 
 import sandbox
-from support import CLI, PYTHON, host_mounts, log_lines, marked_processes, signal_job, wait_for
+from support import (
+    CLI,
+    PYTHON,
+    host_mounts,
+    kill_and_expect_a_graceful_stop,
+    log_lines,
+    marked_processes,
+    signal_job,
+    wait_for,
+)
 
 NOBODY = 65534
 AS_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
@@ -149,11 +158,7 @@ def test_an_ordinary_user_sigkilled_the_job_gets_the_stop_signal_and_its_grace_p
     argv, log = signal_job(nobody_dir, cleanup=1.0)
     launcher = subprocess.Popen([*AS_NOBODY, CLI, "--grace", "5", *argv], cwd=nobody_dir, start_new_session=True)
     assert wait_for(lambda: log_lines(log))
-    launcher.kill()
-    launcher.wait()
-    assert wait_for(lambda: "cleaned" in log_lines(log))
-    assert log_lines(log)[1:] == ["SIGTERM", "cleaned"]
-    assert wait_for(lambda: not marked_processes(no_leftovers, {os.getpid()}))
+    kill_and_expect_a_graceful_stop(launcher, log, no_leftovers)
 
 
 def test_an_ordinary_user_leftovers_are_stopped(nobody_dir, no_leftovers):
@@ -170,11 +175,7 @@ def test_an_ordinary_user_api_caller_sigkilled(nobody_dir, no_leftovers):
     program = f"import sandbox; sandbox.run({argv!r}, grace=5, tmpfs=['/mnt'])"
     caller = subprocess.Popen([*AS_NOBODY, PYTHON, "-c", program], cwd=nobody_dir, start_new_session=True)
     assert wait_for(lambda: log_lines(log))
-    caller.kill()
-    caller.wait()
-    assert wait_for(lambda: "cleaned" in log_lines(log))
-    assert log_lines(log)[1:] == ["SIGTERM", "cleaned"]
-    assert wait_for(lambda: not marked_processes(no_leftovers, {os.getpid()}))
+    kill_and_expect_a_graceful_stop(caller, log, no_leftovers)
 
 
 # Sets the limit to 0 for the commands run under it; yields a command prefix.

@@ -9,7 +9,17 @@ import subprocess
 import pytest
 
 import sandbox
-from support import PYTHON, alive, host_mounts, log_lines, marked_processes, signal_job, this_process, wait_for
+from support import (
+    PYTHON,
+    alive,
+    host_mounts,
+    kill_and_expect_a_graceful_stop,
+    log_lines,
+    marked_processes,
+    signal_job,
+    this_process,
+    wait_for,
+)
 
 
 def double(x: int) -> tuple[int, int]:
@@ -94,11 +104,7 @@ def test_caller_sigkilled_with_a_job_open_gives_the_grace_period(tmp_path, no_le
     try:
         assert caller.stdout.readline() == b"started\n"
         assert wait_for(lambda: log_lines(log))
-        caller.kill()
-        caller.wait()
-        assert wait_for(lambda: "cleaned" in log_lines(log))
-        assert log_lines(log)[1:] == ["SIGTERM", "cleaned"]
-        assert wait_for(lambda: not marked_processes(no_leftovers, {os.getpid()}))
+        kill_and_expect_a_graceful_stop(caller, log, no_leftovers)
     finally:
         caller.kill()
         caller.wait()
