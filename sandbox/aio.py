@@ -124,20 +124,25 @@ async def default_deliver_cancel(process: AsyncProcess) -> None:
     process._popen._stop_for("cancelled")
 
 
-async def _shielded(process: AsyncProcess, deliver_cancel: DeliverCancel) -> None:
-    """Run the escalation to its end, whatever cancellations arrive meanwhile."""
-
-    async def escalate() -> None:
-        await deliver_cancel(process)
-        await process.wait()
-
-    task = asyncio.ensure_future(escalate())
+async def _to_the_end(work: Awaitable[None]) -> None:
+    """Await work to its end, whatever cancellations arrive meanwhile (they are the caller's to raise)."""
+    task = asyncio.ensure_future(work)
     while not task.done():
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
             continue
     task.result()
+
+
+async def _shielded(process: AsyncProcess, deliver_cancel: DeliverCancel) -> None:
+    """Run the escalation, then wait until every process of the job is gone, shielded."""
+
+    async def escalate() -> None:
+        await deliver_cancel(process)
+        await process.wait()
+
+    await _to_the_end(escalate())
 
 
 async def create_process(args: Any, **options: Any) -> AsyncProcess:
@@ -216,12 +221,7 @@ class AsyncJob:
         if client is None:
             return
         client.stop(grace, reason)
-        task = asyncio.ensure_future(_wait_client(client))
-        while not task.done():
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                continue
+        await _to_the_end(_wait_client(client))
         client.close()
 
     async def create_process(self, args: Any, **options: Any) -> AsyncProcess:
