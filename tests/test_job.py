@@ -157,11 +157,11 @@ def test_the_fixture_fails_a_test_whose_sandbox_outlives_it(pytester):
 
 def test_job_isolation_options_and_on_exit_hooks(tmp_path):
     hook_log = tmp_path / "hooks"
-    with sandbox.Job(net="none", hostname="job-host", read_only=["/"], tmpfs=["/tmp"],
+    with sandbox.Job(net="none", hostname="job-host", read_only=["/"], tmpfs=[str(tmp_path)],
                      on_exit=[f"echo \"stopped: $SANDBOXED_RUN_STOP_REASON\" >> {hook_log}"]) as job:
         seen = job.run(["sh", "-c", "hostname; awk -F: 'NR > 2 {print $1}' /proc/net/dev | tr -d ' '; "
                         "touch /etc/nope 2>/dev/null || echo read-only"],
-                       capture_output=True, text=True).stdout.split()
+                       cwd="/", capture_output=True, text=True).stdout.split()
         assert not hook_log.exists(), "a hook ran before the job ended"
     assert seen == ["job-host", "lo", "read-only"]
     assert hook_log.read_text() == "stopped: context exited\n"
