@@ -25,7 +25,7 @@ from sandbox import linux, protocol
 from sandbox.errors import EXIT_FAILURE, SandboxError
 from sandbox.signals import PARENT_GONE
 
-from . import reaper
+from . import launch
 
 
 def main(channel_fd: int, caller_pidfd: int) -> None:
@@ -99,7 +99,7 @@ class Server:
             if request.get("on_exit"):
                 self.hooks[pid] = request["on_exit"]
             try:
-                reaper.send_job(sock, pid, request, stdio)
+                launch.send_job(sock, pid, request, stdio)
             except OSError:
                 pass  # it died already; the caller learns that from the socket
         except SandboxError as exc:
@@ -130,7 +130,7 @@ class Server:
     def fork_reaper(self, userns: list[int] | None = None, pgid: int | None = None) -> tuple[int, int, socket.socket]:
         if userns is None:
             self.mount_watch.poll(0)  # consume earlier changes: the new reaper's copy includes them
-        pid, pidfd, sock = reaper.fork(userns, pgid)
+        pid, pidfd, sock = launch.fork(userns, pgid)
         self.reapers[pid] = pidfd
         return pid, pidfd, sock
 

@@ -32,7 +32,7 @@ class Outcome(NamedTuple):
 def run_foreground(spec: SandboxSpec, argv: list[bytes], env: dict[bytes, bytes], cwd: bytes,
                    timeout: float | None, on_event: Callable[[str, dict], None] | None,
                    on_start: Callable[[int], None] | None = None) -> Outcome:
-    from sandboxed_run_helpers import reaper
+    from sandboxed_run_helpers import launch
 
     # Blocked before the fork, so a signal sent while the sandbox starts waits for us instead of killing us.
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
@@ -42,7 +42,7 @@ def run_foreground(spec: SandboxSpec, argv: list[bytes], env: dict[bytes, bytes]
         "spec": spec.to_wire(), "pgid": None,
     }
     stdio = tuple(fd if _is_open(fd) else None for fd in (0, 1, 2))
-    reaper_pid, pidfd, sock = reaper.start(request, stdio)  # type: ignore[arg-type]
+    reaper_pid, pidfd, sock = launch.start(request, stdio)  # type: ignore[arg-type]
     if on_start is not None:
         on_start(pidfd)  # given the reaper's pidfd, as soon as there is a sandbox to outlive
     client = ReaperClient(reaper_pid, pidfd, sock, on_event)
