@@ -173,6 +173,9 @@ def _print_event(name: str, fields: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
+    from .foreground import flush_standard_streams, hold_standard_descriptors
+
+    hold_standard_descriptors()
     try:
         code = cli.main(args=argv, prog_name="sandboxed-run", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -197,11 +200,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         code = EXIT_FAILURE
     # Straight out, without the interpreter's teardown: nothing of ours needs it, and every
     # run of the command would pay for it (a tenth of its start-up time).
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
+    flush_standard_streams()
     os._exit(code if isinstance(code, int) else 0)
 
 

@@ -41,7 +41,7 @@ def run_foreground(spec: SandboxSpec, argv: list[bytes], env: dict[bytes, bytes]
         "argv": argv, "env": env, "cwd": cwd, "umask": linux.current_umask(),
         "spec": spec.to_wire(), "pgid": None,
     }
-    stdio = tuple(fd if _is_open(fd) else None for fd in (0, 1, 2))
+    stdio = tuple(None if fd in CLOSED_AT_START else fd for fd in (0, 1, 2))
     reaper_pid, pidfd, sock = launch.start(request, stdio)  # type: ignore[arg-type]
     if on_start is not None:
         on_start(pidfd)  # given the reaper's pidfd, as soon as there is a sandbox to outlive
@@ -97,8 +97,7 @@ def exit_like(outcome: Outcome, before_exit: Callable[[int, int | None], None] |
 
 def reraise(sig: int) -> None:
     """Die of sig as the job did, so a calling shell stops its script on a Ctrl+C (as util-linux unshare does)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
+    flush_standard_streams()
     # Our own core dump would only hide the job's.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if sig not in (signal.SIGKILL, signal.SIGSTOP):
@@ -108,9 +107,35 @@ def reraise(sig: int) -> None:
     os._exit(128 + sig if sig < 128 else EXIT_FAILURE)
 
 
-def _is_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-        return True
-    except OSError:
-        return False
+def flush_standard_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:  # None: Python started with that descriptor closed
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+# The standard descriptors that were closed when we started: the job gets them closed too.
+CLOSED_AT_START: set[int] = set()
+
+
+def hold_standard_descriptors() -> None:
+    """Fill closed 0, 1, 2 with /dev/null (close-on-exec), so that none of our own descriptors, which
+    take the lowest free number, ever lands there and reaches the job as its stdin or stdout."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            CLOSED_AT_START.add(fd)
+    for fd in sorted(CLOSED_AT_START):
+        placeholder = os.open(os.devnull, os.O_RDWR)
+        if placeholder != fd:
+            os.dup2(placeholder, fd)
+            os.close(placeholder)
+        os.set_inheritable(fd, False)
+    # Python set these to None: what we would have printed goes nowhere, as the caller asked.
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w")  # lives as long as the process
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")

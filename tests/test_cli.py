@@ -96,3 +96,14 @@ def test_verbose_reports_the_lifecycle():
     assert any("stopping reason=main process exited" in line for line in lines), lines
     assert any(line.startswith("sandboxed-run: killed count=1") for line in lines), lines
     assert any("exited code=4" in line for line in lines)
+
+
+def test_closed_standard_descriptors_stay_closed_for_the_job():
+    # Our own descriptors (the signalfd, sockets) must not land on a closed 0, 1 or 2.
+    script = "if [ -e /proc/self/fd/0 ]; then echo stdin-open; else echo stdin-closed; fi"
+    result = subprocess.run(["sh", "-c", f'"$0" sh -c \'{script}\' <&-', CLI], capture_output=True, text=True)
+    assert (result.returncode, result.stdout) == (0, "stdin-closed\n"), result.stderr
+    result = subprocess.run(["sh", "-c", '"$0" sh -c "exit 3" >&- 2>&-', CLI], capture_output=True, text=True)
+    assert result.returncode == 3 and result.stdout == "" and result.stderr == ""
+    result = subprocess.run(["sh", "-c", '"$0" no-such-command-xyz 2>&-', CLI], capture_output=True, text=True)
+    assert result.returncode == 127 and result.stdout == ""
