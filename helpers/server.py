@@ -29,6 +29,7 @@ from . import launch
 
 
 def main(channel_fd: int, caller_pidfd: int) -> None:
+    linux.fill_closed_stdio()  # our signalfd and sockets must not become some reaper's stderr
     for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
         # The caller decides what a Ctrl+C means; we only go when the caller goes.
         signal.signal(sig, signal.SIG_IGN)

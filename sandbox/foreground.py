@@ -123,17 +123,7 @@ CLOSED_AT_START: set[int] = set()
 def hold_standard_descriptors() -> None:
     """Fill closed 0, 1, 2 with /dev/null (close-on-exec), so that none of our own descriptors, which
     take the lowest free number, ever lands there and reaches the job as its stdin or stdout."""
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            CLOSED_AT_START.add(fd)
-    for fd in sorted(CLOSED_AT_START):
-        placeholder = os.open(os.devnull, os.O_RDWR)
-        if placeholder != fd:
-            os.dup2(placeholder, fd)
-            os.close(placeholder)
-        os.set_inheritable(fd, False)
+    CLOSED_AT_START.update(linux.fill_closed_stdio())
     # Python set these to None: what we would have printed goes nowhere, as the caller asked.
     if sys.stdout is None:
         sys.stdout = open(os.devnull, "w")  # lives as long as the process

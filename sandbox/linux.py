@@ -139,6 +139,25 @@ def close_fds_except(keep: set[int]) -> None:
     os.closerange(low, 1 << 20)
 
 
+def fill_closed_stdio() -> list[int]:
+    """Put /dev/null (close-on-exec) on whichever of 0, 1, 2 is closed, and say which were: otherwise
+    the next descriptor we open takes that number and is mistaken for a standard stream."""
+    closed = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.append(fd)
+    for fd in closed:
+        placeholder = os.open(os.devnull, os.O_RDWR)
+        if placeholder != fd:
+            os.dup2(placeholder, fd, inheritable=False)
+            os.close(placeholder)
+        else:
+            os.set_inheritable(fd, False)
+    return closed
+
+
 def current_umask() -> int:
     """The umask without the set-and-restore race of os.umask (threads may be spawning meanwhile)."""
     with open("/proc/self/status", "rb") as f:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import subprocess
@@ -44,8 +45,12 @@ class SpawnServer:
         self.process: subprocess.Popen | None = None
 
     def _start(self) -> None:
+        # Decided before we open anything: a closed 2 would be taken by our first descriptor.
+        stderr = None if _open(2) else subprocess.DEVNULL
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        caller_pidfd = os.pidfd_open(os.getpid())
+        # Above 2, where the server's stdin, stdout and stderr will not overwrite them.
+        theirs = socket.socket(fileno=_above_stdio(theirs.detach()))
+        caller_pidfd = _above_stdio(os.pidfd_open(os.getpid()))
         boot = _boot_code(theirs.fileno(), caller_pidfd)
         started = threading.Event()
         failure: list[BaseException] = []
@@ -56,7 +61,7 @@ class SpawnServer:
             try:
                 self.process = subprocess.Popen(
                     [sys.executable, "-I", "-S", "-c", boot], pass_fds=(theirs.fileno(), caller_pidfd),
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
                 failure.append(exc)
                 return
@@ -115,6 +120,23 @@ class SpawnServer:
             self._forget()
         if process is not None:
             process.wait(timeout)
+
+
+def _open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+
+
+def _above_stdio(fd: int) -> int:
+    """fd itself if above 2, else a close-on-exec copy that is (and fd closed)."""
+    if fd > 2:
+        return fd
+    copy = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    os.close(fd)
+    return copy
 
 
 _server: SpawnServer | None = None
