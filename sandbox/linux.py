@@ -139,15 +139,18 @@ def close_fds_except(keep: set[int]) -> None:
     os.closerange(low, 1 << 20)
 
 
+def fd_is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+
+
 def fill_closed_stdio() -> list[int]:
     """Put /dev/null (close-on-exec) on whichever of 0, 1, 2 is closed, and say which were: otherwise
     the next descriptor we open takes that number and is mistaken for a standard stream."""
-    closed = []
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            closed.append(fd)
+    closed = [fd for fd in (0, 1, 2) if not fd_is_open(fd)]
     for fd in closed:
         placeholder = os.open(os.devnull, os.O_RDWR)
         if placeholder != fd:

@@ -69,14 +69,6 @@ def _command_request(argv: list[bytes], env: Mapping | None, cwd: str | bytes | 
     }
 
 
-def _fd_is_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-        return True
-    except OSError:
-        return False
-
-
 class Popen:
     """A command running in its own sandbox, with subprocess.Popen's interface.
 
@@ -172,7 +164,7 @@ class Popen:
 
         def resolve(spec, index: int) -> int | None:
             if spec is None:
-                return index if _fd_is_open(index) else None
+                return index if linux.fd_is_open(index) else None
             if spec == PIPE:
                 r, w = os.pipe()
                 parent, child = (w, r) if index == 0 else (r, w)

@@ -10,7 +10,7 @@ import sys
 import threading
 import weakref
 
-from . import protocol
+from . import linux, protocol
 from .client import ReaperClient
 from .errors import EXIT_FAILURE, SandboxError
 
@@ -46,7 +46,7 @@ class SpawnServer:
 
     def _start(self) -> None:
         # Decided before we open anything: a closed 2 would be taken by our first descriptor.
-        stderr = None if _open(2) else subprocess.DEVNULL
+        stderr = None if linux.fd_is_open(2) else subprocess.DEVNULL
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # Above 2, where the server's stdin, stdout and stderr will not overwrite them.
         theirs = socket.socket(fileno=_above_stdio(theirs.detach()))
@@ -120,14 +120,6 @@ class SpawnServer:
             self._forget()
         if process is not None:
             process.wait(timeout)
-
-
-def _open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-        return True
-    except OSError:
-        return False
 
 
 def _above_stdio(fd: int) -> int:
