@@ -181,8 +181,13 @@ class Popen:
                 return spec
             return spec.fileno()
 
-        fds = [resolve(stdin, 0), resolve(stdout, 1)]
-        fds.append(fds[1] if stderr == STDOUT else resolve(stderr, 2))
+        try:
+            fds = [resolve(stdin, 0), resolve(stdout, 1)]
+            fds.append(fds[1] if stderr == STDOUT else resolve(stderr, 2))
+        except BaseException:
+            for fd in to_close + [fd for _, _, fd in parent_ends]:
+                os.close(fd)  # a bad argument after a good one: nothing of ours may stay open
+            raise
         for index, mode, fd in parent_ends:
             raw = open(fd, mode, buffering=-1)
             if self._text:

@@ -58,15 +58,19 @@ def test_missing_and_non_executable_programs_raise_oserror_subclasses():
         ({"args": ["true"], "binds": ["/no/such/path:/mnt"]}, sandbox.SandboxError),
         ({"args": ["true"], "tmpfs": ["/etc/hostname"]}, sandbox.SandboxError),
         ({"args": ["true"], "timeout": -1}, ValueError),
+        ({"args": ["true"], "stdin": -1}, ValueError),
+        ({"args": ["true"], "stdin": sandbox.PIPE, "stdout": -5}, ValueError),
     ],
 )
 def test_bad_arguments_raise_before_anything_starts(kwargs, error):
     from sandbox import spawner
 
     before = spawner._server
+    descriptors = len(os.listdir("/proc/self/fd"))
     with pytest.raises(error):
         sandbox.run(**kwargs)
     assert spawner._server is before, "a sandbox was started for bad arguments"
+    assert len(os.listdir("/proc/self/fd")) == descriptors, "a descriptor of ours was left open"
 
 
 def test_popen_interface():
