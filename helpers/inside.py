@@ -25,11 +25,11 @@ ENV_BIN = "SANDBOXED_RUN_BIN"  # where our commands are (a venv's bin is rarely 
 REAPER_NAME = "sandbox-reaper"
 
 
-def mark_environment(env: dict[bytes, bytes]) -> dict[bytes, bytes]:
-    """The job's environment with our marks; called by the reaper inside its new mount namespace."""
+def mark_environment(env: dict[bytes, bytes], mnt_ns: int) -> dict[bytes, bytes]:
+    """The job's environment with our marks; mnt_ns is the inode of the sandbox's mount namespace."""
     marked = dict(env)
     marked[ENV_FLAG.encode()] = b"1"
-    marked[ENV_MNT_NS.encode()] = str(os.stat("/proc/self/ns/mnt").st_ino).encode()
+    marked[ENV_MNT_NS.encode()] = str(mnt_ns).encode()
     marked[ENV_BIN.encode()] = os.fsencode(os.path.dirname(sys.executable))
     return marked
 

@@ -25,6 +25,10 @@ def pair() -> tuple[socket.socket, socket.socket]:
     return ours, theirs
 
 
+def encode(message: tuple) -> bytes:
+    return marshal.dumps(message)
+
+
 def send(sock: socket.socket, message: tuple, fds: list[int] | tuple[int, ...] = (),
          creds_pid: int | None = None) -> None:
     ancillary = []
@@ -32,7 +36,7 @@ def send(sock: socket.socket, message: tuple, fds: list[int] | tuple[int, ...] =
         ancillary.append((socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes()))
     if creds_pid is not None:
         ancillary.append((socket.SOL_SOCKET, socket.SCM_CREDENTIALS, _UCRED.pack(creds_pid, os.getuid(), os.getgid())))
-    sock.sendmsg([marshal.dumps(message)], ancillary, socket.MSG_NOSIGNAL)
+    sock.sendmsg([encode(message)], ancillary, socket.MSG_NOSIGNAL)
 
 
 class Closed(Exception):
