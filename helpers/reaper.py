@@ -26,7 +26,7 @@ import prctl
 
 from sandbox import linux, protocol
 from sandbox.errors import EXIT_FAILURE, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, SandboxError, mount_error, namespace_error
-from sandbox.signals import FORWARDED, PARENT_GONE, signal_name
+from sandbox.signals import FORWARDED, PARENT_GONE, describe_status, signal_name
 
 from . import inside, network
 
@@ -422,7 +422,7 @@ class Reaper:
 
     def report_exit(self, command: Command) -> None:
         self.commands.pop(command.pid, None)
-        self.event(command.sock, "exited", **_describe_status(command.status))
+        self.event(command.sock, "exited", **describe_status(command.status))
         if command.sock is not self.sock:
             self.send(command.sock, ("exited", command.status))
             self.poller_forget(command.sock)
@@ -499,7 +499,7 @@ def _warm_up(mnt_ns: int) -> None:
         pass
     inside.mark_environment({b"PATH": DEFAULT_PATH}, mnt_ns)
     protocol.encode(("event", "started", {"job_pid": None, "mnt_ns": mnt_ns, "time": time.time()}))
-    _describe_status(0)
+    describe_status(0)
 
 
 def _stdio(present: list[bool], fds: list[int]) -> tuple[int | None, ...]:
@@ -513,12 +513,6 @@ def _kill(pid: int, sig: int) -> bool:
         return True
     except ProcessLookupError:
         return False
-
-
-def _describe_status(status: int) -> dict:
-    if os.WIFSIGNALED(status):
-        return {"signal": signal_name(os.WTERMSIG(status)), "code": None}
-    return {"signal": None, "code": os.waitstatus_to_exitcode(status)}
 
 
 def _resolve(name: bytes, search_path: bytes) -> bytes:

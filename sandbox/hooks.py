@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 
-from .signals import FORWARDED, signal_name
+from .signals import FORWARDED, describe_status, signal_name
 
 Emit = Callable[[str, dict], None]
 
@@ -38,15 +38,6 @@ def check_commands(commands: Iterable[str] | None) -> list[str]:
     return out
 
 
-def describe(status: int | None) -> dict:
-    """code/signal of a wait status, as the exited event has them."""
-    if status is None:
-        return {"code": None, "signal": None}
-    if os.WIFSIGNALED(status):
-        return {"code": None, "signal": signal_name(os.WTERMSIG(status))}
-    return {"code": os.waitstatus_to_exitcode(status), "signal": None}
-
-
 def stop_reason(events: Iterable[tuple[str, dict]]) -> str | None:
     for name, fields in events:
         if name == "stopping":
@@ -55,7 +46,7 @@ def stop_reason(events: Iterable[tuple[str, dict]]) -> str | None:
 
 
 def environment(job_status: int | None, shell_status: int | None, reason: str | None) -> dict[str, str]:
-    job = describe(job_status)
+    job = describe_status(job_status)
     return {
         "SANDBOXED_RUN_EXIT_CODE": "" if job["code"] is None else str(job["code"]),
         "SANDBOXED_RUN_SIGNAL": job["signal"] or "",
@@ -84,7 +75,7 @@ def run_hooks(commands: list[str], extra_env: dict[str, str], emit: Emit | None,
                 break
             except KeyboardInterrupt:
                 interrupted = True  # the hook got the terminal's Ctrl+C too; it decides
-        result = describe(status)
+        result = describe_status(status)
         if status != 0:
             how = f"exit status {result['code']}" if result["signal"] is None else f"killed by {result['signal']}"
             print(f"{prog}: on-exit hook failed ({how}): {command}", file=sys.stderr, flush=True)

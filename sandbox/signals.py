@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 
 # Sent by the kernel to our helper when the process that started it dies (PR_SET_PDEATHSIG).
@@ -54,6 +55,15 @@ def parse_signal(text: str | int) -> int:
     if not 1 <= number <= signal.SIGRTMAX:
         raise ValueError(f"unknown signal {text!r}")
     return number
+
+
+def describe_status(status: int | None) -> dict:
+    """code/signal of a wait status, as the exited and hook events have them."""
+    if status is None:
+        return {"code": None, "signal": None}
+    if os.WIFSIGNALED(status):
+        return {"code": None, "signal": signal_name(os.WTERMSIG(status))}
+    return {"code": os.waitstatus_to_exitcode(status), "signal": None}
 
 
 def signal_name(number: int) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from support import CLI, PYTHON, Terminal, marked_processes, wait_for
+from support import CLI, PYTHON, Terminal, children, marked_processes, wait_for
 
 pytestmark = pytest.mark.vm
 
@@ -210,14 +210,6 @@ def make_backup(tmp_path: Path, token: str, variant: str, point: str) -> Backup:
     return backup
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
-
-
 def reach(backup: Backup, point: str, proc_alive) -> list[str]:
     """Wait until the backup is at the kill point; return its phases at that moment."""
     def there() -> bool:
@@ -338,7 +330,7 @@ def test_everything_sigkilled(tmp_path, no_leftovers, point, variant):
                                 start_new_session=True)
     try:
         reach(backup, point, lambda: launcher.poll() is None)
-        reaper = _children(launcher.pid)
+        reaper = children(launcher.pid)
         assert len(reaper) == 1, f"the launcher's children: {reaper}"
         os.kill(reaper[0], signal.SIGKILL)
         os.kill(launcher.pid, signal.SIGKILL)
