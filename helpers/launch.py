@@ -17,7 +17,7 @@ import prctl
 
 from sandbox import linux, protocol
 from sandbox.errors import EXIT_FAILURE, SandboxError, namespace_error
-from sandbox.signals import FORWARDED
+from sandbox.signals import FORWARDED, reset_for_helper
 
 from .reaper import Reaper
 
@@ -94,7 +94,7 @@ def _child(sock: socket.socket, life: Callable[[], int]) -> NoReturn:
         code = life()
     except BaseException as exc:
         try:
-            protocol.send(sock, ("error", EXIT_FAILURE, f"sandbox helper failed: {exc!r}"))
+            protocol.send(sock, ("error", EXIT_FAILURE, f"sandbox helper failed: {exc!r}", 0))
         except BaseException:
             pass
     finally:
@@ -111,6 +111,7 @@ def _userns_parent(mapping: tuple[int, int, int, int], sock: socket.socket, laun
         if select.select([launcher_pidfd], [], [], 0)[0]:
             os._exit(EXIT_FAILURE)
 
+    reset_for_helper()
     for sig in (*FORWARDED, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(sig, signal.SIG_IGN)  # we share the caller's terminal; only the launcher's death ends us
     prctl.set_name("sandbox-userns")
@@ -135,13 +136,17 @@ def _userns_parent(mapping: tuple[int, int, int, int], sock: socket.socket, laun
         except OSError as exc:
             raise namespace_error(exc, "a PID namespace") from None
     except SandboxError as exc:
-        protocol.send(sock, ("error", exc.exit_code, exc.message))
+        protocol.send(sock, ("error", exc.exit_code, exc.message, exc.errno or 0))
         return exc.exit_code
     own_pidfd = os.pidfd_open(os.getpid())
     child = os.fork()
     if child == 0:
         _child(sock, lambda: Reaper(sock, own_pidfd).run())
-    protocol.send(sock, ("reaper", child))
+    # Our pidfd, which the launcher holds, would say the sandbox ended if we were killed before the
+    # reaper: the launcher gets one of the reaper itself (opened before we could ever reap it).
+    reaper_pidfd = os.pidfd_open(child)
+    protocol.send(sock, ("reaper", child), fds=[reaper_pidfd])
+    os.close(reaper_pidfd)
     sock.close()
     while True:
         try:
@@ -152,7 +157,11 @@ def _userns_parent(mapping: tuple[int, int, int, int], sock: socket.socket, laun
 
 
 def send_job(sock: socket.socket, pid: int, request: dict, stdio: tuple[int | None, int | None, int | None]) -> None:
-    """Give a forked reaper its job: the request and the descriptors that become the job's 0, 1, 2."""
+    """Give a forked reaper its job: the request and the descriptors that become the job's 0, 1, 2.
+
+    Raises OSError if the request cannot be sent (a descriptor that is not open: EBADF); a reaper that
+    died already is not an error here: its caller learns that from the socket.
+    """
     pgid = request.get("pgid")
     if pgid:
         # The job belongs in the caller's process group, where the terminal's Ctrl+C and Ctrl+Z land.
@@ -161,7 +170,11 @@ def send_job(sock: socket.socket, pid: int, request: dict, stdio: tuple[int | No
         except OSError:
             pass
     kind = "session" if request.get("session") else "job"
-    protocol.send(sock, (kind, request, [fd is not None for fd in stdio]), fds=[fd for fd in stdio if fd is not None])
+    try:
+        protocol.send(sock, (kind, request, [fd is not None for fd in stdio]),
+                      fds=[fd for fd in stdio if fd is not None])
+    except (BrokenPipeError, ConnectionResetError):
+        pass
 
 
 def start(request: dict, stdio: tuple[int | None, int | None, int | None]) -> tuple[int, int, socket.socket]:
@@ -169,6 +182,8 @@ def start(request: dict, stdio: tuple[int | None, int | None, int | None]) -> tu
     pid, pidfd, sock = fork(request["spec"].get("userns"), request.get("pgid"))
     try:
         send_job(sock, pid, request, stdio)
-    except OSError:
-        pass  # it died already; the caller learns that from the socket
+    except BaseException:
+        sock.close()  # the reaper sees its launcher go and exits; nothing of the job ran
+        os.close(pidfd)
+        raise
     return pid, pidfd, sock

@@ -26,17 +26,24 @@ import prctl
 
 from sandbox import linux, protocol
 from sandbox.errors import EXIT_FAILURE, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, SandboxError, mount_error, namespace_error
-from sandbox.signals import FORWARDED, PARENT_GONE, describe_status, signal_name
+from sandbox.relay import Relays
+from sandbox.signals import (
+    CALLER_GONE,
+    ENDING,
+    FORWARDED,
+    PARENT_GONE,
+    describe_status,
+    reset_for_helper,
+    signal_name,
+)
 
 from . import inside, network
 
-# The reaper reads these from a signalfd: blocked, never handled, so it learns who sent each one.
-WATCHED = (signal.SIGCHLD, PARENT_GONE, *FORWARDED)
+# The reaper reads these from a signalfd: blocked, never handled, so its loop sees them in order.
+WATCHED = (signal.SIGCHLD, PARENT_GONE, CALLER_GONE, *FORWARDED)
 # Ctrl+C pressed this often within IMPATIENT_WINDOW seconds SIGKILLs the whole sandbox.
 IMPATIENT_PRESSES = 3
 IMPATIENT_WINDOW = 5.0
-# A launcher that got SIGINT tells us; if the terminal sent it, the job has it already.
-TTY_MATCH_WINDOW = 2.0
 DEFAULT_PATH = b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CATCHABLE = frozenset(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
 
@@ -44,13 +51,14 @@ CATCHABLE = frozenset(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
 class Command:
     """A process the launcher asked for: where its reports go, and how it ended."""
 
-    __slots__ = ("pid", "sock", "status", "kill_at")
+    __slots__ = ("pid", "sock", "status", "kill_at", "started")
 
-    def __init__(self, pid: int, sock: socket.socket) -> None:
+    def __init__(self, pid: int, sock: socket.socket, started: float) -> None:
         self.pid = pid
         self.sock = sock
         self.status: int | None = None
         self.kill_at: float | None = None  # a stop asked for this command alone: SIGKILL it then
+        self.started = started  # signals that arrived before this were not the command's
 
 
 class Reaper:
@@ -74,9 +82,13 @@ class Reaper:
         self.stopping: str | None = None
         self.deadline: float | None = None
         self.caller_gone = False
-        self.interrupted = False  # an interrupt reached the job: never add the stop signal on top of it
-        self.tty_interrupts: deque[float] = deque()  # terminal SIGINTs no launcher has claimed yet
-        self.interrupts: deque[float] = deque()
+        self.sock_closed = False  # our launcher's end is gone: nobody to report to
+        # A signal that asks for an end reached the job (from a terminal, a group, a cgroup, or us):
+        # a stop on the caller's behalf then adds no stop signal on top of it, which would cut its cleanup.
+        self.asked_to_end = False
+        self.interrupts: deque[float] = deque()  # SIGINTs that reached the job, for IMPATIENT_PRESSES
+        self.arrived: list[tuple[int, float]] = []  # signals read, not yet handled, and when we read them
+        self.relays = Relays()  # signals our launcher passes on, unless the job got them by itself
         self.sigfd: linux.SignalFd | None = None
         self.all_gone = False  # waitpid said ECHILD: as PID 1 we inherit every orphan, so nothing is left
         self.grace = 0.0
@@ -103,7 +115,7 @@ class Reaper:
             if not self.session:
                 self.main = self.spawn(self.request, stdio, self.sock)
         except SandboxError as exc:
-            self.send(self.sock, ("error", exc.exit_code, exc.message))
+            self.send(self.sock, ("error", exc.exit_code, exc.message, exc.errno or 0))
             return exc.exit_code
         if self.session:
             self.event(self.sock, "ready", mnt_ns=self.mnt_ns, pid_ns=self.pid_ns)
@@ -112,6 +124,7 @@ class Reaper:
 
     def arm(self) -> None:
         """Tie ourselves to the launcher before doing anything that could outlive it."""
+        reset_for_helper()
         signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
         self.sigfd = linux.SignalFd(WATCHED)
         prctl.set_pdeathsig(PARENT_GONE)
@@ -143,13 +156,15 @@ class Reaper:
         """Wait for the job (or session) and its descriptors; None if the launcher went away first."""
         while True:
             ready = select.select([self.sock, self.sigfd.fileno()], [], [])[0]
-            if any(signo == PARENT_GONE for signo, _, _ in self.sigfd.read()):
+            if any(signo in (PARENT_GONE, CALLER_GONE) for signo, _, _ in self.sigfd.read()):
                 return None
             if self.sock in ready:
                 try:
                     message, fds, _ = protocol.recv(self.sock)
                 except (protocol.Closed, ConnectionError):
                     return None
+                except ValueError:
+                    continue
                 if message[0] not in ("job", "session"):
                     for fd in fds:
                         os.close(fd)
@@ -252,6 +267,9 @@ class Reaper:
         for sig in ignored:
             signal.signal(sig, signal.SIG_IGN)
         defaults = CATCHABLE - ignored
+        # Signals that reached us before the command existed were not sent to it.
+        self.take_signals()
+        started = time.monotonic()
         try:
             try:
                 pid = os.posix_spawn(path, argv, env, file_actions=file_actions, setsigmask=(), setsigdef=defaults)
@@ -259,12 +277,13 @@ class Reaper:
                 name = os.fsdecode(argv[0])
                 if exc.errno == errno.ENOENT:
                     raise SandboxError(f"{name}: command not found", EXIT_NOT_FOUND) from None
-                raise SandboxError(f"{name}: cannot execute: {exc.strerror}", EXIT_NOT_EXECUTABLE) from None
+                raise SandboxError(f"{name}: cannot execute: {exc.strerror}", EXIT_NOT_EXECUTABLE,
+                                   exc.errno or 0) from None
         finally:
             # Only the job may hold its pipes, or a caller reading them to the end would wait on us.
             for fd in copies + [fd for fd in stdio if fd is not None]:
                 os.close(fd)
-        command = Command(pid, sock)
+        command = Command(pid, sock, started)
         self.commands[pid] = command
         self.event(sock, "started", creds_pid=pid, job_pid=None, mnt_ns=self.mnt_ns, pid_ns=self.pid_ns)
         return command
@@ -277,17 +296,20 @@ class Reaper:
             if self.caller_gone and listening:
                 self.poller.unregister(self.sock.fileno())  # its end of file would wake us forever
                 listening = False
-            deadlines = [d for d in (self.deadline, *(c.kill_at for c in self.commands.values())) if d is not None]
-            timeout = None if not deadlines else max(0, (min(deadlines) - time.monotonic()) * 1000)
-            ready = dict(self.poller.poll(timeout))
-            # Signals first: a launcher's "I got SIGINT" must be matched against a terminal SIGINT
-            # that is already queued for us.
+            deadlines = [d for d in (self.deadline, self.relays.next_due(),
+                                     *(c.kill_at for c in self.commands.values())) if d is not None]
+            wait = linux.wait_seconds(min(deadlines) if deadlines else None)
+            ready = dict(self.poller.poll(None if wait is None else wait * 1000))
+            # Signals first: a relay from the launcher must be matched against a group-wide signal that
+            # is already queued for us.
             self.read_signals()
             if listening and self.sock.fileno() in ready and not self.caller_gone:
                 self.read_messages(self.sock, self.main)
             for command in list(self.commands.values()):
                 if command.sock is not self.sock and command.sock.fileno() in ready:
                     self.read_messages(command.sock, command)
+            for relay in self.relays.take_due():
+                self.forward(relay.target, relay.signo, "launcher")
             now = time.monotonic()
             for command in list(self.commands.values()):
                 if command.kill_at is not None and now >= command.kill_at:
@@ -305,18 +327,39 @@ class Reaper:
 
     # -- what arrives ------------------------------------------------------------------------------
 
+    def take_signals(self) -> None:
+        """Move what the signalfd holds into self.arrived, stamped with the time we learnt of it."""
+        now = time.monotonic()
+        self.arrived.extend((signo, now) for signo, _code, _pid in self.sigfd.read())
+
     def read_signals(self) -> None:
-        for signo, code, _pid in self.sigfd.read():
+        self.take_signals()
+        arrived, self.arrived = self.arrived, []
+        for signo, when in arrived:
             if signo == signal.SIGCHLD:
                 self.reap()
             elif signo == PARENT_GONE:
+                # The API's reaper belongs to the caller holding its socket, not to the spawn server that
+                # forked it: if the server dies, the caller is still there to wait for the job.
+                if self.request.get("lifeline", "parent") == "parent":
+                    self.launcher_died()
+            elif signo == CALLER_GONE:
                 self.launcher_died()
-            elif signo == signal.SIGINT and code == linux.SI_KERNEL:
-                # The terminal sent Ctrl+C to the whole foreground process group: the job has it already.
-                now = time.monotonic()
-                self.tty_interrupts.append(now)
-                self.note_interrupt(now)
-            # Anything else sent to us directly reached the job's process group too, or is not meant for it.
+            else:
+                self.from_outside(signo, when)
+
+    def from_outside(self, signo: int, when: float) -> None:
+        """A signal reached us: sent to our process group or cgroup, it reached the job as well."""
+        self.relays.arrived(signo, when)
+        if any(self.relays.reached(command, signo) for command in self.commands.values()):
+            self.delivered(signo)
+
+    def delivered(self, signo: int) -> None:
+        """signo reached the job (from outside, or from us)."""
+        if signo in ENDING or signo == self.stop_signal:
+            self.asked_to_end = True
+        if signo == signal.SIGINT:
+            self.note_interrupt(time.monotonic())
 
     def read_messages(self, sock: socket.socket, command: Command | None) -> None:
         """What a launcher asks, on the control socket (command: the main one, if any) or a command's."""
@@ -326,6 +369,8 @@ class Reaper:
                 message, fds, _ = protocol.recv(sock, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return
+            except ValueError:
+                continue  # not one of ours; the sender learns nothing from us
             except (protocol.Closed, ConnectionError):
                 if control:
                     self.launcher_died()
@@ -340,19 +385,13 @@ class Reaper:
                 os.close(fd)
             if kind == "signal" and command is not None:
                 self.forward(command, message[1], message[2])
-            elif kind == "interrupt" and command is not None:
-                self.read_signals()
-                now = time.monotonic()
-                while self.tty_interrupts and now - self.tty_interrupts[0] > TTY_MATCH_WINDOW:
-                    self.tty_interrupts.popleft()
-                if self.tty_interrupts:
-                    self.tty_interrupts.popleft()
-                else:
-                    self.forward(command, signal.SIGINT, "launcher")
+            elif kind == "relay" and command is not None:
+                self.relay(command, message[1])
             elif kind == "stop":
                 grace = self.grace if message[1] is None else message[1]
-                # After a Ctrl+C the job is cleaning up already: give it the grace period, no signal on top.
-                signal_it = not (message[2] in ("interrupted", "cancelled") and self.interrupted)
+                # A stop that follows the caller's Ctrl+C or cancellation adds no signal to one that
+                # already reached the job: it is cleaning up, and a second signal would cut that short.
+                signal_it = not (message[3] and self.asked_to_end)
                 if control:
                     self.begin_stop(message[2], grace, send_signal=signal_it)
                 elif command is not None:
@@ -369,12 +408,17 @@ class Reaper:
         try:
             command = self.spawn(request, stdio, sock)
         except SandboxError as exc:
-            self.send(sock, ("error", exc.exit_code, exc.message))
+            self.send(sock, ("error", exc.exit_code, exc.message, exc.errno or 0))
             sock.close()
             return
         self.poller.register(sock.fileno(), select.POLLIN)
         if command.status is not None:
             self.report_exit(command)
+
+    def relay(self, command: Command, signo: int) -> None:
+        """The launcher got signo and passes it on, unless the same signal reached the job by itself."""
+        if command.status is None:
+            self.relays.request(command, signo)
 
     def forward(self, command: Command, sig: int, origin: str) -> None:
         if command.status is not None or command.pid not in self.commands:
@@ -382,11 +426,9 @@ class Reaper:
         if not _kill(command.pid, sig):
             return
         self.event(command.sock, "signal", signal=signal_name(sig), origin=origin)
-        if sig == signal.SIGINT:
-            self.note_interrupt(time.monotonic())
+        self.delivered(sig)
 
     def note_interrupt(self, now: float) -> None:
-        self.interrupted = True
         self.interrupts.append(now)
         while now - self.interrupts[0] > IMPATIENT_WINDOW:
             self.interrupts.popleft()
@@ -398,8 +440,9 @@ class Reaper:
         if self.caller_gone:
             return
         self.caller_gone = True
-        # A job already handling Ctrl+C is cleaning up: a SIGTERM landing in bash's EXIT trap would cut it.
-        self.begin_stop("caller died", self.grace, send_signal=not self.interrupted)
+        # A job already asked to end (a Ctrl+C, a group's SIGTERM) is cleaning up: a stop signal on top
+        # would cut bash's trap.
+        self.begin_stop("caller died", self.grace, send_signal=not self.asked_to_end)
 
     # -- stopping ----------------------------------------------------------------------------------
 
@@ -438,7 +481,8 @@ class Reaper:
         if command.status is not None or command.kill_at is not None:
             return
         sig = self.stop_signal if signal_it else None
-        self.event(command.sock, "stopping", reason="requested", grace=grace, signal=signal_name(sig) if sig else None)
+        self.event(command.sock, "stopping", reason="requested", grace=_shown(grace),
+                   signal=signal_name(sig) if sig else None)
         if sig is not None:
             _kill(command.pid, sig)
             _kill(command.pid, signal.SIGCONT)
@@ -451,7 +495,7 @@ class Reaper:
             return
         self.stopping = reason
         sig = self.stop_signal if send_signal else None
-        self.event(self.sock, "stopping", reason=reason, grace=grace, signal=signal_name(sig) if sig else None)
+        self.event(self.sock, "stopping", reason=reason, grace=_shown(grace), signal=signal_name(sig) if sig else None)
         if sig is not None:
             for s in (sig, signal.SIGCONT):  # a stopped process would not see the stop signal until resumed
                 if not _kill(-1, s):
@@ -476,12 +520,13 @@ class Reaper:
     # -- talking to the launcher -------------------------------------------------------------------
 
     def send(self, sock: socket.socket, message: tuple, creds_pid: int | None = None) -> None:
-        if sock is self.sock and self.caller_gone:
+        if sock is self.sock and self.sock_closed:
             return
         try:
             protocol.send(sock, message, creds_pid=creds_pid)
         except OSError:
             if sock is self.sock:
+                self.sock_closed = True
                 self.launcher_died()  # nobody listens any more: the same as the launcher's death
 
     def event(self, sock: socket.socket, name: str, creds_pid: int | None = None, **fields) -> None:
@@ -500,6 +545,11 @@ def _warm_up(mnt_ns: int) -> None:
     inside.mark_environment({b"PATH": DEFAULT_PATH}, mnt_ns)
     protocol.encode(("event", "started", {"job_pid": None, "mnt_ns": mnt_ns, "time": time.time()}))
     describe_status(0)
+
+
+def _shown(grace: float) -> float | None:
+    """A grace period as the events show it: null for no limit (JSON has no infinity)."""
+    return None if grace == float("inf") else grace
 
 
 def _stdio(present: list[bool], fds: list[int]) -> tuple[int | None, ...]:

@@ -4,10 +4,16 @@ A program using the API may be large and multi-threaded; forking reapers from it
 and PR_SET_PDEATHSIG would follow whichever of its threads asked. So the API starts this server
 once per process (a fresh interpreter, over an inherited socketpair that only the caller holds)
 and asks it for each sandbox. The server hands the new reaper's socket and pidfd straight to the
-caller, who then talks to the reaper directly.
+caller, who then talks to the reaper directly: a reaper of the API belongs to its caller, and
+outlives this server if the server is killed.
 
 The server refuses to outlive its caller: it watches a pidfd of the caller's process (and has
-PDEATHSIG armed), and when the caller is gone it tells every reaper, waits for them, and exits.
+PDEATHSIG armed), and when the caller is gone, or closes the channel, it tells every reaper, waits
+for them, and exits. A request that fails (a descriptor that is not open, a reaper that cannot be
+made) fails alone: the answer is an error for that request, and the other sandboxes go on.
+
+On-exit hooks: the caller runs a job's hooks when it collects the job, and first claims them here.
+Hooks nobody claimed when the caller died run here once their sandbox is gone: exactly once, either way.
 """
 
 from __future__ import annotations
@@ -23,15 +29,17 @@ import prctl
 
 from sandbox import linux, protocol
 from sandbox.errors import EXIT_FAILURE, SandboxError
-from sandbox.signals import PARENT_GONE
+from sandbox.signals import CALLER_GONE, FORWARDED, PARENT_GONE, reset_for_helper
 
 from . import launch
 
 
 def main(channel_fd: int, caller_pidfd: int) -> None:
+    reset_for_helper()
     linux.fill_closed_stdio()  # our signalfd and sockets must not become some reaper's stderr
-    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
-        # The caller decides what a Ctrl+C means; we only go when the caller goes.
+    for sig in FORWARDED:
+        # A Ctrl+C, or a signal to the caller's whole process group, is the caller's business and its
+        # jobs'; we only go when the caller goes.
         signal.signal(sig, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, PARENT_GONE})
     sigfd = linux.SignalFd((signal.SIGCHLD, PARENT_GONE))
@@ -53,8 +61,14 @@ class Server:
         self.caller_pidfd = caller_pidfd
         self.sigfd = sigfd
         self.reapers: dict[int, int] = {}  # pid -> pidfd, for the reapers not yet reaped
-        self.caller_gone = False
-        self.hooks: dict[int, list[str]] = {}  # reaper pid -> its on_exit hooks, run here only if the caller died
+        self.released = False  # the channel is closed: no more requests, every sandbox is stopped
+        self.caller_dead = False
+        # On-exit hooks by ticket (sent with "spawned"; PIDs get reused) until the caller claims them,
+        # the ticket of each reaper that has hooks, and the tickets whose sandbox is gone.
+        self.hooks: dict[int, list[str]] = {}
+        self.tickets: dict[int, int] = {}
+        self.ended: set[int] = set()
+        self.next_ticket = 1
         # A reaper forked ahead of the next request, its namespaces ready: the fork and the namespace
         # set-up are then off the caller's path. Its mount table is a copy made when it was forked, so
         # it is only used if ours has not changed since (the mountinfo file polls POLLPRI on a change).
@@ -67,29 +81,40 @@ class Server:
         poller = select.poll()
         for fd in (self.channel.fileno(), self.caller_pidfd, self.sigfd.fileno()):
             poller.register(fd, select.POLLIN)
-        while not (self.caller_gone and not self.reapers):
+        # Done once nothing of ours runs and no unclaimed hooks wait to see whether the caller lives.
+        while not (self.released and not self.reapers and (self.caller_dead or not self.hooks)):
             ready = dict(poller.poll())
             for signo, _code, _pid in self.sigfd.read():
                 if signo == signal.SIGCHLD:
                     self.reap()
                 elif signo == PARENT_GONE:
-                    self.caller_died(poller)
-            if self.caller_pidfd in ready:
-                self.caller_died(poller)
-            if not self.caller_gone and self.channel.fileno() in ready:
+                    self.release(poller)
+            if self.caller_pidfd in ready and not self.caller_dead:
+                self.caller_dead = True
+                poller.unregister(self.caller_pidfd)
+                self.release(poller)
+                self.run_orphaned_hooks()
+            if not self.released and self.channel.fileno() in ready:
                 self.serve_request(poller)
 
     def serve_request(self, poller: select.poll) -> None:
         try:
             message, fds, _ = protocol.recv(self.channel)
         except (protocol.Closed, ConnectionError):
-            self.caller_died(poller)
+            self.release(poller)
             return
-        if message[0] != "spawn":
-            for fd in fds:
-                os.close(fd)
+        except ValueError:
             return
-        request, present = message[1], message[2]
+        if message[0] == "claim":
+            self.hooks.pop(message[1], None)  # the caller runs them itself
+            self.ended.discard(message[1])
+        elif message[0] == "spawn":
+            self.spawn(message[1], message[2], fds)
+            self.make_spare()
+        for fd in fds:
+            os.close(fd)
+
+    def spawn(self, request: dict, present: list[bool], fds: list[int]) -> None:
         it = iter(fds)
         stdio = tuple(next(it) if flag else None for flag in present)
         try:
@@ -97,26 +122,30 @@ class Server:
             # A user namespace's reaper is forked fresh through its own parent: the spare's namespaces are ours.
             pid, pidfd, sock = self.fork_reaper(userns, request.get("pgid")) if userns is not None \
                 else self.take_reaper()
-            if request.get("on_exit"):
-                self.hooks[pid] = request["on_exit"]
             try:
-                launch.send_job(sock, pid, request, stdio)
-            except OSError:
-                pass  # it died already; the caller learns that from the socket
+                launch.send_job(sock, pid, request, stdio)  # type: ignore[arg-type]
+            except BaseException:
+                sock.close()  # it sees end of file and exits; SIGCHLD reaps it
+                raise
         except SandboxError as exc:
-            protocol.send(self.channel, ("error", exc.exit_code, exc.message))
+            self.reply(("error", exc.exit_code, exc.message, exc.errno or 0))
+            return
         except OSError as exc:
-            protocol.send(self.channel, ("error", EXIT_FAILURE, f"cannot start the sandbox: {exc.strerror or exc}"))
-        else:
-            try:
-                protocol.send(self.channel, ("spawned", pid), fds=[sock.fileno(), pidfd])
-            except OSError:
-                pass  # the caller is gone; its pidfd tells us in a moment
-            sock.close()
-        finally:
-            for fd in fds:
-                os.close(fd)
-        self.make_spare()
+            self.reply(("error", EXIT_FAILURE, f"cannot start the sandbox: {exc.strerror or exc}", exc.errno or 0))
+            return
+        ticket = 0
+        if request.get("on_exit"):
+            ticket, self.next_ticket = self.next_ticket, self.next_ticket + 1
+            self.hooks[ticket] = request["on_exit"]
+            self.tickets[pid] = ticket
+        self.reply(("spawned", pid, ticket), [sock.fileno(), pidfd])
+        sock.close()
+
+    def reply(self, message: tuple, fds: list[int] | None = None) -> None:
+        try:
+            protocol.send(self.channel, message, fds=fds or ())
+        except OSError:
+            pass  # the caller is gone; its pidfd or the channel's end of file tells us in a moment
 
     def take_reaper(self) -> tuple[int, int, socket.socket]:
         spare, self.spare = self.spare, None
@@ -136,7 +165,7 @@ class Server:
         return pid, pidfd, sock
 
     def make_spare(self) -> None:
-        if self.spare is None and not self.caller_gone and os.geteuid() == 0:  # else every request has a userns
+        if self.spare is None and not self.released and os.geteuid() == 0:  # else every request has a userns
             try:
                 self.spare = self.fork_reaper()
             except OSError:
@@ -153,37 +182,42 @@ class Server:
             pidfd = self.reapers.pop(pid, None)
             if pidfd is not None:
                 os.close(pidfd)
-            commands = self.hooks.pop(pid, None)
-            if commands and self.caller_gone:
-                run_orphaned_hooks(commands)
+            ticket = self.tickets.pop(pid, None)
+            if ticket is not None and ticket in self.hooks:
+                self.ended.add(ticket)
+                self.run_orphaned_hooks()
 
-    def caller_died(self, poller: select.poll) -> None:
-        if self.caller_gone:
+    def release(self, poller: select.poll) -> None:
+        """The caller is gone or let us go: stop every sandbox; serve no more requests."""
+        if self.released:
             return
-        self.caller_gone = True
-        for fd in (self.channel.fileno(), self.caller_pidfd):
-            poller.unregister(fd)
+        self.released = True
+        poller.unregister(self.channel.fileno())
         if self.spare is not None:
             self.spare[2].close()
             self.spare = None
-        # Each reaper would notice by itself (its socket's other end closes), unless a fork of the
-        # caller still holds that end; PARENT_GONE is the same news as our own death would give.
+        # Each reaper notices by itself if its caller died (its socket's other end closes), unless a
+        # fork of the caller still holds that end; this says it in any case.
         for pidfd in self.reapers.values():
             try:
-                signal.pidfd_send_signal(pidfd, PARENT_GONE)
+                signal.pidfd_send_signal(pidfd, CALLER_GONE)
             except ProcessLookupError:
                 pass
 
+    def run_orphaned_hooks(self) -> None:
+        """A dead caller's unclaimed on_exit hooks, once their sandbox is gone. The job's status went to
+        the caller, so only the stop reason is known. A caller that let us go but lives runs its own."""
+        if not self.caller_dead:
+            return
+        from sandbox import hooks
 
-def run_orphaned_hooks(commands: list[str]) -> None:
-    """A dead caller's on_exit hooks, once its sandbox is gone (its reaper reaped). The job's status went
-    to the caller, so only the stop reason is known."""
-    from sandbox import hooks
-
-    try:
-        hooks.run_hooks(commands, hooks.environment(None, None, "caller died"), None, prog="sandbox")
-    except BaseException:  # noqa: BLE001 - a hook must never take the server, and the other sandboxes, down
-        pass
+        for ticket in sorted(self.ended):
+            commands = self.hooks.pop(ticket)
+            try:
+                hooks.run_hooks(commands, hooks.environment(None, None, "caller died"), None, prog="sandbox")
+            except BaseException:  # noqa: BLE001 - a hook must never take the server, and the other sandboxes, down
+                pass
+        self.ended.clear()
 
 
 if __name__ == "__main__":

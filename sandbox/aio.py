@@ -20,6 +20,7 @@ from typing import Any
 from .client import ReaperClient
 from .job import Job, call_argv, call_outcome
 from .popen import Popen, _run_streams
+from .spec import duration
 
 DeliverCancel = Callable[["AsyncProcess"], Awaitable[None]]
 
@@ -112,8 +113,8 @@ class AsyncProcess:
 
     async def stop(self, grace: float | None = None) -> int:
         """Stop every process of the sandbox (stop signal, grace, SIGKILL) and wait for the end."""
-        if grace is not None and (grace != grace or grace < 0):
-            raise ValueError("grace must be >= 0")
+        if grace is not None:
+            grace = duration(grace, "grace")
         if self._popen.returncode is None:
             self._popen._stop_for("requested", grace)
         return await self.wait()
@@ -121,10 +122,10 @@ class AsyncProcess:
 
 async def default_deliver_cancel(process: AsyncProcess) -> None:
     """Stop the job as its stop signal and grace say; no signal if a terminal's Ctrl+C reached it already."""
-    process._popen._stop_for("cancelled")
+    process._popen._stop_for("cancelled", after_interrupt=True)
 
 
-async def _to_the_end(work: Awaitable[None]) -> None:
+async def _to_the_end(work: Awaitable[Any]) -> Any:
     """Await work to its end, whatever cancellations arrive meanwhile (they are the caller's to raise)."""
     task = asyncio.ensure_future(work)
     while not task.done():
@@ -132,7 +133,29 @@ async def _to_the_end(work: Awaitable[None]) -> None:
             await asyncio.shield(task)
         except asyncio.CancelledError:
             continue
-    task.result()
+    return task.result()
+
+
+async def _start(start: Callable[[], Popen]) -> AsyncProcess:
+    """Start a process in a worker thread (the start blocks). A cancellation meanwhile waits for the start
+    to end, stops whatever started (as a cancelled wait would) and then goes on: nothing is left running
+    and no descriptor of ours stays open."""
+    started = asyncio.get_running_loop().run_in_executor(None, start)
+    try:
+        popen = await asyncio.shield(started)
+    except asyncio.CancelledError:
+        try:
+            popen = await _to_the_end(started)
+        except Exception:  # noqa: BLE001 - the start failed; the cancellation is what the caller gets
+            raise asyncio.CancelledError from None
+        await _shielded(AsyncProcess(popen), default_deliver_cancel)
+        raise
+    try:
+        return await AsyncProcess._wrap(popen)
+    except BaseException:
+        await _shielded(AsyncProcess(popen), default_deliver_cancel)
+        popen._close_parent_ends()
+        raise
 
 
 async def _shielded(process: AsyncProcess, deliver_cancel: DeliverCancel) -> None:
@@ -147,15 +170,15 @@ async def _shielded(process: AsyncProcess, deliver_cancel: DeliverCancel) -> Non
 
 async def create_process(args: Any, **options: Any) -> AsyncProcess:
     """Start a command in its own sandbox; same arguments as sandbox.Popen."""
-    loop = asyncio.get_running_loop()
-    popen = await loop.run_in_executor(None, lambda: Popen(args, **options))
-    return await AsyncProcess._wrap(popen)
+    return await _start(lambda: Popen(args, **options))
 
 
 async def _run(start: Callable[..., Awaitable[AsyncProcess]], args: Any, stdin: Any, input: bytes | None,
                stdout: Any, stderr: Any, capture_output: bool, check: bool, timeout: float | None,
                deliver_cancel: DeliverCancel | None, options: dict) -> subprocess.CompletedProcess:
     stdin, stdout, stderr = _run_streams(stdin, input, stdout, stderr, capture_output, timeout)
+    if timeout == float("inf"):
+        timeout = None
     if options.get("text") or options.get("universal_newlines") or options.get("encoding"):
         raise ValueError("run_async returns bytes; decode the output yourself")
     process = await start(args, stdin=stdin, stdout=stdout, stderr=stderr, **options)
@@ -200,9 +223,12 @@ class AsyncJob:
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
-        reason = "cancelled" if exc_type is asyncio.CancelledError else (
-            "interrupted" if exc_type is KeyboardInterrupt else "context exited")
-        await self._stop(None, reason)
+        if exc_type is asyncio.CancelledError:
+            await self._stop(None, "cancelled", after_interrupt=True)
+        elif exc_type is KeyboardInterrupt:
+            await self._stop(None, "interrupted", after_interrupt=True)
+        else:
+            await self._stop(None, "context exited")
 
     @property
     def pid(self) -> int:
@@ -212,22 +238,22 @@ class AsyncJob:
         return self.job.namespace_path(kind)
 
     async def stop(self, grace: float | None = None) -> None:
-        if grace is not None and (grace != grace or grace < 0):
-            raise ValueError("grace must be >= 0")
+        if grace is not None:
+            grace = duration(grace, "grace")
         await self._stop(grace, "requested")
 
-    async def _stop(self, grace: float | None, reason: str) -> None:
+    async def _stop(self, grace: float | None, reason: str, after_interrupt: bool = False) -> None:
         client = self.job._client
         if client is None:
             return
-        client.stop(grace, reason)
-        await _to_the_end(_wait_client(client))
-        client.close()
+        client.stop(grace, reason, after_interrupt)
+        try:
+            await _to_the_end(_wait_client(client))
+        finally:
+            self.job.wrap_up()
 
     async def create_process(self, args: Any, **options: Any) -> AsyncProcess:
-        loop = asyncio.get_running_loop()
-        popen = await loop.run_in_executor(None, lambda: self.job.Popen(args, **options))
-        return await AsyncProcess._wrap(popen)
+        return await _start(lambda: self.job.Popen(args, **options))
 
     async def run(self, args: Any, *, stdin: Any = None, input: bytes | None = None, stdout: Any = None,
                   stderr: Any = None, capture_output: bool = False, check: bool = False,
@@ -242,10 +268,9 @@ class AsyncJob:
         payload = pickle.dumps((func, args, kwargs))
         ours, theirs = socket.socketpair()
         try:
-            popen = await loop.run_in_executor(None, lambda: self.job.Popen(call_argv(), _extra_fds=(theirs.fileno(),)))
+            process = await _start(lambda: self.job.Popen(call_argv(), _extra_fds=(theirs.fileno(),)))
         finally:
             theirs.close()
-        process = AsyncProcess(popen)
         ours.setblocking(False)
         with ours:
             try:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from typing import NoReturn
 
 import click
 
 from .errors import EXIT_FAILURE, EXIT_USAGE, SandboxError
 from .signals import inherited_ignores
-from .spec import DEFAULT_GRACE, SandboxSpec
+from .spec import DEFAULT_GRACE, SandboxSpec, duration
 
 EPILOG = """\b
 Exit status:
@@ -109,18 +108,28 @@ def cli(grace: float, stop_signal: str, timeout: float | None, tmpfs: tuple[str,
     fresh, and nothing the job mounts reaches the host. When the job ends, however it ends, every
     process it started ends too and its mounts vanish.
     """
-    if timeout is not None and (timeout != timeout or timeout < 0):
-        raise click.BadParameter("must be a number of seconds >= 0", param_hint="--timeout")
+    try:
+        if timeout is not None:
+            timeout = duration(timeout, "--timeout")
+            if timeout == float("inf"):
+                timeout = None
+        grace = duration(grace, "--grace")
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     if not command or not command[0]:
         raise click.UsageError("no command given")
     env_changes = _parse_env(setenv)
+    for name in unsetenv:
+        if not name or "=" in name:
+            raise click.BadParameter(f"{name!r} is not a variable name", param_hint="--unsetenv")
     if json_status is not None and json_status_fd is not None:
         raise click.UsageError("--json-status and --json-status-fd exclude each other")
     if any(not c.strip() or "\0" in c for c in on_exit):
         raise click.BadParameter("needs a non-empty shell command", param_hint="--on-exit")
     try:
         spec = SandboxSpec.build(grace=grace, stop_signal=stop_signal, tmpfs=tmpfs, binds=bind, ro_binds=ro_bind,
-                                 propagation=propagation, ignored_signals=inherited_ignores(), read_only=read_only,
+                                 propagation=propagation, ignored_signals=inherited_ignores(),
+                                 read_only=read_only,
                                  net=net, userns=True if userns else None, uid=uid, gid=gid, hostname=hostname,
                                  proc=proc)
     except ValueError as exc:
@@ -134,10 +143,12 @@ def cli(grace: float, stop_signal: str, timeout: float | None, tmpfs: tuple[str,
         cwd = os.path.abspath(chdir) if chdir else os.getcwd()
     except OSError:
         cwd = "/"
-    from .foreground import exit_like, run_foreground
+    from . import command as commands
+    from .foreground import exit_like, run_foreground, watch_signals
     from .hooks import HookMonitor, finished, stop_reason
     from .status import StatusWriter, fan_out
 
+    request = commands.request([os.fsencode(a) for a in command], env, os.fsencode(cwd))
     spec.check_host()
     writer = None
     if json_status is not None:
@@ -155,26 +166,33 @@ def cli(grace: float, stop_signal: str, timeout: float | None, tmpfs: tuple[str,
         # would not see us die.
         keep = {writer.fd} if writer is not None else set()
         start_monitor = lambda pidfd: monitor.start(pidfd, keep)  # noqa: E731
-    outcome = run_foreground(spec, [os.fsencode(a) for a in command], env, os.fsencode(cwd), timeout, emit,
-                             start_monitor)
+    sigfd = watch_signals()  # before the fork: a signal while the sandbox starts waits for us
+    outcome = run_foreground(spec, request, timeout, emit, start_monitor, sigfd)
 
     def wrap_up(status: int, sig: int | None) -> None:
         # Every process of the sandbox is gone now (run_foreground waited for the reaper's pidfd).
         if monitor is not None and monitor.pid:
-            monitor.finish(outcome.status, status, stop_reason(events))
+            monitor.finish(outcome.status, status, stop_reason(events), sigfd)
         finished(emit, status, sig, str(outcome.error) if outcome.error is not None else None)
 
     return exit_like(outcome, wrap_up)
 
 
 def _print_event(name: str, fields: dict) -> None:
+    from .status import say
+
     details = " ".join(f"{k}={v}" for k, v in fields.items() if k != "time" and v is not None)
-    print(f"sandboxed-run: {name} {details}".rstrip(), file=sys.stderr, flush=True)
+    say(f"{name} {details}".rstrip())
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
     from .foreground import flush_standard_streams, hold_standard_descriptors
+    from .signals import reset_for_helper
+    from .status import say
 
+    # What a caller left us (an ignored SIGCHLD, blocked signals) must not hang our own waits; the job
+    # still gets the caller's ignored signals (inherited_ignores: SIGHUP for nohup), which this keeps.
+    reset_for_helper()
     hold_standard_descriptors()
     try:
         code = cli.main(args=argv, prog_name="sandboxed-run", standalone_mode=False)
@@ -182,10 +200,10 @@ def main(argv: list[str] | None = None) -> NoReturn:
         code = exc.exit_code
     except click.UsageError as exc:
         # One line, as the standards ask; --help has the rest.
-        print(f"sandboxed-run: {exc.format_message()} (see --help)", file=sys.stderr)
+        say(f"{exc.format_message()} (see --help)")
         code = EXIT_USAGE
     except SandboxError as exc:
-        print(f"sandboxed-run: {exc}", file=sys.stderr)
+        say(str(exc))
         code = exc.exit_code
     except click.Abort:
         # Only reachable before the sandbox exists: die of SIGINT as an interrupted program should.

@@ -9,7 +9,7 @@ import select
 import time
 from collections.abc import Callable
 
-from . import protocol
+from . import linux, protocol
 from .errors import EXIT_FAILURE, SandboxError
 
 
@@ -34,6 +34,7 @@ class ReaperClient:
         self.events: list[tuple[str, dict]] = []
         self.closed = False  # the reaper closed its end
         self.gone = False  # the reaper has exited
+        self.hooks_ticket: tuple | None = None  # (spawn server, ticket): who else would run our hooks
         self._lock = _thread.RLock()  # _thread: the command-line tool need not import threading
 
     # -- reading -----------------------------------------------------------------------------------
@@ -53,11 +54,11 @@ class ReaperClient:
                 except (protocol.Closed, ConnectionError):
                     self._closed()
                     return
-                for fd in fds:
-                    os.close(fd)
-                self._handle(message, pid)
+                except ValueError:
+                    continue
+                self._handle(message, pid, fds)
 
-    def _handle(self, message: tuple, pid: int | None) -> None:
+    def _handle(self, message: tuple, pid: int | None, fds: list[int]) -> None:
         kind = message[0]
         if kind == "event":
             name, fields = message[1], message[2]
@@ -69,12 +70,19 @@ class ReaperClient:
             self.events.append((name, fields))
             if self.on_event is not None:
                 self.on_event(name, fields)
-        elif kind == "reaper":
-            self.reaper_pid = message[1]  # the PID 1 under a user namespace's intermediate parent
+        elif kind == "reaper" and fds:
+            # The PID 1 under a user namespace's intermediate parent, and a pidfd for it: the sandbox ends
+            # with it, even if that parent is killed first.
+            self.reaper_pid = message[1]
+            if self.pidfd >= 0:
+                os.close(self.pidfd)
+            self.pidfd = fds.pop(0)
         elif kind == "exited":
             self.status = message[1]
         elif kind == "error":
-            self.error = SandboxError.for_exit_code(message[1], message[2])
+            self.error = SandboxError.for_exit_code(message[1], message[2], message[3] if len(message) > 3 else 0)
+        for fd in fds:
+            os.close(fd)
 
     def _closed(self) -> None:
         self.closed = True
@@ -94,15 +102,16 @@ class ReaperClient:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until every process of the sandbox is gone; False if timeout passed first."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = linux.deadline_after(timeout)
         while not self.closed:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            self.pump(remaining)
+            self.pump(linux.wait_seconds(deadline))
             if deadline is not None and time.monotonic() >= deadline and not self.closed:
                 return False
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if not self.gone and self.pidfd >= 0 and not select.select([self.pidfd], [], [], remaining)[0]:
-            return False
+        while not self.gone and self.pidfd >= 0:
+            if select.select([self.pidfd], [], [], linux.wait_seconds(deadline))[0]:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
         self.gone = True
         return True
 
@@ -127,14 +136,18 @@ class ReaperClient:
             return False
 
     def signal(self, signum: int, origin: str = "caller") -> bool:
+        """Send the job a signal, now (the caller's own decision: send_signal, terminate, kill)."""
         return self.send(("signal", int(signum), origin))
 
-    def interrupted(self) -> bool:
-        """Tell the reaper we got SIGINT; it passes it on unless the terminal already gave it to the job."""
-        return self.send(("interrupt",))
+    def relay(self, signum: int) -> bool:
+        """Pass on a signal we received ourselves; the reaper drops it if the same one reached the job
+        directly (a terminal's Ctrl+C, a signal to our whole process group or cgroup)."""
+        return self.send(("relay", int(signum)))
 
-    def stop(self, grace: float | None, reason: str) -> bool:
-        return self.send(("stop", grace, reason))
+    def stop(self, grace: float | None, reason: str, after_interrupt: bool = False) -> bool:
+        """Stop the job: stop signal, grace, SIGKILL. after_interrupt: we stop because of a Ctrl+C or a
+        cancellation, so no stop signal is added if a signal asking for an end reached the job already."""
+        return self.send(("stop", grace, reason, after_interrupt))
 
     def close(self) -> None:
         if self.sock.fileno() >= 0:

@@ -24,13 +24,13 @@ class SandboxError(OSError):
         return self.message
 
     @staticmethod
-    def for_exit_code(exit_code: int, message: str) -> SandboxError:
+    def for_exit_code(exit_code: int, message: str, err: int = 0) -> SandboxError:
         """The error a reaper reported, as the class an `except` clause written for subprocess expects."""
         if exit_code == EXIT_NOT_FOUND:
             return CommandNotFound(message)
-        if exit_code == EXIT_NOT_EXECUTABLE:
+        if exit_code == EXIT_NOT_EXECUTABLE and err in (0, errno.EACCES, errno.EPERM):
             return NotExecutable(message)
-        return SandboxError(message, exit_code)
+        return SandboxError(message, exit_code, err)
 
 
 class CommandNotFound(SandboxError, FileNotFoundError):

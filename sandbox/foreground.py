@@ -21,6 +21,7 @@ from .client import ReaperClient
 from .errors import EXIT_FAILURE, EXIT_TIMEOUT, SandboxError
 from .signals import FORWARDED
 from .spec import SandboxSpec
+from .status import say
 
 
 class Outcome(NamedTuple):
@@ -29,33 +30,37 @@ class Outcome(NamedTuple):
     error: SandboxError | None
 
 
-def run_foreground(spec: SandboxSpec, argv: list[bytes], env: dict[bytes, bytes], cwd: bytes,
-                   timeout: float | None, on_event: Callable[[str, dict], None] | None,
-                   on_start: Callable[[int], None] | None = None) -> Outcome:
+def watch_signals() -> linux.SignalFd:
+    """Block the signals we pass on, so that they queue for us instead of killing us (also while the
+    sandbox starts), and read them from a signalfd from now on."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    return linux.SignalFd(FORWARDED)
+
+
+def run_foreground(spec: SandboxSpec, request: dict, timeout: float | None,
+                   on_event: Callable[[str, dict], None] | None,
+                   on_start: Callable[[int], None] | None, sigfd: linux.SignalFd) -> Outcome:
+    """Run one command (a request of command.request) in a sandbox forked from this process, to its end.
+
+    Every signal we get is relayed to the job; the reaper drops those that reached the job by themselves
+    (a terminal's Ctrl+C, a signal to our whole process group or cgroup), so the job gets each one once.
+    A signal during start-up reaches the job as soon as it runs.
+    """
     from sandboxed_run_helpers import launch
 
-    # Blocked before the fork, so a signal sent while the sandbox starts waits for us instead of killing us.
-    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
-    sigfd = linux.SignalFd(FORWARDED)
-    request = {
-        "argv": argv, "env": env, "cwd": cwd, "umask": linux.current_umask(),
-        "spec": spec.to_wire(), "pgid": None,
-    }
+    request = {**request, "spec": spec.to_wire(), "pgid": None, "lifeline": "parent"}
     stdio = tuple(None if fd in CLOSED_AT_START else fd for fd in (0, 1, 2))
     reaper_pid, pidfd, sock = launch.start(request, stdio)  # type: ignore[arg-type]
     if on_start is not None:
         on_start(pidfd)  # given the reaper's pidfd, as soon as there is a sandbox to outlive
     client = ReaperClient(reaper_pid, pidfd, sock, on_event)
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = linux.deadline_after(timeout)
     timed_out = False
     while not client.gone:
         watched = [sigfd.fileno(), client.pidfd if client.closed else client.sock.fileno()]
-        wait = None if deadline is None or timed_out else max(0.0, deadline - time.monotonic())
-        ready = select.select(watched, [], [], wait)[0]
-        for signo, code, _sender in sigfd.read():
-            # A terminal's Ctrl+C (or hangup) went to the whole foreground group, the job included.
-            if code != linux.SI_KERNEL:
-                client.signal(signo, "launcher")
+        ready = select.select(watched, [], [], None if timed_out else linux.wait_seconds(deadline))[0]
+        for signo, _code, _sender in sigfd.read():
+            client.relay(signo)
         if not client.closed:
             client.pump(0)
         elif client.pidfd in ready:
@@ -63,7 +68,6 @@ def run_foreground(spec: SandboxSpec, argv: list[bytes], env: dict[bytes, bytes]
         if deadline is not None and not timed_out and time.monotonic() >= deadline:
             timed_out = True
             client.stop(None, "timeout")
-    sigfd.close()
     client.close()
     return Outcome(client.status, timed_out, client.error)
 
@@ -86,7 +90,7 @@ def exit_like(outcome: Outcome, before_exit: Callable[[int, int | None], None] |
     before_exit(status, signal) runs last before that (the --on-exit hooks, the finished event).
     """
     if outcome.error is not None and outcome.status is None:
-        print(f"sandboxed-run: {outcome.error}", file=sys.stderr)
+        say(str(outcome.error))
     code, sig = shell_status(outcome)
     if before_exit is not None:
         before_exit(code, sig)

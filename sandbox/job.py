@@ -17,12 +17,12 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, Any
 
-from . import hooks, protocol, spawner
+from . import command, hooks, protocol, spawner
 from .client import ReaperClient
 from .errors import SandboxError
-from .popen import Popen, _argv, _command_request, _run
+from .popen import Popen, _run, _wait_through_interrupts
 from .signals import inherited_ignores
-from .spec import DEFAULT_GRACE, SandboxSpec
+from .spec import DEFAULT_GRACE, SandboxSpec, duration
 
 NAMESPACES = ("mnt", "pid", "net", "uts", "ipc", "user", "cgroup", "time")
 
@@ -71,7 +71,8 @@ class JobProcess(Popen):
                  cwd: str | bytes | os.PathLike | None = None, shell: bool = False, text: bool | None = None,
                  encoding: str | None = None, errors: str | None = None, universal_newlines: bool | None = None,
                  on_event: Callable[[str, dict], None] | None = None, _extra_fds: Sequence[int] = ()) -> None:
-        request = _command_request(_argv(args, shell), env, cwd)
+        request = command.request(command.argv_of(args, shell), command.environment_of(env),
+                                  command.directory_of(cwd))
         self.job = job
         self._start(args, request, (stdin, stdout, stderr), text or universal_newlines, encoding, errors,
                     lambda fds: job._command(request, fds, on_event), _extra_fds)
@@ -99,6 +100,7 @@ class Job:
         self.spec.check_host()
         self._on_event = on_event
         self._client: ReaperClient | None = None
+        self._wrapped_up = False
         self._processes: weakref.WeakSet[JobProcess] = weakref.WeakSet()
 
     # -- the sandbox ---------------------------------------------------------------------------------
@@ -107,7 +109,8 @@ class Job:
         if self._client is not None:
             raise RuntimeError("this Job has already been started")
         # on_exit goes along so that the spawn server runs the hooks if we die first.
-        request = {"session": True, "spec": self.spec.to_wire(), "pgid": os.getpgrp(), "on_exit": self._on_exit}
+        request = {"session": True, "spec": self.spec.to_wire(), "pgid": os.getpgrp(), "on_exit": self._on_exit,
+                   "lifeline": "socket"}
         client = spawner.new_client(request, (), self._on_event)
         try:
             client.wait_started()
@@ -121,7 +124,10 @@ class Job:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
-        self._stop(None, "interrupted" if exc_type is KeyboardInterrupt else "context exited")
+        if exc_type is KeyboardInterrupt:
+            self._stop(None, "interrupted", after_interrupt=True)
+        else:
+            self._stop(None, "context exited")
 
     @property
     def client(self) -> ReaperClient:
@@ -146,29 +152,37 @@ class Job:
 
     def stop(self, grace: float | None = None) -> None:
         """Stop every process of the job (stop signal, grace, SIGKILL) and wait until the namespaces are gone."""
-        if grace is not None and (grace != grace or grace < 0):
-            raise ValueError("grace must be >= 0")
+        if grace is not None:
+            grace = duration(grace, "grace")
         self._stop(grace, "requested")
 
-    def _stop(self, grace: float | None, reason: str) -> None:
+    def _stop(self, grace: float | None, reason: str, after_interrupt: bool = False) -> None:
         client = self._client
         if client is None:
             return
-        client.stop(grace, reason)
-        interrupted = False
-        while True:
-            try:
-                client.wait()
-                break
-            except KeyboardInterrupt:
-                interrupted = True
+        client.stop(grace, reason, after_interrupt)
+        try:
+            _wait_through_interrupts(client.wait, client)
+        finally:
+            self.wrap_up()
+
+    def wrap_up(self) -> None:
+        """Once every process of the job is gone: its commands learn their end, then the on_exit hooks
+        run and the finished event comes, once, whoever waited (the sync or the asyncio side)."""
+        client = self._client
+        if client is None or self._wrapped_up:
+            return
+        self._wrapped_up = True
         client.close()
         for process in list(self._processes):
             process.poll()  # each learnt how it ended before the reaper exited
-        if self._on_exit:
-            hooks.run_hooks(self._on_exit, hooks.environment(None, None, reason), self._emit, prog="sandbox")
-        if interrupted:
-            raise KeyboardInterrupt
+        try:
+            if self._on_exit:
+                spawner.claim_hooks(client)
+                hooks.run_hooks(self._on_exit, hooks.environment(None, None, hooks.stop_reason(client.events)),
+                                self._emit, prog="sandbox")
+        finally:
+            hooks.finished(self._emit, 0)
 
     def _emit(self, name: str, fields: dict) -> None:
         if self._client is not None:

@@ -7,8 +7,10 @@ errors.py's job, because only the caller knows what it was trying to do.
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import struct
+import time
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -49,6 +51,25 @@ _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctype
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.signalfd.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
 _libc.syscall.restype = ctypes.c_long
+
+
+# The longest single wait: poll() takes milliseconds in an int and select() rejects huge timeouts,
+# so a long wait (a grace of 1e10 seconds) is a loop of these.
+MAX_WAIT = 86400.0
+
+
+def wait_seconds(deadline: float | None) -> float | None:
+    """How long one wait step may block until deadline (time.monotonic(); None or inf: no deadline)."""
+    if deadline is None or math.isinf(deadline):
+        return None
+    return min(MAX_WAIT, max(0.0, deadline - time.monotonic()))
+
+
+def deadline_after(seconds: float | None) -> float | None:
+    """The monotonic time `seconds` from now; None for no limit (None or infinity)."""
+    if seconds is None or math.isinf(seconds):
+        return None
+    return time.monotonic() + seconds
 
 
 def _check(result: int, what: str, path: str | bytes | None = None) -> int:

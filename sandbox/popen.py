@@ -17,56 +17,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, Any
 
-from . import hooks, linux, spawner
+from . import command, hooks, linux, spawner
 from .client import ReaperClient
 from .signals import inherited_ignores
-from .spec import DEFAULT_GRACE, SandboxSpec
+from .spec import DEFAULT_GRACE, SandboxSpec, duration
 
 PIPE = subprocess.PIPE
 STDOUT = subprocess.STDOUT
 DEVNULL = subprocess.DEVNULL
-
-
-def _argv(args: Any, shell: bool) -> list[bytes]:
-    if isinstance(args, (str, bytes, os.PathLike)):
-        args = [args]
-    else:
-        args = list(args)
-    if shell:
-        args = ["/bin/sh", "-c", *args]
-    if not args:
-        raise ValueError("the command is empty")
-    for a in args:
-        if not isinstance(a, (str, bytes, os.PathLike)):
-            raise TypeError(f"command arguments must be str, bytes or path-like, not {type(a).__name__}")
-    argv = [os.fsencode(a) for a in args]
-    if not argv[0]:
-        raise ValueError("the command name is empty")
-    if any(b"\0" in a for a in argv):
-        raise ValueError("a command argument contains a NUL byte")
-    return argv
-
-
-def _environment(env: Mapping | None) -> dict[bytes, bytes]:
-    if env is None:
-        return dict(os.environb)
-    out = {}
-    for key, value in env.items():
-        k, v = os.fsencode(key), os.fsencode(value)
-        if b"=" in k or b"\0" in k or b"\0" in v or not k:
-            raise ValueError(f"invalid environment variable {key!r}")
-        out[k] = v
-    return out
-
-
-def _command_request(argv: list[bytes], env: Mapping | None, cwd: str | bytes | os.PathLike | None) -> dict:
-    """What one command needs besides its sandbox: the caller's environment, directory and umask, as now."""
-    return {
-        "argv": argv,
-        "env": _environment(env),
-        "cwd": os.fsencode(os.path.abspath(cwd if cwd is not None else os.getcwd())),
-        "umask": linux.current_umask(),
-    }
 
 
 class Popen:
@@ -107,15 +65,16 @@ class Popen:
         on_exit: Iterable[str] | None = None,
     ) -> None:
         on_exit_commands = hooks.check_commands(on_exit)
-        argv = _argv(args, shell)
+        argv = command.argv_of(args, shell)
         self.spec = SandboxSpec.build(grace=grace, stop_signal=stop_signal, tmpfs=tmpfs, binds=binds,
                                       ro_binds=ro_binds, propagation=propagation,
                                       ignored_signals=inherited_ignores(), net=net, userns=userns, uid=uid,
                                       gid=gid, read_only=read_only, hostname=hostname, proc=proc)
+        request = command.request(argv, command.environment_of(env), command.directory_of(cwd))
         self.spec.check_host()
-        request = _command_request(argv, env, cwd)
         request["spec"] = self.spec.to_wire()
         request["pgid"] = os.getpgrp()
+        request["lifeline"] = "socket"  # we hold the reaper's socket; the spawn server is only its parent
         request["on_exit"] = on_exit_commands  # the spawn server runs them if we die first
         self._start(args, request, (stdin, stdout, stderr), text or universal_newlines, encoding, errors,
                     lambda fds: spawner.new_client(request, fds, on_event), on_exit=on_exit_commands,
@@ -149,6 +108,17 @@ class Popen:
                 os.close(fd)
         try:
             self._client.wait_started()
+        except KeyboardInterrupt:
+            # Start-up interrupted: the job, if it started meanwhile, gets the SIGINT the terminal could
+            # not give it yet; we wait for its end as after any Ctrl+C, then go on with the interrupt.
+            self._client.relay(signal.SIGINT)
+            self._client.stop(None, "interrupted", after_interrupt=True)
+            self._close_parent_ends()
+            try:
+                _wait_through_interrupts(self._client.wait, self._client)
+            finally:
+                self._client.close()
+            raise
         except BaseException:
             self._close_parent_ends()
             self._client.close()
@@ -242,6 +212,7 @@ class Popen:
         status, sig = (rc, None) if rc >= 0 else (128 - rc, -rc)
         try:
             if self._on_exit:
+                spawner.claim_hooks(client)
                 env = hooks.environment(client.status, status, hooks.stop_reason(client.events))
                 hooks.run_hooks(self._on_exit, env, emit, prog="sandbox")
         finally:
@@ -255,6 +226,8 @@ class Popen:
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
+        if timeout is not None:
+            timeout = duration(timeout, "timeout")
         if self.returncode is None:
             if not self._client.wait(timeout):
                 raise subprocess.TimeoutExpired(self.args, timeout)
@@ -274,31 +247,24 @@ class Popen:
 
     def stop(self, grace: float | None = None) -> int:
         """Stop every process of the sandbox: stop signal, grace seconds (default: the sandbox's), SIGKILL."""
-        if grace is not None and (grace < 0 or grace != grace):
-            raise ValueError("grace must be >= 0")
+        if grace is not None:
+            grace = duration(grace, "grace")
         if self.returncode is None:
             self._stop_for("requested", grace)
         return self._wait_shielded()
 
-    def _stop_for(self, reason: str, grace: float | None = None) -> None:
-        self._client.stop(grace, reason)
+    def _stop_for(self, reason: str, grace: float | None = None, after_interrupt: bool = False) -> None:
+        self._client.stop(grace, reason, after_interrupt)
 
     def _wait_shielded(self) -> int:
         """Wait to the end even through Ctrl+C (each passed on as the terminal would); then re-raise it."""
-        interrupted = False
-        while True:
-            try:
-                self.wait()
-                break
-            except KeyboardInterrupt:
-                interrupted = True
-                self._client.interrupted()
-        if interrupted:
-            raise KeyboardInterrupt
+        _wait_through_interrupts(self.wait, self._client)
         return self.returncode  # type: ignore[return-value]
 
     def communicate(self, input: bytes | str | None = None, timeout: float | None = None) -> tuple[Any, Any]:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        if timeout is not None:
+            timeout = duration(timeout, "timeout")
+        deadline = linux.deadline_after(timeout)
         if input is not None and self._input_view is None:
             if self.stdin is None:
                 raise ValueError("communicate() with input needs stdin=PIPE")
@@ -329,10 +295,9 @@ class Popen:
                     self._outputs.setdefault(id(stream), [])
                     selector.register(stream.fileno(), selectors.EVENT_READ, stream)
             while selector.get_map():
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
+                if deadline is not None and deadline <= time.monotonic():
                     raise subprocess.TimeoutExpired(self.args, timeout, *self._collected())
-                for key, _ in selector.select(remaining):
+                for key, _ in selector.select(linux.wait_seconds(deadline)):
                     stream = key.data
                     if stream is self.stdin:
                         try:
@@ -377,7 +342,10 @@ class Popen:
                     pass
         finally:
             if self.returncode is None and not self._client.finished:
-                self._stop_for("interrupted" if exc_info[0] is KeyboardInterrupt else "context exited")
+                if exc_info[0] is KeyboardInterrupt:
+                    self._stop_for("interrupted", after_interrupt=True)
+                else:
+                    self._stop_for("context exited")
             try:
                 self._wait_shielded()
             finally:
@@ -421,14 +389,16 @@ def _run_streams(stdin: Any, input: Any, stdout: Any, stderr: Any, capture_outpu
         if stdout is not None or stderr is not None:
             raise ValueError("stdout and stderr arguments may not be used with capture_output")
         stdout = stderr = PIPE
-    if timeout is not None and (timeout != timeout or timeout < 0):
-        raise ValueError("timeout must be >= 0")
+    if timeout is not None:
+        timeout = duration(timeout, "timeout")
     return stdin, stdout, stderr
 
 
 def _run(factory: Callable[..., Popen], args: Any, stdin: Any, input: bytes | str | None, stdout: Any, stderr: Any,
          capture_output: bool, check: bool, timeout: float | None, options: dict) -> subprocess.CompletedProcess:
     stdin, stdout, stderr = _run_streams(stdin, input, stdout, stderr, capture_output, timeout)
+    if timeout is not None and timeout == float("inf"):
+        timeout = None
     with factory(args, stdin=stdin, stdout=stdout, stderr=stderr, **options) as process:
         try:
             out, err = process.communicate(input, timeout=timeout)
@@ -437,7 +407,7 @@ def _run(factory: Callable[..., Popen], args: Any, stdin: Any, input: bytes | st
             out, err = _finish(process)
             raise subprocess.TimeoutExpired(process.args, timeout, out, err) from None
         except KeyboardInterrupt:
-            process._client.interrupted()
+            process._client.relay(signal.SIGINT)
             _finish(process)
             raise
         retcode = process.poll()
@@ -454,14 +424,20 @@ def _run(factory: Callable[..., Popen], args: Any, stdin: Any, input: bytes | st
 
 def _finish(process: Popen) -> tuple[Any, Any]:
     """Collect the rest of the output and wait for the end, passing on each further Ctrl+C."""
+    return _wait_through_interrupts(process.communicate, process._client)
+
+
+def _wait_through_interrupts(wait: Callable[[], Any], client: ReaperClient) -> Any:
+    """wait() to its end even through Ctrl+C, each relayed to the job (the reaper drops those the terminal
+    gave it already); then raise KeyboardInterrupt if there was one. The one "wait through Ctrl+C"."""
     interrupted = False
     while True:
         try:
-            out, err = process.communicate()
+            result = wait()
             break
         except KeyboardInterrupt:
             interrupted = True
-            process._client.interrupted()
+            client.relay(signal.SIGINT)
     if interrupted:
         raise KeyboardInterrupt
-    return out, err
+    return result

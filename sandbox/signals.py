@@ -8,9 +8,16 @@ import signal
 # Sent by the kernel to our helper when the process that started it dies (PR_SET_PDEATHSIG).
 # A real-time signal nobody else uses, so it can never be mistaken for one meant for the job.
 PARENT_GONE = signal.SIGRTMIN + 1
+# Sent by the API's spawn server to its reapers when the caller it serves is gone. Not the same as
+# PARENT_GONE: a reaper of the API outlives its spawn server as long as its caller lives.
+CALLER_GONE = signal.SIGRTMIN + 2
 
 # The signals a launcher passes on to the job when they are sent to the launcher alone.
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+# Signals that ask a process to end: once one of them reached the job, a stop on the caller's
+# behalf (its death, its Ctrl+C, a cancellation) adds no stop signal on top of it.
+ENDING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 # Signals whose ignored state a job inherits from its caller, as it would through fork and exec.
 # (Not SIGPIPE and SIGXFSZ: Python ignores those itself, and a job must not inherit that.)
@@ -29,8 +36,24 @@ def inherited_ignores() -> list[int]:
     return ignored
 
 
+def reset_for_helper() -> None:
+    """Undo what a caller may have left in a helper process's signal state that the helper relies on.
+
+    An ignored SIGCHLD makes the kernel reap our children for us (Erlang's ports leave it so), so
+    no wait would ever see them end; a blocked signal would never reach our signalfd or handler.
+    The job's own inherited dispositions are passed on separately (inherited_ignores).
+    """
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
+
 def parse_signal(text: str | int) -> int:
-    """'TERM', 'SIGTERM', 'term', '15' and 'RTMIN+2' all name a signal; anything else is a ValueError."""
+    """'TERM', 'SIGTERM', 'term', '15' and 'RTMIN+2' all name a signal; anything else is a ValueError.
+
+    The signals glibc keeps for itself (32 and 33, below SIGRTMIN) are refused: no program can use them.
+    """
+    if isinstance(text, bool) or not isinstance(text, (int, str)):
+        raise TypeError(f"a signal is a name or a number, not {text!r}")
     if isinstance(text, int):
         number = int(text)
     else:
@@ -52,7 +75,7 @@ def parse_signal(text: str | int) -> int:
                     number = int(signal.Signals[name])
                 except KeyError:
                     raise ValueError(f"unknown signal {text!r}") from None
-    if not 1 <= number <= signal.SIGRTMAX:
+    if not 1 <= number <= signal.SIGRTMAX or signal.SIGSYS < number < signal.SIGRTMIN:
         raise ValueError(f"unknown signal {text!r}")
     return number
 

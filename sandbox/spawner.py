@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import socket
@@ -59,15 +60,16 @@ class SpawnServer:
             # PDEATHSIG follows the thread that forked: this thread lives as long as the server,
             # so a caller's short-lived thread can start jobs that outlive it.
             try:
-                self.process = subprocess.Popen(
+                process = subprocess.Popen(
                     [sys.executable, "-I", "-S", "-c", boot], pass_fds=(theirs.fileno(), caller_pidfd),
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+                self.process = process
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
                 failure.append(exc)
                 return
             finally:
                 started.set()
-            self.process.wait()
+            _wait_for_exit(process)
 
         threading.Thread(target=keeper, name="sandbox-server-keeper", daemon=True).start()
         started.wait()
@@ -84,28 +86,51 @@ class SpawnServer:
         self.channel = ours
         self.pid = message[1]
 
-    def spawn(self, request: dict, stdio: tuple[int | None, int | None, int | None]) -> tuple[int, int, socket.socket]:
-        """Ask for a new sandbox; returns the reaper's PID, a pidfd for it and our socket to it."""
+    def spawn(self, request: dict,
+              stdio: tuple[int | None, int | None, int | None]) -> tuple[int, int, socket.socket, int]:
+        """Ask for a new sandbox; returns the reaper's PID, a pidfd for it, our socket to it and the
+        ticket of its hooks (0: none). A failure is this call's alone: the server and its other
+        sandboxes go on; a server that died is replaced by the next call."""
+        present = [fd is not None for fd in stdio]
+        fds = [fd for fd in stdio if fd is not None]
+        for fd in fds:
+            os.fstat(fd)  # OSError(EBADF) here, for this call, rather than a failed send
         with self.lock:
-            if self.channel is None:
-                self._start()
-            assert self.channel is not None
-            present = [fd is not None for fd in stdio]
-            fds = [fd for fd in stdio if fd is not None]
-            try:
-                protocol.send(self.channel, ("spawn", request, present), fds=fds)
-                message, received, _ = protocol.recv(self.channel)
-            except (protocol.Closed, OSError):
-                self._forget()
-                raise SandboxError("the sandbox spawn server died; try again") from None
+            for attempt in (1, 2):
+                if self.channel is None:
+                    self._start()
+                assert self.channel is not None
+                try:
+                    protocol.send(self.channel, ("spawn", request, present), fds=fds)
+                except OSError as exc:
+                    if exc.errno not in _PEER_GONE or attempt == 2:
+                        raise
+                    self._forget()  # it died before it got the request: a fresh one gets it
+                    continue
+                try:
+                    message, received, _ = protocol.recv(self.channel)
+                except (protocol.Closed, ConnectionError, ValueError):
+                    self._forget()
+                    raise SandboxError("the sandbox spawn server died while starting the sandbox; try again") from None
+                break
         if message[0] == "error":
-            raise SandboxError.for_exit_code(message[1], message[2])
+            raise SandboxError.for_exit_code(message[1], message[2], message[3])
         if message[0] != "spawned" or len(received) != 2:
             for fd in received:
                 os.close(fd)
             raise SandboxError("the sandbox spawn server sent a malformed reply", EXIT_FAILURE)
         sock = socket.socket(fileno=received[0])
-        return message[1], received[1], sock
+        return message[1], received[1], sock, message[2]
+
+    def claim_hooks(self, ticket: int) -> None:
+        """Tell the server that we run these hooks ourselves (it would run them if we died unclaimed)."""
+        with self.lock:
+            if self.channel is None:
+                return  # the server is gone, and its claims with it
+            try:
+                protocol.send(self.channel, ("claim", ticket))
+            except OSError:
+                pass
 
     def _forget(self) -> None:
         if self.channel is not None:
@@ -119,7 +144,21 @@ class SpawnServer:
             process = self.process
             self._forget()
         if process is not None:
-            process.wait(timeout)
+            try:
+                process.wait(timeout)
+            except ChildProcessError:
+                pass
+
+
+_PEER_GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ECONNREFUSED)
+
+
+def _wait_for_exit(process: subprocess.Popen) -> None:
+    try:
+        process.wait()
+    except ChildProcessError:
+        # The caller ignores SIGCHLD, so the kernel reaps for it; wait() returned when the server ended.
+        pass
 
 
 def _above_stdio(fd: int) -> int:
@@ -145,10 +184,20 @@ def server() -> SpawnServer:
 
 
 def new_client(request: dict, stdio: tuple[int | None, int | None, int | None], on_event=None) -> ReaperClient:
-    reaper_pid, pidfd, sock = server().spawn(request, stdio)
+    spawn_server = server()
+    reaper_pid, pidfd, sock, ticket = spawn_server.spawn(request, stdio)
     client = ReaperClient(reaper_pid, pidfd, sock, on_event)
+    client.hooks_ticket = (spawn_server, ticket) if ticket else None
     _live_clients.add(client)
     return client
+
+
+def claim_hooks(client: ReaperClient) -> None:
+    """We are about to run this sandbox's hooks: the spawn server must not run them too."""
+    if client.hooks_ticket is not None:
+        spawn_server, ticket = client.hooks_ticket
+        client.hooks_ticket = None
+        spawn_server.claim_hooks(ticket)
 
 
 def _after_fork_in_child() -> None:

@@ -64,15 +64,14 @@ class SandboxSpec(NamedTuple):
         hostname: str | None = None,
         proc: bool = True,
     ) -> SandboxSpec:
-        """Check every value on its own (ValueError); check_host() then checks them against the machine."""
-        if isinstance(grace, bool) or not isinstance(grace, (int, float)):
-            raise ValueError(f"grace must be a number of seconds, not {grace!r}")
-        if not math.isfinite(grace) or grace < 0:
-            raise ValueError(f"grace must be a finite number of seconds >= 0, not {grace!r}")
+        """Check every value on its own (ValueError, TypeError); check_host() then checks them against the machine."""
+        grace = duration(grace, "grace")
         try:
             stop = parse_signal(stop_signal)
         except ValueError:
             raise ValueError(f"unknown stop signal {stop_signal!r}") from None
+        except TypeError:
+            raise TypeError(f"stop_signal must be a signal name or number, not {stop_signal!r}") from None
         if stop == signal.SIGSTOP:
             raise ValueError("the stop signal cannot be SIGSTOP: it does not end a process")
         if propagation not in PROPAGATIONS:
@@ -85,6 +84,12 @@ class SandboxSpec(NamedTuple):
         if isinstance(read_only, (str, bytes)):
             raise ValueError("read_only takes a list of paths, not a single string")
         mounts += [Mount("read-only", _absolute(path, "--read-only")) for path in read_only]
+        for m in mounts:
+            if m.target == "/" and m.kind != "read-only":
+                # It would not replace the root the job sees (its processes keep the old one), and the
+                # job would write to the host's real / while looking at an empty tmpfs or a bind.
+                raise ValueError(f"{m.describe()}: cannot mount over /; mount on the directories the job needs "
+                                 "(with --read-only / to keep the rest unchanged)")
         # Parents before children, so that a bind below a tmpfs lands on top of it; at one depth a
         # read-only remount comes first, so that a mount on the same path opens a writable hole in it.
         mounts.sort(key=lambda m: (m.target.rstrip("/").count("/"), m.kind != "read-only"))
@@ -149,6 +154,20 @@ class SandboxSpec(NamedTuple):
             hostname=data.get("hostname"),
             proc=data.get("proc", True),
         )
+
+
+def duration(value: object, name: str) -> float:
+    """A number of seconds >= 0 as a float; infinity is allowed and means no limit.
+
+    Every wait of ours is capped per step (linux.wait_seconds), so no finite value overflows a
+    system call, however large.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {value!r}")
+    value = float(value)
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
+    return value
 
 
 def _net(net: object) -> str:

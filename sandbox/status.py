@@ -6,12 +6,30 @@ A line is written with one write(2) as the event happens, so a reader following 
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
-import sys
+import stat
 import time
 from collections.abc import Callable
 
 from .errors import SandboxError
+
+_stderr_broken = False
+
+
+def say(line: str, prog: str = "sandboxed-run") -> None:
+    """One line of ours on stderr. Our own output must never change the job's fate: if the reader went
+    away (EPIPE, as under `2>&1 | head -1`), this line and every later one are dropped."""
+    global _stderr_broken
+    if _stderr_broken:
+        return
+    data = f"{prog}: {line}\n".encode(errors="replace")
+    try:
+        while data:
+            data = data[os.write(2, data):]
+    except OSError:
+        _stderr_broken = True
 
 
 class StatusWriter:
@@ -22,20 +40,41 @@ class StatusWriter:
 
     @classmethod
     def open_file(cls, path: str) -> StatusWriter:
+        """Open FILE for the status, truncated; never through a symbolic link, and never a file someone else
+        planted in a sticky directory such as /tmp (the kernel's protected_regular rule, whatever its setting)."""
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise SandboxError(f"--json-status {path}: is a symbolic link; name the file itself "
+                                   "(or pass a descriptor with --json-status-fd)") from None
+            raise SandboxError(f"--json-status {path}: {exc.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode):
+                parent = os.stat(os.path.dirname(os.path.abspath(path)))
+                sticky_shared = parent.st_mode & stat.S_ISVTX and parent.st_mode & (stat.S_IWOTH | stat.S_IWGRP)
+                if sticky_shared and st.st_uid not in (os.geteuid(), parent.st_uid):
+                    raise SandboxError(f"--json-status {path}: owned by uid {st.st_uid} in a shared sticky "
+                                       "directory; refusing to write to another user's file")
+                os.ftruncate(fd, 0)
+        except SandboxError:
+            os.close(fd)
+            raise
+        except OSError as exc:
+            os.close(fd)
             raise SandboxError(f"--json-status {path}: {exc.strerror}") from None
         return cls(fd, path)
 
     @classmethod
     def from_fd(cls, fd: int) -> StatusWriter:
+        """Write to a copy of descriptor fd, above 2 and close-on-exec: the caller's own descriptor (stdout,
+        say) keeps its flags, so the hooks still inherit it, and the job never gets our copy."""
         try:
-            os.fstat(fd)
+            private = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
         except OSError:
             raise SandboxError(f"--json-status-fd {fd}: not an open file descriptor") from None
-        os.set_inheritable(fd, False)  # for the job it is none of its business
-        return cls(fd, f"descriptor {fd}")
+        return cls(private, f"descriptor {fd}")
 
     def write(self, name: str, fields: dict) -> None:
         if self.broken:
@@ -50,7 +89,7 @@ class StatusWriter:
                 line = line[os.write(self.fd, line):]
         except OSError as exc:
             self.broken = True
-            print(f"sandboxed-run: cannot write the status to {self.name}: {exc.strerror}", file=sys.stderr)
+            say(f"cannot write the status to {self.name}: {exc.strerror}; the job goes on")
 
 
 def fan_out(*callbacks: Callable[[str, dict], None] | None) -> Callable[[str, dict], None] | None:

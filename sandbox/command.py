@@ -1,0 +1,123 @@
+"""One command as the reaper will start it: argv, environment, directory, umask; checked before anything starts.
+
+execve(2) refuses a command whose strings are too large (E2BIG). We check with the kernel's own
+rule, so that whatever execve accepts runs and anything larger fails here, before any sandbox exists:
+- each string (an argument, or NAME=VALUE) at most MAX_ARG_STRLEN (32 pages) including its NUL;
+- all strings, the program's path included, plus one pointer per argument and variable, at most a
+  quarter of the stack limit (RLIMIT_STACK), but never more than 6 MiB nor less than 32 pages.
+The job's environment also carries our marks (SANDBOXED_RUN and co.), counted here too.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from . import linux
+from .errors import EXIT_NOT_EXECUTABLE, SandboxError
+
+PAGE = 4096
+MAX_ARG_STRLEN = 32 * PAGE
+_STK_LIM = 8 << 20
+POINTER = 8
+# What the reaper adds to the job's environment (helpers/inside.py): names and value sizes. A namespace's
+# inode number is always 10 digits: the kernel numbers them from 0xF0000000 up to 2**32 - 1.
+_MARKS = ((b"SANDBOXED_RUN", 1), (b"SANDBOXED_RUN_MNT_NS", 10), (b"SANDBOXED_RUN_BIN", None))
+DEFAULT_PATH = b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def argv_of(args: Any, shell: bool = False) -> list[bytes]:
+    """The command line as bytes; ValueError/TypeError for what execve could not take."""
+    if isinstance(args, (str, bytes, os.PathLike)):
+        args = [args]
+    else:
+        args = list(args)
+    if shell:
+        args = ["/bin/sh", "-c", *args]
+    if not args:
+        raise ValueError("the command is empty")
+    for a in args:
+        if not isinstance(a, (str, bytes, os.PathLike)):
+            raise TypeError(f"command arguments must be str, bytes or path-like, not {type(a).__name__}")
+    argv = [os.fsencode(a) for a in args]
+    if not argv[0]:
+        raise ValueError("the command name is empty")
+    if any(b"\0" in a for a in argv):
+        raise ValueError("a command argument contains a NUL byte")
+    return argv
+
+
+def environment_of(env: Mapping | None) -> dict[bytes, bytes]:
+    if env is None:
+        return dict(os.environb)
+    out = {}
+    for key, value in env.items():
+        for item in (key, value):
+            if not isinstance(item, (str, bytes, os.PathLike)):
+                raise TypeError(f"environment names and values must be str or bytes, not {item!r}")
+        k, v = os.fsencode(key), os.fsencode(value)
+        if b"=" in k or b"\0" in k or b"\0" in v or not k:
+            raise ValueError(f"invalid environment variable {key!r}")
+        out[k] = v
+    return out
+
+
+def directory_of(cwd: str | bytes | os.PathLike | None) -> bytes:
+    if cwd is None:
+        return os.fsencode(os.getcwd())
+    if not isinstance(cwd, (str, bytes, os.PathLike)):
+        raise TypeError(f"cwd must be a path, not {cwd!r}")
+    path = os.fsencode(cwd)
+    if not path or b"\0" in path:
+        raise ValueError(f"cwd {cwd!r} is not a path")
+    return os.path.abspath(path)
+
+
+def request(argv: list[bytes], env: dict[bytes, bytes], cwd: bytes) -> dict:
+    """What one command needs besides its sandbox: checked to fit execve, with the caller's umask as now."""
+    check_size(argv, env)
+    return {"argv": argv, "env": env, "cwd": cwd, "umask": linux.current_umask()}
+
+
+def check_size(argv: list[bytes], env: dict[bytes, bytes]) -> None:
+    """SandboxError (errno E2BIG, exit status 126, as a shell gives) if execve would refuse this command."""
+    strings = [*argv, *(k + b"=" + v for k, v in env.items())]
+    marks = [name + b"=" + b"x" * (len(_bin_dir()) if size is None else size) for name, size in _MARKS
+             if name not in env]
+    longest = max(strings, key=len)
+    if len(longest) + 1 > MAX_ARG_STRLEN:
+        what = "an argument" if longest in argv else "an environment variable"
+        raise SandboxError(f"{os.fsdecode(argv[0])}: argument list too long: {what} has {len(longest)} bytes, "
+                           f"execve takes at most {MAX_ARG_STRLEN - 1}", EXIT_NOT_EXECUTABLE, errno.E2BIG)
+    count = len(argv) + len(env) + len(marks)
+    used = sum(len(s) + 1 for s in (*strings, *marks)) + len(_program(argv[0], env)) + 1
+    room = _limit() - count * POINTER
+    if used > room:
+        raise SandboxError(f"{os.fsdecode(argv[0])}: argument list too long: its arguments and environment take "
+                           f"{used + count * POINTER} bytes, execve takes at most {_limit()} here "
+                           "(a quarter of the stack limit, ulimit -s)", EXIT_NOT_EXECUTABLE, errno.E2BIG)
+
+
+def _limit() -> int:
+    stack = resource.getrlimit(resource.RLIMIT_STACK)[0]
+    limit = _STK_LIM // 4 * 3 if stack == resource.RLIM_INFINITY else min(_STK_LIM // 4 * 3, stack // 4)
+    return max(limit, MAX_ARG_STRLEN)
+
+
+def _bin_dir() -> bytes:
+    return os.fsencode(os.path.dirname(sys.executable))
+
+
+def _program(name: bytes, env: dict[bytes, bytes]) -> bytes:
+    """The path execve will get, as the reaper finds it (a shell's PATH search); the name if not found here."""
+    if b"/" in name:
+        return name
+    for directory in env.get(b"PATH", DEFAULT_PATH).split(b":"):
+        candidate = os.path.join(directory or b".", name)
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    return name

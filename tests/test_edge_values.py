@@ -1,0 +1,92 @@
+"""Values at the edges: infinite and huge durations, wrong types, reserved signals, paths that would
+reach the host's root, and a status file planted by someone else. Each is handled before anything
+starts, with one clear line (or a ValueError/TypeError in the API), never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+import sandbox
+from sandbox import spawner
+from support import CLI, marked_processes, wait_for
+
+
+def cli(*argv: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([CLI, *argv], capture_output=True, text=True, timeout=60, **kwargs)
+
+
+@pytest.mark.parametrize("value", ["inf", "infinity", "1e10", "1e309"])
+def test_an_endless_timeout_means_none(value):
+    result = cli("--timeout", value, "--", "sh", "-c", "exit 3")
+    assert (result.returncode, result.stderr) == (3, "")
+
+
+@pytest.mark.parametrize("value", ["1e10", "inf"])
+def test_a_huge_grace_still_stops_what_the_job_left(value, no_leftovers):
+    # The leftover ends on the stop signal; only the grace period is huge.
+    result = cli("--grace", value, "--", "sh", "-c", "sleep 100 & exit 3")
+    assert (result.returncode, result.stderr) == (3, "")
+    assert wait_for(lambda: not marked_processes(no_leftovers, {os.getpid()}))
+
+
+@pytest.mark.parametrize("argv", [
+    ["--timeout", "nan"], ["--grace", "nan"], ["--grace", "-1"], ["--timeout", "-0.5"],
+    ["--stop-signal", "RTMIN-1"], ["--stop-signal", "32"], ["--stop-signal", "RTMAX+1"], ["--stop-signal", "0"],
+    ["--unsetenv", "A=B"], ["--unsetenv", ""], ["--setenv", "=x"],
+    ["--tmpfs", "/"], ["--bind", "/tmp:/"], ["--ro-bind", "/usr:/"], ["--tmpfs", "/.."],
+])
+def test_bad_values_get_one_line_and_status_2(argv, tmp_path):
+    result = cli(*argv, "--", "touch", str(tmp_path / "ran"))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("sandboxed-run: ") and result.stderr.count("\n") == 1, result.stderr
+    assert not (tmp_path / "ran").exists()
+
+
+def test_the_api_takes_endless_durations(no_leftovers):
+    assert sandbox.run(["sh", "-c", "exit 3"], timeout=float("inf")).returncode == 3
+    assert sandbox.run(["sh", "-c", "sleep 100 & exit 4"], grace=1e10).returncode == 4
+    assert sandbox.run(["sh", "-c", "exit 5"], timeout=1e10, grace=float("inf")).returncode == 5
+
+
+@pytest.mark.parametrize(("kwargs", "error"), [
+    ({"stop_signal": 1.5}, TypeError), ({"stop_signal": None}, TypeError), ({"stop_signal": True}, TypeError),
+    ({"stop_signal": "RTMIN-1"}, ValueError), ({"stop_signal": 33}, ValueError),
+    ({"timeout": "1"}, TypeError), ({"timeout": float("nan")}, ValueError), ({"grace": "1"}, TypeError),
+    ({"cwd": "/tmp\0x"}, ValueError), ({"tmpfs": ["/"]}, ValueError), ({"binds": ["/tmp:/"]}, ValueError),
+    ({"env": {"": "x"}}, ValueError), ({"env": {"A": 1}}, TypeError),
+])
+def test_the_api_checks_types_and_values_before_anything_starts(kwargs, error):
+    before = spawner._server
+    with pytest.raises(error):
+        sandbox.run(["true"], **kwargs)
+    assert spawner._server is before
+
+
+def test_the_status_file_is_never_reached_through_a_symlink(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    link = tmp_path / "status"
+    link.symlink_to(victim)
+    result = cli("--json-status", str(link), "--", "true")
+    assert result.returncode == 125 and "symbolic link" in result.stderr
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_status_file_planted_by_another_user_in_a_sticky_directory_is_refused(tmp_path):
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    planted = sticky / "status"
+    planted.write_text("theirs\n")
+    os.chown(planted, 65534, 65534)
+    result = cli("--json-status", str(planted), "--", "true")
+    assert result.returncode == 125 and "owned by" in result.stderr, result.stderr
+    assert planted.read_text() == "theirs\n"
+    # Our own file there is fine, and truncated as documented.
+    mine = sticky / "mine"
+    mine.write_text("old contents that are longer than the new\n")
+    assert cli("--json-status", str(mine), "--", "true").returncode == 0
+    assert mine.read_text().startswith('{"event":"started"')

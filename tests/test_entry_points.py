@@ -1,0 +1,89 @@
+"""One contract, every entry point: the command, run, Popen, Job, run_async, create_process, AsyncJob.
+
+Hooks run exactly once, after the sandbox is gone; the events end with the hooks' and then
+`finished`; and asyncio's cancellations leave no descriptor of ours behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import subprocess
+
+import pytest
+
+import sandbox
+from support import CLI, log_lines, read_status
+
+ENTRY_POINTS = ["cli", "run", "Popen", "Job", "run_async", "create_process", "AsyncJob"]
+JOB = ["sh", "-c", "exit 3"]
+
+
+def run_through(entry: str, hook: str, events: list) -> None:
+    """Run JOB (exit 3) with one on-exit hook through entry; collect (name, fields) events."""
+    def on_event(name: str, fields: dict) -> None:
+        events.append((name, fields))
+
+    options = {"on_exit": [hook], "on_event": on_event}
+    if entry == "cli":
+        status = os.path.join(os.path.dirname(hook.split(">>")[1].strip()), "status.jsonl")
+        result = subprocess.run([CLI, "--json-status", status, "--on-exit", hook, "--", *JOB], timeout=60)
+        assert result.returncode == 3
+        events.extend((e.pop("event"), e) for e in read_status(__import__("pathlib").Path(status)))
+    elif entry == "run":
+        assert sandbox.run(JOB, **options).returncode == 3
+    elif entry == "Popen":
+        with sandbox.Popen(JOB, **options) as process:
+            assert process.wait() == 3
+    elif entry == "Job":
+        with sandbox.Job(**options) as job:
+            assert job.run(JOB).returncode == 3
+    elif entry == "run_async":
+        assert asyncio.run(sandbox.run_async(JOB, **options)).returncode == 3
+    elif entry == "create_process":
+        async def main() -> int:
+            process = await sandbox.create_process(JOB, **options)
+            return await process.wait()
+        assert asyncio.run(main()) == 3
+    elif entry == "AsyncJob":
+        async def main() -> int:
+            async with sandbox.AsyncJob(**options) as job:
+                return (await job.run(JOB)).returncode
+        assert asyncio.run(main()) == 3
+    else:
+        raise ValueError(entry)
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_hooks_run_once_and_finished_comes_last(tmp_path, entry, no_leftovers):
+    log = tmp_path / "hook.log"
+    events: list = []
+    run_through(entry, f"echo once >> {log}", events)
+    assert log_lines(log) == ["once"]
+    names = [name for name, _ in events]
+    assert names[-2:] == ["hook", "finished"], names
+    assert names.count("hook") == 1 and names.count("finished") == 1
+    assert events[-1][1]["status"] == (0 if entry in ("Job", "AsyncJob") else 3)
+
+
+def test_asyncio_cancellations_leave_no_descriptor_behind(no_leftovers):
+    async def one(delay: float) -> None:
+        task = asyncio.ensure_future(sandbox.create_process(["sleep", "5"], grace=0))
+        await asyncio.sleep(delay)
+        task.cancel()
+        try:
+            process = await task
+        except asyncio.CancelledError:
+            return
+        await process.stop()
+
+    async def main() -> None:
+        rng = random.Random(7)
+        for _ in range(200):
+            await one(rng.choice([0, 0, 0.0005, 0.001, 0.003, 0.01]))
+
+    asyncio.run(sandbox.run_async(["true"]))  # the spawn server and its channel exist before we count
+    before = sorted(os.listdir("/proc/self/fd"))
+    asyncio.run(main())
+    assert sorted(os.listdir("/proc/self/fd")) == before

@@ -1,0 +1,93 @@
+"""One signal sent to a whole process group (kill -SIG -PGID, coreutils timeout, a service manager
+stopping a unit) reaches the job once, as it would under bash, and its cleanup runs to its end."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+import pytest
+
+from support import CLI, PYTHON, log_lines, marked_processes, signal_job, wait_for
+
+GROUP_SIGNALS = ["SIGTERM", "SIGINT", "SIGHUP"]
+
+
+def start(entry: str, argv: list[str], tmp_path) -> subprocess.Popen:
+    """A launcher (the command, or a Python program using sandbox.run) leading a process group of its own."""
+    if entry == "cli":
+        command = [CLI, "--grace", "10", *argv]
+    else:
+        command = [PYTHON, "-c", f"import sandbox; sandbox.run({argv!r}, grace=10)"]
+    return subprocess.Popen(command, cwd=tmp_path, start_new_session=True, stderr=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("entry", ["cli", "api"])
+@pytest.mark.parametrize("name", GROUP_SIGNALS)
+def test_a_signal_to_the_whole_group_reaches_the_job_once(tmp_path, entry, name, no_leftovers):
+    sig = getattr(signal, name)
+    argv, log = signal_job(tmp_path, cleanup=1.0)
+    launcher = start(entry, argv, tmp_path)
+    try:
+        assert wait_for(lambda: log_lines(log))
+        os.killpg(launcher.pid, sig)
+        # The job's cleanup (1 s) must run to its end, with nothing on top of the one signal.
+        assert wait_for(lambda: "cleaned" in log_lines(log), timeout=20)
+        launcher.wait(timeout=30)
+        assert wait_for(lambda: not marked_processes(no_leftovers, {os.getpid()}))
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    assert log_lines(log)[1:] == [name, "cleaned"]
+    # The command waited and died of the job's signal; a Python caller died of it too (at once for
+    # SIGTERM and SIGHUP, whose default ends it; after the job for SIGINT, as KeyboardInterrupt).
+    assert launcher.returncode == -sig
+
+
+TRAP_JOB = """#!/usr/bin/env bash
+trap 'trap - TERM; sleep 1; echo ended >> "$1"; exit 143' TERM
+echo ready >> "$1"
+sleep 300 & wait
+"""
+
+
+def test_coreutils_timeout_lets_the_trap_finish(tmp_path, no_leftovers):
+    """timeout(1) signals its child, then its whole group: under bash alone the trap finishes."""
+    job = tmp_path / "job.sh"
+    job.write_text(TRAP_JOB)
+    job.chmod(0o755)
+    log = tmp_path / "log"
+    for attempt in range(3):
+        log.write_text("")
+        result = subprocess.run(["timeout", "-s", "TERM", "2", CLI, "--", str(job), str(log)], cwd=tmp_path,
+                                timeout=60)
+        assert result.returncode == 124, attempt
+        assert log_lines(log) == ["ready", "ended"], attempt
+        assert wait_for(lambda: not marked_processes(no_leftovers, {os.getpid()}))
+
+
+@pytest.mark.parametrize("to", ["launcher", "group"])
+def test_a_signal_while_a_hook_runs_reaches_the_hook_once(tmp_path, to, no_leftovers):
+    """The launcher waits for its hooks without going deaf: what it gets, the running hook gets, once."""
+    argv, log = signal_job(tmp_path, cleanup=0.5)
+    # exec: a signal sent to the launcher alone goes to the hook's process, as `kill` would send it to a
+    # shell; the shell would not pass it on to its child.
+    hook = "exec " + " ".join(f"'{a}'" for a in argv)
+    launcher = subprocess.Popen([CLI, "--on-exit", hook, "--", "true"], cwd=tmp_path, start_new_session=True,
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: log_lines(log))
+        if to == "group":
+            os.killpg(launcher.pid, signal.SIGTERM)
+        else:
+            launcher.send_signal(signal.SIGTERM)
+        _, err = launcher.communicate(timeout=30)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    assert log_lines(log)[1:] == ["SIGTERM", "cleaned"]
+    assert "on-exit hook failed (killed by SIGTERM)" in err
+    assert launcher.returncode == 0  # the job's status: a hook never changes it
