@@ -37,7 +37,7 @@ from math import log
 
 try:
     import sandbox
-    import sandbox.spawner
+    from sandbox.api import spawner
 except ImportError as exc:
     sys.exit(f"run.py: cannot import the project ({exc}); run this script with the Python of the "
              "virtualenv where sandboxed-run is installed (pip install -e .)")
@@ -78,10 +78,11 @@ CALLER_KILL_JOB = SPAWN_SLEEPERS + "echo ready\nwait\n"
 # or the reaper) matches the job's mark; they all still carry RUN_ID for the final sweep.
 CALLER_SCRIPT = """
 import os, sys
-import sandbox, sandbox.spawner
+import sandbox
+from sandbox.api import spawner
 env = dict(os.environ, SANDBOX_BENCH_MARK=os.environ["BENCH_CALLER_OF"])
 job = sandbox.Popen(["sh", "-c", sys.argv[1], "sh", sys.argv[2]], grace=0, env=env, stdin=sandbox.DEVNULL)
-server = getattr(getattr(sandbox.spawner, "_server", None), "pid", None) or 0
+server = spawner.current().pid
 print("pids", job.pid, job.reaper_pid, server, flush=True)
 job.wait()
 """
@@ -645,9 +646,9 @@ def helpers_private(jobs: list[sandbox.Popen]) -> tuple[float, int]:
     Every child of the server counts, not only the jobs' reapers: one it keeps ready for the next
     request costs memory too.
     """
-    server = getattr(getattr(sandbox.spawner, "_server", None), "pid", None)
+    server = spawner.current().pid if spawner.current() is not None else None
     if not server:
-        raise RuntimeError("cannot find the spawn server's PID (sandbox.spawner._server.pid)")
+        raise RuntimeError("cannot find the spawn server's PID (sandbox.api.spawner.current())")
     pids = {server} | children(server) | {job.reaper_pid for job in jobs}
     return sum(private_kib(pid) for pid in pids) / 1024.0, len(pids)
 

@@ -27,11 +27,10 @@ import sys
 
 import prctl
 
-from sandbox import linux, protocol
-from sandbox.errors import EXIT_FAILURE, SandboxError
-from sandbox.signals import CALLER_GONE, FORWARDED, PARENT_GONE, reset_for_helper
-
 from . import launch
+from .shared import hooks, linux, wire
+from .shared.errors import EXIT_FAILURE, SandboxError
+from .shared.signals import CALLER_GONE, FORWARDED, PARENT_GONE, reset_for_helper
 
 
 def main(channel_fd: int, caller_pidfd: int) -> None:
@@ -50,7 +49,7 @@ def main(channel_fd: int, caller_pidfd: int) -> None:
         return  # the caller died before PDEATHSIG was armed
     gc.freeze()  # forked reapers then share the heap instead of copying every page a collection touches
     server = Server(channel, caller_pidfd, sigfd)
-    protocol.send(channel, ("ready", os.getpid()))
+    wire.send(channel, wire.Ready(os.getpid()))
     server.make_spare()
     server.serve()
 
@@ -99,51 +98,49 @@ class Server:
 
     def serve_request(self, poller: select.poll) -> None:
         try:
-            message, fds, _ = protocol.recv(self.channel)
-        except (protocol.Closed, ConnectionError):
+            message, fds, _ = wire.recv(self.channel)
+        except (wire.Closed, ConnectionError):
             self.release(poller)
             return
         except ValueError:
             return
-        if message[0] == "claim":
-            self.hooks.pop(message[1], None)  # the caller runs them itself
-            self.ended.discard(message[1])
-        elif message[0] == "spawn":
-            self.spawn(message[1], message[2], fds)
+        if isinstance(message, wire.Claim):
+            self.hooks.pop(message.ticket, None)  # the caller runs them itself
+            self.ended.discard(message.ticket)
+        elif isinstance(message, wire.Spawn):
+            self.spawn(message, fds)
             self.make_spare()
         for fd in fds:
             os.close(fd)
 
-    def spawn(self, request: dict, present: list[bool], fds: list[int]) -> None:
-        it = iter(fds)
-        stdio = tuple(next(it) if flag else None for flag in present)
+    def spawn(self, request: wire.Spawn, fds: list[int]) -> None:
+        order = request.order
         try:
-            userns = request["spec"].get("userns")
+            userns = order.spec.userns_ids
             # A user namespace's reaper is forked fresh through its own parent: the spare's namespaces are ours.
-            pid, pidfd, sock = self.fork_reaper(userns, request.get("pgid")) if userns is not None \
-                else self.take_reaper()
+            pid, pidfd, sock = self.fork_reaper(userns, order.pgid) if userns is not None else self.take_reaper()
             try:
-                launch.send_job(sock, pid, request, stdio)  # type: ignore[arg-type]
+                launch.hand_over(sock, pid, order, tuple(fds))
             except BaseException:
                 sock.close()  # it sees end of file and exits; SIGCHLD reaps it
                 raise
         except SandboxError as exc:
-            self.reply(("error", exc.exit_code, exc.message, exc.errno or 0))
+            self.reply(wire.Failed(exc.exit_code, exc.message, exc.errno or 0))
             return
         except OSError as exc:
-            self.reply(("error", EXIT_FAILURE, f"cannot start the sandbox: {exc.strerror or exc}", exc.errno or 0))
+            self.reply(wire.Failed(EXIT_FAILURE, f"cannot start the sandbox: {exc.strerror or exc}", exc.errno or 0))
             return
         ticket = 0
-        if request.get("on_exit"):
+        if request.on_exit:
             ticket, self.next_ticket = self.next_ticket, self.next_ticket + 1
-            self.hooks[ticket] = request["on_exit"]
+            self.hooks[ticket] = list(request.on_exit)
             self.tickets[pid] = ticket
-        self.reply(("spawned", pid, ticket), [sock.fileno(), pidfd])
+        self.reply(wire.Spawned(pid, ticket), [sock.fileno(), pidfd])
         sock.close()
 
-    def reply(self, message: tuple, fds: list[int] | None = None) -> None:
+    def reply(self, message: wire.Message, fds: list[int] | None = None) -> None:
         try:
-            protocol.send(self.channel, message, fds=fds or ())
+            wire.send(self.channel, message, fds=fds or ())
         except OSError:
             pass  # the caller is gone; its pidfd or the channel's end of file tells us in a moment
 
@@ -157,7 +154,8 @@ class Server:
             sock.close()  # it sees end of file and exits; SIGCHLD reaps it
         return self.fork_reaper()
 
-    def fork_reaper(self, userns: list[int] | None = None, pgid: int | None = None) -> tuple[int, int, socket.socket]:
+    def fork_reaper(self, userns: tuple[int, int] | None = None,
+                    pgid: int | None = None) -> tuple[int, int, socket.socket]:
         if userns is None:
             self.mount_watch.poll(0)  # consume earlier changes: the new reaper's copy includes them
         pid, pidfd, sock = launch.fork(userns, pgid)
@@ -209,12 +207,11 @@ class Server:
         the caller, so only the stop reason is known. A caller that let us go but lives runs its own."""
         if not self.caller_dead:
             return
-        from sandbox import hooks
-
         for ticket in sorted(self.ended):
             commands = self.hooks.pop(ticket)
             try:
-                hooks.run_hooks(commands, hooks.environment(None, None, "caller died"), None, prog="sandbox")
+                hooks.run_hooks(commands, hooks.environment(None, None, wire.StopReason.CALLER_DIED), None,
+                                prog="sandbox")
             except BaseException:  # noqa: BLE001 - a hook must never take the server, and the other sandboxes, down
                 pass
         self.ended.clear()

@@ -1,7 +1,12 @@
 """sandboxed-run: run commands in a private mount and PID namespace that the kernel tears down.
 
-The public API: run, Popen (subprocess's interface), SandboxError, and PIPE/STDOUT/DEVNULL.
-Names load on first use so that the command-line tool pays only for what it needs.
+The public API: run, Popen (subprocess's interface), Job (several commands in one sandbox), their
+asyncio variants (run_async, create_process, AsyncJob), SandboxError and its kinds, and
+PIPE/STDOUT/DEVNULL. Names load on first use so that the command-line tool pays only for what it needs.
+
+Layout: sandbox/api runs in the caller's program, sandbox/cli is the sandboxed-run command, and
+sandbox/client.py is the end of a reaper that both hold; the helper processes and the layer every
+process shares (the option table, the wire, Linux calls) are in sandboxed_run_helpers.
 """
 
 from __future__ import annotations
@@ -9,21 +14,23 @@ from __future__ import annotations
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing into every helper process
 
 __all__ = ["run", "Popen", "Job", "JobProcess", "RemoteTraceback", "run_async", "create_process", "AsyncProcess",
-           "AsyncJob", "SandboxError", "CommandNotFound",
-           "NotExecutable", "PIPE", "STDOUT", "DEVNULL"]
+           "AsyncJob", "SandboxError", "CommandNotFound", "NotExecutable", "PIPE", "STDOUT", "DEVNULL"]
 
 _HOMES = {
-    "run": "popen", "Popen": "popen", "PIPE": "popen", "STDOUT": "popen", "DEVNULL": "popen",
-    "Job": "job", "JobProcess": "job", "RemoteTraceback": "job",
-    "run_async": "aio", "create_process": "aio", "AsyncProcess": "aio", "AsyncJob": "aio",
-    "SandboxError": "errors", "CommandNotFound": "errors", "NotExecutable": "errors",
+    "run": ".api.popen", "Popen": ".api.popen", "PIPE": ".api.popen", "STDOUT": ".api.popen",
+    "DEVNULL": ".api.popen",
+    "Job": ".api.job", "JobProcess": ".api.job", "RemoteTraceback": ".api.job",
+    "run_async": ".api.aio", "create_process": ".api.aio", "AsyncProcess": ".api.aio", "AsyncJob": ".api.aio",
+    "SandboxError": "sandboxed_run_helpers.shared.errors", "CommandNotFound": "sandboxed_run_helpers.shared.errors",
+    "NotExecutable": "sandboxed_run_helpers.shared.errors",
 }
 
 if TYPE_CHECKING:
-    from .aio import AsyncJob, AsyncProcess, create_process, run_async
-    from .errors import CommandNotFound, NotExecutable, SandboxError
-    from .job import Job, JobProcess, RemoteTraceback
-    from .popen import DEVNULL, PIPE, STDOUT, Popen, run
+    from sandboxed_run_helpers.shared.errors import CommandNotFound, NotExecutable, SandboxError
+
+    from .api.aio import AsyncJob, AsyncProcess, create_process, run_async
+    from .api.job import Job, JobProcess, RemoteTraceback
+    from .api.popen import DEVNULL, PIPE, STDOUT, Popen, run
 
 
 def __getattr__(name: str) -> object:
@@ -32,6 +39,6 @@ def __getattr__(name: str) -> object:
         raise AttributeError(f"module 'sandbox' has no attribute {name!r}")
     from importlib import import_module
 
-    value = getattr(import_module(f".{home}", __name__), name)
+    value = getattr(import_module(home, __name__), name)
     globals()[name] = value
     return value

@@ -1,4 +1,5 @@
-"""The launcher's end of one running sandbox: what its reaper reports, and what we ask of it."""
+"""The launcher's end of one running sandbox (the command's, or the API caller's): what its reaper
+reports, what we ask of it, and the one way to wait until every process of it is gone."""
 
 from __future__ import annotations
 
@@ -6,25 +7,30 @@ import _socket as socket  # the C module: the command-line tool skips socket.py'
 import _thread
 import os
 import select
+import signal
 import time
 from collections.abc import Callable
+from typing import Any, TypeVar
 
-from . import linux, protocol
-from .errors import EXIT_FAILURE, SandboxError
+from sandboxed_run_helpers.shared import linux, wire
+from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, SandboxError
+
+T = TypeVar("T")
 
 
 class ReaperClient:
     """Talks to one reaper over its socket and watches its pidfd.
 
-    The job is over when the reaper has said how the main process ended and the reaper itself has
-    exited: the kernel makes PID 1's exit wait for every other process of the namespace, so once its
-    pidfd is readable nothing of the sandbox runs and its mounts are gone.
+    The job is over when the reaper has said how the main process ended (its socket then closes) and
+    the reaper itself has exited: the kernel makes PID 1's exit wait for every other process of the
+    namespace, so once its pidfd is readable nothing of the sandbox runs and its mounts are gone. A
+    command of a session has no pidfd of its own: it is over when its socket closes.
     """
 
     def __init__(self, reaper_pid: int, pidfd: int | None, sock: socket.socket,
                  on_event: Callable[[str, dict], None] | None = None) -> None:
         self.reaper_pid = reaper_pid
-        self.pidfd = pidfd if pidfd is not None else -1  # none: a command of a session, over when its socket closes
+        self.pidfd = pidfd if pidfd is not None else -1
         self.sock = sock
         self.ready = False  # the job started, or the session is ready for commands
         self.on_event = on_event
@@ -33,8 +39,8 @@ class ReaperClient:
         self.error: SandboxError | None = None
         self.events: list[tuple[str, dict]] = []
         self.closed = False  # the reaper closed its end
-        self.gone = False  # the reaper has exited
-        self.hooks_ticket: tuple | None = None  # (spawn server, ticket): who else would run our hooks
+        self.gone = False  # every process of the sandbox has ended
+        self.hooks_ticket: tuple[Any, int] | None = None  # (spawn server, ticket): who else would run our hooks
         self._lock = _thread.RLock()  # _thread: the command-line tool need not import threading
 
     # -- reading -----------------------------------------------------------------------------------
@@ -48,41 +54,44 @@ class ReaperClient:
                 return
             while True:
                 try:
-                    message, fds, pid = protocol.recv(self.sock, socket.MSG_DONTWAIT)
+                    message, fds, pid = wire.recv(self.sock, socket.MSG_DONTWAIT)
                 except BlockingIOError:
                     return
-                except (protocol.Closed, ConnectionError):
+                except (wire.Closed, ConnectionError):
                     self._closed()
                     return
                 except ValueError:
                     continue
                 self._handle(message, pid, fds)
 
-    def _handle(self, message: tuple, pid: int | None, fds: list[int]) -> None:
-        kind = message[0]
-        if kind == "event":
-            name, fields = message[1], message[2]
-            if name == "started":
-                self.job_pid = fields["job_pid"] = pid
+    def _handle(self, message: wire.Message, pid: int | None, fds: list[int]) -> None:
+        if isinstance(message, wire.Event):
+            if message.name == wire.EventName.STARTED:
+                self.job_pid = message.fields["job_pid"] = pid
                 self.ready = True
-            elif name == "ready":
+            elif message.name == wire.EventName.READY:
                 self.ready = True
-            self.events.append((name, fields))
-            if self.on_event is not None:
-                self.on_event(name, fields)
-        elif kind == "reaper" and fds:
+            self.emit(message.name, message.fields)
+        elif isinstance(message, wire.ReaperIs) and fds:
             # The PID 1 under a user namespace's intermediate parent, and a pidfd for it: the sandbox ends
             # with it, even if that parent is killed first.
-            self.reaper_pid = message[1]
+            self.reaper_pid = message.pid
             if self.pidfd >= 0:
                 os.close(self.pidfd)
             self.pidfd = fds.pop(0)
-        elif kind == "exited":
-            self.status = message[1]
-        elif kind == "error":
-            self.error = SandboxError.for_exit_code(message[1], message[2], message[3] if len(message) > 3 else 0)
+        elif isinstance(message, wire.Exited):
+            self.status = message.status
+        elif isinstance(message, wire.Failed):
+            self.error = SandboxError.for_exit_code(message.exit_code, message.message, message.errno)
         for fd in fds:
             os.close(fd)
+
+    def emit(self, name: str, fields: dict) -> None:
+        """An event of this sandbox: recorded, and passed to on_event (its name a plain str)."""
+        name = str(name)
+        self.events.append((name, fields))
+        if self.on_event is not None:
+            self.on_event(name, fields)
 
     def _closed(self) -> None:
         self.closed = True
@@ -90,7 +99,34 @@ class ReaperClient:
             self.error = SandboxError(
                 f"the sandbox's reaper (pid {self.reaper_pid}) died; the kernel killed the job with it", EXIT_FAILURE)
 
-    # -- waiting -----------------------------------------------------------------------------------
+    # -- waiting: one state machine, driven by wait() here and by the asyncio side -------------------
+
+    def waiting_on(self) -> int | None:
+        """The descriptor to wait on before advance() learns more; None once every process is gone."""
+        if not self.closed:
+            return self.sock.fileno()
+        if not self.gone and self.pidfd >= 0:
+            return self.pidfd
+        self.gone = True
+        return None
+
+    def advance(self) -> None:
+        """Take what the descriptors of waiting_on() say, without blocking."""
+        if not self.closed:
+            self.pump(0)
+        if self.closed and not self.gone and (self.pidfd < 0 or select.select([self.pidfd], [], [], 0)[0]):
+            self.gone = True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until every process of the sandbox is gone; False if timeout passed first."""
+        deadline = linux.deadline_after(timeout)
+        while (fd := self.waiting_on()) is not None:
+            if not select.select([fd], [], [], linux.wait_seconds(deadline))[0]:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+                continue
+            self.advance()
+        return True
 
     def wait_started(self) -> None:
         """Block until the job runs (or the session is ready), or raise the SandboxError that kept it from it."""
@@ -100,54 +136,51 @@ class ReaperClient:
             self.wait(None)
             raise self.error or SandboxError("the sandbox ended before its job started")
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait until every process of the sandbox is gone; False if timeout passed first."""
-        deadline = linux.deadline_after(timeout)
-        while not self.closed:
-            self.pump(linux.wait_seconds(deadline))
-            if deadline is not None and time.monotonic() >= deadline and not self.closed:
-                return False
-        while not self.gone and self.pidfd >= 0:
-            if select.select([self.pidfd], [], [], linux.wait_seconds(deadline))[0]:
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-        self.gone = True
-        return True
-
     @property
     def finished(self) -> bool:
-        if not self.closed:
-            self.pump(0)
-        if self.closed and not self.gone and (self.pidfd < 0 or select.select([self.pidfd], [], [], 0)[0]):
-            self.gone = True
-        return self.gone
+        self.advance()
+        return self.waiting_on() is None
+
+    def through_interrupts(self, wait: Callable[[], T]) -> T:
+        """wait() to its end even through Ctrl+C, each relayed to the job (the reaper drops those the terminal
+        gave it already); then raise KeyboardInterrupt if there was one. The one "wait through Ctrl+C"."""
+        interrupted = False
+        while True:
+            try:
+                result = wait()
+                break
+            except KeyboardInterrupt:
+                interrupted = True
+                self.relay(signal.SIGINT)
+        if interrupted:
+            raise KeyboardInterrupt
+        return result
 
     # -- asking ------------------------------------------------------------------------------------
 
-    def send(self, message: tuple) -> bool:
+    def send(self, message: wire.Message) -> bool:
         """Ask the reaper something; False if it is no longer listening."""
         if self.closed:
             return False
         try:
-            protocol.send(self.sock, message)
+            wire.send(self.sock, message)
             return True
         except OSError:
             return False
 
     def signal(self, signum: int, origin: str = "caller") -> bool:
         """Send the job a signal, now (the caller's own decision: send_signal, terminate, kill)."""
-        return self.send(("signal", int(signum), origin))
+        return self.send(wire.Signal(int(signum), origin))
 
     def relay(self, signum: int) -> bool:
         """Pass on a signal we received ourselves; the reaper drops it if the same one reached the job
         directly (a terminal's Ctrl+C, a signal to our whole process group or cgroup)."""
-        return self.send(("relay", int(signum)))
+        return self.send(wire.Relay(int(signum)))
 
-    def stop(self, grace: float | None, reason: str, after_interrupt: bool = False) -> bool:
-        """Stop the job: stop signal, grace, SIGKILL. after_interrupt: we stop because of a Ctrl+C or a
-        cancellation, so no stop signal is added if a signal asking for an end reached the job already."""
-        return self.send(("stop", grace, reason, after_interrupt))
+    def stop(self, grace: float | None, reason: wire.StopReason, after_interrupt: bool = False) -> bool:
+        """Stop the job: stop signal, grace (None: the sandbox's), SIGKILL. after_interrupt: we stop because of
+        a Ctrl+C or a cancellation, so no stop signal is added if one asking for an end reached the job."""
+        return self.send(wire.Stop(grace, reason, after_interrupt))
 
     def close(self) -> None:
         if self.sock.fileno() >= 0:

@@ -35,15 +35,12 @@ def no_leftovers(request, tmp_path, tmp_path_factory):
     finally:
         problems = []
         # The API's spawn server belongs to the test that started it: shutting it down stops its sandboxes.
-        from sandbox import spawner
+        from sandbox.api import spawner
 
-        server = spawner._server
-        spawner._server = None
-        if server is not None and server.owner == os.getpid():
-            try:
-                server.shutdown(timeout=30)
-            except subprocess.TimeoutExpired:
-                problems.append("the spawn server did not exit within 30 s of its channel closing")
+        try:
+            spawner.shut_down(timeout=30)
+        except subprocess.TimeoutExpired:
+            problems.append("the spawn server did not exit within 30 s of its channel closing")
         me = {os.getpid()}
         if not wait_for(lambda: not marked_processes(token, me), timeout=15):
             left = marked_processes(token, me)

@@ -55,10 +55,10 @@ def children(pid: int) -> list[int]:
 
 def this_process() -> set[int]:
     """This test process, its spawn server and the server's idle reaper: marked, but expected to live on."""
-    from sandbox import spawner
+    from sandbox.api import spawner
 
     pids = {os.getpid()}
-    server = spawner._server.pid if spawner._server is not None else None
+    server = spawner.current().pid if spawner.current() is not None else None
     if server:
         pids.add(server)
         pids.update(pid for pid in children(server) if not children(pid))

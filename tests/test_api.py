@@ -55,7 +55,7 @@ def test_missing_and_non_executable_programs_raise_oserror_subclasses():
         ({"args": ["true"], "tmpfs": ["relative"]}, ValueError),
         ({"args": ["true"], "tmpfs": "/tmp"}, ValueError),
         ({"args": ["true"], "propagation": "shared"}, ValueError),
-        ({"args": ["true"], "binds": ["/no/such/path:/mnt"]}, sandbox.SandboxError),
+        ({"args": ["true"], "bind": ["/no/such/path:/mnt"]}, sandbox.SandboxError),
         ({"args": ["true"], "tmpfs": ["/etc/hostname"]}, sandbox.SandboxError),
         ({"args": ["true"], "timeout": -1}, ValueError),
         ({"args": ["true"], "stdin": -7}, ValueError),
@@ -63,13 +63,13 @@ def test_missing_and_non_executable_programs_raise_oserror_subclasses():
     ],
 )
 def test_bad_arguments_raise_before_anything_starts(kwargs, error):
-    from sandbox import spawner
+    from sandbox.api import spawner
 
-    before = spawner._server
+    before = spawner.current()
     descriptors = len(os.listdir("/proc/self/fd"))
     with pytest.raises(error):
         sandbox.run(**kwargs)
-    assert spawner._server is before, "a sandbox was started for bad arguments"
+    assert spawner.current() is before, "a sandbox was started for bad arguments"
     assert len(os.listdir("/proc/self/fd")) == descriptors, "a descriptor of ours was left open"
 
 

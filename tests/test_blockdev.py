@@ -56,7 +56,7 @@ def test_helpers_refuse_a_mount_namespace_left_by_unshare(tmp_path):
 
 
 def _has_device_mapper() -> bool:
-    from sandboxed_run_helpers.blockdev import device_mapper_available
+    from sandboxed_run_helpers.inside.blockdev import device_mapper_available
 
     return device_mapper_available()
 

@@ -11,7 +11,7 @@ import signal
 import pytest
 
 import sandbox
-from sandbox import spawner
+from sandbox.api import spawner
 from support import alive, log_lines, wait_for
 
 
@@ -39,7 +39,7 @@ def test_a_bad_descriptor_fails_that_call_alone(tmp_path, bad, no_leftovers):
 def test_a_killed_spawn_server_leaves_running_jobs_their_real_end(tmp_path, no_leftovers):
     log = tmp_path / "hook"
     job = sandbox.Popen(["sh", "-c", "sleep 1; exit 7"], on_exit=[f"echo hook >> {log}"])
-    server = spawner._server.pid
+    server = spawner.current().pid
     os.kill(server, signal.SIGKILL)
     assert wait_for(lambda: not alive(server))
     try:
@@ -51,10 +51,10 @@ def test_a_killed_spawn_server_leaves_running_jobs_their_real_end(tmp_path, no_l
     assert log_lines(log) == ["hook"]
     # The next call starts a fresh server.
     assert sandbox.run(["sh", "-c", "exit 5"]).returncode == 5
-    assert spawner._server.pid != server
+    assert spawner.current().pid != server
 
 
 def test_a_killed_spawn_server_leaves_a_running_job_session_usable_to_its_end(no_leftovers):
     with sandbox.Job() as job:
-        os.kill(spawner._server.pid, signal.SIGKILL)
+        os.kill(spawner.current().pid, signal.SIGKILL)
         assert job.run(["sh", "-c", "exit 3"]).returncode == 3

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 import sandbox
-from sandbox import spawner
+from sandbox.api import spawner
 from support import CLI, marked_processes, wait_for
 
 
@@ -55,14 +55,14 @@ def test_the_api_takes_endless_durations(no_leftovers):
     ({"stop_signal": 1.5}, TypeError), ({"stop_signal": None}, TypeError), ({"stop_signal": True}, TypeError),
     ({"stop_signal": "RTMIN-1"}, ValueError), ({"stop_signal": 33}, ValueError),
     ({"timeout": "1"}, TypeError), ({"timeout": float("nan")}, ValueError), ({"grace": "1"}, TypeError),
-    ({"cwd": "/tmp\0x"}, ValueError), ({"tmpfs": ["/"]}, ValueError), ({"binds": ["/tmp:/"]}, ValueError),
+    ({"cwd": "/tmp\0x"}, ValueError), ({"tmpfs": ["/"]}, ValueError), ({"bind": ["/tmp:/"]}, ValueError),
     ({"env": {"": "x"}}, ValueError), ({"env": {"A": 1}}, TypeError),
 ])
 def test_the_api_checks_types_and_values_before_anything_starts(kwargs, error):
-    before = spawner._server
+    before = spawner.current()
     with pytest.raises(error):
         sandbox.run(["true"], **kwargs)
-    assert spawner._server is before
+    assert spawner.current() is before
 
 
 def test_the_status_file_is_never_reached_through_a_symlink(tmp_path):

@@ -1,7 +1,8 @@
 """One contract, every entry point: the command, run, Popen, Job, run_async, create_process, AsyncJob.
 
 Hooks run exactly once, after the sandbox is gone; the events end with the hooks' and then
-`finished`; and asyncio's cancellations leave no descriptor of ours behind.
+`finished`; a stop gives the job its grace period; a Ctrl+C reaches the job once, with no stop signal
+on top; and asyncio's cancellations leave no descriptor of ours behind.
 """
 
 from __future__ import annotations
@@ -9,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import signal
 import subprocess
 
 import pytest
 
 import sandbox
-from support import CLI, log_lines, read_status
+from support import CLI, PYTHON, ctrl_c_on_a_signal_job, log_lines, read_status, signal_job, signal_of
 
 ENTRY_POINTS = ["cli", "run", "Popen", "Job", "run_async", "create_process", "AsyncJob"]
 JOB = ["sh", "-c", "exit 3"]
@@ -87,3 +89,86 @@ def test_asyncio_cancellations_leave_no_descriptor_behind(no_leftovers):
     before = sorted(os.listdir("/proc/self/fd"))
     asyncio.run(main())
     assert sorted(os.listdir("/proc/self/fd")) == before
+
+
+# One program per entry point: run ARGV (a signal-logging job) with a 5 s grace period. MODE "wait" waits
+# for its end (a Ctrl+C may come); "stop" stops it once it is ready, the entry point's own way.
+PROGRAMS = {
+    "run": """
+try:
+    sandbox.run(ARGV, grace=5, timeout=1 if MODE == "stop" else None)
+except subprocess.TimeoutExpired:
+    pass
+""",
+    "Popen": """
+with sandbox.Popen(ARGV, grace=5) as p:
+    if MODE == "stop":
+        ready()
+        p.stop()
+    p.wait()
+""",
+    "Job": """
+with sandbox.Job(grace=5) as job:
+    p = job.Popen(ARGV)
+    if MODE == "stop":
+        ready()
+    else:
+        p.wait()
+""",
+    "run_async": """
+async def main():
+    try:
+        await sandbox.run_async(ARGV, grace=5, timeout=1 if MODE == "stop" else None)
+    except subprocess.TimeoutExpired:
+        pass
+asyncio.run(main())
+""",
+    "create_process": """
+async def main():
+    async with await sandbox.create_process(ARGV, grace=5) as p:
+        if MODE == "stop":
+            await asyncio.to_thread(ready)
+            await p.stop()
+        await p.wait()
+asyncio.run(main())
+""",
+    "AsyncJob": """
+async def main():
+    async with sandbox.AsyncJob(grace=5) as job:
+        p = await job.create_process(ARGV)
+        if MODE == "stop":
+            await asyncio.to_thread(ready)
+        else:
+            await p.wait()
+asyncio.run(main())
+""",
+}
+
+PRELUDE = """
+import asyncio, os, subprocess, sys, time, sandbox
+ARGV, LOG, MODE = {argv!r}, {log!r}, {mode!r}
+def ready():
+    while not os.path.exists(LOG):
+        time.sleep(0.02)
+"""
+
+
+def program(entry: str, argv: list[str], log, mode: str) -> list[str]:
+    if entry == "cli":
+        return [CLI, "--grace", "5", *(["--timeout", "1"] if mode == "stop" else []), "--", *argv]
+    return [PYTHON, "-c", PRELUDE.format(argv=argv, log=str(log), mode=mode) + PROGRAMS[entry]]
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_a_stop_gives_the_job_its_grace_period(tmp_path, entry, no_leftovers):
+    argv, log = signal_job(tmp_path, cleanup=1.0)
+    result = subprocess.run(program(entry, argv, log, "stop"), cwd=tmp_path, timeout=60, capture_output=True)
+    assert log_lines(log)[1:] == ["SIGTERM", "cleaned"], result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_ctrl_c_reaches_the_job_once_and_nothing_comes_on_top(tmp_path, entry, no_leftovers):
+    argv, log = signal_job(tmp_path, cleanup=1.0)
+    status, lines_at_exit, output = ctrl_c_on_a_signal_job(program(entry, argv, log, "wait"), tmp_path, log)
+    assert lines_at_exit[1:] == ["SIGINT", "cleaned"], output[-2000:]
+    assert signal_of(status) == signal.SIGINT

@@ -35,11 +35,11 @@ def test_bind_and_ro_bind(tmp_path):
     (src / "file").write_text("data")
     dst = tmp_path / "dst"
     dst.mkdir()
-    result = sandbox.run(["sh", "-c", f"cat {dst}/file && touch {dst}/new"], binds=[f"{src}:{dst}"],
+    result = sandbox.run(["sh", "-c", f"cat {dst}/file && touch {dst}/new"], bind=[f"{src}:{dst}"],
                          capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout == "data"
     assert (src / "new").exists()
-    result = sandbox.run(["sh", "-c", f"touch {dst}/again"], ro_binds=[(str(src), str(dst))],
+    result = sandbox.run(["sh", "-c", f"touch {dst}/again"], ro_bind=[(str(src), str(dst))],
                          capture_output=True, text=True)
     assert result.returncode != 0 and "Read-only" in result.stderr
     assert not (src / "again").exists()

@@ -258,7 +258,7 @@ def test_a_bind_opens_a_writable_hole_in_a_read_only_path(outside_tmp):
     hole = outside_tmp / "hole"
     hole.mkdir()
     result = sandbox.run(["sh", "-c", f"touch {hole}/yes && touch {outside_tmp}/no"], read_only=[str(outside_tmp)],
-                         binds=[str(hole)], capture_output=True, text=True)
+                         bind=[str(hole)], capture_output=True, text=True)
     assert "Read-only" in result.stderr and result.returncode != 0
     assert (hole / "yes").exists() and not (outside_tmp / "no").exists()
 

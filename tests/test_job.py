@@ -113,9 +113,9 @@ def test_caller_sigkilled_with_a_job_open_gives_the_grace_period(tmp_path, no_le
 
 
 def test_bad_job_arguments_raise_before_anything_starts():
-    from sandbox import spawner
+    from sandbox.api import spawner
 
-    before = spawner._server
+    before = spawner.current()
     for kwargs in ({"grace": -1}, {"tmpfs": ["relative"]}, {"propagation": "up"}, {"stop_signal": "NOPE"}):
         with pytest.raises(ValueError):
             sandbox.Job(**kwargs)
@@ -127,7 +127,7 @@ def test_bad_job_arguments_raise_before_anything_starts():
         with pytest.raises(FileNotFoundError):
             job.run(["no-such-program-xyz"])
         assert job.run(["true"]).returncode == 0, "a failed command must not end the job"
-    assert spawner._server is not None or before is None
+    assert spawner.current() is not None or before is None
 
 
 @pytest.mark.sandbox_job(tmpfs=["/mnt"])

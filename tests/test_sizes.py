@@ -12,7 +12,7 @@ import sys
 import pytest
 
 import sandbox
-from sandbox import spawner
+from sandbox.api import spawner
 from support import CLI, children, marked_processes, wait_for
 
 MAX_STRING = 32 * 4096 - 1  # MAX_ARG_STRLEN, less the NUL byte
@@ -82,12 +82,12 @@ def test_the_api_runs_what_execve_accepts_and_refuses_one_byte_more(tmp_path):
 
 @pytest.mark.parametrize("argv", [["true", "a" * (MAX_STRING + 1)], ["true", *["a" * 100_000] * 70]])
 def test_the_api_refuses_too_much_before_anything_starts(argv):
-    before = spawner._server
+    before = spawner.current()
     descriptors = len(os.listdir("/proc/self/fd"))
     with pytest.raises(OSError) as caught:
         sandbox.run(argv)
     assert caught.value.errno == errno.E2BIG
-    assert spawner._server is before, "a sandbox was started for a command that cannot run"
+    assert spawner.current() is before, "a sandbox was started for a command that cannot run"
     assert len(os.listdir("/proc/self/fd")) == descriptors
 
 

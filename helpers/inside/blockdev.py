@@ -26,7 +26,7 @@ import stat
 import subprocess
 import sys
 
-from .inside import NotInSandbox, check
+from ..shared.marks import NotInSandbox, check
 
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin",
                                "/usr/local/bin", "/usr/bin", "/bin"])
@@ -177,31 +177,28 @@ def _main(prog: str, parser: argparse.ArgumentParser, action) -> None:
     sys.exit(0)
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _parser(prog: str, description: str, *positionals: tuple[str, str | None]) -> argparse.ArgumentParser:
+    """The command's arguments: its positionals (name, help), then the mount options both commands take."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    for name, text in positionals:
+        parser.add_argument(name.lower(), metavar=name, help=text)
     parser.add_argument("--ro", action="store_true", help="mount read-only")
     parser.add_argument("--type", "-t", dest="fstype", metavar="FSTYPE", help="file system type (default: probed)")
     parser.add_argument("--options", "-o", metavar="OPTS", help="more mount options, comma-separated")
+    return parser
 
 
 def mount_image_main() -> None:
     prog = "sandbox-mount-image"
-    parser = argparse.ArgumentParser(
-        prog=prog, description="Loop-mount an image file inside a sandboxed-run sandbox; the loop device "
-        "detaches itself when the sandbox ends, however it ends.")
-    parser.add_argument("image", metavar="IMAGE")
-    parser.add_argument("directory", metavar="DIR")
-    _common(parser)
-    _main(prog, parser, lambda a: mount_image(a.image, a.directory, a.ro, a.fstype, a.options))
+    parser = _parser(prog, "Loop-mount an image file inside a sandboxed-run sandbox; the loop device detaches "
+                     "itself when the sandbox ends, however it ends.", ("IMAGE", None), ("DIR", None))
+    _main(prog, parser, lambda a: mount_image(a.image, a.dir, a.ro, a.fstype, a.options))
 
 
 def open_luks_main() -> None:
     prog = "sandbox-open-luks"
-    parser = argparse.ArgumentParser(
-        prog=prog, description="Open a LUKS image and mount it inside a sandboxed-run sandbox, with the "
-        "mapping's removal scheduled (cryptsetup close --deferred): it vanishes when the sandbox ends.")
-    parser.add_argument("image", metavar="IMAGE")
-    parser.add_argument("name", metavar="NAME", help="the mapping's name: /dev/mapper/NAME")
-    parser.add_argument("directory", metavar="DIR")
+    parser = _parser(prog, "Open a LUKS image and mount it inside a sandboxed-run sandbox, with the mapping's "
+                     "removal scheduled (cryptsetup close --deferred): it vanishes when the sandbox ends.",
+                     ("IMAGE", None), ("NAME", "the mapping's name: /dev/mapper/NAME"), ("DIR", None))
     parser.add_argument("--key-file", metavar="FILE", help="read the key from FILE instead of the terminal")
-    _common(parser)
-    _main(prog, parser, lambda a: open_luks(a.image, a.name, a.directory, a.key_file, a.ro, a.fstype, a.options))
+    _main(prog, parser, lambda a: open_luks(a.image, a.name, a.dir, a.key_file, a.ro, a.fstype, a.options))

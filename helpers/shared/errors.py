@@ -48,18 +48,10 @@ class NotExecutable(SandboxError, PermissionError):
 
 
 def _userns_hint() -> str:
-    try:
-        with open("/proc/sys/user/max_user_namespaces") as f:
-            if f.read().strip() == "0":
-                return " (user namespaces are disabled: sysctl user.max_user_namespaces=0)"
-    except OSError:
-        pass
-    try:
-        with open("/proc/sys/kernel/unprivileged_userns_clone") as f:
-            if f.read().strip() == "0":
-                return " (unprivileged user namespaces are disabled: sysctl kernel.unprivileged_userns_clone=0)"
-    except OSError:
-        pass
+    if _sysctl("user.max_user_namespaces") == "0":
+        return " (user namespaces are disabled: sysctl user.max_user_namespaces=0)"
+    if _sysctl("kernel.unprivileged_userns_clone") == "0":
+        return " (unprivileged user namespaces are disabled: sysctl kernel.unprivileged_userns_clone=0)"
     return ""
 
 

@@ -17,10 +17,13 @@ import subprocess
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .client import ReaperClient
+from sandboxed_run_helpers.shared import wire
+from sandboxed_run_helpers.shared.options import check_grace
+
+from ..client import ReaperClient
 from .job import Job, call_argv, call_outcome
-from .popen import Popen, _run_streams
-from .spec import duration
+from .keywords import SANDBOX_KEYWORDS, with_options
+from .popen import Popen, run_streams
 
 DeliverCancel = Callable[["AsyncProcess"], Awaitable[None]]
 
@@ -36,13 +39,10 @@ async def _readable(fd: int) -> None:
 
 
 async def _wait_client(client: ReaperClient) -> None:
-    """Until the reaper has reported and (for a whole sandbox) exited: its pidfd is readable."""
-    while not client.closed:
-        await _readable(client.sock.fileno())
-        client.pump(0)
-    if not client.gone and client.pidfd >= 0:
-        await _readable(client.pidfd)
-    client.gone = True
+    """Until every process of the sandbox is gone: the client's own state machine, driven by the loop."""
+    while (fd := client.waiting_on()) is not None:
+        await _readable(fd)
+        client.advance()
 
 
 class AsyncProcess:
@@ -80,7 +80,7 @@ class AsyncProcess:
         return self._popen.events
 
     async def wait(self) -> int:
-        await _wait_client(self._popen._client)
+        await _wait_client(self._popen.client)
         return self._popen.wait()
 
     async def communicate(self, input: bytes | None = None) -> tuple[bytes | None, bytes | None]:
@@ -113,16 +113,32 @@ class AsyncProcess:
 
     async def stop(self, grace: float | None = None) -> int:
         """Stop every process of the sandbox (stop signal, grace, SIGKILL) and wait for the end."""
-        if grace is not None:
-            grace = duration(grace, "grace")
+        grace = check_grace(grace)
         if self._popen.returncode is None:
-            self._popen._stop_for("requested", grace)
+            self._popen.stop_for(wire.StopReason.REQUESTED, grace)
         return await self.wait()
+
+    def stop_for(self, reason: wire.StopReason, after_interrupt: bool = False) -> None:
+        """Ask for the stop without waiting (for a deliver_cancel of your own: then await wait())."""
+        self._popen.stop_for(reason, after_interrupt=after_interrupt)
+
+    async def __aenter__(self) -> AsyncProcess:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        """As Popen's `with`: stop the job if it still runs (after a Ctrl+C or a cancellation, with no stop
+        signal on top of one that reached it), and wait until every process is gone, shielded."""
+        if self._popen.poll() is None:
+            if exc_type in (KeyboardInterrupt, asyncio.CancelledError):
+                self.stop_for(wire.StopReason.CANCELLED, after_interrupt=True)
+            else:
+                self.stop_for(wire.StopReason.CONTEXT_EXITED)
+        await _to_the_end(self.wait())
 
 
 async def default_deliver_cancel(process: AsyncProcess) -> None:
     """Stop the job as its stop signal and grace say; no signal if a terminal's Ctrl+C reached it already."""
-    process._popen._stop_for("cancelled", after_interrupt=True)
+    process.stop_for(wire.StopReason.CANCELLED, after_interrupt=True)
 
 
 async def _to_the_end(work: Awaitable[Any]) -> Any:
@@ -154,7 +170,7 @@ async def _start(start: Callable[[], Popen]) -> AsyncProcess:
         return await AsyncProcess._wrap(popen)
     except BaseException:
         await _shielded(AsyncProcess(popen), default_deliver_cancel)
-        popen._close_parent_ends()
+        popen.close_pipes()
         raise
 
 
@@ -168,6 +184,7 @@ async def _shielded(process: AsyncProcess, deliver_cancel: DeliverCancel) -> Non
     await _to_the_end(escalate())
 
 
+@with_options(*SANDBOX_KEYWORDS)
 async def create_process(args: Any, **options: Any) -> AsyncProcess:
     """Start a command in its own sandbox; same arguments as sandbox.Popen."""
     return await _start(lambda: Popen(args, **options))
@@ -176,9 +193,7 @@ async def create_process(args: Any, **options: Any) -> AsyncProcess:
 async def _run(start: Callable[..., Awaitable[AsyncProcess]], args: Any, stdin: Any, input: bytes | None,
                stdout: Any, stderr: Any, capture_output: bool, check: bool, timeout: float | None,
                deliver_cancel: DeliverCancel | None, options: dict) -> subprocess.CompletedProcess:
-    stdin, stdout, stderr = _run_streams(stdin, input, stdout, stderr, capture_output, timeout)
-    if timeout == float("inf"):
-        timeout = None
+    stdin, stdout, stderr, timeout = run_streams(stdin, input, stdout, stderr, capture_output, timeout)
     if options.get("text") or options.get("universal_newlines") or options.get("encoding"):
         raise ValueError("run_async returns bytes; decode the output yourself")
     process = await start(args, stdin=stdin, stdout=stdout, stderr=stderr, **options)
@@ -198,9 +213,10 @@ async def _run(start: Callable[..., Awaitable[AsyncProcess]], args: Any, stdin: 
 
 
 async def _stop_for_timeout(process: AsyncProcess) -> None:
-    process._popen._stop_for("timeout")
+    process.stop_for(wire.StopReason.TIMEOUT)
 
 
+@with_options(*SANDBOX_KEYWORDS)
 async def run_async(args: Any, *, stdin: Any = None, input: bytes | None = None, stdout: Any = None,
                     stderr: Any = None, capture_output: bool = False, check: bool = False,
                     timeout: float | None = None, deliver_cancel: DeliverCancel | None = None,
@@ -215,6 +231,7 @@ async def run_async(args: Any, *, stdin: Any = None, input: bytes | None = None,
 class AsyncJob:
     """sandbox.Job for asyncio: `async with sandbox.AsyncJob(tmpfs=["/mnt"]) as job: await job.run([...])`."""
 
+    @with_options(*SANDBOX_KEYWORDS)
     def __init__(self, **options: Any) -> None:
         self.job = Job(**options)
 
@@ -224,11 +241,11 @@ class AsyncJob:
 
     async def __aexit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         if exc_type is asyncio.CancelledError:
-            await self._stop(None, "cancelled", after_interrupt=True)
+            await self._stop(None, wire.StopReason.CANCELLED, after_interrupt=True)
         elif exc_type is KeyboardInterrupt:
-            await self._stop(None, "interrupted", after_interrupt=True)
+            await self._stop(None, wire.StopReason.INTERRUPTED, after_interrupt=True)
         else:
-            await self._stop(None, "context exited")
+            await self._stop(None, wire.StopReason.CONTEXT_EXITED)
 
     @property
     def pid(self) -> int:
@@ -238,17 +255,14 @@ class AsyncJob:
         return self.job.namespace_path(kind)
 
     async def stop(self, grace: float | None = None) -> None:
-        if grace is not None:
-            grace = duration(grace, "grace")
-        await self._stop(grace, "requested")
+        await self._stop(check_grace(grace), wire.StopReason.REQUESTED)
 
-    async def _stop(self, grace: float | None, reason: str, after_interrupt: bool = False) -> None:
-        client = self.job._client
-        if client is None:
+    async def _stop(self, grace: float | None, reason: wire.StopReason, after_interrupt: bool = False) -> None:
+        if not self.job.started:
             return
-        client.stop(grace, reason, after_interrupt)
+        self.job.stop_for(reason, grace, after_interrupt)
         try:
-            await _to_the_end(_wait_client(client))
+            await _to_the_end(_wait_client(self.job.client))
         finally:
             self.job.wrap_up()
 
@@ -268,7 +282,7 @@ class AsyncJob:
         payload = pickle.dumps((func, args, kwargs))
         ours, theirs = socket.socketpair()
         try:
-            process = await _start(lambda: self.job.Popen(call_argv(), _extra_fds=(theirs.fileno(),)))
+            process = await _start(lambda: self.job.Popen(call_argv(), extra_fds=(theirs.fileno(),)))
         finally:
             theirs.close()
         ours.setblocking(False)

@@ -13,21 +13,26 @@ from __future__ import annotations
 import errno
 import os
 import resource
-import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
-from . import linux
+from . import linux, marks
 from .errors import EXIT_NOT_EXECUTABLE, SandboxError
 
 PAGE = 4096
 MAX_ARG_STRLEN = 32 * PAGE
 _STK_LIM = 8 << 20
 POINTER = 8
-# What the reaper adds to the job's environment (helpers/inside.py): names and value sizes. A namespace's
-# inode number is always 10 digits: the kernel numbers them from 0xF0000000 up to 2**32 - 1.
-_MARKS = ((b"SANDBOXED_RUN", 1), (b"SANDBOXED_RUN_MNT_NS", 10), (b"SANDBOXED_RUN_BIN", None))
 DEFAULT_PATH = b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class Command(NamedTuple):
+    """One command as the reaper starts it: what execve gets, where, with which umask."""
+
+    argv: list[bytes]
+    env: dict[bytes, bytes]
+    cwd: bytes
+    umask: int
 
 
 def argv_of(args: Any, shell: bool = False) -> list[bytes]:
@@ -77,24 +82,23 @@ def directory_of(cwd: str | bytes | os.PathLike | None) -> bytes:
     return os.path.abspath(path)
 
 
-def request(argv: list[bytes], env: dict[bytes, bytes], cwd: bytes) -> dict:
-    """What one command needs besides its sandbox: checked to fit execve, with the caller's umask as now."""
+def command(argv: list[bytes], env: dict[bytes, bytes], cwd: bytes) -> Command:
+    """One command, checked to fit execve, with the caller's umask as it is now."""
     check_size(argv, env)
-    return {"argv": argv, "env": env, "cwd": cwd, "umask": linux.current_umask()}
+    return Command(argv, env, cwd, linux.current_umask())
 
 
 def check_size(argv: list[bytes], env: dict[bytes, bytes]) -> None:
     """SandboxError (errno E2BIG, exit status 126, as a shell gives) if execve would refuse this command."""
     strings = [*argv, *(k + b"=" + v for k, v in env.items())]
-    marks = [name + b"=" + b"x" * (len(_bin_dir()) if size is None else size) for name, size in _MARKS
-             if name not in env]
+    added = [k + b"=" + v for k, v in marks.sizes_of_marks().items() if k not in env]
     longest = max(strings, key=len)
     if len(longest) + 1 > MAX_ARG_STRLEN:
         what = "an argument" if longest in argv else "an environment variable"
         raise SandboxError(f"{os.fsdecode(argv[0])}: argument list too long: {what} has {len(longest)} bytes, "
                            f"execve takes at most {MAX_ARG_STRLEN - 1}", EXIT_NOT_EXECUTABLE, errno.E2BIG)
-    count = len(argv) + len(env) + len(marks)
-    used = sum(len(s) + 1 for s in (*strings, *marks)) + len(_program(argv[0], env)) + 1
+    count = len(argv) + len(env) + len(added)
+    used = sum(len(s) + 1 for s in (*strings, *added)) + len(_program(argv[0], env)) + 1
     room = _limit() - count * POINTER
     if used > room:
         raise SandboxError(f"{os.fsdecode(argv[0])}: argument list too long: its arguments and environment take "
@@ -106,10 +110,6 @@ def _limit() -> int:
     stack = resource.getrlimit(resource.RLIMIT_STACK)[0]
     limit = _STK_LIM // 4 * 3 if stack == resource.RLIM_INFINITY else min(_STK_LIM // 4 * 3, stack // 4)
     return max(limit, MAX_ARG_STRLEN)
-
-
-def _bin_dir() -> bytes:
-    return os.fsencode(os.path.dirname(sys.executable))
 
 
 def _program(name: bytes, env: dict[bytes, bytes]) -> bytes:

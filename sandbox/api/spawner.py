@@ -11,30 +11,26 @@ import sys
 import threading
 import weakref
 
-from . import linux, protocol
-from .client import ReaperClient
-from .errors import EXIT_FAILURE, SandboxError
+from sandboxed_run_helpers.shared import linux, wire
+from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, SandboxError
+
+from ..client import ReaperClient
 
 # The server runs without site (-S): a smaller interpreter forks and exits faster, and every
-# reaper is a fork of it. So it is told where our packages are: the helpers as a namespace whose
-# __path__ we set, which works for a normal and an editable install alike.
-_BOOT = (
-    "import sys; sys.path[:0] = {paths!r}; "
-    "m = type(sys)('sandboxed_run_helpers'); m.__path__ = [{helpers!r}]; sys.modules[m.__name__] = m; "
-    "from sandboxed_run_helpers.server import main; main({fd}, {pidfd})"
-)
+# reaper is a fork of it. So it is told where the helpers package is, as a directory on its path:
+# installed it is sandboxed_run_helpers/, in an editable install the repository's helpers/ (its
+# modules import each other relatively, so either name works), and python-prctl's directory.
+_BOOT = "import sys; sys.path[:0] = {paths!r}; from {package}.server import main; main({fd}, {pidfd})"
 
 
 def _boot_code(fd: int, pidfd: int) -> str:
     import prctl
 
-    import sandbox
     import sandboxed_run_helpers
 
-    paths = [os.path.dirname(os.path.dirname(os.path.abspath(sandbox.__file__))),
-             os.path.dirname(os.path.abspath(prctl.__file__))]
     helpers = os.path.dirname(os.path.abspath(sandboxed_run_helpers.__file__))
-    return _BOOT.format(paths=paths, helpers=helpers, fd=fd, pidfd=pidfd)
+    paths = [os.path.dirname(helpers), os.path.dirname(os.path.abspath(prctl.__file__))]
+    return _BOOT.format(paths=paths, package=os.path.basename(helpers), fd=fd, pidfd=pidfd)
 
 
 class SpawnServer:
@@ -79,20 +75,17 @@ class SpawnServer:
             ours.close()
             raise SandboxError(f"cannot start the sandbox spawn server: {failure[0]}")
         try:
-            message, _, _ = protocol.recv(ours)
-        except (protocol.Closed, ConnectionError):
+            message, _, _ = wire.recv(ours)
+        except (wire.Closed, ConnectionError, ValueError):
             ours.close()
             raise SandboxError("the sandbox spawn server exited at start-up (see its message above)") from None
         self.channel = ours
-        self.pid = message[1]
+        self.pid = message.pid
 
-    def spawn(self, request: dict,
-              stdio: tuple[int | None, int | None, int | None]) -> tuple[int, int, socket.socket, int]:
+    def spawn(self, request: wire.Spawn, fds: list[int]) -> tuple[int, int, socket.socket, int]:
         """Ask for a new sandbox; returns the reaper's PID, a pidfd for it, our socket to it and the
         ticket of its hooks (0: none). A failure is this call's alone: the server and its other
         sandboxes go on; a server that died is replaced by the next call."""
-        present = [fd is not None for fd in stdio]
-        fds = [fd for fd in stdio if fd is not None]
         for fd in fds:
             os.fstat(fd)  # OSError(EBADF) here, for this call, rather than a failed send
         with self.lock:
@@ -101,26 +94,26 @@ class SpawnServer:
                     self._start()
                 assert self.channel is not None
                 try:
-                    protocol.send(self.channel, ("spawn", request, present), fds=fds)
+                    wire.send(self.channel, request, fds=fds)
                 except OSError as exc:
                     if exc.errno not in _PEER_GONE or attempt == 2:
                         raise
                     self._forget()  # it died before it got the request: a fresh one gets it
                     continue
                 try:
-                    message, received, _ = protocol.recv(self.channel)
-                except (protocol.Closed, ConnectionError, ValueError):
+                    message, received, _ = wire.recv(self.channel)
+                except (wire.Closed, ConnectionError, ValueError):
                     self._forget()
                     raise SandboxError("the sandbox spawn server died while starting the sandbox; try again") from None
                 break
-        if message[0] == "error":
-            raise SandboxError.for_exit_code(message[1], message[2], message[3])
-        if message[0] != "spawned" or len(received) != 2:
+        if isinstance(message, wire.Failed):
+            raise SandboxError.for_exit_code(message.exit_code, message.message, message.errno)
+        if not isinstance(message, wire.Spawned) or len(received) != 2:
             for fd in received:
                 os.close(fd)
             raise SandboxError("the sandbox spawn server sent a malformed reply", EXIT_FAILURE)
         sock = socket.socket(fileno=received[0])
-        return message[1], received[1], sock, message[2]
+        return message.reaper_pid, received[1], sock, message.ticket
 
     def claim_hooks(self, ticket: int) -> None:
         """Tell the server that we run these hooks ourselves (it would run them if we died unclaimed)."""
@@ -128,7 +121,7 @@ class SpawnServer:
             if self.channel is None:
                 return  # the server is gone, and its claims with it
             try:
-                protocol.send(self.channel, ("claim", ticket))
+                wire.send(self.channel, wire.Claim(ticket))
             except OSError:
                 pass
 
@@ -183,9 +176,10 @@ def server() -> SpawnServer:
         return _server
 
 
-def new_client(request: dict, stdio: tuple[int | None, int | None, int | None], on_event=None) -> ReaperClient:
+def new_client(request: wire.Spawn, fds: list[int], on_event=None) -> ReaperClient:
+    """A new sandbox for request (its job's descriptors: fds), and our client of its reaper."""
     spawn_server = server()
-    reaper_pid, pidfd, sock, ticket = spawn_server.spawn(request, stdio)
+    reaper_pid, pidfd, sock, ticket = spawn_server.spawn(request, fds)
     client = ReaperClient(reaper_pid, pidfd, sock, on_event)
     client.hooks_ticket = (spawn_server, ticket) if ticket else None
     _live_clients.add(client)
@@ -211,3 +205,19 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def current() -> SpawnServer | None:
+    """This process's spawn server, if it started one (for tests and benchmarks: its pid)."""
+    server_ = _server
+    return server_ if server_ is not None and server_.owner == os.getpid() else None
+
+
+def shut_down(timeout: float | None = None) -> None:
+    """Let this process's spawn server go: it stops every sandbox it started (with grace) and exits; the next
+    call starts a new one. For tests that must leave nothing behind."""
+    global _server
+    with _server_lock:
+        server_, _server = current(), None
+    if server_ is not None:
+        server_.shutdown(timeout)

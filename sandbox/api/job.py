@@ -2,58 +2,32 @@
 
 Commands run in the same namespaces, so a mount made by one is seen by the next and never by
 the host. Leaving the block stops every process of the job (stop signal, grace, SIGKILL) and
-waits until the reaper, and with it the namespaces, is gone.
+waits until the reaper, and with it the namespaces, is gone; then its on_exit hooks run, once.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
-import signal
 import socket
 import subprocess
 import sys
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
-from . import command, hooks, protocol, spawner
-from .client import ReaperClient
-from .errors import SandboxError
-from .popen import Popen, _run, _wait_through_interrupts
-from .signals import inherited_ignores
-from .spec import DEFAULT_GRACE, SandboxSpec, duration
+from sandboxed_run_helpers.shared import command, wire
+from sandboxed_run_helpers.shared.errors import SandboxError
+from sandboxed_run_helpers.shared.options import check_api_options, check_grace
+
+from ..client import ReaperClient
+from . import spawner
+from .collect import wrap_up
+from .keywords import COMMAND_KEYWORDS, SANDBOX_KEYWORDS, choose, with_options
+from .popen import Popen, complete, present
 
 NAMESPACES = ("mnt", "pid", "net", "uts", "ipc", "user", "cgroup", "time")
-
-# Runs inside the job: reads (func, args, kwargs) from descriptor 3, sends back the outcome.
-_CALL_BOOT = """\
-import pickle, socket, sys, traceback
-sys.path[:0] = {paths!r}
-if {main!r}:
-    # Functions of the caller's script pickle as __main__.name: load the script as multiprocessing does.
-    import runpy, types
-    main = types.ModuleType("__mp_main__")
-    main.__dict__.update(runpy.run_path({main!r}, run_name="__mp_main__"))
-    sys.modules["__main__"] = sys.modules["__mp_main__"] = main
-channel = socket.socket(fileno=3)
-chunks = []
-while True:
-    chunk = channel.recv(1 << 16)
-    if not chunk:
-        break
-    chunks.append(chunk)
-try:
-    func, args, kwargs = pickle.loads(b"".join(chunks))
-    outcome = ("ok", func(*args, **kwargs))
-except BaseException as exc:
-    outcome = ("error", exc, traceback.format_exc())
-try:
-    data = pickle.dumps(outcome)
-except Exception as exc:
-    data = pickle.dumps(("error", TypeError(f"cannot send the outcome back: {{exc}}"), traceback.format_exc()))
-channel.sendall(data)
-"""
 
 
 class RemoteTraceback(Exception):
@@ -66,17 +40,17 @@ class RemoteTraceback(Exception):
 class JobProcess(Popen):
     """A command of a Job: Popen's interface; stop() stops this command alone."""
 
+    @with_options(*COMMAND_KEYWORDS)
     def __init__(self, job: Job, args: Any, *, stdin: int | IO | None = None, stdout: int | IO | None = None,
                  stderr: int | IO | None = None, env: Mapping | None = None,
                  cwd: str | bytes | os.PathLike | None = None, shell: bool = False, text: bool | None = None,
                  encoding: str | None = None, errors: str | None = None, universal_newlines: bool | None = None,
-                 on_event: Callable[[str, dict], None] | None = None, _extra_fds: Sequence[int] = ()) -> None:
-        request = command.request(command.argv_of(args, shell), command.environment_of(env),
-                                  command.directory_of(cwd))
+                 extra_fds: Sequence[int] = (), **options: Any) -> None:
+        on_event = check_api_options(options, COMMAND_KEYWORDS)["on_event"]
+        cmd = command.command(command.argv_of(args, shell), command.environment_of(env), command.directory_of(cwd))
         self.job = job
-        self._start(args, request, (stdin, stdout, stderr), text or universal_newlines, encoding, errors,
-                    lambda fds: job._command(request, fds, on_event), _extra_fds)
-        self.pid = self._client.job_pid  # type: ignore[assignment]
+        self._start(args, (stdin, stdout, stderr), text or universal_newlines, encoding, errors,
+                    lambda stdio: job.send_command(cmd, stdio, on_event), extra_fds)
 
     @property
     def reaper_pid(self) -> int:
@@ -84,21 +58,19 @@ class JobProcess(Popen):
 
 
 class Job:
-    """A sandbox that stays up for several commands: `with sandbox.Job(tmpfs=["/mnt"]) as job: job.run(...)`."""
+    """A sandbox that stays up for several commands: `with sandbox.Job(tmpfs=["/mnt"]) as job: job.run(...)`.
 
-    def __init__(self, *, grace: float = DEFAULT_GRACE, stop_signal: int | str = signal.SIGTERM,
-                 tmpfs: Iterable[str] = (), binds: Iterable[str | tuple[str, str]] = (),
-                 ro_binds: Iterable[str | tuple[str, str]] = (), propagation: str = "slave",
-                 net: str = "host", userns: bool | None = None, uid: int | None = None, gid: int | None = None,
-                 read_only: Iterable[str] = (), hostname: str | None = None, proc: bool = True,
-                 on_event: Callable[[str, dict], None] | None = None, on_exit: Iterable[str] | None = None) -> None:
-        self.spec = SandboxSpec.build(grace=grace, stop_signal=stop_signal, tmpfs=tmpfs, binds=binds,
-                                      ro_binds=ro_binds, propagation=propagation,
-                                      ignored_signals=inherited_ignores(), net=net, userns=userns, uid=uid,
-                                      gid=gid, read_only=read_only, hostname=hostname, proc=proc)
-        self._on_exit = hooks.check_commands(on_exit)
-        self.spec.check_host()
-        self._on_event = on_event
+    Leaving the block, normally or by an exception (KeyboardInterrupt included: then no stop signal on
+    top of the terminal's SIGINT), stops every process of the job with the stop signal and grace, waits
+    until the namespaces are gone, runs the on_exit hooks once and emits `finished`.
+    """
+
+    @with_options(*SANDBOX_KEYWORDS)
+    def __init__(self, **options: Any) -> None:
+        chosen = choose(options)
+        self.spec = chosen.spec
+        self._on_exit = chosen.on_exit
+        self._on_event = chosen.on_event
         self._client: ReaperClient | None = None
         self._wrapped_up = False
         self._processes: weakref.WeakSet[JobProcess] = weakref.WeakSet()
@@ -109,9 +81,8 @@ class Job:
         if self._client is not None:
             raise RuntimeError("this Job has already been started")
         # on_exit goes along so that the spawn server runs the hooks if we die first.
-        request = {"session": True, "spec": self.spec.to_wire(), "pgid": os.getpgrp(), "on_exit": self._on_exit,
-                   "lifeline": "socket"}
-        client = spawner.new_client(request, (), self._on_event)
+        order = wire.Session(self.spec, os.getpgrp(), "socket")
+        client = spawner.new_client(wire.Spawn(order, self._on_exit), [], self._on_event)
         try:
             client.wait_started()
         except BaseException:
@@ -125,9 +96,9 @@ class Job:
 
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         if exc_type is KeyboardInterrupt:
-            self._stop(None, "interrupted", after_interrupt=True)
+            self._end(wire.StopReason.INTERRUPTED, None, after_interrupt=True)
         else:
-            self._stop(None, "context exited")
+            self._end(wire.StopReason.CONTEXT_EXITED, None)
 
     @property
     def client(self) -> ReaperClient:
@@ -147,24 +118,31 @@ class Job:
         return f"/proc/{self.pid}/ns/{kind}"
 
     @property
+    def started(self) -> bool:
+        return self._client is not None
+
+    @property
     def running(self) -> bool:
         return self._client is not None and not self._client.finished
 
     def stop(self, grace: float | None = None) -> None:
         """Stop every process of the job (stop signal, grace, SIGKILL) and wait until the namespaces are gone."""
-        if grace is not None:
-            grace = duration(grace, "grace")
-        self._stop(grace, "requested")
+        self._end(wire.StopReason.REQUESTED, check_grace(grace))
 
-    def _stop(self, grace: float | None, reason: str, after_interrupt: bool = False) -> None:
+    def _end(self, reason: wire.StopReason, grace: float | None, after_interrupt: bool = False) -> None:
         client = self._client
         if client is None:
             return
-        client.stop(grace, reason, after_interrupt)
+        self.stop_for(reason, grace, after_interrupt)
         try:
-            _wait_through_interrupts(client.wait, client)
+            client.through_interrupts(client.wait)
         finally:
             self.wrap_up()
+
+    def stop_for(self, reason: wire.StopReason, grace: float | None = None, after_interrupt: bool = False) -> None:
+        """Ask for the stop, without waiting (for the sync and asyncio faces alike)."""
+        if self._client is not None:
+            self._client.stop(grace, reason, after_interrupt)
 
     def wrap_up(self) -> None:
         """Once every process of the job is gone: its commands learn their end, then the on_exit hooks
@@ -176,19 +154,7 @@ class Job:
         client.close()
         for process in list(self._processes):
             process.poll()  # each learnt how it ended before the reaper exited
-        try:
-            if self._on_exit:
-                spawner.claim_hooks(client)
-                hooks.run_hooks(self._on_exit, hooks.environment(None, None, hooks.stop_reason(client.events)),
-                                self._emit, prog="sandbox")
-        finally:
-            hooks.finished(self._emit, 0)
-
-    def _emit(self, name: str, fields: dict) -> None:
-        if self._client is not None:
-            self._client.events.append((name, fields))
-        if self._on_event is not None:
-            self._on_event(name, fields)
+        wrap_up(client, self._on_exit, 0, job_status=False)
 
     @property
     def events(self) -> list[tuple[str, dict]]:
@@ -197,15 +163,20 @@ class Job:
 
     # -- commands ------------------------------------------------------------------------------------
 
-    def _command(self, request: dict, fds: tuple, on_event: Callable[[str, dict], None] | None) -> ReaperClient:
+    def send_command(self, cmd: command.Command, stdio: tuple[int | None, ...],
+                     on_event: Callable[[str, dict], None] | None) -> ReaperClient:
+        """Start cmd in the job with stdio as its 0, 1, 2 (and more); a client for its reports."""
         client = self.client
-        ours, theirs = protocol.pair()
-        present = [fd is not None for fd in fds]
+        ours, theirs = wire.pair()
+        flags, fds = present(stdio)
         try:
-            protocol.send(client.sock, ("command", request, present), fds=[*(fd for fd in fds if fd is not None),
-                                                                          theirs.fileno()])
-        except OSError:
+            for fd in fds:
+                os.fstat(fd)  # OSError(EBADF) here, for this call
+            wire.send(client.sock, wire.Run(cmd, flags), fds=[*fds, theirs.fileno()])
+        except OSError as exc:
             ours.close()
+            if exc.errno == errno.EBADF:
+                raise
             raise SandboxError("the job is no longer running") from None
         finally:
             theirs.close()
@@ -221,14 +192,14 @@ class Job:
             stderr: Any = None, capture_output: bool = False, check: bool = False, timeout: float | None = None,
             **options: Any) -> subprocess.CompletedProcess:
         """Run a command in the job and wait for it, like sandbox.run; the job's namespaces stay."""
-        return _run(self.Popen, args, stdin, input, stdout, stderr, capture_output, check, timeout, options)
+        return complete(self.Popen, args, stdin, input, stdout, stderr, capture_output, check, timeout, options)
 
     def call(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Run func(*args, **kwargs) in a fresh Python process inside the job; return its result or re-raise."""
         payload = pickle.dumps((func, args, kwargs))
         ours, theirs = socket.socketpair()
         try:
-            process = JobProcess(self, call_argv(), _extra_fds=(theirs.fileno(),))
+            process = self.Popen(call_argv(), extra_fds=(theirs.fileno(),))
         finally:
             theirs.close()
         with ours, process:
@@ -245,11 +216,14 @@ class Job:
 
 
 def call_argv() -> list[str]:
-    """A fresh interpreter that imports what we can (our sys.path, our script) and runs one call from fd 3."""
+    """A fresh interpreter that imports what we can (our sys.path, our script) and runs one call from fd 3
+    (sandboxed_run_helpers.inside.call)."""
     paths = [p for p in sys.path if p and os.path.isabs(p)]
     main_file = getattr(sys.modules.get("__main__"), "__file__", None)
     main = os.path.abspath(main_file) if main_file and main_file.endswith(".py") else ""
-    return [sys.executable, "-c", _CALL_BOOT.format(paths=paths, main=main)]
+    boot = (f"import sys; sys.path[:0] = {paths!r}; "
+            f"from sandboxed_run_helpers.inside.call import main; main({main!r})")
+    return [sys.executable, "-c", boot]
 
 
 def call_outcome(func: Callable[..., Any], chunks: list[bytes], returncode: int | None) -> Any:

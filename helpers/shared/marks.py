@@ -25,13 +25,21 @@ ENV_BIN = "SANDBOXED_RUN_BIN"  # where our commands are (a venv's bin is rarely 
 REAPER_NAME = "sandbox-reaper"
 
 
+def marks(mnt_ns: int) -> dict[bytes, bytes]:
+    """Our marks; mnt_ns is the inode of the sandbox's mount namespace."""
+    return {ENV_FLAG.encode(): b"1", ENV_MNT_NS.encode(): str(mnt_ns).encode(),
+            ENV_BIN.encode(): os.fsencode(os.path.dirname(sys.executable))}
+
+
 def mark_environment(env: dict[bytes, bytes], mnt_ns: int) -> dict[bytes, bytes]:
-    """The job's environment with our marks; mnt_ns is the inode of the sandbox's mount namespace."""
-    marked = dict(env)
-    marked[ENV_FLAG.encode()] = b"1"
-    marked[ENV_MNT_NS.encode()] = str(mnt_ns).encode()
-    marked[ENV_BIN.encode()] = os.fsencode(os.path.dirname(sys.executable))
-    return marked
+    """The job's environment with our marks."""
+    return {**env, **marks(mnt_ns)}
+
+
+def sizes_of_marks() -> dict[bytes, bytes]:
+    """The marks as long as they will be: a namespace's inode number always has 10 digits (the kernel
+    numbers them from 0xF0000000 up to 2**32 - 1)."""
+    return marks(0xF0000000)
 
 
 class NotInSandbox(Exception):

@@ -14,16 +14,13 @@ import time
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
-CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 
-MS_RDONLY = 1
 MS_NOSUID = 2
 MS_NODEV = 4
 MS_NOEXEC = 8
-MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
@@ -38,11 +35,6 @@ _SYS_MOUNT_SETATTR = 442  # one number on every architecture since the syscall t
 SFD_NONBLOCK = os.O_NONBLOCK
 SFD_CLOEXEC = os.O_CLOEXEC
 
-# si_code values that tell who sent a signal: the kernel (a terminal's Ctrl+C), or a process.
-SI_USER = 0
-SI_KERNEL = 0x80
-SI_QUEUE = -1
-SI_TKILL = -6
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.unshare.argtypes = [ctypes.c_int]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import errno
 import os
 
-from sandbox import linux
-from sandbox.errors import SandboxError
+from ..shared import linux
+from ..shared.errors import SandboxError
 
 
 def loopback_up() -> None:

@@ -14,17 +14,25 @@ import selectors
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
-from . import command, hooks, linux, spawner
-from .client import ReaperClient
-from .signals import inherited_ignores
-from .spec import DEFAULT_GRACE, SandboxSpec, duration
+from sandboxed_run_helpers.shared import command, linux, wire
+from sandboxed_run_helpers.shared.options import check_grace, check_timeout
+
+from ..client import ReaperClient
+from . import spawner
+from .collect import wrap_up
+from .keywords import SANDBOX_KEYWORDS, choose, with_options
 
 PIPE = subprocess.PIPE
 STDOUT = subprocess.STDOUT
 DEVNULL = subprocess.DEVNULL
+
+
+def present(stdio: Sequence[int | None]) -> tuple[tuple[bool, ...], list[int]]:
+    """Which of the job's descriptors (0, 1, 2, ...) are given, and those given, in order."""
+    return tuple(fd is not None for fd in stdio), [fd for fd in stdio if fd is not None]
 
 
 class Popen:
@@ -32,8 +40,11 @@ class Popen:
 
     pid is the job's PID as the caller sees it. Leaving a `with` block stops the job (stop signal,
     grace, SIGKILL) if it still runs, and always waits until every process of the sandbox is gone.
+    Once the sandbox is gone (wait, poll, communicate, or leaving the block found it so), the on_exit
+    hooks run, once, and the finished event comes last.
     """
 
+    @with_options(*SANDBOX_KEYWORDS)
     def __init__(
         self,
         args: str | bytes | os.PathLike | Sequence[str | bytes | os.PathLike],
@@ -48,45 +59,27 @@ class Popen:
         encoding: str | None = None,
         errors: str | None = None,
         universal_newlines: bool | None = None,
-        grace: float = DEFAULT_GRACE,
-        stop_signal: int | str = signal.SIGTERM,
-        tmpfs: Iterable[str] = (),
-        binds: Iterable[str | tuple[str, str]] = (),
-        ro_binds: Iterable[str | tuple[str, str]] = (),
-        propagation: str = "slave",
-        on_event: Callable[[str, dict], None] | None = None,
-        net: str = "host",
-        userns: bool | None = None,
-        uid: int | None = None,
-        gid: int | None = None,
-        read_only: Iterable[str] = (),
-        hostname: str | None = None,
-        proc: bool = True,
-        on_exit: Iterable[str] | None = None,
+        **options: Any,
     ) -> None:
-        on_exit_commands = hooks.check_commands(on_exit)
-        argv = command.argv_of(args, shell)
-        self.spec = SandboxSpec.build(grace=grace, stop_signal=stop_signal, tmpfs=tmpfs, binds=binds,
-                                      ro_binds=ro_binds, propagation=propagation,
-                                      ignored_signals=inherited_ignores(), net=net, userns=userns, uid=uid,
-                                      gid=gid, read_only=read_only, hostname=hostname, proc=proc)
-        request = command.request(argv, command.environment_of(env), command.directory_of(cwd))
-        self.spec.check_host()
-        request["spec"] = self.spec.to_wire()
-        request["pgid"] = os.getpgrp()
-        request["lifeline"] = "socket"  # we hold the reaper's socket; the spawn server is only its parent
-        request["on_exit"] = on_exit_commands  # the spawn server runs them if we die first
-        self._start(args, request, (stdin, stdout, stderr), text or universal_newlines, encoding, errors,
-                    lambda fds: spawner.new_client(request, fds, on_event), on_exit=on_exit_commands,
-                    on_event=on_event)
+        chosen = choose(options)
+        cmd = command.command(command.argv_of(args, shell), command.environment_of(env), command.directory_of(cwd))
+        self.spec = chosen.spec
 
-    def _start(self, args: Any, request: dict, stdio: tuple, text: bool | None, encoding: str | None,
-               errors: str | None, launch: Callable[[tuple], ReaperClient], extra_fds: Sequence[int] = (),
-               on_exit: list[str] | tuple[str, ...] = (), on_event: Callable[[str, dict], None] | None = None) -> None:
+        def launch(stdio: tuple[int | None, ...]) -> ReaperClient:
+            # lifeline "socket": we hold the reaper's socket; the spawn server is only its parent.
+            flags, fds = present(stdio)
+            order = wire.Job(cmd, chosen.spec, os.getpgrp(), "socket", flags)
+            return spawner.new_client(wire.Spawn(order, chosen.on_exit), fds, chosen.on_event)
+
+        self._start(args, (stdin, stdout, stderr), text or universal_newlines, encoding, errors, launch,
+                    on_exit=chosen.on_exit)
+
+    def _start(self, args: Any, stdio: tuple, text: bool | None, encoding: str | None, errors: str | None,
+               launch: Callable[[tuple], ReaperClient], extra_fds: Sequence[int] = (),
+               on_exit: Sequence[str] = ()) -> None:
         """Start the process through launch(descriptors) and wait until it runs (or raise why it does not)."""
         self.args = args
-        self._on_exit = list(on_exit)
-        self._on_event = on_event
+        self._on_exit = tuple(on_exit)
         self._wrapped_up = False
         self.returncode: int | None = None
         self.stdin: IO | None = None
@@ -99,31 +92,31 @@ class Popen:
         self._input_view: memoryview | None = None
         child_fds, to_close = self._stdio(*stdio)
         try:
-            self._client: ReaperClient = launch((*child_fds, *extra_fds))
+            self.client: ReaperClient = launch((*child_fds, *extra_fds))
         except BaseException:
-            self._close_parent_ends()
+            self.close_pipes()
             raise
         finally:
             for fd in to_close:
                 os.close(fd)
         try:
-            self._client.wait_started()
+            self.client.wait_started()
         except KeyboardInterrupt:
             # Start-up interrupted: the job, if it started meanwhile, gets the SIGINT the terminal could
             # not give it yet; we wait for its end as after any Ctrl+C, then go on with the interrupt.
-            self._client.relay(signal.SIGINT)
-            self._client.stop(None, "interrupted", after_interrupt=True)
-            self._close_parent_ends()
+            self.client.relay(signal.SIGINT)
+            self.client.stop(None, wire.StopReason.INTERRUPTED, after_interrupt=True)
+            self.close_pipes()
             try:
-                _wait_through_interrupts(self._client.wait, self._client)
+                self.client.through_interrupts(self.client.wait)
             finally:
-                self._client.close()
+                self.client.close()
             raise
         except BaseException:
-            self._close_parent_ends()
-            self._client.close()
+            self.close_pipes()
+            self.client.close()
             raise
-        self.pid: int = self._client.job_pid  # type: ignore[assignment]
+        self.pid: int = self.client.job_pid  # type: ignore[assignment]
 
     # -- plumbing ----------------------------------------------------------------------------------
 
@@ -166,7 +159,7 @@ class Popen:
             setattr(self, ("stdin", "stdout", "stderr")[index], raw)
         return (fds[0], fds[1], fds[2]), to_close
 
-    def _close_parent_ends(self) -> None:
+    def close_pipes(self) -> None:
         for stream in (self.stdin, self.stdout, self.stderr):
             if stream is not None:
                 try:
@@ -177,16 +170,16 @@ class Popen:
     @property
     def reaper_pid(self) -> int:
         """The PID (as the caller sees it) of the sandbox's PID 1."""
-        return self._client.reaper_pid
+        return self.client.reaper_pid
 
     @property
     def events(self) -> list[tuple[str, dict]]:
         """The lifecycle events so far: (name, fields), in order."""
-        self._client.pump(0)
-        return list(self._client.events)
+        self.client.pump(0)
+        return list(self.client.events)
 
     def _settle(self) -> int | None:
-        client = self._client
+        client = self.client
         if self.returncode is None and client.gone:
             if client.status is not None:
                 self.returncode = os.waitstatus_to_exitcode(client.status)
@@ -197,39 +190,23 @@ class Popen:
         return self.returncode
 
     def _wrap_up(self) -> None:
-        """Once every process of the sandbox is gone: the on_exit hooks, then the finished event."""
+        """Once every process of the sandbox is gone: the on_exit hooks, then the finished event, once."""
         if self._wrapped_up:
             return
         self._wrapped_up = True
-        client = self._client
-
-        def emit(name: str, fields: dict) -> None:
-            client.events.append((name, fields))
-            if self._on_event is not None:
-                self._on_event(name, fields)
-
-        rc = self.returncode if self.returncode is not None else 0
-        status, sig = (rc, None) if rc >= 0 else (128 - rc, -rc)
-        try:
-            if self._on_exit:
-                spawner.claim_hooks(client)
-                env = hooks.environment(client.status, status, hooks.stop_reason(client.events))
-                hooks.run_hooks(self._on_exit, env, emit, prog="sandbox")
-        finally:
-            hooks.finished(emit, status, sig)
+        wrap_up(self.client, self._on_exit, self.returncode if self.returncode is not None else 0)
 
     # -- subprocess.Popen's interface ----------------------------------------------------------------
 
     def poll(self) -> int | None:
-        if self.returncode is None and self._client.finished:
+        if self.returncode is None and self.client.finished:
             self._settle()
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        if timeout is not None:
-            timeout = duration(timeout, "timeout")
+        timeout = check_timeout(timeout)
         if self.returncode is None:
-            if not self._client.wait(timeout):
+            if not self.client.wait(timeout):
                 raise subprocess.TimeoutExpired(self.args, timeout)
             self._settle()
         return self.returncode  # type: ignore[return-value]
@@ -237,7 +214,7 @@ class Popen:
     def send_signal(self, sig: int) -> None:
         """Send sig to the job's main process, if it still runs (never to a recycled PID)."""
         if self.returncode is None:
-            self._client.signal(sig)
+            self.client.signal(sig)
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
@@ -247,23 +224,22 @@ class Popen:
 
     def stop(self, grace: float | None = None) -> int:
         """Stop every process of the sandbox: stop signal, grace seconds (default: the sandbox's), SIGKILL."""
-        if grace is not None:
-            grace = duration(grace, "grace")
+        grace = check_grace(grace)
         if self.returncode is None:
-            self._stop_for("requested", grace)
+            self.stop_for(wire.StopReason.REQUESTED, grace)
         return self._wait_shielded()
 
-    def _stop_for(self, reason: str, grace: float | None = None, after_interrupt: bool = False) -> None:
-        self._client.stop(grace, reason, after_interrupt)
+    def stop_for(self, reason: wire.StopReason, grace: float | None = None, after_interrupt: bool = False) -> None:
+        """Ask for the stop, without waiting (for the sync and asyncio faces alike)."""
+        self.client.stop(grace, reason, after_interrupt)
 
     def _wait_shielded(self) -> int:
         """Wait to the end even through Ctrl+C (each passed on as the terminal would); then re-raise it."""
-        _wait_through_interrupts(self.wait, self._client)
+        self.client.through_interrupts(self.wait)
         return self.returncode  # type: ignore[return-value]
 
     def communicate(self, input: bytes | str | None = None, timeout: float | None = None) -> tuple[Any, Any]:
-        if timeout is not None:
-            timeout = duration(timeout, "timeout")
+        timeout = check_timeout(timeout)
         deadline = linux.deadline_after(timeout)
         if input is not None and self._input_view is None:
             if self.stdin is None:
@@ -341,11 +317,11 @@ class Popen:
                 except BrokenPipeError:
                     pass
         finally:
-            if self.returncode is None and not self._client.finished:
+            if self.returncode is None and not self.client.finished:
                 if exc_info[0] is KeyboardInterrupt:
-                    self._stop_for("interrupted", after_interrupt=True)
+                    self.stop_for(wire.StopReason.INTERRUPTED, after_interrupt=True)
                 else:
-                    self._stop_for("context exited")
+                    self.stop_for(wire.StopReason.CONTEXT_EXITED)
             try:
                 self._wait_shielded()
             finally:
@@ -357,6 +333,7 @@ class Popen:
         return f"<sandbox.Popen: returncode: {self.returncode} args: {self.args!r}>"
 
 
+@with_options(*SANDBOX_KEYWORDS)
 def run(
     args: str | bytes | os.PathLike | Sequence[str | bytes | os.PathLike],
     *,
@@ -373,14 +350,16 @@ def run(
 
     On Ctrl+C the job (in our process group) gets SIGINT from the terminal once; we wait, shielded,
     until its cleanup ends, then raise KeyboardInterrupt. On a timeout the sandbox is stopped with
-    its stop signal and grace period, and TimeoutExpired is raised once every process is gone.
+    its stop signal and grace period, and TimeoutExpired is raised once every process is gone. The
+    result (and a CalledProcessError) carries the lifecycle events, "finished" last, as .events.
     """
-    return _run(Popen, args, stdin, input, stdout, stderr, capture_output, check, timeout, options)
+    return complete(Popen, args, stdin, input, stdout, stderr, capture_output, check, timeout, options)
 
 
-def _run_streams(stdin: Any, input: Any, stdout: Any, stderr: Any, capture_output: bool,
-                 timeout: float | None) -> tuple[Any, Any, Any]:
-    """run()'s arguments checked as subprocess.run checks them; the stdin, stdout, stderr to start with."""
+def run_streams(stdin: Any, input: Any, stdout: Any, stderr: Any, capture_output: bool,
+                timeout: object) -> tuple[Any, Any, Any, float | None]:
+    """run()'s arguments checked as subprocess.run checks them: the stdin, stdout, stderr to start with, and
+    the timeout in seconds (None: none; infinity is none too)."""
     if input is not None:
         if stdin is not None:
             raise ValueError("stdin and input arguments may not both be used")
@@ -389,26 +368,25 @@ def _run_streams(stdin: Any, input: Any, stdout: Any, stderr: Any, capture_outpu
         if stdout is not None or stderr is not None:
             raise ValueError("stdout and stderr arguments may not be used with capture_output")
         stdout = stderr = PIPE
-    if timeout is not None:
-        timeout = duration(timeout, "timeout")
-    return stdin, stdout, stderr
+    return stdin, stdout, stderr, check_timeout(timeout)
 
 
-def _run(factory: Callable[..., Popen], args: Any, stdin: Any, input: bytes | str | None, stdout: Any, stderr: Any,
-         capture_output: bool, check: bool, timeout: float | None, options: dict) -> subprocess.CompletedProcess:
-    stdin, stdout, stderr = _run_streams(stdin, input, stdout, stderr, capture_output, timeout)
-    if timeout is not None and timeout == float("inf"):
-        timeout = None
+def complete(factory: Callable[..., Popen], args: Any, stdin: Any, input: bytes | str | None, stdout: Any,
+             stderr: Any, capture_output: bool, check: bool, timeout: object,
+             options: dict) -> subprocess.CompletedProcess:
+    """run() for any factory of Popen-like processes (sandbox.Popen, a Job's Popen): start, communicate, and
+    on a timeout or Ctrl+C the shielded end (stop, or relay the Ctrl+C; wait until all is gone), then raise."""
+    stdin, stdout, stderr, seconds = run_streams(stdin, input, stdout, stderr, capture_output, timeout)
     with factory(args, stdin=stdin, stdout=stdout, stderr=stderr, **options) as process:
         try:
-            out, err = process.communicate(input, timeout=timeout)
+            out, err = process.communicate(input, timeout=seconds)
         except subprocess.TimeoutExpired:
-            process._stop_for("timeout")
-            out, err = _finish(process)
-            raise subprocess.TimeoutExpired(process.args, timeout, out, err) from None
+            process.stop_for(wire.StopReason.TIMEOUT)
+            out, err = process.client.through_interrupts(process.communicate)
+            raise subprocess.TimeoutExpired(process.args, seconds, out, err) from None  # type: ignore[arg-type]
         except KeyboardInterrupt:
-            process._client.relay(signal.SIGINT)
-            _finish(process)
+            process.client.relay(signal.SIGINT)
+            process.client.through_interrupts(process.communicate)
             raise
         retcode = process.poll()
         if retcode is None:
@@ -420,24 +398,3 @@ def _run(factory: Callable[..., Popen], args: Any, stdin: Any, input: bytes | st
     completed = subprocess.CompletedProcess(process.args, retcode, out, err)
     completed.events = process.events  # type: ignore[attr-defined]  # lifecycle events, "finished" last
     return completed
-
-
-def _finish(process: Popen) -> tuple[Any, Any]:
-    """Collect the rest of the output and wait for the end, passing on each further Ctrl+C."""
-    return _wait_through_interrupts(process.communicate, process._client)
-
-
-def _wait_through_interrupts(wait: Callable[[], Any], client: ReaperClient) -> Any:
-    """wait() to its end even through Ctrl+C, each relayed to the job (the reaper drops those the terminal
-    gave it already); then raise KeyboardInterrupt if there was one. The one "wait through Ctrl+C"."""
-    interrupted = False
-    while True:
-        try:
-            result = wait()
-            break
-        except KeyboardInterrupt:
-            interrupted = True
-            client.relay(signal.SIGINT)
-    if interrupted:
-        raise KeyboardInterrupt
-    return result

@@ -1,0 +1,108 @@
+"""Starting the job's processes from PID 1: the main process, or each command of a session.
+
+The job must never be PID 1: PID 1 of a namespace silently drops signals it has no handler for.
+"""
+
+from __future__ import annotations
+
+import _socket as socket
+import errno
+import fcntl
+import os
+import signal
+import stat
+import time
+
+from ..shared import marks, wire
+from ..shared.command import DEFAULT_PATH, Command
+from ..shared.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, SandboxError
+from ..shared.signals import describe_status
+
+CATCHABLE = frozenset(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
+
+
+class Process:
+    """A process the launcher asked for: where its reports go, and how it ended."""
+
+    __slots__ = ("pid", "sock", "status", "kill_at", "started")
+
+    def __init__(self, pid: int, sock: socket.socket, started: float) -> None:
+        self.pid = pid
+        self.sock = sock
+        self.status: int | None = None
+        self.kill_at: float | None = None  # a stop asked for this process alone: SIGKILL it then
+        self.started = started  # signals that arrived before this were not the process's
+
+
+def start(command: Command, stdio: tuple[int | None, ...], ignored: tuple[int, ...], mnt_ns: int,
+          sock: socket.socket) -> Process:
+    """Start command (cwd, umask, environment with our marks) with stdio as its 0, 1, 2 (None: closed) and
+    the signals it inherits ignored; its reports go to sock. Raises SandboxError (126, 127, 125)."""
+    try:
+        os.chdir(command.cwd)
+    except OSError as exc:
+        raise SandboxError(f"cannot change to directory {os.fsdecode(command.cwd)}: {exc.strerror}") from None
+    os.umask(command.umask)
+    env = marks.mark_environment(command.env, mnt_ns)  # lets sandbox-mount-image and co. check where they run
+    path = resolve(command.argv[0], env.get(b"PATH", DEFAULT_PATH))
+    file_actions = []
+    copies = []
+    for target, fd in enumerate(stdio):
+        if fd is None:
+            file_actions.append((os.POSIX_SPAWN_CLOSE, target))
+        else:
+            # Above every target, so that no dup2 overwrites a descriptor a later one still needs.
+            high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+            copies.append(high)
+            file_actions.append((os.POSIX_SPAWN_DUP2, high, target))
+    for sig in ignored:
+        signal.signal(sig, signal.SIG_IGN)  # posix_spawn passes on our ignored signals, and resets the rest
+    started = time.monotonic()
+    try:
+        try:
+            pid = os.posix_spawn(path, command.argv, env, file_actions=file_actions, setsigmask=(),
+                                 setsigdef=CATCHABLE - set(ignored))
+        except OSError as exc:
+            name = os.fsdecode(command.argv[0])
+            if exc.errno == errno.ENOENT:
+                raise SandboxError(f"{name}: command not found", EXIT_NOT_FOUND) from None
+            raise SandboxError(f"{name}: cannot execute: {exc.strerror}", EXIT_NOT_EXECUTABLE, exc.errno or 0) from None
+    finally:
+        # Only the job may hold its pipes, or a caller reading them to the end would wait on us.
+        for fd in copies + [fd for fd in stdio if fd is not None]:
+            os.close(fd)
+    return Process(pid, sock, started)
+
+
+def resolve(name: bytes, search_path: bytes) -> bytes:
+    """Find the program as a shell would, telling 'not found' (127) from 'not executable' (126)."""
+    if b"/" in name:
+        candidates = [name]
+    else:
+        candidates = [os.path.join(d or b".", name) for d in search_path.split(b":")]
+    denied = None
+    for candidate in candidates:
+        try:
+            st = os.stat(candidate)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and os.access(candidate, os.X_OK):
+            return candidate
+        denied = denied or candidate
+    shown = os.fsdecode(name)
+    if denied is not None:
+        what = "is a directory" if os.path.isdir(denied) else "permission denied"
+        raise SandboxError(f"{shown}: cannot execute: {what}", EXIT_NOT_EXECUTABLE)
+    raise SandboxError(f"{shown}: command not found", EXIT_NOT_FOUND)
+
+
+def warm_up(mnt_ns: int) -> None:
+    """Run the job's start-up path once while we wait for the order. A forked reaper copies every page
+    its first run writes to (refcounts, caches): better now, while idle, than on the caller's time."""
+    try:
+        resolve(b"sh", DEFAULT_PATH)
+    except SandboxError:
+        pass
+    marks.mark_environment({b"PATH": DEFAULT_PATH}, mnt_ns)
+    wire.encode(wire.Event(wire.EventName.STARTED, {"job_pid": None, "mnt_ns": mnt_ns, "time": time.time()}))
+    describe_status(0)

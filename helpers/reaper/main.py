@@ -1,0 +1,336 @@
+"""The reaper: PID 1 of a sandbox's PID namespace, and the owner of its mount namespace.
+
+Its life, top to bottom in main(): tie itself to the launcher; prepare the namespaces (before the
+order comes, so that a spawn server can keep a reaper ready); receive the order (a Job, or a Session
+for sandbox.Job); complete the sandbox as the order's spec says (mounts.py); start the job
+(commands.py); then the loop: reap every process, pass on what the launcher asks, and stop them all
+(stopping.py) when the main process ends, when the launcher asks, or when the caller dies. The loop
+returns the status to exit with; once we have exited, the kernel kills whatever is left in the
+namespace and drops its mounts.
+"""
+
+from __future__ import annotations
+
+import _socket as socket  # the C module: the command-line tool skips socket.py's enums
+import os
+import select
+import signal
+import sys
+import time
+
+import prctl
+
+from ..shared import linux, wire
+from ..shared.command import Command
+from ..shared.errors import EXIT_FAILURE, SandboxError
+from ..shared.options import SandboxSpec
+from ..shared.relay import Relays
+from ..shared.signals import CALLER_GONE, FORWARDED, PARENT_GONE, describe_status, reset_for_helper, signal_name
+from . import commands, mounts
+from .commands import Process
+from .stopping import Stopping, kill
+
+# Read from a signalfd: blocked, never handled, so the loop sees them in order with everything else.
+WATCHED = (signal.SIGCHLD, PARENT_GONE, CALLER_GONE, *FORWARDED)
+
+
+def main(sock: socket.socket, parent_pidfd: int) -> int:
+    """The whole life of PID 1; returns the status to exit with."""
+    sigfd = tie_to_launcher(sock, parent_pidfd)
+    try:
+        mnt_ns, pid_ns = mounts.prepare()
+        commands.warm_up(mnt_ns)
+        failure = None
+    except SandboxError as exc:
+        failure = exc  # told to whoever sends the order
+        mnt_ns = pid_ns = 0
+    received = receive_order(sock, sigfd)
+    if received is None:
+        return EXIT_FAILURE  # the launcher went away first
+    order, stdio = received
+    reaper = Reaper(sock, sigfd, order, mnt_ns, pid_ns)
+    try:
+        if failure is not None:
+            raise failure
+        reaper.proc_dir = mounts.set_up(order.spec)
+        if isinstance(order, wire.Job):
+            reaper.main = reaper.start(order.command, stdio, sock)
+    except SandboxError as exc:
+        reaper.send(sock, wire.Failed(exc.exit_code, exc.message, exc.errno or 0))
+        return exc.exit_code
+    if isinstance(order, wire.Session):
+        reaper.report(None, wire.EventName.READY, mnt_ns=mnt_ns, pid_ns=pid_ns)
+    return reaper.loop()
+
+
+def tie_to_launcher(sock: socket.socket, parent_pidfd: int) -> linux.SignalFd:
+    """Tie ourselves to the launcher before doing anything that could outlive it."""
+    reset_for_helper()
+    signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
+    sigfd = linux.SignalFd(WATCHED)
+    prctl.set_pdeathsig(PARENT_GONE)
+    prctl.set_name("sandbox-reaper")
+    # The launcher may have died before PDEATHSIG was armed; then no signal will ever come.
+    if select.select([parent_pidfd], [], [], 0)[0]:
+        os._exit(EXIT_FAILURE)
+    linux.close_fds_except({sock.fileno(), sigfd.fileno()})
+    return sigfd
+
+
+def receive_order(sock: socket.socket, sigfd: linux.SignalFd
+                  ) -> tuple[wire.Job | wire.Session, tuple[int | None, ...]] | None:
+    """Wait for the order and the job's descriptors; None if the launcher went away first."""
+    while True:
+        ready = select.select([sock, sigfd.fileno()], [], [])[0]
+        if any(signo in (PARENT_GONE, CALLER_GONE) for signo, _, _ in sigfd.read()):
+            return None
+        if sock in ready:
+            try:
+                received = wire.recv_kind(sock, (wire.Job, wire.Session), socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                continue
+            if received is None:
+                return None
+            order, fds = received
+            return order, stdio_of(order.stdio, fds) if isinstance(order, wire.Job) else (None, None, None)
+
+
+def stdio_of(present: tuple[bool, ...], fds: list[int]) -> tuple[int | None, ...]:
+    it = iter(fds)
+    return tuple(next(it) if flag else None for flag in present)
+
+
+class Reaper:
+    """PID 1 at work: one job (its main process's exit stops everything left, as the command and
+    sandbox.run want) or a session (sandbox.Job: commands come one by one over the control socket, each
+    with a socket of its own for its reports, and the namespace lives until the launcher stops it or dies).
+    """
+
+    def __init__(self, sock: socket.socket, sigfd: linux.SignalFd, order: wire.Job | wire.Session,
+                 mnt_ns: int, pid_ns: int) -> None:
+        self.sock = sock
+        self.sigfd = sigfd
+        self.spec: SandboxSpec = order.spec
+        self.lifeline = order.lifeline
+        self.session = isinstance(order, wire.Session)
+        self.mnt_ns, self.pid_ns = mnt_ns, pid_ns
+        self.proc_dir: str | int = "/proc"  # where we count our processes
+        self.main: Process | None = None
+        self.processes: dict[int, Process] = {}  # not yet reaped
+        self.stopping = Stopping(self.spec.stop_signal, self.spec.grace, self.report)
+        self.caller_gone = False
+        self.sock_closed = False  # our launcher's end is gone: nobody to report to
+        self.arrived: list[tuple[int, float]] = []  # signals read, not yet handled, and when we read them
+        self.relays = Relays()  # signals our launcher passes on, unless the job got them by itself
+        self.all_gone = False  # waitpid said ECHILD: as PID 1 we inherit every orphan, so nothing is left
+        self.done = False
+        self.poller = select.poll()
+
+    def start(self, command: Command, stdio: tuple[int | None, ...], sock: socket.socket) -> Process:
+        # Signals that reached us before the process existed were not sent to it.
+        self.take_signals()
+        process = commands.start(command, stdio, self.spec.ignored_signals, self.mnt_ns, sock)
+        self.processes[process.pid] = process
+        self.report(sock, wire.EventName.STARTED, creds_pid=process.pid, job_pid=None, mnt_ns=self.mnt_ns,
+                    pid_ns=self.pid_ns)
+        return process
+
+    def loop(self) -> int:
+        """Until every process is gone and the sandbox was stopped (or its main process ended)."""
+        self.poller.register(self.sigfd.fileno(), select.POLLIN)
+        self.poller.register(self.sock.fileno(), select.POLLIN)
+        listening = True
+        while not self.done:
+            if self.caller_gone and listening:
+                self.poller.unregister(self.sock.fileno())  # its end of file would wake us forever
+                listening = False
+            deadlines = [d for d in (self.stopping.deadline, self.relays.next_due(),
+                                     *(p.kill_at for p in self.processes.values())) if d is not None]
+            wait = linux.wait_seconds(min(deadlines) if deadlines else None)
+            ready = dict(self.poller.poll(None if wait is None else wait * 1000))
+            # Signals first: a relay from the launcher must be matched against a group-wide signal that
+            # is already queued for us.
+            self.read_signals()
+            if listening and self.sock.fileno() in ready and not self.caller_gone:
+                self.read_messages(self.sock, self.main)
+            for process in list(self.processes.values()):
+                if process.sock is not self.sock and process.sock.fileno() in ready:
+                    self.read_messages(process.sock, process)
+            for relay in self.relays.take_due():
+                self.forward(relay.target, relay.signo, "launcher")
+            now = time.monotonic()
+            for process in list(self.processes.values()):
+                if process.kill_at is not None and now >= process.kill_at:
+                    process.kill_at = None
+                    kill(process.pid, signal.SIGKILL)
+            if self.stopping.expired(now):
+                self.kill_all(wire.StopReason.GRACE_OVER)
+            if self.all_gone and (self.stopping.reason or (self.main is not None and self.main.status is not None)):
+                self.done = True
+        status = self.main.status if self.main is not None and self.main.status is not None else 0
+        self.send(self.sock, wire.Exited(status))
+        return 0
+
+    # -- what arrives ------------------------------------------------------------------------------
+
+    def take_signals(self) -> None:
+        """Move what the signalfd holds into self.arrived, stamped with the time we learnt of it."""
+        now = time.monotonic()
+        self.arrived.extend((signo, now) for signo, _code, _pid in self.sigfd.read())
+
+    def read_signals(self) -> None:
+        self.take_signals()
+        arrived, self.arrived = self.arrived, []
+        for signo, when in arrived:
+            if signo == signal.SIGCHLD:
+                self.reap()
+            elif signo == PARENT_GONE:
+                # The API's reaper belongs to the caller holding its socket, not to the spawn server that
+                # forked it: if the server dies, the caller is still there to wait for the job.
+                if self.lifeline == "parent":
+                    self.caller_died()
+            elif signo == CALLER_GONE:
+                self.caller_died()
+            else:
+                self.from_outside(signo, when)
+
+    def from_outside(self, signo: int, when: float) -> None:
+        """A signal reached us: sent to our process group or cgroup, it reached the job as well."""
+        self.relays.arrived(signo, when)
+        if any(self.relays.reached(process, signo) for process in self.processes.values()):
+            self.delivered(signo)
+
+    def delivered(self, signo: int) -> None:
+        if self.stopping.delivered(signo):
+            self.kill_all(wire.StopReason.INTERRUPTED_REPEATEDLY)
+
+    def read_messages(self, sock: socket.socket, process: Process | None) -> None:
+        """What a launcher asks, on the control socket (process: the main one, if any) or a command's own."""
+        control = sock is self.sock
+        while not self.done:
+            try:
+                message, fds, _ = wire.recv(sock, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except ValueError:
+                continue  # not one of ours; the sender learns nothing from us
+            except (wire.Closed, ConnectionError):
+                if control:
+                    self.caller_died()
+                else:
+                    self.poller.unregister(sock.fileno())  # the caller let go of this command; it runs on
+                return
+            if isinstance(message, wire.Run) and control and self.session:
+                self.run_command(message, fds)
+                continue
+            for fd in fds:
+                os.close(fd)
+            if isinstance(message, wire.Signal) and process is not None:
+                self.forward(process, message.signo, message.origin)
+            elif isinstance(message, wire.Relay) and process is not None and process.status is None:
+                self.relays.request(process, message.signo)
+            elif isinstance(message, wire.Stop):
+                signal_it = self.stopping.signal_wanted(message.after_interrupt)
+                if control:
+                    self.stopping.begin(message.reason, message.grace, signal_it)
+                    if self.stopping.deadline is not None and self.stopping.expired(time.monotonic()):
+                        self.kill_all(message.reason)
+                elif process is not None:
+                    self.stopping.begin_for(process, message.grace, signal_it)
+
+    def run_command(self, message: wire.Run, fds: list[int]) -> None:
+        """A session's next command: the last descriptor is the socket for its reports."""
+        if not fds or self.stopping.reason:
+            for fd in fds:
+                os.close(fd)
+            return
+        sock = socket.socket(fileno=fds[-1])
+        try:
+            self.start(message.command, stdio_of(message.stdio, fds[:-1]), sock)
+        except SandboxError as exc:
+            self.send(sock, wire.Failed(exc.exit_code, exc.message, exc.errno or 0))
+            sock.close()
+            return
+        self.poller.register(sock.fileno(), select.POLLIN)
+
+    def forward(self, process: Process, sig: int, origin: str) -> None:
+        if process.status is not None or process.pid not in self.processes:
+            return
+        if not kill(process.pid, sig):
+            return
+        self.report(process.sock, wire.EventName.SIGNAL, signal=signal_name(sig), origin=origin)
+        self.delivered(sig)
+
+    def caller_died(self) -> None:
+        if self.caller_gone:
+            return
+        self.caller_gone = True
+        # A job already asked to end (a Ctrl+C, a group's SIGTERM) is cleaning up: a stop signal on top
+        # would cut bash's trap.
+        self.stopping.begin(wire.StopReason.CALLER_DIED, send_signal=self.stopping.signal_wanted(True))
+        if self.stopping.expired(time.monotonic()):
+            self.kill_all(wire.StopReason.CALLER_DIED)
+
+    # -- what ends -----------------------------------------------------------------------------------
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.all_gone = True
+                break
+            if pid == 0:
+                break
+            process = self.processes.get(pid)
+            if process is not None:
+                process.status = status
+                self.report_exit(process)
+        main = self.main
+        if main is not None and main.status is not None and not self.all_gone and self.stopping.reason is None:
+            self.stopping.begin(wire.StopReason.MAIN_EXITED)
+            if self.stopping.expired(time.monotonic()):
+                self.kill_all(wire.StopReason.MAIN_EXITED)
+
+    def report_exit(self, process: Process) -> None:
+        self.processes.pop(process.pid, None)
+        self.report(process.sock, wire.EventName.EXITED, **describe_status(process.status))
+        if process.sock is not self.sock:
+            self.send(process.sock, wire.Exited(process.status))  # type: ignore[arg-type]
+            try:
+                self.poller.unregister(process.sock.fileno())
+            except KeyError:
+                pass
+            process.sock.close()
+
+    def kill_all(self, reason: wire.StopReason) -> None:
+        """SIGKILL everything; the processes the launcher waits for learn how they ended, and we are done
+        (the kernel reaps the rest when we exit)."""
+        self.stopping.kill_all(self.proc_dir, reason)
+        for process in list(self.processes.values()):
+            _, process.status = os.waitpid(process.pid, 0)
+            self.report_exit(process)
+        self.done = True
+
+    # -- talking to the launcher -------------------------------------------------------------------
+
+    def send(self, sock: socket.socket, message: wire.Message, creds_pid: int | None = None) -> None:
+        if sock is self.sock and self.sock_closed:
+            return
+        try:
+            wire.send(sock, message, creds_pid=creds_pid)
+        except OSError:
+            if sock is self.sock:
+                self.sock_closed = True
+                self.caller_died()  # nobody listens any more: the same as the caller's death
+
+    def report(self, sock: socket.socket | None, name: wire.EventName, creds_pid: int | None = None,
+               **fields: object) -> None:
+        """An event, to sock (None: the control socket). A started event names the process by its PID in here;
+        the kernel translates it for the receiver."""
+        fields["time"] = time.time()
+        self.send(sock or self.sock, wire.Event(name, fields), creds_pid=creds_pid)
+
+
+if __name__ == "__main__":
+    sys.exit("the reaper is started by sandboxed-run, not on its own")

@@ -1,0 +1,441 @@
+"""Every option of sandboxed-run, declared once: the table the command line and the API are built from.
+
+An Option says its name (the API keyword; the command's flag is --name with "-" for "_"), its
+default, how a value is checked (one function, whichever front end gave it, with errors worded in
+that front end's own spelling: `tmpfs` in the API, `--tmpfs` on the command line), its help, and its
+scope: "sandbox" options make up the SandboxSpec that travels to the reaper; "hooks" and the
+command-line-only options are the launcher's business. sandbox/cli builds the click command from
+OPTIONS, sandbox/api builds the keywords of run, Popen, Job and the asyncio variants from it, and
+the wire carries SandboxSpec.to_wire(). Adding an option is one entry here plus its effect in the
+reaper (helpers/reaper).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import stat
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
+
+from .errors import SandboxError, userns_unavailable
+from .signals import parse_signal
+
+PROPAGATIONS = ("slave", "private")
+NETNS_DIR = "/run/netns"
+MAX_ID = 2**32 - 2  # (uid_t)-1 means "no change" to the kernel
+
+# How a front end names an option in its error messages.
+API, CLI = "api", "cli"
+
+
+# -- the checks: (value, the option as the caller spells it) -> the value to keep ---------------------
+
+def duration(value: object, name: str) -> float:
+    """Seconds >= 0 as a float; infinity is allowed and means no limit.
+
+    Every wait of ours is capped per step (linux.wait_seconds), so no finite value overflows a
+    system call, however large.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {value!r}")
+    value = float(value)
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
+    return value
+
+
+def _timeout(value: object, name: str) -> float | None:
+    """A duration, or None for none (infinity means none too)."""
+    if value is None:
+        return None
+    seconds = duration(value, name)
+    return None if math.isinf(seconds) else seconds
+
+
+def _stop_signal(value: object, name: str) -> int:
+    try:
+        number = parse_signal(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{name} must be a signal name or number, not {value!r}") from None
+    except ValueError:
+        raise ValueError(f"{name}: unknown stop signal {value!r}") from None
+    if number == signal.SIGSTOP:
+        raise ValueError(f"{name} cannot be SIGSTOP: it does not end a process")
+    return number
+
+
+def _path(value: object, name: str) -> str:
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} needs a path, not {value!r}")
+    if "\0" in value:
+        raise ValueError(f"{name} {value!r}: a path cannot contain a NUL byte")
+    if not value.startswith("/"):
+        raise ValueError(f"{name} {value}: the path must be absolute")
+    return os.path.normpath(value)
+
+
+def _listed(item_check: Callable[[object, str], Any]) -> Callable[[object, str], tuple]:
+    def check(values: object, name: str) -> tuple:
+        if isinstance(values, (str, bytes, os.PathLike)):
+            raise ValueError(f"{name} takes a list, not a single string: {values!r}")
+        if not isinstance(values, Iterable):
+            raise TypeError(f"{name} takes a list, not {values!r}")
+        return tuple(item_check(value, name) for value in values)
+    return check
+
+
+def _paths(values: object, name: str) -> tuple[str, ...]:
+    return _listed(_path)(values, name)
+
+
+def _bind(value: object, name: str) -> tuple[str, str]:
+    """SRC[:DST] or a (src, dst) pair, as (source, target)."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, str):
+        source, sep, target = value.partition(":")
+        if not sep:
+            target = source
+    elif isinstance(value, tuple) and len(value) == 2:
+        source, target = value
+    else:
+        raise ValueError(f"{name} takes SRC[:DST] or a (src, dst) pair, not {value!r}")
+    return _path(source, name), _path(target, name)
+
+
+def _choice(*choices: str) -> Callable[[object, str], str]:
+    def check(value: object, name: str) -> str:
+        if value not in choices:
+            raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+        return value  # type: ignore[return-value]
+    return check
+
+
+def _net(value: object, name: str) -> str:
+    if isinstance(value, str):
+        if value in ("host", "none"):
+            return value
+        if value.startswith("netns:"):
+            ns = value[len("netns:"):]
+            if ns and "/" not in ns and "\0" not in ns and ns not in (".", ".."):
+                return value
+            raise ValueError(f"{name} {value}: NAME must be the name of a network namespace in {NETNS_DIR}")
+    raise ValueError(f"{name}: unknown net mode {value!r}: use host, none or netns:NAME")
+
+
+def _flag(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, not {value!r}")
+    return value
+
+
+def _maybe_flag(value: object, name: str) -> bool | None:
+    return None if value is None else _flag(value, name)
+
+
+def _maybe_id(value: object, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a number, not {value!r}")
+    if not 0 <= value <= MAX_ID:
+        raise ValueError(f"{name} {value} is out of range (0 to {MAX_ID})")
+    return value
+
+
+def _hostname(value: object, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value.encode()) <= 64 or not all(
+            c.isascii() and (c.isalnum() or c in "-.") for c in value):
+        raise ValueError(f"{name} {value!r}: use 1 to 64 letters, digits, '-' and '.'")
+    return value
+
+
+def _hook(value: object, name: str) -> str:
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise ValueError(f"{name}: an on-exit hook must be a non-empty shell command, not {value!r}")
+    return value
+
+
+def _hooks(values: object, name: str) -> tuple[str, ...]:
+    return () if values is None else _listed(_hook)(values, name)
+
+
+def _maybe_path(value: object, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise ValueError(f"{name} needs a path, not {value!r}")
+    return value
+
+
+def _setenv(value: object, name: str) -> tuple[str, str]:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} takes NAME=VALUE, not {value!r}")
+    key, sep, text = value.partition("=")
+    if not sep or not key or "\0" in value:
+        raise ValueError(f"{name}: {value!r} is not NAME=VALUE")
+    return key, text
+
+
+def _unsetenv(value: object, name: str) -> str:
+    if not isinstance(value, str) or not value or "=" in value or "\0" in value:
+        raise ValueError(f"{name}: {value!r} is not a variable name")
+    return value
+
+
+def _maybe_fd(value: object, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a file descriptor number >= 0, not {value!r}")
+    return value
+
+
+# -- the table ---------------------------------------------------------------------------------------
+
+class Option(NamedTuple):
+    name: str
+    default: Any
+    check: Callable[[Any, str], Any]
+    help: str
+    metavar: str | None = None
+    scope: str = "sandbox"  # "sandbox": in SandboxSpec, for the reaper; "hooks"/"cli"/"api": the launcher's
+    many: bool = False  # repeatable on the command line; a list in the API
+    parse: Callable[[str], Any] | None = None  # a command-line word into what check takes (float, int)
+    switch: bool = False  # a command-line flag without a value (--name / --no-name where the default is True)
+    aliases: tuple[str, ...] = ()  # more command-line spellings
+    short: str | None = None
+    topic: str = "stopping"  # where --help lists it
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def in_api(self) -> bool:
+        return self.scope in ("sandbox", "hooks", "api")
+
+    @property
+    def in_cli(self) -> bool:
+        return self.scope != "api"
+
+    def spelled(self, spelling: str) -> str:
+        """The option as a caller of that front end writes it, for error messages."""
+        return self.flag if spelling == CLI else self.name
+
+
+OPTIONS: tuple[Option, ...] = (
+    # stopping
+    Option("grace", 10.0, duration, "Seconds the job's processes get to clean up after the stop signal, before "
+           "SIGKILL (inf: never SIGKILL).", "SECONDS", parse=float),
+    Option("stop_signal", "TERM", _stop_signal, "Signal that asks the job to stop (name or number).", "SIG"),
+    Option("timeout", None, _timeout, "Stop the job after this long (then exit 124; inf: no timeout). In the API: "
+           "run()'s timeout.", "SECONDS", scope="cli", parse=float),
+    # mounts
+    Option("tmpfs", (), _paths, "Mount a private tmpfs on DIR (repeatable).", "DIR", many=True, topic="mounts"),
+    Option("bind", (), _listed(_bind), "Bind-mount SRC on DST (repeatable).", "SRC[:DST]", many=True,
+           topic="mounts"),
+    Option("ro_bind", (), _listed(_bind), "Bind-mount SRC on DST read-only, submounts included (repeatable).",
+           "SRC[:DST]", many=True, topic="mounts"),
+    Option("read_only", (), _paths, "Remount PATH read-only inside, submounts included (repeatable); tmpfs, bind "
+           "and ro-bind open holes in it.", "PATH", many=True, topic="mounts"),
+    Option("propagation", "slave", _choice(*PROPAGATIONS), "How / is remounted inside: slave still sees the host's "
+           "new mounts; private does not. Mounts made inside never reach the host.", "slave|private",
+           topic="mounts"),
+    Option("proc", True, _flag, "Mount a fresh /proc for the new PID namespace (--no-proc: the host's /proc "
+           "stays).", switch=True, topic="mounts"),
+    # isolation
+    Option("net", "host", _net, "Network: the host's; none (a new namespace with only lo, up); or join the named "
+           "namespace made by 'ip netns add NAME'.", "host|none|netns:NAME", topic="isolation"),
+    Option("userns", None, _maybe_flag, "Run in a new user namespace where the caller is uid/gid (default 0, root "
+           "inside). Automatic when the caller is not root.", switch=True, topic="isolation"),
+    Option("uid", None, _maybe_id, "The job's uid inside the user namespace (implies userns).", "UID",
+           parse=int, topic="isolation"),
+    Option("gid", None, _maybe_id, "The job's gid inside the user namespace (implies userns).", "GID",
+           parse=int, topic="isolation"),
+    Option("hostname", None, _hostname, "Set the hostname in a new UTS namespace.", "NAME", topic="isolation"),
+    # the command
+    Option("cwd", None, _maybe_path, "Working directory of the job, inside the sandbox (default: the current "
+           "one). In the API: cwd.", "DIR", scope="cli", aliases=("--chdir",), topic="command"),
+    Option("setenv", (), _listed(_setenv), "Set a variable for the job (repeatable). In the API: env.",
+           "NAME=VALUE", scope="cli", many=True, topic="command"),
+    Option("unsetenv", (), _listed(_unsetenv), "Remove a variable for the job (repeatable). In the API: env.",
+           "NAME", scope="cli", many=True, topic="command"),
+    # afterwards
+    Option("on_exit", (), _hooks, "Run COMMAND with /bin/sh -c outside the sandbox once its last process is gone, "
+           "however it ended (repeatable, in order). It gets SANDBOXED_RUN_EXIT_CODE, _SIGNAL, _STATUS and "
+           "_STOP_REASON; a failing hook is reported but does not change the exit status.", "COMMAND",
+           scope="hooks", many=True, topic="reporting"),
+    Option("json_status", None, _maybe_path, "Write lifecycle events to FILE as JSON lines, 'finished' last (never "
+           "through a symbolic link). In the API: on_event.", "FILE", scope="cli", topic="reporting"),
+    Option("json_status_fd", None, _maybe_fd, "Like --json-status, to the already open file descriptor N.", "N",
+           scope="cli", parse=int, topic="reporting"),
+    Option("verbose", False, _flag, "Print lifecycle events on stderr: started, signal forwarded, stopping and why, "
+           "killed, exited, hook, finished.", scope="cli", switch=True, short="-v", topic="reporting"),
+    Option("on_event", None, lambda value, name: _callable(value, name), "Called as on_event(name, fields) for each "
+           "lifecycle event, 'finished' last. On the command line: --json-status.", scope="api", topic="reporting"),
+)
+
+BY_NAME = {option.name: option for option in OPTIONS}
+SANDBOX_FIELDS = tuple(o.name for o in OPTIONS if o.scope == "sandbox")
+API_KEYWORDS = tuple(o.name for o in OPTIONS if o.in_api)
+
+
+def check_timeout(value: object, name: str = "timeout") -> float | None:
+    """A timeout as every entry point takes it: seconds, None or infinity for none."""
+    return BY_NAME["timeout"].check(value, name)
+
+
+def check_grace(value: object, name: str = "grace") -> float | None:
+    """A grace period given to a stop (None: the sandbox's own)."""
+    return None if value is None else BY_NAME["grace"].check(value, name)
+
+
+def _callable(value: object, name: str) -> Callable | None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable, not {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def check_api_options(given: Mapping[str, object], accepted: Iterable[str] = API_KEYWORDS) -> dict[str, Any]:
+    """The API's keyword options checked (TypeError for an unknown one, as Python gives), defaults filled in."""
+    accepted = tuple(accepted)
+    for key in given:
+        if key not in accepted:
+            raise TypeError(f"unexpected keyword argument {key!r}")
+    return {name: BY_NAME[name].check(given.get(name, BY_NAME[name].default), name) for name in accepted}
+
+
+# -- what the reaper gets ------------------------------------------------------------------------------
+
+class Mount(NamedTuple):
+    """One mount made inside the sandbox: kind is the option that asked for it (tmpfs, bind, ro_bind, read_only)."""
+
+    kind: str
+    target: str
+    source: str | None = None
+
+    def describe(self, spelling: str = CLI) -> str:
+        return f"{BY_NAME[self.kind].spelled(spelling)} {self.source + ':' if self.source else ''}{self.target}"
+
+
+class SandboxSpec:
+    """The checked "sandbox" options of one sandbox (one attribute per entry of OPTIONS with that scope),
+    plus the signals the job inherits ignored. Built once by the front end, sent as to_wire() to the reaper.
+
+    `userns` is resolved here: True whenever a user namespace will be made (asked for, implied by uid or
+    gid, or because the caller is not root and could make no other namespace).
+    """
+
+    __slots__ = (*SANDBOX_FIELDS, "ignored_signals")
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        for name in self.__slots__:
+            object.__setattr__(self, name, values[name])
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("a SandboxSpec does not change")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SandboxSpec) and self.to_wire() == other.to_wire()
+
+    def __hash__(self) -> int:
+        return hash(self.to_wire())
+
+    def __repr__(self) -> str:
+        return "SandboxSpec(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"
+
+    @classmethod
+    def build(cls, values: Mapping[str, object], spelling: str = API,
+              ignored_signals: Iterable[int] = ()) -> SandboxSpec:
+        """Check each sandbox option on its own and then together (ValueError, TypeError, worded for spelling);
+        check_host() then checks them against the machine. values may hold other options: they are not ours."""
+        checked: dict[str, Any] = {}
+        for name in SANDBOX_FIELDS:
+            option = BY_NAME[name]
+            checked[name] = option.check(values.get(name, option.default), option.spelled(spelling))
+        mounts = [*(("tmpfs", p) for p in checked["tmpfs"]), *(("bind", t) for _, t in checked["bind"]),
+                  *(("ro_bind", t) for _, t in checked["ro_bind"])]
+        for name, target in mounts:
+            if target == "/":
+                # It would not replace the root the job sees (its processes keep the old one), and the
+                # job would write to the host's real / while looking at an empty tmpfs or a bind.
+                raise ValueError(f"{BY_NAME[name].spelled(spelling)} /: cannot mount over /; mount on the "
+                                 f"directories the job needs (with {BY_NAME['read_only'].spelled(spelling)} / to "
+                                 "keep the rest unchanged)")
+        ids_given = checked["uid"] is not None or checked["gid"] is not None
+        if checked["userns"] is False and ids_given:
+            raise ValueError(f"{BY_NAME['uid'].spelled(spelling)} and {BY_NAME['gid'].spelled(spelling)} need a "
+                             "user namespace")
+        checked["userns"] = bool(checked["userns"] or ids_given or (checked["userns"] is None and os.geteuid() != 0))
+        checked["ignored_signals"] = tuple(sorted({int(s) for s in ignored_signals}))
+        return cls(checked)
+
+    def to_wire(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    @classmethod
+    def from_wire(cls, fields: tuple) -> SandboxSpec:
+        return cls(dict(zip(cls.__slots__, fields, strict=True)))
+
+    @property
+    def userns_ids(self) -> tuple[int, int] | None:
+        """The uid and gid the caller becomes inside its user namespace; None for no user namespace."""
+        if not self.userns:
+            return None
+        return (self.uid or 0, self.gid or 0)
+
+    @property
+    def mounts(self) -> tuple[Mount, ...]:
+        """Every mount, in the order the reaper makes them: parents before children, so that a bind below a
+        tmpfs lands on top of it; at one depth a read-only remount first, so that a mount on the same path
+        opens a writable hole in it."""
+        mounts = [Mount("tmpfs", path) for path in self.tmpfs]
+        mounts += [Mount("bind", target, source) for source, target in self.bind]
+        mounts += [Mount("ro_bind", target, source) for source, target in self.ro_bind]
+        mounts += [Mount("read_only", path) for path in self.read_only]
+        mounts.sort(key=lambda m: (m.target.rstrip("/").count("/"), m.kind != "read_only"))
+        return tuple(mounts)
+
+    def check_host(self, spelling: str = API) -> None:
+        """Check the spec against this machine (SandboxError, one line each), so a typo fails before anything
+        starts: the paths as the host sees them, the named network namespace, user namespaces allowed."""
+        if self.net.startswith("netns:"):
+            name = self.net[len("netns:"):]
+            if not os.path.exists(os.path.join(NETNS_DIR, name)):
+                raise SandboxError(f"{BY_NAME['net'].spelled(spelling)} {self.net}: no network namespace {name!r} "
+                                   f"(no {NETNS_DIR}/{name}; create it with: ip netns add {name})")
+        if self.userns:
+            reason = userns_unavailable()
+            if reason:
+                raise SandboxError(f"cannot create a user namespace: {reason}")
+        for m in self.mounts:
+            described = m.describe(spelling)
+            target = _stat(m.target, described)
+            if m.kind == "read_only":
+                continue
+            if m.kind == "tmpfs":
+                if not stat.S_ISDIR(target.st_mode):
+                    raise SandboxError(f"{described}: {m.target} is not a directory")
+                continue
+            assert m.source is not None
+            source = _stat(m.source, described)
+            if stat.S_ISDIR(source.st_mode) != stat.S_ISDIR(target.st_mode):
+                kinds = ("a directory" if stat.S_ISDIR(source.st_mode) else "a file",
+                         "a directory" if stat.S_ISDIR(target.st_mode) else "a file")
+                raise SandboxError(f"{described}: cannot bind {kinds[0]} over {kinds[1]}")
+
+
+def _stat(path: str, described: str) -> os.stat_result:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        raise SandboxError(f"{described}: {path} does not exist") from None
+    except OSError as exc:
+        raise SandboxError(f"{described}: {path}: {exc.strerror}") from None

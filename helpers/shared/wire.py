@@ -1,0 +1,397 @@
+"""The messages between our processes, each a record of its own kind, and how they travel.
+
+Every message kind is declared below with the process that sends it, the one that receives it, and
+what the receiver does (table() lists them; ARCHITECTURE.md shows that list). A message travels as
+one SOCK_SEQPACKET packet: its kind's number and its fields, marshal'ed. Descriptors travel as
+SCM_RIGHTS; a sender may attach SCM_CREDENTIALS naming another process, which the kernel translates
+into the receiver's PID namespace: that is how the caller learns the job's PID as it sees it,
+although the reaper only knows the job as PID 2.
+
+A packet cannot be larger than the socket's send buffer (about 200 KiB), but a request carries
+whatever argument list and environment execve accepts (2 MiB and more). So a large message
+travels in a sealed memfd, sent as the packet's first descriptor; the packet's first byte says which.
+"""
+
+from __future__ import annotations
+
+import _socket as socket  # the C module: the command-line tool skips socket.py's enums
+import array
+import enum
+import fcntl
+import marshal
+import os
+import struct
+from typing import Any, NamedTuple
+
+from .command import Command
+from .options import SandboxSpec
+
+MAX_INLINE = 1 << 16
+_INLINE, _MEMFD = b"i", b"m"
+_UCRED = struct.Struct("iII")
+_ANCILLARY = socket.CMSG_SPACE(_UCRED.size) + socket.CMSG_SPACE(16 * 4)
+_SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+
+
+class Kind(enum.IntEnum):
+    READY = 1
+    SPAWN = 2
+    SPAWNED = 3
+    CLAIM = 4
+    FAILED = 5
+    JOB = 6
+    SESSION = 7
+    RUN = 8
+    REAPER_IS = 9
+    EVENT = 10
+    EXITED = 11
+    SIGNAL = 12
+    RELAY = 13
+    STOP = 14
+    HANDOFF = 15
+
+
+class StopReason(enum.StrEnum):
+    """Why a sandbox (or one command of a session) is stopped, as the events and the hooks show it."""
+
+    MAIN_EXITED = "main process exited"
+    TIMEOUT = "timeout"
+    CALLER_DIED = "caller died"
+    INTERRUPTED_REPEATEDLY = "interrupted repeatedly"
+    REQUESTED = "requested"
+    CONTEXT_EXITED = "context exited"
+    INTERRUPTED = "interrupted"
+    CANCELLED = "cancelled"
+    GRACE_OVER = "grace period over"  # only as a killed event's reason
+
+
+class EventName(enum.StrEnum):
+    """The lifecycle events (README: Machine-readable status)."""
+
+    STARTED = "started"
+    READY = "ready"
+    SIGNAL = "signal"
+    STOPPING = "stopping"
+    KILLED = "killed"
+    EXITED = "exited"
+    HOOK = "hook"
+    FINISHED = "finished"
+
+
+# -- the messages, in the order of a job's life ------------------------------------------------------
+# Each docstring: "sender -> receiver", then what the receiver does. Field values are plain data
+# (marshal's types), but for the records and specs named in a field's annotation.
+
+class Ready(NamedTuple):
+    """spawn server -> caller, once: the server runs (as pid) and takes Spawn requests."""
+
+    KIND = Kind.READY
+    pid: int
+
+
+class Job(NamedTuple):
+    """launcher -> reaper (from the command, or forwarded by the spawn server), with the descriptors that
+    become the job's 0, 1, 2 (stdio says which come): set up the sandbox as spec says, start the command
+    as its main process; its end stops the rest. lifeline "parent": the launcher is our parent, its death
+    (PDEATHSIG) is the caller's; "socket": the caller holds our socket, the spawn server's death is not its."""
+
+    KIND = Kind.JOB
+    command: Command
+    spec: SandboxSpec
+    pgid: int | None
+    lifeline: str
+    stdio: tuple[bool, bool, bool]
+
+
+class Session(NamedTuple):
+    """launcher -> reaper (a sandbox.Job, through the spawn server): set up the sandbox, report ready, then
+    start each Run that comes; the sandbox lives until a Stop or the caller's death."""
+
+    KIND = Kind.SESSION
+    spec: SandboxSpec
+    pgid: int | None
+    lifeline: str
+
+
+class Spawn(NamedTuple):
+    """caller -> spawn server, with the job's descriptors: make a sandbox for this order (a ready reaper, or a
+    fresh one), hand it the order, answer Spawned or Failed; keep on_exit to run if the caller dies."""
+
+    KIND = Kind.SPAWN
+    order: Job | Session
+    on_exit: tuple[str, ...]
+
+
+class Spawned(NamedTuple):
+    """spawn server -> caller, with our end of the reaper's socket and a pidfd of the reaper: talk to the reaper
+    directly from now on. ticket names the hooks the server keeps for us (0: none)."""
+
+    KIND = Kind.SPAWNED
+    reaper_pid: int
+    ticket: int
+
+
+class Claim(NamedTuple):
+    """caller -> spawn server: we run the hooks of this ticket ourselves; forget them."""
+
+    KIND = Kind.CLAIM
+    ticket: int
+
+
+class Failed(NamedTuple):
+    """spawn server, user-namespace parent or reaper -> caller or launcher: the sandbox, or the command,
+    could not start; the receiver raises it as a SandboxError (the command prints it and exits exit_code)."""
+
+    KIND = Kind.FAILED
+    exit_code: int
+    message: str
+    errno: int
+
+
+class Run(NamedTuple):
+    """caller -> session reaper, with the command's descriptors (stdio says which) and last a socket for its
+    reports: start the command in the session; its Event and Exited go to that socket."""
+
+    KIND = Kind.RUN
+    command: Command
+    stdio: tuple[bool, bool, bool]
+
+
+class ReaperIs(NamedTuple):
+    """user-namespace parent -> launcher, with a pidfd of the reaper: the reaper is pid; wait on its pidfd
+    (our own end would come early if we were killed first)."""
+
+    KIND = Kind.REAPER_IS
+    pid: int
+
+
+class Event(NamedTuple):
+    """reaper -> launcher (for a started event, with SCM_CREDENTIALS naming the job, which the kernel
+    translates to the launcher's PID): record it, pass it to on_event, the status stream, -v."""
+
+    KIND = Kind.EVENT
+    name: EventName
+    fields: dict
+
+
+class Exited(NamedTuple):
+    """reaper -> launcher, last: the main process (or this command) ended with this wait status; for a whole
+    sandbox the reaper exits next, and its pidfd tells when every process is gone."""
+
+    KIND = Kind.EXITED
+    status: int
+
+
+class Signal(NamedTuple):
+    """launcher -> reaper: the caller sends the job this signal (send_signal, terminate, kill): send it now."""
+
+    KIND = Kind.SIGNAL
+    signo: int
+    origin: str
+
+
+class Relay(NamedTuple):
+    """launcher -> reaper, and launcher -> hook monitor: we received this signal; pass it on unless the same
+    signal reached the job (or the hook) by itself (relay.py)."""
+
+    KIND = Kind.RELAY
+    signo: int
+
+
+class Stop(NamedTuple):
+    """launcher -> reaper: stop the sandbox (on the control socket) or this command (on its own socket): the
+    stop signal, grace seconds (None: the sandbox's), SIGKILL. after_interrupt: no stop signal if a signal
+    asking for an end reached the job already."""
+
+    KIND = Kind.STOP
+    grace: float | None
+    reason: StopReason
+    after_interrupt: bool
+
+
+class Handoff(NamedTuple):
+    """launcher -> hook monitor, once the sandbox is gone: how the job ended (job_status: its wait status;
+    shell_status: what we exit with); run the hooks with it. Without it (the launcher died) the monitor
+    runs them with stop reason "caller died" alone."""
+
+    KIND = Kind.HANDOFF
+    job_status: int | None
+    shell_status: int | None
+    reason: str | None
+
+
+Message = (Ready | Job | Session | Spawn | Spawned | Claim | Failed | Run | ReaperIs | Event | Exited | Signal | Relay
+           | Stop | Handoff)
+RECORDS: dict[Kind, Any] = {record.KIND: record for record in Message.__args__}
+
+
+def encode(message: Message) -> bytes:
+    return marshal.dumps(_plain(message))
+
+
+def _plain(value: Any) -> Any:
+    """A record (or spec) as marshal's plain types: (kind, *fields)."""
+    if isinstance(value, SandboxSpec):
+        return value.to_wire()
+    if isinstance(value, Command):
+        return tuple(value)
+    kind = getattr(value, "KIND", None)
+    if kind is not None and isinstance(value, tuple):
+        return (int(kind), *(_plain(field) for field in value))
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(item) for item in value)
+    return value
+
+
+def decode(data: tuple) -> Message:
+    """A record from its plain form; ValueError, TypeError or KeyError for anything else."""
+    record = RECORDS[Kind(data[0])]
+    fields = list(data[1:])
+    if record in (Job, Session):
+        fields[record._fields.index("spec")] = SandboxSpec.from_wire(tuple(fields[record._fields.index("spec")]))
+    if record in (Job, Run):
+        fields[0] = Command(*fields[0])
+    if record is Spawn:
+        fields[0] = decode(fields[0])
+    if record is Stop:
+        fields[1] = StopReason(fields[1])
+    if record is Event:
+        fields[0] = EventName(fields[0])
+    return record(*fields)
+
+
+def table() -> str:
+    """Every message kind as a Markdown table: kind, who sends it to whom, what the receiver does."""
+    rows = ["| message | sender -> receiver | what the receiver does |", "| --- | --- | --- |"]
+    for kind in Kind:
+        doc = " ".join(RECORDS[kind].__doc__.split())
+        route, _, what = doc.partition(": ")
+        rows.append(f"| `{RECORDS[kind].__name__}` | {route} | {what} |")
+    return "\n".join(rows) + "\n"
+
+
+def pair() -> tuple[socket.socket, socket.socket]:
+    """A connected pair; the first end also receives the credentials of senders."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    return ours, theirs
+
+
+def send(sock: socket.socket, message: Message, fds: list[int] | tuple[int, ...] = (),
+         creds_pid: int | None = None) -> None:
+    """Send one message. Raises OSError: EBADF for a descriptor that is not open, EPIPE once the peer is gone."""
+    data = encode(message)
+    memfd = -1
+    if len(data) >= MAX_INLINE:
+        memfd = _in_memfd(data)
+        data, fds = _MEMFD, (memfd, *fds)
+    else:
+        data = _INLINE + data
+    ancillary = []
+    if fds:
+        ancillary.append((socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes()))
+    if creds_pid is not None:
+        ancillary.append((socket.SOL_SOCKET, socket.SCM_CREDENTIALS, _UCRED.pack(creds_pid, os.getuid(), os.getgid())))
+    try:
+        sock.sendmsg([data], ancillary, socket.MSG_NOSIGNAL)
+    finally:
+        if memfd >= 0:
+            os.close(memfd)
+
+
+def _in_memfd(data: bytes) -> int:
+    fd = os.memfd_create("sandboxed-run-message", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        # Sealed: the receiver reads exactly what was sent, whoever else might hold the file.
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _from_memfd(fd: int) -> bytes:
+    try:
+        if fcntl.fcntl(fd, fcntl.F_GET_SEALS) & _SEALS != _SEALS:
+            raise ValueError("malformed message: an unsealed memfd")
+        size = os.fstat(fd).st_size
+        data = bytearray()
+        while len(data) < size:
+            chunk = os.pread(fd, size - len(data), len(data))
+            if not chunk:
+                break
+            data += chunk
+        return bytes(data)
+    finally:
+        os.close(fd)
+
+
+class Closed(Exception):
+    """The other end is gone."""
+
+
+def recv(sock: socket.socket, flags: int = 0) -> tuple[Message, list[int], int | None]:
+    """One message, the descriptors that came with it (close-on-exec), and the sender's PID if it said one.
+
+    Raises Closed at end of file, BlockingIOError when non-blocking and nothing is there, ValueError
+    for a packet that is not one of ours.
+    """
+    data, ancillary, msg_flags, _ = sock.recvmsg(MAX_INLINE + 1, _ANCILLARY, flags | socket.MSG_CMSG_CLOEXEC)
+    fds: list[int] = []
+    pid = None
+    for level, kind, payload in ancillary:
+        if level != socket.SOL_SOCKET:
+            continue
+        if kind == socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % 4
+            fds.extend(array.array("i", payload[:usable]))
+        elif kind == socket.SCM_CREDENTIALS and len(payload) >= _UCRED.size:
+            pid = _UCRED.unpack_from(payload)[0]
+    if not data:
+        _close(fds)
+        raise Closed()
+    kind = data[:1]
+    if msg_flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or kind not in (_INLINE, _MEMFD) or (
+            kind == _MEMFD and not fds):
+        _close(fds)
+        raise ValueError("malformed message")
+    if kind == _MEMFD:
+        try:
+            data = _from_memfd(fds.pop(0))
+        except BaseException:
+            _close(fds)
+            raise
+    else:
+        data = data[1:]
+    try:
+        return decode(marshal.loads(data)), fds, pid
+    except (ValueError, TypeError, EOFError, KeyError, IndexError):
+        _close(fds)
+        raise ValueError("malformed message") from None
+
+
+def recv_kind(sock: socket.socket, kinds: tuple[type, ...], flags: int = 0) -> tuple[Any, list[int]] | None:
+    """The next message of one of kinds and its descriptors; others are dropped (their descriptors closed).
+    None once the peer is gone; BlockingIOError (with MSG_DONTWAIT) while none of those kinds is there."""
+    while True:
+        try:
+            message, fds, _ = recv(sock, flags)
+        except (Closed, ConnectionError):
+            return None
+        except ValueError:
+            continue
+        if isinstance(message, kinds):
+            return message, fds
+        _close(fds)
+
+
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)

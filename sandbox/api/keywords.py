@@ -1,0 +1,49 @@
+"""The API's keyword options, from the one option table (sandboxed_run_helpers.shared.options).
+
+run, Popen, Job and the asyncio variants take the table's API options as keywords: checked here
+(TypeError and ValueError, worded with the API's names), and shown in their signatures and
+docstrings, which are derived from the table too.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, TypeVar
+
+from sandboxed_run_helpers.shared.options import API, API_KEYWORDS, BY_NAME, SandboxSpec, check_api_options
+from sandboxed_run_helpers.shared.signals import inherited_ignores
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SANDBOX_KEYWORDS = API_KEYWORDS  # a sandbox of its own: every API option
+COMMAND_KEYWORDS = ("on_event",)  # a command of a Job: the Job has the sandbox's options
+
+
+class Chosen(NamedTuple):
+    spec: SandboxSpec
+    on_exit: tuple[str, ...]
+    on_event: Callable[[str, dict], None] | None
+
+
+def choose(given: Mapping[str, object]) -> Chosen:
+    """The sandbox options of one call, checked before anything starts (then against the host, SandboxError)."""
+    values = check_api_options(given, SANDBOX_KEYWORDS)
+    spec = SandboxSpec.build(values, API, ignored_signals=inherited_ignores())
+    spec.check_host(API)
+    return Chosen(spec, values["on_exit"], values["on_event"])
+
+
+def with_options(*keywords: str) -> Callable[[F], F]:
+    """Show these options of the table in the function's signature (for help() and editors) and docstring."""
+    def decorate(func: F) -> F:
+        signature = inspect.signature(func)
+        params = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=BY_NAME[name].default)
+                   for name in keywords]
+        func.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        lines = [f"    {name}: {BY_NAME[name].help}" for name in keywords]
+        func.__doc__ = (func.__doc__ or "").rstrip() + "\n\n    Options (the command's flags of the same names):\n" \
+            + "\n".join(lines) + "\n"
+        return func
+    return decorate

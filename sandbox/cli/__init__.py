@@ -1,0 +1,176 @@
+"""The sandboxed-run command: a thin click skin over the option table; foreground.py is its life.
+
+Every option comes from sandboxed_run_helpers.shared.options.OPTIONS (those the command line has),
+in the table's order, grouped by topic in --help; click only splits the words, the table's checks
+judge the values.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any, NoReturn
+
+import click
+
+from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, EXIT_USAGE, SandboxError
+from sandboxed_run_helpers.shared.options import CLI, OPTIONS, Option, SandboxSpec
+
+EPILOG = """\b
+Exit status:
+  the job's own status   when its main process exits
+  death by its signal    when the job dies of a signal, sandboxed-run kills itself
+                         with the same signal (as a shell expects of a child)
+  124  --timeout expired (the job was stopped with the stop signal and grace)
+  125  sandboxed-run itself failed (bad path, namespaces not permitted, ...)
+  126  the command is not executable, or its argument list is too long
+  127  the command was not found
+  2    usage error
+
+\b
+Signals:
+  Ctrl+C at the terminal reaches the job once, from the terminal itself; sandboxed-run
+  waits for the job's cleanup, then exits as the job did. Pressing Ctrl+C 3 times within
+  5 seconds SIGKILLs everything in the sandbox. SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1
+  and SIGUSR2 sent to sandboxed-run alone (kill PID) are passed on once to the job's main
+  process. Ctrl+Z suspends the whole job; fg resumes it.
+
+\b
+Stopping:
+  When the main process exits, every process it left behind gets the stop signal, then
+  --grace seconds, then SIGKILL. The same happens on --timeout and when sandboxed-run
+  itself is killed (even with SIGKILL): the sandbox's PID 1 notices and gives the job
+  its grace period. If it is killed too, the kernel kills every process of the job and
+  drops its mounts.
+"""
+
+TOPICS = {"stopping": "Stopping", "mounts": "Mounts", "isolation": "Isolation", "command": "The command",
+          "reporting": "Reporting"}
+
+
+class _Command(click.Command):
+    """--help lists the options by topic, in the table's order."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        by_topic: dict[str, list[tuple[str, str]]] = {}
+        for param in self.get_params(ctx):
+            row = param.get_help_record(ctx)
+            if row is not None:
+                topic = BY_PARAM.get(param.name or "", "other")
+                by_topic.setdefault(topic, []).append(row)
+        for topic, title in (*TOPICS.items(), ("other", "Other")):
+            if by_topic.get(topic):
+                with formatter.section(title):
+                    formatter.write_dl(by_topic[topic])
+
+
+BY_PARAM = {o.name: o.topic for o in OPTIONS}
+
+
+def _click_option(option: Option) -> click.Option:
+    """The click spelling of one entry of the table: click only splits the words; the table checks them."""
+    flags = [*([option.short] if option.short else []), option.flag, *option.aliases]
+    if option.switch and option.default is True:
+        flags = [f"{option.flag}/--no-{option.flag[2:]}"]
+    kwargs: dict[str, Any] = {"help": option.help, "metavar": option.metavar}
+    if option.switch:
+        kwargs.update(is_flag=True, default=option.default is True, show_default=option.default is True)
+    elif option.many:
+        kwargs.update(multiple=True)
+    elif option.default is not None:
+        kwargs.update(default=str(option.default), show_default=True)
+    return click.Option([*flags, option.name], **kwargs)
+
+
+def _build() -> click.Command:
+    def callback(command: tuple[str, ...], **values: Any) -> int:
+        from .foreground import run
+
+        values = _checked(values)
+        return run(values, _spec(values), command)
+
+    params: list[click.Parameter] = [_click_option(o) for o in OPTIONS if o.in_cli]
+    params.append(click.Argument(["command"], nargs=-1, required=True, type=click.UNPROCESSED))
+    return _Command("sandboxed-run", callback=callback, params=params, epilog=EPILOG,
+                    help=HELP, context_settings={"help_option_names": ["-h", "--help"],
+                                                 "allow_interspersed_args": False, "max_content_width": 100})
+
+
+HELP = """Run COMMAND in a private mount and PID namespace that is torn down when it ends.
+
+The command runs as PID 2 under a reaper (PID 1); / is remounted slave (or private), /proc is
+fresh, and nothing the job mounts reaches the host. When the job ends, however it ends, every
+process it started ends too and its mounts vanish.
+"""
+
+
+def _checked(values: dict[str, Any]) -> dict[str, Any]:
+    """The words of the command line as the table's values: parsed, then checked (UsageError naming the flag)."""
+    out = {}
+    for option in OPTIONS:
+        if not option.in_cli:
+            continue
+        value = values.get(option.name, option.default)
+        if option.switch and option.default is None and value is False:
+            value = None  # not given: the table's "automatic"
+        try:
+            if option.parse is not None and isinstance(value, str):
+                try:
+                    value = option.parse(value)
+                except ValueError:
+                    raise ValueError(f"{option.flag}: {value!r} is not a number") from None
+            if option.scope == "cli":
+                value = option.check(value, option.flag)
+        except (ValueError, TypeError) as exc:
+            raise click.UsageError(str(exc)) from None
+        out[option.name] = value
+    if out["json_status"] is not None and out["json_status_fd"] is not None:
+        raise click.UsageError("--json-status and --json-status-fd exclude each other")
+    return out
+
+
+def _spec(values: dict[str, Any]) -> SandboxSpec:
+    from sandboxed_run_helpers.shared.signals import inherited_ignores
+
+    try:
+        return SandboxSpec.build(values, CLI, ignored_signals=inherited_ignores())
+    except (ValueError, TypeError) as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+cli = _build()
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    from sandboxed_run_helpers.shared.signals import reset_for_helper
+    from sandboxed_run_helpers.shared.status import say
+
+    from .foreground import flush_standard_streams, hold_standard_descriptors, reraise
+
+    # What a caller left us (an ignored SIGCHLD, blocked signals) must not hang our own waits; the job
+    # still gets the caller's ignored signals (inherited_ignores: SIGHUP for nohup), which this keeps.
+    reset_for_helper()
+    hold_standard_descriptors()
+    try:
+        code = cli.main(args=argv, prog_name="sandboxed-run", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.UsageError as exc:
+        # One line, as the standards ask; --help has the rest.
+        say(f"{exc.format_message()} (see --help)")
+        code = EXIT_USAGE
+    except SandboxError as exc:
+        say(str(exc))
+        code = exc.exit_code
+    except (click.Abort, KeyboardInterrupt):
+        # Only reachable before the sandbox exists: die of SIGINT as an interrupted program should.
+        reraise(signal.SIGINT)
+        code = EXIT_FAILURE
+    # Straight out, without the interpreter's teardown: nothing of ours needs it, and every
+    # run of the command would pay for it (a tenth of its start-up time).
+    flush_standard_streams()
+    os._exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""The life of the sandboxed-run process: one sandbox in the foreground, top to bottom in run().
+
+This process is the launcher: it forks the reaper itself (no spawn server: it is single-threaded
+and lives exactly as long as the job), relays the signals it gets, runs the --on-exit hooks through
+a monitor process that outlives it if need be, and ends the way a shell expects: with the job's
+status, or by dying of the job's signal.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import select
+import signal
+import sys
+import time
+from typing import Any, NamedTuple
+
+from sandboxed_run_helpers import launch, monitor
+from sandboxed_run_helpers.shared import command, hooks, linux, wire
+from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, EXIT_TIMEOUT, SandboxError
+from sandboxed_run_helpers.shared.options import CLI, SandboxSpec
+from sandboxed_run_helpers.shared.signals import FORWARDED
+from sandboxed_run_helpers.shared.status import StatusWriter, fan_out, say
+
+from ..client import ReaperClient
+
+
+class Outcome(NamedTuple):
+    status: int | None  # the main process's wait status, if it ran
+    timed_out: bool
+    error: SandboxError | None
+
+
+def run(values: dict[str, Any], spec: SandboxSpec, argv: tuple[str, ...]) -> int:
+    """The whole run, values and spec checked: start, wait, hooks, finished; returns the status, or dies of
+    the job's signal."""
+    job = wire.Job(_command(values, argv), spec, None, "parent", (*(fd not in CLOSED_AT_START for fd in (0, 1, 2)),))
+    spec.check_host(CLI)
+    events: list[tuple[str, dict]] = []
+    writer = _status_writer(values)
+    show = fan_out(_print_event if values["verbose"] else None, writer.write if writer is not None else None)
+    emit = fan_out(lambda name, fields: events.append((name, fields)), show)
+    sigfd = watch_signals()  # before the fork: a signal while the sandbox starts waits for us
+    pid, pidfd, sock = launch.start(job, tuple(fd for fd in (0, 1, 2) if fd not in CLOSED_AT_START))
+    hook_monitor = None
+    if values["on_exit"]:
+        # It keeps only what the hooks need: not our end of the reaper's socket, or the reaper would not
+        # see us die.
+        hook_monitor = monitor.start(list(values["on_exit"]), show, pidfd, {writer.fd} if writer else set())
+    outcome = wait(ReaperClient(pid, pidfd, sock, emit), values["timeout"], sigfd)
+    if outcome.error is not None and outcome.status is None:
+        say(str(outcome.error))
+    status, sig = shell_status(outcome)
+    if hook_monitor is not None:
+        monitor.handoff(*hook_monitor, wire.Handoff(outcome.status, status, hooks.stop_reason(events)), sigfd)
+    hooks.finished(emit, status, sig, str(outcome.error) if outcome.error is not None else None)
+    if sig is not None:
+        reraise(sig)
+    return status
+
+
+def _command(values: dict[str, Any], argv: tuple[str, ...]) -> command.Command:
+    if not argv or not argv[0]:
+        import click
+
+        raise click.UsageError("no command given")
+    env = dict(os.environb)
+    for name in values["unsetenv"]:
+        env.pop(os.fsencode(name), None)
+    for name, value in values["setenv"]:
+        env[os.fsencode(name)] = os.fsencode(value)
+    try:
+        cwd = os.path.abspath(values["cwd"]) if values["cwd"] else os.getcwd()
+    except OSError:
+        cwd = "/"
+    return command.command([os.fsencode(a) for a in argv], env, os.fsencode(cwd))
+
+
+def _status_writer(values: dict[str, Any]) -> StatusWriter | None:
+    if values["json_status"] is not None:
+        return StatusWriter.open_file(values["json_status"])
+    if values["json_status_fd"] is not None:
+        return StatusWriter.from_fd(values["json_status_fd"])
+    return None
+
+
+def _print_event(name: str, fields: dict) -> None:
+    details = " ".join(f"{k}={v}" for k, v in fields.items() if k != "time" and v is not None)
+    say(f"{name} {details}".rstrip())
+
+
+def watch_signals() -> linux.SignalFd:
+    """Block the signals we pass on, so that they queue for us instead of killing us (also while the
+    sandbox starts), and read them from a signalfd from now on."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    return linux.SignalFd(FORWARDED)
+
+
+def wait(client: ReaperClient, timeout: float | None, sigfd: linux.SignalFd) -> Outcome:
+    """Until every process of the sandbox is gone, relaying each signal we get (the reaper drops those that
+    reached the job by themselves) and stopping the job when timeout seconds have passed. A signal during
+    start-up reaches the job as soon as it runs."""
+    deadline = linux.deadline_after(timeout)
+    timed_out = False
+    while (fd := client.waiting_on()) is not None:
+        ready = select.select([sigfd.fileno(), fd], [], [], None if timed_out else linux.wait_seconds(deadline))[0]
+        for signo, _code, _sender in sigfd.read():
+            client.relay(signo)
+        if fd in ready:
+            client.advance()
+        if deadline is not None and not timed_out and time.monotonic() >= deadline:
+            timed_out = True
+            client.stop(None, wire.StopReason.TIMEOUT)
+    client.close()
+    return Outcome(client.status, timed_out, client.error)
+
+
+def shell_status(outcome: Outcome) -> tuple[int, int | None]:
+    """The status a shell sees for an outcome, and the signal we die of to give it (None: we exit with it)."""
+    if outcome.error is not None and outcome.status is None:
+        return outcome.error.exit_code, None
+    if outcome.timed_out:
+        return EXIT_TIMEOUT, None
+    status = outcome.status if outcome.status is not None else 0
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status), os.WTERMSIG(status)
+    return os.waitstatus_to_exitcode(status), None
+
+
+def reraise(sig: int) -> None:
+    """Die of sig as the job did, so a calling shell stops its script on a Ctrl+C (as util-linux unshare does)."""
+    flush_standard_streams()
+    # Our own core dump would only hide the job's.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if sig not in (signal.SIGKILL, signal.SIGSTOP):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+    os.kill(os.getpid(), sig)
+    os._exit(128 + sig if sig < 128 else EXIT_FAILURE)
+
+
+def flush_standard_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:  # None: Python started with that descriptor closed
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+# The standard descriptors that were closed when we started: the job gets them closed too.
+CLOSED_AT_START: set[int] = set()
+
+
+def hold_standard_descriptors() -> None:
+    """Fill closed 0, 1, 2 with /dev/null (close-on-exec), so that none of our own descriptors, which
+    take the lowest free number, ever lands there and reaches the job as its stdin or stdout."""
+    CLOSED_AT_START.update(linux.fill_closed_stdio())
+    # Python set these to None: what we would have printed goes nowhere, as the caller asked.
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w")  # lives as long as the process
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")
+
