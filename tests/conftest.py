@@ -17,10 +17,14 @@ from support import MARK, host_mounts, loop_devices, marked_processes, wait_for 
 
 
 def pytest_collection_modifyitems(config, items):
-    in_vm = os.environ.get("SANDBOXED_RUN_VM") == "1"
+    # vm/suite sets SANDBOXED_RUN_VM=1 in its plain boot and SANDBOXED_RUN_VM=systemd in its systemd boot.
+    vm = os.environ.get("SANDBOXED_RUN_VM", "")
+    in_vm = vm not in ("", "0")
     for item in items:
         if "vm" in item.keywords and not in_vm:
             item.add_marker(pytest.mark.skip(reason="runs only inside the throwaway VM (vm/run)"))
+        elif "systemd" in item.keywords and vm != "systemd":
+            item.add_marker(pytest.mark.skip(reason="needs systemd as PID 1: runs only in vm/run --systemd"))
 
 
 @pytest.fixture(autouse=True)

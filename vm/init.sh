@@ -93,6 +93,28 @@ ifconfig lo 127.0.0.1 up 2>/dev/null
 hostname sandboxed-run-vm
 
 [ -f /xfer/cmd.sh ] || die "no /xfer/cmd.sh from the host"
+
+# vm/run --systemd: systemd becomes PID 1 on the overlay root and runs the
+# command itself (a service of vm/run's, which also writes the status and
+# powers off). vm/run sends its unit files and masks as a tree of files to
+# copy into the new root (xfer/systemd/root). The xfer share moves along
+# into the new root: a virtio 9p channel can be mounted only once.
+if [ -d /xfer/systemd/root ]; then
+    X=/run/sandboxed-run-vm/xfer
+    cp -a /xfer/systemd/root/. $R/ || die "cannot copy the systemd units into the new root"
+    # The host's root may be a container's (/.dockerenv): systemd would then
+    # take itself for a container's init and ignore the kernel command line.
+    rm -f $R/.dockerenv $R/run/.containerenv
+    mkdir -p $R$X
+    mount --move /xfer $R$X || die "cannot move the xfer share into the new root"
+    # Module requests from the kernel follow PID 1 into the new root, and
+    # switch_root deletes this initramfs (and modprobe-newroot with it).
+    echo /sbin/modprobe >/proc/sys/kernel/modprobe
+    say "switching root to systemd"
+    exec switch_root $R /lib/systemd/systemd
+    die "switch_root to systemd failed"
+fi
+
 cmd=$(cat /xfer/cmd.sh)
 say "starting command"
 # The subshell makes ash print its "Killed" job notice (if the command dies

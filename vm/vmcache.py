@@ -12,7 +12,7 @@ from pathlib import Path
 
 # Bump when the layout or the initramfs /init changes, so that an old cache is
 # rebuilt by the next `vm/run` instead of booting a stale /init.
-CACHE_FORMAT = 6
+CACHE_FORMAT = 7
 
 CACHE_ENV = "SANDBOXED_RUN_VM_CACHE"
 STAMP_NAME = "setup.json"
