@@ -11,14 +11,10 @@ from __future__ import annotations
 import _socket as socket  # the C module: the command-line tool skips socket.py's enums
 import os
 
+from . import forked
 from .reaper.main import main as reaper
 from .shared import linux, wire
-from .shared.errors import EXIT_FAILURE, namespace_error
-
-TYPE_CHECKING = False  # typing stays out of the spawn server's hot path
-if TYPE_CHECKING:
-    from collections.abc import Callable
-    from typing import NoReturn
+from .shared.errors import namespace_error
 
 _own_pidns: tuple[int, int] | None = None  # (pid of the process that opened it, fd)
 _own_pidfd: tuple[int, int] | None = None
@@ -59,7 +55,7 @@ def fork(userns: tuple[int, int] | None = None, pgid: int | None = None) -> tupl
         mapping = (userns[0], userns[1], os.geteuid(), os.getegid())
         pid = os.fork()
         if pid == 0:
-            child(theirs, lambda: parent.life(mapping, theirs, _own_pidfd[1]))
+            forked.life(theirs, lambda: parent.life(mapping, theirs, _own_pidfd[1]))
         theirs.close()
         return pid, os.pidfd_open(pid), ours
     try:
@@ -76,24 +72,10 @@ def fork(userns: tuple[int, int] | None = None, pgid: int | None = None) -> tupl
         theirs.close()
         raise
     if pid == 0:
-        child(theirs, lambda: reaper(theirs, _own_pidfd[1]))
+        forked.life(theirs, lambda: reaper(theirs, _own_pidfd[1]))
     linux.setns(_own_pidns[1], linux.CLONE_NEWPID)
     theirs.close()
     return pid, os.pidfd_open(pid), ours
-
-
-def child(sock: socket.socket, life: Callable[[], int]) -> NoReturn:
-    """The whole life of a forked helper: it never returns into the launcher's code, whatever happens."""
-    code = EXIT_FAILURE
-    try:
-        code = life()
-    except BaseException as exc:
-        try:
-            wire.send(sock, wire.Failed(EXIT_FAILURE, f"sandbox helper failed: {exc!r}", 0))
-        except BaseException:
-            pass
-    finally:
-        os._exit(code)
 
 
 def hand_over(sock: socket.socket, pid: int, order: wire.Job | wire.Session, stdio: tuple[int, ...] = ()) -> None:

@@ -16,7 +16,7 @@ import signal
 
 import prctl
 
-from . import launch
+from . import forked
 from .shared import linux, wire
 from .shared.errors import EXIT_FAILURE, SandboxError, namespace_error
 from .shared.signals import FORWARDED, reset_for_helper
@@ -51,7 +51,7 @@ def life(mapping: tuple[int, int, int, int], sock: socket.socket, launcher_pidfd
     own_pidfd = os.pidfd_open(os.getpid())
     child = os.fork()
     if child == 0:
-        launch.child(sock, lambda: reaper(sock, own_pidfd))
+        forked.life(sock, lambda: reaper(sock, own_pidfd))
     # Our pidfd, which the launcher holds, would say the sandbox ended if we were killed before the
     # reaper: the launcher gets one of the reaper itself (opened before we could ever reap it).
     reaper_pidfd = os.pidfd_open(child)
