@@ -47,6 +47,7 @@ def _life(commands: list[str], emit: Emit | None, reaper_pidfd: int, sock: socke
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     sigfd = linux.SignalFd(FORWARDED)
     prctl.set_name("sandbox-hooks")
+    linux.set_command_line("sandbox-hooks")
     linux.close_fds_except({reaper_pidfd, sock.fileno(), sigfd.fd, *keep})
     while not select.select([reaper_pidfd], [], [])[0]:
         pass  # the sandbox is gone once it is readable: every process, the mount namespace

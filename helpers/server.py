@@ -34,16 +34,17 @@ from .shared.signals import CALLER_GONE, FORWARDED, PARENT_GONE, reset_for_helpe
 
 
 def main(channel_fd: int, caller_pidfd: int) -> None:
-    reset_for_helper()
-    linux.fill_closed_stdio()  # our signalfd and sockets must not become some reaper's stderr
     for sig in FORWARDED:
         # A Ctrl+C, or a signal to the caller's whole process group, is the caller's business and its
         # jobs'; we only go when the caller goes.
         signal.signal(sig, signal.SIG_IGN)
+    reset_for_helper()
+    linux.fill_closed_stdio()  # our signalfd and sockets must not become some reaper's stderr
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, PARENT_GONE})
     sigfd = linux.SignalFd((signal.SIGCHLD, PARENT_GONE))
     prctl.set_pdeathsig(PARENT_GONE)
     prctl.set_name("sandbox-server")
+    linux.set_command_line("sandbox-server")
     channel = socket.socket(fileno=channel_fd)
     if select.select([caller_pidfd], [], [], 0)[0]:
         return  # the caller died before PDEATHSIG was armed

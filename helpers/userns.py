@@ -32,10 +32,11 @@ def life(mapping: tuple[int, int, int, int], sock: socket.socket, launcher_pidfd
         if select.select([launcher_pidfd], [], [], 0)[0]:
             os._exit(EXIT_FAILURE)
 
-    reset_for_helper()
     for sig in (*FORWARDED, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(sig, signal.SIG_IGN)  # we share the caller's terminal; only the launcher's death ends us
+    reset_for_helper()
     prctl.set_name("sandbox-userns")
+    linux.set_command_line("sandbox-userns")
     tied()
     linux.close_fds_except({sock.fileno(), launcher_pidfd})
     try:

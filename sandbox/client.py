@@ -40,8 +40,10 @@ class ReaperClient:
         self.events: list[tuple[str, dict]] = []
         self.closed = False  # the reaper closed its end
         self.gone = False  # every process of the sandbox has ended
-        self.hooks_ticket: tuple[Any, int] | None = None  # (spawn server, ticket): who else would run our hooks
+        self.hooks_ticket: tuple[Any, Any] | None = None  # (spawn server, its ticket): who else would run our hooks
         self._lock = _thread.RLock()  # _thread: the command-line tool need not import threading
+        self._waiters = 0  # threads in wait(): the descriptors stay open for them
+        self._close_wanted = False
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -103,30 +105,41 @@ class ReaperClient:
 
     def waiting_on(self) -> int | None:
         """The descriptor to wait on before advance() learns more; None once every process is gone."""
-        if not self.closed:
-            return self.sock.fileno()
-        if not self.gone and self.pidfd >= 0:
-            return self.pidfd
-        self.gone = True
-        return None
+        with self._lock:
+            if not self.closed and self.sock.fileno() >= 0:
+                return self.sock.fileno()
+            if not self.gone and self.pidfd >= 0:
+                return self.pidfd
+            self.gone = True
+            return None
 
     def advance(self) -> None:
         """Take what the descriptors of waiting_on() say, without blocking."""
-        if not self.closed:
-            self.pump(0)
-        if self.closed and not self.gone and (self.pidfd < 0 or select.select([self.pidfd], [], [], 0)[0]):
-            self.gone = True
+        with self._lock:
+            if not self.closed:
+                self.pump(0)
+            if self.closed and not self.gone and (self.pidfd < 0 or select.select([self.pidfd], [], [], 0)[0]):
+                self.gone = True
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait until every process of the sandbox is gone; False if timeout passed first."""
+        """Wait until every process of the sandbox is gone; False if timeout passed first. Several threads
+        may wait at once: our descriptors stay open until the last of them is done (close())."""
         deadline = linux.deadline_after(timeout)
-        while (fd := self.waiting_on()) is not None:
-            if not select.select([fd], [], [], linux.wait_seconds(deadline))[0]:
-                if deadline is not None and time.monotonic() >= deadline:
-                    return False
-                continue
-            self.advance()
-        return True
+        with self._lock:
+            self._waiters += 1
+        try:
+            while (fd := self.waiting_on()) is not None:
+                if not select.select([fd], [], [], linux.wait_seconds(deadline))[0]:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        return False
+                    continue
+                self.advance()
+            return True
+        finally:
+            with self._lock:
+                self._waiters -= 1
+                if self._close_wanted and not self._waiters:
+                    self._close_now()
 
     def wait_started(self) -> None:
         """Block until the job runs (or the session is ready), or raise the SandboxError that kept it from it."""
@@ -183,8 +196,24 @@ class ReaperClient:
         return self.send(wire.Stop(grace, reason, after_interrupt))
 
     def close(self) -> None:
+        """Let go of the socket and the pidfd (now, or when the last thread waiting on them is done). Closing
+        the socket before the end is letting go of the job: the reaper takes it for the caller's death."""
+        with self._lock:
+            self._close_wanted = True
+            if not self._waiters:
+                self._close_now()
+
+    def _close_now(self) -> None:
         if self.sock.fileno() >= 0:
             self.sock.close()
         if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1
+
+    def __del__(self) -> None:
+        # An abandoned Popen must not leak its pidfd (the socket object closes itself).
+        if getattr(self, "pidfd", -1) >= 0:
+            try:
+                os.close(self.pidfd)
+            except OSError:
+                pass

@@ -58,3 +58,81 @@ def test_a_killed_spawn_server_leaves_a_running_job_session_usable_to_its_end(no
     with sandbox.Job() as job:
         os.kill(spawner.current().pid, signal.SIGKILL)
         assert job.run(["sh", "-c", "exit 3"]).returncode == 3
+
+
+def test_a_command_that_cannot_start_still_runs_its_hooks_in_the_caller(tmp_path, no_leftovers):
+    log = tmp_path / "hook"
+    events: list = []
+    with pytest.raises(sandbox.CommandNotFound):
+        sandbox.run(["no-such-program-xyz"], on_exit=[f"echo $SANDBOXED_RUN_STATUS >> {log}"],
+                    on_event=lambda name, fields: events.append((name, fields)))
+    assert log_lines(log) == ["127"]
+    assert [name for name, _ in events][-2:] == ["hook", "finished"]
+    assert events[-1][1]["status"] == 127
+
+
+CLAIMS = """
+import os, signal, sys, sandbox
+from sandbox.api import spawner
+log = sys.argv[1]
+a = sandbox.Popen(["sleep", "0.5"], on_exit=[f"echo A >> {log}"])
+server = spawner.current().pid
+os.kill(server, signal.SIGKILL)
+while os.path.exists(f"/proc/{server}") and open(f"/proc/{server}/stat").read().split()[2] != "Z":
+    pass  # dead: the next call starts a new server (a request racing a server's death fails alone)
+b = sandbox.Popen(["sleep", "2"], on_exit=[f"echo B >> {log}"])
+a.wait()  # claims A's hooks: a ticket of the dead server, which must not take B's from the new one
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_claiming_hooks_after_a_new_spawn_server_never_takes_anothers(tmp_path, no_leftovers):
+    import subprocess
+    import sys
+
+    log = tmp_path / "hook"
+    subprocess.run([sys.executable, "-c", CLAIMS, str(log)], timeout=60)
+    assert wait_for(lambda: len(log_lines(log)) == 2, timeout=20)
+    assert sorted(log_lines(log)) == ["A", "B"]
+
+
+def test_poll_and_wait_from_several_threads_take_the_end_once(tmp_path, no_leftovers):
+    import threading
+
+    log = tmp_path / "hook"
+    errors = []
+    for _ in range(15):
+        p = sandbox.Popen(["sleep", "0.05"], on_exit=[f"echo x >> {log}"])
+
+        def waiting(p: sandbox.Popen = p) -> None:
+            try:
+                p.wait()
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+
+        def polling(p: sandbox.Popen = p) -> None:
+            try:
+                while p.poll() is None:
+                    pass
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        threads = [threading.Thread(target=f) for f in (waiting, waiting, polling)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert p.returncode == 0
+    assert errors == []
+    assert log_lines(log) == ["x"] * 15
+
+
+def test_an_abandoned_popen_leaks_no_descriptor(no_leftovers):
+    import gc
+
+    sandbox.run(["true"])
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(10):
+        sandbox.Popen(["true"])
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) == before

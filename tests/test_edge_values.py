@@ -36,7 +36,8 @@ def test_a_huge_grace_still_stops_what_the_job_left(value, no_leftovers):
     ["--timeout", "nan"], ["--grace", "nan"], ["--grace", "-1"], ["--timeout", "-0.5"],
     ["--stop-signal", "RTMIN-1"], ["--stop-signal", "32"], ["--stop-signal", "RTMAX+1"], ["--stop-signal", "0"],
     ["--unsetenv", "A=B"], ["--unsetenv", ""], ["--setenv", "=x"],
-    ["--tmpfs", "/"], ["--bind", "/tmp:/"], ["--ro-bind", "/usr:/"], ["--tmpfs", "/.."],
+    ["--tmpfs", "/"], ["--bind", "/tmp:/"], ["--ro-bind", "/usr:/"], ["--tmpfs", "/.."], ["--tmpfs", "//"],
+    ["--bind", "/tmp://"], ["--json-status-fd", "99999999999"],
 ])
 def test_bad_values_get_one_line_and_status_2(argv, tmp_path):
     result = cli(*argv, "--", "touch", str(tmp_path / "ran"))
@@ -56,6 +57,7 @@ def test_the_api_takes_endless_durations(no_leftovers):
     ({"stop_signal": "RTMIN-1"}, ValueError), ({"stop_signal": 33}, ValueError),
     ({"timeout": "1"}, TypeError), ({"timeout": float("nan")}, ValueError), ({"grace": "1"}, TypeError),
     ({"cwd": "/tmp\0x"}, ValueError), ({"tmpfs": ["/"]}, ValueError), ({"bind": ["/tmp:/"]}, ValueError),
+    ({"tmpfs": ["//"]}, ValueError), ({"stdin": 2**40}, OSError),
     ({"env": {"": "x"}}, ValueError), ({"env": {"A": 1}}, TypeError),
 ])
 def test_the_api_checks_types_and_values_before_anything_starts(kwargs, error):
@@ -63,6 +65,22 @@ def test_the_api_checks_types_and_values_before_anything_starts(kwargs, error):
     with pytest.raises(error):
         sandbox.run(["true"], **kwargs)
     assert spawner.current() is before
+
+
+def test_odd_but_valid_values_work(tmp_path):
+    import enum
+
+    class Net(enum.StrEnum):
+        NONE = "none"
+
+    class Path(str):
+        pass
+
+    assert cli("--stop-signal", "RTMAX", "--", "true").returncode == 0
+    result = sandbox.run(["sh", "-c", "cat /proc/self/status >/dev/null; hostname"], stop_signal="RTMIN",
+                         net=Net.NONE, hostname=Path("odd"), tmpfs=[Path(str(tmp_path))], capture_output=True,
+                         text=True, on_exit=[Path("true")])
+    assert (result.returncode, result.stdout) == (0, "odd\n")
 
 
 def test_the_status_file_is_never_reached_through_a_symlink(tmp_path):
@@ -85,6 +103,21 @@ def test_a_status_file_planted_by_another_user_in_a_sticky_directory_is_refused(
     result = cli("--json-status", str(planted), "--", "true")
     assert result.returncode == 125 and "owned by" in result.stderr, result.stderr
     assert planted.read_text() == "theirs\n"
+    # Nor another user's FIFO there (it would hold us, or read our status), nor a path through a link of theirs.
+    fifo = sticky / "fifo"
+    os.mkfifo(fifo)
+    os.chown(fifo, 65534, 65534)
+    result = cli("--json-status", str(fifo), "--", "true")
+    assert result.returncode == 125 and "owned by" in result.stderr, result.stderr
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "status").write_text("precious\n")
+    link = sticky / "dirlink"
+    link.symlink_to(victim)
+    os.chown(link, 65534, 65534, follow_symlinks=False)
+    result = cli("--json-status", str(link / "status"), "--", "true")
+    assert result.returncode == 125 and "symbolic link" in result.stderr, result.stderr
+    assert (victim / "status").read_text() == "precious\n"
     # Our own file there is fine, and truncated as documented.
     mine = sticky / "mine"
     mine.write_text("old contents that are longer than the new\n")

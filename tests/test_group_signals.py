@@ -4,12 +4,23 @@ stopping a unit) reaches the job once, as it would under bash, and its cleanup r
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
+import time
 
 import pytest
 
-from support import CLI, PYTHON, log_lines, marked_processes, signal_job, wait_for
+from support import (
+    CLI,
+    PYTHON,
+    children,
+    kill_and_expect_a_graceful_stop,
+    log_lines,
+    marked_processes,
+    signal_job,
+    wait_for,
+)
 
 GROUP_SIGNALS = ["SIGTERM", "SIGINT", "SIGHUP"]
 
@@ -91,3 +102,71 @@ def test_a_signal_while_a_hook_runs_reaches_the_hook_once(tmp_path, to, no_lefto
     assert log_lines(log)[1:] == ["SIGTERM", "cleaned"]
     assert "on-exit hook failed (killed by SIGTERM)" in err
     assert launcher.returncode == 0  # the job's status: a hook never changes it
+
+
+def test_a_signal_to_the_reaper_alone_means_nothing_for_the_job(tmp_path, no_leftovers):
+    """Only a signal the launcher relays too was sent to the whole group: a stray one sent to our reaper alone
+    (a pkill -f, say) neither counts as reaching the job nor spares it the stop signal later."""
+    argv, log = signal_job(tmp_path, cleanup=1.0)
+    launcher = subprocess.Popen([CLI, "--grace", "5", *argv], cwd=tmp_path, start_new_session=True)
+    assert wait_for(lambda: log_lines(log))
+    reaper = children(launcher.pid)[0]
+    for _ in range(3):
+        os.kill(reaper, signal.SIGINT)  # three "presses" that never reached the job: no kill
+    os.kill(reaper, signal.SIGTERM)
+    time.sleep(0.3)
+    assert log_lines(log)[1:] == [] and launcher.poll() is None
+    kill_and_expect_a_graceful_stop(launcher, log, no_leftovers)
+
+
+def test_pkill_with_the_launchers_command_line_hits_the_launcher_alone(tmp_path, no_leftovers):
+    argv, log = signal_job(tmp_path, cleanup=0.2)
+    launcher = subprocess.Popen([CLI, "--grace", "7", *argv], cwd=tmp_path, start_new_session=True)
+    try:
+        assert wait_for(lambda: log_lines(log))
+        subprocess.run(["pkill", "-TERM", "-f", f"{CLI} --grace 7"], check=True)
+        launcher.wait(timeout=30)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    assert log_lines(log)[1:] == ["SIGTERM", "cleaned"]
+
+
+def test_a_group_signal_then_one_to_the_launcher_alone_are_two(tmp_path, no_leftovers):
+    argv, log = signal_job(tmp_path, mode="ignore")
+    launcher = subprocess.Popen([CLI, "--grace", "1", *argv], cwd=tmp_path, start_new_session=True)
+    try:
+        assert wait_for(lambda: log_lines(log))
+        os.killpg(launcher.pid, signal.SIGUSR1)
+        time.sleep(0.4)
+        launcher.send_signal(signal.SIGUSR1)
+        assert wait_for(lambda: log_lines(log).count("SIGUSR1") == 2)
+        time.sleep(0.5)
+        assert log_lines(log).count("SIGUSR1") == 2
+    finally:
+        launcher.kill()
+        launcher.wait()
+
+
+def test_ctrl_c_to_the_group_during_start_up_is_never_lost(tmp_path, no_leftovers):
+    """A group's SIGINT at any moment of the start-up (from the reaper's fork to the job's first steps): the job
+    gets it once it runs, and the launcher dies of SIGINT, never hangs, never fails (125). (Before the
+    launcher's own code runs, a SIGINT is the interpreter's business.)"""
+    rng = random.Random(5)
+    for attempt in range(20):
+        # sleep dies of SIGINT at any moment of its life, even before its exec.
+        launcher = subprocess.Popen([CLI, "--grace", "5", "--", "sleep", "30"], cwd=tmp_path,
+                                    start_new_session=True, stderr=subprocess.PIPE)
+        assert wait_for(lambda launcher=launcher: children(launcher.pid), interval=0.001)
+        time.sleep(rng.uniform(0.0, 0.06))
+        os.killpg(launcher.pid, signal.SIGINT)
+        try:
+            launcher.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+            pytest.fail(f"attempt {attempt}: the job never got the SIGINT")
+        assert launcher.returncode == -signal.SIGINT, (attempt, launcher.stderr.read())
+        launcher.stderr.close()
+        assert wait_for(lambda: not marked_processes(no_leftovers, {os.getpid()}))

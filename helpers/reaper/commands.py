@@ -31,7 +31,7 @@ class Process:
         self.sock = sock
         self.status: int | None = None
         self.kill_at: float | None = None  # a stop asked for this process alone: SIGKILL it then
-        self.started = started  # signals that arrived before this were not the process's
+        self.started = started  # signals that reached us before this were not the process's
 
 
 def start(command: Command, stdio: tuple[int | None, ...], ignored: tuple[int, ...], mnt_ns: int,

@@ -25,7 +25,15 @@ from ..shared.command import Command
 from ..shared.errors import EXIT_FAILURE, SandboxError
 from ..shared.options import SandboxSpec
 from ..shared.relay import Relays
-from ..shared.signals import CALLER_GONE, FORWARDED, PARENT_GONE, describe_status, reset_for_helper, signal_name
+from ..shared.signals import (
+    CALLER_GONE,
+    ENDING,
+    FORWARDED,
+    PARENT_GONE,
+    describe_status,
+    reset_for_helper,
+    signal_name,
+)
 from . import commands, mounts
 from .commands import Process
 from .stopping import Stopping, kill
@@ -65,11 +73,12 @@ def main(sock: socket.socket, parent_pidfd: int) -> int:
 
 def tie_to_launcher(sock: socket.socket, parent_pidfd: int) -> linux.SignalFd:
     """Tie ourselves to the launcher before doing anything that could outlive it."""
-    reset_for_helper()
-    signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
+    reset_for_helper(blocked=WATCHED)
     sigfd = linux.SignalFd(WATCHED)
     prctl.set_pdeathsig(PARENT_GONE)
     prctl.set_name("sandbox-reaper")
+    linux.set_command_line("sandbox-reaper")
+    linux.exit_on_faults()
     # The launcher may have died before PDEATHSIG was armed; then no signal will ever come.
     if select.select([parent_pidfd], [], [], 0)[0]:
         os._exit(EXIT_FAILURE)
@@ -120,16 +129,22 @@ class Reaper:
         self.stopping = Stopping(self.spec.stop_signal, self.spec.grace, self.report)
         self.caller_gone = False
         self.sock_closed = False  # our launcher's end is gone: nobody to report to
-        self.arrived: list[tuple[int, float]] = []  # signals read, not yet handled, and when we read them
+        # Signals read from the signalfd but not handled yet (a start reads them early), and when we read them:
+        # the loop must not wait on the signalfd while some are here.
+        self.arrived: list[tuple[int, float]] = []
         self.relays = Relays()  # signals our launcher passes on, unless the job got them by itself
         self.all_gone = False  # waitpid said ECHILD: as PID 1 we inherit every orphan, so nothing is left
         self.done = False
         self.poller = select.poll()
 
     def start(self, command: Command, stdio: tuple[int | None, ...], sock: socket.socket) -> Process:
-        # Signals that reached us before the process existed were not sent to it.
+        # Signals that reached us before the process existed were not sent to it. Those read right after it
+        # started may have come just before: counted as not its own, a relay of one reaches it (a
+        # double at worst, never none).
         self.take_signals()
         process = commands.start(command, stdio, self.spec.ignored_signals, self.mnt_ns, sock)
+        self.take_signals()
+        process.started = time.monotonic()
         self.processes[process.pid] = process
         self.report(sock, wire.EventName.STARTED, creds_pid=process.pid, job_pid=None, mnt_ns=self.mnt_ns,
                     pid_ns=self.pid_ns)
@@ -146,7 +161,7 @@ class Reaper:
                 listening = False
             deadlines = [d for d in (self.stopping.deadline, self.relays.next_due(),
                                      *(p.kill_at for p in self.processes.values())) if d is not None]
-            wait = linux.wait_seconds(min(deadlines) if deadlines else None)
+            wait = 0.0 if self.arrived else linux.wait_seconds(min(deadlines) if deadlines else None)
             ready = dict(self.poller.poll(None if wait is None else wait * 1000))
             # Signals first: a relay from the launcher must be matched against a group-wide signal that
             # is already queued for us.
@@ -195,10 +210,16 @@ class Reaper:
                 self.from_outside(signo, when)
 
     def from_outside(self, signo: int, when: float) -> None:
-        """A signal reached us: sent to our process group or cgroup, it reached the job as well."""
-        self.relays.arrived(signo, when)
-        if any(self.relays.reached(process, signo) for process in self.processes.values()):
+        """A signal reached us. Only if the launcher relays it too was it sent to the whole group (relay.py)."""
+        if self.relays.arrived(signo, when) is not None:
             self.delivered(signo)
+
+    def confirm(self) -> None:
+        """The caller stops after its Ctrl+C, or died (of a signal, perhaps): the ending signals that reached
+        us lately reached the job as well."""
+        for process in list(self.processes.values()):
+            for signo in self.relays.confirm(process, (*ENDING, self.spec.stop_signal)):
+                self.delivered(signo)
 
     def delivered(self, signo: int) -> None:
         if self.stopping.delivered(signo):
@@ -228,8 +249,11 @@ class Reaper:
             if isinstance(message, wire.Signal) and process is not None:
                 self.forward(process, message.signo, message.origin)
             elif isinstance(message, wire.Relay) and process is not None and process.status is None:
-                self.relays.request(process, message.signo)
+                if self.relays.request(process, message.signo):
+                    self.delivered(message.signo)
             elif isinstance(message, wire.Stop):
+                if message.after_interrupt:
+                    self.confirm()
                 signal_it = self.stopping.signal_wanted(message.after_interrupt)
                 if control:
                     self.stopping.begin(message.reason, message.grace, signal_it)
@@ -265,6 +289,8 @@ class Reaper:
         if self.caller_gone:
             return
         self.caller_gone = True
+        if self.lifeline == "socket":
+            self.confirm()  # the caller of the API dies of SIGTERM or SIGHUP by default: the job got it too
         # A job already asked to end (a Ctrl+C, a group's SIGTERM) is cleaning up: a stop signal on top
         # would cut bash's trap.
         self.stopping.begin(wire.StopReason.CALLER_DIED, send_signal=self.stopping.signal_wanted(True))

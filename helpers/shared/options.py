@@ -66,6 +66,11 @@ def _stop_signal(value: object, name: str) -> int:
     return number
 
 
+def _text(value: str) -> str:
+    """A str subclass (an enum's member, say) as a plain str: the wire carries only plain data."""
+    return str.__str__(value)
+
+
 def _path(value: object, name: str) -> str:
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
@@ -75,7 +80,8 @@ def _path(value: object, name: str) -> str:
         raise ValueError(f"{name} {value!r}: a path cannot contain a NUL byte")
     if not value.startswith("/"):
         raise ValueError(f"{name} {value}: the path must be absolute")
-    return os.path.normpath(value)
+    # normpath keeps a leading "//" (POSIX leaves its meaning open); Linux takes it as "/".
+    return "/" + os.path.normpath(_text(value)).lstrip("/")
 
 
 def _listed(item_check: Callable[[object, str], Any]) -> Callable[[object, str], tuple]:
@@ -109,14 +115,15 @@ def _bind(value: object, name: str) -> tuple[str, str]:
 
 def _choice(*choices: str) -> Callable[[object, str], str]:
     def check(value: object, name: str) -> str:
-        if value not in choices:
+        if not isinstance(value, str) or value not in choices:
             raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
-        return value  # type: ignore[return-value]
+        return _text(value)
     return check
 
 
 def _net(value: object, name: str) -> str:
     if isinstance(value, str):
+        value = _text(value)
         if value in ("host", "none"):
             return value
         if value.startswith("netns:"):
@@ -153,13 +160,13 @@ def _hostname(value: object, name: str) -> str | None:
     if not isinstance(value, str) or not 0 < len(value.encode()) <= 64 or not all(
             c.isascii() and (c.isalnum() or c in "-.") for c in value):
         raise ValueError(f"{name} {value!r}: use 1 to 64 letters, digits, '-' and '.'")
-    return value
+    return _text(value)
 
 
 def _hook(value: object, name: str) -> str:
     if not isinstance(value, str) or not value.strip() or "\0" in value:
         raise ValueError(f"{name}: an on-exit hook must be a non-empty shell command, not {value!r}")
-    return value
+    return _text(value)
 
 
 def _hooks(values: object, name: str) -> tuple[str, ...]:
@@ -171,7 +178,7 @@ def _maybe_path(value: object, name: str) -> str | None:
         return None
     if not isinstance(value, str) or not value or "\0" in value:
         raise ValueError(f"{name} needs a path, not {value!r}")
-    return value
+    return _text(value)
 
 
 def _setenv(value: object, name: str) -> tuple[str, str]:
@@ -189,11 +196,14 @@ def _unsetenv(value: object, name: str) -> str:
     return value
 
 
+MAX_FD = 2**31 - 1
+
+
 def _maybe_fd(value: object, name: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a file descriptor number >= 0, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_FD:
+        raise ValueError(f"{name} must be a file descriptor number (0 to {MAX_FD}), not {value!r}")
     return value
 
 

@@ -1,20 +1,29 @@
-"""Passing on the signals a launcher receives, without giving the target any of them twice.
+"""Passing on the signals a launcher receives, without giving the target any of them twice or zero times.
 
 A launcher (sandboxed-run, or the API's caller on Ctrl+C) relays each signal it gets to the process
 it waits for (the job, or a running on-exit hook). But the same signal often reached that process by
 itself: a terminal's Ctrl+C goes to the whole foreground process group, `kill -TERM -PGID` and
 timeout(1) signal the whole group, systemd's KillMode=control-group signals every process of the
 unit's cgroup. The helper that owns the target (the reaper, the hook monitor) shares the target's
-process group and cgroup, so it sees such a signal arrive itself. A relay of a signal it saw within
-WINDOW seconds is a duplicate and is dropped; a relay waits SETTLE seconds for such a signal first,
-since timeout(1) and systemd signal the launcher a moment before the rest. A target that left our
-process group gets every relay: a group's signal did not reach it.
+process group and cgroup, so it sees such a signal arrive too.
+
+One signal sent to the group arrives twice here: once at the helper (an arrival) and once as the
+launcher's relay. They are paired one for one: a relay finds an arrival of the same signal from the
+last WINDOW seconds, or waits SETTLE seconds for one (timeout(1) and systemd signal the launcher a
+moment before the rest); paired, the signal reached the target by itself and the relay is dropped.
+A relay left unpaired is delivered; an arrival left unpaired was sent to the helper alone and means
+nothing for the target. A target that left our process group pairs with nothing.
+
+timeout(1) signals its child, then its whole group: the launcher may get the signal twice and relay it
+twice, for one arrival here. A relay that finds no arrival to pair with, within SETTLE of the last
+pairing of the same signal, is that pairing's echo and is dropped too.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from typing import NamedTuple, Protocol
 
 SETTLE = 0.1
@@ -41,33 +50,59 @@ class Relay(NamedTuple):
 
 
 class Relays:
-    """The relays of one helper: which signals reached it from outside, and which relays wait."""
+    """The relays and arrivals of one helper."""
 
     def __init__(self) -> None:
-        self.received: dict[int, float] = {}  # signal -> when it last reached us from outside
-        self.pending: list[Relay] = []
+        self.arrivals: list[tuple[int, float]] = []  # unpaired signals that reached us, and when
+        self.pending: list[Relay] = []  # unpaired relays, and when they are due
+        self.paired: dict[int, float] = {}  # when each signal last paired
 
-    def arrived(self, signo: int, when: float) -> None:
-        """signo reached us from outside: relays of it waiting for a target that got it too are duplicates."""
-        self.received[signo] = when
-        self.pending = [r for r in self.pending if not (r.signo == signo and self.reached(r.target, signo))]
+    def _could_reach(self, target: Target, when: float) -> bool:
+        return when >= target.started and time.monotonic() - when <= WINDOW and in_our_group(target.pid)
 
-    def reached(self, target: Target, signo: int) -> bool:
-        """Whether signo, as it last reached us from outside, reached target as well."""
-        when = self.received.get(signo)
-        return (when is not None and when >= target.started and time.monotonic() - when <= WINDOW
-                and in_our_group(target.pid))
+    def arrived(self, signo: int, when: float) -> Relay | None:
+        """signo reached us. The relay it pairs with, if one waits: the signal reached that relay's target."""
+        for relay in self.pending:
+            if relay.signo == signo and self._could_reach(relay.target, when):
+                self.pending.remove(relay)
+                self.paired[signo] = time.monotonic()
+                return relay
+        self.arrivals.append((signo, when))
+        return None
 
-    def request(self, target: Target, signo: int) -> None:
-        """The launcher got signo and passes it on to target, unless target has it already."""
-        if not self.reached(target, signo):
-            self.pending.append(Relay(time.monotonic() + SETTLE, target, signo))
+    def request(self, target: Target, signo: int) -> bool:
+        """The launcher got signo and passes it on to target. True: it pairs with an arrival, target has it."""
+        if self._pair(target, (signo,)) is not None:
+            return True
+        now = time.monotonic()
+        if now - self.paired.get(signo, -SETTLE - 1) <= SETTLE and in_our_group(target.pid):
+            return True  # an echo of the last pairing (timeout(1): the child, then its group)
+        self.pending.append(Relay(now + SETTLE, target, signo))
+        return False
+
+    def confirm(self, target: Target, signals: Iterable[int]) -> list[int]:
+        """The caller shows it got these signals too (it stops after its Ctrl+C, or it died): the arrivals of
+        them that could have reached target did. Returns those signals, each paired arrival once."""
+        wanted = tuple(signals)
+        confirmed = []
+        while (signo := self._pair(target, wanted)) is not None:
+            confirmed.append(signo)
+        return confirmed
+
+    def _pair(self, target: Target, signals: tuple[int, ...]) -> int | None:
+        self.arrivals = [(s, when) for s, when in self.arrivals if time.monotonic() - when <= WINDOW]
+        for arrival in self.arrivals:
+            if arrival[0] in signals and self._could_reach(target, arrival[1]):
+                self.arrivals.remove(arrival)
+                self.paired[arrival[0]] = time.monotonic()
+                return arrival[0]
+        return None
 
     def next_due(self) -> float | None:
         return min((r.due for r in self.pending), default=None)
 
     def take_due(self) -> list[Relay]:
-        """The relays to deliver now."""
+        """The relays to deliver now: no arrival paired with them in time."""
         now = time.monotonic()
         due = [r for r in self.pending if r.due <= now]
         self.pending = [r for r in self.pending if r.due > now]

@@ -36,15 +36,17 @@ def inherited_ignores() -> list[int]:
     return ignored
 
 
-def reset_for_helper() -> None:
+def reset_for_helper(blocked: tuple[int, ...] = ()) -> None:
     """Undo what a caller may have left in a helper process's signal state that the helper relies on.
 
     An ignored SIGCHLD makes the kernel reap our children for us (Erlang's ports leave it so), so
     no wait would ever see them end; a blocked signal would never reach our signalfd or handler.
-    The job's own inherited dispositions are passed on separately (inherited_ignores).
+    The mask becomes exactly `blocked` in one step: a signal pending in those stays pending (for a
+    signalfd), never runs a handler in between. The job's own inherited dispositions are passed on
+    separately (inherited_ignores).
     """
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def parse_signal(text: str | int) -> int:
@@ -77,7 +79,7 @@ def parse_signal(text: str | int) -> int:
                     raise ValueError(f"unknown signal {text!r}") from None
     if not 1 <= number <= signal.SIGRTMAX or signal.SIGSYS < number < signal.SIGRTMIN:
         raise ValueError(f"unknown signal {text!r}")
-    return number
+    return int(number)  # a plain int, never a Signals member: it travels on the wire
 
 
 def describe_status(status: int | None) -> dict:

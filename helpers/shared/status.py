@@ -37,13 +37,26 @@ class StatusWriter:
         self.fd = fd
         self.name = name
         self.broken = False
+        self.owner = os.getpid()  # a forked copy (the hook monitor) leaves the one report to its owner
 
     @classmethod
     def open_file(cls, path: str) -> StatusWriter:
-        """Open FILE for the status, truncated; never through a symbolic link, and never a file someone else
-        planted in a sticky directory such as /tmp (the kernel's protected_regular rule, whatever its setting)."""
+        """Open FILE for the status, truncated if it is a regular file. Never through a symbolic link at its
+        end, nor through one that another user planted in a shared sticky directory such as /tmp, and never
+        a file (or FIFO) someone else owns there: the kernel's protected_symlinks, protected_regular and
+        protected_fifos rules, whatever their settings on this machine."""
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            _check_symlinks(path)
+            try:
+                # Non-blocking: someone else's FIFO without a reader must not hold us before the job starts.
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:
+                    raise
+                _check_owner(os.lstat(path), path)  # a FIFO of ours without a reader yet: wait for one
+                fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except SandboxError:
+            raise
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise SandboxError(f"--json-status {path}: is a symbolic link; name the file itself "
@@ -51,13 +64,10 @@ class StatusWriter:
             raise SandboxError(f"--json-status {path}: {exc.strerror}") from None
         try:
             st = os.fstat(fd)
+            _check_owner(st, path)
             if stat.S_ISREG(st.st_mode):
-                parent = os.stat(os.path.dirname(os.path.abspath(path)))
-                sticky_shared = parent.st_mode & stat.S_ISVTX and parent.st_mode & (stat.S_IWOTH | stat.S_IWGRP)
-                if sticky_shared and st.st_uid not in (os.geteuid(), parent.st_uid):
-                    raise SandboxError(f"--json-status {path}: owned by uid {st.st_uid} in a shared sticky "
-                                       "directory; refusing to write to another user's file")
                 os.ftruncate(fd, 0)
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
         except SandboxError:
             os.close(fd)
             raise
@@ -89,7 +99,38 @@ class StatusWriter:
                 line = line[os.write(self.fd, line):]
         except OSError as exc:
             self.broken = True
-            say(f"cannot write the status to {self.name}: {exc.strerror}; the job goes on")
+            if os.getpid() == self.owner:
+                say(f"cannot write the status to {self.name}: {exc.strerror}; the job goes on")
+
+
+def _shared_sticky(directory: os.stat_result) -> bool:
+    return bool(directory.st_mode & stat.S_ISVTX and directory.st_mode & (stat.S_IWOTH | stat.S_IWGRP))
+
+
+def _check_owner(st: os.stat_result, path: str) -> None:
+    """Refuse a file another user owns in a shared sticky directory (it may have been planted for us)."""
+    parent = os.stat(os.path.dirname(os.path.abspath(path)))
+    if _shared_sticky(parent) and st.st_uid not in (os.geteuid(), parent.st_uid):
+        raise SandboxError(f"--json-status {path}: owned by uid {st.st_uid} in a shared sticky directory; "
+                           "refusing to write to another user's file")
+
+
+def _check_symlinks(path: str) -> None:
+    """Refuse a path that goes through a symbolic link another user owns in a shared sticky directory."""
+    reached = "/"
+    for part in os.path.abspath(path).split("/")[1:]:
+        candidate = os.path.join(reached, part)
+        try:
+            st = os.lstat(candidate)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            parent = os.stat(reached)
+            if _shared_sticky(parent) and st.st_uid not in (os.geteuid(), parent.st_uid):
+                raise SandboxError(f"--json-status {path}: {candidate} is a symbolic link of uid {st.st_uid} in a "
+                                   "shared sticky directory; refusing to follow it")
+            candidate = os.path.realpath(candidate)
+        reached = candidate
 
 
 def fan_out(*callbacks: Callable[[str, dict], None] | None) -> Callable[[str, dict], None] | None:

@@ -240,6 +240,8 @@ def _plain(value: Any) -> Any:
         return (int(kind), *(_plain(field) for field in value))
     if isinstance(value, enum.Enum):
         return value.value
+    if isinstance(value, str) and type(value) is not str:
+        return str.__str__(value)
     if isinstance(value, dict):
         return {key: _plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
@@ -343,7 +345,12 @@ def recv(sock: socket.socket, flags: int = 0) -> tuple[Message, list[int], int |
     Raises Closed at end of file, BlockingIOError when non-blocking and nothing is there, ValueError
     for a packet that is not one of ours.
     """
-    data, ancillary, msg_flags, _ = sock.recvmsg(MAX_INLINE + 1, _ANCILLARY, flags | socket.MSG_CMSG_CLOEXEC)
+    try:
+        data, ancillary, msg_flags, _ = sock.recvmsg(MAX_INLINE + 1, _ANCILLARY, flags | socket.MSG_CMSG_CLOEXEC)
+    except ConnectionResetError:
+        # The peer closed its end before reading all we sent it. The kernel says so once, ahead of what the
+        # peer sent us before it closed, which is still queued here: read on (its last words, an Exited).
+        data, ancillary, msg_flags, _ = sock.recvmsg(MAX_INLINE + 1, _ANCILLARY, flags | socket.MSG_CMSG_CLOEXEC)
     fds: list[int] = []
     pid = None
     for level, kind, payload in ancillary:

@@ -15,15 +15,18 @@ from ..client import ReaperClient
 from . import spawner
 
 
-def wrap_up(client: ReaperClient, on_exit: Sequence[str], returncode: int, job_status: bool = True) -> None:
-    """returncode as subprocess gives it (negative: killed by that signal); job_status: whether the hooks
-    learn the job's own status (a Job, a session of many commands, has none)."""
-    status, sig = (returncode, None) if returncode >= 0 else (128 - returncode, -returncode)
+def wrap_up(client: ReaperClient, on_exit: Sequence[str], returncode: int | None, error: str | None = None) -> None:
+    """returncode as subprocess gives it (negative: killed by that signal; for a command that could not
+    start, its exit status, 127 or 126, with error saying why); None for a Job, a session of many
+    commands, which has no status of its own (its hooks learn none, its finished event says 0)."""
+    if returncode is None:
+        status, sig = None, None
+    else:
+        status, sig = (returncode, None) if returncode >= 0 else (128 - returncode, -returncode)
     try:
         if on_exit:
             spawner.claim_hooks(client)
-            env = hooks.environment(client.status if job_status else None, status if job_status else None,
-                                    hooks.stop_reason(client.events))
+            env = hooks.environment(client.status, status, hooks.stop_reason(client.events))
             hooks.run_hooks(list(on_exit), env, client.emit, prog="sandbox")
     finally:
-        hooks.finished(client.emit, status, sig)
+        hooks.finished(client.emit, 0 if status is None else status, sig, error)

@@ -85,6 +85,12 @@ class Job:
         client = spawner.new_client(wire.Spawn(order, self._on_exit), [], self._on_event)
         try:
             client.wait_started()
+        except SandboxError as exc:
+            # The sandbox could not be set up: it ends at once; its hooks still run, once.
+            client.wait()
+            client.close()
+            wrap_up(client, self._on_exit, exc.exit_code, str(exc))
+            raise
         except BaseException:
             client.close()
             raise
@@ -154,7 +160,7 @@ class Job:
         client.close()
         for process in list(self._processes):
             process.poll()  # each learnt how it ended before the reaper exited
-        wrap_up(client, self._on_exit, 0, job_status=False)
+        wrap_up(client, self._on_exit, None)
 
     @property
     def events(self) -> list[tuple[str, dict]]:

@@ -8,17 +8,20 @@ already given it to the job (same process group), and a second signal would cut 
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import selectors
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 from sandboxed_run_helpers.shared import command, linux, wire
-from sandboxed_run_helpers.shared.options import check_grace, check_timeout
+from sandboxed_run_helpers.shared.errors import SandboxError
+from sandboxed_run_helpers.shared.options import MAX_FD, check_grace, check_timeout
 
 from ..client import ReaperClient
 from . import spawner
@@ -81,6 +84,7 @@ class Popen:
         self.args = args
         self._on_exit = tuple(on_exit)
         self._wrapped_up = False
+        self._settling = threading.RLock()
         self.returncode: int | None = None
         self.stdin: IO | None = None
         self.stdout: IO | None = None
@@ -112,6 +116,15 @@ class Popen:
             finally:
                 self.client.close()
             raise
+        except SandboxError as exc:
+            # It could not start (127, 126, a mount refused): the sandbox ends at once; its hooks still run,
+            # once, and the finished event comes, as the command does it.
+            self.close_pipes()
+            self.client.wait()
+            self.client.close()
+            self._wrapped_up = True
+            wrap_up(self.client, self._on_exit, exc.exit_code, str(exc))
+            raise
         except BaseException:
             self.close_pipes()
             self.client.close()
@@ -141,6 +154,8 @@ class Popen:
             if isinstance(spec, int):
                 if spec < 0:
                     raise ValueError(f"invalid file descriptor {spec}")
+                if spec > MAX_FD:
+                    raise OSError(errno.EBADF, f"invalid file descriptor {spec}")
                 return spec
             return spec.fileno()
 
@@ -180,13 +195,15 @@ class Popen:
 
     def _settle(self) -> int | None:
         client = self.client
-        if self.returncode is None and client.gone:
-            if client.status is not None:
-                self.returncode = os.waitstatus_to_exitcode(client.status)
-            else:
-                self.returncode = -signal.SIGKILL  # the reaper died and the kernel killed the job with it
-            client.close()
-            self._wrap_up()
+        with self._settling:  # poll and wait may race from several threads: the end is taken once
+            if self.returncode is None and client.gone:
+                if client.status is not None:
+                    returncode = os.waitstatus_to_exitcode(client.status)
+                else:
+                    returncode = -signal.SIGKILL  # the reaper died and the kernel killed the job with it
+                client.close()
+                self._wrap_up()
+                self.returncode = returncode
         return self.returncode
 
     def _wrap_up(self) -> None:
@@ -194,7 +211,9 @@ class Popen:
         if self._wrapped_up:
             return
         self._wrapped_up = True
-        wrap_up(self.client, self._on_exit, self.returncode if self.returncode is not None else 0)
+        client = self.client
+        wrap_up(client, self._on_exit, os.waitstatus_to_exitcode(client.status) if client.status is not None
+                else -signal.SIGKILL)
 
     # -- subprocess.Popen's interface ----------------------------------------------------------------
 

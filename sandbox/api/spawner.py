@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -40,6 +41,7 @@ class SpawnServer:
         self.channel: socket.socket | None = None
         self.pid: int | None = None
         self.process: subprocess.Popen | None = None
+        self.generation = 0
 
     def _start(self) -> None:
         # Decided before we open anything: a closed 2 would be taken by our first descriptor.
@@ -81,15 +83,21 @@ class SpawnServer:
             raise SandboxError("the sandbox spawn server exited at start-up (see its message above)") from None
         self.channel = ours
         self.pid = message.pid
+        self.pidfd = os.pidfd_open(message.pid)  # opened while it runs: readable once it has died
+        self.generation += 1  # tickets of an earlier server mean nothing to this one
 
-    def spawn(self, request: wire.Spawn, fds: list[int]) -> tuple[int, int, socket.socket, int]:
+    def spawn(self, request: wire.Spawn,
+              fds: list[int]) -> tuple[int, int, socket.socket, tuple[int, int] | int]:
         """Ask for a new sandbox; returns the reaper's PID, a pidfd for it, our socket to it and the
-        ticket of its hooks (0: none). A failure is this call's alone: the server and its other
-        sandboxes go on; a server that died is replaced by the next call."""
+        ticket of its hooks (this server's generation and the server's number; 0: none). A failure is
+        this call's alone: the server and its other sandboxes go on; a server that died is replaced by
+        the next call."""
         for fd in fds:
             os.fstat(fd)  # OSError(EBADF) here, for this call, rather than a failed send
         with self.lock:
             for attempt in (1, 2):
+                if self.channel is not None and select.select([self.pidfd], [], [], 0)[0]:
+                    self._forget()  # it died since the last call: a fresh one takes this request
                 if self.channel is None:
                     self._start()
                 assert self.channel is not None
@@ -113,21 +121,23 @@ class SpawnServer:
                 os.close(fd)
             raise SandboxError("the sandbox spawn server sent a malformed reply", EXIT_FAILURE)
         sock = socket.socket(fileno=received[0])
-        return message.reaper_pid, received[1], sock, message.ticket
+        return message.reaper_pid, received[1], sock, message.ticket and (self.generation, message.ticket)
 
-    def claim_hooks(self, ticket: int) -> None:
+    def claim_hooks(self, ticket: tuple[int, int]) -> None:
         """Tell the server that we run these hooks ourselves (it would run them if we died unclaimed)."""
+        generation, number = ticket
         with self.lock:
-            if self.channel is None:
-                return  # the server is gone, and its claims with it
+            if self.channel is None or generation != self.generation:
+                return  # the server that holds them is gone, and its claims with it
             try:
-                wire.send(self.channel, wire.Claim(ticket))
+                wire.send(self.channel, wire.Claim(number))
             except OSError:
                 pass
 
     def _forget(self) -> None:
         if self.channel is not None:
             self.channel.close()
+            os.close(self.pidfd)
         self.channel = None
         self.pid = None
 
@@ -199,6 +209,7 @@ def _after_fork_in_child() -> None:
     global _server
     if _server is not None and _server.channel is not None:
         _server.channel.close()
+        os.close(_server.pidfd)
     _server = None
     for client in list(_live_clients):
         client.close()

@@ -81,6 +81,8 @@ def _status_writer(values: dict[str, Any]) -> StatusWriter | None:
     if values["json_status"] is not None:
         return StatusWriter.open_file(values["json_status"])
     if values["json_status_fd"] is not None:
+        if values["json_status_fd"] in CLOSED_AT_START:
+            raise SandboxError(f"--json-status-fd {values['json_status_fd']}: not an open file descriptor")
         return StatusWriter.from_fd(values["json_status_fd"])
     return None
 
