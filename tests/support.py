@@ -6,9 +6,11 @@ import os
 import pty
 import select
 import signal
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 MARK = "SANDBOXED_RUN_TEST"
@@ -389,3 +391,15 @@ class Ending:
 
     def events(self) -> list[dict]:
         return read_status(self.status_file)
+
+
+@contextmanager
+def launched(argv: list[str], **kwargs) -> Iterator[subprocess.Popen]:
+    """A process of the test's (a launcher, an API caller): SIGKILLed and reaped if the test leaves it running."""
+    process = subprocess.Popen(argv, **kwargs)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()

@@ -16,6 +16,7 @@ from support import (
     PYTHON,
     children,
     kill_and_expect_a_graceful_stop,
+    launched,
     log_lines,
     marked_processes,
     signal_job,
@@ -86,19 +87,14 @@ def test_a_signal_while_a_hook_runs_reaches_the_hook_once(tmp_path, to, no_lefto
     # exec: a signal sent to the launcher alone goes to the hook's process, as `kill` would send it to a
     # shell; the shell would not pass it on to its child.
     hook = "exec " + " ".join(f"'{a}'" for a in argv)
-    launcher = subprocess.Popen([CLI, "--on-exit", hook, "--", "true"], cwd=tmp_path, start_new_session=True,
-                                stderr=subprocess.PIPE, text=True)
-    try:
+    with launched([CLI, "--on-exit", hook, "--", "true"],
+                  cwd=tmp_path, start_new_session=True, stderr=subprocess.PIPE, text=True) as launcher:
         assert wait_for(lambda: log_lines(log))
         if to == "group":
             os.killpg(launcher.pid, signal.SIGTERM)
         else:
             launcher.send_signal(signal.SIGTERM)
         _, err = launcher.communicate(timeout=30)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
     assert log_lines(log)[1:] == ["SIGTERM", "cleaned"]
     assert "on-exit hook failed (killed by SIGTERM)" in err
     assert launcher.returncode == 0  # the job's status: a hook never changes it
@@ -121,15 +117,10 @@ def test_a_signal_to_the_reaper_alone_means_nothing_for_the_job(tmp_path, no_lef
 
 def test_pkill_with_the_launchers_command_line_hits_the_launcher_alone(tmp_path, no_leftovers):
     argv, log = signal_job(tmp_path, cleanup=0.2)
-    launcher = subprocess.Popen([CLI, "--grace", "7", *argv], cwd=tmp_path, start_new_session=True)
-    try:
+    with launched([CLI, "--grace", "7", *argv], cwd=tmp_path, start_new_session=True) as launcher:
         assert wait_for(lambda: log_lines(log))
         subprocess.run(["pkill", "-TERM", "-f", f"{CLI} --grace 7"], check=True)
         launcher.wait(timeout=30)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
     assert log_lines(log)[1:] == ["SIGTERM", "cleaned"]
 
 

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from support import CLI, PYTHON, log_lines, marked_processes, signal_job, wait_for
+from support import CLI, PYTHON, launched, log_lines, marked_processes, signal_job, wait_for
 
 # Execs argv[1:] with SIGCHLD ignored and the usual signals blocked, as an odd parent might leave them.
 ODD_PARENT = """
@@ -66,15 +66,10 @@ def test_the_api_in_a_program_that_ignores_sigchld(tmp_path, no_leftovers):
 
 def test_signals_blocked_by_the_parent_still_reach_the_job_once(tmp_path, no_leftovers):
     argv, log = signal_job(tmp_path, cleanup=0.2)
-    launcher = subprocess.Popen([PYTHON, "-c", ODD_PARENT, CLI, *argv], cwd=tmp_path, start_new_session=True)
-    try:
+    with launched([PYTHON, "-c", ODD_PARENT, CLI, *argv], cwd=tmp_path, start_new_session=True) as launcher:
         assert wait_for(lambda: log_lines(log))
         launcher.send_signal(signal.SIGUSR1)
         launcher.wait(timeout=30)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
     assert log_lines(log)[1:] == ["SIGUSR1", "cleaned"]
     assert launcher.returncode == -signal.SIGUSR1
 

@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 
-from support import CLI, children, log_lines, read_status, wait_for
+from support import CLI, children, launched, log_lines, read_status, wait_for
 
 
 def test_a_stderr_reader_that_goes_away_does_not_stop_the_job(tmp_path, no_leftovers):
@@ -49,19 +49,14 @@ def test_json_status_on_stdout_leaves_the_hooks_their_stdout(tmp_path):
 
 def test_a_killed_hook_monitor_does_not_change_the_status(tmp_path, no_leftovers):
     status = tmp_path / "status"
-    launcher = subprocess.Popen([CLI, "--json-status", str(status), "--on-exit", "true", "--", "sh", "-c",
-                                 "sleep 1; exit 3"], stderr=subprocess.PIPE, text=True)
-    try:
+    with launched([CLI, "--json-status", str(status), "--on-exit", "true", "--", "sh", "-c", "sleep 1; exit 3"],
+                  stderr=subprocess.PIPE, text=True) as launcher:
         assert wait_for(lambda: len(children(launcher.pid)) == 2)
         monitor = [pid for pid in children(launcher.pid)
                    if open(f"/proc/{pid}/comm").read().strip() == "sandbox-hooks"]
         assert monitor
         os.kill(monitor[0], signal.SIGKILL)
         _, err = launcher.communicate(timeout=60)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
     assert launcher.returncode == 3
     assert len(err.splitlines()) == 1 and "hook" in err, err
     assert read_status(status)[-1]["event"] == "finished"

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from support import CLI, PYTHON, Terminal, log_lines, marked_processes, signal_job, signal_of, wait_for
+from support import CLI, PYTHON, Terminal, launched, log_lines, marked_processes, signal_job, signal_of, wait_for
 
 SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"]
 
@@ -19,15 +19,10 @@ SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"]
 def test_signal_sent_to_the_cli_alone_reaches_the_job_once(tmp_path, name):
     sig = getattr(signal, name)
     argv, log = signal_job(tmp_path, cleanup=0.3)
-    launcher = subprocess.Popen([CLI, *argv], cwd=tmp_path, start_new_session=True)
-    try:
+    with launched([CLI, *argv], cwd=tmp_path, start_new_session=True) as launcher:
         assert wait_for(lambda: log_lines(log))
         os.kill(launcher.pid, sig)
         launcher.wait(timeout=30)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
     assert log_lines(log)[1:] == [name, "cleaned"]
     # The job died of the signal, so the launcher re-raised it on itself.
     assert launcher.returncode == -sig
@@ -36,16 +31,10 @@ def test_signal_sent_to_the_cli_alone_reaches_the_job_once(tmp_path, name):
 def test_signal_sent_to_an_api_caller_reaches_the_job_once(tmp_path):
     argv, log = signal_job(tmp_path, cleanup=0.3)
     program = f"import sandbox; sandbox.run({argv!r})"
-    caller = subprocess.Popen([PYTHON, "-c", program], cwd=tmp_path, start_new_session=True,
-                              stderr=subprocess.DEVNULL)
-    try:
+    with launched([PYTHON, "-c", program], cwd=tmp_path, start_new_session=True, stderr=subprocess.DEVNULL) as caller:
         assert wait_for(lambda: log_lines(log))
         os.kill(caller.pid, signal.SIGINT)  # Python turns it into KeyboardInterrupt; no terminal sent it
         caller.wait(timeout=30)
-    finally:
-        if caller.poll() is None:
-            caller.kill()
-            caller.wait()
     assert log_lines(log)[1:] == ["SIGINT", "cleaned"]
     assert caller.returncode == -signal.SIGINT
 

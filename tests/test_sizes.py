@@ -13,7 +13,7 @@ import pytest
 
 import sandbox
 from sandbox.api import spawner
-from support import CLI, children, marked_processes, wait_for
+from support import CLI, children, launched, marked_processes, wait_for
 
 MAX_STRING = 32 * 4096 - 1  # MAX_ARG_STRLEN, less the NUL byte
 COUNT = ["sh", "-c", 'echo $# ${#1} ${#BIG}', "sh"]
@@ -106,14 +106,9 @@ def test_a_large_request_fails_alone_and_others_run_on(tmp_path, no_leftovers):
 
 def test_a_signal_during_start_up_ends_it(tmp_path, no_leftovers):
     """The reaper is busy setting up (a new network namespace): SIGTERM to the command still ends the run."""
-    launcher = subprocess.Popen([CLI, "--net", "none", "--", "sleep", "30"], start_new_session=True)
-    try:
+    with launched([CLI, "--net", "none", "--", "sleep", "30"], start_new_session=True) as launcher:
         assert wait_for(lambda: children(launcher.pid))
         launcher.send_signal(signal.SIGTERM)
         launcher.wait(timeout=30)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
     assert launcher.returncode == -signal.SIGTERM
     assert wait_for(lambda: not marked_processes(no_leftovers, {os.getpid()}))
