@@ -8,7 +8,7 @@ import inspect
 from pathlib import Path
 
 import sandbox
-from sandbox.cli import cli
+from sandbox.cli import click_command
 from sandboxed_run_helpers.shared import wire
 from sandboxed_run_helpers.shared.options import OPTIONS, SandboxSpec
 
@@ -19,7 +19,7 @@ SUBPROCESS = {"args", "stdin", "input", "stdout", "stderr", "capture_output", "c
 
 
 def test_the_command_line_options_are_the_tables():
-    flags = {param.name: param.opts for param in cli.params if param.name not in ("command", "help")}
+    flags = {param.name: param.opts for param in click_command().params if param.name not in ("command", "help")}
     table = {o.name: o for o in OPTIONS if o.in_cli}
     assert set(flags) == set(table)
     for name, option in table.items():
@@ -73,3 +73,35 @@ def test_imports_go_one_way():
             above = {name for name in imported if name.startswith("helpers.")
                      and name.split(".")[1] in processes}
             assert not above, (path, above)
+
+
+COMMAND_LINES = [
+    ["true"], ["--", "true"], ["-v", "true"], ["--verbose", "--", "-v"], ["--grace", "3", "--grace=4", "x"],
+    ["--tmpfs", "/a", "--tmpfs=/b", "--bind", "/c:/d", "--ro-bind", "/e", "true", "--tmpfs", "/z"],
+    ["--no-proc", "--proc", "--userns", "--uid", "5", "--gid=6", "id"], ["--net", "none", "--hostname", "h", "x"],
+    ["--chdir", "/tmp", "--cwd=/", "--setenv", "A=1", "--setenv", "B=2", "--unsetenv", "C", "env"],
+    ["--on-exit", "echo 1", "--on-exit=echo 2", "--json-status", "/tmp/s", "--timeout", "inf", "x", "-v"],
+    ["--stop-signal", "-9", "true"], ["--propagation", "private", "-", "x"],
+]
+NOT_PLAIN = [[], ["--"], ["--help"], ["-h", "true"], ["--bogus", "true"], ["--grace"], ["--userns=1", "true"],
+             ["-vh", "true"], ["--tmpfs"]]
+
+
+def test_the_fast_reading_of_a_command_line_is_clicks():
+    """words.py reads a plainly valid command line as click would, from the same table; the rest is click's."""
+    import click
+
+    from sandbox.cli import words
+
+    command = click_command()
+    for argv in COMMAND_LINES:
+        ctx = command.make_context("sandboxed-run", list(argv), resilient_parsing=False)
+        values = dict(ctx.params)
+        argument = values.pop("command")
+        assert words.read(list(argv)) == (values, tuple(argument)), argv
+    for argv in NOT_PLAIN:
+        assert words.read(list(argv)) is None, argv
+        try:
+            command.make_context("sandboxed-run", list(argv))
+        except (click.exceptions.Exit, click.UsageError):
+            pass  # click reads it: help, or a mistake it names

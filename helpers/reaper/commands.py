@@ -13,10 +13,9 @@ import signal
 import stat
 import time
 
-from ..shared import marks, wire
+from ..shared import marks
 from ..shared.command import DEFAULT_PATH, Command
 from ..shared.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, SandboxError
-from ..shared.signals import describe_status
 
 CATCHABLE = frozenset(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
 
@@ -104,5 +103,3 @@ def warm_up(mnt_ns: int) -> None:
     except SandboxError:
         pass
     marks.mark_environment({b"PATH": DEFAULT_PATH}, mnt_ns)
-    wire.encode(wire.Event(wire.EventName.STARTED, {"job_pid": None, "mnt_ns": mnt_ns, "time": time.time()}))
-    describe_status(0)

@@ -9,7 +9,6 @@ import stat
 from ..shared import linux
 from ..shared.errors import mount_error, namespace_error
 from ..shared.options import Mount, SandboxSpec
-from . import network
 
 
 def prepare() -> tuple[int, int]:
@@ -51,6 +50,8 @@ def set_up(spec: SandboxSpec) -> str | int:
 
 def _isolate(spec: SandboxSpec) -> None:
     """The namespaces an order may add to the prepared ones: network and UTS."""
+    if spec.net != "host":
+        from . import network
     if spec.net == "none":
         try:
             linux.unshare(linux.CLONE_NEWNET)

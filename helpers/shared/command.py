@@ -14,10 +14,11 @@ import errno
 import os
 import resource
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 from . import linux, marks
 from .errors import EXIT_NOT_EXECUTABLE, SandboxError
+from .records import Record
 
 PAGE = 4096
 MAX_ARG_STRLEN = 32 * PAGE
@@ -26,7 +27,7 @@ POINTER = 8
 DEFAULT_PATH = b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-class Command(NamedTuple):
+class Command(Record):
     """One command as the reaper starts it: what execve gets, where, with which umask."""
 
     argv: list[bytes]

@@ -17,9 +17,10 @@ import os
 import signal
 import stat
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 from .errors import SandboxError, userns_unavailable
+from .records import Record
 from .signals import parse_signal
 
 PROPAGATIONS = ("slave", "private")
@@ -209,7 +210,7 @@ def _maybe_fd(value: object, name: str) -> int | None:
 
 # -- the table ---------------------------------------------------------------------------------------
 
-class Option(NamedTuple):
+class Option(Record):
     name: str
     default: Any
     check: Callable[[Any, str], Any]
@@ -324,7 +325,7 @@ def check_api_options(given: Mapping[str, object], accepted: Iterable[str] = API
 
 # -- what the reaper gets ------------------------------------------------------------------------------
 
-class Mount(NamedTuple):
+class Mount(Record):
     """One mount made inside the sandbox: kind is the option that asked for it (tmpfs, bind, ro_bind, read_only)."""
 
     kind: str

@@ -24,13 +24,16 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable
-from typing import NamedTuple, Protocol
+
+from .records import Record
 
 SETTLE = 0.1
 WINDOW = 1.0
 
 
-class Target(Protocol):
+class Target:
+    """What a relay goes to: any object with these two attributes (a reaper's Process, the monitor's hook)."""
+
     pid: int
     started: float  # time.monotonic() when it started: signals that arrived before were not its
 
@@ -43,7 +46,7 @@ def in_our_group(pid: int) -> bool:
         return False
 
 
-class Relay(NamedTuple):
+class Relay(Record):
     due: float
     target: Target
     signo: int

@@ -21,10 +21,11 @@ import fcntl
 import marshal
 import os
 import struct
-from typing import Any, NamedTuple
+from typing import Any
 
 from .command import Command
 from .options import SandboxSpec
+from .records import Record
 
 MAX_INLINE = 1 << 16
 _INLINE, _MEMFD = b"i", b"m"
@@ -82,14 +83,14 @@ class EventName(enum.StrEnum):
 # Each docstring: "sender -> receiver", then what the receiver does. Field values are plain data
 # (marshal's types), but for the records and specs named in a field's annotation.
 
-class Ready(NamedTuple):
+class Ready(Record):
     """spawn server -> caller, once: the server runs (as pid) and takes Spawn requests."""
 
     KIND = Kind.READY
     pid: int
 
 
-class Job(NamedTuple):
+class Job(Record):
     """launcher -> reaper (from the command, or forwarded by the spawn server), with the descriptors that
     become the job's 0, 1, 2 (stdio says which come): set up the sandbox as spec says, start the command
     as its main process; its end stops the rest. lifeline "parent": the launcher is our parent, its death
@@ -103,7 +104,7 @@ class Job(NamedTuple):
     stdio: tuple[bool, bool, bool]
 
 
-class Session(NamedTuple):
+class Session(Record):
     """launcher -> reaper (a sandbox.Job, through the spawn server): set up the sandbox, report ready, then
     start each Run that comes; the sandbox lives until a Stop or the caller's death."""
 
@@ -113,7 +114,7 @@ class Session(NamedTuple):
     lifeline: str
 
 
-class Spawn(NamedTuple):
+class Spawn(Record):
     """caller -> spawn server, with the job's descriptors: make a sandbox for this order (a ready reaper, or a
     fresh one), hand it the order, answer Spawned or Failed; keep on_exit to run if the caller dies."""
 
@@ -122,7 +123,7 @@ class Spawn(NamedTuple):
     on_exit: tuple[str, ...]
 
 
-class Spawned(NamedTuple):
+class Spawned(Record):
     """spawn server -> caller, with our end of the reaper's socket and a pidfd of the reaper: talk to the reaper
     directly from now on. ticket names the hooks the server keeps for us (0: none)."""
 
@@ -131,14 +132,14 @@ class Spawned(NamedTuple):
     ticket: int
 
 
-class Claim(NamedTuple):
+class Claim(Record):
     """caller -> spawn server: we run the hooks of this ticket ourselves; forget them."""
 
     KIND = Kind.CLAIM
     ticket: int
 
 
-class Failed(NamedTuple):
+class Failed(Record):
     """spawn server, user-namespace parent or reaper -> caller or launcher: the sandbox, or the command,
     could not start; the receiver raises it as a SandboxError (the command prints it and exits exit_code)."""
 
@@ -148,7 +149,7 @@ class Failed(NamedTuple):
     errno: int
 
 
-class Run(NamedTuple):
+class Run(Record):
     """caller -> session reaper, with the command's descriptors (stdio says which) and last a socket for its
     reports: start the command in the session; its Event and Exited go to that socket."""
 
@@ -157,7 +158,7 @@ class Run(NamedTuple):
     stdio: tuple[bool, bool, bool]
 
 
-class ReaperIs(NamedTuple):
+class ReaperIs(Record):
     """user-namespace parent -> launcher, with a pidfd of the reaper: the reaper is pid; wait on its pidfd
     (our own end would come early if we were killed first)."""
 
@@ -165,7 +166,7 @@ class ReaperIs(NamedTuple):
     pid: int
 
 
-class Event(NamedTuple):
+class Event(Record):
     """reaper -> launcher (for a started event, with SCM_CREDENTIALS naming the job, which the kernel
     translates to the launcher's PID): record it, pass it to on_event, the status stream, -v."""
 
@@ -174,7 +175,7 @@ class Event(NamedTuple):
     fields: dict
 
 
-class Exited(NamedTuple):
+class Exited(Record):
     """reaper -> launcher, last: the main process (or this command) ended with this wait status; for a whole
     sandbox the reaper exits next, and its pidfd tells when every process is gone."""
 
@@ -182,7 +183,7 @@ class Exited(NamedTuple):
     status: int
 
 
-class Signal(NamedTuple):
+class Signal(Record):
     """launcher -> reaper: the caller sends the job this signal (send_signal, terminate, kill): send it now."""
 
     KIND = Kind.SIGNAL
@@ -190,7 +191,7 @@ class Signal(NamedTuple):
     origin: str
 
 
-class Relay(NamedTuple):
+class Relay(Record):
     """launcher -> reaper, and launcher -> hook monitor: we received this signal; pass it on unless the same
     signal reached the job (or the hook) by itself (relay.py)."""
 
@@ -198,7 +199,7 @@ class Relay(NamedTuple):
     signo: int
 
 
-class Stop(NamedTuple):
+class Stop(Record):
     """launcher -> reaper: stop the sandbox (on the control socket) or this command (on its own socket): the
     stop signal, grace seconds (None: the sandbox's), SIGKILL. after_interrupt: no stop signal if a signal
     asking for an end reached the job already."""
@@ -209,7 +210,7 @@ class Stop(NamedTuple):
     after_interrupt: bool
 
 
-class Handoff(NamedTuple):
+class Handoff(Record):
     """launcher -> hook monitor, once the sandbox is gone: how the job ended (job_status: its wait status;
     shell_status: what we exit with); run the hooks with it. Without it (the launcher died) the monitor
     runs them with stop reason "caller died" alone."""

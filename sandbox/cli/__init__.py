@@ -2,19 +2,26 @@
 
 Every option comes from sandboxed_run_helpers.shared.options.OPTIONS (those the command line has),
 in the table's order, grouped by topic in --help; click only splits the words, the table's checks
-judge the values.
+judge the values. A plainly valid command line is split by words.py from the same table, without
+importing click (which costs more than the rest of a run); --help and mistakes go to click.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-from typing import Any, NoReturn
-
-import click
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, EXIT_USAGE, SandboxError
-from sandboxed_run_helpers.shared.options import CLI, OPTIONS, Option, SandboxSpec
+from sandboxed_run_helpers.shared.options import CLI, OPTIONS, SandboxSpec
+
+from . import words
+from .words import UsageError
+
+if TYPE_CHECKING:
+    import click
+
+    from sandboxed_run_helpers.shared.options import Option
 
 EPILOG = """\b
 Exit status:
@@ -48,22 +55,6 @@ TOPICS = {"stopping": "Stopping", "mounts": "Mounts", "isolation": "Isolation", 
           "reporting": "Reporting"}
 
 
-class _Command(click.Command):
-    """--help lists the options by topic, in the table's order."""
-
-    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        by_topic: dict[str, list[tuple[str, str]]] = {}
-        for param in self.get_params(ctx):
-            row = param.get_help_record(ctx)
-            if row is not None:
-                topic = BY_PARAM.get(param.name or "", "other")
-                by_topic.setdefault(topic, []).append(row)
-        for topic, title in (*TOPICS.items(), ("other", "Other")):
-            if by_topic.get(topic):
-                with formatter.section(title):
-                    formatter.write_dl(by_topic[topic])
-
-
 BY_PARAM = {o.name: o.topic for o in OPTIONS}
 
 
@@ -79,21 +70,49 @@ def _click_option(option: Option) -> click.Option:
         kwargs.update(multiple=True)
     elif option.default is not None:
         kwargs.update(default=str(option.default), show_default=True)
+    import click
+
     return click.Option([*flags, option.name], **kwargs)
 
 
-def _build() -> click.Command:
-    def callback(command: tuple[str, ...], **values: Any) -> int:
-        from .foreground import run
+_click_command: click.Command | None = None
 
-        values = _checked(values)
-        return run(values, _spec(values), command)
+
+def click_command() -> click.Command:
+    """The command as click knows it (for --help, mistakes, and whatever reads click's definitions)."""
+    global _click_command
+    if _click_command is not None:
+        return _click_command
+    import click
+
+    class Command(click.Command):
+        """--help lists the options by topic, in the table's order."""
+
+        def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+            by_topic: dict[str, list[tuple[str, str]]] = {}
+            for param in self.get_params(ctx):
+                row = param.get_help_record(ctx)
+                if row is not None:
+                    topic = BY_PARAM.get(param.name or "", "other")
+                    by_topic.setdefault(topic, []).append(row)
+            for topic, title in (*TOPICS.items(), ("other", "Other")):
+                if by_topic.get(topic):
+                    with formatter.section(title):
+                        formatter.write_dl(by_topic[topic])
 
     params: list[click.Parameter] = [_click_option(o) for o in OPTIONS if o.in_cli]
     params.append(click.Argument(["command"], nargs=-1, required=True, type=click.UNPROCESSED))
-    return _Command("sandboxed-run", callback=callback, params=params, epilog=EPILOG,
-                    help=HELP, context_settings={"help_option_names": ["-h", "--help"],
-                                                 "allow_interspersed_args": False, "max_content_width": 100})
+    _click_command = Command("sandboxed-run", callback=_run, params=params, epilog=EPILOG, help=HELP,
+                             context_settings={"help_option_names": ["-h", "--help"],
+                                               "allow_interspersed_args": False, "max_content_width": 100})
+    return _click_command
+
+
+def _run(command: tuple[str, ...], **values: Any) -> int:
+    from .foreground import run
+
+    values = _checked(values)
+    return run(values, _spec(values), command)
 
 
 HELP = """Run COMMAND in a private mount and PID namespace that is torn down when it ends.
@@ -122,10 +141,10 @@ def _checked(values: dict[str, Any]) -> dict[str, Any]:
             if option.scope == "cli":
                 value = option.check(value, option.flag)
         except (ValueError, TypeError) as exc:
-            raise click.UsageError(str(exc)) from None
+            raise UsageError(str(exc)) from None
         out[option.name] = value
     if out["json_status"] is not None and out["json_status_fd"] is not None:
-        raise click.UsageError("--json-status and --json-status-fd exclude each other")
+        raise UsageError("--json-status and --json-status-fd exclude each other")
     return out
 
 
@@ -135,10 +154,7 @@ def _spec(values: dict[str, Any]) -> SandboxSpec:
     try:
         return SandboxSpec.build(values, CLI, ignored_signals=inherited_ignores())
     except (ValueError, TypeError) as exc:
-        raise click.UsageError(str(exc)) from None
-
-
-cli = _build()
+        raise UsageError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
@@ -151,18 +167,20 @@ def main(argv: list[str] | None = None) -> NoReturn:
     # still gets the caller's ignored signals (inherited_ignores: SIGHUP for nohup), which this keeps.
     reset_for_helper()
     hold_standard_descriptors()
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
     try:
-        code = cli.main(args=argv, prog_name="sandboxed-run", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        code = exc.exit_code
-    except click.UsageError as exc:
+        read = words.read(args)
+        code = _run(read[1], **read[0]) if read is not None else _with_click(args)
+    except UsageError as exc:
         # One line, as the standards ask; --help has the rest.
-        say(f"{exc.format_message()} (see --help)")
+        say(f"{exc} (see --help)")
         code = EXIT_USAGE
     except SandboxError as exc:
         say(str(exc))
         code = exc.exit_code
-    except (click.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:
         # Only reachable before the sandbox exists: die of SIGINT as an interrupted program should.
         reraise(signal.SIGINT)
         code = EXIT_FAILURE
@@ -170,6 +188,21 @@ def main(argv: list[str] | None = None) -> NoReturn:
     # run of the command would pay for it (a tenth of its start-up time).
     flush_standard_streams()
     os._exit(code if isinstance(code, int) else 0)
+
+
+def _with_click(args: list[str]) -> int:
+    """click reads what words.py would not: --help, and mistakes, which it names."""
+    import click
+
+    try:
+        code = click_command().main(args=args, prog_name="sandboxed-run", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.UsageError as exc:
+        raise UsageError(exc.format_message()) from None
+    except click.Abort:
+        raise KeyboardInterrupt from None
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any, NamedTuple
 
-from sandboxed_run_helpers import launch, monitor
+from sandboxed_run_helpers import launch
 from sandboxed_run_helpers.shared import command, hooks, linux, wire
 from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, EXIT_TIMEOUT, SandboxError
 from sandboxed_run_helpers.shared.options import CLI, SandboxSpec
@@ -24,6 +24,7 @@ from sandboxed_run_helpers.shared.signals import FORWARDED
 from sandboxed_run_helpers.shared.status import StatusWriter, fan_out, say
 
 from ..client import ReaperClient
+from .words import UsageError
 
 
 class Outcome(NamedTuple):
@@ -45,6 +46,8 @@ def run(values: dict[str, Any], spec: SandboxSpec, argv: tuple[str, ...]) -> int
     pid, pidfd, sock = launch.start(job, tuple(fd for fd in (0, 1, 2) if fd not in CLOSED_AT_START))
     hook_monitor = None
     if values["on_exit"]:
+        from sandboxed_run_helpers import monitor
+
         # It keeps only what the hooks need: not our end of the reaper's socket, or the reaper would not
         # see us die.
         hook_monitor = monitor.start(list(values["on_exit"]), show, pidfd, {writer.fd} if writer else set())
@@ -53,6 +56,8 @@ def run(values: dict[str, Any], spec: SandboxSpec, argv: tuple[str, ...]) -> int
         say(str(outcome.error))
     status, sig = shell_status(outcome)
     if hook_monitor is not None:
+        from sandboxed_run_helpers import monitor
+
         monitor.handoff(*hook_monitor, wire.Handoff(outcome.status, status, hooks.stop_reason(events)), sigfd)
     hooks.finished(emit, status, sig, str(outcome.error) if outcome.error is not None else None)
     if sig is not None:
@@ -62,9 +67,7 @@ def run(values: dict[str, Any], spec: SandboxSpec, argv: tuple[str, ...]) -> int
 
 def _command(values: dict[str, Any], argv: tuple[str, ...]) -> command.Command:
     if not argv or not argv[0]:
-        import click
-
-        raise click.UsageError("no command given")
+        raise UsageError("no command given")
     env = dict(os.environb)
     for name in values["unsetenv"]:
         env.pop(os.fsencode(name), None)
