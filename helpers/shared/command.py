@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import errno
 import os
-import resource
 from collections.abc import Mapping
-from typing import Any
 
 from . import linux, marks
 from .errors import EXIT_NOT_EXECUTABLE, SandboxError
 from .records import Record
 
+TYPE_CHECKING = False  # typing stays out of the spawn server, whose every reaper is a fork of it
+if TYPE_CHECKING:
+    from typing import Any
+
 PAGE = 4096
 MAX_ARG_STRLEN = 32 * PAGE
 _STK_LIM = 8 << 20
 POINTER = 8
+PATH_MAX = 4096
 DEFAULT_PATH = b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -99,7 +102,9 @@ def check_size(argv: list[bytes], env: dict[bytes, bytes]) -> None:
         raise SandboxError(f"{os.fsdecode(argv[0])}: argument list too long: {what} has {len(longest)} bytes, "
                            f"execve takes at most {MAX_ARG_STRLEN - 1}", EXIT_NOT_EXECUTABLE, errno.E2BIG)
     count = len(argv) + len(env) + len(added)
-    used = sum(len(s) + 1 for s in (*strings, *added)) + len(_program(argv[0], env)) + 1
+    used = sum(len(s) + 1 for s in (*strings, *added))
+    # The program's path counts too; looked for only near the limit, as it costs a PATH search.
+    used += PATH_MAX if used + PATH_MAX <= _limit() - count * POINTER else len(_program(argv[0], env)) + 1
     room = _limit() - count * POINTER
     if used > room:
         raise SandboxError(f"{os.fsdecode(argv[0])}: argument list too long: its arguments and environment take "
@@ -108,6 +113,8 @@ def check_size(argv: list[bytes], env: dict[bytes, bytes]) -> None:
 
 
 def _limit() -> int:
+    import resource
+
     stack = resource.getrlimit(resource.RLIMIT_STACK)[0]
     limit = _STK_LIM // 4 * 3 if stack == resource.RLIM_INFINITY else min(_STK_LIM // 4 * 3, stack // 4)
     return max(limit, MAX_ARG_STRLEN)

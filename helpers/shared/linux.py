@@ -144,13 +144,19 @@ class SignalFd:
         os.close(self.fd)
 
 
+_arguments: tuple[int, int] | None = None  # where our command line lies; a fork's is at the same place
+
+
 def set_command_line(title: str) -> None:
     """Show title as this process's command line (/proc/PID/cmdline, ps, pkill -f), by writing it over the
     arguments we were started with. A forked helper would otherwise show its launcher's command line,
     and `pkill -f` meant for the launcher would hit it too."""
-    with open("/proc/self/stat", "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()
-    start, end = int(fields[45]), int(fields[46])  # arg_start and arg_end: fields 48 and 49 of proc(5)
+    global _arguments
+    if _arguments is None:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        _arguments = (int(fields[45]), int(fields[46]))  # arg_start and arg_end: fields 48 and 49 of proc(5)
+    start, end = _arguments
     size = end - start
     if size > 0:
         ctypes.memmove(start, title.encode()[: size - 1].ljust(size, b"\0"), size)

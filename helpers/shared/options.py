@@ -17,11 +17,14 @@ import os
 import signal
 import stat
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
 
 from .errors import SandboxError, userns_unavailable
 from .records import Record
 from .signals import parse_signal
+
+TYPE_CHECKING = False  # typing stays out of the spawn server, whose every reaper is a fork of it
+if TYPE_CHECKING:
+    from typing import Any
 
 PROPAGATIONS = ("slave", "private")
 NETNS_DIR = "/run/netns"
@@ -314,13 +317,16 @@ def _callable(value: object, name: str) -> Callable | None:
     return value  # type: ignore[return-value]
 
 
+_DEFAULTS = {option.name: option.check(option.default, option.name) for option in OPTIONS}  # checked once
+
+
 def check_api_options(given: Mapping[str, object], accepted: Iterable[str] = API_KEYWORDS) -> dict[str, Any]:
     """The API's keyword options checked (TypeError for an unknown one, as Python gives), defaults filled in."""
     accepted = tuple(accepted)
     for key in given:
         if key not in accepted:
             raise TypeError(f"unexpected keyword argument {key!r}")
-    return {name: BY_NAME[name].check(given.get(name, BY_NAME[name].default), name) for name in accepted}
+    return {name: BY_NAME[name].check(given[name], name) if name in given else _DEFAULTS[name] for name in accepted}
 
 
 # -- what the reaper gets ------------------------------------------------------------------------------
@@ -364,13 +370,18 @@ class SandboxSpec:
 
     @classmethod
     def build(cls, values: Mapping[str, object], spelling: str = API,
-              ignored_signals: Iterable[int] = ()) -> SandboxSpec:
-        """Check each sandbox option on its own and then together (ValueError, TypeError, worded for spelling);
-        check_host() then checks them against the machine. values may hold other options: they are not ours."""
+              ignored_signals: Iterable[int] = (), each_checked: bool = False) -> SandboxSpec:
+        """Check each sandbox option on its own (unless each_checked: check_api_options did) and then together
+        (ValueError, TypeError, worded for spelling); check_host() then checks them against the machine.
+        values may hold other options: they are not ours."""
         checked: dict[str, Any] = {}
         for name in SANDBOX_FIELDS:
-            option = BY_NAME[name]
-            checked[name] = option.check(values.get(name, option.default), option.spelled(spelling))
+            if name not in values:
+                checked[name] = _DEFAULTS[name]
+            elif each_checked:
+                checked[name] = values[name]
+            else:
+                checked[name] = BY_NAME[name].check(values[name], BY_NAME[name].spelled(spelling))
         mounts = [*(("tmpfs", p) for p in checked["tmpfs"]), *(("bind", t) for _, t in checked["bind"]),
                   *(("ro_bind", t) for _, t in checked["ro_bind"])]
         for name, target in mounts:

@@ -13,7 +13,10 @@ A Record's fields are properties over tuple items, made when the class is made, 
 from __future__ import annotations
 
 from operator import itemgetter
-from typing import Any
+
+TYPE_CHECKING = False  # typing stays out of the spawn server, whose every reaper is a fork of it
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Record(tuple):

@@ -21,11 +21,14 @@ import fcntl
 import marshal
 import os
 import struct
-from typing import Any
 
 from .command import Command
 from .options import SandboxSpec
 from .records import Record
+
+TYPE_CHECKING = False  # typing stays out of the spawn server, whose every reaper is a fork of it
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_INLINE = 1 << 16
 _INLINE, _MEMFD = b"i", b"m"
@@ -230,8 +233,13 @@ def encode(message: Message) -> bytes:
     return marshal.dumps(_plain(message))
 
 
+_PLAIN = (int, float, bytes, type(None))
+
+
 def _plain(value: Any) -> Any:
     """A record (or spec) as marshal's plain types: (kind, *fields)."""
+    if type(value) in _PLAIN or type(value) is str or type(value) is bool:
+        return value
     if isinstance(value, SandboxSpec):
         return value.to_wire()
     if isinstance(value, Command):

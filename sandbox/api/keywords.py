@@ -29,7 +29,7 @@ class Chosen(NamedTuple):
 def choose(given: Mapping[str, object]) -> Chosen:
     """The sandbox options of one call, checked before anything starts (then against the host, SandboxError)."""
     values = check_api_options(given, SANDBOX_KEYWORDS)
-    spec = SandboxSpec.build(values, API, ignored_signals=inherited_ignores())
+    spec = SandboxSpec.build(values, API, ignored_signals=inherited_ignores(), each_checked=True)
     spec.check_host(API)
     return Chosen(spec, values["on_exit"], values["on_event"])
 
