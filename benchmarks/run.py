@@ -104,16 +104,22 @@ class Config:
     kill_sleepers: int = 100
     kill_warmup: int = 2
     kill_reps: int = 10
-    throughput_jobs: int = 200
+    throughput_jobs: int = 500
     throughput_threads: int = 8
     throughput_warmup: int = 1
     throughput_reps: int = 5
     memory_jobs: int = 50
+    net_warmup: int = 3
+    net_reps: int = 30
+    capture_mib: int = 200
+    capture_warmup: int = 1
+    capture_reps: int = 7
 
 
 FULL = Config()
 QUICK = replace(FULL, mode="quick", latency_warmup=5, latency_reps=50, cli_warmup=2, cli_reps=10,
-                teardown_warmup=0, teardown_reps=2, kill_warmup=1, kill_reps=5, throughput_reps=2)
+                teardown_warmup=0, teardown_reps=2, kill_warmup=1, kill_reps=5, throughput_jobs=200,
+                throughput_reps=2, net_reps=10, capture_reps=3)
 
 
 @dataclass
@@ -138,6 +144,18 @@ class Result:
     def ratio_goal(self, limit: float) -> Result:
         self.goal = f"ratio <= {limit:g}"
         self.met = self.ratio is not None and self.ratio <= limit
+        return self
+
+    def min_ratio_goal(self, limit: float) -> Result:
+        self.goal = f"ratio >= {limit:g}"
+        self.met = self.ratio is not None and self.ratio >= limit
+        return self
+
+    def extra_goal(self, limit: float) -> Result:
+        """ours may exceed the baseline by at most limit (in unit)."""
+        self.goal = f"+<= {limit:g} {self.unit}"
+        self.met = isinstance(self.ours, float) and isinstance(self.baseline, float) \
+            and self.ours - self.baseline <= limit
         return self
 
     def limit_goal(self, limit: float) -> Result:
@@ -385,7 +403,7 @@ def fig_api_latency(cfg: Config) -> list[Result]:
     ours, n = median_ms(samples["ours"]), cfg.latency_reps
     title = "1. API sandbox.run(true), warm"
     results = [
-        Result(f"{title} vs unshare", ours, median_ms(samples["unshare"]), "ms", n=n).ratio_goal(2.0),
+        Result(f"{title} vs unshare", ours, median_ms(samples["unshare"]), "ms", n=n).ratio_goal(1.0),
         Result(f"{title} vs subprocess.run(true)", ours, median_ms(samples["subprocess"]), "ms", n=n),
     ]
     if "bwrap" in samples:
@@ -415,7 +433,7 @@ def fig_cli(cfg: Config) -> list[Result]:
         "floor": timed(lambda: run_checked([sys.executable, "-c", "import click, prctl"])),
     }, cfg.cli_warmup, cfg.cli_reps)
     latency = Result("2. CLI sandboxed-run -- true vs python -c 'import click, prctl'",
-                     median_ms(samples["ours"]), median_ms(samples["floor"]), "ms", n=cfg.cli_reps).ratio_goal(1.3)
+                     median_ms(samples["ours"]), median_ms(samples["floor"]), "ms", n=cfg.cli_reps).ratio_goal(1.0)
     # pyroute2 is a heavy import the CLI path must not pay for.
     probe = subprocess.run([sys.executable, "-c", "import sandbox.cli, sys; print('pyroute2' in sys.modules)"],
                            stdin=DEVNULL, capture_output=True, text=True, check=True, timeout=60)
@@ -611,7 +629,7 @@ def fig_throughput(cfg: Config) -> list[Result]:
     }, cfg.throughput_warmup, cfg.throughput_reps)
     results = [Result(f"5. throughput, {jobs} x true from {threads} threads, vs unshare",
                       jobs / statistics.median(samples["ours"]), jobs / statistics.median(samples["unshare"]),
-                      "jobs/s", n=cfg.throughput_reps, note="higher is better")]
+                      "jobs/s", n=cfg.throughput_reps, note="higher is better").min_ratio_goal(1.0)]
     title = f"5. throughput, {jobs} x true from asyncio (semaphore {threads}), vs unshare"
     run_async = getattr(sandbox, "run_async", None)
     if run_async is None:
@@ -623,7 +641,7 @@ def fig_throughput(cfg: Config) -> list[Result]:
     }, cfg.throughput_warmup, cfg.throughput_reps)
     results.append(Result(title, jobs / statistics.median(samples["ours"]),
                           jobs / statistics.median(samples["unshare"]), "jobs/s", n=cfg.throughput_reps,
-                          note="higher is better"))
+                          note="higher is better").min_ratio_goal(1.0))
     return results
 
 
@@ -705,8 +723,49 @@ def fig_memory(cfg: Config) -> list[Result]:
         Result(f"{title}, 1 job, vs one unshare", measured[1][0], baseline, "MiB", n=1,
                note=f"{measured[1][1]} {helpers}; the spawn server's fixed cost dominates"),
         Result(f"{title}, {many} jobs, vs one unshare", measured[many][0], baseline, "MiB", n=many,
-               note=f"{measured[many][1]} {helpers}").limit_goal(4.0),
+               note=f"{measured[many][1]} {helpers}").limit_goal(1.0),
     ]
+
+
+# -- figure 7: the price of --net none --------------------------------------------------------------
+
+
+def fig_net_none(cfg: Config) -> list[Result]:
+    cli = cli_path()
+    samples = interleaved({
+        "cli": timed(lambda: run_checked([cli, "--", "true"])),
+        "cli net": timed(lambda: run_checked([cli, "--net", "none", "--", "true"])),
+        "api": timed(lambda: sandbox.run(["true"], check=True)),
+        "api net": timed(lambda: sandbox.run(["true"], net="none", check=True)),
+    }, cfg.net_warmup, cfg.net_reps)
+    return [
+        Result(f"7. --net none, {which}, vs the same run without it", median_ms(samples[f"{key} net"]),
+               median_ms(samples[key]), "ms", n=cfg.net_reps).extra_goal(20.0)
+        for which, key in (("command", "cli"), ("API, warm", "api"))
+    ]
+
+
+# -- figure 8: capturing a job's output -------------------------------------------------------------
+
+
+def fig_capture(cfg: Config) -> list[Result]:
+    size = cfg.capture_mib << 20
+    argv = ["head", "-c", str(size), "/dev/zero"]
+
+    def capture(run: Callable[..., subprocess.CompletedProcess]) -> Callable[[], float]:
+        def sample() -> float:
+            start = time.perf_counter()
+            result = run(argv, capture_output=True, check=True)
+            elapsed = time.perf_counter() - start
+            if len(result.stdout) != size:
+                raise RuntimeError(f"captured {len(result.stdout)} bytes of {size}")
+            return elapsed
+        return sample
+
+    samples = interleaved({"ours": capture(sandbox.run), "subprocess": capture(subprocess.run)},
+                          cfg.capture_warmup, cfg.capture_reps)
+    return [Result(f"8. capture_output of {cfg.capture_mib} MiB vs subprocess.run", median_ms(samples["ours"]),
+                   median_ms(samples["subprocess"]), "ms", n=cfg.capture_reps).ratio_goal(1.1)]
 
 
 # -- output -----------------------------------------------------------------------------------------
@@ -852,6 +911,8 @@ FIGURES: list[tuple[str, Callable[[Config], list[Result]]]] = [
     ("4. caller SIGKILLed", fig_caller_killed),
     ("5. throughput", fig_throughput),
     ("6. memory", fig_memory),
+    ("7. --net none", fig_net_none),
+    ("8. capture_output", fig_capture),
 ]
 
 

@@ -68,6 +68,7 @@ class Server:
         self.hooks: dict[int, list[str]] = {}
         self.tickets: dict[int, int] = {}
         self.ended: set[int] = set()
+        self.netlink_loaded = False
         self.next_ticket = 1
         # A reaper forked ahead of the next request, its namespaces ready: the fork and the namespace
         # set-up are then off the caller's path. Its mount table is a copy made when it was forked, so
@@ -116,6 +117,8 @@ class Server:
 
     def spawn(self, request: wire.Spawn, fds: list[int]) -> None:
         order = request.order
+        if order.spec.net == "none" and not self.netlink_loaded:
+            self.load_netlink()
         try:
             userns = order.spec.userns_ids
             # A user namespace's reaper is forked fresh through its own parent: the spare's namespaces are ours.
@@ -138,6 +141,18 @@ class Server:
             self.tickets[pid] = ticket
         self.reply(wire.Spawned(pid, ticket), [sock.fileno(), pidfd])
         sock.close()
+
+    def load_netlink(self) -> None:
+        """The caller wants --net none: load pyroute2's netlink part here once, so that every reaper forked from
+        now on has it (this request's ready reaper, forked earlier, loads it itself)."""
+        self.netlink_loaded = True
+        try:
+            from .reaper.network import load_netlink
+
+            load_netlink()
+        except Exception:  # noqa: BLE001 - the reaper tries again, and reports what fails
+            return
+        gc.freeze()  # as at start: the new objects stay shared with the reapers
 
     def reply(self, message: wire.Message, fds: list[int] | None = None) -> None:
         try:

@@ -15,6 +15,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from support import MARK, host_mounts, loop_devices, marked_processes, wait_for  # noqa: E402
 
+# The tests send real signals and expect what a terminal's processes have: default dispositions. A
+# pytest started under nohup or in the background of a script would otherwise pass on SIGHUP or SIGINT
+# ignored to everything it starts, and the launchers (rightly) keep them ignored for their jobs.
+for _sig in (signal.SIGHUP, signal.SIGTERM):
+    if signal.getsignal(_sig) == signal.SIG_IGN:
+        signal.signal(_sig, signal.SIG_DFL)
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def pytest_collection_modifyitems(config, items):
     # vm/suite sets SANDBOXED_RUN_VM=1 in its plain boot and SANDBOXED_RUN_VM=systemd in its systemd boot.

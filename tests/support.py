@@ -118,7 +118,8 @@ class Terminal:
         if pid == 0:
             try:
                 os.chdir(cwd)
-                for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGPIPE):
+                for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGPIPE, signal.SIGHUP,
+                            signal.SIGTERM):
                     signal.signal(sig, signal.SIG_DFL)
                 os.execvpe(argv[0], argv, env if env is not None else os.environ)
             finally:
@@ -175,6 +176,10 @@ class Terminal:
             os.kill(self.pid, signal.SIGKILL)
             os.waitpid(self.pid, 0)
             self.status = -1
+        try:
+            os.killpg(self.pid, signal.SIGKILL)  # what the session leader ran in its own group
+        except ProcessLookupError:
+            pass
         os.close(self.fd)
 
 

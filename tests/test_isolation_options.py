@@ -308,3 +308,19 @@ def test_help_lists_the_isolation_options():
     for option in ("--net", "--userns", "--uid", "--gid", "--read-only", "--hostname", "--proc", "--no-proc"):
         assert option in out
 
+
+
+@pytest.mark.parametrize("before", ["", "import pyroute2", "sys.modules['pyroute2.netlink.rtnl.ifinfmsg'] = None"],
+                         ids=["entered-without-init", "already-loaded", "fallback-to-whole-package"])
+def test_netlink_classes_load_every_way(before):
+    """The reaper enters pyroute2 without its heavy __init__; a pyroute2 already loaded, or a layout where that
+    fails, still gives the message classes that bring lo up."""
+    code = (f"import sys\n{before}\nfrom sandboxed_run_helpers.reaper.network import load_netlink\n"
+            "ifinfmsg, flags, nlmsgerr, newlink, route = load_netlink()\n"
+            "assert ifinfmsg.__name__ == 'ifinfmsg' and newlink == 16 and route == 0, (newlink, route)\n"
+            "print('ok', 'asyncio' in sys.modules)\n")
+    result = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0] == "ok"
+    if not before:
+        assert result.stdout.split()[1] == "False", "the whole package was loaded"
