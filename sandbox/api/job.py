@@ -69,6 +69,7 @@ class Job:
     def __init__(self, **options: Any) -> None:
         chosen = choose(options)
         self.spec = chosen.spec
+        self._registry = chosen.registry
         self._on_exit = chosen.on_exit
         self._on_event = chosen.on_event
         self._client: ReaperClient | None = None
@@ -81,7 +82,7 @@ class Job:
         if self._client is not None:
             raise RuntimeError("this Job has already been started")
         # on_exit goes along so that the spawn server runs the hooks if we die first.
-        order = wire.Session(self.spec, os.getpgrp(), "socket")
+        order = wire.Session(self.spec, os.getpgrp(), "socket", self._registry)
         client = spawner.new_client(wire.Spawn(order, self._on_exit), [], self._on_event)
         try:
             client.wait_started()

@@ -71,7 +71,7 @@ class Popen:
         def launch(stdio: tuple[int | None, ...]) -> ReaperClient:
             # lifeline "socket": we hold the reaper's socket; the spawn server is only its parent.
             flags, fds = present(stdio)
-            order = wire.Job(cmd, chosen.spec, os.getpgrp(), "socket", flags)
+            order = wire.Job(cmd, chosen.spec, os.getpgrp(), "socket", flags, chosen.registry)
             return spawner.new_client(wire.Spawn(order, chosen.on_exit), fds, chosen.on_event)
 
         self._start(args, (stdin, stdout, stderr), text or universal_newlines, encoding, errors, launch,

@@ -29,10 +29,13 @@ Exit status:
   death by its signal    when the job dies of a signal, sandboxed-run kills itself
                          with the same signal (as a shell expects of a child)
   124  --timeout expired (the job was stopped with the stop signal and grace)
-  125  sandboxed-run itself failed (bad path, namespaces not permitted, ...)
+  125  sandboxed-run itself failed (bad path, namespaces not permitted, name taken, ...)
   126  the command is not executable, or its argument list is too long
   127  the command was not found
   2    usage error
+  --enter exits as the entered command did (125: it could not enter).
+  --stop exits 0 once the sandbox is gone, 1 if no running sandbox of yours has that
+  name, 4 if it is another user's, 125 if its reaper does not answer.
 
 \b
 Signals:
@@ -52,7 +55,7 @@ Stopping:
 """
 
 TOPICS = {"stopping": "Stopping", "mounts": "Mounts", "isolation": "Isolation", "command": "The command",
-          "reporting": "Reporting"}
+          "reporting": "Reporting", "sandboxes": "Running sandboxes"}
 
 
 BY_PARAM = {o.name: o.topic for o in OPTIONS}
@@ -101,7 +104,8 @@ def click_command() -> click.Command:
                         formatter.write_dl(by_topic[topic])
 
     params: list[click.Parameter] = [_click_option(o) for o in OPTIONS if o.in_cli]
-    params.append(click.Argument(["command"], nargs=-1, required=True, type=click.UNPROCESSED))
+    # Not required by click: --list, --enter and --stop need none; _run says when one is missing.
+    params.append(click.Argument(["command"], nargs=-1, required=False, type=click.UNPROCESSED))
     _click_command = Command("sandboxed-run", callback=_run, params=params, epilog=EPILOG, help=HELP,
                              context_settings={"help_option_names": ["-h", "--help"],
                                                "allow_interspersed_args": False, "max_content_width": 100})
@@ -109,10 +113,19 @@ def click_command() -> click.Command:
 
 
 def _run(command: tuple[str, ...], **values: Any) -> int:
+    values = _checked(values)
+    if values["list"] or values["enter"] or values["stop"] or values["json"]:
+        from .manage import manage, mode_of
+
+        mode = mode_of(values, command, _given)
+        if mode is not None:
+            return manage(mode, values, command, _given)
     from .foreground import run
 
-    values = _checked(values)
     return run(values, _spec(values), command)
+
+
+_given: set[str] = set()  # the options the command line gave, by name (main() reads them)
 
 
 HELP = """Run COMMAND in a private mount and PID namespace that is torn down when it ends.
@@ -120,6 +133,12 @@ HELP = """Run COMMAND in a private mount and PID namespace that is torn down whe
 The command runs as PID 2 under a reaper (PID 1); / is remounted slave (or private), /proc is
 fresh, and nothing the job mounts reaches the host. When the job ends, however it ends, every
 process it started ends too and its mounts vanish.
+
+\b
+Running sandboxes (each is listed under --name, or a generated name):
+  sandboxed-run --list [--json]
+  sandboxed-run --enter NAME [-- COMMAND [ARG]...]
+  sandboxed-run --stop NAME [--grace SECONDS]
 """
 
 
@@ -170,6 +189,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     import sys
 
     args = sys.argv[1:] if argv is None else argv
+    _given.update(words.given(args))
     try:
         read = words.read(args)
         code = _run(read[1], **read[0]) if read is not None else _with_click(args)
