@@ -231,7 +231,8 @@ class found:
         uid = os.geteuid()
         owner_uid = uid_of(owner) if owner else None
         if owner_uid is not None and uid != 0 and owner_uid != uid:
-            raise SandboxNotPermitted(f"sandbox {self.name} is not yours: only {owner} and root may use it")
+            raise SandboxNotPermitted(f"sandbox {self.name} is not yours: only its owner and root may list, enter "
+                                      "or stop it")
         entries = [e for e in _entries(owner_uid) if e[0] == short]
         if uid == 0 and owner_uid is None and len({e[1] for e in entries}) > 1:
             own = [e for e in entries if e[1] == 0]

@@ -75,8 +75,8 @@ class Listing:
                 continue
             _pid, uid, _gid = registry.peer_credentials(conn)
             if uid not in self.allowed:
-                self._reply(conn, wire.Failed(EXIT_FAILURE, f"permission denied: sandbox {self.name} is not "
-                                              "yours (only its owner and root may use it)", errno.EACCES))
+                self._reply(conn, wire.Failed(EXIT_FAILURE, f"sandbox {self.name} is not yours: only its "
+                                              "owner and root may list, enter or stop it", errno.EACCES))
                 conn.close()
                 continue
             os.set_inheritable(fd, False)

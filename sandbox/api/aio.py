@@ -76,6 +76,11 @@ class AsyncProcess:
         return self._popen.poll()
 
     @property
+    def name(self) -> str | None:
+        """The name the sandbox is listed under while it runs (name=, or a generated one)."""
+        return self._popen.name
+
+    @property
     def events(self) -> list[tuple[str, dict]]:
         return self._popen.events
 
@@ -250,6 +255,10 @@ class AsyncJob:
     @property
     def pid(self) -> int:
         return self.job.pid
+
+    @property
+    def name(self) -> str | None:
+        return self.job.name
 
     def namespace_path(self, kind: str = "mnt") -> str:
         return self.job.namespace_path(kind)

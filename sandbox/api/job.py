@@ -56,6 +56,10 @@ class JobProcess(Popen):
     def reaper_pid(self) -> int:
         return self.job.pid
 
+    @property
+    def name(self) -> str | None:
+        return self.job.name
+
 
 class Job:
     """A sandbox that stays up for several commands: `with sandbox.Job(tmpfs=["/mnt"]) as job: job.run(...)`.
@@ -117,6 +121,11 @@ class Job:
     def pid(self) -> int:
         """The reaper's PID (PID 1 of the job) as the caller sees it."""
         return self.client.reaper_pid
+
+    @property
+    def name(self) -> str | None:
+        """The name the sandbox is listed under while it runs (name=, or a generated one; None: unlisted)."""
+        return self.client.name
 
     def namespace_path(self, kind: str = "mnt") -> str:
         """/proc/PID/ns/KIND of the job, for nsenter and the like; holding it open keeps the namespace alive."""

@@ -188,6 +188,11 @@ class Popen:
         return self.client.reaper_pid
 
     @property
+    def name(self) -> str | None:
+        """The name the sandbox is listed under while it runs (name=, or a generated one; None: unlisted)."""
+        return self.client.name
+
+    @property
     def events(self) -> list[tuple[str, dict]]:
         """The lifecycle events so far: (name, fields), in order."""
         self.client.pump(0)

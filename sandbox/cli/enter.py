@@ -29,6 +29,7 @@ import prctl
 
 from sandboxed_run_helpers.reaper.commands import resolve
 from sandboxed_run_helpers.shared import linux, marks
+from sandboxed_run_helpers.shared.command import DEFAULT_PATH
 from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, SandboxError
 from sandboxed_run_helpers.shared.signals import FORWARDED
 
@@ -39,6 +40,7 @@ KINDS = (("user", linux.CLONE_NEWUSER), ("mnt", linux.CLONE_NEWNS), ("pid", linu
          ("net", linux.CLONE_NEWNET), ("uts", linux.CLONE_NEWUTS), ("ipc", linux.CLONE_NEWIPC),
          ("cgroup", linux.CLONE_NEWCGROUP))
 WATCHED = (*FORWARDED, signal.SIGCHLD)
+KEPT = (b"TERM", b"COLORTERM", b"LANG", b"TZ")  # what root takes into another user's sandbox
 
 
 def enter(target: str, argv: tuple[str, ...], values: dict[str, Any]) -> int:
@@ -54,7 +56,12 @@ def enter(target: str, argv: tuple[str, ...], values: dict[str, Any]) -> int:
         if about.state != "running":
             raise SandboxError(f"sandbox {target} is stopping ({about.reason}): nothing new starts in it")
         flags = _joined(about.namespaces)
-        env = dict(os.environb)
+        # Root in another user's sandbox runs as that user would: processes the owner controls (and may
+        # trace) get neither root's supplementary groups nor its environment, beyond the terminal's settings.
+        foreign = answer.owner != os.geteuid()
+        env = {k: v for k, v in os.environb.items() if not foreign or k in KEPT or k.startswith(b"LC_")}
+        if foreign:
+            env[b"PATH"] = DEFAULT_PATH
         for name in values["unsetenv"]:
             env.pop(os.fsencode(name), None)
         for name, value in values["setenv"]:
@@ -64,7 +71,7 @@ def enter(target: str, argv: tuple[str, ...], values: dict[str, Any]) -> int:
         shell = os.environb.get(b"SHELL") or b"/bin/sh"
         command = [os.fsencode(a) for a in argv] if argv else None
         return _run(pidfd, flags, about.spec.userns_ids, command or [shell], command is None, env, cwd,
-                    bool(values["cwd"]))
+                    bool(values["cwd"]), foreign)
     finally:
         os.close(pidfd)
 
@@ -83,7 +90,7 @@ def _joined(namespaces: dict[str, int]) -> int:
 
 
 def _run(pidfd: int, flags: int, ids: tuple[int, int] | None, argv: list[bytes], default_shell: bool,
-         env: dict[bytes, bytes], cwd: bytes, cwd_given: bool) -> int:
+         env: dict[bytes, bytes], cwd: bytes, cwd_given: bool, foreign: bool) -> int:
     terminal = _foreground_terminal()
     signal.pthread_sigmask(signal.SIG_BLOCK, {*WATCHED, signal.SIGTTOU, signal.SIGTTIN})
     sigfd = linux.SignalFd(WATCHED)
@@ -97,7 +104,7 @@ def _run(pidfd: int, flags: int, ids: tuple[int, int] | None, argv: list[bytes],
         raise
     if forker == 0:
         os.close(report_r)
-        _forker(report_w, pidfd, flags, ids, argv, default_shell, env, cwd, cwd_given, terminal)
+        _forker(report_w, pidfd, flags, ids, argv, default_shell, env, cwd, cwd_given, terminal, foreign)
     os.close(report_w)
     child, error, early = _started(report_r, sigfd, forker)
     if error is not None:
@@ -127,10 +134,17 @@ def _foreground_terminal() -> int | None:
 
 
 def _forker(report: int, pidfd: int, flags: int, ids: tuple[int, int] | None, argv: list[bytes],
-            default_shell: bool, env: dict[bytes, bytes], cwd: bytes, cwd_given: bool, terminal: int | None) -> None:
+            default_shell: bool, env: dict[bytes, bytes], cwd: bytes, cwd_given: bool, terminal: int | None,
+            foreign: bool) -> None:
     """The child that joins the namespaces and forks the command into them; it exits at once."""
     code = EXIT_FAILURE
     try:
+        if foreign:
+            try:
+                os.setgroups([])
+            except OSError as exc:
+                _say(report, EXIT_FAILURE, f"cannot drop our supplementary groups: {exc.strerror}")
+                return
         try:
             linux.setns(pidfd, flags)
         except OSError as exc:
@@ -173,7 +187,7 @@ def _command(report: int, ids: tuple[int, int] | None, argv: list[bytes], defaul
                 _say(report, code, f"cannot change to directory {os.fsdecode(cwd)}: {exc.strerror}")
                 return
             os.chdir(b"/")
-        search = env.get(b"PATH", b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        search = env.get(b"PATH", DEFAULT_PATH)
         try:
             path = resolve(argv[0], search)
         except SandboxError:
