@@ -8,7 +8,7 @@ is the only gate that can tell them apart.
 
 Nothing here blocks the loop: the listening socket and the connections are non-blocking, a
 connection lives at most CONNECTION_LIFE seconds, a reply the client does not read drops it, and at
-most MAX_CONNECTIONS are open at once.
+most MAX_CONNECTIONS are open at once (more wait in the listening socket's backlog).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class Listing:
         return min((until for _, until in self.connections.values()), default=None)
 
     def accept(self, poller: select.poll) -> None:
-        while True:
+        while len(self.connections) < MAX_CONNECTIONS:
             try:
                 fd, _ = self.claim.sock._accept()
             except (BlockingIOError, InterruptedError):
@@ -70,9 +70,6 @@ class Listing:
                 continue  # ECONNABORTED and the like: that client is gone
             conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=fd)
             conn.setblocking(False)
-            if len(self.connections) >= MAX_CONNECTIONS:
-                conn.close()
-                continue
             _pid, uid, _gid = registry.peer_credentials(conn)
             if uid not in self.allowed:
                 self._reply(conn, wire.Failed(EXIT_FAILURE, f"sandbox {self.name} is not yours: only its "
@@ -82,6 +79,8 @@ class Listing:
             os.set_inheritable(fd, False)
             self.connections[fd] = (conn, time.monotonic() + CONNECTION_LIFE)
             poller.register(fd, select.POLLIN)
+        if len(self.connections) >= MAX_CONNECTIONS:
+            poller.unregister(self.fd)  # the next ones wait in the backlog until one of these is done
 
     def serve(self, fd: int, poller: select.poll, answer: Answer, stop: StopRequested) -> None:
         """What a connection asks, answered now."""
@@ -104,7 +103,10 @@ class Listing:
                     self.drop(fd, poller)
                     return
             elif isinstance(message, wire.Stop):
-                stop(message.grace)
+                grace = message.grace
+                # NaN, negative, not a number: the sandbox's own grace.
+                ok = isinstance(grace, (int, float)) and not isinstance(grace, bool) and grace >= 0
+                stop(grace if ok else None)
                 self.drop(fd, poller)  # the client waits on our pidfd from now on
                 return
 
@@ -139,6 +141,8 @@ class Listing:
         except KeyError:
             pass
         conn.close()
+        if len(self.connections) == MAX_CONNECTIONS - 1:
+            poller.register(self.fd, select.POLLIN)  # room again
 
     def release(self) -> None:
         """The sandbox is over (or never started): our entry goes, then every connection."""
