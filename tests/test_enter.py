@@ -173,3 +173,34 @@ def test_a_signal_to_the_enterer_is_passed_on_once(tmp_path, no_leftovers):
             assert enterer.wait(timeout=30) == -signal.SIGUSR1
         assert log_lines(log)[1:] == ["SIGUSR1", "cleaned"]
         assert cli("--stop", name).returncode == 0
+
+
+def test_the_entered_command_has_the_terminal_and_ctrl_z_suspends_it_until_fg(tmp_path, no_leftovers):
+    name = unique_name()
+    counter = tmp_path / "count"
+    job = (f'read -r -p "word: " w; echo got $w; i=0; while [ $i -lt 300 ]; do i=$((i+1)); echo $i > {counter}; '
+           "sleep 0.02; done; echo finished")
+    with launched([CLI, "--name", name, "--", "sleep", "1000"]):
+        wait_listed(name)
+        env = dict(os.environ, PS1="$ ", TERM="dumb")
+        term = Terminal(["bash", "--norc", "--noprofile", "-i"], tmp_path, env)
+        try:
+            assert term.expect(b"$ ")
+            term.type(f"{CLI} --enter {name} -- bash -c '{job}'\n".encode())
+            assert term.expect(b"word: "), term.output
+            term.type(b"typed\n")
+            assert term.expect(b"got typed"), term.output
+            assert wait_for(counter.exists)
+            term.type(b"\x1a")  # Ctrl+Z
+            assert term.expect(b"Stopped"), term.output
+            frozen = counter.read_text()
+            assert not wait_for(lambda: counter.read_text() != frozen, timeout=1.0), "the command kept running"
+            term.type(b"fg\n")
+            assert term.expect(b"finished", timeout=30), term.output
+            term.type(b"echo status=$?\n")
+            assert term.expect(b"status=0"), term.output
+            term.type(b"exit\n")
+            term.wait()
+        finally:
+            term.close()
+        assert cli("--stop", name).returncode == 0
