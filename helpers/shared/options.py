@@ -18,6 +18,7 @@ import signal
 import stat
 from collections.abc import Callable, Iterable, Mapping
 
+from . import durations
 from .errors import SandboxError, userns_unavailable
 from .records import Record
 from .signals import parse_signal
@@ -37,13 +38,16 @@ API, CLI = "api", "cli"
 # -- the checks: (value, the option as the caller spells it) -> the value to keep ---------------------
 
 def duration(value: object, name: str) -> float:
-    """Seconds >= 0 as a float; infinity is allowed and means no limit.
+    """Seconds >= 0 as a float: a number, or a string as durations.parse reads it (30, 1.5, 500ms, 10m,
+    1h30m); infinity is allowed and means no limit.
 
     Every wait of ours is capped per step (linux.wait_seconds), so no finite value overflows a
     system call, however large.
     """
+    if isinstance(value, str):
+        return durations.parse(value, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {value!r}")
+        raise TypeError(f"{name} must be a number of seconds or a duration such as '10m', not {value!r}")
     value = float(value)
     if math.isnan(value) or value < 0:
         raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
@@ -51,11 +55,18 @@ def duration(value: object, name: str) -> float:
 
 
 def _timeout(value: object, name: str) -> float | None:
-    """A duration, or None for none (infinity means none too)."""
+    """A duration, or None for none (infinity means none too). 0 stays 0: the API's timeouts are
+    subprocess's, where 0 means "do not wait"."""
     if value is None:
         return None
     seconds = duration(value, name)
     return None if math.isinf(seconds) else seconds
+
+
+def _command_timeout(value: object, name: str) -> float | None:
+    """--timeout: 0 means no timeout, as for coreutils' timeout and systemd's timeouts."""
+    seconds = _timeout(value, name)
+    return None if seconds == 0 else seconds
 
 
 def _stop_signal(value: object, name: str) -> int:
@@ -246,11 +257,11 @@ class Option(Record):
 
 OPTIONS: tuple[Option, ...] = (
     # stopping
-    Option("grace", 10.0, duration, "Seconds the job's processes get to clean up after the stop signal, before "
-           "SIGKILL (inf: never SIGKILL).", "SECONDS", parse=float),
+    Option("grace", 10.0, duration, "How long the job's processes get to clean up after the stop signal, before "
+           "SIGKILL (30, 1.5, 500ms, 1m30s; inf: never SIGKILL).", "DURATION"),
     Option("stop_signal", "TERM", _stop_signal, "Signal that asks the job to stop (name or number).", "SIG"),
-    Option("timeout", None, _timeout, "Stop the job after this long (then exit 124; inf: no timeout). In the API: "
-           "run()'s timeout.", "SECONDS", scope="cli", parse=float),
+    Option("timeout", None, _command_timeout, "Stop the job after this long, then exit 124 (seconds or a span "
+           "such as 10m, 1h30m; 0 or inf: no timeout). In the API: run()'s timeout.", "DURATION", scope="cli"),
     # mounts
     Option("tmpfs", (), _paths, "Mount a private tmpfs on DIR (repeatable).", "DIR", many=True, topic="mounts"),
     Option("bind", (), _listed(_bind), "Bind-mount SRC on DST (repeatable).", "SRC[:DST]", many=True,
@@ -302,8 +313,9 @@ API_KEYWORDS = tuple(o.name for o in OPTIONS if o.in_api)
 
 
 def check_timeout(value: object, name: str = "timeout") -> float | None:
-    """A timeout as every entry point takes it: seconds, None or infinity for none."""
-    return BY_NAME["timeout"].check(value, name)
+    """A timeout as the API takes it (run, wait, communicate): seconds or a duration string, None or infinity
+    for none; 0 is subprocess's "do not wait"."""
+    return _timeout(value, name)
 
 
 def check_grace(value: object, name: str = "grace") -> float | None:
