@@ -82,6 +82,7 @@ COMMAND_LINES = [
     ["--chdir", "/tmp", "--cwd=/", "--setenv", "A=1", "--setenv", "B=2", "--unsetenv", "C", "env"],
     ["--on-exit", "echo 1", "--on-exit=echo 2", "--json-status", "/tmp/s", "--timeout", "inf", "x", "-v"],
     ["--stop-signal", "-9", "true"], ["--propagation", "private", "-", "x"],
+    ["--overlay", "/a:/b", "--dev=/dev", "--dir", "/x", "--symlink", "a:/b", "--mkdir", "--tmpfs", "/t:size=1M", "x"],
 ]
 NOT_PLAIN = [[], ["--"], ["--help"], ["-h", "true"], ["--bogus", "true"], ["--grace"], ["--userns=1", "true"],
              ["-vh", "true"], ["--tmpfs"]]
