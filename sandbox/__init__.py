@@ -19,7 +19,7 @@ __all__ = ["run", "Popen", "Job", "JobProcess", "RemoteTraceback", "run_async", 
 _HOMES = {
     "run": ".api.popen", "Popen": ".api.popen", "PIPE": ".api.popen", "STDOUT": ".api.popen",
     "DEVNULL": ".api.popen",
-    "Job": ".api.job", "JobProcess": ".api.job", "RemoteTraceback": ".api.job",
+    "Job": ".api.job", "JobProcess": ".api.job", "RemoteTraceback": ".api.calling",
     "run_async": ".api.aio", "create_process": ".api.aio", "AsyncProcess": ".api.aio", "AsyncJob": ".api.aio",
     "SandboxError": "sandboxed_run_helpers.shared.errors", "CommandNotFound": "sandboxed_run_helpers.shared.errors",
     "NotExecutable": "sandboxed_run_helpers.shared.errors",
@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from sandboxed_run_helpers.shared.errors import CommandNotFound, NotExecutable, SandboxError
 
     from .api.aio import AsyncJob, AsyncProcess, create_process, run_async
-    from .api.job import Job, JobProcess, RemoteTraceback
+    from .api.calling import RemoteTraceback
+    from .api.job import Job, JobProcess
     from .api.popen import DEVNULL, PIPE, STDOUT, Popen, run
 
 
