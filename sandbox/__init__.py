@@ -28,6 +28,8 @@ _HOMES = {
 if TYPE_CHECKING:
     from sandboxed_run_helpers.shared.errors import CommandNotFound, NotExecutable, SandboxError
 
+    __version__: str  # the installed package's version (see _version)
+
     from .api.aio import AsyncJob, AsyncProcess, create_process, run_async
     from .api.calling import RemoteTraceback
     from .api.job import Job, JobProcess
@@ -35,6 +37,9 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> object:
+    if name == "__version__":
+        globals()[name] = _version()
+        return globals()[name]
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'sandbox' has no attribute {name!r}")
@@ -43,3 +48,13 @@ def __getattr__(name: str) -> object:
     value = getattr(import_module(home, __name__), name)
     globals()[name] = value
     return value
+
+
+def _version() -> str:
+    """The installed package's version: its metadata, written from pyproject.toml, is the one source."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sandboxed-run")
+    except PackageNotFoundError:
+        return "0+unknown"  # imported from a checkout that was never installed

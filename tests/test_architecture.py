@@ -19,7 +19,8 @@ SUBPROCESS = {"args", "stdin", "input", "stdout", "stderr", "capture_output", "c
 
 
 def test_the_command_line_options_are_the_tables():
-    flags = {param.name: param.opts for param in click_command().params if param.name not in ("command", "help")}
+    flags = {param.name: param.opts for param in click_command().params
+             if param.name not in ("command", "help", "version")}
     table = {o.name: o for o in OPTIONS if o.in_cli}
     assert set(flags) == set(table)
     for name, option in table.items():

@@ -221,6 +221,7 @@ class Option(Record):
     aliases: tuple[str, ...] = ()  # more command-line spellings
     short: str | None = None
     topic: str = "stopping"  # where --help lists it
+    completes: str = ""  # what the shell completes its value with: "file", "dir" (or nothing)
 
     @property
     def flag(self) -> str:
@@ -248,20 +249,21 @@ OPTIONS: tuple[Option, ...] = (
            "such as 10m, 1h30m; 0 or inf: no timeout). In the API: run()'s timeout.", "DURATION", scope="cli"),
     # mounts
     Option("tmpfs", (), _listed(tmpfs_value), "Mount a private tmpfs on DIR (repeatable); OPTS: size=64M,mode=0700.",
-           "DIR[:OPTS]", many=True, topic="mounts"),
+           "DIR[:OPTS]", many=True, topic="mounts", completes="dir"),
     Option("bind", (), _listed(bind_value), "Bind-mount SRC on DST (repeatable).", "SRC[:DST]", many=True,
-           topic="mounts"),
+           topic="mounts", completes="file"),
     Option("ro_bind", (), _listed(bind_value), "Bind-mount SRC on DST read-only, submounts included (repeatable).",
-           "SRC[:DST]", many=True, topic="mounts"),
+           "SRC[:DST]", many=True, topic="mounts", completes="file"),
     Option("overlay", (), _listed(overlay_value), "Show LOWER on DIR, writable (overlayfs; repeatable): changes go "
-           "to a private tmpfs and vanish, or to UPPER and stay.", "LOWER:DIR[:UPPER]", many=True, topic="mounts"),
+           "to a private tmpfs and vanish, or to UPPER and stay.", "LOWER:DIR[:UPPER]", many=True, topic="mounts",
+           completes="dir"),
     Option("dev", (), _paths, "Mount a minimal /dev on DIR: null, zero, full, random, urandom, tty, pts, shm "
-           "(repeatable).", "DIR", many=True, topic="mounts"),
-    Option("dir", (), _paths, "Create directory DIR (repeatable).", "DIR", many=True, topic="mounts"),
+           "(repeatable).", "DIR", many=True, topic="mounts", completes="dir"),
+    Option("dir", (), _paths, "Create directory DIR (repeatable).", "DIR", many=True, topic="mounts", completes="dir"),
     Option("symlink", (), _listed(symlink_value), "Create a symbolic link PATH to TARGET (repeatable).",
-           "TARGET:PATH", many=True, topic="mounts"),
+           "TARGET:PATH", many=True, topic="mounts", completes="file"),
     Option("read_only", (), _paths, "Remount PATH read-only inside, submounts included (repeatable); tmpfs, bind "
-           "and ro-bind open holes in it.", "PATH", many=True, topic="mounts"),
+           "and ro-bind open holes in it.", "PATH", many=True, topic="mounts", completes="file"),
     Option("mkdir", False, _flag, "Create missing mount points, --dir and --symlink paths on the host's file "
            "systems too (they stay); without it only below a --tmpfs, --overlay or --dev.", switch=True,
            topic="mounts"),
@@ -282,7 +284,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("hostname", None, _hostname, "Set the hostname in a new UTS namespace.", "NAME", topic="isolation"),
     # the command
     Option("cwd", None, _maybe_path, "Working directory of the job, inside the sandbox (default: the current "
-           "one). In the API: cwd.", "DIR", scope="cli", aliases=("--chdir",), topic="command"),
+           "one). In the API: cwd.", "DIR", scope="cli", aliases=("--chdir",), topic="command",
+           completes="dir"),
     Option("setenv", (), _listed(_setenv), "Set a variable for the job (repeatable). In the API: env.",
            "NAME=VALUE", scope="cli", many=True, topic="command"),
     Option("unsetenv", (), _listed(_unsetenv), "Remove a variable for the job (repeatable). In the API: env.",
@@ -291,15 +294,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("on_exit", (), _hooks, "Run COMMAND with /bin/sh -c outside the sandbox once its last process is gone, "
            "however it ended (repeatable, in order). It gets SANDBOXED_RUN_EXIT_CODE, _SIGNAL, _STATUS and "
            "_STOP_REASON; a failing hook is reported but does not change the exit status.", "COMMAND",
-           scope="hooks", many=True, topic="reporting"),
+           scope="hooks", many=True, topic="hooks"),
     Option("json_status", None, _maybe_path, "Write lifecycle events to FILE as JSON lines, 'finished' last (never "
-           "through a symbolic link). In the API: on_event.", "FILE", scope="cli", topic="reporting"),
+           "through a symbolic link). In the API: on_event.", "FILE", scope="cli", topic="output",
+           completes="file"),
     Option("json_status_fd", None, _maybe_fd, "Like --json-status, to the already open file descriptor N.", "N",
-           scope="cli", parse=int, topic="reporting"),
+           scope="cli", parse=int, topic="output"),
     Option("verbose", False, _flag, "Print lifecycle events on stderr: started, signal forwarded, stopping and why, "
-           "killed, exited, hook, finished.", scope="cli", switch=True, short="-v", topic="reporting"),
+           "killed, exited, hook, finished.", scope="cli", switch=True, short="-v", topic="output"),
     Option("on_event", None, lambda value, name: _callable(value, name), "Called as on_event(name, fields) for each "
-           "lifecycle event, 'finished' last. On the command line: --json-status.", scope="api", topic="reporting"),
+           "lifecycle event, 'finished' last. On the command line: --json-status.", scope="api", topic="output"),
 )
 
 BY_NAME = {option.name: option for option in OPTIONS}
