@@ -13,13 +13,14 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing into every helper process
 
-__all__ = ["run", "Popen", "Job", "JobProcess", "RemoteTraceback", "run_async", "create_process", "AsyncProcess",
-           "AsyncJob", "SandboxError", "CommandNotFound", "NotExecutable", "PIPE", "STDOUT", "DEVNULL"]
+__all__ = ["run", "Popen", "Job", "JobProcess", "RemoteTraceback", "UnguardedScript", "run_async", "create_process",
+           "AsyncProcess", "AsyncJob", "SandboxError", "CommandNotFound", "NotExecutable", "PIPE", "STDOUT", "DEVNULL"]
 
 _HOMES = {
     "run": ".api.popen", "Popen": ".api.popen", "PIPE": ".api.popen", "STDOUT": ".api.popen",
     "DEVNULL": ".api.popen",
     "Job": ".api.job", "JobProcess": ".api.job", "RemoteTraceback": ".api.calling",
+    "UnguardedScript": ".api.calling",
     "run_async": ".api.aio", "create_process": ".api.aio", "AsyncProcess": ".api.aio", "AsyncJob": ".api.aio",
     "SandboxError": "sandboxed_run_helpers.shared.errors", "CommandNotFound": "sandboxed_run_helpers.shared.errors",
     "NotExecutable": "sandboxed_run_helpers.shared.errors",
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     __version__: str  # the installed package's version (see _version)
 
     from .api.aio import AsyncJob, AsyncProcess, create_process, run_async
-    from .api.calling import RemoteTraceback
+    from .api.calling import RemoteTraceback, UnguardedScript
     from .api.job import Job, JobProcess
     from .api.popen import DEVNULL, PIPE, STDOUT, Popen, run
 
