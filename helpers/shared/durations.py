@@ -24,8 +24,9 @@ UNITS = {
     **dict.fromkeys(("M", "month", "months"), 30.44 * _DAY),
     **dict.fromkeys(("y", "year", "years"), 365.25 * _DAY),
 }
-_NUMBER = re.compile(r"\+?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-_PART = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([^\d\s.]+)")
+# Compiled on first use (re caches them): the command pays nothing for a duration it reads as a plain number.
+_NUMBER = r"\+?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_PART = r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([^\d\s.]+)"
 HINT = "use seconds (30, 1.5) or a span such as 500ms, 10m, 1h30m; inf for none"
 
 
@@ -36,11 +37,14 @@ def parse(text: str, name: str) -> float:
         return math.inf
     if stripped.startswith("-"):
         raise ValueError(f"{name} must be a duration >= 0, not {text!r}")
-    if _NUMBER.fullmatch(stripped):
+    if stripped[:1].isdigit() and stripped.replace(".", "", 1).isdigit():
+        return float(stripped)  # the common case, without a regular expression
+    if re.fullmatch(_NUMBER, stripped):
         return float(stripped)
     seconds, at = 0.0, 0
+    part_pattern = re.compile(_PART)
     while at < len(stripped):
-        part = _PART.match(stripped, at)
+        part = part_pattern.match(stripped, at)
         if part is None:
             raise ValueError(f"{name}: {text!r} is not a duration: {HINT}")
         number, unit = part.groups()

@@ -115,7 +115,7 @@ def overlay_value(value: object, name: str) -> tuple[str, str, str | None]:
     return lower, target, upper
 
 
-_SIZE = re.compile(r"\d+[kKmMgGtTpPeE]?|\d{1,3}%")
+_SIZE = r"\d+[kKmMgGtTpPeE]?|\d{1,3}%"  # compiled on first use
 
 
 def tmpfs_value(value: object, name: str) -> tuple[str, str | None, int | None]:
@@ -142,7 +142,7 @@ def tmpfs_value(value: object, name: str) -> tuple[str, str | None, int | None]:
     if size is not None:
         if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
             size = str(size)
-        if not isinstance(size, str) or not _SIZE.fullmatch(size):
+        if not isinstance(size, str) or not re.fullmatch(_SIZE, size):
             raise ValueError(f"{name} {path}: size {size!r} is not a size: bytes with an optional k, m or g "
                              "(64M), or a share of memory (50%)")
     if mode is not None:
