@@ -368,3 +368,36 @@ def test_host_problems_get_one_line_and_status_125(entry, tmp_path, read_only_tr
     for options, words in cases:
         status, _, err = run_in(entry, options, "true")
         assert status == 125 and words in one_line(err), (options, err)
+
+
+TRANSLATE = """
+import sys
+from sandboxed_run_helpers.shared import linux
+from sandboxed_run_helpers.shared.errors import mount_error
+kind, userns, fstype = sys.argv[1], sys.argv[2] == "1", sys.argv[3].encode()
+if fstype != b"tmpfs":
+    linux.unshare(linux.CLONE_NEWNS)  # nothing could reach the host, should the mount work after all
+try:
+    linux.mount(fstype, sys.argv[4].encode(), fstype, 0)
+except OSError as exc:
+    print(exc.errno, mount_error(exc, "mount it on", sys.argv[4], userns, kind))
+"""
+
+
+@pytest.mark.parametrize(("prefix", "kind", "userns", "fstype", "words"), [
+    # The kernel's own refusals, made in a throwaway process, and what the user reads.
+    (["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"], "overlay", "1", "tmpfs",
+     "a user namespace may not mount overlayfs here"),
+    (["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"], "bind", "1", "tmpfs",
+     "the host locked this mount's flags"),
+    (["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"], "tmpfs", "0", "tmpfs",
+     "operation not permitted (run as root"),
+    ([], "overlay", "0", "no-such-fs", "this kernel has no overlay file system (load its module: modprobe overlay)"),
+])
+def test_the_kernels_mount_errors_are_translated(prefix, kind, userns, fstype, words):
+    result = subprocess.run([*prefix, sys.executable, "-c", TRANSLATE, kind, userns, fstype, "/mnt"],
+                            capture_output=True, text=True, timeout=60, cwd="/")
+    assert result.returncode == 0, result.stderr
+    number, _, message = result.stdout.strip().partition(" ")
+    assert message.startswith("cannot mount it on /mnt: ") and words in message, result.stdout
+    assert int(number) in (1, 19)  # EPERM, ENODEV: really the kernel's
