@@ -106,8 +106,10 @@ def test_the_package_installs_the_man_page_where_man_finds_it(tmp_path):
     setuptools: there man/sandboxed-run.1 is read with man -l.)"""
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
     assert declared == {"share/man/man1": ["man/sandboxed-run.1"]}
-    wheels = tmp_path / "wheels"
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
+    wheels, source = tmp_path / "wheels", tmp_path / "source"
+    # Built from a copy: an in-tree build leaves build/ behind, whose stale files later wheels would take.
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "build", "*.egg-info", "__pycache__", "vm"))
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(source)],
                            capture_output=True, text=True, timeout=600)
     if build.returncode != 0 and "Could not find a version" in build.stderr:
         pytest.skip("no package index to build the wheel with (setuptools)")
