@@ -19,7 +19,8 @@ SUBPROCESS = {"args", "stdin", "input", "stdout", "stderr", "capture_output", "c
 
 
 def test_the_command_line_options_are_the_tables():
-    flags = {param.name: param.opts for param in click_command().params if param.name not in ("command", "help")}
+    flags = {param.name: param.opts for param in click_command().params
+             if param.name not in ("command", "help", "version")}
     table = {o.name: o for o in OPTIONS if o.in_cli}
     assert set(flags) == set(table)
     for name, option in table.items():
@@ -84,6 +85,7 @@ COMMAND_LINES = [
     ["--stop-signal", "-9", "true"], ["--propagation", "private", "-", "x"],
     ["--name", "backup", "true"], ["--list"], ["--list", "--json"], ["--stop", "x", "--grace", "1"],
     ["--enter", "x"], ["--enter=x", "--", "sh", "-c", "true"],
+    ["--overlay", "/a:/b", "--dev=/dev", "--dir", "/x", "--symlink", "a:/b", "--mkdir", "--tmpfs", "/t:size=1M", "x"],
 ]
 NOT_PLAIN = [[], ["--"], ["--help"], ["-h", "true"], ["--bogus", "true"], ["--grace"], ["--userns=1", "true"],
              ["-vh", "true"], ["--tmpfs"], ["--stop"], ["--name", "x"]]
