@@ -40,12 +40,13 @@ def test_the_entered_command_sees_the_jobs_mounts_directory_processes_and_marks(
         job = shown["job_pid"]
         probe = ("cat f; pwd; cat /proc/1/comm; echo $SANDBOXED_RUN $SANDBOXED_RUN_MNT_NS; "
                  "stat -L -c %i /proc/self/ns/mnt /proc/self/ns/pid; ps -o comm= -p 2; "
-                 f"{PYTHON} -c 'from sandboxed_run_helpers.shared import marks; marks.check(); print(\"inside\")'")
+                 f"{PYTHON} -c 'from sandboxed_run_helpers.shared import marks; marks.check(); print(\"inside\")'; "
+                 "command -v sandbox-mount-image")
         result = cli("--enter", name, "--", "sh", "-c", probe)
         assert result.returncode == 0, result.stderr
         assert result.stdout.splitlines() == [
             "from-the-job", "/mnt", "sandbox-reaper", f"1 {inside_ns(job)}", str(inside_ns(job)),
-            str(inside_ns(job, "pid")), "sleep", "inside"]
+            str(inside_ns(job, "pid")), "sleep", "inside", str(Path(PYTHON).parent / "sandbox-mount-image")]
         assert not (Path("/mnt") / "f").exists()  # the host never sees it
         # --cwd and --setenv for the entered command.
         result = cli("--enter", name, "--cwd", "/", "--setenv", "GREETING=hi", "--", "sh", "-c", 'pwd; echo $GREETING')

@@ -15,7 +15,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from test_isolation_options import nobody_dir  # noqa: F401 - the fixture: our interpreter reachable by others
 from test_named import cli, listed, unique_name, wait_listed
 
 from sandboxed_run_helpers.shared import registry

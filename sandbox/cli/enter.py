@@ -81,7 +81,7 @@ def enter(target: str, argv: tuple[str, ...], values: dict[str, Any]) -> int:
         order = Order(
             pidfd, _differing(OUTER, about.namespaces), _differing(INNER, about.namespaces), about.spec.userns_ids,
             [os.fsencode(a) for a in argv] or [os.environb.get(b"SHELL") or b"/bin/sh"], not argv,
-            marks.mark_environment(env, about.namespaces.get("mnt", 0)),
+            marks.mark_environment(env, about.namespaces.get("mnt", 0), DEFAULT_PATH),
             os.fsencode(values["cwd"]) if values["cwd"] else about.cwd, bool(values["cwd"]), foreign,
             inherited_ignores())
         return _run(order)
