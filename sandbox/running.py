@@ -83,10 +83,10 @@ def list_running() -> list[RunningSandbox]:
         return [answer.sandbox() for answer in answers]
 
 
-def stop_running(name: str, grace: float | None = None) -> None:
-    """Stop the running sandbox name (or OWNER/NAME) as its timeout would: its stop signal, grace seconds
-    (None: the sandbox's own --grace), then SIGKILL; return once every process of it is gone and its
-    mounts are dropped. Its status events say stopping with reason "requested".
+def stop_running(name: str, grace: float | str | None = None) -> None:
+    """Stop the running sandbox name (or OWNER/NAME) as its timeout would: its stop signal, grace (seconds,
+    or a duration such as "30s" or "1m"; None: the sandbox's own --grace), then SIGKILL; return once every
+    process of it is gone and its mounts are dropped. Its status events say stopping with reason "requested".
 
     Raises SandboxNotFound (no running sandbox of that name that the caller may see), SandboxNotPermitted
     (another user's), SandboxError (its reaper does not answer), ValueError/TypeError for a bad grace.
@@ -96,6 +96,12 @@ def stop_running(name: str, grace: float | None = None) -> None:
         if not answer.send(wire.Stop(grace, wire.StopReason.REQUESTED, False)):
             raise SandboxError(f"sandbox {name} stopped answering")
         answer.wait_gone()
+
+
+def names() -> list[str]:
+    """The names in the registry that the caller may see, without asking their reapers (a dead entry's
+    too, until a listing removes it): for completing a command line, where a wrong guess costs nothing."""
+    return [name for name, _owner, _directory in _entries(None)]
 
 
 # -- finding one ---------------------------------------------------------------------------------------

@@ -240,11 +240,11 @@ def test_list_shows_a_stopping_sandbox_and_why(tmp_path, no_leftovers):
     argv, log = signal_job(tmp_path, cleanup=600.0)
     with launched([CLI, "--name", name, "--grace", "600", "--", *argv]):
         assert wait_for(lambda: log_lines(log))
-        with launched([CLI, "--stop", name]) as stopper:
+        with launched([CLI, "--stop", name, "--grace", "1h30m"]) as stopper:  # durations as everywhere
             shown = wait_listed(name, "stopping")
             assert shown["stop_reason"] == "requested"
             assert stopper.poll() is None  # waits for the end of the job's cleanup
-            assert cli("--stop", name, "--grace", "0").returncode == 0  # a second stop shortens the grace
+            assert cli("--stop", name, "--grace", "300ms").returncode == 0  # a second stop shortens the grace
             assert stopper.wait(timeout=30) == 0
     assert name not in listed()
 
@@ -298,6 +298,7 @@ def test_clients_that_hang_never_hold_up_the_reapers_duties(tmp_path, no_leftove
     (["--stop", "no-such-sandbox-x"], 1, "no running sandbox named no-such-sandbox-x"),
     (["--enter", "no-such-sandbox-x", "--", "true"], 125, "no running sandbox named no-such-sandbox-x"),
     (["--stop", "nobody-there", "--grace", "-1"], 2, "--grace"),
+    (["--stop", "nobody-there", "--grace", "10 parsecs"], 2, "--grace"),
     (["--stop", "x", "--", "true"], 2, "--stop takes no command"),
     (["--list", "--tmpfs", "/mnt"], 2, "--tmpfs does not go with --list"),
     (["--list", "--stop", "x"], 2, "exclude each other"),
@@ -327,6 +328,8 @@ def test_api_checks_names_and_raises_lookup_errors(no_leftovers):
     assert isinstance(caught.value, LookupError) and caught.value.exit_code == 1
     with pytest.raises(ValueError, match="grace"):
         sandbox.stop_running("no-such-sandbox-x", grace=-1)
+    with pytest.raises(ValueError, match="grace"):
+        sandbox.stop_running("no-such-sandbox-x", grace="soon")
 
 
 def test_stop_waits_until_every_process_and_the_namespace_are_gone(tmp_path, no_leftovers):
@@ -337,7 +340,7 @@ def test_stop_waits_until_every_process_and_the_namespace_are_gone(tmp_path, no_
         assert wait_for(lambda: log_lines(log))
         shown = wait_listed(name)
         mnt_ns = os.stat(f"/proc/{shown['job_pid']}/ns/mnt").st_ino
-        sandbox.stop_running(name, grace=30)
+        sandbox.stop_running(name, grace="30s")
         assert log_lines(log)[-1] == "cleaned"  # its cleanup was waited for
         assert ns_holders(mnt_ns) == []  # no process of the sandbox is left, and its mounts are gone
         assert launcher.wait(timeout=30) == -signal.SIGTERM
@@ -353,4 +356,15 @@ def test_the_socket_speaks_only_our_protocol(no_leftovers):
             sock.send(b"not a message")
             sock.send(b"i\x00garbage")
         assert listed()[name]["state"] == "running"
+        assert cli("--stop", name).returncode == 0
+
+
+def test_the_shell_completes_the_names_of_running_sandboxes(no_leftovers):
+    name = unique_name()
+    with launched([CLI, "--name", name, "--", "sleep", "1000"]):
+        wait_listed(name)
+        for line in (f"sandboxed-run --stop {name[:4]}", f"sandboxed-run --enter {name[:6]}"):
+            env = {**os.environ, "_SANDBOXED_RUN_COMPLETE": "bash_complete", "COMP_WORDS": line, "COMP_CWORD": "2"}
+            result = subprocess.run([CLI], capture_output=True, text=True, timeout=60, env=env)
+            assert result.returncode == 0 and f"plain,{name}" in result.stdout.splitlines(), result
         assert cli("--stop", name).returncode == 0

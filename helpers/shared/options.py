@@ -246,7 +246,7 @@ class Option(Record):
     aliases: tuple[str, ...] = ()  # more command-line spellings
     short: str | None = None
     topic: str = "stopping"  # where --help lists it
-    completes: str = ""  # what the shell completes its value with: "file", "dir" (or nothing)
+    completes: str = ""  # what the shell completes its value with: "file", "dir", "sandbox" (a running one's name)
 
     @property
     def flag(self) -> str:
@@ -336,9 +336,10 @@ OPTIONS: tuple[Option, ...] = (
            switch=True, topic="sandboxes"),
     Option("json", False, _flag, "With --list: as a JSON array.", scope="cli", switch=True, topic="sandboxes"),
     Option("enter", None, _running_sandbox, "Run COMMAND (default: $SHELL) inside the running sandbox NAME, as one "
-           "of its processes.", "NAME", scope="cli", topic="sandboxes"),
+           "of its processes.", "NAME", scope="cli", topic="sandboxes", completes="sandbox"),
     Option("stop", None, _running_sandbox, "Stop the running sandbox NAME as a timeout would (its stop signal, "
-           "--grace if given, SIGKILL); exit once it is gone.", "NAME", scope="cli", topic="sandboxes"),
+           "--grace if given, SIGKILL); exit once it is gone.", "NAME", scope="cli", topic="sandboxes",
+           completes="sandbox"),
 )
 
 BY_NAME = {option.name: option for option in OPTIONS}

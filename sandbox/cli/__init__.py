@@ -81,8 +81,19 @@ def _click_option(option: Option) -> click.Option:
         from click.shell_completion import CompletionItem
 
         kind = option.completes
-        kwargs["shell_complete"] = lambda ctx, param, incomplete: [CompletionItem(incomplete, type=kind)]
+        if kind == "sandbox":
+            kwargs["shell_complete"] = lambda ctx, param, incomplete: [
+                CompletionItem(name) for name in _running_names() if name.startswith(incomplete)]
+        else:
+            kwargs["shell_complete"] = lambda ctx, param, incomplete: [CompletionItem(incomplete, type=kind)]
     return click.Option([*flags, option.name], **kwargs)
+
+
+def _running_names() -> list[str]:
+    """The names of the caller's running sandboxes (root: everyone's), for completing --enter and --stop."""
+    from sandbox import running
+
+    return running.names()
 
 
 def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
