@@ -182,18 +182,25 @@ def test_of_several_starts_with_the_same_name_at_once_exactly_one_wins(tmp_path,
             p.stderr.close()
 
 
-def test_the_registry_is_never_stale_even_when_everything_of_ours_is_sigkilled(tmp_path, no_leftovers):
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_the_registry_is_never_stale_even_when_everything_of_ours_is_sigkilled(tmp_path, entry, no_leftovers):
     name = unique_name()
-    entry = Path(registry.ROOT_DIRECTORY) / name
+    path = Path(registry.ROOT_DIRECTORY) / name
 
     def start_and_kill_everything() -> int:
-        with launched([CLI, "--name", name, "--", "sleep", "1000"], start_new_session=True) as launcher:
+        with launched(start_argv(entry, name, ["sleep", "1000"], tmp_path / "events"), stdout=subprocess.DEVNULL):
             reaper = wait_listed(name)["reaper_pid"]
-            os.kill(reaper, signal.SIGKILL)
-            launcher.kill()
-            launcher.wait()
-            assert wait_for(lambda: not os.path.exists(f"/proc/{reaper}"))
-        assert entry.exists()  # a SIGKILLed reaper leaves its socket's file; nobody listens on it any more
+            # Every process of ours at once (launcher or caller, spawn server, reaper): the job dies with its
+            # PID 1, and nobody is left to remove the entry.
+            ours = marked_processes(no_leftovers)
+            assert reaper in ours
+            for pid in [reaper, *ours]:  # the reaper first: warned by its caller's death, it would clean up
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass  # the job, gone with its PID 1 already
+            assert wait_for(lambda: not marked_processes(no_leftovers))
+        assert path.exists()  # a SIGKILLed reaper leaves its socket's file; nobody listens on it any more
         return reaper
 
     # A start with the name claims it over the dead entry, at once.
@@ -205,10 +212,12 @@ def test_the_registry_is_never_stale_even_when_everything_of_ours_is_sigkilled(t
     # A listing never shows a dead entry, and removes it.
     start_and_kill_everything()
     assert name not in listed()
-    assert not entry.exists(), "the listing did not remove the dead entry"
+    assert not path.exists(), "the listing did not remove the dead entry"
     start_and_kill_everything()
     assert all(s.name != name for s in sandbox.list_running())
-    assert not entry.exists()
+    assert not path.exists()
+    with pytest.raises(sandbox.SandboxNotFound):
+        sandbox.stop_running(name)
 
 
 def test_list_json_describes_the_sandbox_and_its_mounts_as_seen_inside(tmp_path, no_leftovers):

@@ -35,7 +35,7 @@ def free_uids(count: int) -> list[int]:
 
 @pytest.fixture
 def user_dir(request) -> Path:
-    """A directory any user may use, and our interpreter made reachable for them (test_isolation_options)."""
+    """A directory any user may use, and our interpreter made reachable for them (conftest's nobody_dir)."""
     return request.getfixturevalue("nobody_dir")
 
 
@@ -66,6 +66,8 @@ def test_an_ordinary_user_can_neither_see_nor_enter_nor_stop_roots_sandbox(users
         assert result.returncode == 4 and "not yours" in result.stderr, result.stderr
         result = cli("--enter", name, "--", "true", prefix=user, cwd=user_dir)
         assert result.returncode == 125 and "no running sandbox" in result.stderr
+        result = cli("--enter", f"root/{name}", "--", "true", prefix=user, cwd=user_dir)
+        assert result.returncode == 125 and "not yours" in result.stderr, result.stderr
         api = as_user(user, f"""
 import socket, sandbox
 print(sandbox.list_running())
