@@ -4,6 +4,7 @@ ever holding up its duties. --enter is tests/test_enter.py; other users, tests/t
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -159,8 +160,16 @@ def test_an_unnamed_sandbox_gets_a_generated_name_and_is_listed(tmp_path, no_lef
         process.stop(grace=0)
 
 
-def test_of_several_starts_with_the_same_name_at_once_exactly_one_wins(tmp_path, no_leftovers):
+@pytest.mark.parametrize("over", ["nothing", "a dead entry"])
+def test_of_several_starts_with_the_same_name_at_once_exactly_one_wins(tmp_path, over, no_leftovers):
     name = unique_name()
+    if over == "a dead entry":  # each start finds it dead; one replaces it, and the others must see that one
+        with launched([CLI, "--name", name, "--", "sleep", "1000"]) as killed:
+            reaper = wait_listed(name)["reaper_pid"]
+            os.kill(reaper, signal.SIGKILL)
+            killed.kill()
+            assert wait_for(lambda: not os.path.exists(f"/proc/{reaper}"))
+        assert (Path(registry.ROOT_DIRECTORY) / name).exists()
     log = tmp_path / "log"
     script = f"echo $$ >> {log}; exec sleep 1000"
     launchers = [subprocess.Popen([CLI, "--name", name, "--", "sh", "-c", script], stderr=subprocess.PIPE, text=True)
@@ -180,6 +189,37 @@ def test_of_several_starts_with_the_same_name_at_once_exactly_one_wins(tmp_path,
                 p.kill()
             p.wait()
             p.stderr.close()
+
+
+def test_a_name_being_claimed_is_never_taken_for_a_dead_one(tmp_path, no_leftovers):
+    """Between its bind and its listen, a claim's socket refuses connections as a dead entry's does. Here the
+    test is that claim, stopped in between (holding the directory's shared lock, as a claim does): a start
+    with the name waits, then finds it live, and fails without touching it."""
+    name = unique_name()
+    flag = tmp_path / "ran"
+    dirfd = os.open(registry.ROOT_DIRECTORY, os.O_RDONLY | os.O_DIRECTORY)
+    claimer = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        fcntl.flock(dirfd, fcntl.LOCK_SH)
+        path = os.path.join(registry.ROOT_DIRECTORY, name)
+        claimer.bind(path)
+        ours = os.stat(path).st_ino
+        with launched([CLI, "--name", name, "--", "touch", str(flag)], stderr=subprocess.PIPE, text=True) as late:
+            time.sleep(0.5)
+            assert late.poll() is None  # it waits for the claim under way
+            claimer.listen(1)
+            fcntl.flock(dirfd, fcntl.LOCK_UN)
+            assert late.wait(timeout=30) == 125
+            assert f"a sandbox named {name} is already running" in late.stderr.read()
+        assert not flag.exists()
+        assert os.stat(path).st_ino == ours  # the entry is still the claim's
+    finally:
+        claimer.close()
+        os.close(dirfd)
+        try:
+            os.unlink(os.path.join(registry.ROOT_DIRECTORY, name))
+        except FileNotFoundError:
+            pass
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)

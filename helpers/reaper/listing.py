@@ -50,6 +50,7 @@ class Listing:
         if userns:
             self.allowed.add(_overflow_uid())
         self.connections: dict[int, tuple[socket.socket, float]] = {}  # fd -> (socket, when to drop it)
+        self.answered = False  # a client got our pidfd: it may have put a process in here (--enter)
 
     @property
     def fd(self) -> int:
@@ -98,6 +99,7 @@ class Listing:
             for received in fds:
                 os.close(received)
             if isinstance(message, wire.Query):
+                self.answered = True
                 about, creds_pid = answer()
                 if not self._reply(conn, about, creds_pid):
                     self.drop(fd, poller)

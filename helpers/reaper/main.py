@@ -377,7 +377,9 @@ class Reaper:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                self.all_gone = not self.watch_others()
+                # A process in here that is not our child came through our pidfd (--enter), which only a
+                # client we answered got: without one, no child of ours means nothing is left.
+                self.all_gone = not (self.listing is not None and self.listing.answered and self.watch_others())
                 break
             if pid == 0:
                 break

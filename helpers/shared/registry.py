@@ -13,9 +13,13 @@ only the owner and root can see the names in it or connect to them (the reaper c
 
 The registry is never stale, because the socket is the entry: its reaper holds the only descriptor
 of it, so once the reaper is gone (even SIGKILLed) a connect() is refused, and whoever finds such a
-file removes it. A name is claimed under an flock() of the directory (taken for microseconds: to bind
-and listen, or to remove a dead entry), so two sandboxes that start with the same name at once cannot
-both get it; the kernel releases the lock of a process that dies holding it.
+file removes it. bind() creates the name or fails if it exists, so of two sandboxes that start with
+one name at once only one can get it. Between its bind and its listen, though, a new entry refuses
+connections as a dead one does; so a claim binds and listens under a shared flock() of the directory,
+and whoever removes a dead entry (to take its name, or while listing) holds the exclusive lock and checks
+again under it. Claims of different names never wait for each other; a removal, which is rare, waits
+for the claims under way (microseconds), and they for it. The kernel releases the lock of a process
+that dies holding it.
 """
 
 from __future__ import annotations
@@ -243,59 +247,64 @@ class Claim:
 
 def claim(directory: str, name: str | None, argv0: bytes | None) -> Claim:
     """Take name (None: a generated one) in directory, atomically: bind and listen under the directory's
-    lock, a dead entry of that name replaced. SandboxError (125) if a live sandbox has it, or if the
-    directory cannot be used. Runs in the reaper, before anything of the job starts."""
+    shared lock, a dead entry of that name replaced under its exclusive one. SandboxError (125) if a live
+    sandbox has it, or if the directory cannot be used. Runs in the reaper, before anything of the job
+    starts."""
     try:
         dirfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
         raise SandboxError(f"cannot open the registry of running sandboxes {directory}: {exc.strerror}") from None
     try:
-        _lock(dirfd, directory)
-        try:
-            for _attempt in range(8):
-                chosen = name or generated_name(argv0)
-                taken = _bind(dirfd, chosen)
-                if taken is not None:
-                    return taken
-                if name is not None:
-                    raise SandboxError(f"a sandbox named {name} is already running; choose another name, or "
-                                       f"stop that one first (sandboxed-run --stop {name})")
-            raise SandboxError(f"cannot find a free generated name in {directory}")
-        finally:
-            fcntl.flock(dirfd, fcntl.LOCK_UN)
+        for _attempt in range(8):
+            chosen = name or generated_name(argv0)
+            taken = _bind(dirfd, directory, chosen)
+            if taken is not None:
+                return taken
+            if name is not None:
+                raise SandboxError(f"a sandbox named {name} is already running; choose another name, or "
+                                   f"stop that one first (sandboxed-run --stop {name})")
+        raise SandboxError(f"cannot find a free generated name in {directory}")
     except BaseException:
         os.close(dirfd)
         raise
 
 
-def _lock(dirfd: int, directory: str) -> None:
-    """The directory's lock, waited for a bounded time (our signals stay queued meanwhile)."""
+def _lock(dirfd: int, directory: str, kind: int) -> None:
+    """The directory's lock (fcntl.LOCK_SH or LOCK_EX), waited for a bounded time (our signals stay queued
+    meanwhile: a blocking flock would not hear them). Nobody holds it for longer than a bind and a listen,
+    or a connect and an unlink, so the first pauses are short."""
     deadline = time.monotonic() + LOCK_WAIT
+    pause = 0.00005
     while True:
         try:
-            fcntl.flock(dirfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(dirfd, kind | fcntl.LOCK_NB)
             return
         except BlockingIOError:
             if time.monotonic() >= deadline:
                 raise SandboxError(f"the registry of running sandboxes {directory} stayed locked for "
                                    f"{LOCK_WAIT:g} s (a stopped process holds it?)") from None
-            time.sleep(0.002)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.002)
         except OSError as exc:
             raise SandboxError(f"cannot lock the registry of running sandboxes {directory}: "
                                f"{exc.strerror}") from None
 
 
-def _bind(dirfd: int, name: str) -> Claim | None:
+def _bind(dirfd: int, directory: str, name: str) -> Claim | None:
     """Bind and listen on name, replacing a dead entry; the Claim, or None if a live sandbox holds the name."""
     path = f"/proc/self/fd/{dirfd}/{name}"  # through the descriptor: the path we checked, whatever is mounted
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
     mask = os.umask(0o177)  # the owner alone may connect (root may anyway); we are single-threaded here
     try:
+        _lock(dirfd, directory, fcntl.LOCK_SH)  # no remover may take a bound entry for a dead one
         try:
             sock.bind(path)
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise
+            # Taken, by a live sandbox or a dead one; a claim under way refuses connections too: ask again
+            # under the exclusive lock, when no claim is between its bind and its listen.
+            _lock(dirfd, directory, fcntl.LOCK_EX)
             other = connect(path)
             if other is not None:
                 other.close()
@@ -309,7 +318,11 @@ def _bind(dirfd: int, name: str) -> Claim | None:
         sock.close()
         raise SandboxError(f"cannot register the sandbox as {name}: {exc.strerror}", EXIT_FAILURE,
                            exc.errno or 0) from None
+    except BaseException:
+        sock.close()
+        raise
     finally:
+        fcntl.flock(dirfd, fcntl.LOCK_UN)
         os.umask(mask)
     return Claim(sock, dirfd, name, ino)
 
