@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -46,6 +47,7 @@ def no_leftovers(request, tmp_path, tmp_path_factory):
     os.environ[MARK] = token
     mounts_before = host_mounts()
     loops_before = set(loop_devices())
+    started = time.time()
     try:
         yield token
     finally:
@@ -86,9 +88,46 @@ def no_leftovers(request, tmp_path, tmp_path_factory):
             for dev in new_loops.values():
                 subprocess.run(["losetup", "-d", dev], check=False)
             problems.append(f"loop devices left attached: {sorted(new_loops)}")
+        stale = stale_registry_entries(started)
+        if stale:
+            problems.append(f"dead entries left in the registry of running sandboxes: {stale}")
         del os.environ[MARK]
         if problems:
             pytest.fail("; ".join(problems), pytrace=False)
+
+
+def stale_registry_entries(since: float) -> list[str]:
+    """Registry entries made since then whose reaper is gone (removed on the way): a test that kills a
+    reaper must see its entry removed (by a listing, or a new claim of the name)."""
+    from sandboxed_run_helpers.shared import registry
+
+    found = []
+    for _owner, directory in registry.all_directories():
+        for name, _uid in registry.entries(directory):
+            path = os.path.join(directory, name)
+            try:
+                made = os.lstat(path).st_ctime
+            except OSError:
+                continue
+            if made >= since - 1 and registry.remove_if_dead(directory, name):
+                found.append(path)
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_registry_directories_left():
+    """The registry directories the session's sandboxes made for users (/tmp/sandboxed-run-UID), removed
+    at the end if empty: they belong to the test users, not to the host."""
+    from sandboxed_run_helpers.shared import registry
+
+    before = {directory for _owner, directory in registry.all_directories()}
+    yield
+    for owner, directory in registry.all_directories():
+        if owner != 0 and directory not in before and directory.startswith(registry.TMP_PREFIX):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                pass  # not empty: a sandbox of another session runs there
 
 
 def _not_traversable_by_others(path: str) -> list[str]:

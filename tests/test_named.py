@@ -191,6 +191,21 @@ def test_of_several_starts_with_the_same_name_at_once_exactly_one_wins(tmp_path,
             p.stderr.close()
 
 
+@pytest.mark.parametrize("entry", ["cli", "run", "Job"])
+def test_the_entry_goes_with_the_sandbox_even_if_its_root_was_read_only(tmp_path, entry, no_leftovers):
+    """The reaper's view of the registry directory turns read-only with --read-only /; its entry is made and
+    removed through the directory as the launcher opened it, outside."""
+    name = unique_name()
+    if entry == "cli":
+        assert cli("--name", name, "--read-only", "/", "--", "true").returncode == 0
+    elif entry == "run":
+        assert sandbox.run(["true"], name=name, read_only=["/"]).returncode == 0
+    else:
+        with sandbox.Job(name=name, read_only=["/"]) as job:
+            assert job.run(["true"]).returncode == 0
+    assert not (Path(registry.ROOT_DIRECTORY) / name).exists()
+
+
 def test_a_name_being_claimed_is_never_taken_for_a_dead_one(tmp_path, no_leftovers):
     """Between its bind and its listen, a claim's socket refuses connections as a dead entry's does. Here the
     test is that claim, stopped in between (holding the directory's shared lock, as a claim does): a start

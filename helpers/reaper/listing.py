@@ -31,12 +31,15 @@ Answer = Callable[[], tuple[wire.About, int | None]]  # the About, and the PID t
 StopRequested = Callable[[float | None], None]
 
 
-def claim(order: wire.Job | wire.Session) -> Listing | None:
-    """Take the order's name in its registry (SandboxError if a live sandbox has it); None: not listed."""
+def claim(order: wire.Job | wire.Session, dirfd: int | None) -> Listing | None:
+    """Take the order's name in its registry (SandboxError if a live sandbox has it); None: not listed.
+    dirfd: the registry directory as the launcher opened it (taken over), None if it sent none."""
     if order.registry is None:
+        if dirfd is not None:
+            os.close(dirfd)
         return None
     argv0 = order.command.argv[0] if isinstance(order, wire.Job) else None
-    return Listing(registry.claim(order.registry, order.spec.name, argv0), order.spec.userns)
+    return Listing(registry.claim(order.registry, order.spec.name, argv0, dirfd), order.spec.userns)
 
 
 class Listing:

@@ -55,14 +55,14 @@ def main(sock: socket.socket, parent_pidfd: int) -> int:
     received = receive_order(sock, sigfd)
     if received is None:
         return EXIT_FAILURE  # the launcher went away first
-    order, stdio = received
+    order, stdio, registry_fd = received
     reaper = Reaper(sock, sigfd, order, mnt_ns, pid_ns)
     try:
         try:
             if failure is not None:
                 raise failure
             # The name first: a clash must fail before anything of the job exists.
-            reaper.listing = listing.claim(order)
+            reaper.listing, registry_fd = listing.claim(order, registry_fd), None
             reaper.proc_dir = mounts.set_up(order.spec)
             if isinstance(order, wire.Job):
                 reaper.main = reaper.start(order.command, stdio, sock)
@@ -103,8 +103,9 @@ def tie_to_launcher(sock: socket.socket, parent_pidfd: int) -> linux.SignalFd:
 
 
 def receive_order(sock: socket.socket, sigfd: linux.SignalFd
-                  ) -> tuple[wire.Job | wire.Session, tuple[int | None, ...]] | None:
-    """Wait for the order and the job's descriptors; None if the launcher went away first."""
+                  ) -> tuple[wire.Job | wire.Session, tuple[int | None, ...], int | None] | None:
+    """Wait for the order, the job's descriptors and the registry directory's (launch.hand_over); None if
+    the launcher went away first."""
     while True:
         ready = select.select([sock, sigfd.fileno()], [], [])[0]
         if any(signo in (PARENT_GONE, CALLER_GONE) for signo, _, _ in sigfd.read()):
@@ -117,7 +118,12 @@ def receive_order(sock: socket.socket, sigfd: linux.SignalFd
             if received is None:
                 return None
             order, fds = received
-            return order, stdio_of(order.stdio, fds) if isinstance(order, wire.Job) else (None, None, None)
+            stdio = stdio_of(order.stdio, fds) if isinstance(order, wire.Job) else (None, None, None)
+            extra = fds[sum(order.stdio):] if isinstance(order, wire.Job) else fds
+            registry_fd = extra.pop() if extra and order.registry is not None else None
+            for fd in extra:
+                os.close(fd)
+            return order, stdio, registry_fd
 
 
 def stdio_of(present: tuple[bool, ...], fds: list[int]) -> tuple[int | None, ...]:

@@ -245,15 +245,26 @@ class Claim:
         self.dirfd = -1
 
 
-def claim(directory: str, name: str | None, argv0: bytes | None) -> Claim:
+def open_directory(directory: str) -> int | None:
+    """A descriptor of a registry directory (None if it cannot be opened: claim then says why)."""
+    try:
+        return os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def claim(directory: str, name: str | None, argv0: bytes | None, dirfd: int | None = None) -> Claim:
     """Take name (None: a generated one) in directory, atomically: bind and listen under the directory's
     shared lock, a dead entry of that name replaced under its exclusive one. SandboxError (125) if a live
     sandbox has it, or if the directory cannot be used. Runs in the reaper, before anything of the job
-    starts."""
-    try:
-        dirfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        raise SandboxError(f"cannot open the registry of running sandboxes {directory}: {exc.strerror}") from None
+    starts. dirfd: the directory as the launcher opened it, in the host's mount namespace (taken over:
+    the Claim closes it), whose flags no mount inside the sandbox changes."""
+    if dirfd is None:
+        try:
+            dirfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise SandboxError(f"cannot open the registry of running sandboxes {directory}: "
+                               f"{exc.strerror}") from None
     try:
         for _attempt in range(8):
             chosen = name or generated_name(argv0)
