@@ -100,7 +100,8 @@ class Job(Record):
     become the job's 0, 1, 2 (stdio says which come): set up the sandbox as spec says, start the command
     as its main process; its end stops the rest. lifeline "parent": the launcher is our parent, its death
     (PDEATHSIG) is the caller's; "socket": the caller holds our socket, the spawn server's death is not its.
-    registry: the directory where we list the sandbox under spec.name (None: not listed)."""
+    registry: the directory where we list the sandbox under spec.name (None: not listed); the launcher
+    opened it, outside the sandbox, and its descriptor comes last."""
 
     KIND = Kind.JOB
     command: Command
