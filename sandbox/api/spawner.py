@@ -190,7 +190,7 @@ def new_client(request: wire.Spawn, fds: list[int], on_event=None) -> ReaperClie
     """A new sandbox for request (its job's descriptors: fds), and our client of its reaper."""
     spawn_server = server()
     reaper_pid, pidfd, sock, ticket = spawn_server.spawn(request, fds)
-    client = ReaperClient(reaper_pid, pidfd, sock, on_event)
+    client = ReaperClient(reaper_pid, pidfd, sock, on_event, prog="sandbox")
     client.hooks_ticket = (spawn_server, ticket) if ticket else None
     _live_clients.add(client)
     return client

@@ -52,7 +52,7 @@ Stopping:
 """
 
 TOPICS = {"stopping": "Stopping", "mounts": "Mounts", "isolation": "Isolation", "command": "The command",
-          "reporting": "Reporting"}
+          "limits": "Limits and privileges", "reporting": "Reporting"}
 
 
 BY_PARAM = {o.name: o.topic for o in OPTIONS}
