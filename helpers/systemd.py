@@ -15,6 +15,7 @@ from .shared import cgroups
 from .shared.errors import SandboxError
 
 TIMEOUT = 30.0  # seconds for systemd's answer: a stuck bus must not hold the start for ever
+_NAME, _PATH = "org.freedesktop.systemd1", "/org/freedesktop/systemd1"
 _MANAGER = "org.freedesktop.systemd1.Manager"
 
 
@@ -30,7 +31,7 @@ def start_scope(name: str, pid: int, limits: dict[str, int | float], description
     address = cgroups.bus_address()
     if address is None:
         raise SandboxError("cannot reach systemd: no D-Bus bus to ask for a scope")
-    systemd = DBusAddress("/org/freedesktop/systemd1", bus_name="org.freedesktop.systemd1", interface=_MANAGER)
+    systemd = DBusAddress(_PATH, bus_name=_NAME, interface=_MANAGER)
     properties = [
         ("Description", ("s", description)),
         ("PIDs", ("au", [pid])),
@@ -43,9 +44,11 @@ def start_scope(name: str, pid: int, limits: dict[str, int | float], description
     ]
     try:
         with open_dbus_connection(address, auth_timeout=TIMEOUT) as bus:
-            removed = MatchRule(type="signal", sender="org.freedesktop.systemd1", interface=_MANAGER,
-                                member="JobRemoved", path="/org/freedesktop/systemd1")
-            unwrap_msg(bus.send_and_get_reply(message_bus.AddMatch(removed), timeout=TIMEOUT))
+            signal = {"type": "signal", "interface": _MANAGER, "member": "JobRemoved", "path": _PATH}
+            # The bus resolves the sender's well-known name; our own filter sees only its unique name.
+            unwrap_msg(bus.send_and_get_reply(message_bus.AddMatch(MatchRule(sender=_NAME, **signal)),
+                                              timeout=TIMEOUT))
+            removed = MatchRule(**signal)
             with bus.filter(removed, bufsize=64) as signals:
                 reply = bus.send_and_get_reply(new_method_call(systemd, "StartTransientUnit", "ssa(sv)a(sa(sv))",
                                                                (name, "fail", properties, [])), timeout=TIMEOUT)
