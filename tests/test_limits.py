@@ -17,7 +17,7 @@ from test_isolation_options import AS_NOBODY, nobody_dir  # noqa: F401 - a fixtu
 
 import sandbox
 from sandboxed_run_helpers.shared import cgroups
-from support import CLI, PYTHON, children, launched, read_status, wait_for
+from support import CLI, MOUNT_IMAGE, PYTHON, children, launched, make_image, read_status, wait_for
 
 ENTRY_POINTS = ["cli", "run", "Popen", "Job", "run_async", "create_process", "AsyncJob"]
 
@@ -132,6 +132,29 @@ def test_cap_drop_all_empties_every_set_and_levels_and_classes(tmp_path, no_left
     assert f"Max open files 50 {hard} files" in out, "SOFT: keeps the hard limit"
 
 
+@pytest.mark.parametrize("entry", ["cli", "run"])
+def test_cap_keep_keeps_only_the_named_ones_and_our_helpers_still_work(entry, tmp_path, no_leftovers):
+    """--cap-keep CAP_SYS_ADMIN: every set holds that one alone, and sandbox-mount-image (which checks that
+    PID 1 is our reaper, whose namespace a job without CAP_SYS_PTRACE may not inspect) still mounts."""
+    image = make_image(tmp_path)
+    job = f"{PROBE}\nmkdir /mnt/t && {MOUNT_IMAGE} {image} /mnt/t && grep -c ' /mnt/t ' /proc/self/mountinfo"
+    code, out, _, _ = through(entry, ["sh", "-c", job], {"cap_keep": ["sys_admin"], "tmpfs": ["/mnt"]}, tmp_path)
+    assert code == 0, out
+    seen = fields(out)
+    assert [caps(seen[n]) for n in ("CapBnd", "CapPrm", "CapEff")] == [1 << SYS_ADMIN] * 3
+    assert [caps(seen[n]) for n in ("CapInh", "CapAmb")] == [0, 0]
+    assert out.splitlines()[-1] == "1", out
+
+
+def test_cap_drop_and_cap_keep_exclude_each_other(no_leftovers):
+    result = subprocess.run([CLI, "--cap-drop", "CAP_CHOWN", "--cap-keep", "CAP_SYS_ADMIN", "--", "true"],
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr) == (2, "sandboxed-run: --cap-drop and --cap-keep exclude each other: "
+                                                     "name what to drop, or what to keep (see --help)\n")
+    with pytest.raises(ValueError, match="^cap_drop and cap_keep exclude each other"):
+        sandbox.run(["true"], cap_drop=["CAP_CHOWN"], cap_keep=["CAP_SYS_ADMIN"])
+
+
 def test_the_reaper_keeps_its_own(tmp_path, no_leftovers):
     """Priority, limits and capabilities are the job's: the reaper (PID 1 inside) keeps what it needs to stop it."""
     with launched([CLI, *flags(ATTRIBUTES), "--", "sleep", "60"]) as launcher:
@@ -209,6 +232,7 @@ BAD = [
     ("rlimit", ["AS=lots"], "rlimit AS 'lots': a size is a number of bytes with an optional K, M, G or T"),
     ("umask", "0999", "umask '0999': a umask is an octal number such as 077"),
     ("cap_drop", ["CAP_FLY"], "cap_drop: unknown capability 'CAP_FLY' (see capabilities(7); or ALL)"),
+    ("cap_keep", ["ALL"], "cap_keep ALL keeps every capability: leave the option out"),
     ("memory_max", "12Q", "memory_max '12Q': a size is a number of bytes with an optional K, M, G or T"),
     ("memory_high", "0", "memory_high 0: a size must be more than 0"),
     ("cpu_max", "0.5%", "cpu_max 0.5%: the least is 1% of one CPU"),

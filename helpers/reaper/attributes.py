@@ -49,8 +49,8 @@ def apply(spec: SandboxSpec, oom_score_adj: int | None) -> None:
         import prctl
 
         prctl.set_no_new_privs(1)
-    if spec.cap_drop:
-        _drop_caps(spec.cap_drop)
+    if spec.cap_drop or spec.cap_keep:
+        _drop_caps(spec.cap_drop or spec.cap_keep, keep=bool(spec.cap_keep))
 
 
 def _why(exc: OSError, cap: str, what: str) -> str:
@@ -79,11 +79,11 @@ def _rlimits(wanted: tuple[tuple[str, int | None, int | None], ...]) -> None:
             raise Refused(f"cannot set the resource limit {name} to {shown}: {reason}") from None
 
 
-def _drop_caps(names: tuple[str, ...]) -> None:
+def _drop_caps(names: tuple[str, ...], keep: bool) -> None:
     import prctl
 
     with open("/proc/sys/kernel/cap_last_cap") as f:
-        caps = cap_numbers(names, int(f.read()))
+        caps = cap_numbers(names, int(f.read()), keep)
     try:
         if names == ("ALL",):
             linux.clear_ambient_caps()

@@ -237,11 +237,23 @@ def cap_drop(values: object, name: str) -> tuple[str, ...]:
     return tuple("CAP_" + CAP_NAMES[n] for n in sorted(numbers))
 
 
-def cap_numbers(names: tuple[str, ...], last_cap: int) -> list[int]:
-    """The numbers of checked capability names (ALL: every one this kernel has, up to last_cap)."""
+def cap_keep(values: object, name: str) -> tuple[str, ...]:
+    """Capability names to keep (every other one is dropped), as canonical names in the kernel's order."""
+    names = cap_drop(values, name)
+    if names == (ALL_CAPS,):
+        raise ValueError(f"{name} ALL keeps every capability: leave the option out")
+    return names
+
+
+def cap_numbers(names: tuple[str, ...], last_cap: int, keep: bool = False) -> list[int]:
+    """The numbers of checked capability names (ALL: every one this kernel has, up to last_cap); with keep,
+    those of every other capability."""
     if names == (ALL_CAPS,):
         return list(range(last_cap + 1))
-    return [n for n in (CAP_NAMES.index(c.removeprefix("CAP_")) for c in names) if n <= last_cap]
+    numbers = [CAP_NAMES.index(c.removeprefix("CAP_")) for c in names]
+    if keep:
+        return [n for n in range(last_cap + 1) if n not in numbers]
+    return [n for n in numbers if n <= last_cap]
 
 
 def shown_size(value: int) -> str:

@@ -298,6 +298,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("cap_drop", (), limits.cap_drop, "Drop a capability (CAP_SYS_ADMIN, or ALL) from the job's processes: "
            "bounding, inheritable, ambient, permitted and effective sets (repeatable). Like setpriv's --bounding-set "
            "and --inh-caps.", "CAP", many=True, topic="limits"),
+    Option("cap_keep", (), limits.cap_keep, "Keep only these capabilities (repeatable) and drop every other one, "
+           "as --cap-drop does (not with --cap-drop). Like setpriv --bounding-set -all,+CAP.", "CAP", many=True,
+           topic="limits"),
     Option("memory_max", None, limits.size, "Memory limit of the whole sandbox (cgroup v2 memory.max; SIZE: 512M, "
            "2G): past it the kernel kills a process of the job, reported as out of memory.", "SIZE", topic="limits"),
     Option("memory_high", None, limits.size, "Memory the sandbox may use before the kernel throttles and reclaims "
@@ -327,7 +330,7 @@ OPTIONS: tuple[Option, ...] = (
 
 BY_NAME = {option.name: option for option in OPTIONS}
 SANDBOX_FIELDS = tuple(o.name for o in OPTIONS if o.scope == "sandbox")
-PROCESS_ATTRIBUTES = ("nice", "ionice", "rlimit", "no_new_privs", "cap_drop")  # set between fork and exec
+PROCESS_ATTRIBUTES = ("nice", "ionice", "rlimit", "no_new_privs", "cap_drop", "cap_keep")  # set between fork and exec
 CGROUP_LIMITS = ("memory_max", "memory_high", "cpu_weight", "cpu_max", "io_weight", "pids_max")
 API_KEYWORDS = tuple(o.name for o in OPTIONS if o.in_api)
 
@@ -422,6 +425,9 @@ class SandboxSpec:
                 raise ValueError(f"{BY_NAME[name].spelled(spelling)} /: cannot mount over /; mount on the "
                                  f"directories the job needs (with {BY_NAME['read_only'].spelled(spelling)} / to "
                                  "keep the rest unchanged)")
+        if checked["cap_drop"] and checked["cap_keep"]:
+            raise ValueError(f"{BY_NAME['cap_drop'].spelled(spelling)} and {BY_NAME['cap_keep'].spelled(spelling)} "
+                             "exclude each other: name what to drop, or what to keep")
         ids_given = checked["uid"] is not None or checked["gid"] is not None
         if checked["userns"] is False and ids_given:
             raise ValueError(f"{BY_NAME['uid'].spelled(spelling)} and {BY_NAME['gid'].spelled(spelling)} need a "
@@ -448,7 +454,7 @@ class SandboxSpec:
     def process_attributes(self) -> bool:
         """Whether the job's processes get attributes of their own (set between fork and exec; umask aside)."""
         return self.nice is not None or self.ionice is not None or bool(self.rlimit or self.no_new_privs
-                                                                          or self.cap_drop)
+                                                                          or self.cap_drop or self.cap_keep)
 
     @property
     def cgroup_limits(self) -> dict[str, int | float]:
