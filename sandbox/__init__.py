@@ -13,13 +13,15 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing into every helper process
 
-__all__ = ["run", "Popen", "Job", "JobProcess", "RemoteTraceback", "run_async", "create_process", "AsyncProcess",
-           "AsyncJob", "SandboxError", "CommandNotFound", "NotExecutable", "Usage", "PIPE", "STDOUT", "DEVNULL"]
+__all__ = ["run", "Popen", "Job", "JobProcess", "RemoteTraceback", "UnguardedScript", "run_async", "create_process",
+           "AsyncProcess", "AsyncJob", "SandboxError", "CommandNotFound", "NotExecutable", "Usage",
+           "PIPE", "STDOUT", "DEVNULL"]
 
 _HOMES = {
     "run": ".api.popen", "Popen": ".api.popen", "PIPE": ".api.popen", "STDOUT": ".api.popen",
     "DEVNULL": ".api.popen",
-    "Job": ".api.job", "JobProcess": ".api.job", "RemoteTraceback": ".api.job",
+    "Job": ".api.job", "JobProcess": ".api.job", "RemoteTraceback": ".api.calling",
+    "UnguardedScript": ".api.calling",
     "run_async": ".api.aio", "create_process": ".api.aio", "AsyncProcess": ".api.aio", "AsyncJob": ".api.aio",
     "SandboxError": "sandboxed_run_helpers.shared.errors", "CommandNotFound": "sandboxed_run_helpers.shared.errors",
     "NotExecutable": "sandboxed_run_helpers.shared.errors", "Usage": "sandboxed_run_helpers.shared.usage",
@@ -29,12 +31,18 @@ if TYPE_CHECKING:
     from sandboxed_run_helpers.shared.errors import CommandNotFound, NotExecutable, SandboxError
     from sandboxed_run_helpers.shared.usage import Usage
 
+    __version__: str  # the installed package's version (see _version)
+
     from .api.aio import AsyncJob, AsyncProcess, create_process, run_async
-    from .api.job import Job, JobProcess, RemoteTraceback
+    from .api.calling import RemoteTraceback, UnguardedScript
+    from .api.job import Job, JobProcess
     from .api.popen import DEVNULL, PIPE, STDOUT, Popen, run
 
 
 def __getattr__(name: str) -> object:
+    if name == "__version__":
+        globals()[name] = _version()
+        return globals()[name]
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'sandbox' has no attribute {name!r}")
@@ -43,3 +51,13 @@ def __getattr__(name: str) -> object:
     value = getattr(import_module(home, __name__), name)
     globals()[name] = value
     return value
+
+
+def _version() -> str:
+    """The installed package's version: its metadata, written from pyproject.toml, is the one source."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sandboxed-run")
+    except PackageNotFoundError:
+        return "0+unknown"  # imported from a checkout that was never installed

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from support import MARK, host_mounts, loop_devices, marked_processes, wait_for  # noqa: E402
+from support import CLI, MARK, host_mounts, loop_devices, marked_processes, wait_for  # noqa: E402
 
 # The tests send real signals and expect what a terminal's processes have: default dispositions. A
 # pytest started under nohup or in the background of a script would otherwise pass on SIGHUP or SIGINT
@@ -86,3 +89,34 @@ def no_leftovers(request, tmp_path, tmp_path_factory):
         del os.environ[MARK]
         if problems:
             pytest.fail("; ".join(problems), pytrace=False)
+
+
+def _not_traversable_by_others(path: str) -> list[str]:
+    out = []
+    for parent in [*reversed(Path(path).parents)]:
+        if not os.stat(parent).st_mode & stat.S_IXOTH:
+            out.append(str(parent))
+    return out
+
+
+@pytest.fixture
+def nobody_dir():
+    """A directory uid 65534 may use, and our interpreter made reachable for it (as it is on most hosts:
+    here it may live below a root-only home, which gets o+x for the test and its mode back afterwards)."""
+    granted = []
+    import sandbox
+
+    for path in {os.path.realpath(sys.executable), os.path.realpath(CLI), os.path.realpath(sandbox.__file__)}:
+        for directory in _not_traversable_by_others(path):
+            if directory not in (d for d, _ in granted):
+                mode = os.stat(directory).st_mode
+                granted.append((directory, mode))
+                os.chmod(directory, stat.S_IMODE(mode) | stat.S_IXOTH)
+    directory = Path(tempfile.mkdtemp(prefix="sbx-nobody-", dir="/var/tmp"))
+    directory.chmod(0o777)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+        for path, mode in reversed(granted):
+            os.chmod(path, stat.S_IMODE(mode))

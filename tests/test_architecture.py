@@ -19,7 +19,8 @@ SUBPROCESS = {"args", "stdin", "input", "stdout", "stderr", "capture_output", "c
 
 
 def test_the_command_line_options_are_the_tables():
-    flags = {param.name: param.opts for param in click_command().params if param.name not in ("command", "help")}
+    flags = {param.name: param.opts for param in click_command().params
+             if param.name not in ("command", "help", "version")}
     table = {o.name: o for o in OPTIONS if o.in_cli}
     assert set(flags) == set(table)
     for name, option in table.items():
@@ -82,6 +83,7 @@ COMMAND_LINES = [
     ["--chdir", "/tmp", "--cwd=/", "--setenv", "A=1", "--setenv", "B=2", "--unsetenv", "C", "env"],
     ["--on-exit", "echo 1", "--on-exit=echo 2", "--json-status", "/tmp/s", "--timeout", "inf", "x", "-v"],
     ["--stop-signal", "-9", "true"], ["--propagation", "private", "-", "x"],
+    ["--overlay", "/a:/b", "--dev=/dev", "--dir", "/x", "--symlink", "a:/b", "--mkdir", "--tmpfs", "/t:size=1M", "x"],
 ]
 NOT_PLAIN = [[], ["--"], ["--help"], ["-h", "true"], ["--bogus", "true"], ["--grace"], ["--userns=1", "true"],
              ["-vh", "true"], ["--tmpfs"]]

@@ -72,14 +72,13 @@ def test_a_command_that_cannot_start_still_runs_its_hooks_in_the_caller(tmp_path
 
 
 CLAIMS = """
-import os, signal, sys, sandbox
+import os, select, signal, sys, sandbox
 from sandbox.api import spawner
 log = sys.argv[1]
 a = sandbox.Popen(["sleep", "0.5"], on_exit=[f"echo A >> {log}"])
-server = spawner.current().pid
-os.kill(server, signal.SIGKILL)
-while os.path.exists(f"/proc/{server}") and open(f"/proc/{server}/stat").read().split()[2] != "Z":
-    pass  # dead: the next call starts a new server (a request racing a server's death fails alone)
+server = os.pidfd_open(spawner.current().pid)
+signal.pidfd_send_signal(server, signal.SIGKILL)
+select.select([server], [], [])  # dead: the next call starts a new server (a request racing its death fails alone)
 b = sandbox.Popen(["sleep", "2"], on_exit=[f"echo B >> {log}"])
 a.wait()  # claims A's hooks: a ticket of the dead server, which must not take B's from the new one
 os.kill(os.getpid(), signal.SIGKILL)

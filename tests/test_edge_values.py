@@ -55,7 +55,7 @@ def test_the_api_takes_endless_durations(no_leftovers):
 @pytest.mark.parametrize(("kwargs", "error"), [
     ({"stop_signal": 1.5}, TypeError), ({"stop_signal": None}, TypeError), ({"stop_signal": True}, TypeError),
     ({"stop_signal": "RTMIN-1"}, ValueError), ({"stop_signal": 33}, ValueError),
-    ({"timeout": "1"}, TypeError), ({"timeout": float("nan")}, ValueError), ({"grace": "1"}, TypeError),
+    ({"timeout": b"1"}, TypeError), ({"timeout": float("nan")}, ValueError), ({"grace": "1 sec x"}, ValueError),
     ({"cwd": "/tmp\0x"}, ValueError), ({"tmpfs": ["/"]}, ValueError), ({"bind": ["/tmp:/"]}, ValueError),
     ({"tmpfs": ["//"]}, ValueError), ({"stdin": 2**40}, OSError),
     ({"env": {"": "x"}}, ValueError), ({"env": {"A": 1}}, TypeError),

@@ -8,9 +8,7 @@ import os
 import random
 import shutil
 import socket
-import stat
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -99,35 +97,6 @@ def test_joining_a_named_netns_sees_its_links(named_netns):
 
 
 # -- rootless --------------------------------------------------------------------------------------
-
-
-def _not_traversable_by_others(path: str) -> list[str]:
-    out = []
-    for parent in [*reversed(Path(path).parents)]:
-        if not os.stat(parent).st_mode & stat.S_IXOTH:
-            out.append(str(parent))
-    return out
-
-
-@pytest.fixture
-def nobody_dir():
-    """A directory uid 65534 may use, and our interpreter made reachable for it (as it is on most hosts:
-    here it may live below a root-only home, which gets o+x for the test and its mode back afterwards)."""
-    granted = []
-    for path in {os.path.realpath(sys.executable), os.path.realpath(CLI), os.path.realpath(sandbox.__file__)}:
-        for directory in _not_traversable_by_others(path):
-            if directory not in (d for d, _ in granted):
-                mode = os.stat(directory).st_mode
-                granted.append((directory, mode))
-                os.chmod(directory, stat.S_IMODE(mode) | stat.S_IXOTH)
-    directory = Path(tempfile.mkdtemp(prefix="sbx-nobody-", dir="/var/tmp"))
-    directory.chmod(0o777)
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-        for path, mode in reversed(granted):
-            os.chmod(path, stat.S_IMODE(mode))
 
 
 def test_an_ordinary_user_gets_a_private_tmpfs_and_mount_that_the_host_never_sees(nobody_dir):

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_isolation_options import AS_NOBODY, nobody_dir  # noqa: F401 - a fixture
+from test_isolation_options import AS_NOBODY
 
 import sandbox
 from sandboxed_run_helpers.shared import cgroups
@@ -211,7 +211,7 @@ def test_signals_reach_a_forked_job(tmp_path, no_leftovers):
     (["--rlimit", "NOFILE=unlimited"], "cannot set the resource limit NOFILE to unlimited:unlimited: permission "
                                        "denied (raising a hard limit needs root: CAP_SYS_RESOURCE)"),
 ])
-def test_what_the_kernel_refuses_an_ordinary_user_fails_before_the_job(nobody_dir, options, message,  # noqa: F811
+def test_what_the_kernel_refuses_an_ordinary_user_fails_before_the_job(nobody_dir, options, message,
                                                                         no_leftovers):
     flag = nobody_dir / "ran"
     result = subprocess.run([*AS_NOBODY, CLI, *options, "--", "touch", str(flag)], capture_output=True, text=True,

@@ -60,9 +60,11 @@ def test_the_api_runs_what_execve_accepts_and_refuses_one_byte_more(tmp_path):
     """Measured against the kernel itself: fill the limit to the byte with the host's true(1)."""
     argv = ["/bin/true", *["a" * 100_000] * 15]
     env = {"PATH": "/usr/bin:/bin", **{f"FILL{i}": "" for i in range(6)}}
-    # Our own marks are in the job's environment too: SANDBOXED_RUN=1, SANDBOXED_RUN_MNT_NS, SANDBOXED_RUN_BIN.
+    # Our own marks are in the job's environment too: SANDBOXED_RUN=1, SANDBOXED_RUN_MNT_NS, SANDBOXED_RUN_BIN,
+    # and that directory at the end of PATH.
     marks = {"SANDBOXED_RUN": "1", "SANDBOXED_RUN_MNT_NS": str(os.stat("/proc/self/ns/mnt").st_ino),
-             "SANDBOXED_RUN_BIN": os.path.dirname(sys.executable)}
+             "SANDBOXED_RUN_BIN": os.path.dirname(sys.executable),
+             "PATH": env["PATH"] + ":" + os.path.dirname(sys.executable)}
     used = sum(len(a) + 1 for a in argv) + len("/bin/true") + 1
     used += sum(len(k) + len(v) + 2 for k, v in {**env, **marks}.items())
     spare = arg_limit(argv, {**env, **marks}) - used

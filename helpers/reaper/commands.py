@@ -47,7 +47,8 @@ def start(command: Command, stdio: tuple[int | None, ...], ignored: tuple[int, .
     except OSError as exc:
         raise SandboxError(f"cannot change to directory {os.fsdecode(command.cwd)}: {exc.strerror}") from None
     os.umask(spec.umask if spec is not None and spec.umask is not None else command.umask)
-    env = marks.mark_environment(command.env, mnt_ns)  # lets sandbox-mount-image and co. check where they run
+    # Lets sandbox-mount-image and co. check where they run, and puts them on the job's PATH.
+    env = marks.mark_environment(command.env, mnt_ns, DEFAULT_PATH)
     path = resolve(command.argv[0], env.get(b"PATH", DEFAULT_PATH))
     file_actions = []
     copies = []
@@ -167,4 +168,4 @@ def warm_up(mnt_ns: int) -> None:
         resolve(b"sh", DEFAULT_PATH)
     except SandboxError:
         pass
-    marks.mark_environment({b"PATH": DEFAULT_PATH}, mnt_ns)
+    marks.mark_environment({b"PATH": DEFAULT_PATH}, mnt_ns, DEFAULT_PATH)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import _socket as socket
 import os
-import stat
 
 from ..shared import linux
 from ..shared.errors import mount_error, namespace_error
-from ..shared.options import Mount, SandboxSpec
+from ..shared.mountspec import MOUNTS, Mount, may_create, owner
+from ..shared.options import SandboxSpec
+from .steps import create, make
 
 
 def prepare() -> tuple[int, int]:
@@ -38,14 +39,36 @@ def set_up(spec: SandboxSpec) -> str | int:
             linux.mount(None, b"/", None, linux.MS_REC | linux.MS_PRIVATE)
         except OSError as exc:
             raise mount_error(exc, "make mounts private under", "/") from None
-    mounts = spec.mounts
-    # A bind below a read-only path copies its read-only flag: reopen it if its source is writable.
-    read_only = any(m.kind == "read_only" for m in mounts)
-    reopen = {m.source for m in mounts if m.kind == "bind" and read_only
-              and not os.statvfs(m.source).f_flag & os.ST_RDONLY}
-    for m in mounts:
-        _mount(m, m.source in reopen)
+    _make(spec.mounts, spec.mkdir, spec.userns)
     return "/proc" if spec.proc else _drop_proc()
+
+
+def _make(steps: tuple[Mount, ...], mkdir: bool, userns: bool) -> None:
+    """Walk the steps in their order. The paths missing below a mount are made right after it (those on the
+    host's own file systems first), before any deeper step (a read-only remount, say) could be in the way."""
+    os.umask(0o022)  # what we create gets the modes we give; each command sets its own umask later
+    owners = [owner(steps, index) for index in range(len(steps))]
+    # A bind below a read-only path copies its read-only flag: reopen it if its source is writable.
+    read_only = any(m.kind == "read_only" for m in steps)
+    reopen = {m.source for m in steps if m.kind == "bind" and read_only and _writable(m.source)}
+
+    def create_below(above: Mount | None) -> None:
+        for step, step_owner in zip(steps, owners, strict=True):
+            if step_owner is above:
+                create(step, may_create(above, mkdir))
+
+    create_below(None)
+    for step in steps:
+        make(step, userns, step.source in reopen)
+        if step.kind in MOUNTS:
+            create_below(step)
+
+
+def _writable(path: str | None) -> bool:
+    try:
+        return not os.statvfs(path or "").f_flag & os.ST_RDONLY
+    except OSError:
+        return False  # it is refused with its own message when its turn comes
 
 
 def _isolate(spec: SandboxSpec) -> None:
@@ -76,26 +99,3 @@ def _drop_proc() -> int:
     except OSError as exc:
         raise mount_error(exc, "unmount the fresh proc from", "/proc") from None
     return handle
-
-
-def _mount(m: Mount, reopen: bool) -> None:
-    path = os.fsencode(m.target)
-    try:
-        if m.kind == "read_only":
-            if path != b"/":  # / is a mount already; a bind stacked on it would not be seen
-                linux.mount(path, path, None, linux.MS_BIND | linux.MS_REC)
-            linux.mount_setattr_readonly(path)
-        elif m.kind == "tmpfs":
-            mode = stat.S_IMODE(os.stat(path).st_mode)
-            linux.mount(b"tmpfs", path, b"tmpfs", linux.MS_NOSUID | linux.MS_NODEV, b"mode=%o" % mode)
-        else:
-            linux.mount(os.fsencode(m.source), path, None, linux.MS_BIND | linux.MS_REC)
-            if m.kind == "ro_bind":
-                linux.mount_setattr_readonly(path)
-            elif reopen:
-                linux.mount_setattr_writable(path)
-    except OSError as exc:
-        # In words, not flags: the caller may be the command line or the API.
-        action = {"read_only": "make read-only", "tmpfs": "mount a tmpfs on", "bind": f"bind-mount {m.source} on",
-                  "ro_bind": f"bind-mount {m.source} read-only on"}[m.kind]
-        raise mount_error(exc, action, m.target) from None

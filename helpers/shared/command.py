@@ -5,7 +5,8 @@ rule, so that whatever execve accepts runs and anything larger fails here, befor
 - each string (an argument, or NAME=VALUE) at most MAX_ARG_STRLEN (32 pages) including its NUL;
 - all strings, the program's path included, plus one pointer per argument and variable, at most a
   quarter of the stack limit (RLIMIT_STACK), but never more than 6 MiB nor less than 32 pages.
-The job's environment also carries our marks (SANDBOXED_RUN and co.), counted here too.
+The job's environment also carries our marks (SANDBOXED_RUN and co.) and our directory at the end of
+its PATH, counted here too.
 """
 
 from __future__ import annotations
@@ -94,17 +95,17 @@ def command(argv: list[bytes], env: dict[bytes, bytes], cwd: bytes) -> Command:
 
 def check_size(argv: list[bytes], env: dict[bytes, bytes]) -> None:
     """SandboxError (errno E2BIG, exit status 126, as a shell gives) if execve would refuse this command."""
-    strings = [*argv, *(k + b"=" + v for k, v in env.items())]
-    added = [k + b"=" + v for k, v in marks.sizes_of_marks().items() if k not in env]
+    marked = marks.marked_as_long(env, DEFAULT_PATH)  # our marks, and our directory on PATH, count too
+    strings = [*argv, *(k + b"=" + v for k, v in marked.items())]
     longest = max(strings, key=len)
     if len(longest) + 1 > MAX_ARG_STRLEN:
         what = "an argument" if longest in argv else "an environment variable"
         raise SandboxError(f"{os.fsdecode(argv[0])}: argument list too long: {what} has {len(longest)} bytes, "
                            f"execve takes at most {MAX_ARG_STRLEN - 1}", EXIT_NOT_EXECUTABLE, errno.E2BIG)
-    count = len(argv) + len(env) + len(added)
-    used = sum(len(s) + 1 for s in (*strings, *added))
+    count = len(strings)
+    used = sum(len(s) + 1 for s in strings)
     # The program's path counts too; looked for only near the limit, as it costs a PATH search.
-    used += PATH_MAX if used + PATH_MAX <= _limit() - count * POINTER else len(_program(argv[0], env)) + 1
+    used += PATH_MAX if used + PATH_MAX <= _limit() - count * POINTER else len(_program(argv[0], marked)) + 1
     room = _limit() - count * POINTER
     if used > room:
         raise SandboxError(f"{os.fsdecode(argv[0])}: argument list too long: its arguments and environment take "

@@ -102,15 +102,42 @@ def namespace_error(exc: OSError, what: str) -> SandboxError:
     return SandboxError(f"cannot create {what}: {exc.strerror}", err=exc.errno or 0)
 
 
-def mount_error(exc: OSError, action: str, path: str) -> SandboxError:
-    """A mount inside the sandbox failed: name the path and the likely cause."""
-    reasons = {
-        errno.ENOENT: "it does not exist inside the sandbox",
-        errno.ENOTDIR: "a directory and a file do not match",
-        errno.EPERM: "operation not permitted (needs root or a user namespace)",
-        errno.EACCES: "permission denied",
-        errno.EINVAL: "the kernel refused the mount (EINVAL)",
-        errno.ENODEV: "the file system type is not supported by this kernel",
-    }
-    reason = reasons.get(exc.errno or 0, exc.strerror or str(exc))
-    return SandboxError(f"cannot {action} {path}: {reason}", err=exc.errno or 0)
+def mount_error(exc: OSError, action: str, path: str, userns: bool = False, kind: str = "") -> SandboxError:
+    """A set-up step inside the sandbox failed: name the path, the likely cause and what to do. kind is the
+    step's option (tmpfs, bind, overlay, dev...), userns whether the sandbox has a user namespace."""
+    err = exc.errno or 0
+    if err == errno.EPERM and userns:
+        reason = {
+            "overlay": "a user namespace may not mount overlayfs here (Linux 5.11 and later allow it, on file systems "
+                       "it can stack on); run as root without a user namespace (--userns not given, as root)",
+            "bind": "the host locked this mount's flags (read-only, nosuid, nodev, noexec) for user namespaces; "
+                    "run as root without a user namespace",
+        }.get("bind" if kind == "ro_bind" else kind,
+              "not permitted in a user namespace; run as root without a user namespace")
+    elif err == errno.EPERM:
+        reason = "operation not permitted (run as root, or with CAP_SYS_ADMIN)"
+    elif err == errno.EINVAL and kind == "tmpfs":
+        reason = "the kernel refused the tmpfs options (size, mode)"
+    elif err == errno.EINVAL and kind == "overlay":
+        reason = ("the kernel refused the overlay: its writable layer and work directory must be on one file system "
+                  "that overlayfs can write to (not an overlay, NFS or FUSE)")
+    elif err in (errno.ELOOP, errno.EBUSY) and kind == "overlay":
+        reason = "the layers overlap or are in use by another overlay: give UPPER a directory of its own"
+    elif err == errno.ENODEV:
+        fstype = {"overlay": "overlay", "dev": "devpts"}.get(kind, kind or "this")
+        reason = f"this kernel has no {fstype} file system (load its module: modprobe {fstype})"
+    else:
+        reason = {
+            errno.ENOENT: "it does not exist inside the sandbox: create it, put it below a tmpfs of the sandbox, "
+                          "or ask for it to be created (--mkdir, mkdir=True)",
+            errno.ENOTDIR: "a directory and a file do not match",
+            errno.EACCES: "permission denied (the directories on its way do not let the job's user through)",
+            errno.EROFS: "the file system there is read-only (--read-only, a read-only bind, or the host's): create "
+                         "it on the host first, or mount a tmpfs above it",
+            errno.EEXIST: "something else exists there",
+            errno.EINVAL: "the kernel refused the mount (EINVAL)",
+            errno.ENOSPC: "no room: the file system is full, or the mount limit is reached (sysctl fs.mount-max)",
+            errno.EBUSY: "it is busy",
+            errno.EXDEV: "the paths are on different file systems",
+        }.get(err, exc.strerror or str(exc))
+    return SandboxError(f"cannot {action} {path}: {reason}", err=err)

@@ -2,7 +2,9 @@
 
 The reaper puts these variables into the job's environment: SANDBOXED_RUN=1, SANDBOXED_RUN_MNT_NS,
 the inode number of the sandbox's mount namespace, and SANDBOXED_RUN_BIN, the directory of our
-commands (the interpreter's bin directory, e.g. a venv's). check() accepts only a process that
+commands (the interpreter's bin directory, e.g. a venv's), which it also appends to the job's PATH
+(last, so that it never shadows the job's own programs), so that sandbox-mount-image and
+sandbox-open-luks are found by name. check() accepts only a process that
 
 - carries both variables,
 - is in that very mount namespace (/proc/self/ns/mnt), and
@@ -31,15 +33,20 @@ def marks(mnt_ns: int) -> dict[bytes, bytes]:
             ENV_BIN.encode(): os.fsencode(os.path.dirname(sys.executable))}
 
 
-def mark_environment(env: dict[bytes, bytes], mnt_ns: int) -> dict[bytes, bytes]:
-    """The job's environment with our marks."""
-    return {**env, **marks(mnt_ns)}
+def mark_environment(env: dict[bytes, bytes], mnt_ns: int, default_path: bytes) -> dict[bytes, bytes]:
+    """The job's environment with our marks, and our commands' directory at the end of its PATH (a job
+    without PATH gets default_path, the one its programs are looked up in, with ours after it)."""
+    ours = marks(mnt_ns)
+    path = env.get(b"PATH", default_path)
+    if ours[ENV_BIN.encode()] not in path.split(b":"):
+        path = (path + b":" if path else b"") + ours[ENV_BIN.encode()]
+    return {**env, **ours, b"PATH": path}
 
 
-def sizes_of_marks() -> dict[bytes, bytes]:
-    """The marks as long as they will be: a namespace's inode number always has 10 digits (the kernel
-    numbers them from 0xF0000000 up to 2**32 - 1)."""
-    return marks(0xF0000000)
+def marked_as_long(env: dict[bytes, bytes], default_path: bytes) -> dict[bytes, bytes]:
+    """The job's environment as long as it will be with our marks: a namespace's inode number always has
+    10 digits (the kernel numbers them from 0xF0000000 up to 2**32 - 1)."""
+    return mark_environment(env, 0xF0000000, default_path)
 
 
 class NotInSandbox(Exception):

@@ -15,11 +15,20 @@ from __future__ import annotations
 import math
 import os
 import signal
-import stat
 from collections.abc import Callable, Iterable, Mapping
 
-from . import limits
+from . import durations, limits
 from .errors import SandboxError, userns_unavailable
+from .mountspec import (
+    Mount,
+    absolute_path,
+    bind_value,
+    overlay_value,
+    steps_of,
+    symlink_value,
+    tmpfs_value,
+)
+from .mountspec import check_host as check_mounts
 from .records import Record
 from .signals import parse_signal
 
@@ -38,13 +47,16 @@ API, CLI = "api", "cli"
 # -- the checks: (value, the option as the caller spells it) -> the value to keep ---------------------
 
 def duration(value: object, name: str) -> float:
-    """Seconds >= 0 as a float; infinity is allowed and means no limit.
+    """Seconds >= 0 as a float: a number, or a string as durations.parse reads it (30, 1.5, 500ms, 10m,
+    1h30m); infinity is allowed and means no limit.
 
     Every wait of ours is capped per step (linux.wait_seconds), so no finite value overflows a
     system call, however large.
     """
+    if isinstance(value, str):
+        return durations.parse(value, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {value!r}")
+        raise TypeError(f"{name} must be a number of seconds or a duration such as '10m', not {value!r}")
     value = float(value)
     if math.isnan(value) or value < 0:
         raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
@@ -52,11 +64,18 @@ def duration(value: object, name: str) -> float:
 
 
 def _timeout(value: object, name: str) -> float | None:
-    """A duration, or None for none (infinity means none too)."""
+    """A duration, or None for none (infinity means none too). 0 stays 0: the API's timeouts are
+    subprocess's, where 0 means "do not wait"."""
     if value is None:
         return None
     seconds = duration(value, name)
     return None if math.isinf(seconds) else seconds
+
+
+def _command_timeout(value: object, name: str) -> float | None:
+    """--timeout: 0 means no timeout, as for coreutils' timeout and systemd's timeouts."""
+    seconds = _timeout(value, name)
+    return None if seconds == 0 else seconds
 
 
 def _stop_signal(value: object, name: str) -> int:
@@ -76,19 +95,6 @@ def _text(value: str) -> str:
     return str.__str__(value)
 
 
-def _path(value: object, name: str) -> str:
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{name} needs a path, not {value!r}")
-    if "\0" in value:
-        raise ValueError(f"{name} {value!r}: a path cannot contain a NUL byte")
-    if not value.startswith("/"):
-        raise ValueError(f"{name} {value}: the path must be absolute")
-    # normpath keeps a leading "//" (POSIX leaves its meaning open); Linux takes it as "/".
-    return "/" + os.path.normpath(_text(value)).lstrip("/")
-
-
 def _listed(item_check: Callable[[object, str], Any]) -> Callable[[object, str], tuple]:
     def check(values: object, name: str) -> tuple:
         if isinstance(values, (str, bytes, os.PathLike)):
@@ -99,23 +105,11 @@ def _listed(item_check: Callable[[object, str], Any]) -> Callable[[object, str],
     return check
 
 
+_path = absolute_path
+
+
 def _paths(values: object, name: str) -> tuple[str, ...]:
     return _listed(_path)(values, name)
-
-
-def _bind(value: object, name: str) -> tuple[str, str]:
-    """SRC[:DST] or a (src, dst) pair, as (source, target)."""
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
-    if isinstance(value, str):
-        source, sep, target = value.partition(":")
-        if not sep:
-            target = source
-    elif isinstance(value, tuple) and len(value) == 2:
-        source, target = value
-    else:
-        raise ValueError(f"{name} takes SRC[:DST] or a (src, dst) pair, not {value!r}")
-    return _path(source, name), _path(target, name)
 
 
 def _choice(*choices: str) -> Callable[[object, str], str]:
@@ -227,6 +221,7 @@ class Option(Record):
     aliases: tuple[str, ...] = ()  # more command-line spellings
     short: str | None = None
     topic: str = "stopping"  # where --help lists it
+    completes: str = ""  # what the shell completes its value with: "file", "dir" (or nothing)
 
     @property
     def flag(self) -> str:
@@ -247,19 +242,31 @@ class Option(Record):
 
 OPTIONS: tuple[Option, ...] = (
     # stopping
-    Option("grace", 10.0, duration, "Seconds the job's processes get to clean up after the stop signal, before "
-           "SIGKILL (inf: never SIGKILL).", "SECONDS", parse=float),
+    Option("grace", 10.0, duration, "How long the job's processes get to clean up after the stop signal, before "
+           "SIGKILL (30, 1.5, 500ms, 1m30s; inf: never SIGKILL).", "DURATION"),
     Option("stop_signal", "TERM", _stop_signal, "Signal that asks the job to stop (name or number).", "SIG"),
-    Option("timeout", None, _timeout, "Stop the job after this long (then exit 124; inf: no timeout). In the API: "
-           "run()'s timeout.", "SECONDS", scope="cli", parse=float),
+    Option("timeout", None, _command_timeout, "Stop the job after this long, then exit 124 (seconds or a span "
+           "such as 10m, 1h30m; 0 or inf: no timeout). In the API: run()'s timeout.", "DURATION", scope="cli"),
     # mounts
-    Option("tmpfs", (), _paths, "Mount a private tmpfs on DIR (repeatable).", "DIR", many=True, topic="mounts"),
-    Option("bind", (), _listed(_bind), "Bind-mount SRC on DST (repeatable).", "SRC[:DST]", many=True,
-           topic="mounts"),
-    Option("ro_bind", (), _listed(_bind), "Bind-mount SRC on DST read-only, submounts included (repeatable).",
-           "SRC[:DST]", many=True, topic="mounts"),
+    Option("tmpfs", (), _listed(tmpfs_value), "Mount a private tmpfs on DIR (repeatable); OPTS: size=64M,mode=0700.",
+           "DIR[:OPTS]", many=True, topic="mounts", completes="dir"),
+    Option("bind", (), _listed(bind_value), "Bind-mount SRC on DST (repeatable).", "SRC[:DST]", many=True,
+           topic="mounts", completes="file"),
+    Option("ro_bind", (), _listed(bind_value), "Bind-mount SRC on DST read-only, submounts included (repeatable).",
+           "SRC[:DST]", many=True, topic="mounts", completes="file"),
+    Option("overlay", (), _listed(overlay_value), "Show LOWER on DIR, writable (overlayfs; repeatable): changes go "
+           "to a private tmpfs and vanish, or to UPPER and stay.", "LOWER:DIR[:UPPER]", many=True, topic="mounts",
+           completes="dir"),
+    Option("dev", (), _paths, "Mount a minimal /dev on DIR: null, zero, full, random, urandom, tty, pts, shm "
+           "(repeatable).", "DIR", many=True, topic="mounts", completes="dir"),
+    Option("dir", (), _paths, "Create directory DIR (repeatable).", "DIR", many=True, topic="mounts", completes="dir"),
+    Option("symlink", (), _listed(symlink_value), "Create a symbolic link PATH to TARGET (repeatable).",
+           "TARGET:PATH", many=True, topic="mounts", completes="file"),
     Option("read_only", (), _paths, "Remount PATH read-only inside, submounts included (repeatable); tmpfs, bind "
-           "and ro-bind open holes in it.", "PATH", many=True, topic="mounts"),
+           "and ro-bind open holes in it.", "PATH", many=True, topic="mounts", completes="file"),
+    Option("mkdir", False, _flag, "Create missing mount points, --dir and --symlink paths on the host's file "
+           "systems too (they stay); without it only below a --tmpfs, --overlay or --dev.", switch=True,
+           topic="mounts"),
     Option("propagation", "slave", _choice(*PROPAGATIONS), "How / is remounted inside: slave still sees the host's "
            "new mounts; private does not. Mounts made inside never reach the host.", "slave|private",
            topic="mounts"),
@@ -277,7 +284,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("hostname", None, _hostname, "Set the hostname in a new UTS namespace.", "NAME", topic="isolation"),
     # the command
     Option("cwd", None, _maybe_path, "Working directory of the job, inside the sandbox (default: the current "
-           "one). In the API: cwd.", "DIR", scope="cli", aliases=("--chdir",), topic="command"),
+           "one). In the API: cwd.", "DIR", scope="cli", aliases=("--chdir",), topic="command",
+           completes="dir"),
     Option("setenv", (), _listed(_setenv), "Set a variable for the job (repeatable). In the API: env.",
            "NAME=VALUE", scope="cli", many=True, topic="command"),
     Option("unsetenv", (), _listed(_unsetenv), "Remove a variable for the job (repeatable). In the API: env.",
@@ -317,15 +325,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("on_exit", (), _hooks, "Run COMMAND with /bin/sh -c outside the sandbox once its last process is gone, "
            "however it ended (repeatable, in order). It gets SANDBOXED_RUN_EXIT_CODE, _SIGNAL, _STATUS and "
            "_STOP_REASON; a failing hook is reported but does not change the exit status.", "COMMAND",
-           scope="hooks", many=True, topic="reporting"),
+           scope="hooks", many=True, topic="hooks"),
     Option("json_status", None, _maybe_path, "Write lifecycle events to FILE as JSON lines, 'finished' last (never "
-           "through a symbolic link). In the API: on_event.", "FILE", scope="cli", topic="reporting"),
+           "through a symbolic link). In the API: on_event.", "FILE", scope="cli", topic="output",
+           completes="file"),
     Option("json_status_fd", None, _maybe_fd, "Like --json-status, to the already open file descriptor N.", "N",
-           scope="cli", parse=int, topic="reporting"),
+           scope="cli", parse=int, topic="output"),
     Option("verbose", False, _flag, "Print lifecycle events on stderr: started, signal forwarded, stopping and why, "
-           "killed, exited, hook, finished.", scope="cli", switch=True, short="-v", topic="reporting"),
+           "killed, exited, hook, finished.", scope="cli", switch=True, short="-v", topic="output"),
     Option("on_event", None, lambda value, name: _callable(value, name), "Called as on_event(name, fields) for each "
-           "lifecycle event, 'finished' last. On the command line: --json-status.", scope="api", topic="reporting"),
+           "lifecycle event, 'finished' last. On the command line: --json-status.", scope="api", topic="output"),
 )
 
 BY_NAME = {option.name: option for option in OPTIONS}
@@ -336,8 +345,9 @@ API_KEYWORDS = tuple(o.name for o in OPTIONS if o.in_api)
 
 
 def check_timeout(value: object, name: str = "timeout") -> float | None:
-    """A timeout as every entry point takes it: seconds, None or infinity for none."""
-    return BY_NAME["timeout"].check(value, name)
+    """A timeout as the API takes it (run, wait, communicate): seconds or a duration string, None or infinity
+    for none; 0 is subprocess's "do not wait"."""
+    return _timeout(value, name)
 
 
 def check_grace(value: object, name: str = "grace") -> float | None:
@@ -364,17 +374,6 @@ def check_api_options(given: Mapping[str, object], accepted: Iterable[str] = API
 
 
 # -- what the reaper gets ------------------------------------------------------------------------------
-
-class Mount(Record):
-    """One mount made inside the sandbox: kind is the option that asked for it (tmpfs, bind, ro_bind, read_only)."""
-
-    kind: str
-    target: str
-    source: str | None = None
-
-    def describe(self, spelling: str = CLI) -> str:
-        return f"{BY_NAME[self.kind].spelled(spelling)} {self.source + ':' if self.source else ''}{self.target}"
-
 
 class SandboxSpec:
     """The checked "sandbox" options of one sandbox (one attribute per entry of OPTIONS with that scope),
@@ -416,8 +415,9 @@ class SandboxSpec:
                 checked[name] = values[name]
             else:
                 checked[name] = BY_NAME[name].check(values[name], BY_NAME[name].spelled(spelling))
-        mounts = [*(("tmpfs", p) for p in checked["tmpfs"]), *(("bind", t) for _, t in checked["bind"]),
-                  *(("ro_bind", t) for _, t in checked["ro_bind"])]
+        mounts = [*(("tmpfs", p) for p, _, _ in checked["tmpfs"]), *(("bind", t) for _, t in checked["bind"]),
+                  *(("ro_bind", t) for _, t in checked["ro_bind"]), *(("overlay", t) for _, t, _ in checked["overlay"]),
+                  *(("dev", p) for p in checked["dev"]), *(("symlink", p) for _, p in checked["symlink"])]
         for name, target in mounts:
             if target == "/":
                 # It would not replace the root the job sees (its processes keep the old one), and the
@@ -463,15 +463,11 @@ class SandboxSpec:
 
     @property
     def mounts(self) -> tuple[Mount, ...]:
-        """Every mount, in the order the reaper makes them: parents before children, so that a bind below a
-        tmpfs lands on top of it; at one depth a read-only remount first, so that a mount on the same path
-        opens a writable hole in it."""
-        mounts = [Mount("tmpfs", path) for path in self.tmpfs]
-        mounts += [Mount("bind", target, source) for source, target in self.bind]
-        mounts += [Mount("ro_bind", target, source) for source, target in self.ro_bind]
-        mounts += [Mount("read_only", path) for path in self.read_only]
-        mounts.sort(key=lambda m: (m.target.rstrip("/").count("/"), m.kind != "read_only"))
-        return tuple(mounts)
+        """Every mount and path to make, in the order the reaper takes them (mountspec.steps_of): parents
+        before children, so that a bind below a tmpfs lands on top of it; at one depth a read-only remount
+        first, so that a mount on the same path opens a writable hole in it."""
+        return steps_of(self.tmpfs, self.bind, self.ro_bind, self.overlay, self.dev, self.dir, self.symlink,
+                        self.read_only)
 
     def check_host(self, spelling: str = API) -> None:
         """Check the spec against this machine (SandboxError, one line each), so a typo fails before anything
@@ -492,27 +488,4 @@ class SandboxSpec:
             if reason:
                 names = " and ".join(BY_NAME[name].spelled(spelling) for name in self.cgroup_limits)
                 raise SandboxError(f"{names}: {reason}")
-        for m in self.mounts:
-            described = m.describe(spelling)
-            target = _stat(m.target, described)
-            if m.kind == "read_only":
-                continue
-            if m.kind == "tmpfs":
-                if not stat.S_ISDIR(target.st_mode):
-                    raise SandboxError(f"{described}: {m.target} is not a directory")
-                continue
-            assert m.source is not None
-            source = _stat(m.source, described)
-            if stat.S_ISDIR(source.st_mode) != stat.S_ISDIR(target.st_mode):
-                kinds = ("a directory" if stat.S_ISDIR(source.st_mode) else "a file",
-                         "a directory" if stat.S_ISDIR(target.st_mode) else "a file")
-                raise SandboxError(f"{described}: cannot bind {kinds[0]} over {kinds[1]}")
-
-
-def _stat(path: str, described: str) -> os.stat_result:
-    try:
-        return os.stat(path)
-    except FileNotFoundError:
-        raise SandboxError(f"{described}: {path} does not exist") from None
-    except OSError as exc:
-        raise SandboxError(f"{described}: {path}: {exc.strerror}") from None
+        check_mounts(self.mounts, self.mkdir, spelling)

@@ -11,7 +11,6 @@ cleanup gets the grace period with nothing on top.
 from __future__ import annotations
 
 import asyncio
-import pickle
 import socket
 import subprocess
 from collections.abc import Awaitable, Callable
@@ -22,7 +21,8 @@ from sandboxed_run_helpers.shared.options import check_grace
 from sandboxed_run_helpers.shared.usage import Usage
 
 from ..client import ReaperClient
-from .job import Job, call_argv, call_outcome
+from .calling import call_argv, call_outcome, payload
+from .job import Job
 from .keywords import SANDBOX_KEYWORDS, with_options
 from .popen import Popen, run_streams
 
@@ -294,16 +294,16 @@ class AsyncJob:
     async def call(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """job.call for asyncio: func runs in a fresh Python process inside the job."""
         loop = asyncio.get_running_loop()
-        payload = pickle.dumps((func, args, kwargs))
+        data, script = payload(func, args, kwargs)
         ours, theirs = socket.socketpair()
         try:
-            process = await _start(lambda: self.job.Popen(call_argv(), extra_fds=(theirs.fileno(),)))
+            process = await _start(lambda: self.job.Popen(call_argv(script), extra_fds=(theirs.fileno(),)))
         finally:
             theirs.close()
         ours.setblocking(False)
         with ours:
             try:
-                await loop.sock_sendall(ours, payload)
+                await loop.sock_sendall(ours, data)
                 ours.shutdown(socket.SHUT_WR)
                 chunks = []
                 while chunk := await loop.sock_recv(ours, 1 << 16):

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import errno
 import os
-import pickle
 import socket
 import subprocess
-import sys
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
@@ -23,19 +21,12 @@ from sandboxed_run_helpers.shared.options import check_api_options, check_grace
 from sandboxed_run_helpers.shared.usage import Usage
 
 from ..client import ReaperClient
-from . import spawner
+from . import calling, spawner
 from .collect import wrap_up
 from .keywords import COMMAND_KEYWORDS, SANDBOX_KEYWORDS, choose, with_options
 from .popen import Popen, complete, present
 
 NAMESPACES = ("mnt", "pid", "net", "uts", "ipc", "user", "cgroup", "time")
-
-
-class RemoteTraceback(Exception):
-    """The traceback of an exception raised by job.call() inside the sandbox (set as __cause__)."""
-
-    def __str__(self) -> str:
-        return self.args[0]
 
 
 class JobProcess(Popen):
@@ -208,11 +199,14 @@ class Job:
         return complete(self.Popen, args, stdin, input, stdout, stderr, capture_output, check, timeout, options)
 
     def call(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        """Run func(*args, **kwargs) in a fresh Python process inside the job; return its result or re-raise."""
-        payload = pickle.dumps((func, args, kwargs))
+        """Run func(*args, **kwargs) in a fresh Python process inside the job; return its result or re-raise.
+        A function of the caller's script needs the script guarded by `if __name__ == "__main__":` (it is
+        run inside to find the function); without the guard, calling raises UnguardedScript (a RuntimeError)
+        before anything runs."""
+        payload, script = calling.payload(func, args, kwargs)
         ours, theirs = socket.socketpair()
         try:
-            process = self.Popen(call_argv(), extra_fds=(theirs.fileno(),))
+            process = self.Popen(calling.call_argv(script), extra_fds=(theirs.fileno(),))
         finally:
             theirs.close()
         with ours, process:
@@ -225,27 +219,4 @@ class Job:
             except ConnectionResetError:
                 chunks = []  # it died before answering; its exit status says more
             process.wait()
-        return call_outcome(func, chunks, process.returncode)
-
-
-def call_argv() -> list[str]:
-    """A fresh interpreter that imports what we can (our sys.path, our script) and runs one call from fd 3
-    (sandboxed_run_helpers.inside.call)."""
-    paths = [p for p in sys.path if p and os.path.isabs(p)]
-    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-    main = os.path.abspath(main_file) if main_file and main_file.endswith(".py") else ""
-    boot = (f"import sys; sys.path[:0] = {paths!r}; "
-            f"from sandboxed_run_helpers.inside.call import main; main({main!r})")
-    return [sys.executable, "-c", boot]
-
-
-def call_outcome(func: Callable[..., Any], chunks: list[bytes], returncode: int | None) -> Any:
-    """The result a call sent back, or its exception raised here with the remote traceback as cause."""
-    if not chunks:
-        raise SandboxError(f"the call of {func!r} ended without a result (exit status {returncode})")
-    outcome = pickle.loads(b"".join(chunks))
-    if outcome[0] == "ok":
-        return outcome[1]
-    _, exc, remote = outcome
-    raise exc from RemoteTraceback(f"\n\"\"\"\n{remote}\"\"\"")
-
+        return calling.call_outcome(func, chunks, process.returncode)

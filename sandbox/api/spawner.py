@@ -16,6 +16,7 @@ from sandboxed_run_helpers.shared import linux, wire
 from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, SandboxError
 
 from ..client import ReaperClient
+from .calling import refuse_while_loading_main
 
 # The server runs without site (-S): a smaller interpreter forks and exits faster, and every
 # reaper is a fork of it. So it is told where the helpers package is, as a directory on its path:
@@ -196,6 +197,7 @@ def server() -> SpawnServer:
 
 def new_client(request: wire.Spawn, fds: list[int], on_event=None) -> ReaperClient:
     """A new sandbox for request (its job's descriptors: fds), and our client of its reaper."""
+    refuse_while_loading_main()
     spawn_server = server()
     reaper_pid, pidfd, sock, ticket = spawn_server.spawn(request, fds)
     client = ReaperClient(reaper_pid, pidfd, sock, on_event, prog="sandbox")

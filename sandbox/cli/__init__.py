@@ -45,14 +45,16 @@ Signals:
 \b
 Stopping:
   When the main process exits, every process it left behind gets the stop signal, then
-  --grace seconds, then SIGKILL. The same happens on --timeout and when sandboxed-run
+  the --grace period, then SIGKILL. The same happens on --timeout and when sandboxed-run
   itself is killed (even with SIGKILL): the sandbox's PID 1 notices and gives the job
   its grace period. If it is killed too, the kernel kills every process of the job and
   drops its mounts.
 """
 
-TOPICS = {"stopping": "Stopping", "mounts": "Mounts", "isolation": "Isolation", "command": "The command",
-          "limits": "Limits and privileges", "reporting": "Reporting"}
+# --help's sections, in this order; an option's topic (its entry in the table) says where it goes.
+TOPICS = {"mounts": "Sandbox contents (mounts)", "isolation": "Isolation", "command": "The command",
+          "limits": "Limits and privileges", "stopping": "Stopping and time", "output": "Output and status",
+          "hooks": "Hooks"}
 
 
 BY_PARAM = {o.name: o.topic for o in OPTIONS}
@@ -72,7 +74,22 @@ def _click_option(option: Option) -> click.Option:
         kwargs.update(default=str(option.default), show_default=True)
     import click
 
+    if option.completes:
+        from click.shell_completion import CompletionItem
+
+        kind = option.completes
+        kwargs["shell_complete"] = lambda ctx, param, incomplete: [CompletionItem(incomplete, type=kind)]
     return click.Option([*flags, option.name], **kwargs)
+
+
+def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        import click
+
+        from sandbox import __version__
+
+        click.echo(f"sandboxed-run {__version__}")
+        ctx.exit()
 
 
 _click_command: click.Command | None = None
@@ -91,6 +108,8 @@ def click_command() -> click.Command:
         def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
             by_topic: dict[str, list[tuple[str, str]]] = {}
             for param in self.get_params(ctx):
+                if isinstance(param, click.Argument):
+                    continue  # COMMAND is in the usage line
                 row = param.get_help_record(ctx)
                 if row is not None:
                     topic = BY_PARAM.get(param.name or "", "other")
@@ -101,6 +120,8 @@ def click_command() -> click.Command:
                         formatter.write_dl(by_topic[topic])
 
     params: list[click.Parameter] = [_click_option(o) for o in OPTIONS if o.in_cli]
+    params.append(click.Option(["--version"], is_flag=True, expose_value=False, is_eager=True, callback=_show_version,
+                               help="Show the version and exit."))
     params.append(click.Argument(["command"], nargs=-1, required=True, type=click.UNPROCESSED))
     _click_command = Command("sandboxed-run", callback=_run, params=params, epilog=EPILOG, help=HELP,
                              context_settings={"help_option_names": ["-h", "--help"],
@@ -120,6 +141,10 @@ HELP = """Run COMMAND in a private mount and PID namespace that is torn down whe
 The command runs as PID 2 under a reaper (PID 1); / is remounted slave (or private), /proc is
 fresh, and nothing the job mounts reaches the host. When the job ends, however it ends, every
 process it started ends too and its mounts vanish.
+
+Mounts are made parents first; a missing mount point is created inside a tmpfs of the sandbox
+(elsewhere only with --mkdir). In values with several fields (SRC:DST), write \\: for a colon
+that is part of a path. Durations are seconds (30, 1.5) or spans (500ms, 10m, 1h30m).
 """
 
 

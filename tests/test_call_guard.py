@@ -1,0 +1,86 @@
+"""job.call from a script without `if __name__ == "__main__":` fails with one clear error instead of running the
+script (and starting its sandbox) again inside the sandbox; a guarded script, or a function that does not
+need the script, works. Through Job.call and AsyncJob.call."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from support import PYTHON, log_lines
+
+HEADER = """
+import asyncio, os, sys, sandbox
+LOG = sys.argv[1]
+def note(text):
+    with open(LOG, "a") as f:
+        f.write(text + "\\n")
+def mounted():
+    return sorted(os.listdir("/mnt"))
+"""
+
+CALL = {
+    "Job": """
+with sandbox.Job(tmpfs=["/mnt"]) as job:
+    job.run(["touch", "/mnt/x"], check=True)
+    note("result %s" % job.call({func}))
+""",
+    "AsyncJob": """
+async def main():
+    async with sandbox.AsyncJob(tmpfs=["/mnt"]) as job:
+        await job.run(["touch", "/mnt/x"], check=True)
+        note("result %s" % await job.call({func}))
+asyncio.run(main())
+""",
+}
+
+
+def indent(code: str) -> str:
+    return "".join("    " + line + "\n" for line in code.strip().splitlines())
+
+
+def run_script(tmp_path, text: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    script = tmp_path / "script.py"
+    script.write_text(text)
+    log = tmp_path / "log"
+    result = subprocess.run([PYTHON, str(script), str(log)], capture_output=True, text=True, timeout=60,
+                            cwd=tmp_path)
+    return result, log_lines(log)
+
+
+@pytest.mark.parametrize("entry", ["Job", "AsyncJob"])
+def test_an_unguarded_script_gets_a_clear_error_and_runs_once(entry, tmp_path, no_leftovers):
+    result, log = run_script(tmp_path, HEADER + 'note("top level")\n' + CALL[entry].format(func="mounted"))
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("sandbox.api.calling.UnguardedScript: job.call needs ") and \
+        'if __name__ == "__main__":' in last and str(tmp_path / "script.py") in last, result.stderr
+    assert log == ["top level"]  # never run a second time, inside
+
+
+@pytest.mark.parametrize("entry", ["Job", "AsyncJob"])
+def test_a_guarded_script_calls_its_own_function(entry, tmp_path):
+    text = HEADER + 'if __name__ == "__main__":\n    note("top level")\n' + indent(CALL[entry].format(func="mounted"))
+    result, log = run_script(tmp_path, text)
+    assert result.returncode == 0, result.stderr
+    assert log == ["top level", "result ['x']"]
+
+
+@pytest.mark.parametrize("entry", ["Job", "AsyncJob"])
+def test_an_unguarded_script_may_call_what_it_imported(entry, tmp_path):
+    # os.listdir pickles as posix.listdir: the job does not need the script, so it never runs it.
+    result, log = run_script(tmp_path, HEADER + 'note("top level")\n' + CALL[entry].format(func='os.listdir, "/mnt"'))
+    assert result.returncode == 0, result.stderr
+    assert log == ["top level", "result ['x']"]
+
+
+def test_a_sandbox_started_by_the_scripts_top_level_is_refused_inside(tmp_path, no_leftovers):
+    # The call is guarded, but the script starts a sandbox on import: inside, that is refused, and the call
+    # raises the same error.
+    text = HEADER + 'note("top level")\nsandbox.run(["true"])\nif __name__ == "__main__":\n' + \
+        indent(CALL["Job"].format(func="mounted"))
+    result, log = run_script(tmp_path, text)
+    assert result.returncode == 1
+    assert "UnguardedScript: job.call needs" in result.stderr.strip().splitlines()[-1], result.stderr
+    assert log == ["top level", "top level"]  # the second time inside, stopped before its sandbox.run
