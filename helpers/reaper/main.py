@@ -34,7 +34,7 @@ from ..shared.signals import (
     reset_for_helper,
     signal_name,
 )
-from . import commands, mounts
+from . import accounting, commands, mounts
 from .accounting import Accounting
 from .commands import Process
 from .stopping import Stopping, kill
@@ -83,6 +83,7 @@ def warm_up(mnt_ns: int, pid_ns: int) -> None:
     job measured slower: it costs more CPU than it saves time.)"""
     commands.warm_up(mnt_ns)
     wire.encode(wire.Event(wire.EventName.STARTED, {"job_pid": None, "mnt_ns": mnt_ns, "pid_ns": pid_ns}))
+    accounting.warm_up()
 
 
 def tie_to_launcher(sock: socket.socket, parent_pidfd: int) -> linux.SignalFd:

@@ -232,13 +232,16 @@ def lower_ambient_cap(cap: int) -> None:
 
 _RUSAGE_CHILDREN = -1
 _libc.getrusage.argtypes = [ctypes.c_int, ctypes.c_void_p]
+# struct rusage: two timevals, then fourteen longs (ru_maxrss first). The type is made once, at import: a
+# reaper forked from the spawn server would otherwise make it afresh on its caller's time.
+_Rusage = ctypes.c_long * 18
 
 
 def children_usage() -> tuple[float, float, int]:
     """CPU seconds in user and in system mode of every child this process has waited for (and of theirs,
     as each waited for its own), and the largest resident set among them in bytes: getrusage's
     RUSAGE_CHILDREN, without importing the resource module."""
-    usage = (ctypes.c_long * 18)()  # struct rusage: two timevals, then fourteen longs (ru_maxrss first)
+    usage = _Rusage()
     _check(_libc.getrusage(_RUSAGE_CHILDREN, usage), "getrusage")
     return usage[0] + usage[1] / 1e6, usage[2] + usage[3] / 1e6, usage[4] * 1024
 
