@@ -16,6 +16,10 @@ from .reaper.main import main as reaper
 from .shared import linux, registry, wire
 from .shared.errors import namespace_error
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .scope import Cgroup
+
 _own_pidns: tuple[int, int] | None = None  # (pid of the process that opened it, fd)
 _own_pidfd: tuple[int, int] | None = None
 
@@ -27,7 +31,8 @@ def _cached_fd(cache: tuple[int, int] | None, opener) -> tuple[int, int]:
     return cache
 
 
-def fork(userns: tuple[int, int] | None = None, pgid: int | None = None) -> tuple[int, int, socket.socket]:
+def fork(userns: tuple[int, int] | None = None, pgid: int | None = None,
+         held: bool = False) -> tuple[int, int, socket.socket]:
     """Fork a reaper as PID 1 of a new PID namespace; return its PID, a pidfd for it and our socket to it.
 
     Runs in a single-threaded launcher (the CLI, or the spawn server). The launcher enters the new
@@ -38,7 +43,8 @@ def fork(userns: tuple[int, int] | None = None, pgid: int | None = None) -> tupl
     With userns (the uid and gid the caller becomes inside) an unprivileged launcher cannot make a PID
     namespace, so a plain fork() first enters a new user namespace and makes it there; it stays as the
     reaper's parent (userns.py). The pid and pidfd returned are then that parent's, until it names the
-    reaper (ReaperIs, with a pidfd of the reaper itself).
+    reaper (ReaperIs, with a pidfd of the reaper itself). held: that parent forks the reaper only once
+    place() has put it in the sandbox's cgroup (Proceed).
     """
     global _own_pidns, _own_pidfd
     _own_pidns = _cached_fd(_own_pidns, lambda: os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC))
@@ -55,7 +61,7 @@ def fork(userns: tuple[int, int] | None = None, pgid: int | None = None) -> tupl
         mapping = (userns[0], userns[1], os.geteuid(), os.getegid())
         pid = os.fork()
         if pid == 0:
-            forked.life(theirs, lambda: parent.life(mapping, theirs, _own_pidfd[1]))
+            forked.life(theirs, lambda: parent.life(mapping, theirs, _own_pidfd[1], held))
         theirs.close()
         return pid, os.pidfd_open(pid), ours
     try:
@@ -76,6 +82,26 @@ def fork(userns: tuple[int, int] | None = None, pgid: int | None = None) -> tupl
     linux.setns(_own_pidns[1], linux.CLONE_NEWPID)
     theirs.close()
     return pid, os.pidfd_open(pid), ours
+
+
+def place(order: wire.Job | wire.Session, pid: int, sock: socket.socket, userns: bool) -> Cgroup | None:
+    """Give the sandbox a cgroup of its own if its spec has limits (None otherwise), with the forked process pid
+    in it (the reaper, or the user-namespace parent, which then forks the reaper into it): before its order,
+    so that every process of the job is born in it. SandboxError if it cannot be had."""
+    limits = order.spec.cgroup_limits
+    if not limits:
+        return None
+    from . import scope
+
+    command = getattr(order, "command", None)
+    what = " ".join(os.fsdecode(a) for a in command.argv)[:200] if command is not None else "a sandbox.Job"
+    group = scope.make(limits, pid, f"sandboxed-run: {what}")
+    if userns:
+        try:
+            wire.send(sock, wire.Proceed())
+        except OSError:
+            pass  # the parent is gone; the launcher learns it from the socket
+    return group
 
 
 def hand_over(sock: socket.socket, pid: int, order: wire.Job | wire.Session, stdio: tuple[int, ...] = ()) -> None:
@@ -102,13 +128,19 @@ def hand_over(sock: socket.socket, pid: int, order: wire.Job | wire.Session, std
             os.close(dirfd)
 
 
-def start(order: wire.Job, stdio: tuple[int, ...]) -> tuple[int, int, socket.socket]:
-    """fork() and hand_over() in one: a reaper for this job, now."""
-    pid, pidfd, sock = fork(order.spec.userns_ids, order.pgid)
+def start(order: wire.Job, stdio: tuple[int, ...]) -> tuple[int, int, socket.socket, Cgroup | None]:
+    """fork(), place() and hand_over() in one: a reaper for this job, now, and the sandbox's cgroup if it has one
+    (remove() it once the sandbox is gone)."""
+    userns = order.spec.userns_ids
+    pid, pidfd, sock = fork(userns, order.pgid, held=bool(order.spec.cgroup_limits))
+    group = None
     try:
+        group = place(order, pid, sock, userns is not None)
         hand_over(sock, pid, order, stdio)
     except BaseException:
         sock.close()  # the reaper sees its launcher go and exits; nothing of the job ran
         os.close(pidfd)
+        if group is not None:
+            group.remove()
         raise
-    return pid, pidfd, sock
+    return pid, pidfd, sock, group

@@ -32,6 +32,10 @@ from .shared import hooks, linux, wire
 from .shared.errors import EXIT_FAILURE, SandboxError
 from .shared.signals import CALLER_GONE, FORWARDED, PARENT_GONE, reset_for_helper
 
+TYPE_CHECKING = False  # typing stays out of the server, whose every reaper is a fork of it
+if TYPE_CHECKING:
+    from .scope import Cgroup
+
 
 def main(channel_fd: int, caller_pidfd: int) -> None:
     for sig in FORWARDED:
@@ -61,6 +65,7 @@ class Server:
         self.caller_pidfd = caller_pidfd
         self.sigfd = sigfd
         self.reapers: dict[int, int] = {}  # pid -> pidfd, for the reapers not yet reaped
+        self.cgroups: dict[int, Cgroup] = {}  # pid -> its sandbox's cgroup, removed once it is reaped
         self.released = False  # the channel is closed: no more requests, every sandbox is stopped
         self.caller_dead = False
         # On-exit hooks by ticket (sent with "spawned"; PIDs get reused) until the caller claims them,
@@ -122,12 +127,19 @@ class Server:
         try:
             userns = order.spec.userns_ids
             # A user namespace's reaper is forked fresh through its own parent: the spare's namespaces are ours.
-            pid, pidfd, sock = self.fork_reaper(userns, order.pgid) if userns is not None else self.take_reaper()
+            pid, pidfd, sock = self.fork_reaper(userns, order.pgid, bool(order.spec.cgroup_limits)) \
+                if userns is not None else self.take_reaper()
+            group = None
             try:
+                group = launch.place(order, pid, sock, userns is not None)
                 launch.hand_over(sock, pid, order, tuple(fds))
             except BaseException:
                 sock.close()  # it sees end of file and exits; SIGCHLD reaps it
+                if group is not None:
+                    group.remove()
                 raise
+            if group is not None:
+                self.cgroups[pid] = group
         except SandboxError as exc:
             self.reply(wire.Failed(exc.exit_code, exc.message, exc.errno or 0))
             return
@@ -170,11 +182,11 @@ class Server:
             sock.close()  # it sees end of file and exits; SIGCHLD reaps it
         return self.fork_reaper()
 
-    def fork_reaper(self, userns: tuple[int, int] | None = None,
-                    pgid: int | None = None) -> tuple[int, int, socket.socket]:
+    def fork_reaper(self, userns: tuple[int, int] | None = None, pgid: int | None = None,
+                    held: bool = False) -> tuple[int, int, socket.socket]:
         if userns is None:
             self.mount_watch.poll(0)  # consume earlier changes: the new reaper's copy includes them
-        pid, pidfd, sock = launch.fork(userns, pgid)
+        pid, pidfd, sock = launch.fork(userns, pgid, held)
         self.reapers[pid] = pidfd
         return pid, pidfd, sock
 
@@ -196,6 +208,9 @@ class Server:
             pidfd = self.reapers.pop(pid, None)
             if pidfd is not None:
                 os.close(pidfd)
+            group = self.cgroups.pop(pid, None)
+            if group is not None:
+                group.remove()  # the sandbox is gone: the last step of its teardown
             ticket = self.tickets.pop(pid, None)
             if ticket is not None and ticket in self.hooks:
                 self.ended.add(ticket)

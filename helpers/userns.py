@@ -22,8 +22,9 @@ from .shared.errors import EXIT_FAILURE, SandboxError, namespace_error
 from .shared.signals import FORWARDED, reset_for_helper
 
 
-def life(mapping: tuple[int, int, int, int], sock: socket.socket, launcher_pidfd: int) -> int:
-    """Enter the user namespace, map the ids, make the PID namespace, fork the reaper, wait for it."""
+def life(mapping: tuple[int, int, int, int], sock: socket.socket, launcher_pidfd: int, held: bool = False) -> int:
+    """Enter the user namespace, map the ids, make the PID namespace, fork the reaper, wait for it. held: the
+    sandbox gets a cgroup; wait until the launcher has put us in it (Proceed), so the reaper is born there."""
     from .reaper.main import main as reaper
 
     def tied() -> None:
@@ -49,6 +50,8 @@ def life(mapping: tuple[int, int, int, int], sock: socket.socket, launcher_pidfd
     except SandboxError as exc:
         wire.send(sock, wire.Failed(exc.exit_code, exc.message, exc.errno or 0))
         return exc.exit_code
+    if held and wire.recv_kind(sock, (wire.Proceed,)) is None:
+        return EXIT_FAILURE  # the launcher went away, or could not make the cgroup
     own_pidfd = os.pidfd_open(os.getpid())
     child = os.fork()
     if child == 0:

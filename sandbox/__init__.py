@@ -2,8 +2,8 @@
 
 The public API: run, Popen (subprocess's interface), Job (several commands in one sandbox), their
 asyncio variants (run_async, create_process, AsyncJob), list_running and stop_running (running
-sandboxes, by name), SandboxError and its kinds, and PIPE/STDOUT/DEVNULL. Names load on first use so
-that the command-line tool pays only for what it needs.
+sandboxes, by name), SandboxError and its kinds, Usage (what a run used), and PIPE/STDOUT/DEVNULL.
+Names load on first use so that the command-line tool pays only for what it needs.
 
 Layout: sandbox/api runs in the caller's program, sandbox/cli is the sandboxed-run command, and
 sandbox/client.py is the end of a reaper that both hold; the helper processes and the layer every
@@ -15,8 +15,9 @@ from __future__ import annotations
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing into every helper process
 
 __all__ = ["run", "Popen", "Job", "JobProcess", "RemoteTraceback", "UnguardedScript", "run_async", "create_process",
-           "AsyncProcess", "AsyncJob", "SandboxError", "CommandNotFound", "NotExecutable", "PIPE", "STDOUT", "DEVNULL",
-           "list_running", "stop_running", "RunningSandbox", "SandboxNotFound", "SandboxNotPermitted"]
+           "AsyncProcess", "AsyncJob", "SandboxError", "CommandNotFound", "NotExecutable", "Usage",
+           "PIPE", "STDOUT", "DEVNULL", "list_running", "stop_running", "RunningSandbox", "SandboxNotFound",
+           "SandboxNotPermitted"]
 
 _HOMES = {
     "run": ".api.popen", "Popen": ".api.popen", "PIPE": ".api.popen", "STDOUT": ".api.popen",
@@ -25,7 +26,7 @@ _HOMES = {
     "UnguardedScript": ".api.calling",
     "run_async": ".api.aio", "create_process": ".api.aio", "AsyncProcess": ".api.aio", "AsyncJob": ".api.aio",
     "SandboxError": "sandboxed_run_helpers.shared.errors", "CommandNotFound": "sandboxed_run_helpers.shared.errors",
-    "NotExecutable": "sandboxed_run_helpers.shared.errors",
+    "NotExecutable": "sandboxed_run_helpers.shared.errors", "Usage": "sandboxed_run_helpers.shared.usage",
     "list_running": ".running", "stop_running": ".running", "RunningSandbox": ".running",
     "SandboxNotFound": "sandboxed_run_helpers.shared.errors",
     "SandboxNotPermitted": "sandboxed_run_helpers.shared.errors",
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
         SandboxNotFound,
         SandboxNotPermitted,
     )
+    from sandboxed_run_helpers.shared.usage import Usage
 
     __version__: str  # the installed package's version (see _version)
 

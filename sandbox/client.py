@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 from sandboxed_run_helpers.shared import linux, wire
 from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, SandboxError
+from sandboxed_run_helpers.shared.status import say
+from sandboxed_run_helpers.shared.usage import Usage
 
 T = TypeVar("T")
 
@@ -28,8 +30,9 @@ class ReaperClient:
     """
 
     def __init__(self, reaper_pid: int, pidfd: int | None, sock: socket.socket,
-                 on_event: Callable[[str, dict], None] | None = None) -> None:
+                 on_event: Callable[[str, dict], None] | None = None, prog: str = "sandboxed-run") -> None:
         self.reaper_pid = reaper_pid
+        self.prog = prog  # how our lines on stderr begin
         self.pidfd = pidfd if pidfd is not None else -1
         self.sock = sock
         self.ready = False  # the job started, or the session is ready for commands
@@ -37,6 +40,7 @@ class ReaperClient:
         self.job_pid: int | None = None
         self.name: str | None = None  # the sandbox's name in the registry of running sandboxes
         self.status: int | None = None  # the main process's wait status
+        self.usage: Usage | None = None  # what the sandbox (or this command) used, as its reaper said at the end
         self.error: SandboxError | None = None
         self.events: list[tuple[str, dict]] = []
         self.closed = False  # the reaper closed its end
@@ -86,6 +90,12 @@ class ReaperClient:
             self.pidfd = fds.pop(0)
         elif isinstance(message, wire.Exited):
             self.status = message.status
+            self.usage = message.usage
+            if message.usage is not None and message.usage.oom_kills:
+                count = message.usage.oom_kills
+                say(f"the job ran out of memory: the kernel killed {count} of its processes "
+                    f"(the sandbox's memory.max was reached)" if count > 1 else "the job ran out of memory: the "
+                    "kernel killed one of its processes (the sandbox's memory.max was reached)", self.prog)
         elif isinstance(message, wire.Failed):
             self.error = SandboxError.for_exit_code(message.exit_code, message.message, message.errno)
         for fd in fds:

@@ -15,7 +15,8 @@ import time
 
 from ..shared import marks
 from ..shared.command import DEFAULT_PATH, Command
-from ..shared.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, SandboxError
+from ..shared.errors import EXIT_FAILURE, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, SandboxError
+from ..shared.options import SandboxSpec
 
 CATCHABLE = frozenset(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
 
@@ -23,25 +24,29 @@ CATCHABLE = frozenset(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
 class Process:
     """A process the launcher asked for: where its reports go, and how it ended."""
 
-    __slots__ = ("pid", "sock", "status", "kill_at", "started")
+    __slots__ = ("pid", "sock", "status", "kill_at", "started", "out_of_memory")
 
     def __init__(self, pid: int, sock: socket.socket, started: float) -> None:
         self.pid = pid
         self.sock = sock
         self.status: int | None = None
+        self.out_of_memory = False  # the kernel killed it because the sandbox ran out of memory
         self.kill_at: float | None = None  # a stop asked for this process alone: SIGKILL it then
         self.started = started  # signals that reached us before this were not the process's
 
 
 def start(command: Command, stdio: tuple[int | None, ...], ignored: tuple[int, ...], mnt_ns: int,
-          sock: socket.socket) -> Process:
+          sock: socket.socket, spec: SandboxSpec | None = None, oom_score_adj: int | None = None) -> Process:
     """Start command (cwd, umask, environment with our marks) with stdio as its 0, 1, 2 (None: closed) and
-    the signals it inherits ignored; its reports go to sock. Raises SandboxError (126, 127, 125)."""
+    the signals it inherits ignored; its reports go to sock. Raises SandboxError (126, 127, 125).
+
+    With process attributes in spec (or an oom_score_adj to give back to the job), the process is forked
+    and set up before its exec; otherwise posix_spawn starts it, and no option costs anything."""
     try:
         os.chdir(command.cwd)
     except OSError as exc:
         raise SandboxError(f"cannot change to directory {os.fsdecode(command.cwd)}: {exc.strerror}") from None
-    os.umask(command.umask)
+    os.umask(spec.umask if spec is not None and spec.umask is not None else command.umask)
     # Lets sandbox-mount-image and co. check where they run, and puts them on the job's PATH.
     env = marks.mark_environment(command.env, mnt_ns, DEFAULT_PATH)
     path = resolve(command.argv[0], env.get(b"PATH", DEFAULT_PATH))
@@ -60,8 +65,13 @@ def start(command: Command, stdio: tuple[int | None, ...], ignored: tuple[int, .
     started = time.monotonic()
     try:
         try:
-            pid = os.posix_spawn(path, command.argv, env, file_actions=file_actions, setsigmask=(),
-                                 setsigdef=CATCHABLE - set(ignored))
+            if spec is not None and (spec.process_attributes or oom_score_adj is not None):
+                pid = _fork_exec(path, command.argv, env, file_actions, ignored, spec, oom_score_adj)
+            else:
+                pid = os.posix_spawn(path, command.argv, env, file_actions=file_actions, setsigmask=(),
+                                     setsigdef=CATCHABLE - set(ignored))
+        except SandboxError:
+            raise  # an attribute the kernel refused: already in words
         except OSError as exc:
             name = os.fsdecode(command.argv[0])
             if exc.errno == errno.ENOENT:
@@ -72,6 +82,61 @@ def start(command: Command, stdio: tuple[int | None, ...], ignored: tuple[int, .
         for fd in copies + [fd for fd in stdio if fd is not None]:
             os.close(fd)
     return Process(pid, sock, started)
+
+
+def _fork_exec(path: bytes, argv: list[bytes], env: dict[bytes, bytes], file_actions: list[tuple],
+               ignored: tuple[int, ...], spec: SandboxSpec, oom_score_adj: int | None) -> int:
+    """posix_spawn's work by hand, with the job's attributes set between fork and exec. The child says why it
+    failed through a close-on-exec pipe (nothing: it exec'd); then it is reaped here and the failure raised:
+    OSError for the exec, SandboxError (125) for an attribute the kernel refused."""
+    from . import attributes
+
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = os.fork()
+    except BaseException:
+        os.close(read_end)
+        os.close(write_end)
+        raise
+    if pid == 0:
+        report = b"%d\0%d\0" % (EXIT_FAILURE, 0)
+        try:
+            os.close(read_end)
+            for action in file_actions:
+                if action[0] == os.POSIX_SPAWN_DUP2:
+                    os.dup2(action[1], action[2])  # inheritable, as posix_spawn's dup2 leaves it
+                else:
+                    os.close(action[1])
+            for sig in CATCHABLE - set(ignored):
+                signal.signal(sig, signal.SIG_DFL)
+            attributes.apply(spec, oom_score_adj)
+            signal.pthread_sigmask(signal.SIG_SETMASK, ())
+            os.execve(path, argv, env)
+        except attributes.Refused as exc:
+            report += str(exc).encode(errors="replace")
+        except OSError as exc:
+            report = b"%d\0%d\0" % (-1, exc.errno or 0)
+        except BaseException as exc:  # noqa: BLE001 - whatever it was, the reaper must hear of it
+            report += repr(exc).encode(errors="replace")
+        finally:
+            try:
+                os.write(write_end, report)
+            finally:
+                os._exit(EXIT_FAILURE)
+    os.close(write_end)
+    try:
+        chunks = []
+        while chunk := os.read(read_end, 4096):
+            chunks.append(chunk)
+    finally:
+        os.close(read_end)
+    if not chunks:
+        return pid
+    os.waitpid(pid, 0)
+    code, err, message = b"".join(chunks).split(b"\0", 2)
+    if int(code) < 0:
+        raise OSError(int(err), os.strerror(int(err)))
+    raise SandboxError(message.decode(errors="replace") or "cannot start the job", int(code))
 
 
 def resolve(name: bytes, search_path: bytes) -> bytes:

@@ -34,12 +34,16 @@ from ..shared.signals import (
     reset_for_helper,
     signal_name,
 )
-from . import commands, listing, mounts
+from . import accounting, commands, listing, mounts
+from .accounting import Accounting
 from .commands import Process
 from .stopping import Stopping, kill
 
 # Read from a signalfd: blocked, never handled, so the loop sees them in order with everything else.
 WATCHED = (signal.SIGCHLD, PARENT_GONE, CALLER_GONE, *FORWARDED)
+# After the final SIGKILL we reap what is left ourselves (what we reap is what the usage counts), but wait no
+# longer than this for a process stuck in the kernel: the kernel reaps it after we exit.
+REAP_AFTER_KILL = 5.0
 
 
 def main(sock: socket.socket, parent_pidfd: int) -> int:
@@ -70,6 +74,7 @@ def main(sock: socket.socket, parent_pidfd: int) -> int:
             reaper.send(sock, wire.Failed(exc.exit_code, exc.message, exc.errno or 0))
             return exc.exit_code
         if isinstance(order, wire.Session):
+            reaper.accounting.start()
             reaper.report(None, wire.EventName.READY, mnt_ns=mnt_ns, pid_ns=pid_ns, name=reaper.name)
         return reaper.loop()
     finally:
@@ -85,6 +90,7 @@ def warm_up(mnt_ns: int, pid_ns: int) -> None:
     commands.warm_up(mnt_ns)
     wire.encode(wire.Event(wire.EventName.STARTED, {"job_pid": None, "mnt_ns": mnt_ns, "pid_ns": pid_ns,
                                                     "name": "warm-up"}))
+    accounting.warm_up()
 
 
 def tie_to_launcher(sock: socket.socket, parent_pidfd: int) -> linux.SignalFd:
@@ -161,6 +167,7 @@ class Reaper:
         self.listing: listing.Listing | None = None  # our entry in the registry of running sandboxes
         self.command: Command | None = order.command if isinstance(order, wire.Job) else None
         self.others: dict[int, int] = {}  # pidfd -> pid: processes in here that are not our children (--enter)
+        self.accounting = Accounting(self.spec)  # before the job's mounts can hide /sys/fs/cgroup
 
     @property
     def name(self) -> str | None:
@@ -171,9 +178,11 @@ class Reaper:
         # started may have come just before: counted as not its own, a relay of one reaches it (a
         # double at worst, never none).
         self.take_signals()
-        process = commands.start(command, stdio, self.spec.ignored_signals, self.mnt_ns, sock)
+        process = commands.start(command, stdio, self.spec.ignored_signals, self.mnt_ns, sock, self.spec,
+                                 self.accounting.oom_score_adj)
         self.take_signals()
         process.started = time.monotonic()
+        self.accounting.start()
         self.processes[process.pid] = process
         self.report(sock, wire.EventName.STARTED, creds_pid=process.pid, job_pid=None, mnt_ns=self.mnt_ns,
                     pid_ns=self.pid_ns, name=self.name)
@@ -219,7 +228,8 @@ class Reaper:
             if self.all_gone and (self.stopping.reason or (self.main is not None and self.main.status is not None)):
                 self.done = True
         status = self.main.status if self.main is not None and self.main.status is not None else 0
-        self.send(self.sock, wire.Exited(status))
+        self.send(self.sock, wire.Exited(status, self.accounting.total()))
+        self.accounting.leave()
         return 0
 
     # -- what arrives ------------------------------------------------------------------------------
@@ -381,7 +391,8 @@ class Reaper:
     def reap(self) -> None:
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                # A session's commands each report their own usage: wait4 says what each used.
+                pid, status, rusage = os.wait4(-1, os.WNOHANG) if self.session else (*os.waitpid(-1, os.WNOHANG), None)
             except ChildProcessError:
                 # A process in here that is not our child came through our pidfd (--enter), which only a
                 # client we answered got: without one, no child of ours means nothing is left.
@@ -392,12 +403,13 @@ class Reaper:
             process = self.processes.get(pid)
             if process is not None:
                 process.status = status
-                self.report_exit(process)
+                self.report_exit(process, rusage)
         main = self.main
         if main is not None and main.status is not None and not self.all_gone and self.stopping.reason is None:
-            self.stopping.begin(wire.StopReason.MAIN_EXITED)
+            reason = wire.StopReason.OUT_OF_MEMORY if main.out_of_memory else wire.StopReason.MAIN_EXITED
+            self.stopping.begin(reason)
             if self.stopping.expired(time.monotonic()):
-                self.kill_all(wire.StopReason.MAIN_EXITED)
+                self.kill_all(reason)
 
     def watch_others(self) -> bool:
         """True while a process that is not our child lives in here (one started by sandboxed-run --enter,
@@ -440,11 +452,16 @@ class Reaper:
                 found.append(int(entry))
         return found
 
-    def report_exit(self, process: Process) -> None:
+    def report_exit(self, process: Process, rusage: object = None) -> None:
         self.processes.pop(process.pid, None)
-        self.report(process.sock, wire.EventName.EXITED, **describe_status(process.status))
+        fields = describe_status(process.status)
+        if not self.done and self.accounting.killed_for_memory(process.status):
+            process.out_of_memory = True
+            fields["reason"] = wire.StopReason.OUT_OF_MEMORY
+        self.report(process.sock, wire.EventName.EXITED, **fields)
         if process.sock is not self.sock:
-            self.send(process.sock, wire.Exited(process.status))  # type: ignore[arg-type]
+            usage = self.accounting.of_command(process.started, rusage) if rusage is not None else None
+            self.send(process.sock, wire.Exited(process.status, usage))  # type: ignore[arg-type]
             try:
                 self.poller.unregister(process.sock.fileno())
             except KeyError:
@@ -452,13 +469,19 @@ class Reaper:
             process.sock.close()
 
     def kill_all(self, reason: wire.StopReason) -> None:
-        """SIGKILL everything; the processes the launcher waits for learn how they ended, and we are done
-        (the kernel reaps the rest when we exit)."""
+        """SIGKILL everything and reap it; the processes the launcher waits for learn how they ended, and we
+        are done. (A process stuck in the kernel past REAP_AFTER_KILL is left to the kernel, which reaps it
+        when we exit, unless the launcher waits for it.)"""
         self.stopping.kill_all(self.proc_dir, reason)
-        for process in list(self.processes.values()):
-            _, process.status = os.waitpid(process.pid, 0)
-            self.report_exit(process)
-        self.done = True
+        self.done = True  # from here on a SIGKILL is ours, never the OOM killer's
+        deadline = time.monotonic() + REAP_AFTER_KILL
+        while True:
+            self.reap()
+            if self.all_gone or (not self.processes and time.monotonic() >= deadline):
+                break
+            wait = 1.0 if self.processes else max(0.0, deadline - time.monotonic())
+            select.select([self.sigfd.fileno()], [], [], wait)
+            self.take_signals()  # nothing but the end matters now
 
     # -- talking to the launcher -------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 
 from .signals import FORWARDED, describe_status, signal_name
 from .status import say
+from .usage import Usage
 from .wire import EventName
 
 Emit = Callable[[str, dict], None]
@@ -87,7 +88,9 @@ def _emit(emit: Emit | None, name: str, fields: dict) -> None:
         emit(name, fields)
 
 
-def finished(emit: Emit | None, shell_status: int | None, sig: int | None = None, error: str | None = None) -> None:
-    """The last event: the status the launcher exits with (and the signal it dies of, if it re-raises one)."""
+def finished(emit: Emit | None, shell_status: int | None, sig: int | None = None, error: str | None = None,
+             usage: Usage | None = None) -> None:
+    """The last event: the status the launcher exits with (and the signal it dies of, if it re-raises one), and
+    what the run used (None if its reaper could not say: it never started the job, or was killed)."""
     _emit(emit, EventName.FINISHED, {"status": shell_status, "signal": signal_name(sig) if sig else None,
-                                     "error": error})
+                                     "error": error, "usage": usage.as_dict() if usage is not None else None})

@@ -47,6 +47,7 @@ _libc.signalfd.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
 _libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
 _libc.signal.restype = ctypes.c_void_p
 _libc.syscall.restype = ctypes.c_long
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
 
 # The longest single wait: poll() takes milliseconds in an int and select() rejects huge timeouts,
@@ -202,6 +203,49 @@ def fill_closed_stdio() -> list[int]:
         else:
             os.set_inheritable(fd, False)
     return closed
+
+
+# ioprio_set's number differs between architectures (the generic table's 30 is arm64's and riscv's).
+_SYS_IOPRIO_SET = {"x86_64": 251, "aarch64": 30, "riscv64": 30, "i686": 289, "armv7l": 314, "ppc64le": 273,
+                   "s390x": 282}
+IOPRIO_WHO_PROCESS = 1
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+
+def ioprio_set(ioclass: int, level: int) -> None:
+    """This process's I/O scheduling class and level (ioprio_set(2)), inherited by its children."""
+    number = _SYS_IOPRIO_SET.get(os.uname().machine)
+    if number is None:
+        raise OSError(38, f"ioprio_set: not known on {os.uname().machine}")
+    _check(_libc.syscall(number, IOPRIO_WHO_PROCESS, 0, (ioclass << 13) | level), "ioprio_set")
+
+
+def clear_ambient_caps() -> None:
+    """Empty the ambient capability set (a kernel before 4.3 has none: nothing to clear)."""
+    if _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 and ctypes.get_errno() != 22:
+        _check(-1, "prctl(PR_CAP_AMBIENT)")
+
+
+def lower_ambient_cap(cap: int) -> None:
+    if _libc.prctl(PR_CAP_AMBIENT, 3, cap, 0, 0) < 0 and ctypes.get_errno() != 22:  # PR_CAP_AMBIENT_LOWER
+        _check(-1, "prctl(PR_CAP_AMBIENT)")
+
+
+_RUSAGE_CHILDREN = -1
+_libc.getrusage.argtypes = [ctypes.c_int, ctypes.c_void_p]
+# struct rusage: two timevals, then fourteen longs (ru_maxrss first). The type is made once, at import: a
+# reaper forked from the spawn server would otherwise make it afresh on its caller's time.
+_Rusage = ctypes.c_long * 18
+
+
+def children_usage() -> tuple[float, float, int]:
+    """CPU seconds in user and in system mode of every child this process has waited for (and of theirs,
+    as each waited for its own), and the largest resident set among them in bytes: getrusage's
+    RUSAGE_CHILDREN, without importing the resource module."""
+    usage = _Rusage()
+    _check(_libc.getrusage(_RUSAGE_CHILDREN, usage), "getrusage")
+    return usage[0] + usage[1] / 1e6, usage[2] + usage[3] / 1e6, usage[4] * 1024
 
 
 def current_umask() -> int:

@@ -67,7 +67,12 @@ def check() -> None:
     try:
         with open("/proc/1/comm") as f:
             name = f.read().strip()
-        pid1_ns = os.stat("/proc/1/ns/mnt").st_ino
+        try:
+            pid1_ns = os.stat("/proc/1/ns/mnt").st_ino
+        except PermissionError:
+            # A job that dropped capabilities (--cap-drop, --cap-keep) may not look into the reaper, which kept
+            # them all: its name and our own namespace, checked above, have to do.
+            pid1_ns = ours
     except OSError as exc:
         raise NotInSandbox(f"cannot inspect PID 1: {exc.strerror}") from None
     if name != REAPER_NAME or pid1_ns != ours:

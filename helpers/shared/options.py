@@ -17,7 +17,7 @@ import os
 import signal
 from collections.abc import Callable, Iterable, Mapping
 
-from . import durations
+from . import durations, limits
 from .errors import SandboxError, userns_unavailable
 from .mountspec import (
     Mount,
@@ -315,6 +315,37 @@ OPTIONS: tuple[Option, ...] = (
            "NAME=VALUE", scope="cli", many=True, topic="command"),
     Option("unsetenv", (), _listed(_unsetenv), "Remove a variable for the job (repeatable). In the API: env.",
            "NAME", scope="cli", many=True, topic="command"),
+    # limits and privileges (issue 12): the job's process attributes, then the sandbox's cgroup
+    Option("nice", None, limits.nice, "The job's niceness, -20 (first) to 19 (last), as systemd's Nice= (lower "
+           "than the caller's needs root). Like nice(1).", "N", parse=int, topic="limits"),
+    Option("ionice", None, limits.ionice, "The job's I/O scheduling class: idle, best-effort[:LEVEL] or "
+           "realtime[:LEVEL] (LEVEL 0 highest to 7, default 4; realtime needs root). Like ionice(1).",
+           "CLASS[:LEVEL]", topic="limits"),
+    Option("rlimit", (), limits.rlimits, "A resource limit of the job's processes, NAME=SOFT[:HARD] (repeatable): "
+           "NOFILE, NPROC, CORE, AS, CPU, FSIZE, ... as in setrlimit(2); a size (512M) for byte limits; unlimited. "
+           "SOFT alone sets both; SOFT: or :HARD keeps the other. Like prlimit(1).", "NAME=SOFT[:HARD]", many=True,
+           topic="limits"),
+    Option("umask", None, limits.umask, "The job's umask, in octal (default: the caller's).", "MODE", topic="limits"),
+    Option("no_new_privs", False, _flag, "Set no_new_privs for the job: no setuid bit or file capability grants "
+           "anything on exec. Like setpriv --no-new-privs.", switch=True, topic="limits"),
+    Option("cap_drop", (), limits.cap_drop, "Drop a capability (CAP_SYS_ADMIN, or ALL) from the job's processes: "
+           "bounding, inheritable, ambient, permitted and effective sets (repeatable). Like setpriv's --bounding-set "
+           "and --inh-caps.", "CAP", many=True, topic="limits"),
+    Option("cap_keep", (), limits.cap_keep, "Keep only these capabilities (repeatable) and drop every other one, "
+           "as --cap-drop does (not with --cap-drop). Like setpriv --bounding-set -all,+CAP.", "CAP", many=True,
+           topic="limits"),
+    Option("memory_max", None, limits.size, "Memory limit of the whole sandbox (cgroup v2 memory.max; SIZE: 512M, "
+           "2G): past it the kernel kills a process of the job, reported as out of memory.", "SIZE", topic="limits"),
+    Option("memory_high", None, limits.size, "Memory the sandbox may use before the kernel throttles and reclaims "
+           "(memory.high).", "SIZE", topic="limits"),
+    Option("cpu_weight", None, limits.weight, "CPU share against other cgroups, 1 to 10000, default 100 "
+           "(cpu.weight).", "N", parse=int, topic="limits"),
+    Option("cpu_max", None, limits.percent, "CPU time the sandbox may use, in percent of one CPU (50%, or 200% for "
+           "two CPUs: cpu.max).", "PERCENT", topic="limits"),
+    Option("io_weight", None, limits.weight, "I/O share against other cgroups, 1 to 10000, default 100 "
+           "(io.weight).", "N", parse=int, topic="limits"),
+    Option("pids_max", None, limits.count, "The most tasks (processes and threads, the reaper included) the "
+           "sandbox may have at once (pids.max).", "N", parse=int, topic="limits"),
     # afterwards
     Option("on_exit", (), _hooks, "Run COMMAND with /bin/sh -c outside the sandbox once its last process is gone, "
            "however it ended (repeatable, in order). It gets SANDBOXED_RUN_EXIT_CODE, _SIGNAL, _STATUS and "
@@ -344,6 +375,8 @@ OPTIONS: tuple[Option, ...] = (
 
 BY_NAME = {option.name: option for option in OPTIONS}
 SANDBOX_FIELDS = tuple(o.name for o in OPTIONS if o.scope == "sandbox")
+PROCESS_ATTRIBUTES = ("nice", "ionice", "rlimit", "no_new_privs", "cap_drop", "cap_keep")  # set between fork and exec
+CGROUP_LIMITS = ("memory_max", "memory_high", "cpu_weight", "cpu_max", "io_weight", "pids_max")
 API_KEYWORDS = tuple(o.name for o in OPTIONS if o.in_api)
 
 
@@ -428,6 +461,9 @@ class SandboxSpec:
                 raise ValueError(f"{BY_NAME[name].spelled(spelling)} /: cannot mount over /; mount on the "
                                  f"directories the job needs (with {BY_NAME['read_only'].spelled(spelling)} / to "
                                  "keep the rest unchanged)")
+        if checked["cap_drop"] and checked["cap_keep"]:
+            raise ValueError(f"{BY_NAME['cap_drop'].spelled(spelling)} and {BY_NAME['cap_keep'].spelled(spelling)} "
+                             "exclude each other: name what to drop, or what to keep")
         ids_given = checked["uid"] is not None or checked["gid"] is not None
         if checked["userns"] is False and ids_given:
             raise ValueError(f"{BY_NAME['uid'].spelled(spelling)} and {BY_NAME['gid'].spelled(spelling)} need a "
@@ -451,6 +487,17 @@ class SandboxSpec:
         return (self.uid or 0, self.gid or 0)
 
     @property
+    def process_attributes(self) -> bool:
+        """Whether the job's processes get attributes of their own (set between fork and exec; umask aside)."""
+        return self.nice is not None or self.ionice is not None or bool(self.rlimit or self.no_new_privs
+                                                                          or self.cap_drop or self.cap_keep)
+
+    @property
+    def cgroup_limits(self) -> dict[str, int | float]:
+        """The cgroup limits asked for (name -> value); none: the sandbox gets no cgroup of its own."""
+        return {name: getattr(self, name) for name in CGROUP_LIMITS if getattr(self, name) is not None}
+
+    @property
     def mounts(self) -> tuple[Mount, ...]:
         """Every mount and path to make, in the order the reaper takes them (mountspec.steps_of): parents
         before children, so that a bind below a tmpfs lands on top of it; at one depth a read-only remount
@@ -470,4 +517,11 @@ class SandboxSpec:
             reason = userns_unavailable()
             if reason:
                 raise SandboxError(f"cannot create a user namespace: {reason}")
+        if self.cgroup_limits:
+            from .cgroups import unavailable
+
+            reason = unavailable(self.cgroup_limits)
+            if reason:
+                names = " and ".join(BY_NAME[name].spelled(spelling) for name in self.cgroup_limits)
+                raise SandboxError(f"{names}: {reason}")
         check_mounts(self.mounts, self.mkdir, spelling)

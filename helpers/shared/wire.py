@@ -25,6 +25,7 @@ import struct
 from .command import Command
 from .options import SandboxSpec
 from .records import Record
+from .usage import Usage
 
 TYPE_CHECKING = False  # typing stays out of the spawn server, whose every reaper is a fork of it
 if TYPE_CHECKING:
@@ -53,8 +54,9 @@ class Kind(enum.IntEnum):
     RELAY = 13
     STOP = 14
     HANDOFF = 15
-    QUERY = 16
-    ABOUT = 17
+    PROCEED = 16
+    QUERY = 17
+    ABOUT = 18
 
 
 class StopReason(enum.StrEnum):
@@ -69,6 +71,7 @@ class StopReason(enum.StrEnum):
     INTERRUPTED = "interrupted"
     CANCELLED = "cancelled"
     GRACE_OVER = "grace period over"  # only as a killed event's reason
+    OUT_OF_MEMORY = "out of memory"  # the kernel killed the main process (or, in an exited event, that one)
 
 
 class EventName(enum.StrEnum):
@@ -168,6 +171,13 @@ class Run(Record):
     stdio: tuple[bool, bool, bool]
 
 
+class Proceed(Record):
+    """launcher -> user-namespace parent, when the sandbox has a cgroup of its own: you are in it now; fork the
+    reaper, which is born in it (until this comes, the parent waits)."""
+
+    KIND = Kind.PROCEED
+
+
 class ReaperIs(Record):
     """user-namespace parent -> launcher, with a pidfd of the reaper: the reaper is pid; wait on its pidfd
     (our own end would come early if we were killed first)."""
@@ -186,11 +196,13 @@ class Event(Record):
 
 
 class Exited(Record):
-    """reaper -> launcher, last: the main process (or this command) ended with this wait status; for a whole
-    sandbox the reaper exits next, and its pidfd tells when every process is gone."""
+    """reaper -> launcher, last: the main process (or this command) ended with this wait status, and this is
+    what the sandbox (or the command) used; for a whole sandbox the reaper exits next, and its pidfd tells
+    when every process is gone."""
 
     KIND = Kind.EXITED
     status: int
+    usage: Usage | None = None
 
 
 class Signal(Record):
@@ -258,7 +270,7 @@ class About(Record):
 
 
 Message = (Ready | Job | Session | Spawn | Spawned | Claim | Failed | Run | ReaperIs | Event | Exited | Signal | Relay
-           | Stop | Handoff | Query | About)
+           | Stop | Handoff | Proceed | Query | About)
 RECORDS: dict[Kind, Any] = {record.KIND: record for record in Message.__args__}
 
 
@@ -275,7 +287,7 @@ def _plain(value: Any) -> Any:
         return value
     if isinstance(value, SandboxSpec):
         return value.to_wire()
-    if isinstance(value, Command):
+    if isinstance(value, (Command, Usage)):
         return tuple(value)
     kind = getattr(value, "KIND", None)
     if kind is not None and isinstance(value, tuple):
@@ -305,6 +317,8 @@ def decode(data: tuple) -> Message:
         fields[1] = StopReason(fields[1])
     if record is Event:
         fields[0] = EventName(fields[0])
+    if record is Exited and len(fields) > 1 and fields[1] is not None:
+        fields[1] = Usage(*fields[1])
     return record(*fields)
 
 

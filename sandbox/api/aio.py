@@ -18,6 +18,7 @@ from typing import Any
 
 from sandboxed_run_helpers.shared import wire
 from sandboxed_run_helpers.shared.options import check_grace
+from sandboxed_run_helpers.shared.usage import Usage
 
 from ..client import ReaperClient
 from .calling import call_argv, call_outcome, payload
@@ -83,6 +84,11 @@ class AsyncProcess:
     @property
     def events(self) -> list[tuple[str, dict]]:
         return self._popen.events
+
+    @property
+    def usage(self) -> Usage | None:
+        """As Popen.usage: what the sandbox (or this command of a job) used, once it is over."""
+        return self._popen.usage
 
     async def wait(self) -> int:
         await _wait_client(self._popen.client)
@@ -213,8 +219,12 @@ async def _run(start: Callable[..., Awaitable[AsyncProcess]], args: Any, stdin: 
         raise
     code = process.returncode
     if check and code:
-        raise subprocess.CalledProcessError(code, args, out, err)
-    return subprocess.CompletedProcess(args, code, out, err)
+        error = subprocess.CalledProcessError(code, args, out, err)
+        error.usage = process.usage  # type: ignore[attr-defined]
+        raise error
+    completed = subprocess.CompletedProcess(args, code, out, err)
+    completed.usage = process.usage  # type: ignore[attr-defined]  # what it used: sandbox.Usage
+    return completed
 
 
 async def _stop_for_timeout(process: AsyncProcess) -> None:
@@ -259,6 +269,11 @@ class AsyncJob:
     @property
     def name(self) -> str | None:
         return self.job.name
+
+    @property
+    def usage(self) -> Usage | None:
+        """As Job.usage: what the whole job used, once it is over."""
+        return self.job.usage
 
     def namespace_path(self, kind: str = "mnt") -> str:
         return self.job.namespace_path(kind)

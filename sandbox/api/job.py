@@ -18,6 +18,7 @@ from typing import IO, Any
 from sandboxed_run_helpers.shared import command, wire
 from sandboxed_run_helpers.shared.errors import SandboxError
 from sandboxed_run_helpers.shared.options import check_api_options, check_grace
+from sandboxed_run_helpers.shared.usage import Usage
 
 from ..client import ReaperClient
 from . import calling, spawner
@@ -168,6 +169,12 @@ class Job:
         self.client.pump(0)
         return list(self.client.events)
 
+    @property
+    def usage(self) -> Usage | None:
+        """What the whole job used (every command, and the cgroup's figures if it has one), once it is over;
+        None before. Each command's own is its process's (or CompletedProcess's) .usage."""
+        return self._client.usage if self._client is not None and self._wrapped_up else None
+
     # -- commands ------------------------------------------------------------------------------------
 
     def send_command(self, cmd: command.Command, stdio: tuple[int | None, ...],
@@ -187,7 +194,7 @@ class Job:
             raise SandboxError("the job is no longer running") from None
         finally:
             theirs.close()
-        return ReaperClient(client.reaper_pid, None, ours, on_event)
+        return ReaperClient(client.reaper_pid, None, ours, on_event, prog="sandbox")
 
     def Popen(self, args: Any, **options: Any) -> JobProcess:  # noqa: N802 - mirrors subprocess.Popen
         """Start a command in the job; same arguments as sandbox.Popen, minus the sandbox's own options."""

@@ -22,6 +22,7 @@ from typing import IO, Any
 from sandboxed_run_helpers.shared import command, linux, wire
 from sandboxed_run_helpers.shared.errors import SandboxError
 from sandboxed_run_helpers.shared.options import MAX_FD, check_grace, check_timeout
+from sandboxed_run_helpers.shared.usage import Usage
 
 from ..client import ReaperClient
 from . import spawner
@@ -197,6 +198,13 @@ class Popen:
         """The lifecycle events so far: (name, fields), in order."""
         self.client.pump(0)
         return list(self.client.events)
+
+    @property
+    def usage(self) -> Usage | None:
+        """What the sandbox used (wall time, CPU, memory, ...: sandbox.Usage), once every process of it is gone;
+        None before, or if its reaper could not say (it was killed)."""
+        self.client.pump(0)
+        return self.client.usage if self.returncode is not None or self.client.gone else None
 
     def _settle(self) -> int | None:
         client = self.client
@@ -418,7 +426,9 @@ def complete(factory: Callable[..., Popen], args: Any, stdin: Any, input: bytes 
     if check and retcode:
         error = subprocess.CalledProcessError(retcode, process.args, out, err)
         error.events = process.events  # type: ignore[attr-defined]
+        error.usage = process.usage  # type: ignore[attr-defined]
         raise error
     completed = subprocess.CompletedProcess(process.args, retcode, out, err)
     completed.events = process.events  # type: ignore[attr-defined]  # lifecycle events, "finished" last
+    completed.usage = process.usage  # type: ignore[attr-defined]  # what it used: sandbox.Usage
     return completed

@@ -21,17 +21,25 @@ from .calling import refuse_while_loading_main
 # The server runs without site (-S): a smaller interpreter forks and exits faster, and every
 # reaper is a fork of it. So it is told where the helpers package is, as a directory on its path:
 # installed it is sandboxed_run_helpers/, in an editable install the repository's helpers/ (its
-# modules import each other relatively, so either name works), and python-prctl's directory.
+# modules import each other relatively, so either name works), python-prctl's directory, and
+# jeepney's (for the systemd scope of a sandbox with limits).
 _BOOT = "import sys; sys.path[:0] = {paths!r}; from {package}.server import main; main({fd}, {pidfd})"
 
 
 def _boot_code(fd: int, pidfd: int) -> str:
+    from importlib.util import find_spec
+
     import prctl
 
     import sandboxed_run_helpers
 
     helpers = os.path.dirname(os.path.abspath(sandboxed_run_helpers.__file__))
     paths = [os.path.dirname(helpers), os.path.dirname(os.path.abspath(prctl.__file__))]
+    jeepney = find_spec("jeepney")
+    if jeepney is not None and jeepney.origin:
+        where = os.path.dirname(os.path.dirname(os.path.abspath(jeepney.origin)))
+        if where not in paths:
+            paths.append(where)
     return _BOOT.format(paths=paths, package=os.path.basename(helpers), fd=fd, pidfd=pidfd)
 
 
@@ -192,7 +200,7 @@ def new_client(request: wire.Spawn, fds: list[int], on_event=None) -> ReaperClie
     refuse_while_loading_main()
     spawn_server = server()
     reaper_pid, pidfd, sock, ticket = spawn_server.spawn(request, fds)
-    client = ReaperClient(reaper_pid, pidfd, sock, on_event)
+    client = ReaperClient(reaper_pid, pidfd, sock, on_event, prog="sandbox")
     client.hooks_ticket = (spawn_server, ticket) if ticket else None
     _live_clients.add(client)
     return client

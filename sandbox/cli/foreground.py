@@ -45,7 +45,7 @@ def run(values: dict[str, Any], spec: SandboxSpec, argv: tuple[str, ...]) -> int
     show = fan_out(_print_event if values["verbose"] else None, writer.write if writer is not None else None)
     emit = fan_out(lambda name, fields: events.append((name, fields)), show)
     sigfd = watch_signals()  # before the fork: a signal while the sandbox starts waits for us
-    pid, pidfd, sock = launch.start(job, tuple(fd for fd in (0, 1, 2) if fd not in CLOSED_AT_START))
+    pid, pidfd, sock, group = launch.start(job, tuple(fd for fd in (0, 1, 2) if fd not in CLOSED_AT_START))
     hook_monitor = None
     if values["on_exit"]:
         from sandboxed_run_helpers import monitor
@@ -53,7 +53,10 @@ def run(values: dict[str, Any], spec: SandboxSpec, argv: tuple[str, ...]) -> int
         # It keeps only what the hooks need: not our end of the reaper's socket, or the reaper would not
         # see us die.
         hook_monitor = monitor.start(list(values["on_exit"]), show, pidfd, {writer.fd} if writer else set())
-    outcome = wait(ReaperClient(pid, pidfd, sock, emit), values["timeout"], sigfd)
+    client = ReaperClient(pid, pidfd, sock, emit)
+    outcome = wait(client, values["timeout"], sigfd)
+    if group is not None:
+        group.remove()
     if outcome.error is not None and outcome.status is None:
         say(str(outcome.error))
     status, sig = shell_status(outcome)
@@ -61,7 +64,7 @@ def run(values: dict[str, Any], spec: SandboxSpec, argv: tuple[str, ...]) -> int
         from sandboxed_run_helpers import monitor
 
         monitor.handoff(*hook_monitor, wire.Handoff(outcome.status, status, hooks.stop_reason(events)), sigfd)
-    hooks.finished(emit, status, sig, str(outcome.error) if outcome.error is not None else None)
+    hooks.finished(emit, status, sig, str(outcome.error) if outcome.error is not None else None, client.usage)
     if sig is not None:
         reraise(sig)
     return status
@@ -93,7 +96,11 @@ def _status_writer(values: dict[str, Any]) -> StatusWriter | None:
 
 
 def _print_event(name: str, fields: dict) -> None:
-    details = " ".join(f"{k}={v}" for k, v in fields.items() if k != "time" and v is not None)
+    details = " ".join(f"{k}={v}" for k, v in fields.items() if k not in ("time", "usage") and v is not None)
+    if fields.get("usage") is not None:
+        from sandboxed_run_helpers.shared.usage import Usage
+
+        details += "; used " + Usage(**fields["usage"]).describe()  # one line, as systemd-run --wait says it
     say(f"{name} {details}".rstrip())
 
 

@@ -1,0 +1,101 @@
+"""The job's process attributes: resource limits, niceness, I/O priority, no_new_privs, capabilities.
+
+They are set in the process the reaper forks for a command, after fork and before exec (commands.py),
+so they belong to the job's processes and everything those start, never to the reaper: it keeps its
+priority, its limits and its capabilities to tear the sandbox down. Each step that the kernel refuses
+raises Refused with one line in words (the caller may be the command line or the API).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from ..shared import linux
+from ..shared.limits import UNLIMITED, cap_numbers
+from ..shared.options import SandboxSpec
+
+
+class Refused(Exception):
+    """The kernel refused an attribute; str() says which, and what it would need."""
+
+
+def apply(spec: SandboxSpec, oom_score_adj: int | None) -> None:
+    """Set spec's attributes on this (freshly forked) process, in the order their privileges allow: limits,
+    priorities and oom_score_adj while every capability is still there, no_new_privs, then the capabilities
+    dropped last (dropping CAP_SETPCAP early would forbid the bounding set's changes)."""
+    if spec.rlimit:
+        _rlimits(spec.rlimit)
+    if spec.nice is not None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, spec.nice)
+        except OSError as exc:
+            raise Refused(f"cannot set the niceness {spec.nice}: {_why(exc, 'CAP_SYS_NICE', 'a lower niceness')}") \
+                from None
+    if spec.ionice is not None:
+        ioclass, level = spec.ionice
+        try:
+            linux.ioprio_set(ioclass, level)
+        except OSError as exc:
+            raise Refused(f"cannot set the I/O priority: {_why(exc, 'CAP_SYS_ADMIN', 'the realtime class')}") from None
+    if oom_score_adj is not None:
+        # The reaper made itself the last the OOM killer picks; the job is as killable as its caller was.
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write(str(oom_score_adj))
+        except OSError:
+            pass
+    if spec.no_new_privs:
+        import prctl
+
+        prctl.set_no_new_privs(1)
+    if spec.cap_drop or spec.cap_keep:
+        _drop_caps(spec.cap_drop or spec.cap_keep, keep=bool(spec.cap_keep))
+
+
+def _why(exc: OSError, cap: str, what: str) -> str:
+    if exc.errno in (errno.EPERM, errno.EACCES):
+        return f"permission denied ({what} needs root: {cap})"
+    return exc.strerror or str(exc)
+
+
+def _rlimits(wanted: tuple[tuple[str, int | None, int | None], ...]) -> None:
+    import resource
+
+    for name, soft, hard in wanted:
+        number = getattr(resource, "RLIMIT_" + name)
+        current = resource.getrlimit(number)
+        limit = (current[0] if soft is None else soft, current[1] if hard is None else hard)
+        if soft is None and limit[1] != UNLIMITED and (limit[0] == UNLIMITED or limit[0] > limit[1]):
+            limit = (limit[1], limit[1])  # ":HARD" below the current soft limit takes the soft one down with it
+        try:
+            resource.setrlimit(number, limit)
+        except (OSError, ValueError) as exc:
+            # The resource module says EPERM as a ValueError ("not allowed to raise maximum limit").
+            denied = isinstance(exc, OSError) and exc.errno in (errno.EPERM, errno.EACCES) or "raise" in str(exc)
+            reason = "permission denied (raising a hard limit needs root: CAP_SYS_RESOURCE)" if denied \
+                else exc.strerror if isinstance(exc, OSError) else "the soft limit would be above the hard limit"
+            shown = ":".join("unlimited" if v == UNLIMITED else str(v) for v in limit)
+            raise Refused(f"cannot set the resource limit {name} to {shown}: {reason}") from None
+
+
+def _drop_caps(names: tuple[str, ...], keep: bool) -> None:
+    import prctl
+
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        caps = cap_numbers(names, int(f.read()), keep)
+    try:
+        if names == ("ALL",):
+            linux.clear_ambient_caps()
+        else:
+            for cap in caps:
+                linux.lower_ambient_cap(cap)
+        for cap in caps:
+            if prctl.capbset_read(cap):
+                prctl.capbset.drop(cap)
+        # One capset for the three sets; for root, the bounding and inheritable sets are what survives exec.
+        prctl.set_caps((caps, prctl.CAP_INHERITABLE, False), (caps, prctl.CAP_PERMITTED, False),
+                       (caps, prctl.CAP_EFFECTIVE, False))
+    except OSError as exc:
+        raise Refused(f"cannot drop capabilities: {_why(exc, 'CAP_SETPCAP', 'dropping from the bounding set')}") \
+            from None

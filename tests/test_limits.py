@@ -1,0 +1,328 @@
+"""Limits and privileges on any machine (issue 12): nice, ionice, rlimit, umask, no_new_privs and cap_drop,
+read back from /proc inside the job through every entry point; the reaper keeps its own; a value the kernel
+refuses, a bad value, a cgroup limit where the machine has no cgroup v2; and the usage every run reports.
+The cgroup limits themselves are tested in the VM (tests/vm/test_cgroup_limits.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_isolation_options import AS_NOBODY
+
+import sandbox
+from sandboxed_run_helpers.shared import cgroups
+from support import CLI, MOUNT_IMAGE, PYTHON, children, launched, make_image, read_status, wait_for
+
+ENTRY_POINTS = ["cli", "run", "Popen", "Job", "run_async", "create_process", "AsyncJob"]
+
+# What a process says of itself: its umask, capabilities, no_new_privs, niceness, I/O class and limits.
+PROBE = r"""
+grep -E '^(Umask|Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|SigIgn|SigBlk):' /proc/self/status
+read -r stat < /proc/self/stat; set -- ${stat##*) }; shift 16; echo "Nice: $1"
+echo "IO: $(ionice -p $$)"
+grep -E '^Max (open files|core file size)' /proc/self/limits | tr -s ' '
+"""
+
+ATTRIBUTES = {"nice": 5, "ionice": "idle", "rlimit": ["NOFILE=100:200", "CORE=0"], "umask": 0o027,
+              "no_new_privs": True, "cap_drop": ["CAP_SYS_ADMIN", "net_raw"]}
+SYS_ADMIN, NET_RAW, CHOWN = 21, 13, 0
+
+
+def flags(options: dict) -> list[str]:
+    """The command line's spelling of API options."""
+    out = []
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            out.append(flag)
+        elif isinstance(value, list):
+            for item in value:
+                out += [flag, item]
+        else:
+            out += [flag, oct(value)[2:].zfill(3) if name == "umask" and isinstance(value, int) else str(value)]
+    return out
+
+
+def through(entry: str, argv: list[str], options: dict, tmp_path: Path) -> tuple[int, str, sandbox.Usage | None,
+                                                                                     list[tuple[str, dict]]]:
+    """Run argv with options through one entry point: (returncode, stdout, usage, events). For a Job the
+    usage is the job's, which is checked against its command's too."""
+    events: list = []
+    kw = {"capture_output": True, "text": True}
+    if entry == "cli":
+        status = tmp_path / "status.jsonl"
+        result = subprocess.run([CLI, "--json-status", str(status), *flags(options), "--", *argv], timeout=120,
+                                capture_output=True, text=True)
+        events = [(e.pop("event"), e) for e in read_status(status)]
+        usage = events[-1][1]["usage"]
+        return result.returncode, result.stdout, sandbox.Usage(**usage) if usage else None, events
+    options = {**options, "on_event": lambda name, fields: events.append((name, fields))}
+    if entry == "run":
+        result = sandbox.run(argv, **options, **kw)
+        return result.returncode, result.stdout, result.usage, events
+    if entry == "Popen":
+        with sandbox.Popen(argv, stdout=subprocess.PIPE, text=True, **options) as process:
+            out, _ = process.communicate()
+        return process.returncode, out, process.usage, events
+    if entry == "Job":
+        with sandbox.Job(**options) as job:
+            result = job.run(argv, **kw)
+        assert result.usage.user <= job.usage.user + 1e-6
+        return result.returncode, result.stdout, job.usage, events
+    if entry == "run_async":
+        result = asyncio.run(sandbox.run_async(argv, stdout=subprocess.PIPE, **options))
+        return result.returncode, result.stdout.decode(), result.usage, events
+    if entry == "create_process":
+        async def main() -> tuple:
+            process = await sandbox.create_process(argv, stdout=subprocess.PIPE, **options)
+            out, _ = await process.communicate()
+            return process.returncode, out.decode(), process.usage
+        return (*asyncio.run(main()), events)
+    if entry == "AsyncJob":
+        async def main() -> tuple:
+            async with sandbox.AsyncJob(**options) as job:
+                result = await job.run(argv, stdout=subprocess.PIPE)
+            assert result.usage.user <= job.usage.user + 1e-6
+            return result.returncode, result.stdout.decode(), job.usage
+        return (*asyncio.run(main()), events)
+    raise ValueError(entry)
+
+
+def fields(text: str) -> dict[str, str]:
+    return {key: value.strip() for key, _, value in (line.partition(":") for line in text.splitlines()) if value}
+
+
+def caps(value: str) -> int:
+    return int(value, 16)
+
+
+# -- the job's process attributes ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_the_job_gets_its_attributes(entry, tmp_path, no_leftovers):
+    code, out, _, _ = through(entry, ["sh", "-c", PROBE], ATTRIBUTES, tmp_path)
+    assert code == 0, out
+    seen = fields(out)
+    assert seen["Umask"] == "0027"
+    assert seen["NoNewPrivs"] == "1"
+    assert seen["Nice"] == "5"
+    assert seen["IO"] == "idle"
+    assert "Max open files 100 200 files" in out
+    assert "Max core file size 0 0 bytes" in out
+    for name in ("CapBnd", "CapPrm", "CapEff", "CapInh", "CapAmb"):
+        assert not caps(seen[name]) & (1 << SYS_ADMIN | 1 << NET_RAW), (name, seen[name])
+    assert caps(seen["CapBnd"]) & 1 << CHOWN and caps(seen["CapEff"]) & 1 << CHOWN, "only the named ones go"
+
+
+def test_cap_drop_all_empties_every_set_and_levels_and_classes(tmp_path, no_leftovers):
+    options = {"cap_drop": ["ALL"], "ionice": "best-effort:7", "nice": -3, "rlimit": ["NOFILE=50:"]}
+    code, out, _, _ = through("cli", ["sh", "-c", PROBE], options, tmp_path)
+    assert code == 0, out
+    seen = fields(out)
+    assert [seen[n] for n in ("CapBnd", "CapPrm", "CapEff", "CapInh", "CapAmb")] == ["0000000000000000"] * 5
+    assert (seen["IO"], seen["Nice"]) == ("best-effort: prio 7", "-3")
+    hard = Path("/proc/self/limits").read_text().split("Max open files")[1].split()[1]
+    assert f"Max open files 50 {hard} files" in out, "SOFT: keeps the hard limit"
+
+
+@pytest.mark.parametrize("entry", ["cli", "run"])
+def test_cap_keep_keeps_only_the_named_ones_and_our_helpers_still_work(entry, tmp_path, no_leftovers):
+    """--cap-keep CAP_SYS_ADMIN: every set holds that one alone, and sandbox-mount-image (which checks that
+    PID 1 is our reaper, whose namespace a job without CAP_SYS_PTRACE may not inspect) still mounts."""
+    image = make_image(tmp_path)
+    job = f"{PROBE}\nmkdir /mnt/t && {MOUNT_IMAGE} {image} /mnt/t && grep -c ' /mnt/t ' /proc/self/mountinfo"
+    code, out, _, _ = through(entry, ["sh", "-c", job], {"cap_keep": ["sys_admin"], "tmpfs": ["/mnt"]}, tmp_path)
+    assert code == 0, out
+    seen = fields(out)
+    assert [caps(seen[n]) for n in ("CapBnd", "CapPrm", "CapEff")] == [1 << SYS_ADMIN] * 3
+    assert [caps(seen[n]) for n in ("CapInh", "CapAmb")] == [0, 0]
+    assert out.splitlines()[-1] == "1", out
+
+
+def test_cap_drop_and_cap_keep_exclude_each_other(no_leftovers):
+    result = subprocess.run([CLI, "--cap-drop", "CAP_CHOWN", "--cap-keep", "CAP_SYS_ADMIN", "--", "true"],
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr) == (2, "sandboxed-run: --cap-drop and --cap-keep exclude each other: "
+                                                     "name what to drop, or what to keep (see --help)\n")
+    with pytest.raises(ValueError, match="^cap_drop and cap_keep exclude each other"):
+        sandbox.run(["true"], cap_drop=["CAP_CHOWN"], cap_keep=["CAP_SYS_ADMIN"])
+
+
+def test_the_reaper_keeps_its_own(tmp_path, no_leftovers):
+    """Priority, limits and capabilities are the job's: the reaper (PID 1 inside) keeps what it needs to stop it."""
+    with launched([CLI, *flags(ATTRIBUTES), "--", "sleep", "60"]) as launcher:
+        assert wait_for(lambda: children(launcher.pid) and children(children(launcher.pid)[0]))
+        reaper = children(launcher.pid)[0]
+        job = children(reaper)[0]
+        assert wait_for(lambda: Path(f"/proc/{job}/cmdline").read_bytes().startswith(b"sleep"))
+        reaper_status, job_status = (fields(Path(f"/proc/{pid}/status").read_text()) for pid in (reaper, job))
+        assert reaper_status["NoNewPrivs"] == "0" and job_status["NoNewPrivs"] == "1"
+        assert caps(reaper_status["CapBnd"]) & 1 << SYS_ADMIN and not caps(job_status["CapBnd"]) & 1 << SYS_ADMIN
+        assert caps(reaper_status["CapEff"]) & 1 << SYS_ADMIN
+        nice = [int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16]) for pid in (reaper, job)]
+        assert nice == [os.getpriority(os.PRIO_PROCESS, 0), 5]
+        open_files = [Path(f"/proc/{pid}/limits").read_text().split("Max open files")[1].split()[:2]
+                      for pid in (reaper, job)]
+        assert open_files[0] == Path("/proc/self/limits").read_text().split("Max open files")[1].split()[:2]
+        assert open_files[1] == ["100", "200"]
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=60) == -signal.SIGTERM
+
+
+def test_the_forked_start_leaves_the_job_what_posix_spawn_does(tmp_path, no_leftovers):
+    """With an attribute the job is forked and set up by hand: its signal dispositions, mask and descriptors
+    are the same as without (the caller's ignored SIGHUP kept, nothing else ignored or blocked)."""
+    probe = "grep -E '^Sig(Ign|Blk)' /proc/self/status; ls /proc/self/fd | sort -n | tr '\\n' ' '"
+    ignore_hup = {"preexec_fn": lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)}
+    plain = subprocess.run([CLI, "sh", "-c", probe], capture_output=True, text=True, **ignore_hup)
+    forked = subprocess.run([CLI, "--umask", "022", "--nice", "0", "sh", "-c", probe], capture_output=True,
+                            text=True, **ignore_hup)
+    assert plain.returncode == forked.returncode == 0, plain.stderr + forked.stderr
+    # glibc's posix_spawn leaves its two internal signals (32 and 33, which no program may use) ignored.
+    glibc_internal = ~(1 << 31 | 1 << 32)
+    seen = [fields(result.stdout) for result in (plain, forked)]
+    assert [int(s["SigIgn"], 16) & glibc_internal for s in seen] == [1 << (signal.SIGHUP - 1)] * 2
+    assert [s["SigBlk"] for s in seen] == ["0000000000000000"] * 2
+    assert forked.stdout.splitlines()[-1] == plain.stdout.splitlines()[-1] == "0 1 2 3 ", "the same descriptors"
+
+
+def test_signals_reach_a_forked_job(tmp_path, no_leftovers):
+    """The forked start path resets the reaper's signal state: the job dies of the SIGTERM its launcher passes on."""
+    with launched([CLI, "--nice", "1", "--", "sleep", "60"]) as launcher:
+        assert wait_for(lambda: children(launcher.pid) and children(children(launcher.pid)[0]))
+        job = children(children(launcher.pid)[0])[0]
+        assert wait_for(lambda: Path(f"/proc/{job}/cmdline").read_bytes().startswith(b"sleep"))
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=60) == -signal.SIGTERM
+
+
+# -- what the kernel refuses, and bad values -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--nice", "-5"], "cannot set the niceness -5: permission denied (a lower niceness needs root: CAP_SYS_NICE)"),
+    (["--rlimit", "NOFILE=unlimited"], "cannot set the resource limit NOFILE to unlimited:unlimited: permission "
+                                       "denied (raising a hard limit needs root: CAP_SYS_RESOURCE)"),
+])
+def test_what_the_kernel_refuses_an_ordinary_user_fails_before_the_job(nobody_dir, options, message,
+                                                                        no_leftovers):
+    flag = nobody_dir / "ran"
+    result = subprocess.run([*AS_NOBODY, CLI, *options, "--", "touch", str(flag)], capture_output=True, text=True,
+                            cwd=nobody_dir, timeout=60)
+    assert (result.returncode, result.stderr) == (125, f"sandboxed-run: {message}\n")
+    assert not flag.exists()
+
+
+BAD = [
+    ("nice", 20, "nice 20: a niceness is from -20 to 19"),
+    ("nice", "x", None),
+    ("ionice", "idle:2", "ionice 'idle:2': the idle class has no level"),
+    ("ionice", "best-effort:8", "ionice 'best-effort:8': the level is 0 (highest) to 7 (lowest)"),
+    ("ionice", "fast", "ionice 'fast': the class is idle, best-effort or realtime"),
+    ("rlimit", ["NOFILES=5"], "rlimit: unknown resource 'NOFILES'"),
+    ("rlimit", ["NOFILE=10:5"], "rlimit NOFILE: the soft limit is above the hard limit"),
+    ("rlimit", ["NOFILE"], "rlimit: 'NOFILE' is not NAME=SOFT[:HARD]"),
+    ("rlimit", ["AS=lots"], "rlimit AS 'lots': a size is a number of bytes with an optional K, M, G or T"),
+    ("umask", "0999", "umask '0999': a umask is an octal number such as 077"),
+    ("cap_drop", ["CAP_FLY"], "cap_drop: unknown capability 'CAP_FLY' (see capabilities(7); or ALL)"),
+    ("cap_keep", ["ALL"], "cap_keep ALL keeps every capability: leave the option out"),
+    ("memory_max", "12Q", "memory_max '12Q': a size is a number of bytes with an optional K, M, G or T"),
+    ("memory_high", "0", "memory_high 0: a size must be more than 0"),
+    ("cpu_max", "0.5%", "cpu_max 0.5%: the least is 1% of one CPU"),
+    ("cpu_weight", 0, "cpu_weight 0: a weight is from 1 to 10000 (the default is 100)"),
+    ("io_weight", 10001, "io_weight 10001: a weight is from 1 to 10000 (the default is 100)"),
+    ("pids_max", 0, "pids_max 0: must be at least 1"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "message"), BAD)
+def test_a_bad_value_is_one_line_naming_the_option(name, value, message, no_leftovers):
+    words = flags({name: value})
+    result = subprocess.run([CLI, *words, "--", "true"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1
+    flag = "--" + name.replace("_", "-")
+    expected = message.replace(name, flag, 1) if message else f"{flag}: {value!r} is not a number"
+    assert result.stderr.startswith(f"sandboxed-run: {expected}"), result.stderr
+    if name == "nice" and value == "x":
+        return  # a command-line word only
+    with pytest.raises((ValueError, TypeError)) as raised:
+        sandbox.run(["true"], **{name: value})
+    assert str(raised.value).startswith(message), raised.value
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_a_cgroup_limit_without_cgroup_v2_fails_before_anything_starts(entry, tmp_path, no_leftovers):
+    reason = cgroups.unavailable({"memory_max": 1 << 26})
+    if reason is None:
+        pytest.skip("this machine can give a sandbox a cgroup (the VM suite tests the limits)")
+    flag = tmp_path / "ran"
+    if entry == "cli":
+        result = subprocess.run([CLI, "--memory-max", "64M", "--nice", "3", "--", "touch", str(flag)],
+                                capture_output=True, text=True, timeout=60)
+        assert (result.returncode, result.stderr) == (125, f"sandboxed-run: --memory-max: {reason}\n")
+    else:
+        with pytest.raises(sandbox.SandboxError) as raised:
+            through(entry, ["touch", str(flag)], {"memory_max": "64M", "nice": 3}, tmp_path)
+        assert str(raised.value) == f"memory_max: {reason}"
+        assert raised.value.exit_code == 125
+    assert not flag.exists()
+    # The other options still work on their own.
+    assert through(entry, ["touch", str(flag)], {"nice": 3}, tmp_path)[0] == 0 and flag.exists()
+
+
+# -- usage -------------------------------------------------------------------------------------------------
+
+# Burns CPU in user mode for about 0.5 s and touches 80 MiB.
+BURN = "import os\nx = bytearray(80 << 20)\nwhile os.times().user < 0.5:\n    sum(range(10000))\n"
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_every_run_reports_what_it_used(entry, tmp_path, no_leftovers):
+    code, _, usage, events = through(entry, [PYTHON, "-c", BURN], {}, tmp_path)
+    assert code == 0
+    assert usage is not None
+    assert 0.5 <= usage.user < 30 and usage.system >= 0
+    assert usage.wall >= usage.user * 0.9, "one thread cannot use more CPU than time passed"
+    assert usage.max_rss >= 80 << 20
+    name, finished = events[-1]
+    assert name == "finished"
+    assert finished["usage"] == usage.as_dict()
+    if cgroups.unavailable({"memory_max": 1}) is not None:
+        assert (usage.memory_peak, usage.io_read, usage.pids_peak, usage.oom_kills) == (None,) * 4
+
+
+def test_verbose_says_what_it_used_in_one_line(tmp_path, no_leftovers):
+    status = tmp_path / "status.jsonl"
+    result = subprocess.run([CLI, "-v", "--json-status", str(status), "--", PYTHON, "-c", BURN], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("sandboxed-run: finished status=0; used ") and " s wall, " in last, last
+    assert " s user + " in last and "largest process " in last
+    finished = json.loads(status.read_text().splitlines()[-1])
+    assert finished["event"] == "finished" and finished["usage"]["user"] >= 0.5
+
+
+def test_a_job_that_could_not_start_reports_no_usage(tmp_path, no_leftovers):
+    assert sandbox.run(["sh", "-c", "exit 7"]).usage is not None
+    seen: list = []
+    with pytest.raises(sandbox.CommandNotFound):
+        sandbox.run(["/nonexistent/command"], on_event=lambda name, fields: seen.append((name, fields)))
+    assert seen[-1][0] == "finished" and seen[-1][1]["usage"] is None
+
+
+def test_a_session_command_reports_its_own_usage(no_leftovers):
+    with sandbox.Job() as job:
+        idle = job.run(["true"])
+        busy = job.run([PYTHON, "-c", BURN])
+    assert idle.usage.user < 0.5 <= busy.usage.user
+    assert job.usage.user >= idle.usage.user + busy.usage.user - 1e-6
+    assert job.usage.wall >= busy.usage.wall
