@@ -155,6 +155,18 @@ def test_cap_drop_and_cap_keep_exclude_each_other(no_leftovers):
         sandbox.run(["true"], cap_drop=["CAP_CHOWN"], cap_keep=["CAP_SYS_ADMIN"])
 
 
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+@pytest.mark.parametrize("hiding", [{"rlimit": ["NOFILE=4"]}, {"tmpfs": ["/proc/sys"]}],
+                         ids=["NOFILE=4", "no /proc/sys"])
+def test_capabilities_drop_where_the_job_has_no_descriptor_or_proc_sys_left(entry, hiding, tmp_path, no_leftovers):
+    """What the job's set-up reads (the number of capabilities) it reads before its limits and without /proc:
+    a job with NOFILE=4, or with /proc/sys hidden, still starts with every capability dropped."""
+    code, out, _, _ = through(entry, ["grep", "^Cap", "/proc/self/status"], {**hiding, "cap_drop": ["ALL"]}, tmp_path)
+    assert code == 0, out
+    seen = fields(out)
+    assert [seen[n] for n in ("CapBnd", "CapPrm", "CapEff", "CapInh", "CapAmb")] == ["0000000000000000"] * 5
+
+
 def test_the_reaper_keeps_its_own(tmp_path, no_leftovers):
     """Priority, limits and capabilities are the job's: the reaper (PID 1 inside) keeps what it needs to stop it."""
     with launched([CLI, *flags(ATTRIBUTES), "--", "sleep", "60"]) as launcher:
