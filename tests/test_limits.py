@@ -251,6 +251,17 @@ BAD = [
     ("cpu_weight", 0, "cpu_weight 0: a weight is from 1 to 10000 (the default is 100)"),
     ("io_weight", 10001, "io_weight 10001: a weight is from 1 to 10000 (the default is 100)"),
     ("pids_max", 0, "pids_max 0: must be at least 1"),
+    # Past what the kernel or systemd's 64-bit properties take: refused here, not overflowed on the way.
+    ("rlimit", ["NOFILE=99999999999999999999"], "rlimit NOFILE=99999999999999999999: too large (the most is "
+                                                "9223372036854775807, or unlimited)"),
+    ("rlimit", ["AS=8192P"], "rlimit AS 9223372036854775808: too large"),
+    ("memory_max", "99999999P", "memory_max 112589989558362493157376: too large"),
+    ("pids_max", 2**64, "pids_max 18446744073709551616: the most is 4194304"),
+    ("cpu_max", "1e300%", "cpu_max 1e+300%: the most is 819200% (8192 CPUs)"),
+    # Digits that str.isdigit() knows and int() does not: one line naming the option all the same.
+    ("ionice", "be:\u00b2", "ionice 'be:\u00b2': the level is 0 (highest) to 7 (lowest)"),
+    ("rlimit", ["CPU=\u00b2"], "rlimit CPU=\u00b2: a limit is a whole number or unlimited"),
+    ("cap_drop", ["ALL", "CAP_FLY"], "cap_drop: unknown capability 'CAP_FLY'"),
 ]
 
 
