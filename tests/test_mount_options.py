@@ -332,6 +332,9 @@ def test_a_backslash_before_a_backslash_is_one_backslash(tmp_path):
     (["--tmpfs", "/mnt:mode=0999"], "octal"), (["--tmpfs", "/mnt:uid=0"], "unknown tmpfs option 'uid'"),
     (["--tmpfs", "/mnt:size"], "KEY=VALUE"), (["--dev", "/"], "cannot mount over /"),
     (["--overlay", "/usr:/"], "cannot mount over /"), (["--dev", "dev"], "absolute"),
+    # A size past 64 bits would wrap around in the kernel.
+    (["--tmpfs", "/mnt:size=99999999999999999999999"], "size 99999999999999999999999 is too large"),
+    (["--tmpfs", "/mnt:size=8E"], "size 8E is too large"),
 ])
 def test_bad_mount_values_get_one_line_and_status_2(argv, words, tmp_path):
     result = subprocess.run([CLI, *argv, "--", "touch", str(tmp_path / "ran")], capture_output=True, text=True,
@@ -345,6 +348,7 @@ def test_bad_mount_values_get_one_line_and_status_2(argv, words, tmp_path):
     ({"overlay": [("/usr", "/mnt", "/usr/x")]}, ValueError, "overlay"), ({"tmpfs": [("/mnt", 7)]}, ValueError, "tmpfs"),
     ({"tmpfs": [("/mnt", {"mode": 0o10000})]}, ValueError, "tmpfs"), ({"dev": "/dev"}, ValueError, "dev"),
     ({"mkdir": "yes"}, ValueError, "mkdir"),
+    ({"tmpfs": [("/mnt", {"size": 2**70})]}, ValueError, "tmpfs /mnt: size 1180591620717411303424 is too large"),
 ])
 def test_bad_mount_values_in_the_api_name_the_keyword(kwargs, error, words):
     with pytest.raises(error, match=words):
