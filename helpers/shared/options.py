@@ -57,7 +57,10 @@ def duration(value: object, name: str) -> float:
         return durations.parse(value, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds or a duration such as '10m', not {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int past any float: longer than any wait, or below 0
+        value = math.inf if value > 0 else -math.inf
     if math.isnan(value) or value < 0:
         raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
     return value
