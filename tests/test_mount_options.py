@@ -237,6 +237,27 @@ def test_a_job_writes_freely_over_a_read_only_tree_and_the_host_is_unchanged(ent
     assert tree_of(read_only_tree) == before and host_mounts() == mounts_before
 
 
+@pytest.mark.parametrize(("entry", "step", "made"), [
+    ("cli", ("dir", "{d}/link/new"), "new"), ("run", ("tmpfs", "{d}/link/new/deeper"), "new"),
+    ("Job", ("bind", "/etc/hostname:{d}/link/file"), "file"), ("AsyncJob", ("symlink", "x:{d}/link/made"), "made"),
+])
+def test_nothing_is_made_through_a_link_that_leads_out_of_an_overlay(entry, step, made, tmp_path):
+    """A mount point that may be made because it lies in an overlay of ours is never made through a symbolic
+    link of the lower directory that leads to the host (it would stay there): one line, 125, the host unchanged."""
+    lower, shown, host = tmp_path / "lower", tmp_path / "shown", tmp_path / "host"
+    for directory in (lower, shown, host):
+        directory.mkdir()
+    (lower / "link").symlink_to(host)
+    options = {"overlay": [f"{lower}:{shown}"], step[0]: [step[1].format(d=shown)]}
+    status, _, err = run_in(entry, options, "true")
+    assert status == 125 and f"{shown}/link is a symbolic link (to {host})" in one_line(err), err
+    assert list(host.iterdir()) == []
+    # With --mkdir the caller asks for it, as mkdir -p would do.
+    status, _, err = run_in(entry, {**options, "mkdir": True}, "true")
+    assert status == 0, err
+    assert [p.name for p in host.iterdir()] == [made]
+
+
 def test_the_private_layer_vanishes_and_mountinfo_shows_the_overlay(tmp_path, read_only_tree):
     view = tmp_path / "view"
     view.mkdir()

@@ -55,7 +55,8 @@ def _make(steps: tuple[Mount, ...], mkdir: bool, userns: bool) -> None:
     def create_below(above: Mount | None) -> None:
         for step, step_owner in zip(steps, owners, strict=True):
             if step_owner is above:
-                create(step, may_create(above, mkdir))
+                # Without --mkdir, what we make must stay in the mount of ours it lies in.
+                create(step, may_create(above, mkdir), None if mkdir or above is None else above.target)
 
     create_below(None)
     for step in steps:
