@@ -322,6 +322,27 @@ def test_every_run_reports_what_it_used(entry, tmp_path, no_leftovers):
         assert (usage.memory_peak, usage.io_read, usage.pids_peak, usage.oom_kills) == (None,) * 4
 
 
+@pytest.mark.parametrize("entry", ["run", "Job", "run_async", "AsyncJob"])
+def test_a_run_that_times_out_still_says_what_it_used(entry, no_leftovers):
+    """run()'s TimeoutExpired carries the usage of the job it stopped, as its CalledProcessError does."""
+    argv, options = ["sh", "-c", "trap '' TERM; while :; do :; done"], {"timeout": 0.5}
+    with pytest.raises(subprocess.TimeoutExpired) as raised:
+        if entry == "run":
+            sandbox.run(argv, grace=0.5, **options)
+        elif entry == "Job":
+            with sandbox.Job(grace=0.5) as job:
+                job.run(argv, **options)
+        elif entry == "run_async":
+            asyncio.run(sandbox.run_async(argv, grace=0.5, **options))
+        else:
+            async def main() -> None:
+                async with sandbox.AsyncJob(grace=0.5) as job:
+                    await job.run(argv, **options)
+            asyncio.run(main())
+    usage = raised.value.usage
+    assert isinstance(usage, sandbox.Usage) and usage.wall >= 0.9 and usage.user >= 0.3, usage
+
+
 def test_verbose_says_what_it_used_in_one_line(tmp_path, no_leftovers):
     status = tmp_path / "status.jsonl"
     result = subprocess.run([CLI, "-v", "--json-status", str(status), "--", PYTHON, "-c", BURN], capture_output=True,
