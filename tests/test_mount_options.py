@@ -258,6 +258,20 @@ def test_nothing_is_made_through_a_link_that_leads_out_of_an_overlay(entry, step
     assert [p.name for p in host.iterdir()] == [made]
 
 
+@pytest.mark.parametrize("entry", ["cli", "run", "Job", "create_process"])
+@pytest.mark.parametrize("over_proc", [{"tmpfs": ["/proc"]}, {"bind": ["{d}/lower:/proc"]}], ids=["tmpfs", "bind"])
+def test_dev_and_overlay_work_beside_a_mount_on_proc(entry, over_proc, tmp_path):
+    """--dev and --overlay are made with our /proc's help: a mount that hides /proc is made after them."""
+    (tmp_path / "lower").mkdir()
+    (tmp_path / "lower" / "f").write_text("lower\n")
+    (tmp_path / "shown").mkdir()
+    options = {name: [value.format(d=tmp_path) for value in values] for name, values in over_proc.items()}
+    options.update(overlay=[f"{tmp_path}/lower:{tmp_path}/shown"], dev=[f"{tmp_path}/shown/dev"])
+    status, out, err = run_in(entry, options, f"cat {tmp_path}/shown/f; echo x > {tmp_path}/shown/dev/null; ls /proc")
+    assert status == 0, err
+    assert out.splitlines()[0] == "lower" and "self" not in out.split(), out
+
+
 def test_the_private_layer_vanishes_and_mountinfo_shows_the_overlay(tmp_path, read_only_tree):
     view = tmp_path / "view"
     view.mkdir()
@@ -353,6 +367,8 @@ def test_a_backslash_before_a_backslash_is_one_backslash(tmp_path):
     (["--tmpfs", "/mnt:mode=0999"], "octal"), (["--tmpfs", "/mnt:uid=0"], "unknown tmpfs option 'uid'"),
     (["--tmpfs", "/mnt:size"], "KEY=VALUE"), (["--dev", "/"], "cannot mount over /"),
     (["--overlay", "/usr:/"], "cannot mount over /"), (["--dev", "dev"], "absolute"),
+    (["--dev", "/proc"], "--dev /proc: cannot be made over /proc"),
+    (["--overlay", "/usr:/proc"], "--overlay /proc: cannot be made over /proc"),
     # A size past 64 bits would wrap around in the kernel.
     (["--tmpfs", "/mnt:size=99999999999999999999999"], "size 99999999999999999999999 is too large"),
     (["--tmpfs", "/mnt:size=8E"], "size 8E is too large"),

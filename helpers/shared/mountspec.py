@@ -188,7 +188,9 @@ def steps_of(tmpfs: Iterable[tuple], bind: Iterable[tuple], ro_bind: Iterable[tu
     steps += [Mount("dir", path) for path in dirs]
     steps += [Mount("symlink", path, target) for target, path in symlink]
     rank = {"read_only": 0, "dir": 2, "symlink": 2}
-    steps.sort(key=lambda m: (m.target.rstrip("/").count("/"), rank.get(m.kind, 1)))
+    # What lies in /proc comes last: --dev and --overlay need our /proc (its /proc/self/fd) while they are
+    # made, and a mount on /proc would hide it.
+    steps.sort(key=lambda m: (_within(m.target, "/proc"), m.target.rstrip("/").count("/"), rank.get(m.kind, 1)))
     return tuple(steps)
 
 

@@ -422,6 +422,11 @@ class SandboxSpec:
                   *(("ro_bind", t) for _, t in checked["ro_bind"]), *(("overlay", t) for _, t, _ in checked["overlay"]),
                   *(("dev", p) for p in checked["dev"]), *(("symlink", p) for _, p in checked["symlink"])]
         for name, target in mounts:
+            if target == "/proc" and name in ("dev", "overlay"):
+                # Made with the help of our /proc (its /proc/self/fd), which their own tmpfs would hide first.
+                raise ValueError(f"{BY_NAME[name].spelled(spelling)} /proc: cannot be made over /proc; "
+                                 f"{BY_NAME['tmpfs'].spelled(spelling)} /proc hides it, "
+                                 f"{BY_NAME['bind'].spelled(spelling)} shows a directory there")
             if target == "/":
                 # It would not replace the root the job sees (its processes keep the old one), and the
                 # job would write to the host's real / while looking at an empty tmpfs or a bind.
