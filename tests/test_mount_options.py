@@ -5,6 +5,7 @@ refusal. Checked from inside the job (stat, statvfs, /proc/self/mountinfo) and f
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
 import subprocess
@@ -25,6 +26,8 @@ def cli_words(options: dict) -> list[str]:
         flag = "--" + name.replace("_", "-")
         if value is True:
             words.append(flag)
+        elif value is False:
+            words.append("--no-" + flag[2:])
         elif isinstance(value, list):
             for item in value:
                 words += [flag, ":".join(item) if isinstance(item, tuple) else item]
@@ -270,6 +273,27 @@ def test_dev_and_overlay_work_beside_a_mount_on_proc(entry, over_proc, tmp_path)
     status, out, err = run_in(entry, options, f"cat {tmp_path}/shown/f; echo x > {tmp_path}/shown/dev/null; ls /proc")
     assert status == 0, err
     assert out.splitlines()[0] == "lower" and "self" not in out.split(), out
+
+
+@pytest.mark.parametrize("entry", ["cli", "run", "Job", "AsyncJob"])
+def test_no_proc_keeps_a_mount_on_proc(entry, tmp_path):
+    """--no-proc takes our fresh /proc away before the mounts, so a --tmpfs or --bind on /proc is what the job
+    sees there (not our /proc, shown again because the mount on top of it was the one taken away)."""
+    (tmp_path / "shown").mkdir()
+    (tmp_path / "shown" / "f").write_text("x")
+    for over_proc, listed in (({"tmpfs": ["/proc"]}, ""), ({"bind": [f"{tmp_path}/shown:/proc"]}, "f\n")):
+        status, out, err = run_in(entry, {"proc": False, **over_proc}, "ls /proc")
+        assert (status, out) == (0, listed), err
+
+
+def test_the_processes_killed_are_counted_under_a_tmpfs_on_proc(tmp_path):
+    status_file = tmp_path / "status.jsonl"
+    result = subprocess.run([CLI, "--json-status", str(status_file), "--tmpfs", "/proc", "--grace", "0.2", "--", "sh",
+                             "-c", "trap '' TERM; sleep 60 & sleep 60 & exit 0"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    killed = [json.loads(line) for line in status_file.read_text().splitlines() if '"killed"' in line]
+    assert [event["count"] for event in killed] == [2]
 
 
 def test_the_private_layer_vanishes_and_mountinfo_shows_the_overlay(tmp_path, read_only_tree):
