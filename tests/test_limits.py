@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import signal
 import subprocess
 from pathlib import Path
@@ -220,15 +221,39 @@ def test_signals_reach_a_forked_job(tmp_path, no_leftovers):
 
 @pytest.mark.parametrize(("options", "message"), [
     (["--nice", "-5"], "cannot set the niceness -5: permission denied (a lower niceness needs root: CAP_SYS_NICE)"),
-    (["--rlimit", "NOFILE=unlimited"], "cannot set the resource limit NOFILE to unlimited:unlimited: permission "
-                                       "denied (raising a hard limit needs root: CAP_SYS_RESOURCE)"),
+    (["--rlimit", "NOFILE={above}"], "cannot set the resource limit NOFILE to {above}:{above}: permission "
+                                     "denied (raising a hard limit needs root: CAP_SYS_RESOURCE)"),
 ])
 def test_what_the_kernel_refuses_an_ordinary_user_fails_before_the_job(nobody_dir, options, message,
                                                                         no_leftovers):
+    above = str(resource.getrlimit(resource.RLIMIT_NOFILE)[1] + 1)  # one more open file than the hard limit
+    options, message = [word.format(above=above) for word in options], message.format(above=above)
     flag = nobody_dir / "ran"
     result = subprocess.run([*AS_NOBODY, CLI, *options, "--", "touch", str(flag)], capture_output=True, text=True,
                             cwd=nobody_dir, timeout=60)
     assert (result.returncode, result.stderr) == (125, f"sandboxed-run: {message}\n")
+    assert not flag.exists()
+
+
+@pytest.mark.parametrize("entry", ["cli", "run", "Job", "create_process"])
+@pytest.mark.parametrize("value", ["unlimited", ":unlimited", "{most_plus_one}"])
+def test_nofile_above_nr_open_is_refused_as_such(entry, value, tmp_path, no_leftovers):
+    """The kernel refuses NOFILE above fs.nr_open even to root: one line saying so, 125, nothing started."""
+    most = int(Path("/proc/sys/fs/nr_open").read_text())
+    value = value.format(most_plus_one=most + 1)
+    shown = "unlimited" if "unlimited" in value else value
+    flag = tmp_path / "ran"
+    if entry == "cli":
+        result = subprocess.run([CLI, "--rlimit", f"NOFILE={value}", "--", "touch", str(flag)], capture_output=True,
+                                text=True, timeout=60)
+        assert (result.returncode, result.stderr) == (125, f"sandboxed-run: --rlimit NOFILE={shown}: the most this "
+                                                           f"machine allows is {most} open files (fs.nr_open)\n")
+    else:
+        with pytest.raises(sandbox.SandboxError) as raised:
+            through(entry, ["touch", str(flag)], {"rlimit": [f"NOFILE={value}"]}, tmp_path)
+        assert str(raised.value) == f"rlimit NOFILE={shown}: the most this machine allows is {most} open files " \
+                                    "(fs.nr_open)"
+        assert raised.value.exit_code == 125
     assert not flag.exists()
 
 

@@ -376,6 +376,20 @@ def check_api_options(given: Mapping[str, object], accepted: Iterable[str] = API
     return {name: BY_NAME[name].check(given[name], name) if name in given else _DEFAULTS[name] for name in accepted}
 
 
+def _check_nr_open(soft: int | None, hard: int | None, name: str) -> None:
+    """NOFILE above fs.nr_open is refused by the kernel even to root: say so, not "permission denied"."""
+    try:
+        with open("/proc/sys/fs/nr_open") as f:
+            most = int(f.read())
+    except (OSError, ValueError):
+        return
+    values = [value for value in (soft, hard) if value is not None]
+    if any(value == limits.UNLIMITED or value > most for value in values):
+        shown = "unlimited" if limits.UNLIMITED in values else str(max(values))
+        raise SandboxError(f"{name} NOFILE={shown}: the most this machine allows is {most} open files "
+                           "(fs.nr_open)")
+
+
 # -- what the reaper gets ------------------------------------------------------------------------------
 
 class SandboxSpec:
@@ -489,6 +503,9 @@ class SandboxSpec:
             reason = userns_unavailable()
             if reason:
                 raise SandboxError(f"cannot create a user namespace: {reason}")
+        for resource, soft, hard in self.rlimit:
+            if resource == "NOFILE":
+                _check_nr_open(soft, hard, BY_NAME["rlimit"].spelled(spelling))
         if self.cgroup_limits:
             from .cgroups import unavailable
 
