@@ -84,3 +84,33 @@ def test_a_sandbox_started_by_the_scripts_top_level_is_refused_inside(tmp_path, 
     assert result.returncode == 1
     assert "UnguardedScript: job.call needs" in result.stderr.strip().splitlines()[-1], result.stderr
     assert log == ["top level", "top level"]  # the second time inside, stopped before its sandbox.run
+
+
+@pytest.mark.parametrize("entry", ["Job", "AsyncJob"])
+def test_a_script_without_py_suffix_calls_its_own_function_and_is_guarded_too(entry, tmp_path, no_leftovers):
+    """An executable script named without .py (./backup) is loaded inside as runpy loads it."""
+    call = CALL[entry].format(func="mounted")
+    guarded = HEADER + 'if __name__ == "__main__":\n    note("top level")\n' + indent(call)
+    unguarded = HEADER + 'note("top level")\n' + call
+    for text, status, log_wanted in ((guarded, 0, ["top level", "result ['x']"]), (unguarded, 1, ["top level"])):
+        script, log = tmp_path / "backup", tmp_path / "log"
+        script.write_text(text)
+        log.unlink(missing_ok=True)
+        result = subprocess.run([PYTHON, str(script), str(log)], capture_output=True, text=True, timeout=60)
+        assert result.returncode == status, result.stderr
+        assert log_lines(log) == log_wanted
+        if status:
+            assert "UnguardedScript: job.call needs " in result.stderr.strip().splitlines()[-1], result.stderr
+
+
+@pytest.mark.parametrize("entry", ["Job", "AsyncJob"])
+def test_a_function_of_python_c_is_refused_before_anything_runs(entry, tmp_path, no_leftovers):
+    """python -c (or standard input) leaves nothing the job could load to find the function: one clear error
+    here, not an AttributeError from inside the job."""
+    log = tmp_path / "log"
+    code = HEADER + CALL[entry].format(func="mounted")
+    result = subprocess.run([PYTHON, "-c", code, str(log)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("TypeError: job.call: <function mounted") and "define it in a module" in last, last
+    assert log_lines(log) == []

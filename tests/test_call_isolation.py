@@ -135,3 +135,32 @@ def test_an_abandoned_popen_leaks_no_descriptor(no_leftovers):
         sandbox.Popen(["true"])
     gc.collect()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+BROKEN_SERVER = """
+import sys, sandbox
+sys.executable = sys.argv[1]  # the spawn server is started with it: here a program that dies at once
+try:
+    sandbox.run(["true"])
+except sandbox.SandboxError as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.parametrize(("body", "said"), [
+    ("kill -KILL $$", "the sandbox spawn server was killed by SIGKILL at start-up"),
+    ("echo 'no interpreter here' >&2; exit 3",
+     "the sandbox spawn server exited at start-up with status 3 (see its message above)"),
+])
+def test_a_spawn_server_that_dies_at_start_up_is_said_to_as_it_died(tmp_path, body, said, no_leftovers):
+    import subprocess
+    import sys
+
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/bin/sh\n{body}\n")
+    fake.chmod(0o755)
+    done = subprocess.run([sys.executable, "-c", BROKEN_SERVER, str(fake)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.strip() == said
+    if "message above" in said:
+        assert "no interpreter here" in done.stderr

@@ -25,7 +25,8 @@ def test_spans_read_as_systemd_reads_them(text, seconds):
     assert parse(text, "x") == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "soon", "-1", "-1s", "1x", "nan", "1h30", "10m x", "1..5s", "m", "s10"])
+@pytest.mark.parametrize("text", ["", "soon", "-1", "-1s", "1x", "nan", "1h30", "10m x", "1..5s", "m", "s10",
+                                  "\u00b2"])
 def test_what_is_not_a_duration_is_refused_naming_the_option(text):
     with pytest.raises(ValueError, match="--grace"):
         parse(text, "--grace")
@@ -78,6 +79,10 @@ def test_timeout_0_means_no_timeout_on_the_command_line():
     assert result.returncode == 4
 
 
+def test_an_int_past_any_float_is_an_endless_duration(no_leftovers):
+    assert sandbox.run(["sh", "-c", "exit 3"], timeout=2**1100, grace=2**1100).returncode == 3
+
+
 def test_the_api_keeps_subprocess_meaning_of_a_zero_timeout():
     # subprocess.run(timeout=0) expires at once; so does ours (a drop-in replacement must not wait forever).
     with pytest.raises(subprocess.TimeoutExpired):
@@ -96,7 +101,7 @@ def test_a_bad_duration_gets_one_line_and_status_2(argv, words):
 
 @pytest.mark.parametrize(("kwargs", "error"), [
     ({"timeout": "10 parsecs"}, ValueError), ({"grace": "soon"}, ValueError), ({"grace": b"1"}, TypeError),
-    ({"timeout": "-1s"}, ValueError),
+    ({"timeout": "-1s"}, ValueError), ({"timeout": "\u00b2"}, ValueError), ({"grace": -2**1100}, ValueError),
 ])
 def test_a_bad_duration_in_the_api_names_the_keyword(kwargs, error):
     with pytest.raises(error, match=next(iter(kwargs))):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import signal
 import subprocess
 from pathlib import Path
@@ -155,6 +156,18 @@ def test_cap_drop_and_cap_keep_exclude_each_other(no_leftovers):
         sandbox.run(["true"], cap_drop=["CAP_CHOWN"], cap_keep=["CAP_SYS_ADMIN"])
 
 
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+@pytest.mark.parametrize("hiding", [{"rlimit": ["NOFILE=4"]}, {"tmpfs": ["/proc/sys"]}],
+                         ids=["NOFILE=4", "no /proc/sys"])
+def test_capabilities_drop_where_the_job_has_no_descriptor_or_proc_sys_left(entry, hiding, tmp_path, no_leftovers):
+    """What the job's set-up reads (the number of capabilities) it reads before its limits and without /proc:
+    a job with NOFILE=4, or with /proc/sys hidden, still starts with every capability dropped."""
+    code, out, _, _ = through(entry, ["grep", "^Cap", "/proc/self/status"], {**hiding, "cap_drop": ["ALL"]}, tmp_path)
+    assert code == 0, out
+    seen = fields(out)
+    assert [seen[n] for n in ("CapBnd", "CapPrm", "CapEff", "CapInh", "CapAmb")] == ["0000000000000000"] * 5
+
+
 def test_the_reaper_keeps_its_own(tmp_path, no_leftovers):
     """Priority, limits and capabilities are the job's: the reaper (PID 1 inside) keeps what it needs to stop it."""
     with launched([CLI, *flags(ATTRIBUTES), "--", "sleep", "60"]) as launcher:
@@ -208,15 +221,39 @@ def test_signals_reach_a_forked_job(tmp_path, no_leftovers):
 
 @pytest.mark.parametrize(("options", "message"), [
     (["--nice", "-5"], "cannot set the niceness -5: permission denied (a lower niceness needs root: CAP_SYS_NICE)"),
-    (["--rlimit", "NOFILE=unlimited"], "cannot set the resource limit NOFILE to unlimited:unlimited: permission "
-                                       "denied (raising a hard limit needs root: CAP_SYS_RESOURCE)"),
+    (["--rlimit", "NOFILE={above}"], "cannot set the resource limit NOFILE to {above}:{above}: permission "
+                                     "denied (raising a hard limit needs root: CAP_SYS_RESOURCE)"),
 ])
 def test_what_the_kernel_refuses_an_ordinary_user_fails_before_the_job(nobody_dir, options, message,
                                                                         no_leftovers):
+    above = str(resource.getrlimit(resource.RLIMIT_NOFILE)[1] + 1)  # one more open file than the hard limit
+    options, message = [word.format(above=above) for word in options], message.format(above=above)
     flag = nobody_dir / "ran"
     result = subprocess.run([*AS_NOBODY, CLI, *options, "--", "touch", str(flag)], capture_output=True, text=True,
                             cwd=nobody_dir, timeout=60)
     assert (result.returncode, result.stderr) == (125, f"sandboxed-run: {message}\n")
+    assert not flag.exists()
+
+
+@pytest.mark.parametrize("entry", ["cli", "run", "Job", "create_process"])
+@pytest.mark.parametrize("value", ["unlimited", ":unlimited", "{most_plus_one}"])
+def test_nofile_above_nr_open_is_refused_as_such(entry, value, tmp_path, no_leftovers):
+    """The kernel refuses NOFILE above fs.nr_open even to root: one line saying so, 125, nothing started."""
+    most = int(Path("/proc/sys/fs/nr_open").read_text())
+    value = value.format(most_plus_one=most + 1)
+    shown = "unlimited" if "unlimited" in value else value
+    flag = tmp_path / "ran"
+    if entry == "cli":
+        result = subprocess.run([CLI, "--rlimit", f"NOFILE={value}", "--", "touch", str(flag)], capture_output=True,
+                                text=True, timeout=60)
+        assert (result.returncode, result.stderr) == (125, f"sandboxed-run: --rlimit NOFILE={shown}: the most this "
+                                                           f"machine allows is {most} open files (fs.nr_open)\n")
+    else:
+        with pytest.raises(sandbox.SandboxError) as raised:
+            through(entry, ["touch", str(flag)], {"rlimit": [f"NOFILE={value}"]}, tmp_path)
+        assert str(raised.value) == f"rlimit NOFILE={shown}: the most this machine allows is {most} open files " \
+                                    "(fs.nr_open)"
+        assert raised.value.exit_code == 125
     assert not flag.exists()
 
 
@@ -239,6 +276,17 @@ BAD = [
     ("cpu_weight", 0, "cpu_weight 0: a weight is from 1 to 10000 (the default is 100)"),
     ("io_weight", 10001, "io_weight 10001: a weight is from 1 to 10000 (the default is 100)"),
     ("pids_max", 0, "pids_max 0: must be at least 1"),
+    # Past what the kernel or systemd's 64-bit properties take: refused here, not overflowed on the way.
+    ("rlimit", ["NOFILE=99999999999999999999"], "rlimit NOFILE=99999999999999999999: too large (the most is "
+                                                "9223372036854775807, or unlimited)"),
+    ("rlimit", ["AS=8192P"], "rlimit AS 9223372036854775808: too large"),
+    ("memory_max", "99999999P", "memory_max 112589989558362493157376: too large"),
+    ("pids_max", 2**64, "pids_max 18446744073709551616: the most is 4194304"),
+    ("cpu_max", "1e300%", "cpu_max 1e+300%: the most is 819200% (8192 CPUs)"),
+    # Digits that str.isdigit() knows and int() does not: one line naming the option all the same.
+    ("ionice", "be:\u00b2", "ionice 'be:\u00b2': the level is 0 (highest) to 7 (lowest)"),
+    ("rlimit", ["CPU=\u00b2"], "rlimit CPU=\u00b2: a limit is a whole number or unlimited"),
+    ("cap_drop", ["ALL", "CAP_FLY"], "cap_drop: unknown capability 'CAP_FLY'"),
 ]
 
 
@@ -297,6 +345,27 @@ def test_every_run_reports_what_it_used(entry, tmp_path, no_leftovers):
     assert finished["usage"] == usage.as_dict()
     if cgroups.unavailable({"memory_max": 1}) is not None:
         assert (usage.memory_peak, usage.io_read, usage.pids_peak, usage.oom_kills) == (None,) * 4
+
+
+@pytest.mark.parametrize("entry", ["run", "Job", "run_async", "AsyncJob"])
+def test_a_run_that_times_out_still_says_what_it_used(entry, no_leftovers):
+    """run()'s TimeoutExpired carries the usage of the job it stopped, as its CalledProcessError does."""
+    argv, options = ["sh", "-c", "trap '' TERM; while :; do :; done"], {"timeout": 0.5}
+    with pytest.raises(subprocess.TimeoutExpired) as raised:
+        if entry == "run":
+            sandbox.run(argv, grace=0.5, **options)
+        elif entry == "Job":
+            with sandbox.Job(grace=0.5) as job:
+                job.run(argv, **options)
+        elif entry == "run_async":
+            asyncio.run(sandbox.run_async(argv, grace=0.5, **options))
+        else:
+            async def main() -> None:
+                async with sandbox.AsyncJob(grace=0.5) as job:
+                    await job.run(argv, **options)
+            asyncio.run(main())
+    usage = raised.value.usage
+    assert isinstance(usage, sandbox.Usage) and usage.wall >= 0.9 and usage.user >= 0.3, usage
 
 
 def test_verbose_says_what_it_used_in_one_line(tmp_path, no_leftovers):

@@ -5,6 +5,7 @@ refusal. Checked from inside the job (stat, statvfs, /proc/self/mountinfo) and f
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
 import subprocess
@@ -25,6 +26,8 @@ def cli_words(options: dict) -> list[str]:
         flag = "--" + name.replace("_", "-")
         if value is True:
             words.append(flag)
+        elif value is False:
+            words.append("--no-" + flag[2:])
         elif isinstance(value, list):
             for item in value:
                 words += [flag, ":".join(item) if isinstance(item, tuple) else item]
@@ -237,6 +240,62 @@ def test_a_job_writes_freely_over_a_read_only_tree_and_the_host_is_unchanged(ent
     assert tree_of(read_only_tree) == before and host_mounts() == mounts_before
 
 
+@pytest.mark.parametrize(("entry", "step", "made"), [
+    ("cli", ("dir", "{d}/link/new"), "new"), ("run", ("tmpfs", "{d}/link/new/deeper"), "new"),
+    ("Job", ("bind", "/etc/hostname:{d}/link/file"), "file"), ("AsyncJob", ("symlink", "x:{d}/link/made"), "made"),
+])
+def test_nothing_is_made_through_a_link_that_leads_out_of_an_overlay(entry, step, made, tmp_path):
+    """A mount point that may be made because it lies in an overlay of ours is never made through a symbolic
+    link of the lower directory that leads to the host (it would stay there): one line, 125, the host unchanged."""
+    lower, shown, host = tmp_path / "lower", tmp_path / "shown", tmp_path / "host"
+    for directory in (lower, shown, host):
+        directory.mkdir()
+    (lower / "link").symlink_to(host)
+    options = {"overlay": [f"{lower}:{shown}"], step[0]: [step[1].format(d=shown)]}
+    status, _, err = run_in(entry, options, "true")
+    assert status == 125 and f"{shown}/link is a symbolic link (to {host})" in one_line(err), err
+    assert list(host.iterdir()) == []
+    # With --mkdir the caller asks for it, as mkdir -p would do.
+    status, _, err = run_in(entry, {**options, "mkdir": True}, "true")
+    assert status == 0, err
+    assert [p.name for p in host.iterdir()] == [made]
+
+
+@pytest.mark.parametrize("entry", ["cli", "run", "Job", "create_process"])
+@pytest.mark.parametrize("over_proc", [{"tmpfs": ["/proc"]}, {"bind": ["{d}/lower:/proc"]}], ids=["tmpfs", "bind"])
+def test_dev_and_overlay_work_beside_a_mount_on_proc(entry, over_proc, tmp_path):
+    """--dev and --overlay are made with our /proc's help: a mount that hides /proc is made after them."""
+    (tmp_path / "lower").mkdir()
+    (tmp_path / "lower" / "f").write_text("lower\n")
+    (tmp_path / "shown").mkdir()
+    options = {name: [value.format(d=tmp_path) for value in values] for name, values in over_proc.items()}
+    options.update(overlay=[f"{tmp_path}/lower:{tmp_path}/shown"], dev=[f"{tmp_path}/shown/dev"])
+    status, out, err = run_in(entry, options, f"cat {tmp_path}/shown/f; echo x > {tmp_path}/shown/dev/null; ls /proc")
+    assert status == 0, err
+    assert out.splitlines()[0] == "lower" and "self" not in out.split(), out
+
+
+@pytest.mark.parametrize("entry", ["cli", "run", "Job", "AsyncJob"])
+def test_no_proc_keeps_a_mount_on_proc(entry, tmp_path):
+    """--no-proc takes our fresh /proc away before the mounts, so a --tmpfs or --bind on /proc is what the job
+    sees there (not our /proc, shown again because the mount on top of it was the one taken away)."""
+    (tmp_path / "shown").mkdir()
+    (tmp_path / "shown" / "f").write_text("x")
+    for over_proc, listed in (({"tmpfs": ["/proc"]}, ""), ({"bind": [f"{tmp_path}/shown:/proc"]}, "f\n")):
+        status, out, err = run_in(entry, {"proc": False, **over_proc}, "ls /proc")
+        assert (status, out) == (0, listed), err
+
+
+def test_the_processes_killed_are_counted_under_a_tmpfs_on_proc(tmp_path):
+    status_file = tmp_path / "status.jsonl"
+    result = subprocess.run([CLI, "--json-status", str(status_file), "--tmpfs", "/proc", "--grace", "0.2", "--", "sh",
+                             "-c", "trap '' TERM; sleep 60 & sleep 60 & exit 0"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    killed = [json.loads(line) for line in status_file.read_text().splitlines() if '"killed"' in line]
+    assert [event["count"] for event in killed] == [2]
+
+
 def test_the_private_layer_vanishes_and_mountinfo_shows_the_overlay(tmp_path, read_only_tree):
     view = tmp_path / "view"
     view.mkdir()
@@ -332,6 +391,11 @@ def test_a_backslash_before_a_backslash_is_one_backslash(tmp_path):
     (["--tmpfs", "/mnt:mode=0999"], "octal"), (["--tmpfs", "/mnt:uid=0"], "unknown tmpfs option 'uid'"),
     (["--tmpfs", "/mnt:size"], "KEY=VALUE"), (["--dev", "/"], "cannot mount over /"),
     (["--overlay", "/usr:/"], "cannot mount over /"), (["--dev", "dev"], "absolute"),
+    (["--dev", "/proc"], "--dev /proc: cannot be made over /proc"),
+    (["--overlay", "/usr:/proc"], "--overlay /proc: cannot be made over /proc"),
+    # A size past 64 bits would wrap around in the kernel.
+    (["--tmpfs", "/mnt:size=99999999999999999999999"], "size 99999999999999999999999 is too large"),
+    (["--tmpfs", "/mnt:size=8E"], "size 8E is too large"),
 ])
 def test_bad_mount_values_get_one_line_and_status_2(argv, words, tmp_path):
     result = subprocess.run([CLI, *argv, "--", "touch", str(tmp_path / "ran")], capture_output=True, text=True,
@@ -345,6 +409,7 @@ def test_bad_mount_values_get_one_line_and_status_2(argv, words, tmp_path):
     ({"overlay": [("/usr", "/mnt", "/usr/x")]}, ValueError, "overlay"), ({"tmpfs": [("/mnt", 7)]}, ValueError, "tmpfs"),
     ({"tmpfs": [("/mnt", {"mode": 0o10000})]}, ValueError, "tmpfs"), ({"dev": "/dev"}, ValueError, "dev"),
     ({"mkdir": "yes"}, ValueError, "mkdir"),
+    ({"tmpfs": [("/mnt", {"size": 2**70})]}, ValueError, "tmpfs /mnt: size 1180591620717411303424 is too large"),
 ])
 def test_bad_mount_values_in_the_api_name_the_keyword(kwargs, error, words):
     with pytest.raises(error, match=words):

@@ -23,7 +23,17 @@ class Refused(Exception):
 def apply(spec: SandboxSpec, oom_score_adj: int | None) -> None:
     """Set spec's attributes on this (freshly forked) process, in the order their privileges allow: limits,
     priorities and oom_score_adj while every capability is still there, no_new_privs, then the capabilities
-    dropped last (dropping CAP_SETPCAP early would forbid the bounding set's changes)."""
+    dropped last (dropping CAP_SETPCAP early would forbid the bounding set's changes). What needs a file
+    (oom_score_adj, the number of capabilities) comes before the limits: NOFILE=3 leaves no descriptor free."""
+    if oom_score_adj is not None:
+        # The reaper made itself the last the OOM killer picks; the job is as killable as its caller was.
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write(str(oom_score_adj))
+        except OSError:
+            pass
+    dropped = cap_numbers(spec.cap_drop or spec.cap_keep, linux.last_cap(), bool(spec.cap_keep)) \
+        if spec.cap_drop or spec.cap_keep else []
     if spec.rlimit:
         _rlimits(spec.rlimit)
     if spec.nice is not None:
@@ -38,19 +48,12 @@ def apply(spec: SandboxSpec, oom_score_adj: int | None) -> None:
             linux.ioprio_set(ioclass, level)
         except OSError as exc:
             raise Refused(f"cannot set the I/O priority: {_why(exc, 'CAP_SYS_ADMIN', 'the realtime class')}") from None
-    if oom_score_adj is not None:
-        # The reaper made itself the last the OOM killer picks; the job is as killable as its caller was.
-        try:
-            with open("/proc/self/oom_score_adj", "w") as f:
-                f.write(str(oom_score_adj))
-        except OSError:
-            pass
     if spec.no_new_privs:
         import prctl
 
         prctl.set_no_new_privs(1)
     if spec.cap_drop or spec.cap_keep:
-        _drop_caps(spec.cap_drop or spec.cap_keep, keep=bool(spec.cap_keep))
+        _drop_caps(dropped, every=spec.cap_drop == ("ALL",))
 
 
 def _why(exc: OSError, cap: str, what: str) -> str:
@@ -79,13 +82,11 @@ def _rlimits(wanted: tuple[tuple[str, int | None, int | None], ...]) -> None:
             raise Refused(f"cannot set the resource limit {name} to {shown}: {reason}") from None
 
 
-def _drop_caps(names: tuple[str, ...], keep: bool) -> None:
+def _drop_caps(caps: list[int], every: bool) -> None:
     import prctl
 
-    with open("/proc/sys/kernel/cap_last_cap") as f:
-        caps = cap_numbers(names, int(f.read()), keep)
     try:
-        if names == ("ALL",):
+        if every:
             linux.clear_ambient_caps()
         else:
             for cap in caps:

@@ -109,7 +109,10 @@ def _fork_exec(path: bytes, argv: list[bytes], env: dict[bytes, bytes], file_act
                     os.close(action[1])
             for sig in CATCHABLE - set(ignored):
                 signal.signal(sig, signal.SIG_DFL)
-            attributes.apply(spec, oom_score_adj)
+            try:
+                attributes.apply(spec, oom_score_adj)
+            except OSError as exc:  # not the exec's: never "command not found"
+                raise attributes.Refused(f"cannot set up the job's process: {exc.strerror or exc}") from None
             signal.pthread_sigmask(signal.SIG_SETMASK, ())
             os.execve(path, argv, env)
         except attributes.Refused as exc:

@@ -39,8 +39,13 @@ def set_up(spec: SandboxSpec) -> str | int:
             linux.mount(None, b"/", None, linux.MS_REC | linux.MS_PRIVATE)
         except OSError as exc:
             raise mount_error(exc, "make mounts private under", "/") from None
+    # Before the mounts: one on /proc (--tmpfs /proc) lands on what shows there after, and must not be what
+    # --no-proc takes away; our /proc, hidden by it, is still where we count our processes.
+    counted: str | int = "/proc" if spec.proc else _drop_proc()
+    if spec.proc and any(step.target == "/proc" and step.kind in MOUNTS for step in spec.mounts):
+        counted = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     _make(spec.mounts, spec.mkdir, spec.userns)
-    return "/proc" if spec.proc else _drop_proc()
+    return counted
 
 
 def _make(steps: tuple[Mount, ...], mkdir: bool, userns: bool) -> None:
@@ -55,7 +60,8 @@ def _make(steps: tuple[Mount, ...], mkdir: bool, userns: bool) -> None:
     def create_below(above: Mount | None) -> None:
         for step, step_owner in zip(steps, owners, strict=True):
             if step_owner is above:
-                create(step, may_create(above, mkdir))
+                # Without --mkdir, what we make must stay in the mount of ours it lies in.
+                create(step, may_create(above, mkdir), None if mkdir or above is None else above.target)
 
     create_below(None)
     for step in steps:

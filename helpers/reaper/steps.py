@@ -25,13 +25,17 @@ def _fd_path(fd: int) -> bytes:
     return b"/proc/self/fd/%d" % fd
 
 
-def create(step: Mount, may: bool) -> None:
+def create(step: Mount, may: bool, inside: str | None = None) -> None:
     """Make step's missing path (parents first): a directory, an empty file for a bind of a file, only the
-    parents for a link. may: whether we may create here (mountspec.may_create)."""
+    parents for a link. may: whether we may create here (mountspec.may_create); inside: the mount of ours
+    the path must not leave (None: anywhere), which a symbolic link below it (in an overlay's lower
+    directory, say) would lead out of, to a host directory where what we make would stay."""
     if os.path.lexists(step.target):
         return
     if not may:
         raise SandboxError(f"cannot {_action(step)} {step.target}: {missing_advice(step.target, step.kind)}")
+    if inside is not None:
+        _no_link_out(step, inside)
     parent = os.path.dirname(step.target)
     try:
         os.makedirs(parent, 0o755, exist_ok=True)
@@ -43,6 +47,20 @@ def create(step: Mount, may: bool) -> None:
             os.close(os.open(step.target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
     except OSError as exc:
         raise mount_error(exc, "create the mount point", exc.filename or step.target, kind=step.kind) from None
+
+
+def _no_link_out(step: Mount, inside: str) -> None:
+    path = inside
+    for part in os.path.relpath(os.path.dirname(step.target), inside).split("/"):
+        if part == ".":
+            continue
+        path = os.path.join(path, part)
+        if os.path.islink(path):
+            raise SandboxError(f"cannot {_action(step)} {step.target}: {path} is a symbolic link (to "
+                               f"{os.readlink(path)}); what is made through it would stay on the host: give the "
+                               "path it leads to, or ask for it to be created on the host (--mkdir, mkdir=True)")
+        if not os.path.lexists(path):
+            return  # from here on we make every part ourselves
 
 
 def make(step: Mount, userns: bool, reopen: bool) -> None:

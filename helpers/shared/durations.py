@@ -37,7 +37,7 @@ def parse(text: str, name: str) -> float:
         return math.inf
     if stripped.startswith("-"):
         raise ValueError(f"{name} must be a duration >= 0, not {text!r}")
-    if stripped[:1].isdigit() and stripped.replace(".", "", 1).isdigit():
+    if stripped[:1].isdigit() and stripped.replace(".", "", 1).isdecimal():  # not isdigit: "²" is no number
         return float(stripped)  # the common case, without a regular expression
     if re.fullmatch(_NUMBER, stripped):
         return float(stripped)

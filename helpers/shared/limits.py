@@ -33,6 +33,12 @@ IOPRIO_ALIASES = {"rt": "realtime", "be": "best-effort", "1": "realtime", "2": "
 IOPRIO_DEFAULT_LEVEL = 4
 
 MAX_WEIGHT = 10000
+# The largest values the kernel (and systemd's 64-bit properties) take: a size or limit in a signed 64-bit
+# number (setrlimit's finite limits, memory.max), pids.max up to PID_MAX_LIMIT, and a CPU share up to the
+# most CPUs a kernel can be built for. Larger ones would overflow on their way, not mean "no limit".
+MAX_SIZE = 2**63 - 1
+MAX_PIDS = 4 * 1024 * 1024
+MAX_CPUS = 8192
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 
 
@@ -68,7 +74,7 @@ def ionice(value: object, name: str) -> tuple[int, int] | None:
         return IOPRIO_CLASSES[cls], 0
     if not sep:
         return IOPRIO_CLASSES[cls], IOPRIO_DEFAULT_LEVEL
-    if not level_text.isdigit() or not 0 <= int(level_text) <= 7:
+    if level_text not in tuple("01234567"):
         raise ValueError(f"{name} {value!r}: the level is 0 (highest) to 7 (lowest)")
     return IOPRIO_CLASSES[cls], int(level_text)
 
@@ -100,6 +106,8 @@ def _bytes(value: object, name: str) -> int:
     value = _integer(value, name)
     if value < 0:
         raise ValueError(f"{name} {value}: a size cannot be negative")
+    if value > MAX_SIZE:
+        raise ValueError(f"{name} {value}: too large (the most is {MAX_SIZE} bytes, 8E)")
     return value
 
 
@@ -128,6 +136,8 @@ def percent(value: object, name: str) -> float | None:
     value = float(value)
     if not value >= 1 or value == float("inf"):
         raise ValueError(f"{name} {value:g}%: the least is 1% of one CPU")
+    if value > MAX_CPUS * 100:
+        raise ValueError(f"{name} {value:g}%: the most is {MAX_CPUS * 100}% ({MAX_CPUS} CPUs)")
     return value
 
 
@@ -147,6 +157,8 @@ def count(value: object, name: str) -> int | None:
     value = _integer(value, name)
     if value < 1:
         raise ValueError(f"{name} {value}: must be at least 1")
+    if value > MAX_PIDS:
+        raise ValueError(f"{name} {value}: the most is {MAX_PIDS} (as many PIDs as a kernel can have)")
     return value
 
 
@@ -160,12 +172,15 @@ def _rlimit_value(text: object, resource: str, name: str) -> int | None:
     if resource in BYTE_RLIMITS:
         return _bytes(text, label)
     if isinstance(text, str):
-        if not text.strip().isdigit():
+        if not text.strip().isascii() or not text.strip().isdigit():
             raise ValueError(f"{label}={text}: a limit is a whole number or unlimited")
-        return int(text)
-    value = _integer(text, label)
+        value = int(text)
+    else:
+        value = _integer(text, label)
     if value < 0:
         raise ValueError(f"{label}={value}: a limit cannot be negative (use unlimited)")
+    if value > MAX_SIZE:
+        raise ValueError(f"{label}={value}: too large (the most is {MAX_SIZE}, or unlimited)")
     return value
 
 
@@ -224,16 +239,20 @@ def cap_drop(values: object, name: str) -> tuple[str, ...]:
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
         raise ValueError(f"{name} takes a list of capabilities (or ALL), not a single value: {values!r}")
     numbers = set()
+    every = False
     for value in values:
         if not isinstance(value, str):
             raise TypeError(f"{name}: a capability is named by a string, not {value!r}")
         text = value.strip().upper()
         if text == ALL_CAPS:
-            return (ALL_CAPS,)
+            every = True  # the rest are checked all the same: a misspelt name is a mistake beside ALL too
+            continue
         text = text.removeprefix("CAP_")
         if text not in CAP_NAMES:
             raise ValueError(f"{name}: unknown capability {value!r} (see capabilities(7); or ALL)")
         numbers.add(CAP_NAMES.index(text))
+    if every:
+        return (ALL_CAPS,)
     return tuple("CAP_" + CAP_NAMES[n] for n in sorted(numbers))
 
 

@@ -227,6 +227,22 @@ def clear_ambient_caps() -> None:
         _check(-1, "prctl(PR_CAP_AMBIENT)")
 
 
+PR_CAPBSET_READ = 23
+
+
+def last_cap() -> int:
+    """The highest capability number this kernel knows (what /proc/sys/kernel/cap_last_cap says), asked of
+    the kernel itself: the job's mounts may hide /proc, and its limits may leave no descriptor to read it."""
+    low, high = 0, 63  # PR_CAPBSET_READ fails with EINVAL past the last one
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _libc.prctl(PR_CAPBSET_READ, middle, 0, 0, 0) < 0:
+            high = middle - 1
+        else:
+            low = middle
+    return low
+
+
 def lower_ambient_cap(cap: int) -> None:
     if _libc.prctl(PR_CAP_AMBIENT, 3, cap, 0, 0) < 0 and ctypes.get_errno() != 22:  # PR_CAP_AMBIENT_LOWER
         _check(-1, "prctl(PR_CAP_AMBIENT)")

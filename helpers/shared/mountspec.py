@@ -116,6 +116,7 @@ def overlay_value(value: object, name: str) -> tuple[str, str, str | None]:
 
 
 _SIZE = r"\d+[kKmMgGtTpPeE]?|\d{1,3}%"  # compiled on first use
+_SHIFTS = {"k": 1, "m": 2, "g": 3, "t": 4, "p": 5, "e": 6}  # powers of 1024, as the kernel's memparse reads them
 
 
 def tmpfs_value(value: object, name: str) -> tuple[str, str | None, int | None]:
@@ -142,9 +143,11 @@ def tmpfs_value(value: object, name: str) -> tuple[str, str | None, int | None]:
     if size is not None:
         if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
             size = str(size)
-        if not isinstance(size, str) or not re.fullmatch(_SIZE, size):
+        if not isinstance(size, str) or not re.fullmatch(_SIZE, size, re.ASCII):
             raise ValueError(f"{name} {path}: size {size!r} is not a size: bytes with an optional k, m or g "
                              "(64M), or a share of memory (50%)")
+        if int(size.rstrip("%kKmMgGtTpPeE")) << 10 * _SHIFTS.get(size[-1].lower(), 0) >= 1 << 63:
+            raise ValueError(f"{name} {path}: size {size} is too large (the most is 8E)")
     if mode is not None:
         if isinstance(mode, str) and re.fullmatch(r"[0-7]{1,4}", mode):
             mode = int(mode, 8)
@@ -185,7 +188,9 @@ def steps_of(tmpfs: Iterable[tuple], bind: Iterable[tuple], ro_bind: Iterable[tu
     steps += [Mount("dir", path) for path in dirs]
     steps += [Mount("symlink", path, target) for target, path in symlink]
     rank = {"read_only": 0, "dir": 2, "symlink": 2}
-    steps.sort(key=lambda m: (m.target.rstrip("/").count("/"), rank.get(m.kind, 1)))
+    # What lies in /proc comes last: --dev and --overlay need our /proc (its /proc/self/fd) while they are
+    # made, and a mount on /proc would hide it.
+    steps.sort(key=lambda m: (_within(m.target, "/proc"), m.target.rstrip("/").count("/"), rank.get(m.kind, 1)))
     return tuple(steps)
 
 

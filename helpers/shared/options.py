@@ -58,7 +58,10 @@ def duration(value: object, name: str) -> float:
         return durations.parse(value, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds or a duration such as '10m', not {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int past any float: longer than any wait, or below 0
+        value = math.inf if value > 0 else -math.inf
     if math.isnan(value) or value < 0:
         raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
     return value
@@ -409,6 +412,20 @@ def check_api_options(given: Mapping[str, object], accepted: Iterable[str] = API
     return {name: BY_NAME[name].check(given[name], name) if name in given else _DEFAULTS[name] for name in accepted}
 
 
+def _check_nr_open(soft: int | None, hard: int | None, name: str) -> None:
+    """NOFILE above fs.nr_open is refused by the kernel even to root: say so, not "permission denied"."""
+    try:
+        with open("/proc/sys/fs/nr_open") as f:
+            most = int(f.read())
+    except (OSError, ValueError):
+        return
+    values = [value for value in (soft, hard) if value is not None]
+    if any(value == limits.UNLIMITED or value > most for value in values):
+        shown = "unlimited" if limits.UNLIMITED in values else str(max(values))
+        raise SandboxError(f"{name} NOFILE={shown}: the most this machine allows is {most} open files "
+                           "(fs.nr_open)")
+
+
 # -- what the reaper gets ------------------------------------------------------------------------------
 
 class SandboxSpec:
@@ -455,6 +472,11 @@ class SandboxSpec:
                   *(("ro_bind", t) for _, t in checked["ro_bind"]), *(("overlay", t) for _, t, _ in checked["overlay"]),
                   *(("dev", p) for p in checked["dev"]), *(("symlink", p) for _, p in checked["symlink"])]
         for name, target in mounts:
+            if target == "/proc" and name in ("dev", "overlay"):
+                # Made with the help of our /proc (its /proc/self/fd), which their own tmpfs would hide first.
+                raise ValueError(f"{BY_NAME[name].spelled(spelling)} /proc: cannot be made over /proc; "
+                                 f"{BY_NAME['tmpfs'].spelled(spelling)} /proc hides it, "
+                                 f"{BY_NAME['bind'].spelled(spelling)} shows a directory there")
             if target == "/":
                 # It would not replace the root the job sees (its processes keep the old one), and the
                 # job would write to the host's real / while looking at an empty tmpfs or a bind.
@@ -517,6 +539,9 @@ class SandboxSpec:
             reason = userns_unavailable()
             if reason:
                 raise SandboxError(f"cannot create a user namespace: {reason}")
+        for resource, soft, hard in self.rlimit:
+            if resource == "NOFILE":
+                _check_nr_open(soft, hard, BY_NAME["rlimit"].spelled(spelling))
         if self.cgroup_limits:
             from .cgroups import unavailable
 

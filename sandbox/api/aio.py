@@ -213,7 +213,9 @@ async def _run(start: Callable[..., Awaitable[AsyncProcess]], args: Any, stdin: 
             out, err = await asyncio.wait_for(process.communicate(input), timeout)
         except TimeoutError:
             await _shielded(process, _stop_for_timeout)
-            raise subprocess.TimeoutExpired(args, timeout) from None
+            expired = subprocess.TimeoutExpired(args, timeout)
+            expired.usage = process.usage  # type: ignore[attr-defined]  # what it used until it was stopped
+            raise expired from None
     except asyncio.CancelledError:
         await _shielded(process, deliver_cancel or default_deliver_cancel)
         raise

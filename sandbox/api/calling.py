@@ -59,6 +59,10 @@ def payload(func: Callable[..., Any], args: tuple, kwargs: dict) -> tuple[bytes,
     pickler = _Pickler(buffer, pickle.DEFAULT_PROTOCOL)
     pickler.dump((func, args, kwargs))
     script = main_script() if pickler.needs_main else ""
+    if pickler.needs_main and not script:
+        raise TypeError(f"job.call: {func!r} needs the caller's __main__, which has no script file the job could "
+                        "load (python -c, standard input, the interactive prompt): define it in a module or a "
+                        "script file")
     if script:
         line = unguarded_line(script)
         if line is not None:
@@ -67,8 +71,9 @@ def payload(func: Callable[..., Any], args: tuple, kwargs: dict) -> tuple[bytes,
 
 
 def main_script() -> str:
+    """The caller's script ("" if __main__ has none): any file, as runpy loads it (an executable without .py too)."""
     main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-    return os.path.abspath(main_file) if main_file and main_file.endswith(".py") else ""
+    return os.path.abspath(main_file) if main_file and os.path.isfile(main_file) else ""
 
 
 def unguarded_line(script: str) -> int | None:

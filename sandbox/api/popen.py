@@ -415,7 +415,10 @@ def complete(factory: Callable[..., Popen], args: Any, stdin: Any, input: bytes 
         except subprocess.TimeoutExpired:
             process.stop_for(wire.StopReason.TIMEOUT)
             out, err = process.client.through_interrupts(process.communicate)
-            raise subprocess.TimeoutExpired(process.args, seconds, out, err) from None  # type: ignore[arg-type]
+            expired = subprocess.TimeoutExpired(process.args, seconds, out, err)  # type: ignore[arg-type]
+            expired.events = process.events  # type: ignore[attr-defined]
+            expired.usage = process.usage  # type: ignore[attr-defined]  # what it used until it was stopped
+            raise expired from None
         except KeyboardInterrupt:
             process.client.relay(signal.SIGINT)
             process.client.through_interrupts(process.communicate)

@@ -6,10 +6,12 @@ import errno
 import fcntl
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 import weakref
 
 from sandboxed_run_helpers.shared import linux, wire
@@ -89,7 +91,7 @@ class SpawnServer:
             message, _, _ = wire.recv(ours)
         except (wire.Closed, ConnectionError, ValueError):
             ours.close()
-            raise SandboxError("the sandbox spawn server exited at start-up (see its message above)") from None
+            raise SandboxError(f"the sandbox spawn server {_how_it_ended(self.process)}") from None
         self.channel = ours
         self.pid = message.pid
         self.pidfd = os.pidfd_open(message.pid)  # opened while it runs: readable once it has died
@@ -171,6 +173,23 @@ def _wait_for_exit(process: subprocess.Popen) -> None:
     except ChildProcessError:
         # The caller ignores SIGCHLD, so the kernel reaps for it; wait() returned when the server ended.
         pass
+
+
+def _how_it_ended(process: subprocess.Popen | None) -> str:
+    """What a server that closed its channel before saying it was ready died of, in words. The keeper
+    thread reaps it; a server that is still there (it closed the channel and lives on) is said to."""
+    deadline = time.monotonic() + 0.5
+    while process is not None and process.returncode is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    status = None if process is None else process.returncode
+    if status is None:
+        return "ended at start-up"
+    if status < 0:
+        try:
+            return f"was killed by {signal.Signals(-status).name} at start-up"
+        except ValueError:
+            return f"was killed by signal {-status} at start-up"
+    return f"exited at start-up with status {status} (see its message above)"
 
 
 def _above_stdio(fd: int) -> int:

@@ -214,6 +214,10 @@ def _spec(values: dict[str, Any]) -> SandboxSpec:
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        # Until foreground.py watches the signals, a Ctrl+C ends us as it ends any program that has started
+        # nothing yet: by SIGINT, not by a traceback of whatever was being imported.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
     from sandboxed_run_helpers.shared.signals import reset_for_helper
     from sandboxed_run_helpers.shared.status import say
 
