@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import stat
@@ -102,6 +103,11 @@ def no_leftovers(request, tmp_path, tmp_path_factory):
             pytest.fail("; ".join(problems), pytrace=False)
 
 
+# The names our tests' sandboxes get: test_named's t-0123456789, and generated ones (sleep-3fa2c1). Other
+# sessions on the machine (a hostile test planting its own sockets, say) have theirs, which are not ours.
+OUR_NAMES = re.compile(r"t-[0-9a-f]{10}|.+-[0-9a-f]{6}")
+
+
 def stale_registry_entries(since: float) -> list[str]:
     """Registry entries made since then whose reaper is gone (removed on the way): a test that kills a
     reaper must see its entry removed (by a listing, or a new claim of the name)."""
@@ -110,6 +116,8 @@ def stale_registry_entries(since: float) -> list[str]:
     found = []
     for _owner, directory in registry.all_directories():
         for name, _uid in registry.entries(directory):
+            if not OUR_NAMES.fullmatch(name):
+                continue
             path = os.path.join(directory, name)
             try:
                 made = os.lstat(path).st_ctime
