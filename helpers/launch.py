@@ -13,7 +13,7 @@ import os
 
 from . import forked
 from .reaper.main import main as reaper
-from .shared import linux, wire
+from .shared import linux, registry, wire
 from .shared.errors import namespace_error
 
 TYPE_CHECKING = False
@@ -116,10 +116,16 @@ def hand_over(sock: socket.socket, pid: int, order: wire.Job | wire.Session, std
             os.setpgid(pid, order.pgid)
         except OSError:
             pass
+    # The registry directory, opened here in the caller's mount namespace: the reaper's copy of it may
+    # turn read-only (--read-only /), and its entry must still go when it ends. Last of the descriptors.
+    dirfd = registry.open_directory(order.registry) if order.registry is not None else None
     try:
-        wire.send(sock, order, fds=stdio)
+        wire.send(sock, order, fds=(*stdio, dirfd) if dirfd is not None else stdio)
     except (BrokenPipeError, ConnectionResetError):
         pass
+    finally:
+        if dirfd is not None:
+            os.close(dirfd)
 
 
 def start(order: wire.Job, stdio: tuple[int, ...]) -> tuple[int, int, socket.socket, Cgroup | None]:

@@ -1,8 +1,9 @@
 """sandboxed-run: run commands in a private mount and PID namespace that the kernel tears down.
 
 The public API: run, Popen (subprocess's interface), Job (several commands in one sandbox), their
-asyncio variants (run_async, create_process, AsyncJob), SandboxError and its kinds, Usage (what a run
-used), and PIPE/STDOUT/DEVNULL. Names load on first use so that the command-line tool pays only for what it needs.
+asyncio variants (run_async, create_process, AsyncJob), list_running and stop_running (running
+sandboxes, by name), SandboxError and its kinds, Usage (what a run used), and PIPE/STDOUT/DEVNULL.
+Names load on first use so that the command-line tool pays only for what it needs.
 
 Layout: sandbox/api runs in the caller's program, sandbox/cli is the sandboxed-run command, and
 sandbox/client.py is the end of a reaper that both hold; the helper processes and the layer every
@@ -15,7 +16,8 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing into ever
 
 __all__ = ["run", "Popen", "Job", "JobProcess", "RemoteTraceback", "UnguardedScript", "run_async", "create_process",
            "AsyncProcess", "AsyncJob", "SandboxError", "CommandNotFound", "NotExecutable", "Usage",
-           "PIPE", "STDOUT", "DEVNULL"]
+           "PIPE", "STDOUT", "DEVNULL", "list_running", "stop_running", "RunningSandbox", "SandboxNotFound",
+           "SandboxNotPermitted"]
 
 _HOMES = {
     "run": ".api.popen", "Popen": ".api.popen", "PIPE": ".api.popen", "STDOUT": ".api.popen",
@@ -25,10 +27,19 @@ _HOMES = {
     "run_async": ".api.aio", "create_process": ".api.aio", "AsyncProcess": ".api.aio", "AsyncJob": ".api.aio",
     "SandboxError": "sandboxed_run_helpers.shared.errors", "CommandNotFound": "sandboxed_run_helpers.shared.errors",
     "NotExecutable": "sandboxed_run_helpers.shared.errors", "Usage": "sandboxed_run_helpers.shared.usage",
+    "list_running": ".running", "stop_running": ".running", "RunningSandbox": ".running",
+    "SandboxNotFound": "sandboxed_run_helpers.shared.errors",
+    "SandboxNotPermitted": "sandboxed_run_helpers.shared.errors",
 }
 
 if TYPE_CHECKING:
-    from sandboxed_run_helpers.shared.errors import CommandNotFound, NotExecutable, SandboxError
+    from sandboxed_run_helpers.shared.errors import (
+        CommandNotFound,
+        NotExecutable,
+        SandboxError,
+        SandboxNotFound,
+        SandboxNotPermitted,
+    )
     from sandboxed_run_helpers.shared.usage import Usage
 
     __version__: str  # the installed package's version (see _version)
@@ -37,6 +48,7 @@ if TYPE_CHECKING:
     from .api.calling import RemoteTraceback, UnguardedScript
     from .api.job import Job, JobProcess
     from .api.popen import DEVNULL, PIPE, STDOUT, Popen, run
+    from .running import RunningSandbox, list_running, stop_running
 
 
 def __getattr__(name: str) -> object:

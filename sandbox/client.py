@@ -38,6 +38,7 @@ class ReaperClient:
         self.ready = False  # the job started, or the session is ready for commands
         self.on_event = on_event
         self.job_pid: int | None = None
+        self.name: str | None = None  # the sandbox's name in the registry of running sandboxes
         self.status: int | None = None  # the main process's wait status
         self.usage: Usage | None = None  # what the sandbox (or this command) used, as its reaper said at the end
         self.error: SandboxError | None = None
@@ -74,8 +75,10 @@ class ReaperClient:
         if isinstance(message, wire.Event):
             if message.name == wire.EventName.STARTED:
                 self.job_pid = message.fields["job_pid"] = pid
+                self.name = message.fields.get("name")
                 self.ready = True
             elif message.name == wire.EventName.READY:
+                self.name = message.fields.get("name")
                 self.ready = True
             self.emit(message.name, message.fields)
         elif isinstance(message, wire.ReaperIs) and fds:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import stat
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -46,6 +48,7 @@ def no_leftovers(request, tmp_path, tmp_path_factory):
     os.environ[MARK] = token
     mounts_before = host_mounts()
     loops_before = set(loop_devices())
+    started = time.time()
     try:
         yield token
     finally:
@@ -86,9 +89,59 @@ def no_leftovers(request, tmp_path, tmp_path_factory):
             for dev in new_loops.values():
                 subprocess.run(["losetup", "-d", dev], check=False)
             problems.append(f"loop devices left attached: {sorted(new_loops)}")
+        if request.node.get_closest_marker("kills_reapers") or request.node.get_closest_marker("vm"):
+            import sandbox
+
+            # Removes the entries of reapers that were killed, as any listing does. (The VM's tests kill
+            # everything of ours at every step; they are not marked one by one.)
+            sandbox.list_running()
+        stale = stale_registry_entries(started)
+        if stale:
+            problems.append(f"dead entries left in the registry of running sandboxes: {stale}")
         del os.environ[MARK]
         if problems:
             pytest.fail("; ".join(problems), pytrace=False)
+
+
+# The names our tests' sandboxes get: test_named's t-0123456789, and generated ones (sleep-3fa2c1). Other
+# sessions on the machine (a hostile test planting its own sockets, say) have theirs, which are not ours.
+OUR_NAMES = re.compile(r"t-[0-9a-f]{10}|.+-[0-9a-f]{6}")
+
+
+def stale_registry_entries(since: float) -> list[str]:
+    """Registry entries made since then whose reaper is gone (removed on the way): a test that kills a
+    reaper must see its entry removed (by a listing, or a new claim of the name)."""
+    from sandboxed_run_helpers.shared import registry
+
+    found = []
+    for _owner, directory in registry.all_directories():
+        for name, _uid in registry.entries(directory):
+            if not OUR_NAMES.fullmatch(name):
+                continue
+            path = os.path.join(directory, name)
+            try:
+                made = os.lstat(path).st_ctime
+            except OSError:
+                continue
+            if made >= since - 1 and registry.remove_if_dead(directory, name):
+                found.append(path)
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_registry_directories_left():
+    """The registry directories the session's sandboxes made for users (/tmp/sandboxed-run-UID), removed
+    at the end if empty: they belong to the test users, not to the host."""
+    from sandboxed_run_helpers.shared import registry
+
+    before = {directory for _owner, directory in registry.all_directories()}
+    yield
+    for owner, directory in registry.all_directories():
+        if owner != 0 and directory not in before and directory.startswith(registry.TMP_PREFIX):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                pass  # not empty: a sandbox of another session runs there
 
 
 def _not_traversable_by_others(path: str) -> list[str]:

@@ -83,10 +83,12 @@ COMMAND_LINES = [
     ["--chdir", "/tmp", "--cwd=/", "--setenv", "A=1", "--setenv", "B=2", "--unsetenv", "C", "env"],
     ["--on-exit", "echo 1", "--on-exit=echo 2", "--json-status", "/tmp/s", "--timeout", "inf", "x", "-v"],
     ["--stop-signal", "-9", "true"], ["--propagation", "private", "-", "x"],
+    ["--name", "backup", "true"], ["--list"], ["--list", "--json"], ["--stop", "x", "--grace", "1"],
+    ["--enter", "x"], ["--enter=x", "--", "sh", "-c", "true"],
     ["--overlay", "/a:/b", "--dev=/dev", "--dir", "/x", "--symlink", "a:/b", "--mkdir", "--tmpfs", "/t:size=1M", "x"],
 ]
 NOT_PLAIN = [[], ["--"], ["--help"], ["-h", "true"], ["--bogus", "true"], ["--grace"], ["--userns=1", "true"],
-             ["-vh", "true"], ["--tmpfs"]]
+             ["-vh", "true"], ["--tmpfs"], ["--stop"], ["--name", "x"]]
 
 
 def test_the_fast_reading_of_a_command_line_is_clicks():

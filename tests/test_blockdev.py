@@ -13,6 +13,7 @@ from support import CLI, MOUNT_IMAGE, OPEN_LUKS, Ending, loop_devices, make_imag
 ENDINGS = ["exit", "ctrl-c", "timeout", "launcher-sigkill", "all-sigkill", "api-caller-sigkill"]
 
 
+@pytest.mark.kills_reapers
 @pytest.mark.parametrize("how", ENDINGS)
 def test_the_loop_device_of_a_mounted_image_is_gone_after_the_job_ends(tmp_path, how, no_leftovers):
     ending = Ending(tmp_path, how)

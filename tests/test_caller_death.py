@@ -8,6 +8,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from support import (
     CLI,
     PYTHON,
@@ -84,6 +86,7 @@ sleep 1000
 """
 
 
+@pytest.mark.kills_reapers
 def test_everything_of_ours_sigkilled_the_kernel_ends_the_job_and_releases_its_loop_device(tmp_path, no_leftovers):
     image = tmp_path / "image.ext4"
     subprocess.run(["truncate", "-s", "8M", str(image)], check=True)
@@ -108,6 +111,7 @@ def test_everything_of_ours_sigkilled_the_kernel_ends_the_job_and_releases_its_l
     time.sleep(0.1)
 
 
+@pytest.mark.kills_reapers
 def test_a_crashed_reaper_ends_the_sandbox_instead_of_hanging(tmp_path, no_leftovers):
     """PID 1 of a namespace ignores a fault's default action: a crash would be retried forever. Ours exits."""
     with launched([CLI, "--", "sleep", "300"],

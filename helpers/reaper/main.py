@@ -34,7 +34,7 @@ from ..shared.signals import (
     reset_for_helper,
     signal_name,
 )
-from . import accounting, commands, mounts
+from . import accounting, commands, listing, mounts
 from .accounting import Accounting
 from .commands import Process
 from .stopping import Stopping, kill
@@ -59,21 +59,27 @@ def main(sock: socket.socket, parent_pidfd: int) -> int:
     received = receive_order(sock, sigfd)
     if received is None:
         return EXIT_FAILURE  # the launcher went away first
-    order, stdio = received
+    order, stdio, registry_fd = received
     reaper = Reaper(sock, sigfd, order, mnt_ns, pid_ns)
     try:
-        if failure is not None:
-            raise failure
-        reaper.proc_dir = mounts.set_up(order.spec)
-        if isinstance(order, wire.Job):
-            reaper.main = reaper.start(order.command, stdio, sock)
-    except SandboxError as exc:
-        reaper.send(sock, wire.Failed(exc.exit_code, exc.message, exc.errno or 0))
-        return exc.exit_code
-    if isinstance(order, wire.Session):
-        reaper.accounting.start()
-        reaper.report(None, wire.EventName.READY, mnt_ns=mnt_ns, pid_ns=pid_ns)
-    return reaper.loop()
+        try:
+            if failure is not None:
+                raise failure
+            # The name first: a clash must fail before anything of the job exists.
+            reaper.listing, registry_fd = listing.claim(order, registry_fd), None
+            reaper.proc_dir = mounts.set_up(order.spec)
+            if isinstance(order, wire.Job):
+                reaper.main = reaper.start(order.command, stdio, sock)
+        except SandboxError as exc:
+            reaper.send(sock, wire.Failed(exc.exit_code, exc.message, exc.errno or 0))
+            return exc.exit_code
+        if isinstance(order, wire.Session):
+            reaper.accounting.start()
+            reaper.report(None, wire.EventName.READY, mnt_ns=mnt_ns, pid_ns=pid_ns, name=reaper.name)
+        return reaper.loop()
+    finally:
+        if reaper.listing is not None:
+            reaper.listing.release()  # our entry goes before we do; a SIGKILLed reaper's is refused, then removed
 
 
 def warm_up(mnt_ns: int, pid_ns: int) -> None:
@@ -82,7 +88,8 @@ def warm_up(mnt_ns: int, pid_ns: int) -> None:
     the ones the start touches now, while idle, than on the caller's time. (Warming the whole path of a
     job measured slower: it costs more CPU than it saves time.)"""
     commands.warm_up(mnt_ns)
-    wire.encode(wire.Event(wire.EventName.STARTED, {"job_pid": None, "mnt_ns": mnt_ns, "pid_ns": pid_ns}))
+    wire.encode(wire.Event(wire.EventName.STARTED, {"job_pid": None, "mnt_ns": mnt_ns, "pid_ns": pid_ns,
+                                                    "name": "warm-up"}))
     accounting.warm_up()
 
 
@@ -102,8 +109,9 @@ def tie_to_launcher(sock: socket.socket, parent_pidfd: int) -> linux.SignalFd:
 
 
 def receive_order(sock: socket.socket, sigfd: linux.SignalFd
-                  ) -> tuple[wire.Job | wire.Session, tuple[int | None, ...]] | None:
-    """Wait for the order and the job's descriptors; None if the launcher went away first."""
+                  ) -> tuple[wire.Job | wire.Session, tuple[int | None, ...], int | None] | None:
+    """Wait for the order, the job's descriptors and the registry directory's (launch.hand_over); None if
+    the launcher went away first."""
     while True:
         ready = select.select([sock, sigfd.fileno()], [], [])[0]
         if any(signo in (PARENT_GONE, CALLER_GONE) for signo, _, _ in sigfd.read()):
@@ -116,7 +124,12 @@ def receive_order(sock: socket.socket, sigfd: linux.SignalFd
             if received is None:
                 return None
             order, fds = received
-            return order, stdio_of(order.stdio, fds) if isinstance(order, wire.Job) else (None, None, None)
+            stdio = stdio_of(order.stdio, fds) if isinstance(order, wire.Job) else (None, None, None)
+            extra = fds[sum(order.stdio):] if isinstance(order, wire.Job) else fds
+            registry_fd = extra.pop() if extra and order.registry is not None else None
+            for fd in extra:
+                os.close(fd)
+            return order, stdio, registry_fd
 
 
 def stdio_of(present: tuple[bool, ...], fds: list[int]) -> tuple[int | None, ...]:
@@ -151,7 +164,14 @@ class Reaper:
         self.all_gone = False  # waitpid said ECHILD: as PID 1 we inherit every orphan, so nothing is left
         self.done = False
         self.poller = select.poll()
+        self.listing: listing.Listing | None = None  # our entry in the registry of running sandboxes
+        self.command: Command | None = order.command if isinstance(order, wire.Job) else None
+        self.others: dict[int, int] = {}  # pidfd -> pid: processes in here that are not our children (--enter)
         self.accounting = Accounting(self.spec)  # before the job's mounts can hide /sys/fs/cgroup
+
+    @property
+    def name(self) -> str | None:
+        return self.listing.name if self.listing is not None else None
 
     def start(self, command: Command, stdio: tuple[int | None, ...], sock: socket.socket) -> Process:
         # Signals that reached us before the process existed were not sent to it. Those read right after it
@@ -165,19 +185,22 @@ class Reaper:
         self.accounting.start()
         self.processes[process.pid] = process
         self.report(sock, wire.EventName.STARTED, creds_pid=process.pid, job_pid=None, mnt_ns=self.mnt_ns,
-                    pid_ns=self.pid_ns)
+                    pid_ns=self.pid_ns, name=self.name)
         return process
 
     def loop(self) -> int:
         """Until every process is gone and the sandbox was stopped (or its main process ended)."""
         self.poller.register(self.sigfd.fileno(), select.POLLIN)
         self.poller.register(self.sock.fileno(), select.POLLIN)
+        if self.listing is not None:
+            self.poller.register(self.listing.fd, select.POLLIN)
         listening = True
         while not self.done:
             if self.caller_gone and listening:
                 self.poller.unregister(self.sock.fileno())  # its end of file would wake us forever
                 listening = False
             deadlines = [d for d in (self.stopping.deadline, self.relays.next_due(),
+                                     self.listing.deadline() if self.listing is not None else None,
                                      *(p.kill_at for p in self.processes.values())) if d is not None]
             wait = 0.0 if self.arrived else linux.wait_seconds(min(deadlines) if deadlines else None)
             ready = dict(self.poller.poll(None if wait is None else wait * 1000))
@@ -189,6 +212,10 @@ class Reaper:
             for process in list(self.processes.values()):
                 if process.sock is not self.sock and process.sock.fileno() in ready:
                     self.read_messages(process.sock, process)
+            if self.listing is not None:
+                self.serve_queries(ready)
+            if self.others and any(fd in ready for fd in self.others):
+                self.reap()
             for relay in self.relays.take_due():
                 self.forward(relay.target, relay.signo, "launcher")
             now = time.monotonic()
@@ -281,6 +308,49 @@ class Reaper:
                 elif process is not None:
                     self.stopping.begin_for(process, message.grace, signal_it)
 
+    # -- the registry of running sandboxes (listing.py) ---------------------------------------------------
+
+    def serve_queries(self, ready: dict[int, int]) -> None:
+        assert self.listing is not None
+        if self.listing.fd in ready:
+            self.listing.accept(self.poller)
+        for fd in list(self.listing.connections):
+            if fd in ready and fd in self.listing.connections:
+                self.listing.serve(fd, self.poller, self.about, self.stop_requested)
+        self.listing.expire(time.monotonic(), self.poller)
+
+    def about(self) -> tuple[wire.About, int | None]:
+        """What we tell sandboxed-run --list and co., and the main process's PID (None: it has ended)."""
+        main = self.main if self.main is not None and self.main.status is None else None
+        reason = self.stopping.reason
+        about = wire.About(self.name or "", self.listing.started if self.listing else time.time(),
+                           list(self.command.argv) if self.command is not None else None, self.job_cwd(main),
+                           "stopping" if reason else "running", str(reason) if reason else None, self.spec,
+                           listing.namespaces(), listing.mount_table())
+        return about, main.pid if main is not None else None
+
+    def job_cwd(self, main: Process | None) -> bytes:
+        """Where the job is: its main process's working directory now, else where its last command started."""
+        if main is not None:
+            try:
+                if isinstance(self.proc_dir, int):
+                    return os.readlink(f"{main.pid}/cwd", dir_fd=self.proc_dir).encode()
+                return os.fsencode(os.readlink(f"{self.proc_dir}/{main.pid}/cwd"))
+            except OSError:
+                pass
+        if self.command is not None:
+            return self.command.cwd
+        try:
+            return os.getcwdb()  # commands.start went there for the last command
+        except OSError:
+            return b"/"
+
+    def stop_requested(self, grace: float | None) -> None:
+        """sandboxed-run --stop: the same stop as a timeout's, for its own reason."""
+        self.stopping.begin(wire.StopReason.REQUESTED, grace)
+        if self.stopping.deadline is not None and self.stopping.expired(time.monotonic()):
+            self.kill_all(wire.StopReason.REQUESTED)
+
     def run_command(self, message: wire.Run, fds: list[int]) -> None:
         """A session's next command: the last descriptor is the socket for its reports."""
         if not fds or self.stopping.reason:
@@ -324,7 +394,9 @@ class Reaper:
                 # A session's commands each report their own usage: wait4 says what each used.
                 pid, status, rusage = os.wait4(-1, os.WNOHANG) if self.session else (*os.waitpid(-1, os.WNOHANG), None)
             except ChildProcessError:
-                self.all_gone = True
+                # A process in here that is not our child came through our pidfd (--enter), which only a
+                # client we answered got: without one, no child of ours means nothing is left.
+                self.all_gone = not (self.listing is not None and self.listing.answered and self.watch_others())
                 break
             if pid == 0:
                 break
@@ -338,6 +410,47 @@ class Reaper:
             self.stopping.begin(reason)
             if self.stopping.expired(time.monotonic()):
                 self.kill_all(reason)
+
+    def watch_others(self) -> bool:
+        """True while a process that is not our child lives in here (one started by sandboxed-run --enter,
+        whose parent is outside): the sandbox is not over until it ends too. We watch each through a pidfd."""
+        for fd in list(self.others):
+            if select.select([fd], [], [], 0)[0]:
+                self.poller.unregister(fd)
+                del self.others[fd]
+                os.close(fd)
+        watched = set(self.others.values())
+        alive = False
+        for pid in self.living_others():
+            alive = True
+            if pid not in watched:
+                try:
+                    fd = os.pidfd_open(pid)
+                except OSError:
+                    continue
+                self.others[fd] = pid
+                self.poller.register(fd, select.POLLIN)
+        return alive
+
+    def living_others(self) -> list[int]:
+        """The processes of our namespace but us, zombies left out (their parents outside reap them)."""
+        found = []
+        for entry in os.listdir(self.proc_dir):
+            if not entry.isdigit() or entry == "1":
+                continue
+            try:
+                path = f"{entry}/stat" if isinstance(self.proc_dir, int) else f"{self.proc_dir}/{entry}/stat"
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC,
+                             dir_fd=self.proc_dir if isinstance(self.proc_dir, int) else None)
+                try:
+                    state = os.read(fd, 512).rsplit(b")", 1)[1].split()[0]
+                finally:
+                    os.close(fd)
+            except (OSError, IndexError):
+                continue
+            if state != b"Z":
+                found.append(int(entry))
+        return found
 
     def report_exit(self, process: Process, rusage: object = None) -> None:
         self.processes.pop(process.pid, None)
@@ -382,12 +495,12 @@ class Reaper:
                 self.sock_closed = True
                 self.caller_died()  # nobody listens any more: the same as the caller's death
 
-    def report(self, sock: socket.socket | None, name: wire.EventName, creds_pid: int | None = None,
+    def report(self, sock: socket.socket | None, event: wire.EventName, creds_pid: int | None = None,
                **fields: object) -> None:
         """An event, to sock (None: the control socket). A started event names the process by its PID in here;
         the kernel translates it for the receiver."""
         fields["time"] = time.time()
-        self.send(sock or self.sock, wire.Event(name, fields), creds_pid=creds_pid)
+        self.send(sock or self.sock, wire.Event(event, fields), creds_pid=creds_pid)
 
 
 if __name__ == "__main__":

@@ -141,3 +141,23 @@ def mount_error(exc: OSError, action: str, path: str, userns: bool = False, kind
             errno.EXDEV: "the paths are on different file systems",
         }.get(err, exc.strerror or str(exc))
     return SandboxError(f"cannot {action} {path}: {reason}", err=err)
+
+
+# -- running sandboxes (sandboxed-run --stop, --enter; sandbox.stop_running) ---------------------------------
+
+EXIT_NO_SUCH_SANDBOX = 1
+EXIT_NOT_PERMITTED = 4
+
+
+class SandboxNotFound(SandboxError, LookupError):
+    """No running sandbox has that name (among those the caller may see: its own; root's: everyone's)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, EXIT_NO_SUCH_SANDBOX, errno.ESRCH)
+
+
+class SandboxNotPermitted(SandboxError, PermissionError):
+    """The sandbox is another user's: only its owner and root may list its details, enter or stop it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, EXIT_NOT_PERMITTED, errno.EACCES)

@@ -30,6 +30,7 @@ from .mountspec import (
 )
 from .mountspec import check_host as check_mounts
 from .records import Record
+from .registry import name_problem
 from .signals import parse_signal
 
 TYPE_CHECKING = False  # typing stays out of the spawn server, whose every reaper is a fork of it
@@ -198,6 +199,30 @@ def _unsetenv(value: object, name: str) -> str:
     return value
 
 
+def _sandbox_name(value: object, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, not {value!r}")
+    problem = name_problem(value)
+    if problem:
+        raise ValueError(f"{name} {value!r}: {problem}")
+    return _text(value)
+
+
+def _running_sandbox(value: object, name: str) -> str | None:
+    """NAME, or OWNER/NAME (a user name or uid: root's way to pick one of several users' sandboxes)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, not {value!r}")
+    owner, slash, short = value.rpartition("/")
+    if slash and (not owner or "/" in owner or "\0" in owner):
+        raise ValueError(f"{name} {value!r}: use NAME or OWNER/NAME")
+    _sandbox_name(short, name)
+    return _text(value)
+
+
 MAX_FD = 2**31 - 1
 
 
@@ -224,7 +249,7 @@ class Option(Record):
     aliases: tuple[str, ...] = ()  # more command-line spellings
     short: str | None = None
     topic: str = "stopping"  # where --help lists it
-    completes: str = ""  # what the shell completes its value with: "file", "dir" (or nothing)
+    completes: str = ""  # what the shell completes its value with: "file", "dir", "sandbox" (a running one's name)
 
     @property
     def flag(self) -> str:
@@ -338,6 +363,17 @@ OPTIONS: tuple[Option, ...] = (
            "killed, exited, hook, finished.", scope="cli", switch=True, short="-v", topic="output"),
     Option("on_event", None, lambda value, name: _callable(value, name), "Called as on_event(name, fields) for each "
            "lifecycle event, 'finished' last. On the command line: --json-status.", scope="api", topic="output"),
+    # running sandboxes (registry.py): the name a sandbox is listed under, and what one does with a listed one
+    Option("name", None, _sandbox_name, "List the sandbox under NAME while it runs (unique per user; default: a "
+           "generated one), for --list, --enter and --stop.", "NAME", topic="sandboxes"),
+    Option("list", False, _flag, "List your running sandboxes (root: everyone's) and exit.", scope="cli",
+           switch=True, topic="sandboxes"),
+    Option("json", False, _flag, "With --list: as a JSON array.", scope="cli", switch=True, topic="sandboxes"),
+    Option("enter", None, _running_sandbox, "Run COMMAND (default: $SHELL) inside the running sandbox NAME, as one "
+           "of its processes.", "NAME", scope="cli", topic="sandboxes", completes="sandbox"),
+    Option("stop", None, _running_sandbox, "Stop the running sandbox NAME as a timeout would (its stop signal, "
+           "--grace if given, SIGKILL); exit once it is gone.", "NAME", scope="cli", topic="sandboxes",
+           completes="sandbox"),
 )
 
 BY_NAME = {option.name: option for option in OPTIONS}

@@ -55,6 +55,8 @@ class Kind(enum.IntEnum):
     STOP = 14
     HANDOFF = 15
     PROCEED = 16
+    QUERY = 17
+    ABOUT = 18
 
 
 class StopReason(enum.StrEnum):
@@ -100,7 +102,9 @@ class Job(Record):
     """launcher -> reaper (from the command, or forwarded by the spawn server), with the descriptors that
     become the job's 0, 1, 2 (stdio says which come): set up the sandbox as spec says, start the command
     as its main process; its end stops the rest. lifeline "parent": the launcher is our parent, its death
-    (PDEATHSIG) is the caller's; "socket": the caller holds our socket, the spawn server's death is not its."""
+    (PDEATHSIG) is the caller's; "socket": the caller holds our socket, the spawn server's death is not its.
+    registry: the directory where we list the sandbox under spec.name (None: not listed); the launcher
+    opened it, outside the sandbox, and its descriptor comes last."""
 
     KIND = Kind.JOB
     command: Command
@@ -108,16 +112,18 @@ class Job(Record):
     pgid: int | None
     lifeline: str
     stdio: tuple[bool, bool, bool]
+    registry: str | None = None
 
 
 class Session(Record):
     """launcher -> reaper (a sandbox.Job, through the spawn server): set up the sandbox, report ready, then
-    start each Run that comes; the sandbox lives until a Stop or the caller's death."""
+    start each Run that comes; the sandbox lives until a Stop or the caller's death. registry: as for a Job."""
 
     KIND = Kind.SESSION
     spec: SandboxSpec
     pgid: int | None
     lifeline: str
+    registry: str | None = None
 
 
 class Spawn(Record):
@@ -147,7 +153,8 @@ class Claim(Record):
 
 class Failed(Record):
     """spawn server, user-namespace parent or reaper -> caller or launcher: the sandbox, or the command,
-    could not start; the receiver raises it as a SandboxError (the command prints it and exits exit_code)."""
+    could not start; the receiver raises it as a SandboxError (the command prints it and exits exit_code).
+    Also reaper -> a client of its registry socket that is neither the owner nor root (errno EACCES)."""
 
     KIND = Kind.FAILED
     exit_code: int
@@ -217,7 +224,8 @@ class Relay(Record):
 class Stop(Record):
     """launcher -> reaper: stop the sandbox (on the control socket) or this command (on its own socket): the
     stop signal, grace seconds (None: the sandbox's), SIGKILL. after_interrupt: no stop signal if a signal
-    asking for an end reached the job already."""
+    asking for an end reached the job already. Also a client of the registry socket -> reaper (sandboxed-run
+    --stop, sandbox.stop_running): stop the sandbox; its stopping event says reason "requested"."""
 
     KIND = Kind.STOP
     grace: float | None
@@ -236,8 +244,33 @@ class Handoff(Record):
     reason: str | None
 
 
+class Query(Record):
+    """a client of a reaper's registry socket (sandboxed-run --list, --enter, --stop; sandbox.list_running) ->
+    reaper: who are you? Answer About, or Failed if the client is neither the sandbox's owner nor root."""
+
+    KIND = Kind.QUERY
+
+
+class About(Record):
+    """reaper -> a client of its registry socket, with a pidfd of the reaper and, while the main process runs,
+    SCM_CREDENTIALS naming it: what the sandbox is (command None: a session), how it stands (state "running"
+    or "stopping", and why), its namespaces' inodes by kind and its mount table as seen inside; the client
+    shows it, enters those namespaces, or waits on the pidfd for the end of a stop."""
+
+    KIND = Kind.ABOUT
+    name: str
+    started: float
+    command: list[bytes] | None
+    cwd: bytes
+    state: str
+    reason: str | None
+    spec: SandboxSpec
+    namespaces: dict
+    mountinfo: bytes
+
+
 Message = (Ready | Job | Session | Spawn | Spawned | Claim | Failed | Run | ReaperIs | Event | Exited | Signal | Relay
-           | Stop | Handoff | Proceed)
+           | Stop | Handoff | Proceed | Query | About)
 RECORDS: dict[Kind, Any] = {record.KIND: record for record in Message.__args__}
 
 
@@ -274,7 +307,7 @@ def decode(data: tuple) -> Message:
     """A record from its plain form; ValueError, TypeError or KeyError for anything else."""
     record = RECORDS[Kind(data[0])]
     fields = list(data[1:])
-    if record in (Job, Session):
+    if record in (Job, Session, About):
         fields[record._fields.index("spec")] = SandboxSpec.from_wire(tuple(fields[record._fields.index("spec")]))
     if record in (Job, Run):
         fields[0] = Command(*fields[0])

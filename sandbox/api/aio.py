@@ -77,6 +77,11 @@ class AsyncProcess:
         return self._popen.poll()
 
     @property
+    def name(self) -> str | None:
+        """The name the sandbox is listed under while it runs (name=, or a generated one)."""
+        return self._popen.name
+
+    @property
     def events(self) -> list[tuple[str, dict]]:
         return self._popen.events
 
@@ -262,6 +267,10 @@ class AsyncJob:
     @property
     def pid(self) -> int:
         return self.job.pid
+
+    @property
+    def name(self) -> str | None:
+        return self.job.name
 
     @property
     def usage(self) -> Usage | None:

@@ -48,6 +48,10 @@ class JobProcess(Popen):
     def reaper_pid(self) -> int:
         return self.job.pid
 
+    @property
+    def name(self) -> str | None:
+        return self.job.name
+
 
 class Job:
     """A sandbox that stays up for several commands: `with sandbox.Job(tmpfs=["/mnt"]) as job: job.run(...)`.
@@ -61,6 +65,7 @@ class Job:
     def __init__(self, **options: Any) -> None:
         chosen = choose(options)
         self.spec = chosen.spec
+        self._registry = chosen.registry
         self._on_exit = chosen.on_exit
         self._on_event = chosen.on_event
         self._client: ReaperClient | None = None
@@ -73,7 +78,7 @@ class Job:
         if self._client is not None:
             raise RuntimeError("this Job has already been started")
         # on_exit goes along so that the spawn server runs the hooks if we die first.
-        order = wire.Session(self.spec, os.getpgrp(), "socket")
+        order = wire.Session(self.spec, os.getpgrp(), "socket", self._registry)
         client = spawner.new_client(wire.Spawn(order, self._on_exit), [], self._on_event)
         try:
             client.wait_started()
@@ -108,6 +113,11 @@ class Job:
     def pid(self) -> int:
         """The reaper's PID (PID 1 of the job) as the caller sees it."""
         return self.client.reaper_pid
+
+    @property
+    def name(self) -> str | None:
+        """The name the sandbox is listed under while it runs (name=, or a generated one; None: unlisted)."""
+        return self.client.name
 
     def namespace_path(self, kind: str = "mnt") -> str:
         """/proc/PID/ns/KIND of the job, for nsenter and the like; holding it open keeps the namespace alive."""

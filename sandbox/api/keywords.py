@@ -11,6 +11,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, TypeVar
 
+from sandboxed_run_helpers.shared import registry
 from sandboxed_run_helpers.shared.options import API, API_KEYWORDS, BY_NAME, SandboxSpec, check_api_options
 from sandboxed_run_helpers.shared.signals import inherited_ignores
 
@@ -24,6 +25,7 @@ class Chosen(NamedTuple):
     spec: SandboxSpec
     on_exit: tuple[str, ...]
     on_event: Callable[[str, dict], None] | None
+    registry: str | None  # where the sandbox is listed (None: unlisted)
 
 
 def choose(given: Mapping[str, object]) -> Chosen:
@@ -31,7 +33,13 @@ def choose(given: Mapping[str, object]) -> Chosen:
     values = check_api_options(given, SANDBOX_KEYWORDS)
     spec = SandboxSpec.build(values, API, ignored_signals=inherited_ignores(), each_checked=True)
     spec.check_host(API)
-    return Chosen(spec, values["on_exit"], values["on_event"])
+    return Chosen(spec, values["on_exit"], values["on_event"], registry.place(spec.name is not None, _warn))
+
+
+def _warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
 def with_options(*keywords: str) -> Callable[[F], F]:

@@ -72,7 +72,7 @@ class Popen:
         def launch(stdio: tuple[int | None, ...]) -> ReaperClient:
             # lifeline "socket": we hold the reaper's socket; the spawn server is only its parent.
             flags, fds = present(stdio)
-            order = wire.Job(cmd, chosen.spec, os.getpgrp(), "socket", flags)
+            order = wire.Job(cmd, chosen.spec, os.getpgrp(), "socket", flags, chosen.registry)
             return spawner.new_client(wire.Spawn(order, chosen.on_exit), fds, chosen.on_event)
 
         self._start(args, (stdin, stdout, stderr), text or universal_newlines, encoding, errors, launch,
@@ -187,6 +187,11 @@ class Popen:
     def reaper_pid(self) -> int:
         """The PID (as the caller sees it) of the sandbox's PID 1."""
         return self.client.reaper_pid
+
+    @property
+    def name(self) -> str | None:
+        """The name the sandbox is listed under while it runs (name=, or a generated one; None: unlisted)."""
+        return self.client.name
 
     @property
     def events(self) -> list[tuple[str, dict]]:

@@ -29,10 +29,13 @@ Exit status:
   death by its signal    when the job dies of a signal, sandboxed-run kills itself
                          with the same signal (as a shell expects of a child)
   124  --timeout expired (the job was stopped with the stop signal and grace)
-  125  sandboxed-run itself failed (bad path, namespaces not permitted, ...)
+  125  sandboxed-run itself failed (bad path, namespaces not permitted, name taken, ...)
   126  the command is not executable, or its argument list is too long
   127  the command was not found
   2    usage error
+  --enter exits as the entered command did (125: it could not enter).
+  --stop exits 0 once the sandbox is gone, 1 if no running sandbox of yours has that
+  name, 4 if it is another user's, 125 if its reaper does not answer.
 
 \b
 Signals:
@@ -54,7 +57,8 @@ Stopping:
 # --help's sections, in this order; an option's topic (its entry in the table) says where it goes.
 TOPICS = {"mounts": "Sandbox contents (mounts)", "isolation": "Isolation", "command": "The command",
           "limits": "Limits and privileges", "stopping": "Stopping and time", "output": "Output and status",
-          "hooks": "Hooks"}
+          "hooks": "Hooks",
+          "sandboxes": "Running sandboxes (--list, --enter, --stop)"}
 
 
 BY_PARAM = {o.name: o.topic for o in OPTIONS}
@@ -78,8 +82,19 @@ def _click_option(option: Option) -> click.Option:
         from click.shell_completion import CompletionItem
 
         kind = option.completes
-        kwargs["shell_complete"] = lambda ctx, param, incomplete: [CompletionItem(incomplete, type=kind)]
+        if kind == "sandbox":
+            kwargs["shell_complete"] = lambda ctx, param, incomplete: [
+                CompletionItem(name) for name in _running_names() if name.startswith(incomplete)]
+        else:
+            kwargs["shell_complete"] = lambda ctx, param, incomplete: [CompletionItem(incomplete, type=kind)]
     return click.Option([*flags, option.name], **kwargs)
+
+
+def _running_names() -> list[str]:
+    """The names of the caller's running sandboxes (root: everyone's), for completing --enter and --stop."""
+    from sandbox import running
+
+    return running.names()
 
 
 def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
@@ -122,7 +137,8 @@ def click_command() -> click.Command:
     params: list[click.Parameter] = [_click_option(o) for o in OPTIONS if o.in_cli]
     params.append(click.Option(["--version"], is_flag=True, expose_value=False, is_eager=True, callback=_show_version,
                                help="Show the version and exit."))
-    params.append(click.Argument(["command"], nargs=-1, required=True, type=click.UNPROCESSED))
+    # Not required by click: --list, --enter and --stop need none; _run says when one is missing.
+    params.append(click.Argument(["command"], nargs=-1, required=False, type=click.UNPROCESSED))
     _click_command = Command("sandboxed-run", callback=_run, params=params, epilog=EPILOG, help=HELP,
                              context_settings={"help_option_names": ["-h", "--help"],
                                                "allow_interspersed_args": False, "max_content_width": 100})
@@ -130,10 +146,19 @@ def click_command() -> click.Command:
 
 
 def _run(command: tuple[str, ...], **values: Any) -> int:
+    values = _checked(values)
+    if values["list"] or values["enter"] or values["stop"] or values["json"]:
+        from .manage import manage, mode_of
+
+        mode = mode_of(values, command, _given)
+        if mode is not None:
+            return manage(mode, values, command, _given)
     from .foreground import run
 
-    values = _checked(values)
     return run(values, _spec(values), command)
+
+
+_given: set[str] = set()  # the options the command line gave, by name (main() reads them)
 
 
 HELP = """Run COMMAND in a private mount and PID namespace that is torn down when it ends.
@@ -145,6 +170,12 @@ process it started ends too and its mounts vanish.
 Mounts are made parents first; a missing mount point is created inside a tmpfs of the sandbox
 (elsewhere only with --mkdir). In values with several fields (SRC:DST), write \\: for a colon
 that is part of a path. Durations are seconds (30, 1.5) or spans (500ms, 10m, 1h30m).
+
+\b
+Running sandboxes (each is listed under --name, or a generated name):
+  sandboxed-run --list [--json]
+  sandboxed-run --enter NAME [-- COMMAND [ARG]...]
+  sandboxed-run --stop NAME [--grace DURATION]
 """
 
 
@@ -199,6 +230,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     import sys
 
     args = sys.argv[1:] if argv is None else argv
+    _given.update(words.given(args))
     try:
         read = words.read(args)
         code = _run(read[1], **read[0]) if read is not None else _with_click(args)

@@ -17,7 +17,7 @@ import time
 from typing import Any, NamedTuple
 
 from sandboxed_run_helpers import launch
-from sandboxed_run_helpers.shared import command, hooks, linux, wire
+from sandboxed_run_helpers.shared import command, hooks, linux, registry, wire
 from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, EXIT_TIMEOUT, SandboxError
 from sandboxed_run_helpers.shared.options import CLI, SandboxSpec
 from sandboxed_run_helpers.shared.signals import FORWARDED
@@ -36,8 +36,10 @@ class Outcome(NamedTuple):
 def run(values: dict[str, Any], spec: SandboxSpec, argv: tuple[str, ...]) -> int:
     """The whole run, values and spec checked: start, wait, hooks, finished; returns the status, or dies of
     the job's signal."""
-    job = wire.Job(_command(values, argv), spec, None, "parent", (*(fd not in CLOSED_AT_START for fd in (0, 1, 2)),))
+    cmd = _command(values, argv)
     spec.check_host(CLI)
+    job = wire.Job(cmd, spec, None, "parent", (*(fd not in CLOSED_AT_START for fd in (0, 1, 2)),),
+                   registry.place(spec.name is not None, say))
     events: list[tuple[str, dict]] = []
     writer = _status_writer(values)
     show = fan_out(_print_event if values["verbose"] else None, writer.write if writer is not None else None)

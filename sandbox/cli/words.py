@@ -33,9 +33,44 @@ for _option in OPTIONS:
             _BY_WORD[_word] = (_option, None)
 
 
+# What needs no COMMAND (what to do with running sandboxes): their flags.
+_NO_COMMAND = ("list", "enter", "stop")
+
+
+def given(argv: list[str]) -> set[str]:
+    """The options a command line gives (by the table's names), before its COMMAND."""
+    split = _split(argv)
+    return set(split[0]) if split is not None else set()
+
+
 def read(argv: list[str]) -> tuple[dict[str, Any], tuple[str, ...]] | None:
     """The options as click gives them to the command (defaults as click shows them), and COMMAND; None
     for anything that is not plainly a valid command line."""
+    split = _split(argv)
+    if split is None:
+        return None
+    values, command = split
+    if not command and not any(values.get(name) for name in _NO_COMMAND):
+        return None
+    out: dict[str, Any] = {}
+    for option in OPTIONS:
+        if not option.in_cli:
+            continue
+        if option.name in values:
+            value = values[option.name]
+            out[option.name] = tuple(value) if option.many else value
+        elif option.switch:
+            out[option.name] = option.default is True
+        elif option.many:
+            out[option.name] = ()
+        else:
+            out[option.name] = None if option.default is None else str(option.default)
+    return out, command
+
+
+def _split(argv: list[str]) -> tuple[dict[str, Any], tuple[str, ...]] | None:
+    """The options given, as words (a list for a repeatable one), and COMMAND; None for an unknown or
+    incomplete option."""
     values: dict[str, Any] = {}
     i = 0
     while i < len(argv):
@@ -67,20 +102,4 @@ def read(argv: list[str]) -> tuple[dict[str, Any], tuple[str, ...]] | None:
             else:
                 values[option.name] = value
         i += 1
-    command = tuple(argv[i:])
-    if not command:
-        return None
-    out: dict[str, Any] = {}
-    for option in OPTIONS:
-        if not option.in_cli:
-            continue
-        if option.name in values:
-            value = values[option.name]
-            out[option.name] = tuple(value) if option.many else value
-        elif option.switch:
-            out[option.name] = option.default is True
-        elif option.many:
-            out[option.name] = ()
-        else:
-            out[option.name] = None if option.default is None else str(option.default)
-    return out, command
+    return values, tuple(argv[i:])

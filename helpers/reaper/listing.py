@@ -1,0 +1,185 @@
+"""The reaper's entry in the registry of running sandboxes (shared/registry.py): the name it holds, and
+the answers it gives, from its main loop, to whoever asks (sandboxed-run --list, --enter, --stop).
+
+Only the sandbox's owner and root get an answer. The registry directory keeps everybody else from
+connecting; each connection's peer credentials are checked here as well. Inside a user namespace the
+kernel shows every uid but the owner's as the overflow uid, root's included, so there the directory
+is the only gate that can tell them apart.
+
+Nothing here blocks the loop: the listening socket and the connections are non-blocking, a
+connection lives at most CONNECTION_LIFE seconds, a reply the client does not read drops it, and at
+most MAX_CONNECTIONS are open at once (more wait in the listening socket's backlog).
+"""
+
+from __future__ import annotations
+
+import _socket as socket
+import errno
+import os
+import select
+import time
+from collections.abc import Callable
+
+from ..shared import registry, wire
+from ..shared.errors import EXIT_FAILURE
+from ..shared.registry import Claim
+
+MAX_CONNECTIONS = 16
+CONNECTION_LIFE = 10.0
+
+Answer = Callable[[], tuple[wire.About, int | None]]  # the About, and the PID to name in SCM_CREDENTIALS
+StopRequested = Callable[[float | None], None]
+
+
+def claim(order: wire.Job | wire.Session, dirfd: int | None) -> Listing | None:
+    """Take the order's name in its registry (SandboxError if a live sandbox has it); None: not listed.
+    dirfd: the registry directory as the launcher opened it (taken over), None if it sent none."""
+    if order.registry is None:
+        if dirfd is not None:
+            os.close(dirfd)
+        return None
+    argv0 = order.command.argv[0] if isinstance(order, wire.Job) else None
+    return Listing(registry.claim(order.registry, order.spec.name, argv0, dirfd), order.spec.userns)
+
+
+class Listing:
+    def __init__(self, held: Claim, userns: bool) -> None:
+        self.claim = held
+        self.name = held.name
+        self.started = time.time()
+        # Who may ask: root and the owner (our own uid, mapped or not); in a user namespace also the overflow
+        # uid, as which root appears to us (the registry directory keeps other users out).
+        self.allowed = {0, os.geteuid()}
+        if userns:
+            self.allowed.add(_overflow_uid())
+        self.connections: dict[int, tuple[socket.socket, float]] = {}  # fd -> (socket, when to drop it)
+        self.answered = False  # a client got our pidfd: it may have put a process in here (--enter)
+
+    @property
+    def fd(self) -> int:
+        return self.claim.sock.fileno()
+
+    def deadline(self) -> float | None:
+        return min((until for _, until in self.connections.values()), default=None)
+
+    def accept(self, poller: select.poll) -> None:
+        while len(self.connections) < MAX_CONNECTIONS:
+            try:
+                fd, _ = self.claim.sock._accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    return  # the client waits in the backlog, or gives up
+                continue  # ECONNABORTED and the like: that client is gone
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=fd)
+            conn.setblocking(False)
+            _pid, uid, _gid = registry.peer_credentials(conn)
+            if uid not in self.allowed:
+                self._reply(conn, wire.Failed(EXIT_FAILURE, f"sandbox {self.name} is not yours: only its "
+                                              "owner and root may list, enter or stop it", errno.EACCES))
+                conn.close()
+                continue
+            os.set_inheritable(fd, False)
+            self.connections[fd] = (conn, time.monotonic() + CONNECTION_LIFE)
+            poller.register(fd, select.POLLIN)
+        if len(self.connections) >= MAX_CONNECTIONS:
+            poller.unregister(self.fd)  # the next ones wait in the backlog until one of these is done
+
+    def serve(self, fd: int, poller: select.poll, answer: Answer, stop: StopRequested) -> None:
+        """What a connection asks, answered now."""
+        conn = self.connections[fd][0]
+        while True:
+            try:
+                message, fds, _ = wire.recv(conn, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except ValueError:
+                continue
+            except (wire.Closed, ConnectionError):
+                self.drop(fd, poller)
+                return
+            for received in fds:
+                os.close(received)
+            if isinstance(message, wire.Query):
+                self.answered = True
+                about, creds_pid = answer()
+                if not self._reply(conn, about, creds_pid):
+                    self.drop(fd, poller)
+                    return
+            elif isinstance(message, wire.Stop):
+                grace = message.grace
+                # NaN, negative, not a number: the sandbox's own grace.
+                ok = isinstance(grace, (int, float)) and not isinstance(grace, bool) and grace >= 0
+                stop(grace if ok else None)
+                self.drop(fd, poller)  # the client waits on our pidfd from now on
+                return
+
+    def _reply(self, conn: socket.socket, message: wire.Message, creds_pid: int | None = None) -> bool:
+        fds = []
+        if isinstance(message, wire.About):
+            try:
+                fds.append(os.pidfd_open(os.getpid()))  # our own: the client waits on it, or enters through it
+            except OSError:
+                pass
+        try:
+            try:
+                wire.send(conn, message, fds, creds_pid=creds_pid)
+            except ProcessLookupError:
+                wire.send(conn, message, fds)  # the main process was reaped meanwhile: no PID to name
+            return True
+        except OSError:
+            return False  # not read (EAGAIN), or the client left
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def expire(self, now: float, poller: select.poll) -> None:
+        for fd, (_, until) in list(self.connections.items()):
+            if now >= until:
+                self.drop(fd, poller)
+
+    def drop(self, fd: int, poller: select.poll) -> None:
+        conn, _ = self.connections.pop(fd)
+        try:
+            poller.unregister(fd)
+        except KeyError:
+            pass
+        conn.close()
+        if len(self.connections) == MAX_CONNECTIONS - 1:
+            poller.register(self.fd, select.POLLIN)  # room again
+
+    def release(self) -> None:
+        """The sandbox is over (or never started): our entry goes, then every connection."""
+        self.claim.release()
+        for conn, _ in self.connections.values():
+            conn.close()
+        self.connections.clear()
+
+
+def _overflow_uid() -> int:
+    try:
+        with open("/proc/sys/kernel/overflowuid") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 65534
+
+
+def mount_table() -> bytes:
+    """Our mount table as the job sees it (we share its mount namespace)."""
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def namespaces() -> dict[str, int]:
+    """The inode of each of our namespaces, by kind: an entering process joins those that differ from its own."""
+    found = {}
+    for kind in ("user", "mnt", "pid", "net", "uts", "ipc", "cgroup"):
+        try:
+            found[kind] = os.stat(f"/proc/self/ns/{kind}").st_ino
+        except OSError:
+            pass
+    return found

@@ -1,0 +1,335 @@
+"""sandboxed-run --enter NAME [-- COMMAND]: run a command inside a running sandbox, as one of its processes.
+
+The sandbox's reaper, asked over its registry socket, gives us a pidfd of itself and says where the job
+works. Three processes of ours take part:
+
+    sandboxed-run --enter ── forker (joins the user and PID namespaces) ── the command (joins the rest)
+
+The forker joins the sandbox's user namespace (if it has one) and its PID namespace for its children
+(setns(2) through the pidfd), forks the command into it and waits for it, reporting to us how it ends
+or stops. The command joins the mount, network and UTS namespaces (those that differ from ours), takes
+the job's ids, directory and marks, and execs. So the only process of ours inside is the command, one
+of the sandbox's processes: the sandbox's stop reaches it and the kernel kills it when the reaper
+exits; nothing of ours holds the sandbox's mount namespace, and its mounts go with the command.
+
+The forker is the command's parent because the kernel makes a dying PID 1 wait until every process of
+its namespace has been reaped, also those whose parent is outside: that parent must never be stopped.
+We may be (Ctrl+Z stops the command and then us, as a shell's job stops); the forker is in a group of its
+own and ignores the job-control signals.
+
+The command gets the job's root (the mount namespace's), its working directory (the main process's
+current one, or --cwd), its uid and gid inside a user namespace, our environment with the sandbox's
+marks (SANDBOXED_RUN and co., so sandbox-mount-image works there), --setenv and --unsetenv. Root
+entering another user's sandbox runs the command as the job's user would, without root's supplementary
+groups and with only the terminal's settings of its environment: the owner controls those processes.
+
+The command runs in a process group of its own. If we hold the terminal's foreground it gets it, as a
+shell gives it to a job, so Ctrl+C and Ctrl+Z reach it alone; a signal sent to us (INT, TERM, HUP,
+QUIT, USR1, USR2), also while it starts, is passed on to it once. We end as it did: its exit status,
+or its signal re-raised.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+from typing import Any
+
+import prctl
+
+from sandboxed_run_helpers.reaper.commands import resolve
+from sandboxed_run_helpers.shared import linux, marks
+from sandboxed_run_helpers.shared.command import DEFAULT_PATH
+from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, SandboxError
+from sandboxed_run_helpers.shared.signals import FORWARDED, inherited_ignores
+from sandboxed_run_helpers.shared.status import say
+
+from .. import running
+from .foreground import Outcome, reraise, shell_status
+
+# Joined by the forker (for the command's sake: the PID namespace takes effect for its children) ...
+OUTER = (("user", linux.CLONE_NEWUSER), ("pid", linux.CLONE_NEWPID))
+# ... and by the command itself.
+INNER = (("mnt", linux.CLONE_NEWNS), ("net", linux.CLONE_NEWNET), ("uts", linux.CLONE_NEWUTS),
+         ("ipc", linux.CLONE_NEWIPC), ("cgroup", linux.CLONE_NEWCGROUP))
+JOB_CONTROL = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
+KEPT = (b"TERM", b"COLORTERM", b"LANG", b"TZ")  # what root takes into another user's sandbox (and LC_*)
+
+
+def enter(target: str, argv: tuple[str, ...], values: dict[str, Any]) -> int:
+    """The whole --enter: returns the command's exit status, or dies of its signal."""
+    try:
+        with running.found(target) as answer:
+            about, pidfd, owner = answer.about, answer.pidfd, answer.owner
+            answer.pidfd = -1  # ours from now on
+    except SandboxError as exc:
+        raise SandboxError(exc.message, EXIT_FAILURE, exc.errno or 0) from None  # 1 and 4 are the command's
+    assert about is not None
+    try:
+        if about.state != "running":
+            raise SandboxError(f"sandbox {target} is stopping ({about.reason}): nothing new starts in it")
+        foreign = owner != os.geteuid()
+        env = {k: v for k, v in os.environb.items() if not foreign or k in KEPT or k.startswith(b"LC_")}
+        if foreign:
+            env[b"PATH"] = DEFAULT_PATH
+        for name in values["unsetenv"]:
+            env.pop(os.fsencode(name), None)
+        for name, value in values["setenv"]:
+            env[os.fsencode(name)] = os.fsencode(value)
+        order = Order(
+            pidfd, _differing(OUTER, about.namespaces), _differing(INNER, about.namespaces), about.spec.userns_ids,
+            [os.fsencode(a) for a in argv] or [os.environb.get(b"SHELL") or b"/bin/sh"], not argv,
+            marks.mark_environment(env, about.namespaces.get("mnt", 0), DEFAULT_PATH),
+            os.fsencode(values["cwd"]) if values["cwd"] else about.cwd, bool(values["cwd"]), foreign,
+            inherited_ignores())
+        return _run(order)
+    finally:
+        os.close(pidfd)
+
+
+class Order:
+    """What the forker and the command need to know."""
+
+    def __init__(self, pidfd: int, outer: int, inner: int, ids: tuple[int, int] | None, argv: list[bytes],
+                 default_shell: bool, env: dict[bytes, bytes], cwd: bytes, cwd_given: bool, foreign: bool,
+                 ignored: list[int]) -> None:
+        self.pidfd, self.outer, self.inner, self.ids = pidfd, outer, inner, ids
+        self.argv, self.default_shell, self.env = argv, default_shell, env
+        self.cwd, self.cwd_given, self.foreign, self.ignored = cwd, cwd_given, foreign, ignored
+        self.terminal: int | None = None
+
+
+def _differing(kinds: tuple[tuple[str, int], ...], namespaces: dict[str, int]) -> int:
+    """The CLONE_NEW* flags of those of the sandbox's namespaces that are not ours."""
+    flags = 0
+    for kind, flag in kinds:
+        try:
+            ours = os.stat(f"/proc/self/ns/{kind}").st_ino
+        except OSError:
+            continue
+        if kind in namespaces and namespaces[kind] != ours:
+            flags |= flag
+    return flags
+
+
+# -- us -------------------------------------------------------------------------------------------------
+
+def _run(order: Order) -> int:
+    order.terminal = _foreground_terminal()
+    # Blocked from here: the forker and the command inherit the mask (the command unblocks them at exec),
+    # and what we get goes to the command through the forker.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {*FORWARDED, signal.SIGCHLD, *JOB_CONTROL})
+    sigfd = linux.SignalFd(FORWARDED)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    me = os.getpid()
+    forker = os.fork()
+    if forker == 0:
+        ours.close()
+        _forker(theirs, me, order)
+    theirs.close()
+    status = None
+    try:
+        status = _follow(ours, sigfd, order.terminal)
+    finally:
+        ours.close()
+        _, forker_status = os.waitpid(forker, 0)
+        if order.terminal is not None:
+            _take_terminal(order.terminal)
+    if status is None:  # the forker failed, and said why
+        code = os.waitstatus_to_exitcode(forker_status)
+        return code if code > 0 else EXIT_FAILURE
+    code, sig = shell_status(Outcome(status, False, None))
+    if sig is not None:
+        reraise(sig)
+    return code
+
+
+def _foreground_terminal() -> int | None:
+    """Our controlling terminal, if our process group is its foreground (None: no job control to do)."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if os.tcgetpgrp(fd) == os.getpgrp():
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def _follow(sock: socket.socket, sigfd: linux.SignalFd, terminal: int | None) -> int | None:
+    """Relay our signals to the command, mirror its stops, until the forker says how it ended (None: the
+    forker ended first)."""
+    group = 0
+    while True:
+        ready = select.select([sock, sigfd.fileno()], [], [])[0]
+        for signo, _code, _pid in sigfd.read():
+            _tell(sock, b"signal %d" % signo)
+        if sock not in ready:
+            continue
+        try:
+            report = sock.recv(64)
+        except ConnectionError:
+            return None
+        if not report:
+            return None
+        word, _, number = report.partition(b" ")
+        if word == b"pid":
+            group = int(number)  # the command leads its own process group
+        elif word == b"stopped":
+            _stop_too(terminal, group)
+            _tell(sock, b"continue")
+        elif word == b"exited":
+            return int(number)
+
+
+def _tell(sock: socket.socket, message: bytes) -> None:
+    try:
+        sock.send(message)
+    except OSError:
+        pass  # the forker is gone: its end of file tells us
+
+
+def _stop_too(terminal: int | None, group: int) -> None:
+    """The command stopped (Ctrl+Z): take the terminal back and stop, as it did; once resumed in the
+    foreground (fg, not bg), give it the terminal again. The forker then resumes it."""
+    if terminal is not None:
+        _take_terminal(terminal)
+    os.kill(os.getpid(), signal.SIGSTOP)
+    if terminal is not None and group:
+        try:
+            if os.tcgetpgrp(terminal) == os.getpgrp():
+                os.tcsetpgrp(terminal, group)
+        except OSError:
+            pass
+
+
+def _take_terminal(terminal: int) -> None:
+    try:
+        os.tcsetpgrp(terminal, os.getpgrp())  # SIGTTOU is blocked: allowed from the background
+    except OSError:
+        pass
+
+
+# -- the forker -----------------------------------------------------------------------------------------
+
+def _forker(sock: socket.socket, parent: int, order: Order) -> None:
+    """Join the user and PID namespaces, fork the command, report how it ends; never returns."""
+    code = EXIT_FAILURE
+    try:
+        os.setpgid(0, 0)  # out of reach of the terminal and of signals to our group: never stopped
+        for sig in JOB_CONTROL:
+            signal.signal(sig, signal.SIG_IGN)
+        prctl.set_pdeathsig(signal.SIGKILL)
+        if os.getppid() != parent:
+            return
+        if order.foreign:
+            os.setgroups([])  # before the user namespace, where no group can be changed
+        try:
+            linux.setns(order.pidfd, order.outer)
+        except OSError as exc:
+            say(f"cannot enter the sandbox's namespaces: {exc.strerror} (has it ended?)")
+            return
+        sigfd = linux.SignalFd((signal.SIGCHLD,))
+        try:
+            child = os.fork()
+        except OSError as exc:
+            # A PID namespace whose PID 1 has exited takes no new process.
+            say(f"cannot start a process in the sandbox: {exc.strerror} (has it ended?)")
+            return
+        if child == 0:
+            sock.close()
+            _command(order)
+        _tell(sock, b"pid %d" % child)
+        code = _wait(sock, sigfd, child)
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+        say(f"cannot enter the sandbox: {exc}")
+    finally:
+        os._exit(code)
+
+
+def _wait(sock: socket.socket, sigfd: linux.SignalFd, child: int) -> int:
+    """Until the command ends: pass on what sandboxed-run asks, report its stops and its end."""
+    watched = [sock, sigfd.fileno()]
+    while True:
+        ready = select.select(watched, [], [])[0]
+        if sock in ready:
+            try:
+                request = sock.recv(64)
+            except ConnectionError:
+                request = b""
+            if not request:
+                watched.remove(sock)  # sandboxed-run is gone (and PDEATHSIG ends us): the command stays in there
+            word, _, number = request.partition(b" ")
+            try:
+                if word == b"signal":
+                    os.kill(child, int(number))
+                elif word == b"continue":
+                    os.killpg(child, signal.SIGCONT)
+            except OSError:
+                pass
+        sigfd.read()
+        while True:
+            pid, status = os.waitpid(child, os.WNOHANG | os.WUNTRACED)
+            if pid == 0:
+                break
+            if os.WIFSTOPPED(status):
+                _tell(sock, b"stopped")
+                continue
+            _tell(sock, b"exited %d" % status)
+            return 0
+
+
+# -- the command ----------------------------------------------------------------------------------------
+
+def _command(order: Order) -> None:
+    """The command's process, inside: its namespaces, group, terminal, ids, directory; then exec."""
+    code = EXIT_FAILURE
+    argv = order.argv
+    try:
+        try:
+            if order.inner:
+                linux.setns(order.pidfd, order.inner)
+        except OSError as exc:
+            raise SandboxError(f"cannot enter the sandbox's namespaces: {exc.strerror} (has it ended?)") from None
+        os.setpgid(0, 0)
+        if order.terminal is not None:
+            try:
+                os.tcsetpgrp(order.terminal, os.getpgrp())  # SIGTTOU is blocked: allowed from the background
+            except OSError:
+                pass
+        if order.ids is not None:
+            uid, gid = order.ids
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+        try:
+            os.chdir(order.cwd)
+        except OSError as exc:
+            if order.cwd_given:
+                raise SandboxError(f"cannot change to directory {os.fsdecode(order.cwd)}: {exc.strerror}") from None
+            os.chdir(b"/")
+        search = order.env.get(b"PATH", DEFAULT_PATH)
+        try:
+            path = resolve(argv[0], search)
+        except SandboxError:
+            if not order.default_shell:
+                raise
+            argv = [b"/bin/sh"]  # the caller's shell is not in there
+            path = resolve(argv[0], search)
+        # As a shell's child: default dispositions (Python ignores SIGPIPE and SIGXFSZ), but for the signals
+        # our caller ignored (nohup), then nothing blocked. A signal that came meanwhile acts now.
+        for sig in (*FORWARDED, *JOB_CONTROL, signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_IGN if sig in order.ignored else signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        os.execve(path, argv, order.env)
+    except SandboxError as exc:
+        code = exc.exit_code
+        say(exc.message)
+    except OSError as exc:
+        say(f"cannot start {os.fsdecode(argv[0])} in the sandbox: {exc.strerror}")
+    finally:
+        os._exit(code)

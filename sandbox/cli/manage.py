@@ -1,0 +1,79 @@
+"""sandboxed-run --list, --stop and --enter: what one does with running sandboxes (sandbox/running.py)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from typing import Any
+
+from sandboxed_run_helpers.shared.options import BY_NAME, OPTIONS, check_grace
+
+from .. import running
+from .words import UsageError
+
+MODES = ("list", "enter", "stop")
+# The options each one takes besides its own flag.
+GOES_WITH = {"list": {"json"}, "enter": {"cwd", "setenv", "unsetenv"}, "stop": {"grace"}}
+
+
+def mode_of(values: dict[str, Any], command: tuple[str, ...], given: set[str]) -> str | None:
+    """Which of --list, --enter, --stop the command line asks for (None: run COMMAND); UsageError for a
+    mixture that means nothing."""
+    chosen = [mode for mode in MODES if values[mode]]
+    if not chosen:
+        if values["json"]:
+            raise UsageError("--json goes with --list")
+        return None
+    if len(chosen) > 1:
+        raise UsageError("--list, --enter and --stop exclude each other")
+    mode = chosen[0]
+    for option in OPTIONS:
+        if option.in_cli and option.name in given and option.name != mode and option.name not in GOES_WITH[mode]:
+            raise UsageError(f"{option.flag} does not go with --{mode}")
+    if command and mode != "enter":
+        raise UsageError(f"--{mode} takes no command")
+    return mode
+
+
+def manage(mode: str, values: dict[str, Any], command: tuple[str, ...], given: set[str]) -> int:
+    if mode == "list":
+        return list_sandboxes(values["json"])
+    if mode == "stop":
+        try:
+            grace = check_grace(BY_NAME["grace"].check(values["grace"], "--grace")) if "grace" in given else None
+        except (TypeError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+        running.stop_running(values["stop"], grace)
+        return 0
+    from .enter import enter
+
+    return enter(values["enter"], command, values)
+
+
+def list_sandboxes(as_json: bool) -> int:
+    sandboxes = running.list_running()
+    if as_json:
+        import json
+
+        sys.stdout.write(json.dumps([s.to_json() for s in sandboxes], indent=2) + "\n")
+        return 0
+    if not sandboxes:
+        return 0
+    rows = [("NAME", "OWNER", "REAPER", "JOB", "STARTED", "STATE", "COMMAND")]
+    for s in sandboxes:
+        state = f"{s.state} ({s.stop_reason})" if s.stop_reason else s.state
+        command = "(a sandbox.Job)" if s.command is None and s.started is not None else shlex.join(s.command or [])
+        rows.append((s.name, s.owner_name, str(s.reaper_pid), str(s.job_pid or "-"),
+                     time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.started)) if s.started else "-",
+                     state, command))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for index, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+        if index:
+            for mount in sandboxes[index - 1].mounts:
+                if mount.own:  # the host's own mounts, seen through, would drown the sandbox's
+                    lines.append(f"    {mount.target}  {mount.fstype}  {mount.source}  {mount.options}")
+    sys.stdout.write("\n".join(line.rstrip() for line in lines) + "\n")
+    return 0

@@ -1,0 +1,358 @@
+"""Running sandboxes seen from outside: sandbox.list_running() and sandbox.stop_running(), which
+sandboxed-run --list, --stop and --enter use too.
+
+Every sandbox is listed under a name in its owner's registry directory (the reaper's listening socket:
+sandboxed_run_helpers.shared.registry). Everything shown comes from the reaper itself, asked over that
+socket: an entry whose reaper is gone is never shown (and is removed), whoever killed it and how.
+The caller sees its own sandboxes; root sees everyone's. Only the owner and root get details.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from sandboxed_run_helpers.shared import registry, wire
+from sandboxed_run_helpers.shared.errors import SandboxError, SandboxNotFound, SandboxNotPermitted
+from sandboxed_run_helpers.shared.options import check_grace
+
+QUERY_TIMEOUT = 3.0  # a reaper answers from its main loop at once; one that does not is stopped or frozen
+
+NOT_RESPONDING = "not responding"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One line of the sandbox's mount table, as its processes see it."""
+
+    target: str
+    source: str
+    fstype: str
+    options: str
+    own: bool  # made for or inside the sandbox: the caller's own mount table has no such mount
+
+
+@dataclass(frozen=True)
+class RunningSandbox:
+    """A running sandbox, as its reaper described it when asked.
+
+    state is "running", "stopping" (stop_reason says why: "requested", "timeout", "main process exited",
+    "caller died", ...) or "not responding" (the reaper did not answer: stopped with SIGSTOP, say; then
+    only name, owner and reaper_pid are known). command is None for a sandbox.Job (a session of many
+    commands). Times are Unix seconds; PIDs are as the caller sees them.
+    """
+
+    name: str
+    owner: int
+    reaper_pid: int
+    state: str
+    job_pid: int | None = None
+    started: float | None = None
+    command: list[str] | None = None
+    cwd: str | None = None
+    stop_reason: str | None = None
+    mounts: tuple[Mount, ...] = field(default=())
+
+    @property
+    def owner_name(self) -> str:
+        return user_name(self.owner)
+
+    @property
+    def qualified_name(self) -> str:
+        """OWNER/NAME: how root names one of several users' sandboxes of the same name."""
+        return f"{self.owner_name}/{self.name}"
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "owner": self.owner, "owner_name": self.owner_name, "reaper_pid": self.reaper_pid,
+                "job_pid": self.job_pid, "started": self.started, "command": self.command, "cwd": self.cwd,
+                "state": self.state, "stop_reason": self.stop_reason,
+                "mounts": [vars(m) for m in self.mounts]}
+
+
+def list_running() -> list[RunningSandbox]:
+    """Every running sandbox of the caller (root: of every user), ordered by owner and name.
+
+    Each reaper is asked at once; one that does not answer within a few seconds is listed as "not
+    responding". Entries whose reaper is gone (killed with everything else, even by SIGKILL) are never
+    listed, and are removed on the way."""
+    with _asked(_entries(None)) as answers:
+        return [answer.sandbox() for answer in answers]
+
+
+def stop_running(name: str, grace: float | str | None = None) -> None:
+    """Stop the running sandbox name (or OWNER/NAME) as its timeout would: its stop signal, grace (seconds,
+    or a duration such as "30s" or "1m"; None: the sandbox's own --grace), then SIGKILL; return once every
+    process of it is gone and its mounts are dropped. Its status events say stopping with reason "requested".
+
+    Raises SandboxNotFound (no running sandbox of that name that the caller may see), SandboxNotPermitted
+    (another user's), SandboxError (its reaper does not answer), ValueError/TypeError for a bad grace.
+    A KeyboardInterrupt ends the wait; the stop goes on without us."""
+    grace = check_grace(grace)
+    with found(name) as answer:
+        if not answer.send(wire.Stop(grace, wire.StopReason.REQUESTED, False)):
+            raise SandboxError(f"sandbox {name} stopped answering")
+        answer.wait_gone()
+
+
+def names() -> list[str]:
+    """The names in the registry that the caller may see, without asking their reapers (a dead entry's
+    too, until a listing removes it): for completing a command line, where a wrong guess costs nothing."""
+    return [name for name, _owner, _directory in _entries(None)]
+
+
+# -- finding one ---------------------------------------------------------------------------------------
+
+
+class Answer:
+    """One registry entry, connected: the reaper's About (None: it did not answer), its pidfd, the job's PID."""
+
+    def __init__(self, name: str, owner: int, directory: str, sock: socket.socket) -> None:
+        self.name = name
+        self.owner = owner
+        self.directory = directory
+        self.reaper_pid = registry.peer_credentials(sock)[0]  # the kernel's word: the process that listens
+        self.sock = sock
+        self.about: wire.About | None = None
+        self.refused: wire.Failed | None = None
+        self.pidfd = -1
+        self.job_pid: int | None = None
+
+    def send(self, message: wire.Message) -> bool:
+        try:
+            wire.send(self.sock, message)
+            return True
+        except OSError:
+            return False
+
+    def take(self, message: wire.Message, fds: list[int], pid: int | None) -> None:
+        if isinstance(message, wire.About) and fds and _pidfd_of(fds[0]) == self.reaper_pid:
+            self.about, self.job_pid = message, pid
+            self.pidfd = fds.pop(0)
+        elif isinstance(message, wire.Failed):
+            self.refused = message
+        for fd in fds:
+            os.close(fd)
+
+    def sandbox(self) -> RunningSandbox:
+        about = self.about
+        if about is None:
+            return RunningSandbox(self.name, self.owner, self.reaper_pid, NOT_RESPONDING)
+        return RunningSandbox(
+            about.name, self.owner, self.reaper_pid, about.state, self.job_pid, about.started,
+            [os.fsdecode(a) for a in about.command] if about.command is not None else None, os.fsdecode(about.cwd),
+            about.reason, tuple(mounts_of(about.mountinfo)))
+
+    def wait_gone(self) -> None:
+        """Until the reaper has exited: then every process of the sandbox is gone (PID 1 exits last)."""
+        while not select.select([self.pidfd], [], [], None)[0]:
+            pass
+
+    def close(self) -> None:
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+        self.sock.close()
+
+
+def _pidfd_of(fd: int) -> int | None:
+    """The PID a pidfd refers to, as we see it (the kernel's fdinfo says so; -1: it has exited)."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            for line in f:
+                if line.startswith("Pid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+class _asked:
+    """Connect to every entry, ask each at once, collect the answers until all came or QUERY_TIMEOUT passed."""
+
+    def __init__(self, entries: list[tuple[str, int, str]]) -> None:
+        self.entries = entries
+        self.answers: list[Answer] = []
+
+    def __enter__(self) -> list[Answer]:
+        pending: dict[int, Answer] = {}
+        try:
+            for name, owner, directory in self.entries:
+                sock = registry.connect(os.path.join(directory, name))
+                if sock is None:
+                    registry.remove_if_dead(directory, name)
+                    continue
+                try:
+                    answer = Answer(name, owner, directory, sock)
+                except OSError:
+                    sock.close()
+                    continue
+                if answer.reaper_pid <= 0:
+                    answer.close()  # not a process we can see: not a sandbox we could act on
+                    continue
+                self.answers.append(answer)
+                if answer.send(wire.Query()):
+                    pending[sock.fileno()] = answer
+            deadline = time.monotonic() + QUERY_TIMEOUT
+            while pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                for fd in select.select(list(pending), [], [], left)[0]:
+                    answer = pending[fd]
+                    try:
+                        message, fds, pid = wire.recv(answer.sock, socket.MSG_DONTWAIT)
+                    except BlockingIOError:
+                        continue
+                    except (wire.Closed, ConnectionError, ValueError):
+                        del pending[fd]  # it ended while we asked: gone
+                        self.answers.remove(answer)
+                        answer.close()
+                        continue
+                    answer.take(message, fds, pid)
+                    if answer.about is not None or answer.refused is not None:
+                        del pending[fd]
+        except BaseException:
+            self.__exit__()
+            raise
+        return [a for a in self.answers if a.refused is None]
+
+    def __exit__(self, *exc: object) -> None:
+        for answer in self.answers:
+            answer.close()
+
+
+class found:
+    """The running sandbox name (or OWNER/NAME), asked and answered (an Answer with about and pidfd set)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.asked: _asked | None = None
+
+    def __enter__(self) -> Answer:
+        owner, _, short = self.name.rpartition("/")
+        uid = os.geteuid()
+        owner_uid = uid_of(owner) if owner else None
+        if owner_uid is not None and uid != 0 and owner_uid != uid:
+            raise SandboxNotPermitted(f"sandbox {self.name} is not yours: only its owner and root may list, enter "
+                                      "or stop it")
+        entries = [e for e in _entries(owner_uid) if e[0] == short]
+        if uid == 0 and owner_uid is None and len({e[1] for e in entries}) > 1:
+            own = [e for e in entries if e[1] == 0]
+            if not own:
+                names = ", ".join(sorted(f"{user_name(o)}/{short}" for _, o, _ in entries))
+                raise SandboxError(f"several users' sandboxes are named {short} ({names}): say which, as OWNER/NAME")
+            entries = own
+        self.asked = _asked(entries)
+        answers = self.asked.__enter__()
+        if not answers:
+            refused = [a for a in self.asked.answers if a.refused is not None]
+            self.asked.__exit__()
+            if refused:
+                raise SandboxNotPermitted(refused[0].refused.message)
+            whose = "" if uid == 0 else " of yours"
+            raise SandboxNotFound(f"no running sandbox named {self.name}{whose} (sandboxed-run --list shows them)")
+        answer = answers[0]
+        if answer.about is None:
+            self.asked.__exit__()
+            raise SandboxError(f"sandbox {self.name} (reaper pid {answer.reaper_pid}) does not answer; is it "
+                               "stopped (SIGSTOP)?")
+        return answer
+
+    def __exit__(self, *exc: object) -> None:
+        if self.asked is not None:
+            self.asked.__exit__()
+
+
+def _entries(owner: int | None) -> list[tuple[str, int, str]]:
+    """(name, owner, directory) of every entry the caller may see (owner: only that user's)."""
+    uid = os.geteuid()
+    if uid == 0:
+        directories = [(o, d) for o, d in registry.all_directories() if owner is None or o == owner]
+    else:
+        directories = [(uid, d) for d in registry.directories_of(uid)]
+    found_: list[tuple[str, int, str]] = []
+    seen: set[tuple[int, int]] = set()
+    for dir_owner, directory in directories:
+        try:
+            st = os.stat(directory)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in seen or not registry.trusted(directory, dir_owner):
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        found_.extend((name, dir_owner, directory) for name, file_owner in registry.entries(directory)
+                      if file_owner == dir_owner)
+    found_.sort(key=lambda e: (e[1], e[0]))
+    return found_
+
+
+# -- users and mounts ------------------------------------------------------------------------------------
+
+
+def user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def uid_of(owner: str) -> int:
+    if owner.isdigit():
+        return int(owner)
+    import pwd
+
+    try:
+        return pwd.getpwnam(owner).pw_uid
+    except KeyError:
+        raise SandboxNotFound(f"no user named {owner}") from None
+
+
+def _unescape(text: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes."""
+    if "\\" not in text:
+        return text
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and text[i + 1:i + 4].isdigit():
+            out.append(chr(int(text[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def _parsed(mountinfo: bytes) -> Iterator[tuple[tuple, Mount]]:
+    for line in mountinfo.decode(errors="replace").splitlines():
+        fields = line.split(" ")
+        try:
+            dash = fields.index("-", 6)
+            majmin, root, target, options = fields[2], fields[3], fields[4], fields[5]
+            fstype, source = fields[dash + 1], fields[dash + 2]
+        except (ValueError, IndexError):
+            continue
+        key = (majmin, root, target, options, fstype, source)
+        yield key, Mount(_unescape(target), _unescape(source), fstype, options, True)
+
+
+_host_keys: tuple[float, set[tuple]] | None = None
+
+
+def mounts_of(mountinfo: bytes) -> Iterator[Mount]:
+    """The sandbox's mount table; `own` marks the mounts ours has not (the sandbox's, and its job's)."""
+    global _host_keys
+    if _host_keys is None or time.monotonic() - _host_keys[0] > 1.0:
+        try:
+            with open("/proc/self/mountinfo", "rb") as f:
+                _host_keys = (time.monotonic(), {key for key, _ in _parsed(f.read())})
+        except OSError:
+            _host_keys = (time.monotonic(), set())
+    for key, mount in _parsed(mountinfo):
+        yield mount if key not in _host_keys[1] else Mount(mount.target, mount.source, mount.fstype, mount.options,
+                                                           False)

@@ -1,0 +1,207 @@
+"""sandboxed-run --enter NAME [-- COMMAND]: the command runs in the sandbox's namespaces with the job's
+root, directory and marks, sees its mounts, exits as a shell expects, is one of the sandbox's processes
+(its stop reaches it, its end ends it) and never keeps the sandbox's namespaces alive."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+from test_named import cli, listed, ns_holders, unique_name, wait_listed
+
+from support import (
+    CLI,
+    PYTHON,
+    Terminal,
+    cmdline,
+    launched,
+    log_lines,
+    read_status,
+    signal_job,
+    signal_of,
+    wait_for,
+)
+
+LINKS = "import socket; print(' '.join(name for _, name in socket.if_nameindex()))"
+
+
+def inside_ns(pid: int, kind: str = "mnt") -> int:
+    return os.stat(f"/proc/{pid}/ns/{kind}").st_ino
+
+
+def test_the_entered_command_sees_the_jobs_mounts_directory_processes_and_marks(tmp_path, no_leftovers):
+    name = unique_name()
+    script = "echo from-the-job > /mnt/f && cd /mnt && exec sleep 1000"
+    with launched([CLI, "--name", name, "--tmpfs", "/mnt", "--", "sh", "-c", script]):
+        shown = wait_listed(name)
+        assert wait_for(lambda: listed()[name]["cwd"] == "/mnt")
+        job = shown["job_pid"]
+        probe = ("cat f; pwd; cat /proc/1/comm; echo $SANDBOXED_RUN $SANDBOXED_RUN_MNT_NS; "
+                 "stat -L -c %i /proc/self/ns/mnt /proc/self/ns/pid; ps -o comm= -p 2; "
+                 f"{PYTHON} -c 'from sandboxed_run_helpers.shared import marks; marks.check(); print(\"inside\")'; "
+                 "command -v sandbox-mount-image")
+        result = cli("--enter", name, "--", "sh", "-c", probe)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines() == [
+            "from-the-job", "/mnt", "sandbox-reaper", f"1 {inside_ns(job)}", str(inside_ns(job)),
+            str(inside_ns(job, "pid")), "sleep", "inside", str(Path(PYTHON).parent / "sandbox-mount-image")]
+        assert not (Path("/mnt") / "f").exists()  # the host never sees it
+        # --cwd and --setenv for the entered command.
+        result = cli("--enter", name, "--cwd", "/", "--setenv", "GREETING=hi", "--", "sh", "-c", 'pwd; echo $GREETING')
+        assert result.stdout == "/\nhi\n", result.stderr
+        assert cli("--stop", name).returncode == 0
+
+
+def test_the_entered_command_joins_the_network_and_uts_namespaces(no_leftovers):
+    name = unique_name()
+    with launched([CLI, "--name", name, "--net", "none", "--hostname", "boxy", "--", "sleep", "1000"]):
+        wait_listed(name)
+        result = cli("--enter", name, "--", "sh", "-c", f"hostname; {PYTHON} -c \"{LINKS}\"")
+        assert result.stdout.splitlines() == ["boxy", "lo"], result.stderr
+        assert cli("--stop", name).returncode == 0
+
+
+def test_the_exit_status_is_the_entered_commands(tmp_path, no_leftovers):
+    name = unique_name()
+    with launched([CLI, "--name", name, "--", "sleep", "1000"]):
+        wait_listed(name)
+        assert cli("--enter", name, "--", "sh", "-c", "exit 7").returncode == 7
+        assert cli("--enter", name, "--", "sh", "-c", "kill -TERM $$").returncode == -signal.SIGTERM
+        result = cli("--enter", name, "--", "no-such-command-xyz")
+        assert result.returncode == 127 and "no-such-command-xyz: command not found" in result.stderr
+        result = cli("--enter", name, "--", str(tmp_path))
+        assert result.returncode == 126, result.stderr
+        result = cli("--enter", name, "--cwd", "/no/such/dir", "--", "true")
+        assert result.returncode == 125 and "/no/such/dir" in result.stderr
+        # No command: the user's shell ($SHELL, or /bin/sh if that is not in there), reading our stdin.
+        for shell in ("/bin/sh", "/no/such/shell"):
+            result = subprocess.run([CLI, "--enter", name], input="echo $SANDBOXED_RUN; exit 3", text=True,
+                                    capture_output=True, env={**os.environ, "SHELL": shell}, timeout=60)
+            assert (result.returncode, result.stdout) == (3, "1\n"), result.stderr
+        assert cli("--stop", name).returncode == 0
+
+
+def test_the_entered_process_ends_with_the_sandbox_and_holds_nothing_alive(tmp_path, no_leftovers):
+    name = unique_name()
+    with launched([CLI, "--name", name, "--grace", "5", "--json-status", str(tmp_path / "s"), "--",
+                   "sleep", "1000"]) as launcher:
+        shown = wait_listed(name)
+        mnt_ns = inside_ns(shown["job_pid"])
+        # One that ends on the stop signal, and one that ignores it and is SIGKILLed when the grace is over.
+        plain = subprocess.Popen([CLI, "--enter", name, "--", "sleep", "1000"])
+        loop = "trap '' TERM; while :; do sleep 0.1; done"
+        stubborn = subprocess.Popen([CLI, "--enter", name, "--", "sh", "-c", loop])
+        try:
+            def inside() -> list[str]:
+                return [cmdline(pid) for pid in ns_holders(mnt_ns)]
+
+            assert wait_for(lambda: inside().count("sleep 1000") == 2 and any("trap" in c for c in inside()))
+            # Only the reaper, the job and the entered commands are in there: not we, nor our forker.
+            assert {c for c in inside() if c != "sleep 0.1"} == {"sandbox-reaper", "sleep 1000", f"sh -c {loop}"}
+            assert cli("--stop", name).returncode == 0
+            assert ns_holders(mnt_ns) == []  # all gone when --stop returned: nothing keeps the namespace
+            assert plain.wait(timeout=30) == -signal.SIGTERM
+            assert stubborn.wait(timeout=30) == -signal.SIGKILL
+        finally:
+            for enterer in (plain, stubborn):
+                if enterer.poll() is None:
+                    enterer.kill()
+                enterer.wait()
+        assert launcher.wait(timeout=30) == -signal.SIGTERM
+    killed = [e for e in read_status(tmp_path / "s") if e["event"] == "killed"]
+    assert killed and killed[0]["count"] >= 1 and killed[0]["reason"] == "grace period over"
+
+
+def test_an_entered_process_gets_the_stop_when_the_main_process_exits(tmp_path, no_leftovers):
+    """The same stop as for any process the job left: the stop signal, then the grace period."""
+    name = unique_name()
+    flag = tmp_path / "go"
+    argv, log = signal_job(tmp_path, cleanup=0.5)
+    script = f"while [ ! -e {flag} ]; do sleep 0.05; done; exit 4"
+    with launched([CLI, "--name", name, "--", "sh", "-c", script]) as launcher:
+        wait_listed(name)
+        with launched([CLI, "--enter", name, "--", *argv]) as enterer:
+            assert wait_for(lambda: log_lines(log))
+            flag.touch()
+            assert launcher.wait(timeout=30) == 4
+            assert log_lines(log)[1:] == ["SIGTERM", "cleaned"]  # within the grace, before the launcher ended
+            assert enterer.wait(timeout=30) == -signal.SIGTERM
+
+
+def test_a_stopping_sandbox_cannot_be_entered(tmp_path, no_leftovers):
+    name = unique_name()
+    argv, log = signal_job(tmp_path, cleanup=600.0)
+    with launched([CLI, "--name", name, "--grace", "600", "--", *argv]):
+        assert wait_for(lambda: log_lines(log))
+        with launched([CLI, "--stop", name]) as stopper:
+            wait_listed(name, "stopping")
+            result = cli("--enter", name, "--", "true")
+            assert result.returncode == 125 and "is stopping (requested)" in result.stderr
+            assert cli("--stop", name, "--grace", "0").returncode == 0
+            assert stopper.wait(timeout=30) == 0
+
+
+def test_ctrl_c_reaches_the_entered_command_once(tmp_path, no_leftovers):
+    """At a terminal the entered command gets the foreground, as a shell's job would: the terminal's
+    Ctrl+C reaches it (once), and --enter then dies of the same signal."""
+    name = unique_name()
+    argv, log = signal_job(tmp_path, cleanup=0.3)
+    with launched([CLI, "--name", name, "--", "sleep", "1000"]):
+        wait_listed(name)
+        term = Terminal([CLI, "--enter", name, "--", *argv], tmp_path)
+        try:
+            assert wait_for(lambda: log_lines(log)), term.output
+            term.ctrl_c()
+            status = term.wait()
+        finally:
+            term.close()
+        assert log_lines(log)[1:] == ["SIGINT", "cleaned"]
+        assert signal_of(status) == signal.SIGINT
+        assert listed()[name]["state"] == "running"  # the sandbox itself goes on
+        assert cli("--stop", name).returncode == 0
+
+
+def test_a_signal_to_the_enterer_is_passed_on_once(tmp_path, no_leftovers):
+    name = unique_name()
+    argv, log = signal_job(tmp_path, cleanup=0.2)
+    with launched([CLI, "--name", name, "--", "sleep", "1000"]):
+        wait_listed(name)
+        with launched([CLI, "--enter", name, "--", *argv], start_new_session=True) as enterer:
+            assert wait_for(lambda: log_lines(log))
+            os.killpg(enterer.pid, signal.SIGUSR1)  # its whole group: the command is in a group of its own
+            assert enterer.wait(timeout=30) == -signal.SIGUSR1
+        assert log_lines(log)[1:] == ["SIGUSR1", "cleaned"]
+        assert cli("--stop", name).returncode == 0
+
+
+def test_the_entered_command_has_the_terminal_and_ctrl_z_suspends_it_until_fg(tmp_path, no_leftovers):
+    name = unique_name()
+    counter = tmp_path / "count"
+    job = (f'read -r -p "word: " w; echo got $w; i=0; while [ $i -lt 300 ]; do i=$((i+1)); echo $i > {counter}; '
+           "sleep 0.02; done; echo finished")
+    with launched([CLI, "--name", name, "--", "sleep", "1000"]):
+        wait_listed(name)
+        env = dict(os.environ, PS1="$ ", TERM="dumb")
+        term = Terminal(["bash", "--norc", "--noprofile", "-i"], tmp_path, env)
+        try:
+            assert term.expect(b"$ ")
+            term.type(f"{CLI} --enter {name} -- bash -c '{job}'\n".encode())
+            assert term.expect(b"word: "), term.output
+            term.type(b"typed\n")
+            assert term.expect(b"got typed"), term.output
+            assert wait_for(counter.exists)
+            term.type(b"\x1a")  # Ctrl+Z
+            assert term.expect(b"Stopped"), term.output
+            frozen = counter.read_text()
+            assert not wait_for(lambda: counter.read_text() != frozen, timeout=1.0), "the command kept running"
+            term.type(b"fg\n")
+            assert term.expect(b"finished", timeout=30), term.output
+            term.type(b"echo status=$?\n")
+            assert term.expect(b"status=0"), term.output
+            term.type(b"exit\n")
+            term.wait()
+        finally:
+            term.close()
+        assert cli("--stop", name).returncode == 0

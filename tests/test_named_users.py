@@ -1,0 +1,168 @@
+"""Running sandboxes across users: only the owner and root can list details of, enter or stop one.
+Ordinary users are uids without an account, through setpriv (their registry falls back to
+/tmp/sandboxed-run-UID, removed afterwards)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import random
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from test_named import cli, listed, unique_name, wait_listed
+
+from sandboxed_run_helpers.shared import registry
+from support import CLI, PYTHON, launched
+
+
+def free_uids(count: int) -> list[int]:
+    uids: list[int] = []
+    while len(uids) < count:
+        uid = random.randint(61000, 64999)
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            if uid not in uids and not os.path.exists(f"{registry.TMP_PREFIX}{uid}"):
+                uids.append(uid)
+    return uids
+
+
+@pytest.fixture
+def user_dir(request) -> Path:
+    """A directory any user may use, and our interpreter made reachable for them (conftest's nobody_dir)."""
+    return request.getfixturevalue("nobody_dir")
+
+
+@pytest.fixture
+def users():
+    """Two ordinary users (uids), as setpriv prefixes; their registries are removed afterwards."""
+    uids = free_uids(2)
+    try:
+        yield [(uid, ("setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups")) for uid in uids]
+    finally:
+        for uid in uids:
+            shutil.rmtree(f"{registry.TMP_PREFIX}{uid}", ignore_errors=True)
+
+
+def as_user(prefix: tuple[str, ...], code: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*prefix, PYTHON, "-c", code], capture_output=True, text=True, timeout=60, cwd=cwd)
+
+
+def test_an_ordinary_user_can_neither_see_nor_enter_nor_stop_roots_sandbox(users, user_dir, no_leftovers):
+    (_, user), _ = users
+    name = unique_name()
+    with launched([CLI, "--name", name, "--", "sleep", "1000"]) as launcher:
+        wait_listed(name)
+        assert cli("--list", "--json", prefix=user, cwd=user_dir).stdout == "[]\n"
+        result = cli("--stop", name, prefix=user, cwd=user_dir)
+        assert result.returncode == 1 and f"no running sandbox named {name} of yours" in result.stderr
+        result = cli("--stop", f"root/{name}", prefix=user, cwd=user_dir)
+        assert result.returncode == 4 and "not yours" in result.stderr, result.stderr
+        result = cli("--enter", name, "--", "true", prefix=user, cwd=user_dir)
+        assert result.returncode == 125 and "no running sandbox" in result.stderr
+        result = cli("--enter", f"root/{name}", "--", "true", prefix=user, cwd=user_dir)
+        assert result.returncode == 125 and "not yours" in result.stderr, result.stderr
+        api = as_user(user, f"""
+import socket, sandbox
+print(sandbox.list_running())
+try:
+    sandbox.stop_running("root/{name}")
+except sandbox.SandboxNotPermitted as exc:
+    print("not permitted", exc.exit_code)
+with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+    try:
+        sock.connect("{registry.ROOT_DIRECTORY}/{name}")
+    except PermissionError:
+        print("no way in")
+""", user_dir)
+        assert api.stdout.splitlines() == ["[]", "not permitted 4", "no way in"], api.stderr
+        assert listed()[name]["state"] == "running" and launcher.poll() is None
+        assert cli("--stop", name).returncode == 0
+
+
+def test_the_reaper_itself_refuses_others_who_reach_its_socket(users, user_dir, no_leftovers):
+    """The registry directory keeps other users out; should anything let one through (here: a link to the
+    socket in a directory anyone may enter), the reaper checks its peer's credentials itself."""
+    (_, user), _ = users
+    name = unique_name()
+    socket_path = Path(registry.ROOT_DIRECTORY) / name
+    hole = Path(tempfile.mkdtemp(prefix="sbx-hole-", dir="/run"))
+    try:
+        with launched([CLI, "--name", name, "--", "sleep", "1000"]):
+            wait_listed(name)
+            hole.chmod(0o755)
+            os.link(socket_path, hole / name)
+            os.chmod(hole / name, 0o666)
+            probe = as_user(user, f"""
+import socket
+from sandboxed_run_helpers.shared import wire
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+sock.connect("{hole / name}")
+print("connected")
+answer, fds, _ = wire.recv(sock)
+print(type(answer).__name__, answer.errno, fds)
+try:
+    wire.send(sock, wire.Stop(0.0, wire.StopReason.REQUESTED, False))
+    wire.send(sock, wire.Query())
+    print(wire.recv(sock))
+except (OSError, wire.Closed) as exc:
+    print("dropped")
+""", user_dir)
+            lines = probe.stdout.splitlines()
+            assert lines[:2] == ["connected", "Failed 13 []"], probe.stderr
+            assert lines[2] == "dropped"
+            assert listed()[name]["state"] == "running"  # its Stop was never read
+            os.chmod(socket_path, 0o600)
+            assert cli("--stop", name).returncode == 0
+    finally:
+        shutil.rmtree(hole, ignore_errors=True)
+
+
+def test_an_ordinary_users_sandbox_is_for_its_owner_and_root(users, user_dir, no_leftovers):
+    (uid, user), (_, other) = users
+    name = unique_name()
+    script = "echo from-the-job > /mnt/f && cd /mnt && exec sleep 1000"
+    with launched([*user, CLI, "--name", name, "--tmpfs", "/mnt", "--", "sh", "-c", script],
+                  cwd=user_dir) as launcher:
+        qualified = f"{uid}/{name}"
+        shown = wait_listed(qualified)
+        assert shown["owner"] == uid and shown["command"] == ["sh", "-c", script]
+        registry_dir = os.stat(f"{registry.TMP_PREFIX}{uid}")
+        assert (registry_dir.st_uid, registry_dir.st_mode & 0o777) == (uid, 0o700)
+        # Its owner sees it, and enters it as the job is: uid 0 of its user namespace.
+        mine = json.loads(cli("--list", "--json", prefix=user, cwd=user_dir).stdout)
+        assert [(s["name"], s["owner"], s["job_pid"]) for s in mine] == [(name, uid, shown["job_pid"])]
+        result = cli("--enter", name, "--", "sh", "-c", "id -u; cat f; pwd", prefix=user, cwd=user_dir)
+        assert result.stdout.splitlines() == ["0", "from-the-job", "/mnt"], result.stderr
+        # Root enters it as its owner would: no root groups, none of root's environment.
+        result = subprocess.run([CLI, "--enter", qualified, "--", "sh", "-c",
+                                 "id -u; echo ${SECRET-unset}; grep Groups: /proc/self/status; cat f"],
+                                capture_output=True, text=True, timeout=60, env={**os.environ, "SECRET": "s3"})
+        assert [line.split() for line in result.stdout.splitlines()] == [["0"], ["unset"], ["Groups:"],
+                                                                          ["from-the-job"]], result.stderr
+        # Another user sees nothing, and may do nothing.
+        assert cli("--list", "--json", prefix=other, cwd=user_dir).stdout == "[]\n"
+        assert cli("--stop", qualified, prefix=other, cwd=user_dir).returncode == 4
+        assert cli("--stop", name, prefix=other, cwd=user_dir).returncode == 1
+        # Root stops it (its name is unique among everyone's: no OWNER/ needed).
+        assert cli("--stop", name).returncode == 0
+        assert launcher.wait(timeout=30) == -signal.SIGTERM
+    assert qualified not in listed()
+
+
+def test_a_registry_directory_made_by_someone_else_is_never_used(users, user_dir, no_leftovers):
+    (uid, user), (other_uid, _) = users
+    planted = Path(f"{registry.TMP_PREFIX}{uid}")
+    planted.mkdir(mode=0o777)
+    os.chown(planted, other_uid, other_uid)
+    result = cli("--name", unique_name(), "--", "true", prefix=user, cwd=user_dir)
+    assert result.returncode == 125 and f"is not a directory of uid {uid}" in result.stderr, result.stderr
+    result = cli("--", "true", prefix=user, cwd=user_dir)
+    assert result.returncode == 0 and result.stderr.count("\n") == 1 and "runs unlisted" in result.stderr
+    assert os.listdir(planted) == []
