@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from sandboxed_run_helpers.reaper.stopping import IMPATIENT_WINDOW
 from support import CLI, PYTHON, Terminal, launched, log_lines, marked_processes, signal_job, signal_of, wait_for
 
 SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"]
@@ -44,16 +45,22 @@ def test_repeated_ctrl_c_reaches_the_job_each_time_and_the_third_kills_everythin
     term = Terminal([CLI, *argv], tmp_path)
     try:
         assert wait_for(lambda: log_lines(log))
-        for presses in (1, 2):
+        for _ in range(3):  # a loaded machine may stretch three presses past the window: then press three again
+            before = log_lines(log).count("SIGINT")
+            first = time.monotonic()
+            for presses in (1, 2):
+                term.ctrl_c()
+                assert wait_for(lambda n=before + presses: log_lines(log).count("SIGINT") == n)
+            time.sleep(0.3)
+            assert term.poll() is None, "two presses must not end a job that handles SIGINT"
             term.ctrl_c()
-            assert wait_for(lambda n=presses: log_lines(log).count("SIGINT") == n)
-        time.sleep(0.3)
-        assert term.poll() is None, "two presses must not end a job that handles SIGINT"
-        term.ctrl_c()
-        status = term.wait()
+            status = term.wait(timeout=10)
+            if status is not None:
+                break
+            assert time.monotonic() - first > IMPATIENT_WINDOW - 0.5, "three presses within the window killed nothing"
     finally:
         term.close()
     # The third press SIGKILLs at once: the job may or may not have noted that SIGINT first.
-    assert log_lines(log).count("SIGINT") in (2, 3)
-    assert signal_of(status) == signal.SIGKILL
+    assert log_lines(log).count("SIGINT") - before in (2, 3)
+    assert status is not None and signal_of(status) == signal.SIGKILL
     assert wait_for(lambda: not marked_processes(no_leftovers, {os.getpid()}), timeout=5)
