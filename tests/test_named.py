@@ -4,11 +4,13 @@ ever holding up its duties. --enter is tests/test_enter.py; other users, tests/t
 
 from __future__ import annotations
 
+import array
 import fcntl
 import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import time
 import uuid
@@ -410,6 +412,21 @@ def test_stop_waits_until_every_process_and_the_namespace_are_gone(tmp_path, no_
         assert launcher.wait(timeout=30) == -signal.SIGTERM
 
 
+def garbage() -> list[tuple[bytes, list[int]]]:
+    """Packets that are not messages of ours, and the descriptors each carries (ours to close)."""
+    read_end, write_end = os.pipe()  # a "message in a memfd" that is a pipe nobody writes to
+    unsealed = os.memfd_create("unsealed", os.MFD_ALLOW_SEALING)
+    huge = os.memfd_create("huge", os.MFD_ALLOW_SEALING)
+    os.ftruncate(huge, wire.MAX_MESSAGE + 1)  # sparse: costs us nothing, reading it all would cost the reaper
+    fcntl.fcntl(huge, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+                | fcntl.F_SEAL_WRITE)
+    nested = wire.encode(wire.Query())
+    for _ in range(1500):  # Spawn(Spawn(...(Query))): within marshal's depth, deeper than Python's stack
+        nested = b")\x02i" + struct.pack("<i", wire.Kind.SPAWN) + nested  # marshal: (kind, nested)
+    return [(b"not a message", []), (b"i\x00garbage", []), (b"m", [read_end]), (b"m", [write_end]),
+            (b"m", [unsealed]), (b"m", [huge]), (b"m", []), (b"i" + nested[:60000], [])]
+
+
 def test_the_socket_speaks_only_our_protocol(no_leftovers):
     """Garbage on a reaper's registry socket is ignored; the sandbox runs on."""
     name = unique_name()
@@ -417,8 +434,15 @@ def test_the_socket_speaks_only_our_protocol(no_leftovers):
         wait_listed(name)
         with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
             sock.connect(os.path.join(registry.ROOT_DIRECTORY, name))
-            sock.send(b"not a message")
-            sock.send(b"i\x00garbage")
+            for packet, fds in garbage():
+                try:
+                    sock.sendmsg([packet], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds
+                                 else [])
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+            wire.send(sock, wire.Query())
+            assert isinstance(wire.recv_kind(sock, (wire.About,))[0], wire.About)  # it answers after all that
         assert listed()[name]["state"] == "running"
         assert cli("--stop", name).returncode == 0
 
