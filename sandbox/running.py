@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from sandboxed_run_helpers.shared import registry, wire
 from sandboxed_run_helpers.shared.errors import SandboxError, SandboxNotFound, SandboxNotPermitted
-from sandboxed_run_helpers.shared.options import check_grace
+from sandboxed_run_helpers.shared.options import BY_NAME, check_grace
 
 QUERY_TIMEOUT = 3.0  # a reaper answers from its main loop at once; one that does not is stopped or frozen
 
@@ -89,8 +89,11 @@ def stop_running(name: str, grace: float | str | None = None) -> None:
     process of it is gone and its mounts are dropped. Its status events say stopping with reason "requested".
 
     Raises SandboxNotFound (no running sandbox of that name that the caller may see), SandboxNotPermitted
-    (another user's), SandboxError (its reaper does not answer), ValueError/TypeError for a bad grace.
+    (another user's), SandboxError (its reaper does not answer), ValueError/TypeError for a bad name or grace.
     A KeyboardInterrupt ends the wait; the stop goes on without us."""
+    if name is None:
+        raise TypeError("name must be a string, not None")
+    name = BY_NAME["stop"].check(name, "name")
     grace = check_grace(grace)
     with found(name) as answer:
         if not answer.send(wire.Stop(grace, wire.StopReason.REQUESTED, False)):

@@ -389,6 +389,10 @@ def test_api_checks_names_and_raises_lookup_errors(no_leftovers):
         sandbox.run(["true"], name="a/b")
     with pytest.raises(TypeError, match="^name must be a string"):
         sandbox.Popen(["true"], name=5)
+    for bad, error in ((None, TypeError), (5, TypeError), (b"box", TypeError), ("", ValueError), ("/x", ValueError),
+                       ("a b", ValueError), ("root/", ValueError), ("x\0y", ValueError), ("x" * 65, ValueError)):
+        with pytest.raises(error, match="^name"):
+            sandbox.stop_running(bad)
     with pytest.raises(sandbox.SandboxNotFound) as caught:
         sandbox.stop_running("no-such-sandbox-x")
     assert isinstance(caught.value, LookupError) and caught.value.exit_code == 1
