@@ -9,6 +9,7 @@ The caller sees its own sandboxes; root sees everyone's. Only the owner and root
 
 from __future__ import annotations
 
+import math
 import os
 import select
 import socket
@@ -132,7 +133,7 @@ class Answer:
             return False
 
     def take(self, message: wire.Message, fds: list[int], pid: int | None) -> None:
-        if isinstance(message, wire.About) and fds and _pidfd_of(fds[0]) == self.reaper_pid:
+        if isinstance(message, wire.About) and _well_formed(message) and fds and _pidfd_of(fds[0]) == self.reaper_pid:
             self.about, self.job_pid = message, pid
             self.pidfd = fds.pop(0)
         elif isinstance(message, wire.Failed):
@@ -145,7 +146,7 @@ class Answer:
         if about is None:
             return RunningSandbox(self.name, self.owner, self.reaper_pid, NOT_RESPONDING)
         return RunningSandbox(
-            about.name, self.owner, self.reaper_pid, about.state, self.job_pid, about.started,
+            self.name, self.owner, self.reaper_pid, about.state, self.job_pid, about.started,
             [os.fsdecode(a) for a in about.command] if about.command is not None else None, os.fsdecode(about.cwd),
             about.reason, tuple(mounts_of(about.mountinfo)))
 
@@ -159,6 +160,20 @@ class Answer:
             os.close(self.pidfd)
             self.pidfd = -1
         self.sock.close()
+
+
+def _well_formed(about: wire.About) -> bool:
+    """Whether an About has the types a reaper of ours sends. Whoever owns a registry directory may listen
+    there with a program of their own, and root lists and enters everyone's: a forged answer is no answer."""
+    def strings(items: object, kind: type) -> bool:
+        return isinstance(items, list) and all(isinstance(item, kind) for item in items)
+
+    return (isinstance(about.name, str) and type(about.started) in (int, float) and math.isfinite(about.started)
+            and (about.command is None or strings(about.command, bytes)) and isinstance(about.cwd, bytes)
+            and about.state in ("running", "stopping") and (about.reason is None or isinstance(about.reason, str))
+            and isinstance(about.namespaces, dict) and strings(list(about.namespaces), str)
+            and all(type(inode) is int for inode in about.namespaces.values()) and isinstance(about.mountinfo, bytes)
+            and (about.spec.userns_ids is None or all(type(i) is int for i in about.spec.userns_ids)))
 
 
 def _pidfd_of(fd: int) -> int | None:

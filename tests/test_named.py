@@ -460,3 +460,18 @@ def test_the_shell_completes_the_names_of_running_sandboxes(no_leftovers):
             result = subprocess.run([CLI], capture_output=True, text=True, timeout=60, env=env)
             assert result.returncode == 0 and f"plain,{name}" in result.stdout.splitlines(), result
         assert cli("--stop", name).returncode == 0
+
+
+def test_list_shows_control_characters_escaped(no_leftovers):
+    """A command and mount points are the owner's to choose; --list shows them, it does not send them to the
+    terminal (root lists everyone's): no escape sequence gets through, no mount point starts a row."""
+    name = unique_name()
+    with launched([CLI, "--name", name, "--tmpfs", "/mnt", "--tmpfs", "/mnt/a\nb0gus  root  1", "--",
+                   "sh", "-c", "exec sleep 1000", "\x1b]0;title\x07"]):
+        wait_listed(name)
+        result = cli("--list")
+        assert not any(c in result.stdout for c in "\x1b\x07"), result.stdout
+        assert "'\\x1b]0;title\\x07'" in result.stdout and "    /mnt/a\\nb0gus  root  1  tmpfs" in result.stdout
+        assert not [line for line in result.stdout.splitlines() if line.startswith("b0gus")]
+        assert json.loads(cli("--list", "--json").stdout)  # JSON escapes them itself
+        assert cli("--stop", name).returncode == 0

@@ -166,3 +166,50 @@ def test_a_registry_directory_made_by_someone_else_is_never_used(users, user_dir
     result = cli("--", "true", prefix=user, cwd=user_dir)
     assert result.returncode == 0 and result.stderr.count("\n") == 1 and "runs unlisted" in result.stderr
     assert os.listdir(planted) == []
+
+
+FORGER = """
+import array, marshal, os, socket, sys
+from sandboxed_run_helpers.shared import registry, wire
+from sandboxed_run_helpers.shared.options import SandboxSpec
+fields = eval(sys.argv[2], {"spec": SandboxSpec.build({}).to_wire()})
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+listener.bind(os.path.join(registry.prepare(), sys.argv[1]))
+listener.listen(8)
+print("listening", flush=True)
+while True:
+    conn, _ = listener.accept()
+    pidfd = os.pidfd_open(os.getpid())
+    try:
+        conn.recv(4096)
+        conn.sendmsg([b"i" + marshal.dumps((int(wire.Kind.ABOUT), *fields))],
+                     [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [pidfd]))])
+    except OSError:
+        pass
+    os.close(pidfd)
+    conn.close()
+"""
+
+
+@pytest.mark.parametrize("fields", [
+    # Types no reaper of ours sends.
+    '(5, "noon", 7, 8, 9, 10, spec, [], 11)',
+    # Well formed, and full of control characters for root's terminal: a title, a cleared screen, a fake row.
+    '("evil\\n\\x1b]0;owned\\x07", 1.0e300, [b"sleep", b"\\x1b[2J"], b"/", "running", None, spec, {}, '
+    'b"1 2 0:1 / /x\\\\012evil  root  1  1  -  running  sleep rw - tmpfs \\x1b[31m rw\\n")',
+])
+def test_a_users_forged_answers_neither_break_nor_steer_roots_list(users, user_dir, fields, no_leftovers):
+    """Anyone may listen in their own registry directory with a program of their own; root lists everyone's.
+    What such a program answers is shown escaped, under the entry's own name, or not at all: never a traceback."""
+    (uid, user), _ = users
+    name = unique_name()
+    with launched([*user, PYTHON, "-c", FORGER, name, fields], cwd=user_dir, stdout=subprocess.PIPE) as forger:
+        assert forger.stdout.readline() == b"listening\n"
+        for args in (["--list"], ["--list", "--json"]):
+            result = cli(*args)
+            assert result.returncode == 0 and result.stderr == "", result.stderr
+            assert not any(c in result.stdout for c in "\x1b\x07"), result.stdout
+        rows = [line for line in cli("--list").stdout.splitlines() if "evil" in line or name in line]
+        assert all(line.startswith((name, " ")) for line in rows), rows  # no row but the entry's own
+        shown = [s for s in json.loads(cli("--list", "--json").stdout) if s["owner"] == uid]
+        assert [s["name"] for s in shown] == ([] if fields.startswith("(5") else [name]), shown
