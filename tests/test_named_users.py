@@ -213,3 +213,19 @@ def test_a_users_forged_answers_neither_break_nor_steer_roots_list(users, user_d
         assert all(line.startswith((name, " ")) for line in rows), rows  # no row but the entry's own
         shown = [s for s in json.loads(cli("--list", "--json").stdout) if s["owner"] == uid]
         assert [s["name"] for s in shown] == ([] if fields.startswith("(5") else [name]), shown
+
+
+def test_root_never_enters_a_users_forged_sandbox_as_root(users, user_dir, tmp_path, no_leftovers):
+    """A user's own listener answers as a reaper would, from the host's namespaces: root entering it would run
+    the command as root, on the host, where the user chose. Only a user namespace of the user's own is entered."""
+    (_, user), _ = users
+    name = unique_name()
+    fields = f'("{name}", 1.0, [b"sleep"], b"{user_dir}", "running", None, spec, {{"pid": 1, "mnt": 1}}, b"")'
+    witness = tmp_path / "ran"
+    with launched([*user, PYTHON, "-c", FORGER, name, fields], cwd=user_dir, stdout=subprocess.PIPE) as forger:
+        assert forger.stdout.readline() == b"listening\n"
+        qualified = f"{users[0][0]}/{name}"
+        result = cli("--enter", qualified, "--", "touch", str(witness))
+        assert result.returncode == 125 and result.stderr.count("\n") == 1, result.stderr
+        assert "user namespace" in result.stderr
+        assert not witness.exists()
