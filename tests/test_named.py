@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import sandbox
+from sandboxed_run_helpers.reaper import listing
 from sandboxed_run_helpers.shared import registry, wire
 from support import CLI, PYTHON, launched, log_lines, marked_processes, read_status, signal_job, wait_for
 
@@ -356,6 +357,24 @@ def test_clients_that_hang_never_hold_up_the_reapers_duties(tmp_path, no_leftove
             silent.close()
             greedy.close()
     assert name not in listed()
+
+
+def test_many_clients_that_never_ask_never_keep_a_stop_out(no_leftovers):
+    """More silent clients than the reaper serves at once: the oldest give way to the new ones, so a --stop
+    gets through (it found the sandbox deaf, 125, while they lasted)."""
+    name = unique_name()
+    path = os.path.join(registry.ROOT_DIRECTORY, name)
+    with launched([CLI, "--name", name, "--", "sleep", "1000"]) as launcher:
+        wait_listed(name)
+        silent = [sock for sock in (registry.connect(path) for _ in range(4 * listing.MAX_CONNECTIONS)) if sock]
+        try:
+            assert wait_for(lambda: len(silent) > listing.MAX_CONNECTIONS)
+            result = cli("--stop", name)
+            assert (result.returncode, result.stderr) == (0, "")
+            assert launcher.wait(timeout=30) == -signal.SIGTERM
+        finally:
+            for sock in silent:
+                sock.close()
 
 
 # -- bad input --------------------------------------------------------------------------------------
