@@ -43,8 +43,8 @@ class RunningSandbox:
 
     state is "running", "stopping" (stop_reason says why: "requested", "timeout", "main process exited",
     "caller died", ...) or "not responding" (the reaper did not answer: stopped with SIGSTOP, say; then
-    only name, owner and reaper_pid are known). command is None for a sandbox.Job (a session of many
-    commands). Times are Unix seconds; PIDs are as the caller sees them.
+    only name, owner and reaper_pid are known, reaper_pid 0 if its backlog was full). command is None for a
+    sandbox.Job (a session of many commands). Times are Unix seconds; PIDs are as the caller sees them.
     """
 
     name: str
@@ -197,9 +197,10 @@ class _asked:
 
     def __enter__(self) -> list[Answer]:
         pending: dict[int, Answer] = {}
+        deadline = time.monotonic() + QUERY_TIMEOUT
         try:
             for name, owner, directory in self.entries:
-                sock = registry.connect(os.path.join(directory, name))
+                sock = registry.connect(os.path.join(directory, name), max(0.0, deadline - time.monotonic()))
                 if sock is None:
                     registry.remove_if_dead(directory, name)
                     continue
@@ -208,13 +209,15 @@ class _asked:
                 except OSError:
                     sock.close()
                     continue
+                if not registry.connected(sock):
+                    self.answers.append(answer)  # its backlog is full (clients that never ask): alive, deaf
+                    continue
                 if answer.reaper_pid <= 0:
                     answer.close()  # not a process we can see: not a sandbox we could act on
                     continue
                 self.answers.append(answer)
                 if answer.send(wire.Query()):
                     pending[sock.fileno()] = answer
-            deadline = time.monotonic() + QUERY_TIMEOUT
             while pending:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -276,8 +279,8 @@ class found:
         answer = answers[0]
         if answer.about is None:
             self.asked.__exit__()
-            raise SandboxError(f"sandbox {self.name} (reaper pid {answer.reaper_pid}) does not answer; is it "
-                               "stopped (SIGSTOP)?")
+            pid = f" (reaper pid {answer.reaper_pid})" if answer.reaper_pid > 0 else ""
+            raise SandboxError(f"sandbox {self.name}{pid} does not answer; is it stopped (SIGSTOP)?")
         return answer
 
     def __exit__(self, *exc: object) -> None:

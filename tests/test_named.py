@@ -316,17 +316,29 @@ def test_list_shows_a_stopping_sandbox_and_why(tmp_path, no_leftovers):
     assert name not in listed()
 
 
-def test_a_frozen_reaper_is_listed_as_not_responding(no_leftovers):
+@pytest.mark.parametrize("backlog", ["room", "full"])
+def test_a_frozen_reaper_is_listed_as_not_responding(backlog, no_leftovers):
+    """Also when clients fill its backlog meanwhile (it was left out of the list, and --stop said no sandbox
+    had that name)."""
     name = unique_name()
+    silent: list[socket.socket] = []
     with launched([CLI, "--name", name, "--", "sleep", "1000"]):
         reaper = wait_listed(name)["reaper_pid"]
         os.kill(reaper, signal.SIGSTOP)
         try:
+            while backlog == "full" and (sock := registry.connect(os.path.join(registry.ROOT_DIRECTORY, name))):
+                silent.append(sock)
+                try:
+                    sock.getpeername()
+                except OSError:
+                    break  # not accepted: the backlog is full
             assert listed()[name]["state"] == "not responding"
             result = cli("--stop", name)
             assert result.returncode == 125 and "does not answer" in result.stderr
         finally:
             os.kill(reaper, signal.SIGCONT)
+            for sock in silent:
+                sock.close()
         assert cli("--stop", name).returncode == 0
 
 

@@ -174,14 +174,27 @@ def entries(directory: str) -> list[tuple[str, int]]:
 
 def connect(path: str, timeout: float | None = None) -> socket.socket | None:
     """A connection to the reaper listening at path; None if nobody listens there (the entry is dead or gone).
-    With timeout None, the socket is non-blocking (connect never waits: a unix connect completes or fails)."""
+    With timeout None, the socket is non-blocking (connect never waits: a unix connect completes or fails).
+    If the reaper's backlog is full, someone listens: the socket is returned unconnected (connected() says
+    so), after waiting up to timeout for room."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # to learn the job's PID as we see it
         sock.setblocking(False)
-        sock.connect(path)
-    except (BlockingIOError, InterruptedError):
-        pass  # the backlog is full: someone listens; answering is its business
+        try:
+            sock.connect(path)
+        except (BlockingIOError, InterruptedError):
+            if timeout is None:
+                return sock
+            # A blocking unix connect waits for room in the backlog, for SO_SNDTIMEO at most.
+            seconds = max(timeout, 0.001)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                            struct.pack("ll", int(seconds), int(seconds % 1 * 1_000_000)))
+            sock.setblocking(True)
+            try:
+                sock.connect(path)
+            except (BlockingIOError, InterruptedError, TimeoutError):
+                pass
     except OSError as exc:
         sock.close()
         if exc.errno in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK):
@@ -190,6 +203,14 @@ def connect(path: str, timeout: float | None = None) -> socket.socket | None:
     if timeout is not None:
         sock.settimeout(timeout)
     return sock
+
+
+def connected(sock: socket.socket) -> bool:
+    try:
+        sock.getpeername()
+        return True
+    except OSError:
+        return False
 
 
 def remove_if_dead(directory: str, name: str) -> bool:

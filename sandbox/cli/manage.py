@@ -65,7 +65,7 @@ def list_sandboxes(as_json: bool) -> int:
         state = f"{s.state} ({s.stop_reason})" if s.stop_reason else s.state
         command = "(a sandbox.Job)" if s.command is None and s.started is not None else shlex.join(s.command or [])
         rows.append(tuple(printable(cell) for cell in (
-            s.name, s.owner_name, str(s.reaper_pid), str(s.job_pid or "-"), _when(s.started), state, command)))
+            s.name, s.owner_name, str(s.reaper_pid or "-"), str(s.job_pid or "-"), _when(s.started), state, command)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = []
     for index, row in enumerate(rows):
