@@ -18,7 +18,7 @@ import pytest
 from test_named import cli, listed, unique_name, wait_listed
 
 from sandboxed_run_helpers.shared import registry
-from support import CLI, PYTHON, launched
+from support import CLI, PYTHON, launched, wait_for
 
 
 def free_uids(count: int) -> list[int]:
@@ -229,3 +229,28 @@ def test_root_never_enters_a_users_forged_sandbox_as_root(users, user_dir, tmp_p
         assert result.returncode == 125 and result.stderr.count("\n") == 1, result.stderr
         assert "user namespace" in result.stderr
         assert not witness.exists()
+
+
+def test_a_name_is_unique_across_both_of_a_users_registries(users, user_dir, no_leftovers):
+    """A cron job's sandbox registers in /tmp/sandboxed-run-UID (no /run/user/UID then); once the user logs
+    in, new ones register in /run/user/UID/sandboxed-run: the name is still taken."""
+    (uid, user), _ = users
+    name = unique_name()
+    run_user = Path(registry.RUN_USER, str(uid))
+    try:
+        with launched([*user, CLI, "--name", name, "--", "sleep", "1000"], cwd=user_dir) as first:
+            assert wait_for(lambda: f"{uid}/{name}" in listed(prefix=user))
+            assert os.path.exists(os.path.join(f"{registry.TMP_PREFIX}{uid}", name))
+            run_user.mkdir(mode=0o700)  # what logind makes at login
+            os.chown(run_user, uid, uid)
+            for start in ([CLI, "--name", name, "--", "true"],
+                          [PYTHON, "-c", f"import sandbox; sandbox.run(['true'], name={name!r})"]):
+                result = subprocess.run([*user, *start], capture_output=True, text=True, timeout=60, cwd=user_dir)
+                assert result.returncode != 0 and f"a sandbox named {name} is already running" in result.stderr
+                if start[0] == CLI:
+                    assert (result.returncode, result.stderr.count("\n")) == (125, 1), result.stderr
+            assert not os.path.exists(run_user / "sandboxed-run" / name)
+            assert cli("--stop", name, prefix=user).returncode == 0
+            assert first.wait(timeout=30) == -signal.SIGTERM
+    finally:
+        shutil.rmtree(run_user, ignore_errors=True)

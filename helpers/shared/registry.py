@@ -139,16 +139,32 @@ def prepare(uid: int | None = None) -> str:
     return path
 
 
-def place(named: bool, warn: Callable[[str], None]) -> str | None:
+def place(name: str | None, warn: Callable[[str], None]) -> str | None:
     """The registry directory a new sandbox of ours goes in. If it cannot be used, a named sandbox fails
-    (SandboxError); an unnamed one runs unlisted, and warn(message) says why."""
+    (SandboxError); an unnamed one runs unlisted, and warn(message) says why. A name a live sandbox of ours
+    holds in our other directory fails too (a cron job's, started while we were not logged in): claim()
+    sees only its own directory."""
     try:
-        return prepare()
+        directory = prepare()
     except SandboxError as exc:
-        if named:
+        if name is not None:
             raise
         warn(f"the sandbox runs unlisted (sandboxed-run --list will not show it): {exc}")
         return None
+    uid = os.geteuid()
+    for other in directories_of(uid):
+        if name is None or other == directory or not trusted(other, uid):
+            continue
+        sock = connect(os.path.join(other, name))
+        if sock is not None:
+            sock.close()
+            raise SandboxError(in_use(name))
+    return directory
+
+
+def in_use(name: str) -> str:
+    return (f"a sandbox named {name} is already running; choose another name, or stop that one first "
+            f"(sandboxed-run --stop {name})")
 
 
 # -- an entry ----------------------------------------------------------------------------------------
@@ -293,8 +309,7 @@ def claim(directory: str, name: str | None, argv0: bytes | None, dirfd: int | No
             if taken is not None:
                 return taken
             if name is not None:
-                raise SandboxError(f"a sandbox named {name} is already running; choose another name, or "
-                                   f"stop that one first (sandboxed-run --stop {name})")
+                raise SandboxError(in_use(name))
         raise SandboxError(f"cannot find a free generated name in {directory}")
     except BaseException:
         os.close(dirfd)
