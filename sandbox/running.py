@@ -9,6 +9,7 @@ The caller sees its own sandboxes; root sees everyone's. Only the owner and root
 
 from __future__ import annotations
 
+import math
 import os
 import select
 import socket
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 from sandboxed_run_helpers.shared import registry, wire
 from sandboxed_run_helpers.shared.errors import SandboxError, SandboxNotFound, SandboxNotPermitted
-from sandboxed_run_helpers.shared.options import check_grace
+from sandboxed_run_helpers.shared.options import BY_NAME, check_grace
 
 QUERY_TIMEOUT = 3.0  # a reaper answers from its main loop at once; one that does not is stopped or frozen
 
@@ -42,8 +43,8 @@ class RunningSandbox:
 
     state is "running", "stopping" (stop_reason says why: "requested", "timeout", "main process exited",
     "caller died", ...) or "not responding" (the reaper did not answer: stopped with SIGSTOP, say; then
-    only name, owner and reaper_pid are known). command is None for a sandbox.Job (a session of many
-    commands). Times are Unix seconds; PIDs are as the caller sees them.
+    only name, owner and reaper_pid are known, reaper_pid 0 if its backlog was full). command is None for a
+    sandbox.Job (a session of many commands). Times are Unix seconds; PIDs are as the caller sees them.
     """
 
     name: str
@@ -89,8 +90,11 @@ def stop_running(name: str, grace: float | str | None = None) -> None:
     process of it is gone and its mounts are dropped. Its status events say stopping with reason "requested".
 
     Raises SandboxNotFound (no running sandbox of that name that the caller may see), SandboxNotPermitted
-    (another user's), SandboxError (its reaper does not answer), ValueError/TypeError for a bad grace.
+    (another user's), SandboxError (its reaper does not answer), ValueError/TypeError for a bad name or grace.
     A KeyboardInterrupt ends the wait; the stop goes on without us."""
+    if name is None:
+        raise TypeError("name must be a string, not None")
+    name = BY_NAME["stop"].check(name, "name")
     grace = check_grace(grace)
     with found(name) as answer:
         if not answer.send(wire.Stop(grace, wire.StopReason.REQUESTED, False)):
@@ -129,7 +133,7 @@ class Answer:
             return False
 
     def take(self, message: wire.Message, fds: list[int], pid: int | None) -> None:
-        if isinstance(message, wire.About) and fds and _pidfd_of(fds[0]) == self.reaper_pid:
+        if isinstance(message, wire.About) and _well_formed(message) and fds and _pidfd_of(fds[0]) == self.reaper_pid:
             self.about, self.job_pid = message, pid
             self.pidfd = fds.pop(0)
         elif isinstance(message, wire.Failed):
@@ -142,7 +146,7 @@ class Answer:
         if about is None:
             return RunningSandbox(self.name, self.owner, self.reaper_pid, NOT_RESPONDING)
         return RunningSandbox(
-            about.name, self.owner, self.reaper_pid, about.state, self.job_pid, about.started,
+            self.name, self.owner, self.reaper_pid, about.state, self.job_pid, about.started,
             [os.fsdecode(a) for a in about.command] if about.command is not None else None, os.fsdecode(about.cwd),
             about.reason, tuple(mounts_of(about.mountinfo)))
 
@@ -156,6 +160,20 @@ class Answer:
             os.close(self.pidfd)
             self.pidfd = -1
         self.sock.close()
+
+
+def _well_formed(about: wire.About) -> bool:
+    """Whether an About has the types a reaper of ours sends. Whoever owns a registry directory may listen
+    there with a program of their own, and root lists and enters everyone's: a forged answer is no answer."""
+    def strings(items: object, kind: type) -> bool:
+        return isinstance(items, list) and all(isinstance(item, kind) for item in items)
+
+    return (isinstance(about.name, str) and type(about.started) in (int, float) and math.isfinite(about.started)
+            and (about.command is None or strings(about.command, bytes)) and isinstance(about.cwd, bytes)
+            and about.state in ("running", "stopping") and (about.reason is None or isinstance(about.reason, str))
+            and isinstance(about.namespaces, dict) and strings(list(about.namespaces), str)
+            and all(type(inode) is int for inode in about.namespaces.values()) and isinstance(about.mountinfo, bytes)
+            and (about.spec.userns_ids is None or all(type(i) is int for i in about.spec.userns_ids)))
 
 
 def _pidfd_of(fd: int) -> int | None:
@@ -179,9 +197,10 @@ class _asked:
 
     def __enter__(self) -> list[Answer]:
         pending: dict[int, Answer] = {}
+        deadline = time.monotonic() + QUERY_TIMEOUT
         try:
             for name, owner, directory in self.entries:
-                sock = registry.connect(os.path.join(directory, name))
+                sock = registry.connect(os.path.join(directory, name), max(0.0, deadline - time.monotonic()))
                 if sock is None:
                     registry.remove_if_dead(directory, name)
                     continue
@@ -190,13 +209,15 @@ class _asked:
                 except OSError:
                     sock.close()
                     continue
+                if not registry.connected(sock):
+                    self.answers.append(answer)  # its backlog is full (clients that never ask): alive, deaf
+                    continue
                 if answer.reaper_pid <= 0:
                     answer.close()  # not a process we can see: not a sandbox we could act on
                     continue
                 self.answers.append(answer)
                 if answer.send(wire.Query()):
                     pending[sock.fileno()] = answer
-            deadline = time.monotonic() + QUERY_TIMEOUT
             while pending:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -258,8 +279,8 @@ class found:
         answer = answers[0]
         if answer.about is None:
             self.asked.__exit__()
-            raise SandboxError(f"sandbox {self.name} (reaper pid {answer.reaper_pid}) does not answer; is it "
-                               "stopped (SIGSTOP)?")
+            pid = f" (reaper pid {answer.reaper_pid})" if answer.reaper_pid > 0 else ""
+            raise SandboxError(f"sandbox {self.name}{pid} does not answer; is it stopped (SIGSTOP)?")
         return answer
 
     def __exit__(self, *exc: object) -> None:

@@ -7,10 +7,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from test_named import cli, listed, ns_holders, unique_name, wait_listed
 
+from sandboxed_run_helpers.reaper.main import REAP_AFTER_KILL
 from support import (
     CLI,
     PYTHON,
@@ -112,6 +114,24 @@ def test_the_entered_process_ends_with_the_sandbox_and_holds_nothing_alive(tmp_p
         assert launcher.wait(timeout=30) == -signal.SIGTERM
     killed = [e for e in read_status(tmp_path / "s") if e["event"] == "killed"]
     assert killed and killed[0]["count"] >= 1 and killed[0]["reason"] == "grace period over"
+
+
+def test_a_stop_ends_as_soon_as_a_killed_entered_process_is_gone(no_leftovers):
+    """The entered process is not the reaper's child (no SIGCHLD tells it of its end): once SIGKILLed it is
+    watched through its pidfd, not waited out for the reaper's longest wait after a SIGKILL."""
+    name = unique_name()
+    with launched([CLI, "--name", name, "--", "sleep", "1000"]) as launcher:
+        shown = wait_listed(name)
+        mnt_ns = inside_ns(shown["job_pid"])
+        with launched([CLI, "--enter", name, "--", "sh", "-c", "trap '' TERM; exec sleep 1000"]) as enterer:
+            assert wait_for(lambda: len(ns_holders(mnt_ns)) == 3)  # the reaper, the job, the entered sleep
+            began = time.monotonic()
+            # The job ends on the stop signal; the entered command is SIGKILLed, alone, after the grace.
+            assert cli("--stop", name, "--grace", "0.5").returncode == 0
+            assert time.monotonic() - began < REAP_AFTER_KILL
+            assert ns_holders(mnt_ns) == []
+            assert enterer.wait(timeout=30) == -signal.SIGKILL
+        assert launcher.wait(timeout=30) == -signal.SIGTERM
 
 
 def test_an_entered_process_gets_the_stop_when_the_main_process_exits(tmp_path, no_leftovers):

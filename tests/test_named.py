@@ -4,11 +4,13 @@ ever holding up its duties. --enter is tests/test_enter.py; other users, tests/t
 
 from __future__ import annotations
 
+import array
 import fcntl
 import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import time
 import uuid
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import sandbox
+from sandboxed_run_helpers.reaper import listing
 from sandboxed_run_helpers.shared import registry, wire
 from support import CLI, PYTHON, launched, log_lines, marked_processes, read_status, signal_job, wait_for
 
@@ -313,17 +316,29 @@ def test_list_shows_a_stopping_sandbox_and_why(tmp_path, no_leftovers):
     assert name not in listed()
 
 
-def test_a_frozen_reaper_is_listed_as_not_responding(no_leftovers):
+@pytest.mark.parametrize("backlog", ["room", "full"])
+def test_a_frozen_reaper_is_listed_as_not_responding(backlog, no_leftovers):
+    """Also when clients fill its backlog meanwhile (it was left out of the list, and --stop said no sandbox
+    had that name)."""
     name = unique_name()
+    silent: list[socket.socket] = []
     with launched([CLI, "--name", name, "--", "sleep", "1000"]):
         reaper = wait_listed(name)["reaper_pid"]
         os.kill(reaper, signal.SIGSTOP)
         try:
+            while backlog == "full" and (sock := registry.connect(os.path.join(registry.ROOT_DIRECTORY, name))):
+                silent.append(sock)
+                try:
+                    sock.getpeername()
+                except OSError:
+                    break  # not accepted: the backlog is full
             assert listed()[name]["state"] == "not responding"
             result = cli("--stop", name)
             assert result.returncode == 125 and "does not answer" in result.stderr
         finally:
             os.kill(reaper, signal.SIGCONT)
+            for sock in silent:
+                sock.close()
         assert cli("--stop", name).returncode == 0
 
 
@@ -354,6 +369,24 @@ def test_clients_that_hang_never_hold_up_the_reapers_duties(tmp_path, no_leftove
             silent.close()
             greedy.close()
     assert name not in listed()
+
+
+def test_many_clients_that_never_ask_never_keep_a_stop_out(no_leftovers):
+    """More silent clients than the reaper serves at once: the oldest give way to the new ones, so a --stop
+    gets through (it found the sandbox deaf, 125, while they lasted)."""
+    name = unique_name()
+    path = os.path.join(registry.ROOT_DIRECTORY, name)
+    with launched([CLI, "--name", name, "--", "sleep", "1000"]) as launcher:
+        wait_listed(name)
+        silent = [sock for sock in (registry.connect(path) for _ in range(4 * listing.MAX_CONNECTIONS)) if sock]
+        try:
+            assert wait_for(lambda: len(silent) > listing.MAX_CONNECTIONS)
+            result = cli("--stop", name)
+            assert (result.returncode, result.stderr) == (0, "")
+            assert launcher.wait(timeout=30) == -signal.SIGTERM
+        finally:
+            for sock in silent:
+                sock.close()
 
 
 # -- bad input --------------------------------------------------------------------------------------
@@ -387,6 +420,10 @@ def test_api_checks_names_and_raises_lookup_errors(no_leftovers):
         sandbox.run(["true"], name="a/b")
     with pytest.raises(TypeError, match="^name must be a string"):
         sandbox.Popen(["true"], name=5)
+    for bad, error in ((None, TypeError), (5, TypeError), (b"box", TypeError), ("", ValueError), ("/x", ValueError),
+                       ("a b", ValueError), ("root/", ValueError), ("x\0y", ValueError), ("x" * 65, ValueError)):
+        with pytest.raises(error, match="^name"):
+            sandbox.stop_running(bad)
     with pytest.raises(sandbox.SandboxNotFound) as caught:
         sandbox.stop_running("no-such-sandbox-x")
     assert isinstance(caught.value, LookupError) and caught.value.exit_code == 1
@@ -410,6 +447,21 @@ def test_stop_waits_until_every_process_and_the_namespace_are_gone(tmp_path, no_
         assert launcher.wait(timeout=30) == -signal.SIGTERM
 
 
+def garbage() -> list[tuple[bytes, list[int]]]:
+    """Packets that are not messages of ours, and the descriptors each carries (ours to close)."""
+    read_end, write_end = os.pipe()  # a "message in a memfd" that is a pipe nobody writes to
+    unsealed = os.memfd_create("unsealed", os.MFD_ALLOW_SEALING)
+    huge = os.memfd_create("huge", os.MFD_ALLOW_SEALING)
+    os.ftruncate(huge, wire.MAX_MESSAGE + 1)  # sparse: costs us nothing, reading it all would cost the reaper
+    fcntl.fcntl(huge, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+                | fcntl.F_SEAL_WRITE)
+    nested = wire.encode(wire.Query())
+    for _ in range(1500):  # Spawn(Spawn(...(Query))): within marshal's depth, deeper than Python's stack
+        nested = b")\x02i" + struct.pack("<i", wire.Kind.SPAWN) + nested  # marshal: (kind, nested)
+    return [(b"not a message", []), (b"i\x00garbage", []), (b"m", [read_end]), (b"m", [write_end]),
+            (b"m", [unsealed]), (b"m", [huge]), (b"m", []), (b"i" + nested[:60000], [])]
+
+
 def test_the_socket_speaks_only_our_protocol(no_leftovers):
     """Garbage on a reaper's registry socket is ignored; the sandbox runs on."""
     name = unique_name()
@@ -417,8 +469,15 @@ def test_the_socket_speaks_only_our_protocol(no_leftovers):
         wait_listed(name)
         with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
             sock.connect(os.path.join(registry.ROOT_DIRECTORY, name))
-            sock.send(b"not a message")
-            sock.send(b"i\x00garbage")
+            for packet, fds in garbage():
+                try:
+                    sock.sendmsg([packet], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds
+                                 else [])
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+            wire.send(sock, wire.Query())
+            assert isinstance(wire.recv_kind(sock, (wire.About,))[0], wire.About)  # it answers after all that
         assert listed()[name]["state"] == "running"
         assert cli("--stop", name).returncode == 0
 
@@ -431,4 +490,19 @@ def test_the_shell_completes_the_names_of_running_sandboxes(no_leftovers):
             env = {**os.environ, "_SANDBOXED_RUN_COMPLETE": "bash_complete", "COMP_WORDS": line, "COMP_CWORD": "2"}
             result = subprocess.run([CLI], capture_output=True, text=True, timeout=60, env=env)
             assert result.returncode == 0 and f"plain,{name}" in result.stdout.splitlines(), result
+        assert cli("--stop", name).returncode == 0
+
+
+def test_list_shows_control_characters_escaped(no_leftovers):
+    """A command and mount points are the owner's to choose; --list shows them, it does not send them to the
+    terminal (root lists everyone's): no escape sequence gets through, no mount point starts a row."""
+    name = unique_name()
+    with launched([CLI, "--name", name, "--tmpfs", "/mnt", "--tmpfs", "/mnt/a\nb0gus  root  1", "--",
+                   "sh", "-c", "exec sleep 1000", "\x1b]0;title\x07"]):
+        wait_listed(name)
+        result = cli("--list")
+        assert not any(c in result.stdout for c in "\x1b\x07"), result.stdout
+        assert "'\\x1b]0;title\\x07'" in result.stdout and "    /mnt/a\\nb0gus  root  1  tmpfs" in result.stdout
+        assert not [line for line in result.stdout.splitlines() if line.startswith("b0gus")]
+        assert json.loads(cli("--list", "--json").stdout)  # JSON escapes them itself
         assert cli("--stop", name).returncode == 0

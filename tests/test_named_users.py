@@ -18,7 +18,7 @@ import pytest
 from test_named import cli, listed, unique_name, wait_listed
 
 from sandboxed_run_helpers.shared import registry
-from support import CLI, PYTHON, launched
+from support import CLI, PYTHON, launched, wait_for
 
 
 def free_uids(count: int) -> list[int]:
@@ -166,3 +166,91 @@ def test_a_registry_directory_made_by_someone_else_is_never_used(users, user_dir
     result = cli("--", "true", prefix=user, cwd=user_dir)
     assert result.returncode == 0 and result.stderr.count("\n") == 1 and "runs unlisted" in result.stderr
     assert os.listdir(planted) == []
+
+
+FORGER = """
+import array, marshal, os, socket, sys
+from sandboxed_run_helpers.shared import registry, wire
+from sandboxed_run_helpers.shared.options import SandboxSpec
+fields = eval(sys.argv[2], {"spec": SandboxSpec.build({}).to_wire()})
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+listener.bind(os.path.join(registry.prepare(), sys.argv[1]))
+listener.listen(8)
+print("listening", flush=True)
+while True:
+    conn, _ = listener.accept()
+    pidfd = os.pidfd_open(os.getpid())
+    try:
+        conn.recv(4096)
+        conn.sendmsg([b"i" + marshal.dumps((int(wire.Kind.ABOUT), *fields))],
+                     [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [pidfd]))])
+    except OSError:
+        pass
+    os.close(pidfd)
+    conn.close()
+"""
+
+
+@pytest.mark.parametrize("fields", [
+    # Types no reaper of ours sends.
+    '(5, "noon", 7, 8, 9, 10, spec, [], 11)',
+    # Well formed, and full of control characters for root's terminal: a title, a cleared screen, a fake row.
+    '("evil\\n\\x1b]0;owned\\x07", 1.0e300, [b"sleep", b"\\x1b[2J"], b"/", "running", None, spec, {}, '
+    'b"1 2 0:1 / /x\\\\012evil  root  1  1  -  running  sleep rw - tmpfs \\x1b[31m rw\\n")',
+])
+def test_a_users_forged_answers_neither_break_nor_steer_roots_list(users, user_dir, fields, no_leftovers):
+    """Anyone may listen in their own registry directory with a program of their own; root lists everyone's.
+    What such a program answers is shown escaped, under the entry's own name, or not at all: never a traceback."""
+    (uid, user), _ = users
+    name = unique_name()
+    with launched([*user, PYTHON, "-c", FORGER, name, fields], cwd=user_dir, stdout=subprocess.PIPE) as forger:
+        assert forger.stdout.readline() == b"listening\n"
+        for args in (["--list"], ["--list", "--json"]):
+            result = cli(*args)
+            assert result.returncode == 0 and result.stderr == "", result.stderr
+            assert not any(c in result.stdout for c in "\x1b\x07"), result.stdout
+        rows = [line for line in cli("--list").stdout.splitlines() if "evil" in line or name in line]
+        assert all(line.startswith((name, " ")) for line in rows), rows  # no row but the entry's own
+        shown = [s for s in json.loads(cli("--list", "--json").stdout) if s["owner"] == uid]
+        assert [s["name"] for s in shown] == ([] if fields.startswith("(5") else [name]), shown
+
+
+def test_root_never_enters_a_users_forged_sandbox_as_root(users, user_dir, tmp_path, no_leftovers):
+    """A user's own listener answers as a reaper would, from the host's namespaces: root entering it would run
+    the command as root, on the host, where the user chose. Only a user namespace of the user's own is entered."""
+    (_, user), _ = users
+    name = unique_name()
+    fields = f'("{name}", 1.0, [b"sleep"], b"{user_dir}", "running", None, spec, {{"pid": 1, "mnt": 1}}, b"")'
+    witness = tmp_path / "ran"
+    with launched([*user, PYTHON, "-c", FORGER, name, fields], cwd=user_dir, stdout=subprocess.PIPE) as forger:
+        assert forger.stdout.readline() == b"listening\n"
+        qualified = f"{users[0][0]}/{name}"
+        result = cli("--enter", qualified, "--", "touch", str(witness))
+        assert result.returncode == 125 and result.stderr.count("\n") == 1, result.stderr
+        assert "user namespace" in result.stderr
+        assert not witness.exists()
+
+
+def test_a_name_is_unique_across_both_of_a_users_registries(users, user_dir, no_leftovers):
+    """A cron job's sandbox registers in /tmp/sandboxed-run-UID (no /run/user/UID then); once the user logs
+    in, new ones register in /run/user/UID/sandboxed-run: the name is still taken."""
+    (uid, user), _ = users
+    name = unique_name()
+    run_user = Path(registry.RUN_USER, str(uid))
+    try:
+        with launched([*user, CLI, "--name", name, "--", "sleep", "1000"], cwd=user_dir) as first:
+            assert wait_for(lambda: f"{uid}/{name}" in listed(prefix=user))
+            assert os.path.exists(os.path.join(f"{registry.TMP_PREFIX}{uid}", name))
+            run_user.mkdir(mode=0o700)  # what logind makes at login
+            os.chown(run_user, uid, uid)
+            for start in ([CLI, "--name", name, "--", "true"],
+                          [PYTHON, "-c", f"import sandbox; sandbox.run(['true'], name={name!r})"]):
+                result = subprocess.run([*user, *start], capture_output=True, text=True, timeout=60, cwd=user_dir)
+                assert result.returncode != 0 and f"a sandbox named {name} is already running" in result.stderr
+                if start[0] == CLI:
+                    assert (result.returncode, result.stderr.count("\n")) == (125, 1), result.stderr
+            assert not os.path.exists(run_user / "sandboxed-run" / name)
+            assert cli("--stop", name, prefix=user).returncode == 0
+            assert first.wait(timeout=30) == -signal.SIGTERM
+    finally:
+        shutil.rmtree(run_user, ignore_errors=True)

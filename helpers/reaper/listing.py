@@ -8,7 +8,7 @@ is the only gate that can tell them apart.
 
 Nothing here blocks the loop: the listening socket and the connections are non-blocking, a
 connection lives at most CONNECTION_LIFE seconds, a reply the client does not read drops it, and at
-most MAX_CONNECTIONS are open at once (more wait in the listening socket's backlog).
+most MAX_CONNECTIONS are open at once (a new one drops the oldest).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class Listing:
         return min((until for _, until in self.connections.values()), default=None)
 
     def accept(self, poller: select.poll) -> None:
-        while len(self.connections) < MAX_CONNECTIONS:
+        while True:
             try:
                 fd, _ = self.claim.sock._accept()
             except (BlockingIOError, InterruptedError):
@@ -81,10 +81,12 @@ class Listing:
                 conn.close()
                 continue
             os.set_inheritable(fd, False)
+            if len(self.connections) >= MAX_CONNECTIONS:
+                # The oldest gives way: clients that connect and never ask (or never leave) must not keep
+                # a --stop waiting for their CONNECTION_LIFE, let alone have it find the sandbox deaf.
+                self.drop(min(self.connections, key=lambda old: self.connections[old][1]), poller)
             self.connections[fd] = (conn, time.monotonic() + CONNECTION_LIFE)
             poller.register(fd, select.POLLIN)
-        if len(self.connections) >= MAX_CONNECTIONS:
-            poller.unregister(self.fd)  # the next ones wait in the backlog until one of these is done
 
     def serve(self, fd: int, poller: select.poll, answer: Answer, stop: StopRequested) -> None:
         """What a connection asks, answered now."""
@@ -146,8 +148,6 @@ class Listing:
         except KeyError:
             pass
         conn.close()
-        if len(self.connections) == MAX_CONNECTIONS - 1:
-            poller.register(self.fd, select.POLLIN)  # room again
 
     def release(self) -> None:
         """The sandbox is over (or never started): our entry goes, then every connection."""

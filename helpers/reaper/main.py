@@ -480,7 +480,8 @@ class Reaper:
             if self.all_gone or (not self.processes and time.monotonic() >= deadline):
                 break
             wait = 1.0 if self.processes else max(0.0, deadline - time.monotonic())
-            select.select([self.sigfd.fileno()], [], [], wait)
+            # Entered processes are not our children (no SIGCHLD): their pidfds say when they are gone.
+            select.select([self.sigfd.fileno(), *self.others], [], [], wait)
             self.take_signals()  # nothing but the end matters now
 
     # -- talking to the launcher -------------------------------------------------------------------

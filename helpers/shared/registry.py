@@ -139,16 +139,32 @@ def prepare(uid: int | None = None) -> str:
     return path
 
 
-def place(named: bool, warn: Callable[[str], None]) -> str | None:
+def place(name: str | None, warn: Callable[[str], None]) -> str | None:
     """The registry directory a new sandbox of ours goes in. If it cannot be used, a named sandbox fails
-    (SandboxError); an unnamed one runs unlisted, and warn(message) says why."""
+    (SandboxError); an unnamed one runs unlisted, and warn(message) says why. A name a live sandbox of ours
+    holds in our other directory fails too (a cron job's, started while we were not logged in): claim()
+    sees only its own directory."""
     try:
-        return prepare()
+        directory = prepare()
     except SandboxError as exc:
-        if named:
+        if name is not None:
             raise
         warn(f"the sandbox runs unlisted (sandboxed-run --list will not show it): {exc}")
         return None
+    uid = os.geteuid()
+    for other in directories_of(uid):
+        if name is None or other == directory or not trusted(other, uid):
+            continue
+        sock = connect(os.path.join(other, name))
+        if sock is not None:
+            sock.close()
+            raise SandboxError(in_use(name))
+    return directory
+
+
+def in_use(name: str) -> str:
+    return (f"a sandbox named {name} is already running; choose another name, or stop that one first "
+            f"(sandboxed-run --stop {name})")
 
 
 # -- an entry ----------------------------------------------------------------------------------------
@@ -174,14 +190,27 @@ def entries(directory: str) -> list[tuple[str, int]]:
 
 def connect(path: str, timeout: float | None = None) -> socket.socket | None:
     """A connection to the reaper listening at path; None if nobody listens there (the entry is dead or gone).
-    With timeout None, the socket is non-blocking (connect never waits: a unix connect completes or fails)."""
+    With timeout None, the socket is non-blocking (connect never waits: a unix connect completes or fails).
+    If the reaper's backlog is full, someone listens: the socket is returned unconnected (connected() says
+    so), after waiting up to timeout for room."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # to learn the job's PID as we see it
         sock.setblocking(False)
-        sock.connect(path)
-    except (BlockingIOError, InterruptedError):
-        pass  # the backlog is full: someone listens; answering is its business
+        try:
+            sock.connect(path)
+        except (BlockingIOError, InterruptedError):
+            if timeout is None:
+                return sock
+            # A blocking unix connect waits for room in the backlog, for SO_SNDTIMEO at most.
+            seconds = max(timeout, 0.001)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                            struct.pack("ll", int(seconds), int(seconds % 1 * 1_000_000)))
+            sock.setblocking(True)
+            try:
+                sock.connect(path)
+            except (BlockingIOError, InterruptedError, TimeoutError):
+                pass
     except OSError as exc:
         sock.close()
         if exc.errno in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK):
@@ -190,6 +219,14 @@ def connect(path: str, timeout: float | None = None) -> socket.socket | None:
     if timeout is not None:
         sock.settimeout(timeout)
     return sock
+
+
+def connected(sock: socket.socket) -> bool:
+    try:
+        sock.getpeername()
+        return True
+    except OSError:
+        return False
 
 
 def remove_if_dead(directory: str, name: str) -> bool:
@@ -272,8 +309,7 @@ def claim(directory: str, name: str | None, argv0: bytes | None, dirfd: int | No
             if taken is not None:
                 return taken
             if name is not None:
-                raise SandboxError(f"a sandbox named {name} is already running; choose another name, or "
-                                   f"stop that one first (sandboxed-run --stop {name})")
+                raise SandboxError(in_use(name))
         raise SandboxError(f"cannot find a free generated name in {directory}")
     except BaseException:
         os.close(dirfd)

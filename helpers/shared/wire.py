@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 MAX_INLINE = 1 << 16
+MAX_MESSAGE = 1 << 26  # far above any argument list (the kernel's is a few MB) or mount table
 _INLINE, _MEMFD = b"i", b"m"
 _UCRED = struct.Struct("iII")
 _ANCILLARY = socket.CMSG_SPACE(_UCRED.size) + socket.CMSG_SPACE(16 * 4)
@@ -303,16 +304,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def decode(data: tuple) -> Message:
-    """A record from its plain form; ValueError, TypeError or KeyError for anything else."""
+def decode(data: tuple, inside: bool = False) -> Message:
+    """A record from its plain form; ValueError, TypeError or KeyError for anything else (a Spawn holds one
+    record, never another Spawn: nested ones would exhaust the receiver's stack)."""
     record = RECORDS[Kind(data[0])]
+    if record is Spawn and inside:
+        raise ValueError("a Spawn inside a Spawn")
     fields = list(data[1:])
     if record in (Job, Session, About):
         fields[record._fields.index("spec")] = SandboxSpec.from_wire(tuple(fields[record._fields.index("spec")]))
     if record in (Job, Run):
         fields[0] = Command(*fields[0])
     if record is Spawn:
-        fields[0] = decode(fields[0])
+        fields[0] = decode(fields[0], inside=True)
     if record is Stop:
         fields[1] = StopReason(fields[1])
     if record is Event:
@@ -376,10 +380,18 @@ def _in_memfd(data: bytes) -> int:
 
 
 def _from_memfd(fd: int) -> bytes:
+    """The message in a sealed memfd; ValueError for any other descriptor (a pipe, a file: a peer of a
+    reaper's registry socket may send anything) or one larger than MAX_MESSAGE."""
     try:
-        if fcntl.fcntl(fd, fcntl.F_GET_SEALS) & _SEALS != _SEALS:
-            raise ValueError("malformed message: an unsealed memfd")
-        size = os.fstat(fd).st_size
+        try:
+            sealed = fcntl.fcntl(fd, fcntl.F_GET_SEALS) & _SEALS == _SEALS
+            size = os.fstat(fd).st_size
+        except OSError:
+            sealed = False
+        if not sealed:
+            raise ValueError("malformed message: not a sealed memfd")
+        if size > MAX_MESSAGE:
+            raise ValueError(f"malformed message: {size} bytes")
         data = bytearray()
         while len(data) < size:
             chunk = os.pread(fd, size - len(data), len(data))

@@ -33,7 +33,7 @@ def choose(given: Mapping[str, object]) -> Chosen:
     values = check_api_options(given, SANDBOX_KEYWORDS)
     spec = SandboxSpec.build(values, API, ignored_signals=inherited_ignores(), each_checked=True)
     spec.check_host(API)
-    return Chosen(spec, values["on_exit"], values["on_event"], registry.place(spec.name is not None, _warn))
+    return Chosen(spec, values["on_exit"], values["on_event"], registry.place(spec.name, _warn))
 
 
 def _warn(message: str) -> None:

@@ -62,6 +62,9 @@ def enter(target: str, argv: tuple[str, ...], values: dict[str, Any]) -> int:
     """The whole --enter: returns the command's exit status, or dies of its signal."""
     try:
         with running.found(target) as answer:
+            assert answer.about is not None
+            # The kernel's word where we may read it (root always may), the answer's elsewhere.
+            namespaces = {**answer.about.namespaces, **_namespaces_of(answer.reaper_pid, answer.pidfd)}
             about, pidfd, owner = answer.about, answer.pidfd, answer.owner
             answer.pidfd = -1  # ours from now on
     except SandboxError as exc:
@@ -71,6 +74,10 @@ def enter(target: str, argv: tuple[str, ...], values: dict[str, Any]) -> int:
         if about.state != "running":
             raise SandboxError(f"sandbox {target} is stopping ({about.reason}): nothing new starts in it")
         foreign = owner != os.geteuid()
+        if foreign and owner != 0 and namespaces.get("user") == os.stat("/proc/self/ns/user").st_ino:
+            # An ordinary user's sandbox always has a user namespace; a process of theirs that answers as a
+            # reaper without one would have root run the command as root, here.
+            raise SandboxError(f"sandbox {target} is not in a user namespace of its own: it is not one of ours")
         env = {k: v for k, v in os.environb.items() if not foreign or k in KEPT or k.startswith(b"LC_")}
         if foreign:
             env[b"PATH"] = DEFAULT_PATH
@@ -79,9 +86,9 @@ def enter(target: str, argv: tuple[str, ...], values: dict[str, Any]) -> int:
         for name, value in values["setenv"]:
             env[os.fsencode(name)] = os.fsencode(value)
         order = Order(
-            pidfd, _differing(OUTER, about.namespaces), _differing(INNER, about.namespaces), about.spec.userns_ids,
+            pidfd, _differing(OUTER, namespaces), _differing(INNER, namespaces), about.spec.userns_ids,
             [os.fsencode(a) for a in argv] or [os.environb.get(b"SHELL") or b"/bin/sh"], not argv,
-            marks.mark_environment(env, about.namespaces.get("mnt", 0), DEFAULT_PATH),
+            marks.mark_environment(env, namespaces.get("mnt", 0), DEFAULT_PATH),
             os.fsencode(values["cwd"]) if values["cwd"] else about.cwd, bool(values["cwd"]), foreign,
             inherited_ignores())
         return _run(order)
@@ -99,6 +106,21 @@ class Order:
         self.argv, self.default_shell, self.env = argv, default_shell, env
         self.cwd, self.cwd_given, self.foreign, self.ignored = cwd, cwd_given, foreign, ignored
         self.terminal: int | None = None
+
+
+def _namespaces_of(pid: int, pidfd: int) -> dict[str, int]:
+    """The inode of each namespace of the reaper, by kind, as the kernel says (its answer says so too, but
+    whoever owns a registry directory may answer in its place): read through /proc, then checked to be still
+    the pidfd's process (its PID cannot have been reused while the pidfd does not say it exited)."""
+    found = {}
+    for kind, _flag in (*OUTER, *INNER):
+        try:
+            found[kind] = os.stat(f"/proc/{pid}/ns/{kind}").st_ino
+        except OSError:
+            pass
+    if select.select([pidfd], [], [], 0)[0]:
+        raise SandboxError(f"the sandbox's reaper (pid {pid}) has exited")
+    return found
 
 
 def _differing(kinds: tuple[tuple[str, int], ...], namespaces: dict[str, int]) -> int:

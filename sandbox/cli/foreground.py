@@ -39,7 +39,7 @@ def run(values: dict[str, Any], spec: SandboxSpec, argv: tuple[str, ...]) -> int
     cmd = _command(values, argv)
     spec.check_host(CLI)
     job = wire.Job(cmd, spec, None, "parent", (*(fd not in CLOSED_AT_START for fd in (0, 1, 2)),),
-                   registry.place(spec.name is not None, say))
+                   registry.place(spec.name, say))
     events: list[tuple[str, dict]] = []
     writer = _status_writer(values)
     show = fan_out(_print_event if values["verbose"] else None, writer.write if writer is not None else None)

@@ -64,9 +64,8 @@ def list_sandboxes(as_json: bool) -> int:
     for s in sandboxes:
         state = f"{s.state} ({s.stop_reason})" if s.stop_reason else s.state
         command = "(a sandbox.Job)" if s.command is None and s.started is not None else shlex.join(s.command or [])
-        rows.append((s.name, s.owner_name, str(s.reaper_pid), str(s.job_pid or "-"),
-                     time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.started)) if s.started else "-",
-                     state, command))
+        rows.append(tuple(printable(cell) for cell in (
+            s.name, s.owner_name, str(s.reaper_pid or "-"), str(s.job_pid or "-"), _when(s.started), state, command)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = []
     for index, row in enumerate(rows):
@@ -74,6 +73,22 @@ def list_sandboxes(as_json: bool) -> int:
         if index:
             for mount in sandboxes[index - 1].mounts:
                 if mount.own:  # the host's own mounts, seen through, would drown the sandbox's
-                    lines.append(f"    {mount.target}  {mount.fstype}  {mount.source}  {mount.options}")
+                    lines.append("    " + "  ".join(printable(field) for field in (mount.target, mount.fstype,
+                                                                                      mount.source, mount.options)))
     sys.stdout.write("\n".join(line.rstrip() for line in lines) + "\n")
     return 0
+
+
+def printable(text: str) -> str:
+    """text with its control characters escaped (\\n, \\x1b): a sandbox's command and mount points are its
+    owner's to choose, and root's terminal must show them, not obey them (nor start a line there)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _when(started: float | None) -> str:
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if started else "-"
+    except (OverflowError, OSError, ValueError):
+        return "-"
