@@ -123,3 +123,17 @@ def test_a_status_file_planted_by_another_user_in_a_sticky_directory_is_refused(
     mine.write_text("old contents that are longer than the new\n")
     assert cli("--json-status", str(mine), "--", "true").returncode == 0
     assert mine.read_text().startswith('{"event":"started"')
+
+
+@pytest.mark.parametrize("flags", [
+    ["--bind", "/no such\nfile:/mnt"],  # a refusal that echoes the value
+    ["--chdir", "/no\x1b[31msuch"],  # a failure inside the sandbox that echoes it
+    ["--tmpfs", "/mnt\r"],  # a usage error
+])
+def test_a_value_with_control_characters_is_echoed_on_one_line(tmp_path, flags, no_leftovers):
+    done = subprocess.run([CLI, *flags, "--", "true"], cwd=tmp_path, capture_output=True, timeout=60)
+    assert done.returncode in (2, 125)
+    lines = done.stderr.decode().splitlines()
+    assert len(lines) == 1, lines
+    assert "\x1b" not in lines[0] and "\r" not in lines[0]
+    assert "\\n" in lines[0] or "\\x1b" in lines[0] or "\\r" in lines[0]

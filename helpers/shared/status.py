@@ -16,6 +16,9 @@ from collections.abc import Callable
 from .errors import SandboxError
 
 _stderr_broken = False
+# A value we echo (a path, a command) may hold a newline or a terminal escape: shown escaped, a message
+# stays one line and cannot write over the reader's terminal.
+_CONTROL = {code: repr(chr(code))[1:-1] for code in (*range(32), 127)}
 
 
 def say(line: str, prog: str = "sandboxed-run") -> None:
@@ -24,7 +27,7 @@ def say(line: str, prog: str = "sandboxed-run") -> None:
     global _stderr_broken
     if _stderr_broken:
         return
-    data = f"{prog}: {line}\n".encode(errors="replace")
+    data = f"{prog}: {line.translate(_CONTROL)}\n".encode(errors="replace")
     try:
         while data:
             data = data[os.write(2, data):]
