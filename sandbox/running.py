@@ -99,7 +99,16 @@ def stop_running(name: str, grace: float | str | None = None) -> None:
     with found(name) as answer:
         if not answer.send(wire.Stop(grace, wire.StopReason.REQUESTED, False)):
             raise SandboxError(f"sandbox {name} stopped answering")
-        answer.wait_gone()
+        own = answer.about.spec.grace if answer.about is not None else None
+        limit = (grace if grace is not None else own if type(own) in (int, float) and own >= 0 else 0.0) + END_MARGIN
+        if not answer.wait_gone(limit):
+            raise SandboxError(f"sandbox {name} did not end within {limit:g} s of the stop request: its reaper "
+                               f"(PID {answer.reaper_pid}) still runs; is it a sandbox of ours?")
+
+
+# After its grace a reaper SIGKILLs what is left and exits once the kernel has reaped it: seconds at most.
+# Whatever listens far longer after a stop request is no reaper of ours (a user's own listener, say).
+END_MARGIN = 60.0
 
 
 def names() -> list[str]:
@@ -150,10 +159,16 @@ class Answer:
             [os.fsdecode(a) for a in about.command] if about.command is not None else None, os.fsdecode(about.cwd),
             about.reason, tuple(mounts_of(about.mountinfo)))
 
-    def wait_gone(self) -> None:
-        """Until the reaper has exited: then every process of the sandbox is gone (PID 1 exits last)."""
-        while not select.select([self.pidfd], [], [], None)[0]:
-            pass
+    def wait_gone(self, within: float) -> bool:
+        """Until the reaper has exited (then every process of the sandbox is gone: PID 1 exits last), at most
+        within seconds (inf: no limit); whether it has."""
+        deadline = time.monotonic() + within
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if select.select([self.pidfd], [], [], min(left, 3600.0))[0]:
+                return True
 
     def close(self) -> None:
         if self.pidfd >= 0:

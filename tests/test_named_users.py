@@ -177,6 +177,7 @@ listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 listener.bind(os.path.join(registry.prepare(), sys.argv[1]))
 listener.listen(8)
 print("listening", flush=True)
+held = []
 while True:
     conn, _ = listener.accept()
     pidfd = os.pidfd_open(os.getpid())
@@ -187,7 +188,10 @@ while True:
     except OSError:
         pass
     os.close(pidfd)
-    conn.close()
+    if sys.argv[3:] == ["hold"]:
+        held.append(conn)  # answers, then never lets go
+    else:
+        conn.close()
 """
 
 
@@ -229,6 +233,21 @@ def test_root_never_enters_a_users_forged_sandbox_as_root(users, user_dir, tmp_p
         assert result.returncode == 125 and result.stderr.count("\n") == 1, result.stderr
         assert "user namespace" in result.stderr
         assert not witness.exists()
+
+
+def test_roots_stop_of_a_users_forged_sandbox_ends(users, user_dir, no_leftovers):
+    """A listener that answers as a reaper and never exits: root's stop waits for its end a bounded time (the
+    grace and a margin), then says so, instead of waiting forever."""
+    (uid, user), _ = users
+    name = unique_name()
+    fields = f'("{name}", 1.0, [b"sleep"], b"{user_dir}", "running", None, spec, {{"pid": 1, "mnt": 1}}, b"")'
+    stop = ("import sandbox, sys; from sandbox import running; running.END_MARGIN = 1.0\n"
+            "try:\n    running.stop_running(sys.argv[1], grace=0)\nexcept sandbox.SandboxError as exc:\n    print(exc)")
+    with launched([*user, PYTHON, "-c", FORGER, name, fields, "hold"], cwd=user_dir, stdout=subprocess.PIPE) as forger:
+        assert forger.stdout.readline() == b"listening\n"
+        result = subprocess.run([PYTHON, "-c", stop, f"{uid}/{name}"], capture_output=True, text=True, timeout=30)
+        assert f"sandbox {uid}/{name} did not end within 1 s" in result.stdout, (result.stdout, result.stderr)
+        assert forger.poll() is None
 
 
 def test_a_name_is_unique_across_both_of_a_users_registries(users, user_dir, no_leftovers):
