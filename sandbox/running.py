@@ -90,7 +90,8 @@ def stop_running(name: str, grace: float | str | None = None) -> None:
     process of it is gone and its mounts are dropped. Its status events say stopping with reason "requested".
 
     Raises SandboxNotFound (no running sandbox of that name that the caller may see), SandboxNotPermitted
-    (another user's), SandboxError (its reaper does not answer), ValueError/TypeError for a bad name or grace.
+    (another user's), SandboxError (its reaper does not answer, or is still there a minute after the grace ran
+    out), ValueError/TypeError for a bad name or grace.
     A KeyboardInterrupt ends the wait; the stop goes on without us."""
     if name is None:
         raise TypeError("name must be a string, not None")
