@@ -408,3 +408,23 @@ def launched(argv: list[str], **kwargs) -> Iterator[subprocess.Popen]:
         if process.poll() is None:
             process.kill()
         process.wait()
+
+
+def cli_words(options: dict) -> list[str]:
+    """The command line's spelling of API options (a list repeats the flag; a tuple is joined with ':'; an
+    int umask is written in octal, as the command reads it)."""
+    words = []
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            words.append(flag)
+        elif value is False:
+            words.append("--no-" + flag[2:])
+        elif isinstance(value, list):
+            for item in value:
+                words += [flag, ":".join(item) if isinstance(item, tuple) else item]
+        elif name == "umask" and isinstance(value, int):
+            words += [flag, oct(value)[2:].zfill(3)]
+        else:
+            words += [flag, str(value)]
+    return words

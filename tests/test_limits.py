@@ -18,7 +18,7 @@ from test_isolation_options import AS_NOBODY
 
 import sandbox
 from sandboxed_run_helpers.shared import cgroups
-from support import CLI, MOUNT_IMAGE, PYTHON, children, launched, make_image, read_status, wait_for
+from support import CLI, MOUNT_IMAGE, PYTHON, children, cli_words, launched, make_image, read_status, wait_for
 
 ENTRY_POINTS = ["cli", "run", "Popen", "Job", "run_async", "create_process", "AsyncJob"]
 
@@ -35,21 +35,6 @@ ATTRIBUTES = {"nice": 5, "ionice": "idle", "rlimit": ["NOFILE=100:200", "CORE=0"
 SYS_ADMIN, NET_RAW, CHOWN = 21, 13, 0
 
 
-def flags(options: dict) -> list[str]:
-    """The command line's spelling of API options."""
-    out = []
-    for name, value in options.items():
-        flag = "--" + name.replace("_", "-")
-        if value is True:
-            out.append(flag)
-        elif isinstance(value, list):
-            for item in value:
-                out += [flag, item]
-        else:
-            out += [flag, oct(value)[2:].zfill(3) if name == "umask" and isinstance(value, int) else str(value)]
-    return out
-
-
 def through(entry: str, argv: list[str], options: dict, tmp_path: Path) -> tuple[int, str, sandbox.Usage | None,
                                                                                      list[tuple[str, dict]]]:
     """Run argv with options through one entry point: (returncode, stdout, usage, events). For a Job the
@@ -58,7 +43,7 @@ def through(entry: str, argv: list[str], options: dict, tmp_path: Path) -> tuple
     kw = {"capture_output": True, "text": True}
     if entry == "cli":
         status = tmp_path / "status.jsonl"
-        result = subprocess.run([CLI, "--json-status", str(status), *flags(options), "--", *argv], timeout=120,
+        result = subprocess.run([CLI, "--json-status", str(status), *cli_words(options), "--", *argv], timeout=120,
                                 capture_output=True, text=True)
         events = [(e.pop("event"), e) for e in read_status(status)]
         usage = events[-1][1]["usage"]
@@ -170,7 +155,7 @@ def test_capabilities_drop_where_the_job_has_no_descriptor_or_proc_sys_left(entr
 
 def test_the_reaper_keeps_its_own(tmp_path, no_leftovers):
     """Priority, limits and capabilities are the job's: the reaper (PID 1 inside) keeps what it needs to stop it."""
-    with launched([CLI, *flags(ATTRIBUTES), "--", "sleep", "60"]) as launcher:
+    with launched([CLI, *cli_words(ATTRIBUTES), "--", "sleep", "60"]) as launcher:
         assert wait_for(lambda: children(launcher.pid) and children(children(launcher.pid)[0]))
         reaper = children(launcher.pid)[0]
         job = children(reaper)[0]
@@ -292,7 +277,7 @@ BAD = [
 
 @pytest.mark.parametrize(("name", "value", "message"), BAD)
 def test_a_bad_value_is_one_line_naming_the_option(name, value, message, no_leftovers):
-    words = flags({name: value})
+    words = cli_words({name: value})
     result = subprocess.run([CLI, *words, "--", "true"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1

@@ -15,25 +15,9 @@ from pathlib import Path
 import pytest
 
 import sandbox
-from support import CLI, host_mounts
+from support import CLI, cli_words, host_mounts
 
 ENTRY_POINTS = ["cli", "run", "Popen", "Job", "run_async", "create_process", "AsyncJob"]
-
-
-def cli_words(options: dict) -> list[str]:
-    words = []
-    for name, value in options.items():
-        flag = "--" + name.replace("_", "-")
-        if value is True:
-            words.append(flag)
-        elif value is False:
-            words.append("--no-" + flag[2:])
-        elif isinstance(value, list):
-            for item in value:
-                words += [flag, ":".join(item) if isinstance(item, tuple) else item]
-        else:
-            words += [flag, str(value)]
-    return words
 
 
 def run_in(entry: str, options: dict, script: str) -> tuple[int, str, str]:
