@@ -428,3 +428,16 @@ def cli_words(options: dict) -> list[str]:
         else:
             words += [flag, str(value)]
     return words
+
+
+def suspend_and_resume(term: Terminal, counter: Path) -> None:
+    """Ctrl+Z at term stops the counting job in its foreground (its counter stands still) and fg resumes it
+    to its end ("finished")."""
+    assert wait_for(counter.exists)
+    term.type(b"\x1a")  # Ctrl+Z
+    assert term.expect(b"Stopped"), term.output
+    frozen = counter.read_text()
+    assert not wait_for(lambda: counter.read_text() != frozen, timeout=1.0), "it kept running while stopped"
+    term.type(b"fg\n")
+    assert term.expect(b"finished", timeout=30), term.output
+

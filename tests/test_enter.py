@@ -23,6 +23,7 @@ from support import (
     read_status,
     signal_job,
     signal_of,
+    suspend_and_resume,
     wait_for,
 )
 
@@ -211,13 +212,7 @@ def test_the_entered_command_has_the_terminal_and_ctrl_z_suspends_it_until_fg(tm
             assert term.expect(b"word: "), term.output
             term.type(b"typed\n")
             assert term.expect(b"got typed"), term.output
-            assert wait_for(counter.exists)
-            term.type(b"\x1a")  # Ctrl+Z
-            assert term.expect(b"Stopped"), term.output
-            frozen = counter.read_text()
-            assert not wait_for(lambda: counter.read_text() != frozen, timeout=1.0), "the command kept running"
-            term.type(b"fg\n")
-            assert term.expect(b"finished", timeout=30), term.output
+            suspend_and_resume(term, counter)
             term.type(b"echo status=$?\n")
             assert term.expect(b"status=0"), term.output
             term.type(b"exit\n")

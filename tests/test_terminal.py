@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from support import CLI, Terminal, wait_for
+from support import CLI, Terminal, suspend_and_resume
 
 READER = """
 read -r -p "passphrase: " first
@@ -44,13 +44,7 @@ def test_ctrl_z_suspends_the_job_and_fg_resumes_it(tmp_path):
     try:
         assert term.expect(b"$ ")
         term.type(f"{CLI} bash -c '{job}' & echo launcher=$!; fg\n".encode())
-        assert wait_for(counter.exists)
-        term.type(b"\x1a")  # Ctrl+Z
-        assert term.expect(b"Stopped"), term.output
-        frozen = counter.read_text()
-        assert not wait_for(lambda: counter.read_text() != frozen, timeout=1.0), "the job kept running"
-        term.type(b"fg\n")
-        assert term.expect(b"finished", timeout=30), term.output
+        suspend_and_resume(term, counter)
         term.type(b"exit\n")
         term.wait()
     finally:
