@@ -15,6 +15,7 @@ from support import (
     PYTHON,
     Terminal,
     alive,
+    all_ended,
     children,
     kill_and_expect_a_graceful_stop,
     launched,
@@ -50,7 +51,7 @@ def test_a_job_that_ignores_the_stop_signal_is_killed_after_the_grace_period(tmp
     assert wait_for(lambda: "SIGTERM" in log_lines(log))
     time.sleep(0.3)
     assert marked_processes(no_leftovers, {os.getpid()}), "the grace period was skipped"
-    assert wait_for(lambda: not marked_processes(no_leftovers, {os.getpid()}), timeout=10)
+    assert wait_for(lambda: all_ended(no_leftovers, {os.getpid()}), timeout=10)
 
 
 SUBPROCESS_CALLER = """
@@ -106,7 +107,7 @@ def test_everything_of_ours_sigkilled_the_kernel_ends_the_job_and_releases_its_l
         launcher.kill()
         launcher.wait()
     assert job and wait_for(lambda: not any(alive(p) for p in job))
-    assert wait_for(lambda: not marked_processes(no_leftovers, {os.getpid()}))
+    assert wait_for(lambda: all_ended(no_leftovers, {os.getpid()}))
     assert wait_for(lambda: str(image) not in loop_devices()), "the loop device outlived the sandbox"
     time.sleep(0.1)
 
@@ -120,4 +121,4 @@ def test_a_crashed_reaper_ends_the_sandbox_instead_of_hanging(tmp_path, no_lefto
         os.kill(children(launcher.pid)[0], signal.SIGSEGV)
         _, err = launcher.communicate(timeout=30)
     assert launcher.returncode == 125 and "reaper" in err
-    assert wait_for(lambda: not marked_processes(no_leftovers, {os.getpid()}))
+    assert wait_for(lambda: all_ended(no_leftovers, {os.getpid()}))

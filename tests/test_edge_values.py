@@ -11,7 +11,7 @@ import pytest
 
 import sandbox
 from sandbox.api import spawner
-from support import CLI, marked_processes, wait_for
+from support import CLI, all_ended, wait_for
 
 
 def cli(*argv: str, **kwargs) -> subprocess.CompletedProcess:
@@ -29,7 +29,7 @@ def test_a_huge_grace_still_stops_what_the_job_left(value, no_leftovers):
     # The leftover ends on the stop signal; only the grace period is huge.
     result = cli("--grace", value, "--", "sh", "-c", "sleep 100 & exit 3")
     assert (result.returncode, result.stderr) == (3, "")
-    assert wait_for(lambda: not marked_processes(no_leftovers, {os.getpid()}))
+    assert wait_for(lambda: all_ended(no_leftovers, {os.getpid()}))
 
 
 @pytest.mark.parametrize("argv", [

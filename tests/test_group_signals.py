@@ -14,11 +14,11 @@ import pytest
 from support import (
     CLI,
     PYTHON,
+    all_ended,
     children,
     kill_and_expect_a_graceful_stop,
     launched,
     log_lines,
-    marked_processes,
     signal_job,
     wait_for,
 )
@@ -47,7 +47,7 @@ def test_a_signal_to_the_whole_group_reaches_the_job_once(tmp_path, entry, name,
         # The job's cleanup (1 s) must run to its end, with nothing on top of the one signal.
         assert wait_for(lambda: "cleaned" in log_lines(log), timeout=20)
         launcher.wait(timeout=30)
-        assert wait_for(lambda: not marked_processes(no_leftovers, {os.getpid()}))
+        assert wait_for(lambda: all_ended(no_leftovers, {os.getpid()}))
     finally:
         if launcher.poll() is None:
             launcher.kill()
@@ -77,7 +77,7 @@ def test_coreutils_timeout_lets_the_trap_finish(tmp_path, no_leftovers):
                                 timeout=60)
         assert result.returncode == 124, attempt
         assert log_lines(log) == ["ready", "ended"], attempt
-        assert wait_for(lambda: not marked_processes(no_leftovers, {os.getpid()}))
+        assert wait_for(lambda: all_ended(no_leftovers, {os.getpid()}))
 
 
 @pytest.mark.parametrize("to", ["launcher", "group"])
@@ -160,4 +160,4 @@ def test_ctrl_c_to_the_group_during_start_up_is_never_lost(tmp_path, no_leftover
             pytest.fail(f"attempt {attempt}: the job never got the SIGINT")
         assert launcher.returncode == -signal.SIGINT, (attempt, launcher.stderr.read())
         launcher.stderr.close()
-        assert wait_for(lambda: not marked_processes(no_leftovers, {os.getpid()}))
+        assert wait_for(lambda: all_ended(no_leftovers, {os.getpid()}))

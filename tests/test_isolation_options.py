@@ -21,6 +21,7 @@ import sandbox
 from support import (
     CLI,
     PYTHON,
+    all_ended,
     host_mounts,
     kill_and_expect_a_graceful_stop,
     log_lines,
@@ -165,7 +166,7 @@ def test_an_ordinary_user_killed_during_start_up_leaves_no_process(nobody_dir, n
         caller.kill()
         caller.wait()
     me = {os.getpid()}
-    assert wait_for(lambda: not marked_processes(no_leftovers, me), timeout=30), marked_processes(no_leftovers, me)
+    assert wait_for(lambda: all_ended(no_leftovers, me), timeout=30), marked_processes(no_leftovers, me)
 
 
 @pytest.fixture

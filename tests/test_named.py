@@ -21,7 +21,7 @@ import pytest
 import sandbox
 from sandboxed_run_helpers.reaper import listing
 from sandboxed_run_helpers.shared import registry, wire
-from support import CLI, PYTHON, launched, log_lines, marked_processes, read_status, signal_job, wait_for
+from support import CLI, PYTHON, all_ended, launched, log_lines, marked_processes, read_status, signal_job, wait_for
 
 ENTRY_POINTS = ["cli", "run", "Popen", "Job", "run_async", "create_process", "AsyncJob"]
 
@@ -257,7 +257,7 @@ def test_the_registry_is_never_stale_even_when_everything_of_ours_is_sigkilled(t
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass  # the job, gone with its PID 1 already
-            assert wait_for(lambda: not marked_processes(no_leftovers))
+            assert wait_for(lambda: all_ended(no_leftovers))
         assert path.exists()  # a SIGKILLed reaper leaves its socket's file; nobody listens on it any more
         return reaper
 

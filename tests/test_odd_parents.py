@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from support import CLI, PYTHON, launched, log_lines, marked_processes, signal_job, wait_for
+from support import CLI, PYTHON, all_ended, launched, log_lines, signal_job, wait_for
 
 # Execs argv[1:] with SIGCHLD ignored and the usual signals blocked, as an odd parent might leave them.
 ODD_PARENT = """
@@ -61,7 +61,7 @@ def test_the_api_in_a_program_that_ignores_sigchld(tmp_path, no_leftovers):
     assert (result.returncode, result.stdout, result.stderr) == (0, "3 finished\n", "")
     assert log_lines(log) == ["hook 3"]
     # Nothing of ours outlives the program: not the spawn server, not a reaper.
-    assert wait_for(lambda: not marked_processes(no_leftovers, {os.getpid()}))
+    assert wait_for(lambda: all_ended(no_leftovers, {os.getpid()}))
 
 
 def test_signals_blocked_by_the_parent_still_reach_the_job_once(tmp_path, no_leftovers):

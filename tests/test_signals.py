@@ -11,7 +11,17 @@ import time
 import pytest
 
 from sandboxed_run_helpers.reaper.stopping import IMPATIENT_WINDOW
-from support import CLI, PYTHON, Terminal, launched, log_lines, marked_processes, signal_job, signal_of, wait_for
+from support import (
+    CLI,
+    PYTHON,
+    Terminal,
+    all_ended,
+    launched,
+    log_lines,
+    signal_job,
+    signal_of,
+    wait_for,
+)
 
 SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"]
 
@@ -63,4 +73,4 @@ def test_repeated_ctrl_c_reaches_the_job_each_time_and_the_third_kills_everythin
     # The third press SIGKILLs at once: the job may or may not have noted that SIGINT first.
     assert log_lines(log).count("SIGINT") - before in (2, 3)
     assert status is not None and signal_of(status) == signal.SIGKILL
-    assert wait_for(lambda: not marked_processes(no_leftovers, {os.getpid()}), timeout=5)
+    assert wait_for(lambda: all_ended(no_leftovers, {os.getpid()}), timeout=5)

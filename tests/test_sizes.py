@@ -13,7 +13,7 @@ import pytest
 
 import sandbox
 from sandbox.api import spawner
-from support import CLI, children, launched, marked_processes, wait_for
+from support import CLI, all_ended, children, launched, wait_for
 
 MAX_STRING = 32 * 4096 - 1  # MAX_ARG_STRLEN, less the NUL byte
 COUNT = ["sh", "-c", 'echo $# ${#1} ${#BIG}', "sh"]
@@ -113,4 +113,4 @@ def test_a_signal_during_start_up_ends_it(tmp_path, no_leftovers):
         launcher.send_signal(signal.SIGTERM)
         launcher.wait(timeout=30)
     assert launcher.returncode == -signal.SIGTERM
-    assert wait_for(lambda: not marked_processes(no_leftovers, {os.getpid()}))
+    assert wait_for(lambda: all_ended(no_leftovers, {os.getpid()}))

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from support import CLI, PYTHON, marked_processes, wait_for
+from support import CLI, PYTHON, all_ended, marked_processes, wait_for
 
 TRIES = 40
 
@@ -30,7 +30,7 @@ def test_caller_killed_during_start_up_leaves_no_process(tmp_path, no_leftovers,
         caller.kill()
         caller.wait()
     me = {os.getpid()}
-    assert wait_for(lambda: not marked_processes(no_leftovers, me), timeout=30), (
+    assert wait_for(lambda: all_ended(no_leftovers, me), timeout=30), (
         f"left after {TRIES} killed start-ups: {marked_processes(no_leftovers, me)}")
 
 

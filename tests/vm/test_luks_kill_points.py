@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from support import CLI, PYTHON, Terminal, children, marked_processes, wait_for
+from support import CLI, PYTHON, Terminal, all_ended, children, wait_for
 
 pytestmark = pytest.mark.vm
 
@@ -240,7 +240,7 @@ def reach(backup: Backup, point: str, proc_alive) -> list[str]:
 
 
 def check_nothing_left(backup: Backup, token: str, *, mapping_expected: bool = False) -> None:
-    assert wait_for(lambda: not marked_processes(token, {os.getpid()}), timeout=SLOW), "processes left"
+    assert wait_for(lambda: all_ended(token, {os.getpid()}), timeout=SLOW), "processes left"
     assert wait_for(lambda: not backup.mounted_anywhere(), timeout=SLOW), "the volume is still mounted"
     if mapping_expected:
         return

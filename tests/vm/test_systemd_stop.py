@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from support import CLI, log_lines, loop_devices, make_image, marked_processes, wait_for
+from support import CLI, all_ended, log_lines, loop_devices, make_image, wait_for
 
 pytestmark = [pytest.mark.vm, pytest.mark.systemd]
 
@@ -71,7 +71,7 @@ def test_systemctl_stop_lets_the_trap_and_the_hooks_finish(backup, kill_mode, no
         subprocess.run(["systemctl", "kill", "--signal=KILL", unit], capture_output=True)
     assert log_lines(log) == ["mounted", "trap-start", "trap-done", "hook 143"], log_lines(log)
     assert not unit_processes(unit)
-    assert wait_for(lambda: not marked_processes(no_leftovers, {os.getpid()}))
+    assert wait_for(lambda: all_ended(no_leftovers, {os.getpid()}))
     assert wait_for(lambda: str(image) not in loop_devices()), "the loop device outlived the unit"
     with open("/proc/self/mountinfo") as f:
         assert str(image) not in f.read()
