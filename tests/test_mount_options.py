@@ -54,6 +54,8 @@ def run_in(entry: str, options: dict, script: str) -> tuple[int, str, str]:
         return asyncio.run(main())
     except sandbox.SandboxError as exc:
         return 125, "", f"{exc}\n"
+    except ValueError as exc:
+        return 2, "", f"{exc}\n"  # a bad value: the command's usage status
 
 
 def one_line(stderr: str) -> str:
@@ -243,6 +245,21 @@ def test_nothing_is_made_through_a_link_that_leads_out_of_an_overlay(entry, step
     status, _, err = run_in(entry, {**options, "mkdir": True}, "true")
     assert status == 0, err
     assert [p.name for p in host.iterdir()] == [made]
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_a_path_below_a_link_of_ours_is_refused_and_the_path_it_leads_to_works(entry, tmp_path):
+    """Made through --symlink's link, a path would land wherever the link leads; refused before anything
+    starts, naming both. The path the link leads to is the way to say it."""
+    top = tmp_path / "top"
+    top.mkdir()
+    options = {"tmpfs": [str(top)], "symlink": [f"{top}/real:{top}/link"], "dir": [f"{top}/link/sub"]}
+    status, _, err = run_in(entry, options, f"touch {tmp_path}/ran")
+    assert status == 2 and f"{top}/link/sub: lies below the link" in one_line(err), err
+    assert f"{top}/real:{top}/link" in err and not (tmp_path / "ran").exists()
+    status, out, err = run_in(entry, {**options, "dir": [f"{top}/real/sub"]}, f"cd {top}/link/sub && pwd -P")
+    assert (status, out) == (0, f"{top}/real/sub\n"), err
+    assert list(top.iterdir()) == []
 
 
 @pytest.mark.parametrize("entry", ["cli", "run", "Job", "create_process"])

@@ -483,6 +483,16 @@ class SandboxSpec:
                 raise ValueError(f"{BY_NAME[name].spelled(spelling)} /: cannot mount over /; mount on the "
                                  f"directories the job needs (with {BY_NAME['read_only'].spelled(spelling)} / to "
                                  "keep the rest unchanged)")
+        links = [(target, path) for target, path in checked["symlink"]]
+        paths = [*mounts, *(("dir", p) for p in checked["dir"]), *(("read_only", p) for p in checked["read_only"])]
+        for target, link in links:
+            for name, path in paths:
+                if path.startswith(link.rstrip("/") + "/"):
+                    # Made through the link, it would land wherever the link leads (on the host, even): the
+                    # order of the steps (parents first) would also make the link's path a directory first.
+                    raise ValueError(f"{BY_NAME[name].spelled(spelling)} {path}: lies below the link "
+                                     f"{BY_NAME['symlink'].spelled(spelling)} {target}:{link}; give the path the "
+                                     "link leads to")
         if checked["cap_drop"] and checked["cap_keep"]:
             raise ValueError(f"{BY_NAME['cap_drop'].spelled(spelling)} and {BY_NAME['cap_keep'].spelled(spelling)} "
                              "exclude each other: name what to drop, or what to keep")
