@@ -280,17 +280,44 @@ def test_help_lists_the_isolation_options():
 
 
 
-@pytest.mark.parametrize("before", ["", "import pyroute2", "sys.modules['pyroute2.netlink.rtnl.ifinfmsg'] = None"],
+# A pyroute2 whose layout differs: its rtnl part fails to load once, the way into it without the package's
+# __init__; the whole package, loaded as its authors meant, works.
+FAILS_ONCE = """
+class FailsOnce:
+    failed = False
+    def find_spec(self, name, path=None, target=None):
+        if name == "pyroute2.netlink.rtnl" and not FailsOnce.failed:
+            FailsOnce.failed = True
+            raise ImportError("another layout")
+sys.meta_path.insert(0, FailsOnce())
+"""
+
+# The message that turns lo on, encoded by what load_netlink gives and by pyroute2's own full link message.
+SAME_BYTES = """
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg as full
+def encoded(kind):
+    m = kind()
+    m["family"], m["index"], m["flags"], m["change"] = 0, 1, 1, 1
+    m["header"].update(type=newlink, flags=flags, sequence_number=1)
+    m.encode()
+    return m.data
+assert encoded(ifinfmsg) == encoded(full), (encoded(ifinfmsg), encoded(full))
+"""
+
+
+@pytest.mark.parametrize("before", ["", "import pyroute2", FAILS_ONCE],
                          ids=["entered-without-init", "already-loaded", "fallback-to-whole-package"])
 def test_netlink_classes_load_every_way(before):
     """The reaper enters pyroute2 without its heavy __init__; a pyroute2 already loaded, or a layout where that
-    fails, still gives the message classes that bring lo up."""
+    fails, still gives the message classes that bring lo up, and the same bytes as pyroute2's full message."""
     code = (f"import sys\n{before}\nfrom sandboxed_run_helpers.reaper.network import load_netlink\n"
             "ifinfmsg, flags, nlmsgerr, newlink, route = load_netlink()\n"
             "assert ifinfmsg.__name__ == 'ifinfmsg' and newlink == 16 and route == 0, (newlink, route)\n"
-            "print('ok', 'asyncio' in sys.modules)\n")
+            "print('ok', 'asyncio' in sys.modules)\n" + SAME_BYTES)
     result = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[0] == "ok"
+    if before == FAILS_ONCE:
+        assert result.stdout.split()[1] == "True", "the fallback did not load the whole package"
     if not before:
         assert result.stdout.split()[1] == "False", "the whole package was loaded"

@@ -42,7 +42,7 @@ IFF_UP = 0x1
 
 def load_netlink() -> tuple:
     """pyroute2's rtnetlink message classes. pyroute2's package __init__ imports every part of it (asyncio,
-    NDB, conntrack...): about 120 ms, where the link message needs 20. So the package is entered without its
+    NDB, conntrack...): about 120 ms, where the link message needs 10. So the package is entered without its
     __init__ when it is not loaded yet; if that fails (another pyroute2 layout), the whole package loads.
     The spawn server calls this once, so that the reapers it forks have it already."""
     if "pyroute2" not in sys.modules:
@@ -63,9 +63,15 @@ def load_netlink() -> tuple:
 
 
 def _classes() -> tuple:
-    from pyroute2.netlink import NETLINK_ROUTE, NLM_F_ACK, NLM_F_REQUEST, nlmsgerr
+    from pyroute2.netlink import NETLINK_ROUTE, NLM_F_ACK, NLM_F_REQUEST, nlmsg, nlmsgerr
     from pyroute2.netlink.rtnl import RTM_NEWLINK
-    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+    class ifinfmsg(nlmsg):  # noqa: N801 - the kernel's struct ifinfomsg, named as pyroute2 names it
+        """The link message's fixed part and nothing else: pyroute2's own ifinfmsg loads a plugin for every
+        kind of link first (half of the import), and turning lo on needs no attribute."""
+
+        fields = (("family", "B"), ("__align", "x"), ("ifi_type", "H"), ("index", "i"), ("flags", "I"),
+                  ("change", "I"))
 
     return ifinfmsg, NLM_F_REQUEST | NLM_F_ACK, nlmsgerr, RTM_NEWLINK, NETLINK_ROUTE
 
