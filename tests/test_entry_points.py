@@ -172,3 +172,55 @@ def test_ctrl_c_reaches_the_job_once_and_nothing_comes_on_top(tmp_path, entry, n
     status, lines_at_exit, output = ctrl_c_on_a_signal_job(program(entry, argv, log, "wait"), tmp_path, log)
     assert lines_at_exit[1:] == ["SIGINT", "cleaned"], output[-2000:]
     assert signal_of(status) == signal.SIGINT
+
+
+IN_A_DELETED_DIRECTORY = """
+import asyncio, os, sys, sandbox
+entry, gone = sys.argv[1], sys.argv[2]
+os.chdir(gone)
+os.rmdir(gone)
+async def in_async_job(argv, **kw):
+    async with sandbox.AsyncJob() as job:
+        return await job.run(argv, **kw)
+def in_job(argv, **kw):
+    with sandbox.Job() as job:
+        return job.run(argv, **kw)
+def popen(argv, **kw):
+    with sandbox.Popen(argv, stdout=sandbox.PIPE, **kw) as p:
+        return p.communicate()[0]
+async def create_process(argv, **kw):
+    p = await sandbox.create_process(argv, stdout=sandbox.PIPE, **kw)
+    return (await p.communicate())[0]
+run = {"run": lambda *a, **kw: sandbox.run(*a, capture_output=True, **kw), "Popen": popen,
+       "Job": lambda *a, **kw: in_job(*a, capture_output=True, **kw),
+       "run_async": lambda *a, **kw: asyncio.run(sandbox.run_async(*a, capture_output=True, **kw)),
+       "create_process": lambda *a, **kw: asyncio.run(create_process(*a, **kw)),
+       "AsyncJob": lambda *a, **kw: asyncio.run(in_async_job(*a, capture_output=True, **kw))}[entry]
+try:
+    run(["touch", "made-here"])
+except sandbox.SandboxError as exc:
+    print(type(exc).__name__, exc)
+out = run(["pwd"], cwd="/")
+print(getattr(out, "stdout", out).decode().strip())
+"""
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_a_deleted_current_directory_is_refused_and_an_absolute_cwd_still_works(entry, tmp_path, no_leftovers):
+    """The caller's directory was deleted: its path leads nowhere (or, made again, elsewhere), so the job's
+    relative paths would mean other files (they once meant /'s). One line, status 125; an absolute cwd works."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    if entry == "cli":
+        script = f'cd {gone} && rmdir {gone} && {CLI} touch made-here; echo "status $?"; {CLI} --cwd / pwd'
+        result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60)
+        lines, err = result.stdout.splitlines(), result.stderr
+        assert lines == ["status 125", "/"] and len(err.splitlines()) == 1, (result.stdout, err)
+    else:
+        result = subprocess.run([PYTHON, "-c", IN_A_DELETED_DIRECTORY, entry, str(gone)], capture_output=True,
+                                text=True, timeout=60)
+        lines = result.stdout.splitlines()
+        assert result.returncode == 0 and lines[1:] == ["/"] and lines[0].startswith("SandboxError "), result
+        err = lines[0]
+    assert "the current directory has no path" in err and "was it deleted?" in err, err
+    assert not (tmp_path / "made-here").exists() and not os.path.exists("/made-here")

@@ -76,15 +76,24 @@ def environment_of(env: Mapping | None) -> dict[bytes, bytes]:
     return out
 
 
-def directory_of(cwd: str | bytes | os.PathLike | None) -> bytes:
-    if cwd is None:
-        return os.fsencode(os.getcwd())
-    if not isinstance(cwd, (str, bytes, os.PathLike)):
-        raise TypeError(f"cwd must be a path, not {cwd!r}")
-    path = os.fsencode(cwd)
-    if not path or b"\0" in path:
-        raise ValueError(f"cwd {cwd!r} is not a path")
-    return os.path.abspath(path)
+def directory_of(cwd: str | bytes | os.PathLike | None, name: str = "cwd") -> bytes:
+    """The job's working directory as an absolute path: cwd, or the caller's own (name: the option, as the
+    caller spells it). SandboxError if the caller's directory has no path (deleted, say): the job would
+    otherwise run somewhere else, where its relative paths mean other files."""
+    if cwd is not None:
+        if not isinstance(cwd, (str, bytes, os.PathLike)):
+            raise TypeError(f"{name} must be a path, not {cwd!r}")
+        path = os.fsencode(cwd)
+        if not path or b"\0" in path:
+            raise ValueError(f"{name} {cwd!r} is not a path")
+        if path.startswith(b"/"):
+            return os.path.normpath(path)
+    try:
+        here = os.getcwdb()
+    except OSError as exc:
+        raise SandboxError(f"the current directory has no path ({exc.strerror}; was it deleted?): change to one "
+                           f"that exists, or give an absolute {name}") from None
+    return here if cwd is None else os.path.normpath(os.path.join(here, path))
 
 
 def command(argv: list[bytes], env: dict[bytes, bytes], cwd: bytes) -> Command:

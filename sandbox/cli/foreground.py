@@ -78,11 +78,7 @@ def _command(values: dict[str, Any], argv: tuple[str, ...]) -> command.Command:
         env.pop(os.fsencode(name), None)
     for name, value in values["setenv"]:
         env[os.fsencode(name)] = os.fsencode(value)
-    try:
-        cwd = os.path.abspath(values["cwd"]) if values["cwd"] else os.getcwd()
-    except OSError:
-        cwd = "/"
-    return command.command([os.fsencode(a) for a in argv], env, os.fsencode(cwd))
+    return command.command([os.fsencode(a) for a in argv], env, command.directory_of(values["cwd"], "--cwd"))
 
 
 def _status_writer(values: dict[str, Any]) -> StatusWriter | None:
