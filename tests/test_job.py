@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
+import time
 
 import pytest
 
 import sandbox
 from support import (
+    CLI,
     PYTHON,
     alive,
     host_mounts,
@@ -165,3 +168,33 @@ def test_job_isolation_options_and_on_exit_hooks(tmp_path):
         assert not hook_log.exists(), "a hook ran before the job ended"
     assert seen == ["job-host", "lo", "read-only"]
     assert hook_log.read_text() == "stopped: context exited\n"
+
+
+async def _async_job_until(how: str, **options) -> sandbox.AsyncJob:
+    async with sandbox.AsyncJob(**options) as job:
+        if how == "stop":
+            await job.stop()
+        elif how == "--stop":
+            stopper = await asyncio.create_subprocess_exec(CLI, "--stop", job.name)
+            assert await stopper.wait() == 0
+            await job.stop()  # only waits: it is over
+    return job
+
+
+@pytest.mark.parametrize("how", ["block", "stop", "--stop"])
+@pytest.mark.parametrize("entry", ["Job", "AsyncJob"])
+def test_a_job_that_ran_no_command_ends_at_once(entry, how, no_leftovers):
+    """Nothing is left to get the stop signal, so nothing is waited for: not the grace period, which no
+    SIGCHLD would cut short."""
+    started = time.monotonic()
+    if entry == "Job":
+        with sandbox.Job(grace=60) as job:
+            if how == "stop":
+                job.stop()
+            elif how == "--stop":
+                assert subprocess.run([CLI, "--stop", job.name], timeout=60).returncode == 0
+    else:
+        job = asyncio.run(_async_job_until(how, grace=60))
+    assert time.monotonic() - started < 30  # generous: the bug waited the whole 60 s
+    assert job.usage is not None and job.usage.wall < 30
+

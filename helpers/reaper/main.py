@@ -302,9 +302,7 @@ class Reaper:
                     self.confirm()
                 signal_it = self.stopping.signal_wanted(message.after_interrupt)
                 if control:
-                    self.stopping.begin(message.reason, message.grace, signal_it)
-                    if self.stopping.deadline is not None and self.stopping.expired(time.monotonic()):
-                        self.kill_all(message.reason)
+                    self.begin_stop(message.reason, message.grace, signal_it)
                 elif process is not None:
                     self.stopping.begin_for(process, message.grace, signal_it)
 
@@ -347,9 +345,18 @@ class Reaper:
 
     def stop_requested(self, grace: float | None) -> None:
         """sandboxed-run --stop: the same stop as a timeout's, for its own reason."""
-        self.stopping.begin(wire.StopReason.REQUESTED, grace)
-        if self.stopping.deadline is not None and self.stopping.expired(time.monotonic()):
-            self.kill_all(wire.StopReason.REQUESTED)
+        self.begin_stop(wire.StopReason.REQUESTED, grace)
+
+    def begin_stop(self, reason: wire.StopReason, grace: float | None = None, send_signal: bool = True) -> None:
+        """Stop the whole sandbox (stopping.begin); SIGKILL at once for no grace period."""
+        self.stopping.begin(reason, grace, send_signal)
+        if self.stopping.expired(time.monotonic()):
+            self.kill_all(reason)
+        else:
+            # Nothing may be left to get the stop signal (a session that ran no command, or whose commands
+            # have all ended before any reap found none): no SIGCHLD would come to say so, and we would wait
+            # the whole grace period for nothing.
+            self.reap()
 
     def run_command(self, message: wire.Run, fds: list[int]) -> None:
         """A session's next command: the last descriptor is the socket for its reports."""
@@ -382,9 +389,7 @@ class Reaper:
             self.confirm()  # the caller of the API dies of SIGTERM or SIGHUP by default: the job got it too
         # A job already asked to end (a Ctrl+C, a group's SIGTERM) is cleaning up: a stop signal on top
         # would cut bash's trap.
-        self.stopping.begin(wire.StopReason.CALLER_DIED, send_signal=self.stopping.signal_wanted(True))
-        if self.stopping.expired(time.monotonic()):
-            self.kill_all(wire.StopReason.CALLER_DIED)
+        self.begin_stop(wire.StopReason.CALLER_DIED, send_signal=self.stopping.signal_wanted(True))
 
     # -- what ends -----------------------------------------------------------------------------------
 
