@@ -198,3 +198,28 @@ def test_a_job_that_ran_no_command_ends_at_once(entry, how, no_leftovers):
     assert time.monotonic() - started < 30  # generous: the bug waited the whole 60 s
     assert job.usage is not None and job.usage.wall < 30
 
+
+@pytest.mark.parametrize("use", ["run", "Popen", "call"])
+@pytest.mark.parametrize("entry", ["Job", "AsyncJob"])
+def test_a_job_used_after_its_end_says_so(entry, use):
+    """Not an OSError(EBADF) from its closed socket, which reads as a bad descriptor of the caller's; and
+    nothing of the attempt stays open."""
+    async def async_main() -> None:
+        async with sandbox.AsyncJob() as job:
+            await job.run(["true"])
+        before = sorted(os.listdir("/proc/self/fd"))
+        with pytest.raises(RuntimeError, match="the Job has ended"):
+            await {"run": lambda: job.run(["true"]), "Popen": lambda: job.create_process(["true"]),
+                   "call": lambda: job.call(os.getpid)}[use]()
+        assert sorted(os.listdir("/proc/self/fd")) == before  # job.call's socket to the call is closed too
+
+    if entry == "AsyncJob":
+        asyncio.run(async_main())
+        return
+    with sandbox.Job() as job:
+        job.run(["true"])
+    before = sorted(os.listdir("/proc/self/fd"))
+    with pytest.raises(RuntimeError, match="the Job has ended"):
+        {"run": lambda: job.run(["true"]), "Popen": lambda: job.Popen(["true"]),
+         "call": lambda: job.call(os.getpid)}[use]()
+    assert sorted(os.listdir("/proc/self/fd")) == before

@@ -309,6 +309,9 @@ class AsyncJob:
         ours, theirs = socket.socketpair()
         try:
             process = await _start(lambda: self.job.Popen(call_argv(script), extra_fds=(theirs.fileno(),)))
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         ours.setblocking(False)

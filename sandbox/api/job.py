@@ -181,6 +181,8 @@ class Job:
                      on_event: Callable[[str, dict], None] | None) -> ReaperClient:
         """Start cmd in the job with stdio as its 0, 1, 2 (and more); a client for its reports."""
         client = self.client
+        if self._wrapped_up:  # its socket is closed: the send would fail with EBADF, as if a descriptor were bad
+            raise RuntimeError("the Job has ended (left its block, or stopped): start a new Job for more commands")
         ours, theirs = wire.pair()
         flags, fds = present(stdio)
         try:
@@ -217,6 +219,9 @@ class Job:
         ours, theirs = socket.socketpair()
         try:
             process = self.Popen(calling.call_argv(script), extra_fds=(theirs.fileno(),))
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         with ours, process:
