@@ -114,3 +114,57 @@ def test_a_function_of_python_c_is_refused_before_anything_runs(entry, tmp_path,
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("TypeError: job.call: <function mounted") and "define it in a module" in last, last
     assert log_lines(log) == []
+
+
+OWN_CLASSES = """
+class Point:
+    def __init__(self, x):
+        self.x = x
+class Refused(Exception):
+    pass
+class TwoArguments(Exception):
+    def __init__(self, a, b):
+        super().__init__(a)
+def point():
+    return Point(7)
+def refuse():
+    raise Refused("no")
+def two():
+    raise TwoArguments(1, 2)
+async def outcome(job, func):
+    try:
+        result = job.call(func)
+        if asyncio.iscoroutine(result):
+            result = await result
+        return "result %s %s" % (type(result).__name__, result.x)
+    except Exception as exc:
+        return "raised %s %s" % (type(exc).__name__, exc)
+async def calls(job):
+    for func in (point, refuse, two):
+        note(await outcome(job, func))
+"""
+
+CALLS = {
+    "Job": """
+with sandbox.Job() as job:
+    asyncio.run(calls(job))
+""",
+    "AsyncJob": """
+async def main():
+    async with sandbox.AsyncJob() as job:
+        await calls(job)
+asyncio.run(main())
+""",
+}
+
+
+@pytest.mark.parametrize("entry", ["Job", "AsyncJob"])
+def test_a_call_gives_back_objects_of_the_scripts_own_classes(entry, tmp_path, no_leftovers):
+    """Inside, the script is loaded as __mp_main__: what its classes make comes back as the caller's __main__
+    classes (it was ModuleNotFoundError: No module named '__mp_main__'); an outcome this side cannot rebuild is
+    a TypeError that says so."""
+    result, log = run_script(tmp_path, HEADER + OWN_CLASSES + 'if __name__ == "__main__":\n' + indent(CALLS[entry]))
+    assert result.returncode == 0, result.stderr
+    assert log[:2] == ["result Point 7", "raised Refused no"], log
+    assert log[2].startswith("raised TypeError job.call: the outcome of <function two") and \
+        "cannot be loaded here" in log[2], log

@@ -50,6 +50,14 @@ class _Pickler(pickle.Pickler):
         return NotImplemented
 
 
+class _Unpickler(pickle.Unpickler):
+    """The outcome a call sends back: what the job's interpreter took from the caller's script (loaded there as
+    __mp_main__) is the caller's __main__ here."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        return super().find_class("__main__" if module == "__mp_main__" else module, name)
+
+
 def payload(func: Callable[..., Any], args: tuple, kwargs: dict) -> tuple[bytes, str]:
     """What the job's interpreter reads: our sys.argv (the script's top level reads it there as here, as with
     multiprocessing), then the call, pickled; and the caller's script if the job needs it to unpickle the call
@@ -119,7 +127,10 @@ def call_outcome(func: Callable[..., Any], chunks: list[bytes], returncode: int 
     """The result a call sent back, or its exception raised here with the remote traceback as cause."""
     if not chunks:
         raise SandboxError(f"the call of {func!r} ended without a result (exit status {returncode})")
-    outcome = pickle.loads(b"".join(chunks))
+    try:
+        outcome = _Unpickler(io.BytesIO(b"".join(chunks))).load()
+    except Exception as exc:  # noqa: BLE001 - a class of the outcome that this side cannot rebuild
+        raise TypeError(f"job.call: the outcome of {func!r} cannot be loaded here: {exc}") from None
     if outcome[0] == "ok":
         return outcome[1]
     _, exc, remote = outcome
