@@ -262,6 +262,29 @@ def test_a_path_below_a_link_of_ours_is_refused_and_the_path_it_leads_to_works(e
     assert list(top.iterdir()) == []
 
 
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+@pytest.mark.parametrize("other", ["tmpfs", "dir", "bind", "read_only", "symlink"])
+def test_a_path_that_is_also_a_link_of_ours_is_refused_naming_both(entry, other, tmp_path):
+    """A link and a mount (or a directory, or another link) at one path: refused before anything starts, naming
+    both (the link failed at set-up with 'something else exists there', naming only itself). The same link
+    twice is one link."""
+    top = tmp_path / "top"
+    top.mkdir()
+    link = f"{top}/link"
+    value = {"tmpfs": link, "dir": link + "/", "bind": f"{tmp_path}:{top}//link", "read_only": link,
+             "symlink": f"elsewhere:{link}"}[other]
+    options = {"tmpfs": [str(top)], "symlink": [f"{top}/real:{link}"]}
+    options[other] = [*options.get(other, []), value]
+    status, _, err = run_in(entry, options, f"touch {tmp_path}/ran")
+    assert status == 2 and not (tmp_path / "ran").exists(), err
+    if other == "symlink":
+        assert f"elsewhere:{link}: another link {top}/real:{link} is made at the same path" in one_line(err), err
+    else:
+        assert f"{link}: the link " in one_line(err) and f"{top}/real:{link} is made at the same path" in err, err
+    twice = {"tmpfs": [str(top)], "symlink": [f"{top}/real:{link}", f"{top}/real:{link}"]}
+    assert run_in(entry, twice, f"readlink {link}")[:2] == (0, f"{top}/real\n")
+
+
 @pytest.mark.parametrize("entry", ["cli", "run", "Job", "create_process"])
 @pytest.mark.parametrize("over_proc", [{"tmpfs": ["/proc"]}, {"bind": ["{d}/lower:/proc"]}], ids=["tmpfs", "bind"])
 def test_dev_and_overlay_work_beside_a_mount_on_proc(entry, over_proc, tmp_path):

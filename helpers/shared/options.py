@@ -485,8 +485,17 @@ class SandboxSpec:
                                  "keep the rest unchanged)")
         links = [(target, path) for target, path in checked["symlink"]]
         paths = [*mounts, *(("dir", p) for p in checked["dir"]), *(("read_only", p) for p in checked["read_only"])]
+        made_at: dict[str, str] = {}
         for target, link in links:
+            if made_at.setdefault(link, target) != target:
+                raise ValueError(f"{BY_NAME['symlink'].spelled(spelling)} {target}:{link}: another link "
+                                 f"{made_at[link]}:{link} is made at the same path")
             for name, path in paths:
+                if path == link and name != "symlink":
+                    # The link would fail at set-up with "something else exists there", naming only itself.
+                    raise ValueError(f"{BY_NAME[name].spelled(spelling)} {path}: the link "
+                                     f"{BY_NAME['symlink'].spelled(spelling)} {target}:{link} is made at the same "
+                                     "path; a path is either the link or the other")
                 if path.startswith(link.rstrip("/") + "/"):
                     # Made through the link, it would land wherever the link leads (on the host, even): the
                     # order of the steps (parents first) would also make the link's path a directory first.
