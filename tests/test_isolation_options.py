@@ -255,6 +255,7 @@ def test_hostname_and_proc_options():
         (["--gid", "4294967295", "true"], 2, "out of range"),
         (["--uid", "root", "true"], 2, "uid"),
         (["--hostname", "not a name", "true"], 2, "hostname"),
+        (["--hostname", "h\udcff", "true"], 2, "--hostname 'h\\udcff': use 1 to 64"),  # the byte 0xff
         (["--read-only", "relative", "true"], 2, "absolute"),
         (["--read-only", "/no/such/path", "true"], 125, "does not exist"),
     ],
@@ -271,6 +272,11 @@ def test_bad_isolation_values_get_one_clear_line(args, code, words):
 def test_api_rejects_bad_isolation_values(options):
     with pytest.raises(ValueError):
         sandbox.run(["true"], **options)
+
+
+def test_an_undecodable_hostname_is_named_in_the_api_error():
+    with pytest.raises(ValueError, match=r"^hostname 'h\\udcff': use 1 to 64"):
+        sandbox.run(["true"], hostname="h\udcff")
 
 
 def test_help_lists_the_isolation_options():

@@ -160,7 +160,8 @@ def _maybe_id(value: object, name: str) -> int | None:
 def _hostname(value: object, name: str) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not 0 < len(value.encode()) <= 64 or not all(
+    # ASCII only, so its length in bytes is len(): a lone surrogate (an undecodable byte) cannot be encoded.
+    if not isinstance(value, str) or not 0 < len(value) <= 64 or not all(
             c.isascii() and (c.isalnum() or c in "-.") for c in value):
         raise ValueError(f"{name} {value!r}: use 1 to 64 letters, digits, '-' and '.'")
     return _text(value)
