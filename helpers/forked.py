@@ -4,10 +4,11 @@ code of the process that forked it, whatever happens; a failure reaches the laun
 from __future__ import annotations
 
 import _socket as socket
+import errno
 import os
 
 from .shared import wire
-from .shared.errors import EXIT_FAILURE
+from .shared.errors import EXIT_FAILURE, host_error
 
 TYPE_CHECKING = False  # typing stays out of the spawn server's hot path
 if TYPE_CHECKING:
@@ -22,7 +23,11 @@ def life(sock: socket.socket, body: Callable[[], int]) -> NoReturn:
         code = body()
     except BaseException as exc:
         try:
-            wire.send(sock, wire.Failed(EXIT_FAILURE, f"sandbox helper failed: {exc!r}", 0))
+            if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+                message = str(host_error(exc, "sandbox helper failed"))
+            else:
+                message = f"sandbox helper failed: {exc!r}"
+            wire.send(sock, wire.Failed(EXIT_FAILURE, message, 0))
         except BaseException:
             pass
     finally:

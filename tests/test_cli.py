@@ -107,3 +107,19 @@ def test_closed_standard_descriptors_stay_closed_for_the_job():
     assert result.returncode == 3 and result.stdout == "" and result.stderr == ""
     result = subprocess.run(["sh", "-c", '"$0" no-such-command-xyz 2>&-', CLI], capture_output=True, text=True)
     assert result.returncode == 127 and result.stdout == ""
+
+
+@pytest.mark.parametrize("limit", [6, 10], ids=["in the command", "in the reaper"])
+def test_too_few_open_files_allowed_is_one_line_naming_the_limit(limit, tmp_path, no_leftovers):
+    """A caller's RLIMIT_NOFILE too low for our own descriptors: status 125 and one line naming the limit (it
+    was a traceback, or OSError's repr), wherever it runs out; nothing started."""
+    import resource
+
+    def low() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    result = subprocess.run([CLI, "touch", str(tmp_path / "ran")], preexec_fn=low, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 125 and result.stderr.count("\n") == 1, result.stderr
+    assert f"too many open files (the limit is {limit}: raise it" in result.stderr, result.stderr
+    assert not (tmp_path / "ran").exists()

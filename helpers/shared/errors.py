@@ -102,6 +102,21 @@ def namespace_error(exc: OSError, what: str) -> SandboxError:
     return SandboxError(f"cannot create {what}: {exc.strerror}", err=exc.errno or 0)
 
 
+def host_error(exc: OSError, what: str) -> SandboxError:
+    """A system call of ours failed for want of a resource of the caller's (descriptors, processes, memory):
+    name the limit to raise."""
+    err = exc.errno or 0
+    if err == errno.EMFILE:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return SandboxError(f"{what}: too many open files (the limit is {soft}: raise it, e.g. ulimit -n 1024)",
+                            err=err)
+    if err == errno.ENFILE:
+        return SandboxError(f"{what}: the system has too many open files (fs.file-max)", err=err)
+    return SandboxError(f"{what}: {exc.strerror or exc}", err=err)
+
+
 def mount_error(exc: OSError, action: str, path: str, userns: bool = False, kind: str = "") -> SandboxError:
     """A set-up step inside the sandbox failed: name the path, the likely cause and what to do. kind is the
     step's option (tmpfs, bind, overlay, dev...), userns whether the sandbox has a user namespace."""

@@ -241,6 +241,13 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except SandboxError as exc:
         say(str(exc))
         code = exc.exit_code
+    except OSError as exc:
+        # A call of ours the caller's limits refused (a descriptor, a process): one line, not a traceback.
+        from sandboxed_run_helpers.shared.errors import host_error
+
+        error = host_error(exc, "cannot start the sandbox")
+        say(str(error))
+        code = error.exit_code
     except KeyboardInterrupt:
         # Only reachable before the sandbox exists: die of SIGINT as an interrupted program should.
         reraise(signal.SIGINT)
