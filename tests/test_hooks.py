@@ -64,3 +64,13 @@ def test_api_on_exit_runs_hooks_in_the_caller_and_reports_them(tmp_path):
 def test_api_refuses_bad_hooks(bad):
     with pytest.raises(ValueError):
         sandbox.run(["true"], on_exit=bad)
+
+
+@pytest.mark.parametrize("bad", ["", "   "])
+def test_the_command_refuses_an_empty_hook_as_the_api_does(bad, tmp_path):
+    """--on-exit went unchecked: an empty hook ran as `sh -c ''` and was reported as a hook that succeeded."""
+    result = subprocess.run([CLI, "--on-exit", bad, "touch", str(tmp_path / "ran")], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "--on-exit: an on-exit hook must be a non-empty shell command" in result.stderr, result.stderr
+    assert not (tmp_path / "ran").exists()

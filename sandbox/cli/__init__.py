@@ -194,7 +194,7 @@ def _checked(values: dict[str, Any]) -> dict[str, Any]:
                     value = option.parse(value)
                 except ValueError:
                     raise ValueError(f"{option.flag}: {value!r} is not a number") from None
-            if option.scope == "cli":
+            if option.scope in ("cli", "hooks"):  # the "sandbox" ones are SandboxSpec.build's to check
                 value = option.check(value, option.flag)
         except (ValueError, TypeError) as exc:
             raise UsageError(str(exc)) from None
