@@ -263,6 +263,15 @@ def test_a_path_below_a_link_of_ours_is_refused_and_the_path_it_leads_to_works(e
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_a_path_of_more_parts_than_pythons_recursion_limit_is_made(entry, tmp_path):
+    """1200 parts, 2400 bytes, well within PATH_MAX: made as the kernel allows (it was a RecursionError of
+    os.makedirs in the reaper)."""
+    deep = str(tmp_path) + "/d" * 1200
+    status, out, err = run_in(entry, {"tmpfs": [str(tmp_path)], "dir": [deep]}, f"cd {deep} && echo made")
+    assert (status, out) == (0, "made\n"), err[-300:]
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
 @pytest.mark.parametrize("other", ["tmpfs", "dir", "bind", "read_only", "symlink"])
 def test_a_path_that_is_also_a_link_of_ours_is_refused_naming_both(entry, other, tmp_path):
     """A link and a mount (or a directory, or another link) at one path: refused before anything starts, naming

@@ -38,7 +38,7 @@ def create(step: Mount, may: bool, inside: str | None = None) -> None:
         _no_link_out(step, inside)
     parent = os.path.dirname(step.target)
     try:
-        os.makedirs(parent, 0o755, exist_ok=True)
+        makedirs(parent, 0o755)
         if step.kind == "symlink":
             return
         if step.kind in DIRECTORIES or step.kind == "read_only" or os.path.isdir(step.source or ""):
@@ -47,6 +47,24 @@ def create(step: Mount, may: bool, inside: str | None = None) -> None:
             os.close(os.open(step.target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
     except OSError as exc:
         raise mount_error(exc, "create the mount point", exc.filename or step.target, kind=step.kind) from None
+
+
+def makedirs(path: str, mode: int) -> None:
+    """os.makedirs(path, mode, exist_ok=True) without its recursion: a path within PATH_MAX may have more parts
+    than Python's recursion limit (RecursionError, where the kernel would have made it)."""
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, mode)
+        except FileExistsError:
+            if not os.path.isdir(directory):
+                raise
 
 
 def _no_link_out(step: Mount, inside: str) -> None:
@@ -143,8 +161,8 @@ def _overlay(step: Mount, userns: bool) -> None:
         else:
             upper = step.extra
             work = overlay_work_dir(upper)
-            os.makedirs(upper, 0o755, exist_ok=True)
-            os.makedirs(work, 0o700, exist_ok=True)
+            makedirs(upper, 0o755)
+            makedirs(work, 0o700)
             hidden = False
 
         def option(path: str, fd: int | None, must_hide: bool) -> bytes:
