@@ -23,7 +23,7 @@ def life(sock: socket.socket, body: Callable[[], int]) -> NoReturn:
         code = body()
     except BaseException as exc:
         try:
-            if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM):
                 message = str(host_error(exc, "sandbox helper failed"))
             else:
                 message = f"sandbox helper failed: {exc!r}"

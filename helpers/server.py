@@ -29,7 +29,7 @@ import prctl
 
 from . import launch
 from .shared import hooks, linux, wire
-from .shared.errors import EXIT_FAILURE, SandboxError
+from .shared.errors import EXIT_FAILURE, SandboxError, host_error
 from .shared.signals import CALLER_GONE, FORWARDED, PARENT_GONE, reset_for_helper
 
 TYPE_CHECKING = False  # typing stays out of the server, whose every reaper is a fork of it
@@ -144,7 +144,7 @@ class Server:
             self.reply(wire.Failed(exc.exit_code, exc.message, exc.errno or 0))
             return
         except OSError as exc:
-            self.reply(wire.Failed(EXIT_FAILURE, f"cannot start the sandbox: {exc.strerror or exc}", exc.errno or 0))
+            self.reply(wire.Failed(EXIT_FAILURE, host_error(exc, "cannot start the sandbox").message, exc.errno or 0))
             return
         ticket = 0
         if request.on_exit:

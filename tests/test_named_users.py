@@ -273,3 +273,27 @@ def test_a_name_is_unique_across_both_of_a_users_registries(users, user_dir, no_
             assert first.wait(timeout=30) == -signal.SIGTERM
     finally:
         shutil.rmtree(run_user, ignore_errors=True)
+
+
+@pytest.mark.parametrize(("entry", "limit"), [("cli", 2), ("cli", 3), ("run", 2), ("run", 3)])
+def test_a_process_limit_too_low_for_our_processes_is_one_clear_error(entry, limit, user_dir, no_leftovers):
+    """An ordinary user whose RLIMIT_NPROC leaves no room for our helpers, the reaper or the job: our failure
+    (125, SandboxError) naming the limit, wherever the fork failed. It was 126 'sh: cannot execute' (the
+    job's spawn), a BlockingIOError's repr (a helper), or a RuntimeError traceback (the API's thread)."""
+    (uid,) = free_uids(1)
+    prefix = ["prlimit", f"--nproc={limit}", "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+    try:
+        if entry == "cli":
+            result = subprocess.run([*prefix, CLI, "true"], capture_output=True, text=True, timeout=60, cwd=user_dir)
+            assert result.returncode == 125 and result.stderr.count("\n") == 1, result.stderr
+            said = result.stderr
+        else:
+            code = ("import sandbox\ntry:\n    sandbox.run(['true'])\nexcept sandbox.SandboxError as exc:\n"
+                    "    print(exc)\n")
+            result = subprocess.run([*prefix, PYTHON, "-c", code], capture_output=True, text=True, timeout=60,
+                                    cwd=user_dir)
+            assert result.returncode == 0 and result.stderr == "", result.stderr
+            said = result.stdout
+        assert f"too many processes (this user's limit is {limit}: raise it" in said, said
+    finally:
+        shutil.rmtree(f"{registry.TMP_PREFIX}{uid}", ignore_errors=True)

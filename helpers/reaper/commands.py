@@ -15,7 +15,7 @@ import time
 
 from ..shared import marks
 from ..shared.command import DEFAULT_PATH, Command
-from ..shared.errors import EXIT_FAILURE, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, SandboxError
+from ..shared.errors import EXIT_FAILURE, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, SandboxError, host_error
 from ..shared.options import SandboxSpec
 
 CATCHABLE = frozenset(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
@@ -76,6 +76,8 @@ def start(command: Command, stdio: tuple[int | None, ...], ignored: tuple[int, .
             name = os.fsdecode(command.argv[0])
             if exc.errno == errno.ENOENT:
                 raise SandboxError(f"{name}: command not found", EXIT_NOT_FOUND) from None
+            if exc.errno in (errno.EAGAIN, errno.ENOMEM):  # no process for it: our failure, not its (126)
+                raise host_error(exc, f"cannot start {name}") from None
             raise SandboxError(f"{name}: cannot execute: {exc.strerror}", EXIT_NOT_EXECUTABLE, exc.errno or 0) from None
     finally:
         # Only the job may hold its pipes, or a caller reading them to the end would wait on us.

@@ -103,8 +103,8 @@ def namespace_error(exc: OSError, what: str) -> SandboxError:
 
 
 def host_error(exc: OSError, what: str) -> SandboxError:
-    """A system call of ours failed for want of a resource of the caller's (descriptors, processes, memory):
-    name the limit to raise."""
+    """A system call failed for want of a resource of the caller's (descriptors, processes, memory): name the
+    limit to raise. Any other error: its own words."""
     err = exc.errno or 0
     if err == errno.EMFILE:
         import resource
@@ -114,6 +114,15 @@ def host_error(exc: OSError, what: str) -> SandboxError:
                             err=err)
     if err == errno.ENFILE:
         return SandboxError(f"{what}: the system has too many open files (fs.file-max)", err=err)
+    if err == errno.EAGAIN:  # fork, clone and posix_spawn: RLIMIT_NPROC, or the system's threads-max
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NPROC)[0]
+        shown = "unlimited" if soft == resource.RLIM_INFINITY else str(soft)
+        return SandboxError(f"{what}: too many processes (this user's limit is {shown}: raise it, e.g. "
+                            "ulimit -u 4096; or the system's kernel.threads-max)", err=err)
+    if err == errno.ENOMEM:
+        return SandboxError(f"{what}: out of memory", err=err)
     return SandboxError(f"{what}: {exc.strerror or exc}", err=err)
 
 

@@ -15,7 +15,7 @@ import time
 import weakref
 
 from sandboxed_run_helpers.shared import linux, wire
-from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, SandboxError
+from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, SandboxError, host_error
 
 from ..client import ReaperClient
 from .calling import refuse_while_loading_main
@@ -80,12 +80,18 @@ class SpawnServer:
                 started.set()
             _wait_for_exit(process)
 
-        threading.Thread(target=keeper, name="sandbox-server-keeper", daemon=True).start()
+        try:
+            threading.Thread(target=keeper, name="sandbox-server-keeper", daemon=True).start()
+        except RuntimeError:  # "can't start new thread": a thread is a process to RLIMIT_NPROC
+            failure.append(OSError(errno.EAGAIN, os.strerror(errno.EAGAIN)))
+            started.set()
         started.wait()
         theirs.close()
         os.close(caller_pidfd)
         if failure:
             ours.close()
+            if isinstance(failure[0], OSError):
+                raise host_error(failure[0], "cannot start the sandbox spawn server")
             raise SandboxError(f"cannot start the sandbox spawn server: {failure[0]}")
         try:
             message, _, _ = wire.recv(ours)
