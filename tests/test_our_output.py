@@ -51,10 +51,13 @@ def test_a_killed_hook_monitor_does_not_change_the_status(tmp_path, no_leftovers
     status = tmp_path / "status"
     with launched([CLI, "--json-status", str(status), "--on-exit", "true", "--", "sh", "-c", "sleep 1; exit 3"],
                   stderr=subprocess.PIPE, text=True) as launcher:
-        assert wait_for(lambda: len(children(launcher.pid)) == 2)
-        monitor = [pid for pid in children(launcher.pid)
-                   if open(f"/proc/{pid}/comm").read().strip() == "sandbox-hooks"]
-        assert monitor
+        def hook_monitor() -> list[int]:
+            # Named by itself once forked: until then it is a second child under our own name.
+            return [pid for pid in children(launcher.pid)
+                    if open(f"/proc/{pid}/comm").read().strip() == "sandbox-hooks"]
+
+        assert wait_for(hook_monitor)
+        monitor = hook_monitor()
         os.kill(monitor[0], signal.SIGKILL)
         _, err = launcher.communicate(timeout=60)
     assert launcher.returncode == 3
