@@ -20,7 +20,7 @@ import time
 
 import prctl
 
-from .shared import linux, wire
+from .shared import linux, outlet, wire
 from .shared.hooks import Emit, environment, run_hooks
 from .shared.relay import Relays
 from .shared.signals import FORWARDED
@@ -35,7 +35,7 @@ def start(commands: list[str], emit: Emit | None, reaper_pidfd: int, keep: set[i
             ours.close()
             _life(commands, emit, reaper_pidfd, theirs, keep)
         finally:
-            os._exit(0)
+            os._exit(0)  # _life drained what it had to say
     theirs.close()
     return pid, ours
 
@@ -46,6 +46,7 @@ def _life(commands: list[str], emit: Emit | None, reaper_pidfd: int, sock: socke
     # our signalfd, which is how we know a hook got them by itself.
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     sigfd = linux.SignalFd(FORWARDED)
+    outlet.enable()  # as the launcher's: our waits hear what it relays, whoever stops reading our lines
     prctl.set_name("sandbox-hooks")
     linux.set_command_line("sandbox-hooks")
     linux.close_fds_except({reaper_pidfd, sock.fileno(), sigfd.fd, *keep})
@@ -55,9 +56,13 @@ def _life(commands: list[str], emit: Emit | None, reaper_pidfd: int, sock: socke
     handoff = _handoff(sock)
     if handoff is None:
         handoff = wire.Handoff(None, None, wire.StopReason.CALLER_DIED)
+    if handoff.hurried:
+        outlet.hurry()
     relaying = _RelayingWait(sigfd, sock)
     run_hooks(commands, environment(handoff.job_status, handoff.shell_status, handoff.reason), emit,
               wait=relaying.wait)
+    # The launcher writes "finished" once we are gone; a signal it relays, or one of ours, ends this wait.
+    outlet.drain((sigfd.fd, *([relaying.sock.fileno()] if relaying.sock is not None else [])))
 
 
 def _handoff(sock: socket.socket) -> wire.Handoff | None:
@@ -79,10 +84,11 @@ class _RelayingWait:
         try:
             while True:
                 watched = [pidfd, self.sigfd.fd, *([self.sock.fileno()] if self.sock is not None else [])]
-                ready = select.select(watched, [], [], linux.wait_seconds(self.relays.next_due()))[0]
+                ready = outlet.select_readable(watched, linux.wait_seconds(self.relays.next_due()))
                 now = time.monotonic()
                 for signo, _code, _pid in self.sigfd.read():
                     self.relays.arrived(signo, now)
+                    outlet.hurry()
                 if self.sock is not None and self.sock.fileno() in ready:
                     self._read_relays(hook)
                 for relay in self.relays.take_due():
@@ -106,6 +112,7 @@ class _RelayingWait:
             self.sock = None  # the launcher is gone: nobody relays any more
             return
         self.relays.request(hook, received[0].signo)
+        outlet.hurry()
 
 
 class _Hook:
@@ -130,6 +137,7 @@ def handoff(pid: int, sock: socket.socket, message: wire.Handoff, sigfd: linux.S
             ready = select.select([pidfd, sigfd.fd], [], [])[0]
             for signo, _code, _pid in sigfd.read():
                 _send(sock, wire.Relay(signo))
+                outlet.hurry()
             if pidfd in ready:
                 break
     finally:

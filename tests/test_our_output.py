@@ -1,13 +1,88 @@
 """What we write ourselves (stderr, the status stream, the hook monitor's pipe) never changes the job's
-fate or the exit status: a reader that goes away is reported once if possible, then ignored."""
+fate or the exit status: a reader that goes away is reported once if possible, then ignored; a reader who
+stops reading holds our lines back, never our waits (a signal or --timeout still ends them)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 
-from support import CLI, children, launched, log_lines, read_status, wait_for
+import pytest
+
+from support import CLI, children, launched, log_lines, read_status, signal_job, wait_for
+
+PIPE_SIZE = 65536  # a pipe's default capacity on Linux
+
+
+def full_pipe() -> tuple[int, int]:
+    """A pipe with no room left, whose reader reads nothing until the test says so."""
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    try:
+        while True:
+            os.write(w, b"x" * PIPE_SIZE)
+    except BlockingIOError:
+        pass
+    os.set_blocking(w, True)  # as a caller's descriptor would be: we must not rely on its flags
+    return r, w
+
+
+def read_to_end(r: int) -> bytes:
+    data = b""
+    while chunk := os.read(r, PIPE_SIZE):
+        data += chunk
+    return data
+
+
+# What ends the launcher while nobody reads our lines: a signal to it (passed on to the job, which dies
+# of it after its cleanup), or its --timeout.
+ENDINGS = {"SIGTERM": -signal.SIGTERM, "SIGINT": -signal.SIGINT, "timeout": 124}
+
+
+@pytest.mark.parametrize("ending", ENDINGS)
+@pytest.mark.parametrize("stream", ["status", "stderr"])
+@pytest.mark.parametrize("hooks", [False, True], ids=["no-hooks", "hooks"])
+def test_a_reader_who_stops_reading_never_makes_our_waits_deaf(tmp_path, ending, stream, hooks, no_leftovers):
+    argv, log = signal_job(tmp_path, cleanup=0.3)
+    r, w = full_pipe()
+    flags = ["-v", "--json-status-fd", str(w)] if stream == "status" else ["-v"]
+    flags += ["--on-exit", "echo hook ran"] if hooks else []
+    flags += ["--timeout", "2s"] if ending == "timeout" else []
+    try:
+        with launched([CLI, *flags, "--", *argv], pass_fds=(w,), stdout=subprocess.DEVNULL,
+                      stderr=w if stream == "stderr" else subprocess.DEVNULL) as launcher:
+            assert wait_for(lambda: log_lines(log)), "the job did not start"
+            if ending != "timeout":
+                launcher.send_signal(getattr(signal, ending))
+            assert launcher.wait(timeout=60) == ENDINGS[ending]
+        assert log_lines(log)[1:] == ["SIGINT" if ending == "SIGINT" else "SIGTERM", "cleaned"]
+    finally:
+        os.close(w)
+        os.close(r)
+
+
+@pytest.mark.parametrize("stream", ["status", "stderr"])
+def test_lines_held_back_arrive_whole_and_in_order_once_the_reader_reads(tmp_path, stream, no_leftovers):
+    """Without a signal we wait for the reader, as any program writing to a pipe does: everything arrives."""
+    r, w = full_pipe()
+    flags = ["--json-status-fd", str(w)] if stream == "status" else ["-v"]
+    with launched([CLI, *flags, "--on-exit", "echo hook ran >&2", "--", "sh", "-c", "exit 3"], pass_fds=(w,),
+                  stderr=w, stdout=subprocess.DEVNULL) as launcher:
+        os.close(w)
+        assert wait_for(lambda: not children(launcher.pid)), "the sandbox did not end"  # no wait of ours
+        data = read_to_end(r)[PIPE_SIZE:]  # ours, after what filled the pipe
+        os.close(r)
+        assert launcher.wait(timeout=60) == 3
+    if stream == "status":
+        lines = data.decode().splitlines()
+        events = [json.loads(line)["event"] for line in lines if line.startswith("{")]
+        assert events == ["started", "exited", "hook", "finished"], data
+        assert "hook ran" in lines
+    else:
+        words = [line.split()[1] for line in data.decode().splitlines() if line.startswith("sandboxed-run: ")]
+        assert words == ["started", "exited", "hook", "finished"], data
 
 
 def test_a_stderr_reader_that_goes_away_does_not_stop_the_job(tmp_path, no_leftovers):

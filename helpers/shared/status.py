@@ -1,7 +1,8 @@
 """--json-status FILE / --json-status-fd N: every lifecycle event as one JSON object per line.
 
 Each line is {"event": NAME, "time": UNIX_SECONDS, ...fields}; README.md lists the events and fields.
-A line is written with one write(2) as the event happens, so a reader following the file sees it live.
+A line is written as the event happens, so a reader following the file sees it live (a reader who stops
+reading holds the lines back, never us: outlet.py).
 """
 
 from __future__ import annotations
@@ -14,33 +15,34 @@ import time
 from collections.abc import Callable
 
 from .errors import SandboxError
+from .outlet import Outlet, outlet
 
-_stderr_broken = False
 # A value we echo (a path, a command) may hold a newline or a terminal escape: shown escaped, a message
 # stays one line and cannot write over the reader's terminal.
 _CONTROL = {code: repr(chr(code))[1:-1] for code in (*range(32), 127)}
+_stderr: Outlet | None = None
 
 
 def say(line: str, prog: str = "sandboxed-run") -> None:
     """One line of ours on stderr. Our own output must never change the job's fate: if the reader went
-    away (EPIPE, as under `2>&1 | head -1`), this line and every later one are dropped."""
-    global _stderr_broken
-    if _stderr_broken:
-        return
-    data = f"{prog}: {line.translate(_CONTROL)}\n".encode(errors="replace")
-    try:
-        while data:
-            data = data[os.write(2, data):]
-    except OSError:
-        _stderr_broken = True
+    away (EPIPE, as under `2>&1 | head -1`), this line and every later one are dropped; in the command, a
+    reader who stops reading holds the line back (outlet.py), never us."""
+    global _stderr
+    if _stderr is None:
+        _stderr = outlet(2, lambda exc: None)
+    _stderr.write(f"{prog}: {line.translate(_CONTROL)}\n".encode(errors="replace"))
 
 
 class StatusWriter:
     def __init__(self, fd: int, name: str) -> None:
         self.fd = fd
         self.name = name
-        self.broken = False
         self.owner = os.getpid()  # a forked copy (the hook monitor) leaves the one report to its owner
+        self.outlet = outlet(fd, self._failed)
+
+    def _failed(self, exc: OSError) -> None:
+        if os.getpid() == self.owner:
+            say(f"cannot write the status to {self.name}: {exc.strerror}; the job goes on")
 
     @classmethod
     def open_file(cls, path: str) -> StatusWriter:
@@ -90,20 +92,13 @@ class StatusWriter:
         return cls(private, f"descriptor {fd}")
 
     def write(self, name: str, fields: dict) -> None:
-        if self.broken:
+        if self.outlet.broken:
             return
         record = {"event": name, "time": fields.get("time", time.time())}
         record.update((k, v) for k, v in fields.items() if k != "time")
         import json  # here: a run without --json-status should not pay for it
 
-        line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
-        try:
-            while line:
-                line = line[os.write(self.fd, line):]
-        except OSError as exc:
-            self.broken = True
-            if os.getpid() == self.owner:
-                say(f"cannot write the status to {self.name}: {exc.strerror}; the job goes on")
+        self.outlet.write((json.dumps(record, separators=(",", ":"), default=str) + "\n").encode())
 
 
 def _shared_sticky(directory: os.stat_result) -> bool:

@@ -237,12 +237,14 @@ class Stop(Record):
 class Handoff(Record):
     """launcher -> hook monitor, once the sandbox is gone: how the job ended (job_status: its wait status;
     shell_status: what we exit with); run the hooks with it. Without it (the launcher died) the monitor
-    runs them with stop reason "caller died" alone."""
+    runs them with stop reason "caller died" alone. hurried: the launcher was sent a signal, so whatever
+    the monitor has to say at its end goes only as far as a reader takes it at once."""
 
     KIND = Kind.HANDOFF
     job_status: int | None
     shell_status: int | None
     reason: str | None
+    hurried: bool = False
 
 
 class Query(Record):

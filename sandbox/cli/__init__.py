@@ -218,6 +218,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         # Until foreground.py watches the signals, a Ctrl+C ends us as it ends any program that has started
         # nothing yet: by SIGINT, not by a traceback of whatever was being imported.
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+    from sandboxed_run_helpers.shared import outlet
     from sandboxed_run_helpers.shared.signals import reset_for_helper
     from sandboxed_run_helpers.shared.status import say
 
@@ -227,6 +228,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     # still gets the caller's ignored signals (inherited_ignores: SIGHUP for nohup), which this keeps.
     reset_for_helper()
     hold_standard_descriptors()
+    outlet.enable()  # our waits hear signals; a write to a reader who stopped reading must not make them deaf
     import sys
 
     args = sys.argv[1:] if argv is None else argv

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import resource
-import select
 import signal
 import sys
 import time
 from typing import Any, NamedTuple
 
 from sandboxed_run_helpers import launch
-from sandboxed_run_helpers.shared import command, hooks, linux, registry, wire
+from sandboxed_run_helpers.shared import command, hooks, linux, outlet, registry, wire
 from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, EXIT_TIMEOUT, SandboxError
 from sandboxed_run_helpers.shared.options import CLI, SandboxSpec
 from sandboxed_run_helpers.shared.signals import FORWARDED
@@ -63,7 +62,9 @@ def run(values: dict[str, Any], spec: SandboxSpec, argv: tuple[str, ...]) -> int
     if hook_monitor is not None:
         from sandboxed_run_helpers import monitor
 
-        monitor.handoff(*hook_monitor, wire.Handoff(outcome.status, status, hooks.stop_reason(events)), sigfd)
+        outlet.drain()  # our lines before the hooks': the monitor writes to the same readers from now on
+        handoff = wire.Handoff(outcome.status, status, hooks.stop_reason(events), outlet.hurried())
+        monitor.handoff(*hook_monitor, handoff, sigfd)
     hooks.finished(emit, status, sig, str(outcome.error) if outcome.error is not None else None, client.usage)
     if sig is not None:
         reraise(sig)
@@ -104,7 +105,9 @@ def watch_signals() -> linux.SignalFd:
     """Block the signals we pass on, so that they queue for us instead of killing us (also while the
     sandbox starts), and read them from a signalfd from now on."""
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
-    return linux.SignalFd(FORWARDED)
+    sigfd = linux.SignalFd(FORWARDED)
+    outlet.hear(sigfd.fileno())  # a signal ends our wait for a reader who does not read, before we end
+    return sigfd
 
 
 def wait(client: ReaperClient, timeout: float | None, sigfd: linux.SignalFd) -> Outcome:
@@ -114,14 +117,16 @@ def wait(client: ReaperClient, timeout: float | None, sigfd: linux.SignalFd) -> 
     deadline = linux.deadline_after(timeout)
     timed_out = False
     while (fd := client.waiting_on()) is not None:
-        ready = select.select([sigfd.fileno(), fd], [], [], None if timed_out else linux.wait_seconds(deadline))[0]
+        ready = outlet.select_readable([sigfd.fileno(), fd], None if timed_out else linux.wait_seconds(deadline))
         for signo, _code, _sender in sigfd.read():
             client.relay(signo)
+            outlet.hurry()
         if fd in ready:
             client.advance()
         if deadline is not None and not timed_out and time.monotonic() >= deadline:
             timed_out = True
             client.stop(None, wire.StopReason.TIMEOUT)
+            outlet.hurry()  # the time is up for us too: we end with the job, not when a stalled reader reads
     client.close()
     return Outcome(client.status, timed_out, client.error)
 
@@ -151,6 +156,8 @@ def reraise(sig: int) -> None:
 
 
 def flush_standard_streams() -> None:
+    """Before we end: what we have to say, as far as a signal does not end the wait for its reader first."""
+    outlet.drain()
     for stream in (sys.stdout, sys.stderr):
         try:
             if stream is not None:  # None: Python started with that descriptor closed
