@@ -146,3 +146,38 @@ def test_a_hook_sees_the_status_file_complete_up_to_itself(tmp_path):
     result = subprocess.run([CLI, "--on-exit", f"echo $SANDBOXED_RUN_STATUS > {log}", "--", "sh", "-c", "exit 3"],
                             timeout=60)
     assert result.returncode == 3 and log_lines(log) == ["3"]
+
+
+def full_terminal() -> tuple[int, int]:
+    """A pseudo-terminal whose reader has stopped reading: its master, and a slave with no room left."""
+    master, slave = os.openpty()
+    os.set_blocking(slave, False)
+    try:
+        while True:
+            os.write(slave, b"x" * 64)
+    except BlockingIOError:
+        pass
+    os.set_blocking(slave, True)
+    return master, slave
+
+
+def test_a_terminal_that_takes_a_little_never_makes_our_waits_deaf(tmp_path, no_leftovers):
+    """A terminal's write blocks until all of it is taken, whatever poll() said: a reader who has room for
+    part of a long line only must not hold the hook monitor in its write, deaf to the SIGTERM it should pass
+    on to the next hook (and the launcher waiting for it)."""
+    log = tmp_path / "hook.log"
+    master, slave = full_terminal()
+    hook = f"trap 'echo TERM >> {log}; exit 0' TERM; echo ready >> {log}; while :; do sleep 0.1; done"
+    os.read(master, 1000)  # room for our first lines and part of the first hook's, which then waits for more
+    try:
+        with launched([CLI, "-v", "--on-exit", ": " + "a" * 6000, "--on-exit", hook, "--", "true"],
+                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave) as launcher:
+            assert wait_for(lambda: any(open(f"/proc/{pid}/comm").read().strip() == "sandbox-hooks"
+                                        for pid in children(launcher.pid))), "no hook monitor"
+            wait_for(lambda: False, timeout=1)  # the monitor's first line: blocked for good, if it blocks
+            launcher.send_signal(signal.SIGTERM)
+            assert launcher.wait(timeout=30) == 0
+        assert log_lines(log) == ["ready", "TERM"]
+    finally:
+        os.close(slave)
+        os.close(master)

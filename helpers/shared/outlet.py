@@ -57,7 +57,8 @@ class Outlet:
         self.told = [failed]
         self.broken = False
         self.pending = bytearray()
-        self.nowait = True  # pwritev2(RWF_NOWAIT) works here; False: poll, then a small plain write
+        self.nowait = True  # pwritev2(RWF_NOWAIT) works here; False: write to self.own instead
+        self.own: int | None = None  # a non-blocking descriptor of our own for the file (a terminal), or -1
         _outlets.append(self)
 
     def write(self, data: bytes) -> None:
@@ -101,9 +102,29 @@ class Outlet:
                 if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                     raise
                 self.nowait = False  # a terminal or a regular file: they do not take the flag
+        if self.own is None:
+            self.own = _reopen_nonblocking(self.fd)
+        if self.own >= 0:
+            try:
+                return os.write(self.own, self.pending[:PIPE_BUF])
+            except BlockingIOError:
+                return None
+        # A terminal blocks until the whole write is taken, however little room poll() saw: one we could not
+        # open again is written a byte at a time (a plain file never blocks).
         if not select.select([], [self.fd], [], 0)[1]:
             return None
-        return os.write(self.fd, self.pending[:PIPE_BUF])
+        return os.write(self.fd, self.pending[:1 if stat.S_ISCHR(os.fstat(self.fd).st_mode) else PIPE_BUF])
+
+
+def _reopen_nonblocking(fd: int) -> int:
+    """Our own open file description of a terminal (or another character device) that fd is, non-blocking:
+    O_NONBLOCK on fd itself would be the job's too, which shares it. -1: not one, or not to be opened."""
+    try:
+        if not stat.S_ISCHR(os.fstat(fd).st_mode):
+            return -1
+        return os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return -1
 
 
 def waiting() -> list[int]:
@@ -164,6 +185,9 @@ def _forget_in_child() -> None:
     global _hurried
     for outlet in _outlets:
         outlet.pending.clear()
+        if outlet.own is not None and outlet.own >= 0:
+            os.close(outlet.own)  # now, before the child closes or reuses descriptors: it opens its own
+        outlet.own = None
     _heard.clear()
     _hurried = False
 
