@@ -17,6 +17,7 @@ from support import (
     CLI,
     PYTHON,
     Terminal,
+    children,
     cmdline,
     launched,
     log_lines,
@@ -220,3 +221,28 @@ def test_the_entered_command_has_the_terminal_and_ctrl_z_suspends_it_until_fg(tm
         finally:
             term.close()
         assert cli("--stop", name).returncode == 0
+
+
+def test_an_entered_command_that_cannot_start_is_not_deaf_to_a_stalled_stderr(no_leftovers):
+    """Its one line waits for a reader who has stopped reading; a signal passed on still ends it (the
+    command's process had our signals blocked while it wrote, so it heard nothing and --enter waited)."""
+    name = unique_name()
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    try:
+        while True:
+            os.write(w, b"x" * 65536)
+    except BlockingIOError:
+        pass
+    os.set_blocking(w, True)
+    try:
+        with launched([CLI, "--name", name, "--", "sleep", "1000"]):
+            wait_listed(name)
+            with launched([CLI, "--enter", name, "--", "no-such-command-xyz"], stderr=w) as enterer:
+                assert wait_for(lambda: children(enterer.pid))
+                enterer.send_signal(signal.SIGTERM)
+                assert enterer.wait(timeout=30) == -signal.SIGTERM
+            assert cli("--stop", name).returncode == 0
+    finally:
+        os.close(w)
+        os.close(r)

@@ -342,16 +342,29 @@ def _command(order: Order) -> None:
                 raise
             argv = [b"/bin/sh"]  # the caller's shell is not in there
             path = resolve(argv[0], search)
-        # As a shell's child: default dispositions (Python ignores SIGPIPE and SIGXFSZ), but for the signals
-        # our caller ignored (nohup), then nothing blocked. A signal that came meanwhile acts now.
-        for sig in (*FORWARDED, *JOB_CONTROL, signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(sig, signal.SIG_IGN if sig in order.ignored else signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        _as_a_shells_child(order, (*FORWARDED, *JOB_CONTROL, signal.SIGPIPE, signal.SIGXFSZ))
         os.execve(path, argv, order.env)
     except SandboxError as exc:
         code = exc.exit_code
+        _before_our_line(order)
         say(exc.message)
     except OSError as exc:
+        _before_our_line(order)
         say(f"cannot start {os.fsdecode(argv[0])} in the sandbox: {exc.strerror}")
     finally:
         os._exit(code)
+
+
+def _before_our_line(order: Order) -> None:
+    # The line may wait for a reader who stopped reading: what we pass on must still end it. A reader gone
+    # away costs the line, not the status (SIGPIPE ignored again, if execve failed after the reset).
+    _as_a_shells_child(order, FORWARDED)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+
+def _as_a_shells_child(order: Order, signals: tuple[int, ...]) -> None:
+    """Default dispositions for signals (Python ignores SIGPIPE and SIGXFSZ), but for those our caller ignored
+    (nohup), then nothing blocked. A signal that came meanwhile acts now."""
+    for sig in signals:
+        signal.signal(sig, signal.SIG_IGN if sig in order.ignored else signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
