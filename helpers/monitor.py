@@ -34,6 +34,13 @@ def start(commands: list[str], emit: Emit | None, reaper_pidfd: int, keep: set[i
         try:
             ours.close()
             _life(commands, emit, reaper_pidfd, theirs, keep)
+        except Exception as exc:  # noqa: BLE001 - one line, never a silent end: the hooks did not all run
+            from .shared.errors import host_error
+            from .shared.status import say
+
+            reason = host_error(exc, "the on-exit hooks could not run") if isinstance(exc, OSError) else None
+            # Not drained: with our signals blocked, a reader who stopped reading would hold us deaf.
+            say(str(reason) if reason is not None else f"the on-exit hooks could not run: {exc!r}")
         finally:
             os._exit(0)  # _life drained what it had to say
     theirs.close()
@@ -45,11 +52,12 @@ def _life(commands: list[str], emit: Emit | None, reaper_pidfd: int, sock: socke
     # Blocked (as the launcher had them when it forked us): the terminal's and a group's signals queue on
     # our signalfd, which is how we know a hook got them by itself.
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
-    sigfd = linux.SignalFd(FORWARDED)
     outlet.enable()  # as the launcher's: our waits hear what it relays, whoever stops reading our lines
     prctl.set_name("sandbox-hooks")
     linux.set_command_line("sandbox-hooks")
-    linux.close_fds_except({reaper_pidfd, sock.fileno(), sigfd.fd, *keep})
+    # First: the launcher's descriptors we do not need make room for ours (a low ulimit -n).
+    linux.close_fds_except({reaper_pidfd, sock.fileno(), *keep})
+    sigfd = linux.SignalFd(FORWARDED)
     while not select.select([reaper_pidfd], [], [])[0]:
         pass  # the sandbox is gone once it is readable: every process, the mount namespace
     sigfd.read()  # what reached us while the job ran was the job's business

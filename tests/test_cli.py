@@ -123,3 +123,22 @@ def test_too_few_open_files_allowed_is_one_line_naming_the_limit(limit, tmp_path
     assert result.returncode == 125 and result.stderr.count("\n") == 1, result.stderr
     assert f"too many open files (the limit is {limit}: raise it" in result.stderr, result.stderr
     assert not (tmp_path / "ran").exists()
+
+
+def test_hooks_run_or_say_why_not_whatever_the_open_files_allowed(tmp_path, no_leftovers):
+    """Once the sandbox was begun (the job ran, or its reaper failed), the --on-exit hooks run, or one line
+    says why they could not: the hook monitor, short of a descriptor for its signals, ended without a word."""
+    import resource
+
+    seen = set()
+    for limit in range(6, 17):
+        def low(limit: int = limit) -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+        result = subprocess.run([CLI, "--on-exit", "echo hook-ran", "--", "true"], preexec_fn=low,
+                                capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        if "cannot start the sandbox" in result.stderr:
+            continue  # our command ran out before it began anything: no hooks, as after a usage error
+        seen.add("helper failed" in result.stderr)
+        assert "hook-ran" in result.stdout or "hooks" in result.stderr, (limit, result.stderr)
+    assert seen == {True, False}  # both a reaper that ran out and a sandbox that ran
