@@ -117,14 +117,19 @@ class Outlet:
 
 
 def _reopen_nonblocking(fd: int) -> int:
-    """Our own open file description of a terminal (or another character device) that fd is, non-blocking:
-    O_NONBLOCK on fd itself would be the job's too, which shares it. -1: not one, or not to be opened."""
+    """Our own open file description of the terminal that fd is, non-blocking: O_NONBLOCK on fd itself would
+    be the job's too, which shares it. -1: not a terminal, or not one to open again (a pseudo-terminal's
+    master: opening its name makes a new pair, nobody's)."""
     try:
-        if not stat.S_ISCHR(os.fstat(fd).st_mode):
+        if not os.isatty(fd) or os.path.basename(os.readlink(f"/proc/self/fd/{fd}")) == "ptmx":
             return -1
-        return os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        own = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError:
         return -1
+    if os.fstat(own).st_rdev != os.fstat(fd).st_rdev:
+        os.close(own)
+        return -1
+    return own
 
 
 def waiting() -> list[int]:
