@@ -168,3 +168,30 @@ def test_a_call_gives_back_objects_of_the_scripts_own_classes(entry, tmp_path, n
     assert log[:2] == ["result Point 7", "raised Refused no"], log
     assert log[2].startswith("raised TypeError job.call: the outcome of <function two") and \
         "cannot be loaded here" in log[2], log
+
+
+UNSENDABLE = """
+def local_function():
+    def inner():
+        return 1
+    return inner
+async def sending(job):
+    for func, args in ((lambda: 1, ()), (local_function(), ()), (len, ((i for i in "ab"),))):
+        try:
+            result = job.call(func, *args)
+            if asyncio.iscoroutine(result):
+                await result
+            note("sent")
+        except Exception as exc:
+            note("raised %s %s" % (type(exc).__name__, exc))
+"""
+
+
+@pytest.mark.parametrize("entry", ["Job", "AsyncJob"])
+def test_a_call_that_cannot_be_pickled_is_a_type_error_saying_so(entry, tmp_path, no_leftovers):
+    """A lambda, a local function, an argument pickle refuses: a TypeError naming job.call, as the README says of
+    what cannot be pickled (it was pickle's own PicklingError or AttributeError)."""
+    calls = CALLS[entry].replace("calls(job)", "sending(job)")
+    result, log = run_script(tmp_path, HEADER + UNSENDABLE + 'if __name__ == "__main__":\n' + indent(calls))
+    assert result.returncode == 0, result.stderr
+    assert len(log) == 3 and all(line.startswith("raised TypeError job.call: cannot send ") for line in log), log

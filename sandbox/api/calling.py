@@ -65,7 +65,10 @@ def payload(func: Callable[..., Any], args: tuple, kwargs: dict) -> tuple[bytes,
     buffer = io.BytesIO()
     pickle.dump(list(sys.argv), buffer, pickle.DEFAULT_PROTOCOL)
     pickler = _Pickler(buffer, pickle.DEFAULT_PROTOCOL)
-    pickler.dump((func, args, kwargs))
+    try:
+        pickler.dump((func, args, kwargs))
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:  # what pickle says of what it cannot take
+        raise TypeError(f"job.call: cannot send {func!r} and its arguments to the job: {exc}") from None
     script = main_script() if pickler.needs_main else ""
     if pickler.needs_main and not script:
         raise TypeError(f"job.call: {func!r} needs the caller's __main__, which has no script file the job could "
