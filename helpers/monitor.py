@@ -66,11 +66,13 @@ def _life(commands: list[str], emit: Emit | None, reaper_pidfd: int, sock: socke
         handoff = wire.Handoff(None, None, wire.StopReason.CALLER_DIED)
     if handoff.hurried:
         outlet.hurry()
+    outlet.hurry_at(handoff.deadline)
     relaying = _RelayingWait(sigfd, sock)
+    # Our lines before the next hook's own output, and before the launcher writes "finished" once we are
+    # gone; a signal it relays, or one of ours, ends this wait.
     run_hooks(commands, environment(handoff.job_status, handoff.shell_status, handoff.reason), emit,
-              wait=relaying.wait)
-    # The launcher writes "finished" once we are gone; a signal it relays, or one of ours, ends this wait.
-    outlet.drain((sigfd.fd, *([relaying.sock.fileno()] if relaying.sock is not None else [])))
+              wait=relaying.wait, before=lambda: outlet.drain((sigfd.fd, *relaying.heard())))
+    outlet.drain((sigfd.fd, *relaying.heard()))
 
 
 def _handoff(sock: socket.socket) -> wire.Handoff | None:
@@ -109,6 +111,10 @@ class _RelayingWait:
                     return os.waitpid(pid, 0)[1]
         finally:
             os.close(pidfd)
+
+    def heard(self) -> list[int]:
+        """The launcher's socket while it may relay: what it says there ends a drain of ours."""
+        return [self.sock.fileno()] if self.sock is not None else []
 
     def _read_relays(self, hook: _Hook) -> None:
         assert self.sock is not None

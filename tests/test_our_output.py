@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 
 import pytest
 
@@ -83,6 +84,56 @@ def test_lines_held_back_arrive_whole_and_in_order_once_the_reader_reads(tmp_pat
     else:
         words = [line.split()[1] for line in data.decode().splitlines() if line.startswith("sandboxed-run: ")]
         assert words == ["started", "exited", "hook", "finished"], data
+
+
+@pytest.mark.parametrize("stream", ["status", "stderr"])
+def test_a_reader_who_stops_reading_keeps_us_no_longer_than_the_timeout(tmp_path, stream, no_leftovers):
+    """The job ends before its --timeout; then the time left is all we wait for a reader who does not read."""
+    r, w = full_pipe()
+    flags = ["-v", "--json-status-fd", str(w)] if stream == "status" else ["-v"]
+    try:
+        with launched([CLI, *flags, "--timeout", "3s", "--on-exit", "true", "--", "sh", "-c", "exit 3"],
+                      pass_fds=(w,), stdout=subprocess.DEVNULL,
+                      stderr=w if stream == "stderr" else subprocess.DEVNULL) as launcher:
+            assert launcher.wait(timeout=60) == 3
+    finally:
+        os.close(w)
+        os.close(r)
+
+
+OUTLET_LINES = """
+import os, sys
+from sandboxed_run_helpers.shared import outlet
+r, w = int(sys.argv[1]), int(sys.argv[2])
+outlet.enable()
+ours = outlet.outlet(w, lambda exc: None)
+for letter in "abc":
+    ours.write(letter.encode() * 3000 + b"\\n")  # held back: the pipe is full
+os.read(r, 4096)  # room for one page
+outlet.push(outlet.waiting())
+os.write(w, b"OTHER\\n")  # another writer of the same pipe (the job, a hook)
+os.read(r, 65536 - 4096)  # what filled the pipe
+outlet.drain()
+data = b""
+while len(data) < 3 * 3001 + 6:  # ours and the other writer's
+    data += os.read(r, 65536)
+sys.stdout.write(data.decode())
+"""
+
+
+def test_our_lines_held_back_are_never_split_by_another_writer(tmp_path):
+    """What is held back goes out in whole lines of at most a pipe's atomic size: another process writing
+    to the same pipe meanwhile lands between our lines, never inside one."""
+    r, w = full_pipe()
+    try:
+        result = subprocess.run([sys.executable, "-c", OUTLET_LINES, str(r), str(w)], pass_fds=(r, w),
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(w)
+        os.close(r)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert sorted(lines) == sorted(["a" * 3000, "b" * 3000, "c" * 3000, "OTHER"]), [line[:8] for line in lines]
 
 
 def test_a_stderr_reader_that_goes_away_does_not_stop_the_job(tmp_path, no_leftovers):

@@ -45,15 +45,18 @@ def environment(job_status: int | None, shell_status: int | None, reason: str | 
 
 
 def run_hooks(commands: list[str], extra_env: dict[str, str], emit: Emit | None, prog: str = "sandboxed-run",
-              wait: Callable[[int], int | None] | None = None) -> None:
+              wait: Callable[[int], int | None] | None = None, before: Callable[[], None] | None = None) -> None:
     """Run each hook in order to its end; report each as a "hook" event. KeyboardInterrupt waits for the end.
 
-    wait(pid) -> wait status replaces our own wait for a hook (the hook monitor's, which relays signals).
+    wait(pid) -> wait status replaces our own wait for a hook (the hook monitor's, which relays signals);
+    before() is called before each hook starts (the monitor's: our lines go out before the hook's own).
     """
     env = dict(os.environ)
     env.update(extra_env)
     interrupted = False
     for command in commands:
+        if before is not None:
+            before()
         try:
             # Signals a launcher blocks for itself must reach the hook as they would any program.
             pid = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", command], env, setsigmask=(),

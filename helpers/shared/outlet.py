@@ -13,6 +13,7 @@ import errno
 import os
 import select
 import stat
+import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ _enabled_in = 0  # the process that called enable(): its children write as every
 _outlets: list[Outlet] = []
 _heard: list[int] = []  # hear()
 _hurried = False  # hurry()
+_deadline: float | None = None  # hurry_at()
 
 
 def enable() -> None:
@@ -92,10 +94,18 @@ class Outlet:
         for failed in self.told:
             failed(exc)
 
+    def _chunk(self) -> bytes:
+        """Whole lines of at most PIPE_BUF bytes (a longer line alone): a pipe takes such a write at once or not
+        at all, so a job or hook writing to the same pipe never lands inside one of our lines."""
+        end = self.pending.rfind(b"\n", 0, PIPE_BUF)
+        if end < 0:
+            end = self.pending.find(b"\n")
+        return bytes(self.pending[:end + 1] if end >= 0 else self.pending)
+
     def _write_now(self) -> int | None:
         if self.nowait:
             try:
-                return os.pwritev(self.fd, [self.pending], -1, os.RWF_NOWAIT)
+                return os.pwritev(self.fd, [self._chunk()], -1, os.RWF_NOWAIT)
             except BlockingIOError:
                 return None
             except OSError as exc:
@@ -165,6 +175,16 @@ def hurried() -> bool:
     return _hurried
 
 
+def hurry_at(deadline: float | None) -> None:
+    """From this time.monotonic() on we are hurried (the --timeout: it bounds our wait for a reader too)."""
+    global _deadline
+    _deadline = deadline
+
+
+def deadline() -> float | None:
+    return _deadline
+
+
 def hear(fd: int) -> None:
     """What ends a drain from now on (the signalfd of the signals we wait with), besides those it is given."""
     _heard.append(fd)
@@ -176,8 +196,10 @@ def drain(also: tuple[int, ...] = ()) -> None:
     its reader. Without anything to hear, our signals are not blocked: one ends the wait, and us."""
     hear = [*_heard, *also]
     while fds := waiting():
-        readable, writable, _ = select.select(hear, fds, [], 0 if _hurried else None)
-        if readable or (_hurried and not writable):  # hurried: no room now is as if one more signal came
+        hurried = _hurried or (_deadline is not None and time.monotonic() >= _deadline)
+        timeout = 0 if hurried else None if _deadline is None else max(0.0, _deadline - time.monotonic())
+        readable, writable, _ = select.select(hear, fds, [], timeout)
+        if readable or (timeout is not None and not writable):  # out of time: as if one more signal came
             for outlet in _outlets:
                 outlet.pending.clear()
             return
@@ -187,7 +209,7 @@ def drain(also: tuple[int, ...] = ()) -> None:
 def _forget_in_child() -> None:
     # What was pending when a process of ours forked is its parent's to write, not the child's too; and what
     # the parent hears is not ours (its descriptors may be closed here, their numbers reused).
-    global _hurried
+    global _hurried, _deadline
     for outlet in _outlets:
         outlet.pending.clear()
         if outlet.own is not None and outlet.own >= 0:
@@ -195,6 +217,7 @@ def _forget_in_child() -> None:
         outlet.own = None
     _heard.clear()
     _hurried = False
+    _deadline = None
 
 
 os.register_at_fork(after_in_child=_forget_in_child)

@@ -238,13 +238,15 @@ class Handoff(Record):
     """launcher -> hook monitor, once the sandbox is gone: how the job ended (job_status: its wait status;
     shell_status: what we exit with); run the hooks with it. Without it (the launcher died) the monitor
     runs them with stop reason "caller died" alone. hurried: the launcher was sent a signal, so whatever
-    the monitor has to say at its end goes only as far as a reader takes it at once."""
+    the monitor has to say goes only as far as a reader takes it at once; so too from deadline on (the
+    --timeout's, in time.monotonic(), which every process of the machine shares)."""
 
     KIND = Kind.HANDOFF
     job_status: int | None
     shell_status: int | None
     reason: str | None
     hurried: bool = False
+    deadline: float | None = None
 
 
 class Query(Record):

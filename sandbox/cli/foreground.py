@@ -63,7 +63,7 @@ def run(values: dict[str, Any], spec: SandboxSpec, argv: tuple[str, ...]) -> int
         from sandboxed_run_helpers import monitor
 
         outlet.drain()  # our lines before the hooks': the monitor writes to the same readers from now on
-        handoff = wire.Handoff(outcome.status, status, hooks.stop_reason(events), outlet.hurried())
+        handoff = wire.Handoff(outcome.status, status, hooks.stop_reason(events), outlet.hurried(), outlet.deadline())
         monitor.handoff(*hook_monitor, handoff, sigfd)
     hooks.finished(emit, status, sig, str(outcome.error) if outcome.error is not None else None, client.usage)
     if sig is not None:
@@ -115,6 +115,7 @@ def wait(client: ReaperClient, timeout: float | None, sigfd: linux.SignalFd) -> 
     reached the job by themselves) and stopping the job when timeout seconds have passed. A signal during
     start-up reaches the job as soon as it runs."""
     deadline = linux.deadline_after(timeout)
+    outlet.hurry_at(deadline)  # a reader who stops reading keeps us no longer than the job may run
     timed_out = False
     while (fd := client.waiting_on()) is not None:
         ready = outlet.select_readable([sigfd.fileno(), fd], None if timed_out else linux.wait_seconds(deadline))
