@@ -76,6 +76,25 @@ def all_ended(token: str, exclude: set[int] = frozenset()) -> bool:
     return not marked_processes(token, exclude) and not exiting_processes()
 
 
+def fill(fd: int, piece: bytes = b"x" * 4096) -> int:
+    """Write to fd until it has no room left (a reader who stopped reading); fd stays blocking, as a
+    caller's descriptor would be. Returns fd."""
+    os.set_blocking(fd, False)
+    try:
+        while True:
+            os.write(fd, piece)
+    except BlockingIOError:
+        pass
+    os.set_blocking(fd, True)
+    return fd
+
+
+def full_pipe() -> tuple[int, int]:
+    """A pipe with no room left, whose reader reads nothing until the test says so: (read end, write end)."""
+    r, w = os.pipe()
+    return r, fill(w)
+
+
 def children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:

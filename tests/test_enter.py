@@ -19,6 +19,7 @@ from support import (
     Terminal,
     children,
     cmdline,
+    full_pipe,
     launched,
     log_lines,
     read_status,
@@ -227,14 +228,7 @@ def test_an_entered_command_that_cannot_start_is_not_deaf_to_a_stalled_stderr(no
     """Its one line waits for a reader who has stopped reading; a signal passed on still ends it (the
     command's process had our signals blocked while it wrote, so it heard nothing and --enter waited)."""
     name = unique_name()
-    r, w = os.pipe()
-    os.set_blocking(w, False)
-    try:
-        while True:
-            os.write(w, b"x" * 65536)
-    except BlockingIOError:
-        pass
-    os.set_blocking(w, True)
+    r, w = full_pipe()
     try:
         with launched([CLI, "--name", name, "--", "sleep", "1000"]):
             wait_listed(name)

@@ -12,22 +12,9 @@ import sys
 
 import pytest
 
-from support import CLI, children, launched, log_lines, read_status, signal_job, wait_for
+from support import CLI, children, fill, full_pipe, launched, log_lines, read_status, signal_job, wait_for
 
 PIPE_SIZE = 65536  # a pipe's default capacity on Linux
-
-
-def full_pipe() -> tuple[int, int]:
-    """A pipe with no room left, whose reader reads nothing until the test says so."""
-    r, w = os.pipe()
-    os.set_blocking(w, False)
-    try:
-        while True:
-            os.write(w, b"x" * PIPE_SIZE)
-    except BlockingIOError:
-        pass
-    os.set_blocking(w, True)  # as a caller's descriptor would be: we must not rely on its flags
-    return r, w
 
 
 def read_to_end(r: int) -> bytes:
@@ -202,14 +189,7 @@ def test_a_hook_sees_the_status_file_complete_up_to_itself(tmp_path):
 def full_terminal() -> tuple[int, int]:
     """A pseudo-terminal whose reader has stopped reading: its master, and a slave with no room left."""
     master, slave = os.openpty()
-    os.set_blocking(slave, False)
-    try:
-        while True:
-            os.write(slave, b"x" * 64)
-    except BlockingIOError:
-        pass
-    os.set_blocking(slave, True)
-    return master, slave
+    return master, fill(slave, b"x" * 64)
 
 
 def test_a_terminal_that_takes_a_little_never_makes_our_waits_deaf(tmp_path, no_leftovers):
