@@ -64,15 +64,17 @@ def _life(commands: list[str], emit: Emit | None, reaper_pidfd: int, sock: socke
     handoff = _handoff(sock)
     if handoff is None:
         handoff = wire.Handoff(None, None, wire.StopReason.CALLER_DIED)
-    if handoff.hurried:
-        outlet.hurry()
     outlet.hurry_at(handoff.deadline)
     relaying = _RelayingWait(sigfd, sock)
-    # Our lines before the next hook's own output, and before the launcher writes "finished" once we are
-    # gone; a signal it relays, or one of ours, ends this wait.
+
+    def drain() -> None:
+        # Our lines before the next hook's own output, and before the launcher writes "finished" once we
+        # are gone; a signal it relays, or one of ours, ends this wait.
+        outlet.drain((sigfd.fd, *relaying.heard()))
+
     run_hooks(commands, environment(handoff.job_status, handoff.shell_status, handoff.reason), emit,
-              wait=relaying.wait, before=lambda: outlet.drain((sigfd.fd, *relaying.heard())))
-    outlet.drain((sigfd.fd, *relaying.heard()))
+              wait=relaying.wait, before=drain)
+    drain()
 
 
 def _handoff(sock: socket.socket) -> wire.Handoff | None:

@@ -10,6 +10,7 @@ Elsewhere (an API caller's process, a short-lived child) our lines block as the 
 from __future__ import annotations
 
 import errno
+import math
 import os
 import select
 import stat
@@ -24,8 +25,7 @@ PIPE_BUF = 4096  # at most this much in one plain write after poll() said "room"
 _enabled_in = 0  # the process that called enable(): its children write as everyone does, unless they enable
 _outlets: list[Outlet] = []
 _heard: list[int] = []  # hear()
-_hurried = False  # hurry()
-_deadline: float | None = None  # hurry_at()
+_deadline: float | None = None  # hurry(), hurry_at(): from when a drain writes only what fits at once
 
 
 def enable() -> None:
@@ -167,21 +167,19 @@ def select_readable(readable: list[int], timeout: float | None) -> list[int]:
 def hurry() -> None:
     """A signal came for us (and was passed on): whoever sent it wants us gone, so the drain before we end
     writes only what there is room for at once."""
-    global _hurried
-    _hurried = True
-
-
-def hurried() -> bool:
-    return _hurried
+    hurry_at(-math.inf)
 
 
 def hurry_at(deadline: float | None) -> None:
-    """From this time.monotonic() on we are hurried (the --timeout: it bounds our wait for a reader too)."""
+    """From this time.monotonic() on we are hurried (the --timeout: it bounds our wait for a reader too); an
+    earlier deadline stays."""
     global _deadline
-    _deadline = deadline
+    if deadline is not None and (_deadline is None or deadline < _deadline):
+        _deadline = deadline
 
 
 def deadline() -> float | None:
+    """When we are hurried from (-inf: already), for a process that takes over our readers; None: never."""
     return _deadline
 
 
@@ -196,8 +194,7 @@ def drain(also: tuple[int, ...] = ()) -> None:
     its reader. Without anything to hear, our signals are not blocked: one ends the wait, and us."""
     hear = [*_heard, *also]
     while fds := waiting():
-        hurried = _hurried or (_deadline is not None and time.monotonic() >= _deadline)
-        timeout = 0 if hurried else None if _deadline is None else max(0.0, _deadline - time.monotonic())
+        timeout = None if _deadline is None else max(0.0, _deadline - time.monotonic())
         readable, writable, _ = select.select(hear, fds, [], timeout)
         if readable or (timeout is not None and not writable):  # out of time: as if one more signal came
             for outlet in _outlets:
@@ -209,14 +206,13 @@ def drain(also: tuple[int, ...] = ()) -> None:
 def _forget_in_child() -> None:
     # What was pending when a process of ours forked is its parent's to write, not the child's too; and what
     # the parent hears is not ours (its descriptors may be closed here, their numbers reused).
-    global _hurried, _deadline
+    global _deadline
     for outlet in _outlets:
         outlet.pending.clear()
         if outlet.own is not None and outlet.own >= 0:
             os.close(outlet.own)  # now, before the child closes or reuses descriptors: it opens its own
         outlet.own = None
     _heard.clear()
-    _hurried = False
     _deadline = None
 
 

@@ -237,15 +237,14 @@ class Stop(Record):
 class Handoff(Record):
     """launcher -> hook monitor, once the sandbox is gone: how the job ended (job_status: its wait status;
     shell_status: what we exit with); run the hooks with it. Without it (the launcher died) the monitor
-    runs them with stop reason "caller died" alone. hurried: the launcher was sent a signal, so whatever
-    the monitor has to say goes only as far as a reader takes it at once; so too from deadline on (the
-    --timeout's, in time.monotonic(), which every process of the machine shares)."""
+    runs them with stop reason "caller died" alone. deadline: from then on (time.monotonic(), which every
+    process of the machine shares; -inf: the launcher was sent a signal) whatever the monitor has to say
+    goes only as far as a reader takes it at once (the --timeout's, or None)."""
 
     KIND = Kind.HANDOFF
     job_status: int | None
     shell_status: int | None
     reason: str | None
-    hurried: bool = False
     deadline: float | None = None
 
 

@@ -63,7 +63,7 @@ def run(values: dict[str, Any], spec: SandboxSpec, argv: tuple[str, ...]) -> int
         from sandboxed_run_helpers import monitor
 
         outlet.drain()  # our lines before the hooks': the monitor writes to the same readers from now on
-        handoff = wire.Handoff(outcome.status, status, hooks.stop_reason(events), outlet.hurried(), outlet.deadline())
+        handoff = wire.Handoff(outcome.status, status, hooks.stop_reason(events), outlet.deadline())
         monitor.handoff(*hook_monitor, handoff, sigfd)
     hooks.finished(emit, status, sig, str(outcome.error) if outcome.error is not None else None, client.usage)
     if sig is not None:
@@ -127,7 +127,6 @@ def wait(client: ReaperClient, timeout: float | None, sigfd: linux.SignalFd) -> 
         if deadline is not None and not timed_out and time.monotonic() >= deadline:
             timed_out = True
             client.stop(None, wire.StopReason.TIMEOUT)
-            outlet.hurry()  # the time is up for us too: we end with the job, not when a stalled reader reads
     client.close()
     return Outcome(client.status, timed_out, client.error)
 
