@@ -4,11 +4,10 @@ code of the process that forked it, whatever happens; a failure reaches the laun
 from __future__ import annotations
 
 import _socket as socket
-import errno
 import os
 
 from .shared import wire
-from .shared.errors import EXIT_FAILURE, host_error
+from .shared.errors import EXIT_FAILURE, RESOURCE_ERRNOS, host_error
 
 TYPE_CHECKING = False  # typing stays out of the spawn server's hot path
 if TYPE_CHECKING:
@@ -23,7 +22,7 @@ def life(sock: socket.socket, body: Callable[[], int]) -> NoReturn:
         code = body()
     except BaseException as exc:
         try:
-            if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM):
+            if isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS:
                 message = str(host_error(exc, "sandbox helper failed"))
             else:
                 message = f"sandbox helper failed: {exc!r}"

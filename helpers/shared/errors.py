@@ -102,6 +102,10 @@ def namespace_error(exc: OSError, what: str) -> SandboxError:
     return SandboxError(f"cannot create {what}: {exc.strerror}", err=exc.errno or 0)
 
 
+# What host_error() names a limit for: the caller's resources, not a fault of ours or of the job's.
+RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
+
+
 def host_error(exc: OSError, what: str) -> SandboxError:
     """A system call failed for want of a resource of the caller's (descriptors, processes, memory): name the
     limit to raise. Any other error: its own words."""

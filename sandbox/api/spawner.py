@@ -6,7 +6,6 @@ import errno
 import fcntl
 import os
 import select
-import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import weakref
 
 from sandboxed_run_helpers.shared import linux, wire
 from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, SandboxError, host_error
+from sandboxed_run_helpers.shared.signals import signal_name
 
 from ..client import ReaperClient
 from .calling import refuse_while_loading_main
@@ -191,10 +191,7 @@ def _how_it_ended(process: subprocess.Popen | None) -> str:
     if status is None:
         return "ended at start-up"
     if status < 0:
-        try:
-            return f"was killed by {signal.Signals(-status).name} at start-up"
-        except ValueError:
-            return f"was killed by signal {-status} at start-up"
+        return f"was killed by {signal_name(-status)} at start-up"
     return f"exited at start-up with status {status} (see its message above)"
 
 
