@@ -15,7 +15,7 @@ import errno
 import os
 import time
 
-from .shared import cgroups
+from .shared import cgroups, linux
 from .shared.errors import SandboxError
 
 REMOVE_WAIT = 1.0  # seconds for the last processes of a sandbox to leave its cgroup after cgroup.kill
@@ -149,6 +149,6 @@ def _start_time(pid: int) -> int:
     """When a process started (clock ticks after boot); 0 if it does not exist: a PID and this name one process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            return int(f.read().rsplit(b")", 1)[1].split()[19])
+            return int(linux.stat_fields(f.read())[19])
     except (OSError, IndexError, ValueError):
         return 0

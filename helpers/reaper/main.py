@@ -448,7 +448,7 @@ class Reaper:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC,
                              dir_fd=self.proc_dir if isinstance(self.proc_dir, int) else None)
                 try:
-                    state = os.read(fd, 512).rsplit(b")", 1)[1].split()[0]
+                    state = linux.stat_fields(os.read(fd, 512))[0]
                 finally:
                     os.close(fd)
             except (OSError, IndexError):

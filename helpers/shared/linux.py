@@ -147,6 +147,12 @@ class SignalFd:
         os.close(self.fd)
 
 
+def stat_fields(data: bytes) -> list[bytes]:
+    """The fields of a /proc/PID/stat after the command name, which may hold spaces and ')': [0] is the state,
+    field N of proc(5) is [N - 3]."""
+    return data.rsplit(b")", 1)[1].split()
+
+
 _arguments: tuple[int, int] | None = None  # where our command line lies; a fork's is at the same place
 
 
@@ -157,7 +163,7 @@ def set_command_line(title: str) -> None:
     global _arguments
     if _arguments is None:
         with open("/proc/self/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
+            fields = stat_fields(f.read())
         _arguments = (int(fields[45]), int(fields[46]))  # arg_start and arg_end: fields 48 and 49 of proc(5)
     start, end = _arguments
     size = end - start
