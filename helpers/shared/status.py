@@ -17,10 +17,16 @@ from collections.abc import Callable
 from .errors import SandboxError
 from .outlet import Outlet, outlet
 
-# A value we echo (a path, a command) may hold a newline or a terminal escape: shown escaped, a message
-# stays one line and cannot write over the reader's terminal.
-_CONTROL = {code: repr(chr(code))[1:-1] for code in (*range(32), 127)}
 _stderr: Outlet | None = None
+
+
+def printable(text: str) -> str:
+    """text with what a terminal would not show escaped (\\n, \\x1b, \\x9b): a value we echo (a path, a
+    command, a sandbox's mount points) is someone's to choose; the reader's terminal must show it, not obey
+    it, and a line of ours stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def say(line: str, prog: str = "sandboxed-run") -> None:
@@ -30,7 +36,7 @@ def say(line: str, prog: str = "sandboxed-run") -> None:
     global _stderr
     if _stderr is None:
         _stderr = outlet(2, lambda exc: None)
-    _stderr.write(f"{prog}: {line.translate(_CONTROL)}\n".encode(errors="replace"))
+    _stderr.write(f"{prog}: {printable(line)}\n".encode(errors="replace"))
 
 
 class StatusWriter:

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from sandboxed_run_helpers.shared.options import BY_NAME, OPTIONS, check_grace
+from sandboxed_run_helpers.shared.status import printable
 
 from .. import running
 from .words import UsageError
@@ -77,14 +78,6 @@ def list_sandboxes(as_json: bool) -> int:
                                                                                       mount.source, mount.options)))
     sys.stdout.write("\n".join(line.rstrip() for line in lines) + "\n")
     return 0
-
-
-def printable(text: str) -> str:
-    """text with its control characters escaped (\\n, \\x1b): a sandbox's command and mount points are its
-    owner's to choose, and root's terminal must show them, not obey them (nor start a line there)."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _when(started: float | None) -> str:
