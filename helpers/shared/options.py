@@ -484,10 +484,9 @@ class SandboxSpec:
                 raise ValueError(f"{BY_NAME[name].spelled(spelling)} /: cannot mount over /; mount on the "
                                  f"directories the job needs (with {BY_NAME['read_only'].spelled(spelling)} / to "
                                  "keep the rest unchanged)")
-        links = [(target, path) for target, path in checked["symlink"]]
         paths = [*mounts, *(("dir", p) for p in checked["dir"]), *(("read_only", p) for p in checked["read_only"])]
         made_at: dict[str, str] = {}
-        for target, link in links:
+        for target, link in checked["symlink"]:
             if made_at.setdefault(link, target) != target:
                 raise ValueError(f"{BY_NAME['symlink'].spelled(spelling)} {target}:{link}: another link "
                                  f"{made_at[link]}:{link} is made at the same path")
