@@ -326,9 +326,9 @@ OPTIONS: tuple[Option, ...] = (
            "realtime[:LEVEL] (LEVEL 0 highest to 7, default 4; realtime needs root). Like ionice(1).",
            "CLASS[:LEVEL]", topic="limits"),
     Option("rlimit", (), limits.rlimits, "A resource limit of the job's processes, NAME=SOFT[:HARD] (repeatable): "
-           "NOFILE, NPROC, CORE, AS, CPU, FSIZE, ... as in setrlimit(2); a size (512M) for byte limits; unlimited. "
-           "SOFT alone sets both; SOFT: or :HARD keeps the other. Like prlimit(1).", "NAME=SOFT[:HARD]", many=True,
-           topic="limits"),
+           "NOFILE, NPROC, CORE, AS, CPU, FSIZE, LOCKS, ... as in setrlimit(2); a size (512M) for byte limits; "
+           "unlimited. SOFT alone sets both; SOFT: or :HARD keeps the other. Like prlimit(1).", "NAME=SOFT[:HARD]",
+           many=True, topic="limits"),
     Option("umask", None, limits.umask, "The job's umask, in octal (default: the caller's).", "MODE", topic="limits"),
     Option("no_new_privs", False, _flag, "Set no_new_privs for the job: no setuid bit or file capability grants "
            "anything on exec. Like setpriv --no-new-privs.", switch=True, topic="limits"),
