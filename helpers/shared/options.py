@@ -24,6 +24,7 @@ from .mountspec import (
     absolute_path,
     bind_value,
     overlay_value,
+    proc_self_problem,
     steps_of,
     symlink_value,
     tmpfs_value,
@@ -472,6 +473,11 @@ class SandboxSpec:
         mounts = [*(("tmpfs", p) for p, _, _ in checked["tmpfs"]), *(("bind", t) for _, t in checked["bind"]),
                   *(("ro_bind", t) for _, t in checked["ro_bind"]), *(("overlay", t) for _, t, _ in checked["overlay"]),
                   *(("dev", p) for p in checked["dev"]), *(("symlink", p) for _, p in checked["symlink"])]
+        for name, target in [*mounts, *(("dir", p) for p in checked["dir"]),
+                             *(("read_only", p) for p in checked["read_only"])]:
+            problem = proc_self_problem(target)
+            if problem:
+                raise ValueError(f"{BY_NAME[name].spelled(spelling)} {target}: {problem}")
         for name, target in mounts:
             if target == "/proc" and name in ("dev", "overlay"):
                 # Made with the help of our /proc (its /proc/self/fd), which their own tmpfs would hide first.
