@@ -305,12 +305,14 @@ OPTIONS: tuple[Option, ...] = (
     # isolation
     Option("net", "host", _net, "Network: the host's; none (a new namespace with only lo, up); or join the named "
            "namespace made by 'ip netns add NAME'.", "host|none|netns:NAME", topic="isolation"),
-    Option("userns", None, _maybe_flag, "Run in a new user namespace where the caller is uid/gid (default 0, root "
-           "inside). Automatic when the caller is not root.", switch=True, topic="isolation"),
-    Option("uid", None, _maybe_id, "The job's uid inside the user namespace (implies userns).", "UID",
+    Option("userns", None, _maybe_flag, "Run in a new user namespace where the caller is mapped to "
+           "--userns-uid/--userns-gid (default 0, root inside). Automatic when the caller is not root.",
+           switch=True, topic="isolation"),
+    Option("userns_uid", None, _maybe_id, "The uid the caller is mapped to inside the user namespace (implies "
+           "--userns). Not a switch of user: its processes are still the caller on the host.", "UID",
            parse=int, topic="isolation"),
-    Option("gid", None, _maybe_id, "The job's gid inside the user namespace (implies userns).", "GID",
-           parse=int, topic="isolation"),
+    Option("userns_gid", None, _maybe_id, "The gid the caller is mapped to inside the user namespace (implies "
+           "--userns).", "GID", parse=int, topic="isolation"),
     Option("hostname", None, _hostname, "Set the hostname in a new UTS namespace.", "NAME", topic="isolation"),
     # the command
     Option("cwd", None, _maybe_path, "Working directory of the job, inside the sandbox (default: the current "
@@ -379,6 +381,18 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 BY_NAME = {option.name: option for option in OPTIONS}
+# Names that once meant what another option means now: refused with a line that says so. --uid and --gid
+# looked like a switch of user, which they never were.
+RENAMED = {"uid": "userns_uid", "gid": "userns_gid"}
+
+
+def renamed(old: str, spelling: str) -> str:
+    """The one line refusing an old option name: the new one, and why it changed."""
+    new = BY_NAME[RENAMED[old]]
+    shown = "--" + old if spelling == CLI else old
+    what = "uid" if old == "uid" else "gid"
+    return (f"{shown} is now {new.spelled(spelling)}: it maps the caller to that {what} inside a user namespace, "
+            "and does not switch user (on the host the job's processes are still the caller)")
 SANDBOX_FIELDS = tuple(o.name for o in OPTIONS if o.scope == "sandbox")
 PROCESS_ATTRIBUTES = ("nice", "ionice", "rlimit", "no_new_privs", "cap_drop", "cap_keep")  # set between fork and exec
 CGROUP_LIMITS = ("memory_max", "memory_high", "cpu_weight", "cpu_max", "io_weight", "pids_max")
@@ -410,6 +424,8 @@ def check_api_options(given: Mapping[str, object], accepted: Iterable[str] = API
     accepted = tuple(accepted)
     for key in given:
         if key not in accepted:
+            if RENAMED.get(key) in accepted:
+                raise TypeError(renamed(key, API))
             raise TypeError(f"unexpected keyword argument {key!r}")
     return {name: BY_NAME[name].check(given[name], name) if name in given else _DEFAULTS[name] for name in accepted}
 
@@ -511,10 +527,10 @@ class SandboxSpec:
         if checked["cap_drop"] and checked["cap_keep"]:
             raise ValueError(f"{BY_NAME['cap_drop'].spelled(spelling)} and {BY_NAME['cap_keep'].spelled(spelling)} "
                              "exclude each other: name what to drop, or what to keep")
-        ids_given = checked["uid"] is not None or checked["gid"] is not None
+        ids_given = checked["userns_uid"] is not None or checked["userns_gid"] is not None
         if checked["userns"] is False and ids_given:
-            raise ValueError(f"{BY_NAME['uid'].spelled(spelling)} and {BY_NAME['gid'].spelled(spelling)} need a "
-                             "user namespace")
+            raise ValueError(f"{BY_NAME['userns_uid'].spelled(spelling)} and {BY_NAME['userns_gid'].spelled(spelling)} "
+                             "need a user namespace")
         checked["userns"] = bool(checked["userns"] or ids_given or (checked["userns"] is None and os.geteuid() != 0))
         checked["ignored_signals"] = tuple(sorted({int(s) for s in ignored_signals}))
         return cls(checked)
@@ -531,7 +547,7 @@ class SandboxSpec:
         """The uid and gid the caller becomes inside its user namespace; None for no user namespace."""
         if not self.userns:
             return None
-        return (self.uid or 0, self.gid or 0)
+        return (self.userns_uid or 0, self.userns_gid or 0)
 
     @property
     def process_attributes(self) -> bool:

@@ -232,8 +232,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
     import sys
 
     args = sys.argv[1:] if argv is None else argv
-    _given.update(words.given(args))
     try:
+        _given.update(words.given(args))
         read = words.read(args)
         code = _run(read[1], **read[0]) if read is not None else _with_click(args)
     except UsageError as exc:
