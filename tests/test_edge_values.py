@@ -143,6 +143,23 @@ ENTRY_POINTS = ["cli", "run", "Popen", "Job", "run_async", "create_process", "As
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
+@pytest.mark.parametrize("signal_name", ["KILL", "9", "SIGKILL"])
+def test_a_stop_signal_no_trap_can_catch_is_said(entry, signal_name, tmp_path, no_leftovers):
+    """--stop-signal KILL leaves no trap a chance at any stop: one warning line (a RuntimeWarning in the API);
+    the job runs all the same."""
+    from test_limits import through
+
+    said = "stop_signal KILL: no trap can run; every stop kills the job's processes at once, without a grace period"
+    if entry == "cli":
+        result = cli("--stop-signal", signal_name, "--", "sh", "-c", "exit 3")
+        assert (result.returncode, result.stderr) == (3, f"sandboxed-run: warning: --{said.replace('_', '-', 1)}\n")
+        return
+    with pytest.warns(RuntimeWarning) as caught:
+        assert through(entry, ["sh", "-c", "exit 3"], {"stop_signal": signal_name}, tmp_path)[0] == 3
+    assert [str(w.message) for w in caught if w.category is RuntimeWarning] == [said]
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
 @pytest.mark.parametrize(("name", "value", "said"), [
     ("tmpfs", "{tmp}/x/link/..", "{tmp}/x/link/..: write the path without '..': the kernel takes '..' after "
                                  "following the links before it"),

@@ -274,7 +274,8 @@ OPTIONS: tuple[Option, ...] = (
     # stopping
     Option("grace", 10.0, duration, "How long the job's processes get to clean up after the stop signal, before "
            "SIGKILL (30, 1.5, 500ms, 1m30s; inf: never SIGKILL).", "DURATION"),
-    Option("stop_signal", "TERM", _stop_signal, "Signal that asks the job to stop (name or number).", "SIG"),
+    Option("stop_signal", "TERM", _stop_signal, "Signal that asks the job to stop (name or number; KILL leaves no "
+           "trap a chance, and a warning says so).", "SIG"),
     Option("timeout", None, _command_timeout, "Stop the job after this long, then exit 124 (seconds or a span "
            "such as 10m, 1h30m; 0 or inf: no timeout). In the API: run()'s timeout.", "DURATION", scope="cli"),
     # mounts
@@ -567,6 +568,16 @@ class SandboxSpec:
         first, so that a mount on the same path opens a writable hole in it."""
         return steps_of(self.tmpfs, self.bind, self.ro_bind, self.overlay, self.dev, self.dir, self.symlink,
                         self.read_only)
+
+    def caveats(self, spelling: str = API) -> list[str]:
+        """What these options will not do that one may think they do, one line each; the front end shows them
+        before the job starts (the command on stderr, the API as RuntimeWarning) and the job starts all the
+        same: a stop signal no trap can catch."""
+        found = []
+        if self.stop_signal == signal.SIGKILL:
+            found.append(f"{BY_NAME['stop_signal'].spelled(spelling)} KILL: no trap can run; every stop kills the "
+                         "job's processes at once, without a grace period")
+        return found
 
     def check_host(self, spelling: str = API) -> None:
         """Check the spec against this machine (SandboxError, one line each), so a typo fails before anything
