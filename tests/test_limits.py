@@ -9,15 +9,17 @@ import asyncio
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 from test_isolation_options import AS_NOBODY
+from test_named_users import free_uids
 
 import sandbox
-from sandboxed_run_helpers.shared import cgroups, limits
+from sandboxed_run_helpers.shared import cgroups, limits, registry
 from support import CLI, MOUNT_IMAGE, PYTHON, children, cli_words, launched, make_image, read_status, wait_for
 
 ENTRY_POINTS = ["cli", "run", "Popen", "Job", "run_async", "create_process", "AsyncJob"]
@@ -201,7 +203,7 @@ def test_signals_reach_a_forked_job(tmp_path, no_leftovers):
         assert launcher.wait(timeout=60) == -signal.SIGTERM
 
 
-# -- every resource the kernel has, by its number --------------------------------------------------------
+# -- every resource the kernel has, by its number; NPROC, which root's processes escape ------------------
 
 # /proc/PID/limits names the kernel's resources in the order of their numbers (<asm-generic/resource.h>).
 LIMIT_LINES = ("Max cpu time", "Max file size", "Max data size", "Max stack size", "Max core file size",
@@ -244,6 +246,64 @@ def test_locks_and_limits_as_pairs_through_every_entry_point(entry, tmp_path, no
     assert "Max file locks 10 20 locks" in " ".join(out.split())
     assert "Max open files 100 100 files" in " ".join(out.split())
     assert "Max core file size 0 " in " ".join(out.split())
+
+
+PROBE_FORK = "import os\ntry:\n    pid = os.fork()\nexcept OSError:\n    print('refused')\nelse:\n" \
+             "    if pid == 0:\n        os._exit(0)\n    os.waitpid(pid, 0)\n    print('forked')\n"
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+@pytest.mark.parametrize("ids", [{"userns": True}, {"userns_uid": 5}])
+def test_nproc_for_a_root_job_in_a_user_namespace_is_refused(entry, ids, tmp_path, no_leftovers):
+    """Root's user namespace maps the job to the host's root, whose processes the kernel never counts against
+    RLIMIT_NPROC (not even without capabilities): the limit could never work there, so it is a usage error."""
+    flag = tmp_path / "ran"
+    options = {**ids, "rlimit": ["NPROC=1"]}
+    said = "rlimit NPROC cannot limit this job: its processes are the host's root"
+    if entry == "cli":
+        result = subprocess.run([CLI, *cli_words(options), "--", "touch", str(flag)], capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith(f"sandboxed-run: --{said}"), result.stderr
+    else:
+        with pytest.raises(ValueError, match=f"^{said}"):
+            through(entry, ["touch", str(flag)], options, tmp_path)
+    assert not flag.exists()
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_nproc_for_a_root_job_is_said_to_spare_root(entry, tmp_path, no_leftovers):
+    """Without a user namespace a root job may still switch user, and then the limit counts: one warning line
+    (a RuntimeWarning in the API), and the job runs. What it says is what the kernel does: the job, root, forks
+    past NPROC=1 (without the two capabilities the kernel also exempts, CAP_SYS_RESOURCE and CAP_SYS_ADMIN), and
+    a process of it that switched to a user of no other process cannot."""
+    (uid,) = free_uids(1)
+    job = [PYTHON, "-c", f"{PROBE_FORK}\nos.execvp('setpriv', ['setpriv', '--reuid={uid}', '--regid={uid}', "
+                         f"'--clear-groups', {PYTHON!r}, '-c', {PROBE_FORK!r}])"]
+    options = {"rlimit": ["NPROC=1"], "cap_drop": ["SYS_RESOURCE", "SYS_ADMIN"]}
+    said = "rlimit NPROC does not limit the job's processes that run as root"
+    if entry == "cli":
+        result = subprocess.run([CLI, *cli_words(options), "--", *job], capture_output=True, text=True, timeout=60)
+        code, out = result.returncode, result.stdout
+        assert result.stderr.startswith(f"sandboxed-run: warning: --{said}"), result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr
+    else:
+        with pytest.warns(RuntimeWarning, match=f"^{said}"):
+            code, out, _, _ = through(entry, job, options, tmp_path)
+    assert (code, out.split()) == (0, ["forked", "refused"])
+
+
+def test_nproc_limits_an_ordinary_users_job(nobody_dir, no_leftovers):
+    """As the README says: for an ordinary user (whose sandbox counts the caller's uid), NPROC=1 leaves the job
+    unable to fork; no warning."""
+    (uid,) = free_uids(1)
+    try:
+        result = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", CLI, "--rlimit",
+                                 "NPROC=1", "--", PYTHON, "-c", PROBE_FORK], capture_output=True, text=True,
+                                timeout=60, cwd=nobody_dir)
+        assert (result.returncode, result.stdout, result.stderr) == (0, "refused\n", "")
+    finally:
+        shutil.rmtree(f"{registry.TMP_PREFIX}{uid}", ignore_errors=True)
 
 
 # -- what the kernel refuses, and bad values -----------------------------------------------------------

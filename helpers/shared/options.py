@@ -431,6 +431,12 @@ def check_api_options(given: Mapping[str, object], accepted: Iterable[str] = API
     return {name: BY_NAME[name].check(given[name], name) if name in given else _DEFAULTS[name] for name in accepted}
 
 
+def _limits_processes(rlimit: tuple[tuple[str, int | None, int | None], ...]) -> bool:
+    """Whether the checked rlimits set a finite RLIMIT_NPROC."""
+    return any(name == "NPROC" and any(v is not None and v != limits.UNLIMITED for v in (soft, hard))
+               for name, soft, hard in rlimit)
+
+
 def _check_nr_open(soft: int | None, hard: int | None, name: str) -> None:
     """NOFILE above fs.nr_open is refused by the kernel even to root: say so, not "permission denied"."""
     try:
@@ -533,6 +539,12 @@ class SandboxSpec:
             raise ValueError(f"{BY_NAME['userns_uid'].spelled(spelling)} and {BY_NAME['userns_gid'].spelled(spelling)} "
                              "need a user namespace")
         checked["userns"] = bool(checked["userns"] or ids_given or (checked["userns"] is None and os.geteuid() != 0))
+        if checked["userns"] and _limits_processes(checked["rlimit"]) and os.getuid() == 0:
+            # The kernel never counts the processes of the host's root (kuid 0) against RLIMIT_NPROC, whatever
+            # their capabilities, and a user namespace of root's maps its one uid to root.
+            raise ValueError(f"{BY_NAME['rlimit'].spelled(spelling)} NPROC cannot limit this job: its processes are "
+                             "the host's root (its user namespace maps them to uid 0), which the kernel never counts "
+                             f"against RLIMIT_NPROC; {BY_NAME['pids_max'].spelled(spelling)} caps the sandbox's tasks")
         checked["ignored_signals"] = tuple(sorted({int(s) for s in ignored_signals}))
         return cls(checked)
 
@@ -572,11 +584,15 @@ class SandboxSpec:
     def caveats(self, spelling: str = API) -> list[str]:
         """What these options will not do that one may think they do, one line each; the front end shows them
         before the job starts (the command on stderr, the API as RuntimeWarning) and the job starts all the
-        same: a stop signal no trap can catch."""
+        same: a stop signal no trap can catch, a process limit that root's processes are exempt from."""
         found = []
         if self.stop_signal == signal.SIGKILL:
             found.append(f"{BY_NAME['stop_signal'].spelled(spelling)} KILL: no trap can run; every stop kills the "
                          "job's processes at once, without a grace period")
+        if _limits_processes(self.rlimit) and os.getuid() == 0:
+            found.append(f"{BY_NAME['rlimit'].spelled(spelling)} NPROC does not limit the job's processes that run "
+                         "as root (the kernel never counts root's processes against RLIMIT_NPROC); it limits only "
+                         "those that switch to another user")
         return found
 
     def check_host(self, spelling: str = API) -> None:
