@@ -306,6 +306,63 @@ def test_nproc_limits_an_ordinary_users_job(nobody_dir, no_leftovers):
         shutil.rmtree(f"{registry.TMP_PREFIX}{uid}", ignore_errors=True)
 
 
+# Runs each API entry point with cap_keep (and what else argv[1] adds) under a bounding set without NET_RAW,
+# and prints the warnings each gave.
+KEEP_IN_EVERY_API = """
+import asyncio, json, sys, warnings, sandbox
+options = {"cap_keep": ["NET_RAW", "CHOWN"], **json.loads(sys.argv[1])}
+async def create_process():
+    return await (await sandbox.create_process(["true"], **options)).wait()
+async def async_job():
+    async with sandbox.AsyncJob(**options) as job:
+        return (await job.run(["true"])).returncode
+def job():
+    with sandbox.Job(**options) as j:
+        return j.run(["true"]).returncode
+starts = {"run": lambda: sandbox.run(["true"], **options).returncode,
+          "Popen": lambda: sandbox.Popen(["true"], **options).wait(), "Job": job,
+          "run_async": lambda: asyncio.run(sandbox.run_async(["true"], **options)).returncode,
+          "create_process": lambda: asyncio.run(create_process()), "AsyncJob": lambda: asyncio.run(async_job())}
+for entry, start in starts.items():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = start()
+    print(entry, code, [str(w.message) for w in caught if w.category is RuntimeWarning])
+"""
+WITHOUT_NET_RAW = ["setpriv", "--bounding-set", "-net_raw"]
+
+
+def test_a_capability_to_keep_that_the_caller_lacks_is_said(tmp_path, no_leftovers):
+    """--cap-keep of a capability not in the caller's bounding set (a container's, systemd's, setpriv's doing):
+    the job cannot have it, and one warning line says so (RuntimeWarning in the API); the job runs with the
+    rest. In a user namespace the job starts with every capability, so nothing is said and it has it; as a
+    uid other than 0 in there, an exec leaves it none, which is said."""
+    result = subprocess.run([*WITHOUT_NET_RAW, CLI, "--cap-keep", "NET_RAW", "--cap-keep", "CHOWN", "--", "grep",
+                             "^CapEff", "/proc/self/status"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ("sandboxed-run: warning: --cap-keep CAP_NET_RAW: the caller's bounding set lacks it (a "
+                             "container, systemd's CapabilityBoundingSet= or setpriv dropped it), so the job cannot "
+                             "have it\n")
+    assert caps(fields(result.stdout)["CapEff"]) == 1 << CHOWN
+    result = subprocess.run([*WITHOUT_NET_RAW, CLI, "--userns", "--cap-keep", "NET_RAW", "--", "grep", "^CapEff",
+                             "/proc/self/status"], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert caps(fields(result.stdout)["CapEff"]) == 1 << NET_RAW
+    result = subprocess.run([CLI, "--userns-uid", "5", "--cap-keep", "CHOWN", "--", "grep", "^CapEff",
+                             "/proc/self/status"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and caps(fields(result.stdout)["CapEff"]) == 0
+    assert result.stderr == ("sandboxed-run: warning: --cap-keep: the job runs as uid 5 in its user namespace, where "
+                             "an exec leaves no capability (only uid 0 there keeps them): it has none of them\n")
+    api = subprocess.run([*WITHOUT_NET_RAW, PYTHON, "-c", KEEP_IN_EVERY_API, "{}"], capture_output=True, text=True,
+                         timeout=120)
+    said = ["cap_keep CAP_NET_RAW: the caller's bounding set lacks it (a container, systemd's "
+            "CapabilityBoundingSet= or setpriv dropped it), so the job cannot have it"]
+    assert api.stdout.splitlines() == [f"{entry} 0 {said}" for entry in ENTRY_POINTS[1:]], api.stderr
+    api = subprocess.run([*WITHOUT_NET_RAW, PYTHON, "-c", KEEP_IN_EVERY_API, '{"userns": true}'], capture_output=True,
+                         text=True, timeout=120)
+    assert api.stdout.splitlines() == [f"{entry} 0 []" for entry in ENTRY_POINTS[1:]], api.stderr
+
+
 # -- what the kernel refuses, and bad values -----------------------------------------------------------
 
 

@@ -584,7 +584,8 @@ class SandboxSpec:
     def caveats(self, spelling: str = API) -> list[str]:
         """What these options will not do that one may think they do, one line each; the front end shows them
         before the job starts (the command on stderr, the API as RuntimeWarning) and the job starts all the
-        same: a stop signal no trap can catch, a process limit that root's processes are exempt from."""
+        same: a stop signal no trap can catch, a process limit that root's processes are exempt from, a
+        capability to keep that the job cannot have."""
         found = []
         if self.stop_signal == signal.SIGKILL:
             found.append(f"{BY_NAME['stop_signal'].spelled(spelling)} KILL: no trap can run; every stop kills the "
@@ -593,6 +594,26 @@ class SandboxSpec:
             found.append(f"{BY_NAME['rlimit'].spelled(spelling)} NPROC does not limit the job's processes that run "
                          "as root (the kernel never counts root's processes against RLIMIT_NPROC); it limits only "
                          "those that switch to another user")
+        if self.cap_keep:
+            found += self._caps_not_kept(BY_NAME["cap_keep"].spelled(spelling))
+        return found
+
+    def _caps_not_kept(self, flag: str) -> list[str]:
+        from . import linux  # here: ctypes stays out of a run that keeps no capability
+
+        last = linux.last_cap()
+        if self.userns and self.userns_uid:
+            return [f"{flag}: the job runs as uid {self.userns_uid} in its user namespace, where an exec leaves no "
+                    "capability (only uid 0 there keeps them): it has none of them"]
+        found = []
+        for name in self.cap_keep:
+            number = limits.CAP_NAMES.index(name.removeprefix("CAP_"))
+            if number > last:
+                found.append(f"{flag} {name}: this kernel does not have it, so the job cannot either")
+            elif not self.userns and not linux.in_bounding_set(number):
+                # A new user namespace starts with every capability; without one the job has at most ours.
+                found.append(f"{flag} {name}: the caller's bounding set lacks it (a container, systemd's "
+                             "CapabilityBoundingSet= or setpriv dropped it), so the job cannot have it")
         return found
 
     def check_host(self, spelling: str = API) -> None:
