@@ -375,7 +375,8 @@ OPTIONS: tuple[Option, ...] = (
            switch=True, topic="sandboxes"),
     Option("json", False, _flag, "With --list: as a JSON array.", scope="cli", switch=True, topic="sandboxes"),
     Option("enter", None, _running_sandbox, "Run COMMAND (default: $SHELL) inside the running sandbox NAME, as one "
-           "of its processes.", "NAME", scope="cli", topic="sandboxes", completes="sandbox"),
+           "of its processes, confined as its job is (capabilities, no_new_privs, limits, nice, umask).", "NAME",
+           scope="cli", topic="sandboxes", completes="sandbox"),
     Option("stop", None, _running_sandbox, "Stop the running sandbox NAME as a timeout would (its stop signal, "
            "--grace if given, SIGKILL); exit once it is gone.", "NAME", scope="cli", topic="sandboxes",
            completes="sandbox"),
