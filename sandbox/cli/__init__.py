@@ -36,6 +36,7 @@ Exit status:
   --enter exits as the entered command did (125: it could not enter).
   --stop exits 0 once the sandbox is gone, 1 if no running sandbox of yours has that
   name, 4 if it is another user's, 125 if its reaper does not answer.
+  --list exits 125 (after the list) if a registry directory of yours is someone else's.
 
 \b
 Signals:
