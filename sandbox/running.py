@@ -79,9 +79,24 @@ def list_running() -> list[RunningSandbox]:
 
     Each reaper is asked at once; one that does not answer within a few seconds is listed as "not
     responding". Entries whose reaper is gone (killed with everything else, even by SIGKILL) are never
-    listed, and are removed on the way."""
+    listed, and are removed on the way. If a registry directory of the caller's is someone else's (a
+    /tmp/sandboxed-run-UID another user made first), sandboxes of the caller's may run unlisted: a
+    RuntimeWarning says whose it is and what to do."""
+    import warnings
+
+    sandboxes, problems = survey()
+    for problem in problems:
+        warnings.warn(problem, RuntimeWarning, stacklevel=2)
+    return sandboxes
+
+
+def survey() -> tuple[list[RunningSandbox], list[str]]:
+    """list_running()'s sandboxes, and why a registry directory of the caller's cannot be used (one line each;
+    none: the listing is whole)."""
+    uid = os.geteuid()
+    problems = [problem for directory in registry.directories_of(uid) if (problem := registry.not_ours(directory, uid))]
     with _asked(_entries(None)) as answers:
-        return [answer.sandbox() for answer in answers]
+        return [answer.sandbox() for answer in answers], problems
 
 
 def stop_running(name: str, grace: float | str | None = None) -> None:

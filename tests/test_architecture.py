@@ -79,7 +79,8 @@ def test_imports_go_one_way():
 COMMAND_LINES = [
     ["true"], ["--", "true"], ["-v", "true"], ["--verbose", "--", "-v"], ["--grace", "3", "--grace=4", "x"],
     ["--tmpfs", "/a", "--tmpfs=/b", "--bind", "/c:/d", "--ro-bind", "/e", "true", "--tmpfs", "/z"],
-    ["--no-proc", "--proc", "--userns", "--uid", "5", "--gid=6", "id"], ["--net", "none", "--hostname", "h", "x"],
+    ["--no-proc", "--proc", "--userns", "--userns-uid", "5", "--userns-gid=6", "id"],
+    ["--net", "none", "--hostname", "h", "x"],
     ["--chdir", "/tmp", "--cwd=/", "--setenv", "A=1", "--setenv", "B=2", "--unsetenv", "C", "env"],
     ["--on-exit", "echo 1", "--on-exit=echo 2", "--json-status", "/tmp/s", "--timeout", "inf", "x", "-v"],
     ["--stop-signal", "-9", "true"], ["--propagation", "private", "-", "x"],

@@ -137,3 +137,59 @@ def test_a_value_with_control_characters_is_echoed_on_one_line(tmp_path, flags, 
     assert len(lines) == 1, lines
     assert "\x1b" not in lines[0] and "\r" not in lines[0]
     assert "\\n" in lines[0] or "\\x1b" in lines[0] or "\\r" in lines[0]
+
+
+ENTRY_POINTS = ["cli", "run", "Popen", "Job", "run_async", "create_process", "AsyncJob"]
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+@pytest.mark.parametrize("signal_name", ["KILL", "9", "SIGKILL"])
+def test_a_stop_signal_no_trap_can_catch_is_said(entry, signal_name, tmp_path, no_leftovers):
+    """--stop-signal KILL leaves no trap a chance at any stop: one warning line (a RuntimeWarning in the API);
+    the job runs all the same."""
+    from test_limits import through
+
+    said = "stop_signal KILL: no trap can run; every stop kills the job's processes at once, without a grace period"
+    if entry == "cli":
+        result = cli("--stop-signal", signal_name, "--", "sh", "-c", "exit 3")
+        assert (result.returncode, result.stderr) == (3, f"sandboxed-run: warning: --{said.replace('_', '-', 1)}\n")
+        return
+    with pytest.warns(RuntimeWarning) as caught:
+        assert through(entry, ["sh", "-c", "exit 3"], {"stop_signal": signal_name}, tmp_path)[0] == 3
+    assert [str(w.message) for w in caught if w.category is RuntimeWarning] == [said]
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+@pytest.mark.parametrize(("name", "value", "said"), [
+    ("tmpfs", "{tmp}/x/link/..", "{tmp}/x/link/..: write the path without '..': the kernel takes '..' after "
+                                 "following the links before it"),
+    ("bind", "{tmp}/x/link/..:/mnt", "{tmp}/x/link/..: write the path without '..'"),
+    ("read_only", "/usr/../etc", "/usr/../etc: write the path without '..'"),
+    ("tmpfs", "/proc/self/attr", "/proc/self/attr: /proc/self names the process that looks; the sandbox's PID 1 "
+                                 "makes the mounts, so it would land on PID 1's /proc/1, not on the job's processes"),
+    ("read_only", "/proc/thread-self", "/proc/thread-self: /proc/thread-self names the process that looks"),
+    ("tmpfs", "/proc/net", "/proc/net: /proc/net is a link to /proc/self/net, which names the process that looks"),
+    ("bind", "/tmp:/proc/mounts", "/proc/mounts: /proc/mounts is a link to /proc/self/mounts"),
+    ("dir", "/proc/self/x", "/proc/self/x: /proc/self names"),
+])
+def test_a_mount_path_the_kernel_would_take_elsewhere_is_refused(entry, name, value, said, tmp_path):
+    """Paths were normalised by their words: --tmpfs /x/link/.. mounted on /x, where the kernel, following link
+    first, takes /x/link/.. to be the parent of wherever link leads; and /proc/self (or a link to it) is the
+    process that looks, the sandbox's PID 1, which makes the mounts: a tmpfs landed on /proc/1/attr, not on the
+    job's. Both are refused, one line naming the option, before anything starts."""
+    from test_limits import through
+
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y" / "z").mkdir(parents=True)
+    (tmp_path / "x" / "link").symlink_to(tmp_path / "y" / "z")
+    value, said = value.format(tmp=tmp_path), said.format(tmp=tmp_path)
+    flag = tmp_path / "ran"
+    if entry == "cli":
+        result = cli(f"--{name.replace('_', '-')}", value, "--", "touch", str(flag))
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith(f"sandboxed-run: --{name.replace('_', '-')} {said}"), result.stderr
+    else:
+        with pytest.raises(ValueError) as raised:
+            through(entry, ["touch", str(flag)], {name: [value]}, tmp_path)
+        assert str(raised.value).startswith(f"{name} {said}"), raised.value
+    assert not flag.exists()

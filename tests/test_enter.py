@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from test_named import cli, listed, ns_holders, unique_name, wait_listed
 
 from sandboxed_run_helpers.reaper.main import REAP_AFTER_KILL
@@ -18,6 +19,7 @@ from support import (
     PYTHON,
     Terminal,
     children,
+    cli_words,
     cmdline,
     full_pipe,
     launched,
@@ -240,3 +242,59 @@ def test_an_entered_command_that_cannot_start_is_not_deaf_to_a_stalled_stderr(no
     finally:
         os.close(w)
         os.close(r)
+
+
+# The sandbox's own confinement of its processes: the entered command must get it too.
+CONFINING = {"nice": 5, "ionice": "idle", "rlimit": ["NOFILE=100:200", "CORE=0"], "umask": 0o027,
+             "no_new_privs": True, "cap_drop": ["CAP_SYS_ADMIN", "net_raw"]}
+SYS_ADMIN, NET_RAW = 21, 13
+STARTS = {
+    "cli": None,
+    "cli --userns": None,
+    "Popen": "with sandbox.Popen(['sleep', '1000'], name=NAME, **OPTIONS) as p:\n    p.wait()",
+    "Job": "with sandbox.Job(name=NAME, **OPTIONS) as job:\n    job.run(['sleep', '1000'])",
+}
+
+
+def confinement(pid: int) -> dict[str, str]:
+    """What the kernel says of a process's confinement, read from outside."""
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    seen = {key: status[key].strip() for key in ("Umask", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
+                                                 "NoNewPrivs")}
+    seen["Nice"] = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16]
+    limits = Path(f"/proc/{pid}/limits").read_text()
+    for label in ("Max open files", "Max core file size"):
+        seen[label] = " ".join(limits.split(label)[1].split()[:2])
+    seen["IO"] = subprocess.run(["ionice", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
+    return seen
+
+
+@pytest.mark.parametrize("start", STARTS)
+def test_the_entered_command_is_confined_as_the_job_is(start, no_leftovers):
+    """--enter gives the command what the sandbox gave the job's first process: its capabilities (bounding set
+    included), no_new_privs, limits, niceness, I/O class and umask, so root cannot step out of the sandbox's
+    confinement through it. Read from outside, for a sandbox of the command (with a user namespace too) and of
+    the API (a Popen's, a Job's)."""
+    name = unique_name()
+    if STARTS[start] is None:
+        argv = [CLI, "--name", name, *(["--userns"] if "userns" in start else []), *cli_words(CONFINING), "--",
+                "sleep", "1000"]
+    else:
+        argv = [PYTHON, "-c", f"import sandbox\nNAME, OPTIONS = {name!r}, {CONFINING!r}\n{STARTS[start]}"]
+    with launched(argv):
+        mnt_ns = inside_ns(wait_listed(name)["reaper_pid"])
+
+        def running(command: str) -> list[int]:
+            return [pid for pid in ns_holders(mnt_ns) if cmdline(pid) == command]
+
+        assert wait_for(lambda: running("sleep 1000"))
+        with launched([CLI, "--enter", name, "--", "sleep", "1001"]) as enterer:
+            assert wait_for(lambda: running("sleep 1001"))
+            job, entered = (confinement(running(command)[0]) for command in ("sleep 1000", "sleep 1001"))
+            assert entered == job
+            assert (job["NoNewPrivs"], job["Nice"], job["Umask"], job["IO"]) == ("1", "5", "0027", "idle")
+            assert (job["Max open files"], job["Max core file size"]) == ("100 200", "0 0")
+            for kind in ("CapBnd", "CapPrm", "CapEff"):
+                assert not int(job[kind], 16) & (1 << SYS_ADMIN | 1 << NET_RAW) and int(job[kind], 16), job
+            assert cli("--stop", name).returncode == 0
+            assert enterer.wait(timeout=30) == -signal.SIGTERM

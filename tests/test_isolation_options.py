@@ -118,10 +118,37 @@ def test_an_ordinary_user_gets_a_private_tmpfs_and_mount_that_the_host_never_see
 
 
 def test_uid_and_gid_inside_the_user_namespace(nobody_dir):
-    result = run_cli("--uid", "1000", "--gid", "100", "sh", "-c", f"id -u; id -g; touch {nobody_dir}/f",
+    result = run_cli("--userns-uid", "1000", "--userns-gid", "100", "sh", "-c", f"id -u; id -g; touch {nobody_dir}/f",
                      prefix=AS_NOBODY, cwd=nobody_dir)
     assert result.stdout.split() == ["1000", "100"], result.stderr
     assert (nobody_dir / "f").stat().st_uid == NOBODY
+
+
+ENTRY_POINTS = ["cli", "run", "Popen", "Job", "run_async", "create_process", "AsyncJob"]
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+@pytest.mark.parametrize(("old", "new"), [("uid", "userns_uid"), ("gid", "userns_gid")])
+def test_the_old_names_of_the_user_namespace_ids_are_refused_with_the_new_one(entry, old, new, tmp_path):
+    """--uid and --gid looked like a switch of user, and were the host's root for root: they are
+    --userns-uid and --userns-gid now; the old names get one line naming the new one and what it does."""
+    from test_limits import through
+
+    flag = tmp_path / "ran"
+    what = "uid" if old == "uid" else "gid"
+    said = (f"{{old}} is now {{new}}: it maps the caller to that {what} inside a user namespace, and does not switch "
+            "user (on the host the job's processes are still the caller)")
+    if entry == "cli":
+        for words in ([f"--{old}", "1000"], [f"--{old}=1000"], ["--userns", f"--{old}", "x"]):
+            result = run_cli(*words, "--", "touch", str(flag))
+            expected = said.format(old=f"--{old}", new=f"--{new.replace('_', '-')}")
+            assert (result.returncode, result.stderr) == (2, f"sandboxed-run: {expected} (see --help)\n")
+        assert run_cli("--", "true", f"--{old}", "5").returncode == 0, "the command's own words are its own"
+    else:
+        with pytest.raises(TypeError) as raised:
+            through(entry, ["touch", str(flag)], {old: 1000}, tmp_path)
+        assert str(raised.value) == said.format(old=old, new=new)
+    assert not flag.exists()
 
 
 def test_an_ordinary_user_sigkilled_the_job_gets_the_stop_signal_and_its_grace_period(nobody_dir, no_leftovers):
@@ -251,9 +278,9 @@ def test_hostname_and_proc_options():
         (["--net", "bridge", "true"], 2, "unknown net mode"),
         (["--net", "netns:", "true"], 2, "netns"),
         (["--net", "netns:no-such-netns-here", "true"], 125, "ip netns add"),
-        (["--uid", "-1", "true"], 2, "out of range"),
-        (["--gid", "4294967295", "true"], 2, "out of range"),
-        (["--uid", "root", "true"], 2, "uid"),
+        (["--userns-uid", "-1", "true"], 2, "out of range"),
+        (["--userns-gid", "4294967295", "true"], 2, "out of range"),
+        (["--userns-uid", "root", "true"], 2, "uid"),
         (["--hostname", "not a name", "true"], 2, "hostname"),
         (["--hostname", "h\udcff", "true"], 2, "--hostname 'h\\udcff': use 1 to 64"),  # the byte 0xff
         (["--read-only", "relative", "true"], 2, "absolute"),
@@ -267,7 +294,8 @@ def test_bad_isolation_values_get_one_clear_line(args, code, words):
     assert words.lower() in result.stderr.lower(), result.stderr
 
 
-@pytest.mark.parametrize("options", [{"net": "nope"}, {"uid": -5}, {"uid": 1, "userns": False}, {"proc": "yes"},
+@pytest.mark.parametrize("options", [{"net": "nope"}, {"userns_uid": -5}, {"userns_uid": 1, "userns": False},
+                                     {"proc": "yes"},
                                      {"read_only": "/"}, {"hostname": ""}])
 def test_api_rejects_bad_isolation_values(options):
     with pytest.raises(ValueError):
@@ -281,7 +309,8 @@ def test_an_undecodable_hostname_is_named_in_the_api_error():
 
 def test_help_lists_the_isolation_options():
     out = run_cli("--help").stdout
-    for option in ("--net", "--userns", "--uid", "--gid", "--read-only", "--hostname", "--proc", "--no-proc"):
+    for option in ("--net", "--userns", "--userns-uid", "--userns-gid", "--read-only", "--hostname", "--proc",
+                   "--no-proc"):
         assert option in out
 
 

@@ -9,15 +9,17 @@ import asyncio
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 from test_isolation_options import AS_NOBODY
+from test_named_users import free_uids
 
 import sandbox
-from sandboxed_run_helpers.shared import cgroups
+from sandboxed_run_helpers.shared import cgroups, limits, registry
 from support import CLI, MOUNT_IMAGE, PYTHON, children, cli_words, launched, make_image, read_status, wait_for
 
 ENTRY_POINTS = ["cli", "run", "Popen", "Job", "run_async", "create_process", "AsyncJob"]
@@ -199,6 +201,166 @@ def test_signals_reach_a_forked_job(tmp_path, no_leftovers):
         assert wait_for(lambda: Path(f"/proc/{job}/cmdline").read_bytes().startswith(b"sleep"))
         launcher.send_signal(signal.SIGTERM)
         assert launcher.wait(timeout=60) == -signal.SIGTERM
+
+
+# -- every resource the kernel has, by its number; NPROC, which root's processes escape ------------------
+
+# /proc/PID/limits names the kernel's resources in the order of their numbers (<asm-generic/resource.h>).
+LIMIT_LINES = ("Max cpu time", "Max file size", "Max data size", "Max stack size", "Max core file size",
+               "Max resident set", "Max processes", "Max open files", "Max locked memory", "Max address space",
+               "Max file locks", "Max pending signals", "Max msgqueue size", "Max nice priority",
+               "Max realtime priority", "Max realtime timeout")
+# A value of its own for each, which leaves `cat` room to run.
+EVERY_LIMIT = {"CPU": 1000, "FSIZE": 1 << 30, "DATA": 4 << 30, "STACK": 16 << 20, "CORE": 1 << 20, "RSS": 2 << 30,
+               "NPROC": 5000, "NOFILE": 1000, "MEMLOCK": 4 << 20, "AS": 8 << 30, "LOCKS": 1010, "SIGPENDING": 1011,
+               "MSGQUEUE": 1 << 19, "NICE": 13, "RTPRIO": 14, "RTTIME": 1015000}
+
+
+def test_every_resource_the_kernel_has_is_set_by_its_number(tmp_path, no_leftovers):
+    """All sixteen, LOCKS (which Python's resource module has no name for) among them: each NAME=VALUE lands on
+    the kernel's resource of that name. Values stay within this host's hard limits (root may lack
+    CAP_SYS_RESOURCE to raise them)."""
+    wanted = {}
+    for name, value in EVERY_LIMIT.items():
+        hard = resource.getrlimit(limits.RLIMIT_NUMBERS[name])[1]
+        wanted[name] = value if hard == resource.RLIM_INFINITY else min(value, hard)
+    words = [word for name, value in wanted.items() for word in ("--rlimit", f"{name}={value}")]
+    result = subprocess.run([CLI, *words, "--", "cat", "/proc/self/limits"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    rows = result.stdout.splitlines()[1:]
+    assert [row[:len(label)] for row, label in zip(rows, LIMIT_LINES, strict=True)] == list(LIMIT_LINES)
+    by_number = sorted(wanted, key=limits.RLIMIT_NUMBERS.get)
+    seen = {name: row[len(label):].split()[:2] for name, row, label in zip(by_number, rows, LIMIT_LINES, strict=True)}
+    assert seen == {name: [str(value)] * 2 for name, value in wanted.items()}
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_locks_and_limits_as_pairs_through_every_entry_point(entry, tmp_path, no_leftovers):
+    """RLIMIT_LOCKS through every entry point (it was a raw AttributeError from the job's set-up); the API takes
+    (NAME, limit) pairs too, as it takes tmpfs and bind values, beside NAME=SOFT[:HARD]."""
+    options = {"rlimit": ["LOCKS=10:20", "NOFILE=100", "CORE=0:"]} if entry == "cli" else \
+        {"rlimit": [("LOCKS", (10, 20)), ("NOFILE", 100), "CORE=0:"]}
+    code, out, _, _ = through(entry, ["cat", "/proc/self/limits"], options, tmp_path)
+    assert code == 0, out
+    assert "Max file locks 10 20 locks" in " ".join(out.split())
+    assert "Max open files 100 100 files" in " ".join(out.split())
+    assert "Max core file size 0 " in " ".join(out.split())
+
+
+PROBE_FORK = "import os\ntry:\n    pid = os.fork()\nexcept OSError:\n    print('refused')\nelse:\n" \
+             "    if pid == 0:\n        os._exit(0)\n    os.waitpid(pid, 0)\n    print('forked')\n"
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+@pytest.mark.parametrize("ids", [{"userns": True}, {"userns_uid": 5}])
+def test_nproc_for_a_root_job_in_a_user_namespace_is_refused(entry, ids, tmp_path, no_leftovers):
+    """Root's user namespace maps the job to the host's root, whose processes the kernel never counts against
+    RLIMIT_NPROC (not even without capabilities): the limit could never work there, so it is a usage error."""
+    flag = tmp_path / "ran"
+    options = {**ids, "rlimit": ["NPROC=1"]}
+    said = "rlimit NPROC cannot limit this job: its processes are the host's root"
+    if entry == "cli":
+        result = subprocess.run([CLI, *cli_words(options), "--", "touch", str(flag)], capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith(f"sandboxed-run: --{said}"), result.stderr
+    else:
+        with pytest.raises(ValueError, match=f"^{said}"):
+            through(entry, ["touch", str(flag)], options, tmp_path)
+    assert not flag.exists()
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_nproc_for_a_root_job_is_said_to_spare_root(entry, tmp_path, no_leftovers):
+    """Without a user namespace a root job may still switch user, and then the limit counts: one warning line
+    (a RuntimeWarning in the API), and the job runs. What it says is what the kernel does: the job, root, forks
+    past NPROC=1 (without the two capabilities the kernel also exempts, CAP_SYS_RESOURCE and CAP_SYS_ADMIN), and
+    a process of it that switched to a user of no other process cannot."""
+    (uid,) = free_uids(1)
+    job = [PYTHON, "-c", f"{PROBE_FORK}\nos.execvp('setpriv', ['setpriv', '--reuid={uid}', '--regid={uid}', "
+                         f"'--clear-groups', {PYTHON!r}, '-c', {PROBE_FORK!r}])"]
+    options = {"rlimit": ["NPROC=1"], "cap_drop": ["SYS_RESOURCE", "SYS_ADMIN"]}
+    said = "rlimit NPROC does not limit the job's processes that run as root"
+    if entry == "cli":
+        result = subprocess.run([CLI, *cli_words(options), "--", *job], capture_output=True, text=True, timeout=60)
+        code, out = result.returncode, result.stdout
+        assert result.stderr.startswith(f"sandboxed-run: warning: --{said}"), result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr
+    else:
+        with pytest.warns(RuntimeWarning, match=f"^{said}"):
+            code, out, _, _ = through(entry, job, options, tmp_path)
+    assert (code, out.split()) == (0, ["forked", "refused"])
+
+
+def test_nproc_limits_an_ordinary_users_job(nobody_dir, no_leftovers):
+    """As the README says: for an ordinary user (whose sandbox counts the caller's uid), NPROC=1 leaves the job
+    unable to fork; no warning."""
+    (uid,) = free_uids(1)
+    try:
+        result = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", CLI, "--rlimit",
+                                 "NPROC=1", "--", PYTHON, "-c", PROBE_FORK], capture_output=True, text=True,
+                                timeout=60, cwd=nobody_dir)
+        assert (result.returncode, result.stdout, result.stderr) == (0, "refused\n", "")
+    finally:
+        shutil.rmtree(f"{registry.TMP_PREFIX}{uid}", ignore_errors=True)
+
+
+# Runs each API entry point with cap_keep (and what else argv[1] adds) under a bounding set without NET_RAW,
+# and prints the warnings each gave.
+KEEP_IN_EVERY_API = """
+import asyncio, json, sys, warnings, sandbox
+options = {"cap_keep": ["NET_RAW", "CHOWN"], **json.loads(sys.argv[1])}
+async def create_process():
+    return await (await sandbox.create_process(["true"], **options)).wait()
+async def async_job():
+    async with sandbox.AsyncJob(**options) as job:
+        return (await job.run(["true"])).returncode
+def job():
+    with sandbox.Job(**options) as j:
+        return j.run(["true"]).returncode
+starts = {"run": lambda: sandbox.run(["true"], **options).returncode,
+          "Popen": lambda: sandbox.Popen(["true"], **options).wait(), "Job": job,
+          "run_async": lambda: asyncio.run(sandbox.run_async(["true"], **options)).returncode,
+          "create_process": lambda: asyncio.run(create_process()), "AsyncJob": lambda: asyncio.run(async_job())}
+for entry, start in starts.items():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = start()
+    print(entry, code, [str(w.message) for w in caught if w.category is RuntimeWarning])
+"""
+WITHOUT_NET_RAW = ["setpriv", "--bounding-set", "-net_raw"]
+
+
+def test_a_capability_to_keep_that_the_caller_lacks_is_said(tmp_path, no_leftovers):
+    """--cap-keep of a capability not in the caller's bounding set (a container's, systemd's, setpriv's doing):
+    the job cannot have it, and one warning line says so (RuntimeWarning in the API); the job runs with the
+    rest. In a user namespace the job starts with every capability, so nothing is said and it has it; as a
+    uid other than 0 in there, an exec leaves it none, which is said."""
+    result = subprocess.run([*WITHOUT_NET_RAW, CLI, "--cap-keep", "NET_RAW", "--cap-keep", "CHOWN", "--", "grep",
+                             "^CapEff", "/proc/self/status"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ("sandboxed-run: warning: --cap-keep CAP_NET_RAW: the caller's bounding set lacks it (a "
+                             "container, systemd's CapabilityBoundingSet= or setpriv dropped it), so the job cannot "
+                             "have it\n")
+    assert caps(fields(result.stdout)["CapEff"]) == 1 << CHOWN
+    result = subprocess.run([*WITHOUT_NET_RAW, CLI, "--userns", "--cap-keep", "NET_RAW", "--", "grep", "^CapEff",
+                             "/proc/self/status"], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert caps(fields(result.stdout)["CapEff"]) == 1 << NET_RAW
+    result = subprocess.run([CLI, "--userns-uid", "5", "--cap-keep", "CHOWN", "--", "grep", "^CapEff",
+                             "/proc/self/status"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and caps(fields(result.stdout)["CapEff"]) == 0
+    assert result.stderr == ("sandboxed-run: warning: --cap-keep: the job runs as uid 5 in its user namespace, where "
+                             "an exec leaves no capability (only uid 0 there keeps them): it has none of them\n")
+    api = subprocess.run([*WITHOUT_NET_RAW, PYTHON, "-c", KEEP_IN_EVERY_API, "{}"], capture_output=True, text=True,
+                         timeout=120)
+    said = ["cap_keep CAP_NET_RAW: the caller's bounding set lacks it (a container, systemd's "
+            "CapabilityBoundingSet= or setpriv dropped it), so the job cannot have it"]
+    assert api.stdout.splitlines() == [f"{entry} 0 {said}" for entry in ENTRY_POINTS[1:]], api.stderr
+    api = subprocess.run([*WITHOUT_NET_RAW, PYTHON, "-c", KEEP_IN_EVERY_API, '{"userns": true}'], capture_output=True,
+                         text=True, timeout=120)
+    assert api.stdout.splitlines() == [f"{entry} 0 []" for entry in ENTRY_POINTS[1:]], api.stderr
 
 
 # -- what the kernel refuses, and bad values -----------------------------------------------------------

@@ -156,16 +156,62 @@ def test_an_ordinary_users_sandbox_is_for_its_owner_and_root(users, user_dir, no
     assert qualified not in listed()
 
 
+def squatted_by(uid: int, other_uid: int) -> str:
+    """What the user uid is told of its /tmp registry directory, made first by other_uid (without a /run/user/UID)."""
+    return (f"the registry of running sandboxes {registry.TMP_PREFIX}{uid} is a directory of uid {other_uid}, not "
+            f"yours: ask root to remove it, or log in (or enable lingering) so that /run/user/{uid} exists and "
+            "sandboxes are listed there")
+
+
 def test_a_registry_directory_made_by_someone_else_is_never_used(users, user_dir, no_leftovers):
+    """The victim cannot remove it (/tmp is sticky): the line says whose it is and what the victim can do."""
     (uid, user), (other_uid, _) = users
     planted = Path(f"{registry.TMP_PREFIX}{uid}")
     planted.mkdir(mode=0o777)
     os.chown(planted, other_uid, other_uid)
     result = cli("--name", unique_name(), "--", "true", prefix=user, cwd=user_dir)
-    assert result.returncode == 125 and f"is not a directory of uid {uid}" in result.stderr, result.stderr
+    assert (result.returncode, result.stderr) == (125, f"sandboxed-run: {squatted_by(uid, other_uid)}\n")
     result = cli("--", "true", prefix=user, cwd=user_dir)
-    assert result.returncode == 0 and result.stderr.count("\n") == 1 and "runs unlisted" in result.stderr
+    assert (result.returncode, result.stderr) == (0, "sandboxed-run: the sandbox runs unlisted (sandboxed-run --list "
+                                                     f"will not show it): {squatted_by(uid, other_uid)}\n")
     assert os.listdir(planted) == []
+
+
+def test_a_list_that_may_lack_sandboxes_says_why(users, user_dir, no_leftovers):
+    """With the /tmp registry directory someone else's, the user's unnamed sandboxes run unlisted: --list (and
+    --list --json) shows what it can, then one line saying whose the directory is and what to do, and exits 125;
+    list_running() gives a RuntimeWarning saying the same. Once /run/user/UID is the user's, the line still
+    comes (a cron job's sandbox would run unlisted), asking root to remove it."""
+    (uid, user), (other_uid, _) = users
+    planted = Path(f"{registry.TMP_PREFIX}{uid}")
+    planted.mkdir(mode=0o777)
+    os.chown(planted, other_uid, other_uid)
+    run_user = Path(registry.RUN_USER, str(uid))
+    name = unique_name()
+    api = ("import warnings, sandbox\nwith warnings.catch_warnings(record=True) as caught:\n"
+           "    warnings.simplefilter('always')\n    found = sandbox.list_running()\n"
+           "print([s.name for s in found])\nprint([(w.category.__name__, str(w.message)) for w in caught])")
+    try:
+        for logged_in in (False, True):
+            said = squatted_by(uid, other_uid) if not logged_in else \
+                f"{squatted_by(uid, other_uid).split(': ask root')[0]}: ask root to remove it"
+            expected = f"sandboxed-run: this list may lack sandboxes of yours, which run unlisted: {said}\n"
+            for words, out in ((["--list"], ""), (["--list", "--json"], "[]\n")):
+                result = cli(*words, prefix=user, cwd=user_dir)
+                assert (result.returncode, result.stdout, result.stderr) == (125, out, expected)
+            result = as_user(user, api, user_dir)
+            assert result.stdout.splitlines() == ["[]", str([("RuntimeWarning", said)])], result.stderr
+            if not logged_in:
+                run_user.mkdir(mode=0o700)  # what logind makes at login
+                os.chown(run_user, uid, uid)
+        # A sandbox listed in /run/user/UID is shown all the same.
+        with launched([*user, CLI, "--name", name, "--", "sleep", "1000"], cwd=user_dir):
+            assert wait_for(lambda: name in cli("--list", prefix=user, cwd=user_dir).stdout)
+            result = cli("--list", "--json", prefix=user, cwd=user_dir)
+            assert result.returncode == 125 and [s["name"] for s in json.loads(result.stdout)] == [name]
+            assert cli("--stop", name, prefix=user, cwd=user_dir).returncode == 0
+    finally:
+        shutil.rmtree(run_user, ignore_errors=True)
 
 
 FORGER = """

@@ -12,7 +12,7 @@ import errno
 import os
 
 from ..shared import linux
-from ..shared.limits import UNLIMITED, cap_numbers
+from ..shared.limits import UNLIMITED, cap_numbers, rlimit_number
 from ..shared.options import SandboxSpec
 
 
@@ -66,7 +66,7 @@ def _rlimits(wanted: tuple[tuple[str, int | None, int | None], ...]) -> None:
     import resource
 
     for name, soft, hard in wanted:
-        number = getattr(resource, "RLIMIT_" + name)
+        number = rlimit_number(name)
         current = resource.getrlimit(number)
         limit = (current[0] if soft is None else soft, current[1] if hard is None else hard)
         if soft is None and limit[1] != UNLIMITED and (limit[0] == UNLIMITED or limit[0] > limit[1]):

@@ -20,10 +20,14 @@ CAP_NAMES = (
 )
 ALL_CAPS = "ALL"
 
-# setrlimit(2)'s resources by name (the resource module has them as RLIMIT_<NAME>); those counted in bytes
+# setrlimit(2)'s resources by name and number, as <asm-generic/resource.h> numbers them. Python's resource
+# module lacks some (RLIMIT_LOCKS); a few architectures (alpha, mips, sparc) number 5 to 9 otherwise, where
+# the module's own constant, taken from the platform's headers, wins (rlimit_number). Those counted in bytes
 # take a size with a suffix.
-RLIMIT_NAMES = ("AS", "CORE", "CPU", "DATA", "FSIZE", "LOCKS", "MEMLOCK", "MSGQUEUE", "NICE", "NOFILE", "NPROC",
-                "RSS", "RTPRIO", "RTTIME", "SIGPENDING", "STACK")
+RLIMIT_NUMBERS = {"CPU": 0, "FSIZE": 1, "DATA": 2, "STACK": 3, "CORE": 4, "RSS": 5, "NPROC": 6, "NOFILE": 7,
+                  "MEMLOCK": 8, "AS": 9, "LOCKS": 10, "SIGPENDING": 11, "MSGQUEUE": 12, "NICE": 13, "RTPRIO": 14,
+                  "RTTIME": 15}
+RLIMIT_NAMES = tuple(sorted(RLIMIT_NUMBERS))
 BYTE_RLIMITS = ("AS", "CORE", "DATA", "FSIZE", "MEMLOCK", "MSGQUEUE", "RSS", "STACK")
 UNLIMITED = -1  # RLIM_INFINITY as the resource module gives it on Linux
 
@@ -210,26 +214,40 @@ def _rlimit_name(text: object, name: str) -> str:
 
 
 def rlimits(values: object, name: str) -> tuple[tuple[str, int | None, int | None], ...]:
-    """NAME=SOFT[:HARD] strings (or, in the API, a mapping of NAME to a limit, "SOFT:HARD" or (soft, hard))
-    as (NAME, soft, hard), sorted, the last word for a resource winning. SOFT alone sets both, as prlimit(1)
-    does; "SOFT:" and ":HARD" leave the other as it is; unlimited is RLIM_INFINITY (-1)."""
+    """NAME=SOFT[:HARD] strings (or, in the API, a mapping of NAME to a limit, or (NAME, limit) pairs, a limit
+    being a number, "SOFT:HARD" or (soft, hard)) as (NAME, soft, hard), sorted, the last word for a resource
+    winning. SOFT alone sets both, as prlimit(1) does; "SOFT:" and ":HARD" leave the other as it is;
+    unlimited is RLIM_INFINITY (-1)."""
     if values is None:
         return ()
     chosen: dict[str, tuple[str, int | None, int | None]] = {}
     if isinstance(values, dict):
-        for key, value in values.items():
-            resource = _rlimit_name(key, name)
-            chosen[resource] = _rlimit_pair(resource, value, name)
+        items = list(values.items())
     elif isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-        raise TypeError(f"{name} takes a list of NAME=SOFT[:HARD] (or a mapping), not {values!r}")
+        raise TypeError(f"{name} takes a list of NAME=SOFT[:HARD] or (NAME, limit) pairs, or a mapping, "
+                        f"not {values!r}")
     else:
+        items = []
         for item in values:
-            if not isinstance(item, str) or "=" not in item:
-                raise ValueError(f"{name}: {item!r} is not NAME=SOFT[:HARD]")
-            key, _, value = item.partition("=")
-            resource = _rlimit_name(key, name)
-            chosen[resource] = _rlimit_pair(resource, value.strip(), name)
+            if isinstance(item, tuple) and len(item) == 2:
+                items.append(item)
+            elif isinstance(item, str) and "=" in item:
+                key, _, value = item.partition("=")
+                items.append((key, value.strip()))
+            else:
+                raise ValueError(f"{name}: {item!r} is not NAME=SOFT[:HARD] nor a (NAME, limit) pair")
+    for key, value in items:
+        resource = _rlimit_name(key, name)
+        chosen[resource] = _rlimit_pair(resource, value, name)
     return tuple(chosen[key] for key in sorted(chosen))
+
+
+def rlimit_number(resource: str) -> int:
+    """setrlimit(2)'s number of a checked resource name: the platform's own where Python knows it, else the
+    kernel's generic one (setrlimit and prlimit take any number the kernel has)."""
+    import resource as module  # here: only a job with limits needs it
+
+    return getattr(module, "RLIMIT_" + resource, RLIMIT_NUMBERS[resource])
 
 
 def cap_drop(values: object, name: str) -> tuple[str, ...]:

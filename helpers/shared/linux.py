@@ -249,6 +249,11 @@ def last_cap() -> int:
     return low
 
 
+def in_bounding_set(cap: int) -> bool:
+    """Whether this process's bounding set holds the capability (False for one past the kernel's last)."""
+    return _libc.prctl(PR_CAPBSET_READ, cap, 0, 0, 0) > 0
+
+
 def lower_ambient_cap(cap: int) -> None:
     if _libc.prctl(PR_CAP_AMBIENT, 3, cap, 0, 0) < 0 and ctypes.get_errno() != 22:  # PR_CAP_AMBIENT_LOWER
         _check(-1, "prctl(PR_CAP_AMBIENT)")

@@ -57,7 +57,9 @@ def split_fields(text: str, name: str, most: int) -> list[str]:
 
 
 def absolute_path(value: object, name: str) -> str:
-    """An absolute path, normalised; ValueError naming the option otherwise."""
+    """An absolute path without "..", normalised ("//", "." and a trailing "/" go); ValueError naming the option
+    otherwise. ".." is refused, not normalised away: the kernel takes it after following the link before it
+    (/x/link/.. is the parent of where link leads), which the host's view, here, cannot tell for paths inside."""
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
     if not isinstance(value, str) or not value:
@@ -66,8 +68,27 @@ def absolute_path(value: object, name: str) -> str:
         raise ValueError(f"{name} {value!r}: a path cannot contain a NUL byte")
     if not value.startswith("/"):
         raise ValueError(f"{name} {value}: the path must be absolute")
+    if ".." in value.split("/"):
+        raise ValueError(f"{name} {value}: write the path without '..': the kernel takes '..' after following "
+                         "the links before it, so it need not mean the parent of what is written")
     # normpath keeps a leading "//" (POSIX leaves its meaning open); Linux takes it as "/".
     return "/" + os.path.normpath(str.__str__(value)).lstrip("/")
+
+
+# /proc's links to the process that looks: the sandbox's PID 1 makes the mounts, so through them a mount
+# would land in PID 1's own /proc/1, which the job's processes never see as theirs.
+PROC_SELF = {"/proc/self": "", "/proc/thread-self": "", "/proc/mounts": "a link to /proc/self/mounts",
+             "/proc/net": "a link to /proc/self/net"}
+
+
+def proc_self_problem(path: str) -> str | None:
+    """Why a normalised mount target cannot be made where the job would look (None: it can)."""
+    for link, what in PROC_SELF.items():
+        if _within(path, link):
+            shown = f"{link} is {what}, which" if what else f"{link}"
+            return (f"{shown} names the process that looks; the sandbox's PID 1 makes the mounts, so it would land "
+                    "on PID 1's /proc/1, not on the job's processes")
+    return None
 
 
 def _fields(value: object, name: str, least: int, most: int, form: str) -> list[object]:

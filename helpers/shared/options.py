@@ -24,6 +24,7 @@ from .mountspec import (
     absolute_path,
     bind_value,
     overlay_value,
+    proc_self_problem,
     steps_of,
     symlink_value,
     tmpfs_value,
@@ -273,7 +274,8 @@ OPTIONS: tuple[Option, ...] = (
     # stopping
     Option("grace", 10.0, duration, "How long the job's processes get to clean up after the stop signal, before "
            "SIGKILL (30, 1.5, 500ms, 1m30s; inf: never SIGKILL).", "DURATION"),
-    Option("stop_signal", "TERM", _stop_signal, "Signal that asks the job to stop (name or number).", "SIG"),
+    Option("stop_signal", "TERM", _stop_signal, "Signal that asks the job to stop (name or number; KILL leaves no "
+           "trap a chance, and a warning says so).", "SIG"),
     Option("timeout", None, _command_timeout, "Stop the job after this long, then exit 124 (seconds or a span "
            "such as 10m, 1h30m; 0 or inf: no timeout). In the API: run()'s timeout.", "DURATION", scope="cli"),
     # mounts
@@ -304,12 +306,14 @@ OPTIONS: tuple[Option, ...] = (
     # isolation
     Option("net", "host", _net, "Network: the host's; none (a new namespace with only lo, up); or join the named "
            "namespace made by 'ip netns add NAME'.", "host|none|netns:NAME", topic="isolation"),
-    Option("userns", None, _maybe_flag, "Run in a new user namespace where the caller is uid/gid (default 0, root "
-           "inside). Automatic when the caller is not root.", switch=True, topic="isolation"),
-    Option("uid", None, _maybe_id, "The job's uid inside the user namespace (implies userns).", "UID",
+    Option("userns", None, _maybe_flag, "Run in a new user namespace where the caller is mapped to "
+           "--userns-uid/--userns-gid (default 0, root inside). Automatic when the caller is not root.",
+           switch=True, topic="isolation"),
+    Option("userns_uid", None, _maybe_id, "The uid the caller is mapped to inside the user namespace (implies "
+           "--userns). Not a switch of user: its processes are still the caller on the host.", "UID",
            parse=int, topic="isolation"),
-    Option("gid", None, _maybe_id, "The job's gid inside the user namespace (implies userns).", "GID",
-           parse=int, topic="isolation"),
+    Option("userns_gid", None, _maybe_id, "The gid the caller is mapped to inside the user namespace (implies "
+           "--userns).", "GID", parse=int, topic="isolation"),
     Option("hostname", None, _hostname, "Set the hostname in a new UTS namespace.", "NAME", topic="isolation"),
     # the command
     Option("cwd", None, _maybe_path, "Working directory of the job, inside the sandbox (default: the current "
@@ -326,9 +330,9 @@ OPTIONS: tuple[Option, ...] = (
            "realtime[:LEVEL] (LEVEL 0 highest to 7, default 4; realtime needs root). Like ionice(1).",
            "CLASS[:LEVEL]", topic="limits"),
     Option("rlimit", (), limits.rlimits, "A resource limit of the job's processes, NAME=SOFT[:HARD] (repeatable): "
-           "NOFILE, NPROC, CORE, AS, CPU, FSIZE, ... as in setrlimit(2); a size (512M) for byte limits; unlimited. "
-           "SOFT alone sets both; SOFT: or :HARD keeps the other. Like prlimit(1).", "NAME=SOFT[:HARD]", many=True,
-           topic="limits"),
+           "NOFILE, NPROC, CORE, AS, CPU, FSIZE, LOCKS, ... as in setrlimit(2); a size (512M) for byte limits; "
+           "unlimited. SOFT alone sets both; SOFT: or :HARD keeps the other. Like prlimit(1).", "NAME=SOFT[:HARD]",
+           many=True, topic="limits"),
     Option("umask", None, limits.umask, "The job's umask, in octal (default: the caller's).", "MODE", topic="limits"),
     Option("no_new_privs", False, _flag, "Set no_new_privs for the job: no setuid bit or file capability grants "
            "anything on exec. Like setpriv --no-new-privs.", switch=True, topic="limits"),
@@ -371,13 +375,26 @@ OPTIONS: tuple[Option, ...] = (
            switch=True, topic="sandboxes"),
     Option("json", False, _flag, "With --list: as a JSON array.", scope="cli", switch=True, topic="sandboxes"),
     Option("enter", None, _running_sandbox, "Run COMMAND (default: $SHELL) inside the running sandbox NAME, as one "
-           "of its processes.", "NAME", scope="cli", topic="sandboxes", completes="sandbox"),
+           "of its processes, confined as its job is (capabilities, no_new_privs, limits, nice, umask).", "NAME",
+           scope="cli", topic="sandboxes", completes="sandbox"),
     Option("stop", None, _running_sandbox, "Stop the running sandbox NAME as a timeout would (its stop signal, "
            "--grace if given, SIGKILL); exit once it is gone.", "NAME", scope="cli", topic="sandboxes",
            completes="sandbox"),
 )
 
 BY_NAME = {option.name: option for option in OPTIONS}
+# Names that once meant what another option means now: refused with a line that says so. --uid and --gid
+# looked like a switch of user, which they never were.
+RENAMED = {"uid": "userns_uid", "gid": "userns_gid"}
+
+
+def renamed(old: str, spelling: str) -> str:
+    """The one line refusing an old option name: the new one, and why it changed."""
+    new = BY_NAME[RENAMED[old]]
+    shown = "--" + old if spelling == CLI else old
+    what = "uid" if old == "uid" else "gid"
+    return (f"{shown} is now {new.spelled(spelling)}: it maps the caller to that {what} inside a user namespace, "
+            "and does not switch user (on the host the job's processes are still the caller)")
 SANDBOX_FIELDS = tuple(o.name for o in OPTIONS if o.scope == "sandbox")
 PROCESS_ATTRIBUTES = ("nice", "ionice", "rlimit", "no_new_privs", "cap_drop", "cap_keep")  # set between fork and exec
 CGROUP_LIMITS = ("memory_max", "memory_high", "cpu_weight", "cpu_max", "io_weight", "pids_max")
@@ -409,8 +426,16 @@ def check_api_options(given: Mapping[str, object], accepted: Iterable[str] = API
     accepted = tuple(accepted)
     for key in given:
         if key not in accepted:
+            if RENAMED.get(key) in accepted:
+                raise TypeError(renamed(key, API))
             raise TypeError(f"unexpected keyword argument {key!r}")
     return {name: BY_NAME[name].check(given[name], name) if name in given else _DEFAULTS[name] for name in accepted}
+
+
+def _limits_processes(rlimit: tuple[tuple[str, int | None, int | None], ...]) -> bool:
+    """Whether the checked rlimits set a finite RLIMIT_NPROC."""
+    return any(name == "NPROC" and any(v is not None and v != limits.UNLIMITED for v in (soft, hard))
+               for name, soft, hard in rlimit)
 
 
 def _check_nr_open(soft: int | None, hard: int | None, name: str) -> None:
@@ -472,6 +497,11 @@ class SandboxSpec:
         mounts = [*(("tmpfs", p) for p, _, _ in checked["tmpfs"]), *(("bind", t) for _, t in checked["bind"]),
                   *(("ro_bind", t) for _, t in checked["ro_bind"]), *(("overlay", t) for _, t, _ in checked["overlay"]),
                   *(("dev", p) for p in checked["dev"]), *(("symlink", p) for _, p in checked["symlink"])]
+        for name, target in [*mounts, *(("dir", p) for p in checked["dir"]),
+                             *(("read_only", p) for p in checked["read_only"])]:
+            problem = proc_self_problem(target)
+            if problem:
+                raise ValueError(f"{BY_NAME[name].spelled(spelling)} {target}: {problem}")
         for name, target in mounts:
             if target == "/proc" and name in ("dev", "overlay"):
                 # Made with the help of our /proc (its /proc/self/fd), which their own tmpfs would hide first.
@@ -505,11 +535,17 @@ class SandboxSpec:
         if checked["cap_drop"] and checked["cap_keep"]:
             raise ValueError(f"{BY_NAME['cap_drop'].spelled(spelling)} and {BY_NAME['cap_keep'].spelled(spelling)} "
                              "exclude each other: name what to drop, or what to keep")
-        ids_given = checked["uid"] is not None or checked["gid"] is not None
+        ids_given = checked["userns_uid"] is not None or checked["userns_gid"] is not None
         if checked["userns"] is False and ids_given:
-            raise ValueError(f"{BY_NAME['uid'].spelled(spelling)} and {BY_NAME['gid'].spelled(spelling)} need a "
-                             "user namespace")
+            raise ValueError(f"{BY_NAME['userns_uid'].spelled(spelling)} and {BY_NAME['userns_gid'].spelled(spelling)} "
+                             "need a user namespace")
         checked["userns"] = bool(checked["userns"] or ids_given or (checked["userns"] is None and os.geteuid() != 0))
+        if checked["userns"] and _limits_processes(checked["rlimit"]) and os.getuid() == 0:
+            # The kernel never counts the processes of the host's root (kuid 0) against RLIMIT_NPROC, whatever
+            # their capabilities, and a user namespace of root's maps its one uid to root.
+            raise ValueError(f"{BY_NAME['rlimit'].spelled(spelling)} NPROC cannot limit this job: its processes are "
+                             "the host's root (its user namespace maps them to uid 0), which the kernel never counts "
+                             f"against RLIMIT_NPROC; {BY_NAME['pids_max'].spelled(spelling)} caps the sandbox's tasks")
         checked["ignored_signals"] = tuple(sorted({int(s) for s in ignored_signals}))
         return cls(checked)
 
@@ -525,7 +561,7 @@ class SandboxSpec:
         """The uid and gid the caller becomes inside its user namespace; None for no user namespace."""
         if not self.userns:
             return None
-        return (self.uid or 0, self.gid or 0)
+        return (self.userns_uid or 0, self.userns_gid or 0)
 
     @property
     def process_attributes(self) -> bool:
@@ -545,6 +581,41 @@ class SandboxSpec:
         first, so that a mount on the same path opens a writable hole in it."""
         return steps_of(self.tmpfs, self.bind, self.ro_bind, self.overlay, self.dev, self.dir, self.symlink,
                         self.read_only)
+
+    def caveats(self, spelling: str = API) -> list[str]:
+        """What these options will not do that one may think they do, one line each; the front end shows them
+        before the job starts (the command on stderr, the API as RuntimeWarning) and the job starts all the
+        same: a stop signal no trap can catch, a process limit that root's processes are exempt from, a
+        capability to keep that the job cannot have."""
+        found = []
+        if self.stop_signal == signal.SIGKILL:
+            found.append(f"{BY_NAME['stop_signal'].spelled(spelling)} KILL: no trap can run; every stop kills the "
+                         "job's processes at once, without a grace period")
+        if _limits_processes(self.rlimit) and os.getuid() == 0:
+            found.append(f"{BY_NAME['rlimit'].spelled(spelling)} NPROC does not limit the job's processes that run "
+                         "as root (the kernel never counts root's processes against RLIMIT_NPROC); it limits only "
+                         "those that switch to another user")
+        if self.cap_keep:
+            found += self._caps_not_kept(BY_NAME["cap_keep"].spelled(spelling))
+        return found
+
+    def _caps_not_kept(self, flag: str) -> list[str]:
+        from . import linux  # here: ctypes stays out of a run that keeps no capability
+
+        last = linux.last_cap()
+        if self.userns and self.userns_uid:
+            return [f"{flag}: the job runs as uid {self.userns_uid} in its user namespace, where an exec leaves no "
+                    "capability (only uid 0 there keeps them): it has none of them"]
+        found = []
+        for name in self.cap_keep:
+            number = limits.CAP_NAMES.index(name.removeprefix("CAP_"))
+            if number > last:
+                found.append(f"{flag} {name}: this kernel does not have it, so the job cannot either")
+            elif not self.userns and not linux.in_bounding_set(number):
+                # A new user namespace starts with every capability; without one the job has at most ours.
+                found.append(f"{flag} {name}: the caller's bounding set lacks it (a container, systemd's "
+                             "CapabilityBoundingSet= or setpriv dropped it), so the job cannot have it")
+        return found
 
     def check_host(self, spelling: str = API) -> None:
         """Check the spec against this machine (SandboxError, one line each), so a typo fails before anything

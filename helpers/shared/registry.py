@@ -129,14 +129,43 @@ def prepare(uid: int | None = None) -> str:
         raise SandboxError(f"cannot use the registry of running sandboxes {path}: {exc.strerror}") from None
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid:
         # Someone else made it first, in a directory anybody may write to: never register there.
-        raise SandboxError(f"the registry of running sandboxes {path} is not a directory of uid {uid} "
-                           f"(it belongs to uid {st.st_uid}); remove it")
+        raise SandboxError(not_ours(path, uid) or f"the registry of running sandboxes {path} changed under us")
     if st.st_mode & 0o077:
         try:
             os.chmod(path, 0o700)
         except OSError as exc:
             raise SandboxError(f"cannot make {path} private: {exc.strerror}") from None
     return path
+
+
+def not_ours(path: str, uid: int) -> str | None:
+    """Why uid cannot use its registry directory path: someone else made it (or a link there) first, in /tmp,
+    where anybody may. One line: whose it is and what uid can do, who cannot remove it. None: it is uid's
+    directory, or it is not there."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if stat.S_ISDIR(st.st_mode) and st.st_uid == uid:
+        return None
+    kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a symbolic link" if stat.S_ISLNK(st.st_mode) \
+        else "a file"
+    said = f"the registry of running sandboxes {path} is {kind} of {_user(st.st_uid)}, not yours"
+    if uid == 0:
+        return f"{said}: remove it"
+    if directory_for(uid) != path:
+        return f"{said}: ask root to remove it"
+    return (f"{said}: ask root to remove it, or log in (or enable lingering) so that {RUN_USER}/{uid} exists and "
+            "sandboxes are listed there")
+
+
+def _user(uid: int) -> str:
+    import pwd  # here: only a registry that someone else took needs it
+
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def place(name: str | None, warn: Callable[[str], None]) -> str | None:

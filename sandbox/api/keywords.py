@@ -33,6 +33,8 @@ def choose(given: Mapping[str, object]) -> Chosen:
     values = check_api_options(given, SANDBOX_KEYWORDS)
     spec = SandboxSpec.build(values, API, ignored_signals=inherited_ignores(), each_checked=True)
     spec.check_host(API)
+    for caveat in spec.caveats(API):
+        _warn(caveat)
     return Chosen(spec, values["on_exit"], values["on_event"], registry.place(spec.name, _warn))
 
 

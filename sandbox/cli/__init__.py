@@ -36,6 +36,7 @@ Exit status:
   --enter exits as the entered command did (125: it could not enter).
   --stop exits 0 once the sandbox is gone, 1 if no running sandbox of yours has that
   name, 4 if it is another user's, 125 if its reaper does not answer.
+  --list exits 125 (after the list) if a registry directory of yours is someone else's.
 
 \b
 Signals:
@@ -232,8 +233,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
     import sys
 
     args = sys.argv[1:] if argv is None else argv
-    _given.update(words.given(args))
     try:
+        _given.update(words.given(args))
         read = words.read(args)
         code = _run(read[1], **read[0]) if read is not None else _with_click(args)
     except UsageError as exc:

@@ -19,7 +19,10 @@ own and ignores the job-control signals.
 
 The command gets the job's root (the mount namespace's), its working directory (the main process's
 current one, or --cwd), its uid and gid inside a user namespace, our environment with the sandbox's
-marks (SANDBOXED_RUN and co., so sandbox-mount-image works there), --setenv and --unsetenv. Root
+marks (SANDBOXED_RUN and co., so sandbox-mount-image works there), --setenv and --unsetenv. It gets
+what the sandbox gave the job's first process: its umask, limits, priorities, no_new_privs and
+capabilities (set as the reaper sets them, reaper/attributes.py), so --enter is no way around the
+sandbox's confinement, even for root. Root
 entering another user's sandbox runs the command as the job's user would, without root's supplementary
 groups and with only the terminal's settings of its environment: the owner controls those processes.
 
@@ -43,6 +46,7 @@ from sandboxed_run_helpers.reaper.commands import resolve
 from sandboxed_run_helpers.shared import linux, marks
 from sandboxed_run_helpers.shared.command import DEFAULT_PATH
 from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, SandboxError
+from sandboxed_run_helpers.shared.options import SandboxSpec
 from sandboxed_run_helpers.shared.signals import FORWARDED, inherited_ignores
 from sandboxed_run_helpers.shared.status import say
 
@@ -86,7 +90,7 @@ def enter(target: str, argv: tuple[str, ...], values: dict[str, Any]) -> int:
         for name, value in values["setenv"]:
             env[os.fsencode(name)] = os.fsencode(value)
         order = Order(
-            pidfd, _differing(OUTER, namespaces), _differing(INNER, namespaces), about.spec.userns_ids,
+            pidfd, _differing(OUTER, namespaces), _differing(INNER, namespaces), about.spec,
             [os.fsencode(a) for a in argv] or [os.environb.get(b"SHELL") or b"/bin/sh"], not argv,
             marks.mark_environment(env, namespaces.get("mnt", 0), DEFAULT_PATH),
             os.fsencode(values["cwd"]) if values["cwd"] else about.cwd, bool(values["cwd"]), foreign,
@@ -99,10 +103,11 @@ def enter(target: str, argv: tuple[str, ...], values: dict[str, Any]) -> int:
 class Order:
     """What the forker and the command need to know."""
 
-    def __init__(self, pidfd: int, outer: int, inner: int, ids: tuple[int, int] | None, argv: list[bytes],
+    def __init__(self, pidfd: int, outer: int, inner: int, spec: SandboxSpec, argv: list[bytes],
                  default_shell: bool, env: dict[bytes, bytes], cwd: bytes, cwd_given: bool, foreign: bool,
                  ignored: list[int]) -> None:
-        self.pidfd, self.outer, self.inner, self.ids = pidfd, outer, inner, ids
+        self.pidfd, self.outer, self.inner, self.spec = pidfd, outer, inner, spec
+        self.ids = spec.userns_ids
         self.argv, self.default_shell, self.env = argv, default_shell, env
         self.cwd, self.cwd_given, self.foreign, self.ignored = cwd, cwd_given, foreign, ignored
         self.terminal: int | None = None
@@ -342,6 +347,7 @@ def _command(order: Order) -> None:
                 raise
             argv = [b"/bin/sh"]  # the caller's shell is not in there
             path = resolve(argv[0], search)
+        _confine(order.spec)
         _as_a_shells_child(order, (*FORWARDED, *JOB_CONTROL, signal.SIGPIPE, signal.SIGXFSZ))
         os.execve(path, argv, order.env)
     except SandboxError as exc:
@@ -353,6 +359,24 @@ def _command(order: Order) -> None:
         say(f"cannot start {os.fsdecode(argv[0])} in the sandbox: {exc.strerror}")
     finally:
         os._exit(code)
+
+
+def _confine(spec: SandboxSpec) -> None:
+    """The job's umask, limits, priorities, no_new_privs and capabilities, as the reaper gave them to the job's
+    first process (after our ids: as in there, they are set by the job's own uid). Last before exec: NOFILE=3
+    leaves no descriptor free, and what we may still have to say needs none."""
+    if spec.umask is not None:
+        os.umask(spec.umask)
+    if not spec.process_attributes:
+        return
+    from sandboxed_run_helpers.reaper import attributes
+
+    try:
+        attributes.apply(spec, None)
+    except attributes.Refused as exc:
+        raise SandboxError(str(exc)) from None
+    except OSError as exc:
+        raise SandboxError(f"cannot set up the entered command's process: {exc.strerror or exc}") from None
 
 
 def _before_our_line(order: Order) -> None:

@@ -37,6 +37,8 @@ def run(values: dict[str, Any], spec: SandboxSpec, argv: tuple[str, ...]) -> int
     the job's signal."""
     cmd = _command(values, argv)
     spec.check_host(CLI)
+    for caveat in spec.caveats(CLI):
+        say(f"warning: {caveat}")
     job = wire.Job(cmd, spec, None, "parent", (*(fd not in CLOSED_AT_START for fd in (0, 1, 2)),),
                    registry.place(spec.name, say))
     events: list[tuple[str, dict]] = []

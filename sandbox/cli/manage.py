@@ -7,8 +7,9 @@ import sys
 import time
 from typing import Any
 
+from sandboxed_run_helpers.shared.errors import EXIT_FAILURE
 from sandboxed_run_helpers.shared.options import BY_NAME, OPTIONS, check_grace
-from sandboxed_run_helpers.shared.status import printable
+from sandboxed_run_helpers.shared.status import printable, say
 
 from .. import running
 from .words import UsageError
@@ -53,14 +54,26 @@ def manage(mode: str, values: dict[str, Any], command: tuple[str, ...], given: s
 
 
 def list_sandboxes(as_json: bool) -> int:
-    sandboxes = running.list_running()
+    """The listing on stdout; then, if a registry directory of ours is someone else's, a line saying so and
+    125: sandboxes of ours may be missing from it, as they run unlisted."""
+    sandboxes, problems = running.survey()
+    _show(sandboxes, as_json)
+    if not problems:
+        return 0
+    sys.stdout.flush()
+    for problem in problems:
+        say(f"this list may lack sandboxes of yours, which run unlisted: {problem}")
+    return EXIT_FAILURE
+
+
+def _show(sandboxes: list[running.RunningSandbox], as_json: bool) -> None:
     if as_json:
         import json
 
         sys.stdout.write(json.dumps([s.to_json() for s in sandboxes], indent=2) + "\n")
-        return 0
+        return
     if not sandboxes:
-        return 0
+        return
     rows = [("NAME", "OWNER", "REAPER", "JOB", "STARTED", "STATE", "COMMAND")]
     for s in sandboxes:
         state = f"{s.state} ({s.stop_reason})" if s.stop_reason else s.state
@@ -77,7 +90,6 @@ def list_sandboxes(as_json: bool) -> int:
                     lines.append("    " + "  ".join(printable(field) for field in (mount.target, mount.fstype,
                                                                                       mount.source, mount.options)))
     sys.stdout.write("\n".join(line.rstrip() for line in lines) + "\n")
-    return 0
 
 
 def _when(started: float | None) -> str:

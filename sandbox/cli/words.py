@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sandboxed_run_helpers.shared.options import OPTIONS, Option
+from sandboxed_run_helpers.shared.options import CLI, OPTIONS, RENAMED, Option, renamed
 
 
 class UsageError(Exception):
@@ -38,7 +38,8 @@ _NO_COMMAND = ("list", "enter", "stop")
 
 
 def given(argv: list[str]) -> set[str]:
-    """The options a command line gives (by the table's names), before its COMMAND."""
+    """The options a command line gives (by the table's names), before its COMMAND. UsageError for an old
+    option name (options.RENAMED), which click would call unknown."""
     split = _split(argv)
     return set(split[0]) if split is not None else set()
 
@@ -83,6 +84,8 @@ def _split(argv: list[str]) -> tuple[dict[str, Any], tuple[str, ...]] | None:
         name, eq, inline = word.partition("=")
         known = _BY_WORD.get(name)
         if known is None:
+            if name[2:] in RENAMED and name.startswith("--"):
+                raise UsageError(renamed(name[2:], CLI))
             return None
         option, switched = known
         if option.switch:
