@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from importlib.metadata import version
 from pathlib import Path
 
@@ -98,12 +99,28 @@ def test_the_man_page_is_well_formed():
     shown = subprocess.run(["groff", "-man", "-Tascii", "-P-cbou", str(MAN_PAGE)], capture_output=True,
                            text=True).stdout
     assert "--tmpfs DIR[:OPTS]" in shown and re.search(r"sandboxed-run +- +run COMMAND", shown)
+    # Each form of the command on a line of its own, as the synopsis shows it.
+    synopsis = shown.split("SYNOPSIS", 1)[1].split("DESCRIPTION", 1)[0]
+    assert [line.strip() for line in synopsis.strip().splitlines()] == [
+        "sandboxed-run [OPTIONS] [--] COMMAND [ARG]...", "sandboxed-run --list [--json]",
+        "sandboxed-run --enter NAME [-- COMMAND [ARG]...]", "sandboxed-run --stop NAME [--grace DURATION]"]
+    for section in ("EXIT STATUS", "STATUS EVENTS", "FILES", "ENVIRONMENT", "EXAMPLES", "SEE ALSO"):
+        assert re.search(rf"^{section}$", shown, re.M), section
+
+
+def test_the_man_page_holds_no_control_bytes_and_points_at_man_pages():
+    """roff shows a control byte as it is (click's \\b block marks once leaked in as a raw backspace), and an
+    installed page cannot point at a README that installed copies do not have."""
+    page = MAN_PAGE.read_text()
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", page)
+    see_also = page.split(".SH SEE ALSO", 1)[1]
+    assert "README" not in page and re.search(r"\\fBbwrap\\fR\(1\)", see_also)
 
 
 def test_the_package_installs_the_man_page_where_man_finds_it(tmp_path):
-    """A wheel of the project carries it as data for share/man/man1; installed in a fresh environment, man
-    finds it through that environment's bin directory on PATH. (Editable installs get no data files from
-    setuptools: there man/sandboxed-run.1 is read with man -l.)"""
+    """A wheel of the project carries it as data for share/man/man1, and the licence; installed in a fresh
+    environment, man finds it through that environment's bin directory on PATH. (Editable installs get no data
+    files from setuptools: there man/sandboxed-run.1 is read with man -l.)"""
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
     assert declared == {"share/man/man1": ["man/sandboxed-run.1"]}
     wheels, source = tmp_path / "wheels", tmp_path / "source"
@@ -115,6 +132,12 @@ def test_the_package_installs_the_man_page_where_man_finds_it(tmp_path):
         pytest.skip("no package index to build the wheel with (setuptools)")
     assert build.returncode == 0, build.stderr
     (wheel,) = wheels.glob("sandboxed_run-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    # The licence travels with the package, named by its SPDX expression.
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), names
+    assert "License-Expression: MIT" in metadata.splitlines()
     target = tmp_path / "env"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(target)], check=True)
     subprocess.run([sys.executable, "-m", "pip", "--python", str(target / "bin" / "python"), "install", "-q",
