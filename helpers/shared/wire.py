@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 MAX_INLINE = 1 << 16
 MAX_MESSAGE = 1 << 26  # far above any argument list (the kernel's is a few MB) or mount table
 _INLINE, _MEMFD = b"i", b"m"
+# In upper case when the sender names a process in SCM_CREDENTIALS. Our receivers ask for credentials
+# (SO_PASSCRED), and the kernel then attaches the sender's own to every packet that names none: only this
+# tells a PID the sender named from the sender's own.
 _UCRED = struct.Struct("iII")
 _ANCILLARY = socket.CMSG_SPACE(_UCRED.size) + socket.CMSG_SPACE(16 * 4)
 _SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
@@ -353,9 +356,11 @@ def send(sock: socket.socket, message: Message, fds: list[int] | tuple[int, ...]
     memfd = -1
     if len(data) >= MAX_INLINE:
         memfd = _in_memfd(data)
-        data, fds = _MEMFD, (memfd, *fds)
+        kind, fds = _MEMFD, (memfd, *fds)
+        data = b""
     else:
-        data = _INLINE + data
+        kind = _INLINE
+    data = (kind if creds_pid is None else kind.upper()) + data
     ancillary = []
     if fds:
         ancillary.append((socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes()))
@@ -411,7 +416,8 @@ class Closed(Exception):
 
 
 def recv(sock: socket.socket, flags: int = 0) -> tuple[Message, list[int], int | None]:
-    """One message, the descriptors that came with it (close-on-exec), and the sender's PID if it said one.
+    """One message, the descriptors that came with it (close-on-exec), and the PID the sender named (None if it
+    named none: then the credentials the kernel attached are the sender's own, not an answer).
 
     Raises Closed at end of file, BlockingIOError when non-blocking and nothing is there, ValueError
     for a packet that is not one of ours.
@@ -435,11 +441,13 @@ def recv(sock: socket.socket, flags: int = 0) -> tuple[Message, list[int], int |
     if not data:
         _close(fds)
         raise Closed()
-    kind = data[:1]
+    kind, named = data[:1].lower(), data[:1].isupper()
     if msg_flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or kind not in (_INLINE, _MEMFD) or (
             kind == _MEMFD and not fds):
         _close(fds)
         raise ValueError("malformed message")
+    if not named:
+        pid = None
     if kind == _MEMFD:
         try:
             data = _from_memfd(fds.pop(0))
