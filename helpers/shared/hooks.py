@@ -88,7 +88,7 @@ def run_hooks(commands: list[str], extra_env: dict[str, str], emit: Emit | None,
 def _emit(emit: Emit | None, name: str, fields: dict) -> None:
     fields["time"] = time.time()
     if emit is not None:
-        emit(name, fields)
+        emit(str(name), fields)  # a plain str, as a reaper's events reach on_event
 
 
 def finished(emit: Emit | None, shell_status: int | None, sig: int | None = None, error: str | None = None,
