@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import uuid
 
@@ -154,3 +156,76 @@ def test_verbose_shows_the_finished_line_of_an_early_failure(no_leftovers):
     lines = result.stderr.splitlines()
     assert result.returncode == 125 and len(lines) == 2, lines
     assert "/nonexistent-source" in lines[0] and lines[1].startswith("sandboxed-run: finished status=125 error=")
+
+
+# -- a core dump is said, as the shell says "(core dumped)" ----------------------------------------------
+
+DUMPS_CORE = ["sh", "-c", "ulimit -c unlimited; kill -SEGV $$"]
+
+
+def run_to_its_end(entry: str, argv: list[str], tmp_path) -> tuple[list[dict], str]:
+    """Run argv through entry in tmp_path; its events (the command's --json-status) and, for the command, -v's
+    lines on stderr."""
+    if entry == "cli":
+        target = tmp_path / "status.jsonl"
+        result = subprocess.run([CLI, "-v", "--json-status", str(target), "--", *argv], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=60)
+        return read_status(target), result.stderr
+    events: list[dict] = []
+    options = {"cwd": str(tmp_path), "on_event": lambda name, fields: events.append({"event": name, **fields})}
+    if entry == "run":
+        sandbox.run(argv, **options)
+    elif entry == "Popen":
+        with sandbox.Popen(argv, **options) as process:
+            process.wait()
+    elif entry == "Job":
+        with sandbox.Job() as job:
+            job.run(argv, **options)
+    elif entry == "run_async":
+        asyncio.run(sandbox.run_async(argv, **options))
+    elif entry == "create_process":
+        async def started() -> None:
+            await (await sandbox.create_process(argv, **options)).wait()
+        asyncio.run(started())
+    elif entry == "AsyncJob":
+        async def in_job() -> None:
+            async with sandbox.AsyncJob() as job:
+                await job.run(argv, **options)
+        asyncio.run(in_job())
+    return events, ""
+
+
+def dumps_core_outside(argv: list[str], directory) -> bool:
+    """Whether argv, run here without a sandbox, dies of a signal that leaves a core dump (as the shell sees it)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.chdir(directory)
+            os.execvp(argv[0], argv)
+        finally:
+            os._exit(127)
+    status = os.waitpid(pid, 0)[1]
+    for core in directory.glob("core*"):
+        core.unlink()
+    return os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSEGV and os.WCOREDUMP(status)
+
+
+@pytest.mark.parametrize("entry", ["cli", "run", "Popen", "Job", "run_async", "create_process", "AsyncJob"])
+def test_a_core_dump_is_reported(tmp_path, entry, no_leftovers):
+    if not dumps_core_outside(DUMPS_CORE, tmp_path):
+        pytest.skip("this machine writes no core dump (kernel.core_pattern)")
+    events, verbose = run_to_its_end(entry, DUMPS_CORE, tmp_path)
+    exited = [e for e in events if e["event"] == "exited"]
+    assert exited and exited[0]["signal"] == "SIGSEGV" and exited[0]["core_dumped"] is True, events
+    assert events[-1]["event"] == "finished" and events[-1]["status"] == 139, events
+    assert events[-1]["signal"] == "SIGSEGV" and events[-1]["core_dumped"] is True, events
+    if entry == "cli":
+        assert "exited signal=SIGSEGV (core dumped)" in verbose
+        assert "finished status=139 signal=SIGSEGV (core dumped)" in verbose
+
+
+def test_no_core_dump_is_reported_when_none_was_written(tmp_path, no_leftovers):
+    events, verbose = run_to_its_end("cli", ["sh", "-c", "ulimit -c 0; kill -SEGV $$"], tmp_path)
+    assert [(e["signal"], e["core_dumped"]) for e in events if e["event"] in ("exited", "finished")] == [
+        ("SIGSEGV", False), ("SIGSEGV", False)], events
+    assert "core dumped" not in verbose and "signal=SIGSEGV" in verbose

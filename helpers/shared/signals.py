@@ -83,12 +83,18 @@ def parse_signal(text: str | int) -> int:
 
 
 def describe_status(status: int | None) -> dict:
-    """code/signal of a wait status, as the exited and hook events have them."""
+    """code/signal of a wait status, as the exited and hook events have them, and whether the signal left a core
+    dump (the shell's "(core dumped)"; None: the status is not known)."""
     if status is None:
-        return {"code": None, "signal": None}
+        return {"code": None, "signal": None, "core_dumped": None}
     if os.WIFSIGNALED(status):
-        return {"code": None, "signal": signal_name(os.WTERMSIG(status))}
-    return {"code": os.waitstatus_to_exitcode(status), "signal": None}
+        return {"code": None, "signal": signal_name(os.WTERMSIG(status)), "core_dumped": core_dumped(status)}
+    return {"code": os.waitstatus_to_exitcode(status), "signal": None, "core_dumped": False}
+
+
+def core_dumped(status: int | None) -> bool:
+    """Whether a wait status says its process died of a signal that left a core dump."""
+    return status is not None and os.WIFSIGNALED(status) and os.WCOREDUMP(status)
 
 
 def signal_name(number: int) -> str:

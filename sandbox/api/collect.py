@@ -31,7 +31,7 @@ def wrap_up(client: ReaperClient, on_exit: Sequence[str], returncode: int | None
             env = hooks.environment(client.status, status, hooks.stop_reason(client.events))
             hooks.run_hooks(list(on_exit), env, client.emit, prog="sandbox")
     finally:
-        hooks.finished(client.emit, 0 if status is None else status, sig, error, client.usage)
+        hooks.finished(client.emit, 0 if status is None else status, sig, error, client.usage, client.status)
 
 
 @contextmanager

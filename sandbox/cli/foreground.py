@@ -77,7 +77,8 @@ def run(values: dict[str, Any], build: Callable[[], SandboxSpec], argv: tuple[st
         outlet.drain()  # our lines before the hooks': the monitor writes to the same readers from now on
         handoff = wire.Handoff(outcome.status, status, hooks.stop_reason(events), outlet.deadline())
         monitor.handoff(*hook_monitor, handoff, sigfd)
-    hooks.finished(emit, status, sig, str(outcome.error) if outcome.error is not None else None, client.usage)
+    hooks.finished(emit, status, sig, str(outcome.error) if outcome.error is not None else None, client.usage,
+                   outcome.status)
     if sig is not None:
         reraise(sig)
     return status
@@ -114,7 +115,10 @@ def _status_writer(values: dict[str, Any]) -> StatusWriter | None:
 
 
 def _print_event(name: str, fields: dict) -> None:
-    details = " ".join(f"{k}={v}" for k, v in fields.items() if k not in ("time", "usage") and v is not None)
+    details = " ".join(f"{k}={v}" for k, v in fields.items()
+                       if k not in ("time", "usage", "core_dumped") and v is not None)
+    if fields.get("core_dumped"):
+        details += " (core dumped)"  # as a shell says it
     if fields.get("usage") is not None:
         from sandboxed_run_helpers.shared.usage import Usage
 
