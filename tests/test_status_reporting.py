@@ -13,7 +13,15 @@ import uuid
 import pytest
 
 import sandbox
-from support import CLI, launched, read_status, wait_for
+from support import CLI, PYTHON, children, launched, read_status, wait_for
+
+
+def state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0].decode()
+    except OSError:
+        return "gone"
 
 
 def unique_name() -> str:
@@ -229,3 +237,62 @@ def test_no_core_dump_is_reported_when_none_was_written(tmp_path, no_leftovers):
     assert [(e["signal"], e["core_dumped"]) for e in events if e["event"] in ("exited", "finished")] == [
         ("SIGSEGV", False), ("SIGSEGV", False)], events
     assert "core dumped" not in verbose and "signal=SIGSEGV" in verbose
+
+
+# -- no child of ours is left for someone else to reap ----------------------------------------------------
+
+# A caller that reaps orphans (PR_SET_CHILD_SUBREAPER, as a container's init or a service manager does): it
+# runs the command, then says which processes were left to it once the command had exited, and reaps them.
+SUBREAPER = r"""
+import ctypes, os, subprocess, sys, time
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def left():
+    found = []
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as f:
+            found += [int(p) for p in f.read().split()]
+    return found
+deadline = time.monotonic() + 15  # the good case ends at once; only a leftover waits this long
+while left() and time.monotonic() < deadline:
+    time.sleep(0.02)
+names = []
+for pid in left():
+    with open(f"/proc/{pid}/comm") as f:
+        names.append(f.read().strip())
+    os.waitpid(pid, 0)
+print(" ".join(names))
+"""
+
+ENDINGS = {
+    "exit": ["--", "true"],
+    "status": ["--", "sh", "-c", "exit 3"],
+    "signal": ["--", "sh", "-c", "kill -TERM $$"],
+    "timeout": ["--timeout", "0.3", "--", "sleep", "30"],
+    "not found": ["--", "/nonexistent-command"],
+}
+
+
+@pytest.mark.parametrize("userns", [False, True], ids=["", "userns"])
+@pytest.mark.parametrize("ending", ENDINGS)
+def test_the_command_reaps_its_children_on_every_ending(ending, userns, no_leftovers):
+    argv = [CLI, *(["--userns"] if userns else []), *ENDINGS[ending]]
+    result = subprocess.run([PYTHON, "-c", SUBREAPER, *argv], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout.strip()) == (0, ""), (result.stdout, result.stderr)
+
+
+def test_the_spawn_server_reaps_its_children(no_leftovers):
+    from sandbox.api import spawner
+
+    for options in ({}, {"userns": True}):
+        for argv in (["true"], ["sh", "-c", "kill -TERM $$"], ["/nonexistent-command"]):
+            try:
+                sandbox.run(argv, **options)
+            except sandbox.SandboxError:
+                pass
+    server = spawner.current().pid
+
+    def zombies() -> list[int]:
+        return [pid for pid in children(server) if state(pid) == "Z"]
+
+    assert wait_for(lambda: not zombies()), [(pid, state(pid)) for pid in children(server)]

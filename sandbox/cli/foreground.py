@@ -46,7 +46,8 @@ def run(values: dict[str, Any], build: Callable[[], SandboxSpec], argv: tuple[st
         job = wire.Job(cmd, spec, None, "parent", (*(fd not in CLOSED_AT_START for fd in (0, 1, 2)),),
                        registry.place(spec.name, say))
         sigfd = watch_signals()  # before the fork: a signal while the sandbox starts waits for us
-        pid, pidfd, sock, group = launch.start(job, tuple(fd for fd in (0, 1, 2) if fd not in CLOSED_AT_START))
+        pid, pidfd, sock, group = launch.start(job, tuple(fd for fd in (0, 1, 2) if fd not in CLOSED_AT_START),
+                                               sigfd.fileno())
     except (UsageError, OSError) as exc:  # a SandboxError is an OSError
         error, line, code = our_failure(exc)
         say(line)
@@ -66,6 +67,7 @@ def run(values: dict[str, Any], build: Callable[[], SandboxSpec], argv: tuple[st
         hook_monitor = monitor.start(list(values["on_exit"]), show, pidfd, {writer.fd} if writer else set())
     client = ReaperClient(pid, pidfd, sock, emit)
     outcome = wait(client, values["timeout"], sigfd)
+    launch.reap(pid, sigfd.fileno())
     if group is not None:
         group.remove()
     if outcome.error is not None and outcome.status is None:
