@@ -15,6 +15,11 @@ CALLER_GONE = signal.SIGRTMIN + 2
 # The signals a launcher passes on to the job when they are sent to the launcher alone.
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
+# si_code of a signal sent by kill(), pidfd_send_signal() or PR_SET_PDEATHSIG, and of one the kernel sends itself
+# (a terminal's hangup, its Ctrl+C): siginfo.h's SI_USER and SI_KERNEL.
+SI_USER = 0
+SI_KERNEL = 0x80
+
 # Signals that ask a process to end: once one of them reached the job, a stop on the caller's
 # behalf (its death, its Ctrl+C, a cancellation) adds no stop signal on top of it.
 ENDING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
@@ -47,6 +52,14 @@ def reset_for_helper(blocked: tuple[int, ...] = ()) -> None:
     """
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def from_outside(code: int, sender: int) -> bool:
+    """Whether a signal PID 1 of a namespace read (si_code, si_pid, from its signalfd) came from outside that
+    namespace: kill() or pidfd_send_signal() by a process it cannot see, or PR_SET_PDEATHSIG. The kernel writes
+    si_pid 0 for such a sender and the sender's own PID for one inside; a process inside that writes its own
+    siginfo (rt_sigqueueinfo, with si_pid 0 if it likes) must use a negative si_code, never SI_USER."""
+    return code == SI_USER and sender == 0
 
 
 def parse_signal(text: str | int) -> int:
