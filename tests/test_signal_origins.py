@@ -1,9 +1,10 @@
 """Signals are believed by where the kernel says they come from: a terminal's hangup is the stop signal already
-given, and a job cannot fake its caller's death."""
+given, and a job can fake neither a fault of its PID 1 nor its caller's death."""
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import platform
 import signal
@@ -18,6 +19,8 @@ from support import (
     PYTHON,
     Terminal,
     all_ended,
+    children,
+    launched,
     log_lines,
     read_status,
     signal_job,
@@ -77,6 +80,51 @@ def test_a_hangup_is_the_only_stop_signal_when_the_session_leader_dies(tmp_path,
     finally:
         term.close()
     assert log_lines(log)[1:] == ["SIGHUP", "cleaned"], "a stop signal came on top of the hangup"
+
+
+# -- a job cannot fake a fault of its PID 1 -----------------------------------------------------------------
+
+FAULTS = ("ABRT", "SEGV", "BUS", "ILL", "FPE")
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_a_job_cannot_end_its_reaper_with_a_fault_signal(tmp_path, entry, no_leftovers):
+    script = 'trap "echo TERM >> log" TERM; for s in ' + " ".join(FAULTS) + '; do kill -$s 1; done; sleep 0.3; exit 4'
+    code, events, stderr = run_through(entry, ["sh", "-c", script], tmp_path)
+    assert code == 4, (stderr, events)
+    assert not (tmp_path / "log").exists()  # no stop of the sandbox either
+    assert [e["event"] for e in events if e["event"] in ("stopping", "killed")] == [], events
+
+
+def _inject_fault(pid: int) -> None:
+    """Make pid execute at address 0 (a real fault, raised by the kernel): seize it, interrupt it, point its
+    instruction pointer there, let it go."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+    libc.ptrace.restype = ctypes.c_long
+    seize, interrupt, pokeuser, detach = 0x4206, 0x4207, 6, 17
+    rip = 16 * 8  # offsetof(struct user, regs.rip) on x86_64
+    assert libc.ptrace(seize, pid, None, None) == 0, os.strerror(ctypes.get_errno())
+    try:
+        assert libc.ptrace(interrupt, pid, None, None) == 0, os.strerror(ctypes.get_errno())
+        _, status = os.waitpid(pid, 0x40000000)  # __WALL: our tracee, stopped
+        assert os.WIFSTOPPED(status), status
+        assert libc.ptrace(pokeuser, pid, rip, 0) == 0, os.strerror(ctypes.get_errno())
+    finally:
+        libc.ptrace(detach, pid, None, None)
+
+
+@pytest.mark.kills_reapers
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the fault is injected through x86_64's registers")
+def test_a_real_fault_of_the_reaper_ends_the_sandbox(tmp_path, no_leftovers):
+    """PID 1 dies of a fault the kernel raises (its default action, forced), as any crashed process does."""
+    with launched([CLI, "--", "sleep", "300"], cwd=tmp_path, start_new_session=True, stderr=subprocess.PIPE,
+                  text=True) as launcher:
+        assert wait_for(lambda: children(launcher.pid) and children(children(launcher.pid)[0]))
+        _inject_fault(children(launcher.pid)[0])
+        _, err = launcher.communicate(timeout=30)
+    assert launcher.returncode == 125 and "reaper" in err
+    assert wait_for(lambda: all_ended(no_leftovers, {os.getpid()}))
 
 
 # -- a job cannot fake its caller's death -------------------------------------------------------------------

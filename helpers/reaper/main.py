@@ -32,6 +32,7 @@ from ..shared.signals import (
     PARENT_GONE,
     SI_KERNEL,
     describe_status,
+    die_of_faults,
     from_outside,
     reset_for_helper,
     signal_name,
@@ -106,7 +107,7 @@ def tie_to_launcher(sock: socket.socket, parent_pidfd: int) -> linux.SignalFd:
     prctl.set_pdeathsig(PARENT_GONE)
     prctl.set_name("sandbox-reaper")
     linux.set_command_line("sandbox-reaper")
-    linux.exit_on_faults()
+    die_of_faults()
     # The launcher may have died before PDEATHSIG was armed; then no signal will ever come.
     if select.select([parent_pidfd], [], [], 0)[0]:
         os._exit(EXIT_FAILURE)

@@ -44,8 +44,6 @@ _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.signalfd.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
-_libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
-_libc.signal.restype = ctypes.c_void_p
 _libc.syscall.restype = ctypes.c_long
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
@@ -169,14 +167,6 @@ def set_command_line(title: str) -> None:
     size = end - start
     if size > 0:
         ctypes.memmove(start, title.encode()[: size - 1].ljust(size, b"\0"), size)
-
-
-def exit_on_faults() -> None:
-    """Exit at once on a crash (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT): PID 1 of a namespace ignores
-    the default action of these, so a fault would be retried forever. libc's _exit is the handler: it gets
-    the signal's number, the exit status then says which."""
-    for sig in (11, 7, 4, 8, 6):  # SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT
-        _libc.signal(sig, _libc._exit)
 
 
 def close_fds_except(keep: set[int]) -> None:

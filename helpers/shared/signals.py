@@ -20,6 +20,9 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signa
 SI_USER = 0
 SI_KERNEL = 0x80
 
+# The signals the kernel raises for a fault of the process itself.
+FAULTS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT)
+
 # Signals that ask a process to end: once one of them reached the job, a stop on the caller's
 # behalf (its death, its Ctrl+C, a cancellation) adds no stop signal on top of it.
 ENDING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
@@ -60,6 +63,15 @@ def from_outside(code: int, sender: int) -> bool:
     si_pid 0 for such a sender and the sender's own PID for one inside; a process inside that writes its own
     siginfo (rt_sigqueueinfo, with si_pid 0 if it likes) must use a negative si_code, never SI_USER."""
     return code == SI_USER and sender == 0
+
+
+def die_of_faults() -> None:
+    """Default actions for the fault signals, for PID 1 of a namespace. A fault the kernel raises (si_code > 0)
+    is forced: with the default action it lifts PID 1's immunity and kills it, as a crash must end any process.
+    The same signal sent by a process (kill -SEGV 1 from inside, or from outside) is dropped, as PID 1 drops
+    every signal it has no handler for. A handler of ours (or faulthandler's, inherited) would run for both."""
+    for sig in FAULTS:
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def parse_signal(text: str | int) -> int:
