@@ -1,5 +1,6 @@
 """Signals are believed by where the kernel says they come from: a terminal's hangup is the stop signal already
-given, and a job can fake neither a fault of its PID 1 nor its caller's death."""
+given, a job cannot fake a fault of its PID 1 or its caller's death, and a job starts with the dispositions its
+caller meant it to have, not those glibc's posix_spawn leaves."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import platform
 import signal
 import subprocess
+import uuid
 
 import pytest
 from test_entry_points import ENTRY_POINTS, program
@@ -20,8 +22,10 @@ from support import (
     Terminal,
     all_ended,
     children,
+    cmdline,
     launched,
     log_lines,
+    marked_processes,
     read_status,
     signal_job,
     wait_for,
@@ -150,3 +154,74 @@ def test_a_job_cannot_fake_its_callers_death(tmp_path, entry, no_leftovers):
     assert code == 5, (stderr, events)
     assert not (tmp_path / "log").exists(), "the job got a stop signal"
     assert [e for e in events if e["event"] == "stopping" and e["reason"] == "caller died"] == [], events
+
+
+# -- a job starts with the dispositions its caller meant it to have ---------------------------------------
+
+SIGNAL_CALLERS = {
+    "run": "sandbox.run(ARGV, **OPTIONS)",
+    "Popen": "sandbox.Popen(ARGV, **OPTIONS).wait()",
+    "Job": "with sandbox.Job(**OPTIONS) as job:\n    job.run(ARGV)",
+    "run_async": "asyncio.run(sandbox.run_async(ARGV, **OPTIONS))",
+    "create_process": "async def main():\n    await (await sandbox.create_process(ARGV, **OPTIONS)).wait()\n"
+                      "asyncio.run(main())",
+    "AsyncJob": "async def main():\n    async with sandbox.AsyncJob(**OPTIONS) as job:\n        await job.run(ARGV)\n"
+                "asyncio.run(main())",
+}
+
+
+def ignored_signals(pid: int) -> set[int]:
+    with open(f"/proc/{pid}/status") as f:
+        mask = int(next(line for line in f if line.startswith("SigIgn:")).split()[1], 16)
+    return {bit + 1 for bit in range(64) if mask & (1 << bit)}
+
+
+def spawned(argv: list[str]) -> int:
+    """Start argv the way system(3) and posix_spawn(3) callers do (glibc's posix_spawn: the signals glibc keeps
+    for itself, 32 and 33, ignored), with SIGHUP ignored on purpose, as under nohup."""
+    return os.posix_spawn("/bin/sh", ["sh", "-c", 'trap "" HUP; exec "$@"', "sh", *argv], os.environ)
+
+
+def job_of(token: str, argv: list[str]) -> int | None:
+    found = [pid for pid in marked_processes(token) if cmdline(pid) == " ".join(argv)]
+    return found[0] if found else None
+
+
+@pytest.mark.parametrize("start", ["posix_spawn", "fork"])  # fork: a process attribute (nice) is set first
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_a_job_starts_with_default_dispositions_but_those_ignored_on_purpose(tmp_path, entry, start, no_leftovers):
+    argv = ["sleep", f"1000.{uuid.uuid4().int % 10**6}"]
+    options = {"nice": 1} if start == "fork" else {}
+    if entry == "cli":
+        caller = [CLI, *(["--nice", "1"] if options else []), "--", *argv]
+    else:
+        caller = [PYTHON, "-c", f"import asyncio, sandbox\nARGV, OPTIONS = {argv!r}, {options!r}\n"
+                  + SIGNAL_CALLERS[entry]]
+    pid = spawned(caller)
+    status = None
+    try:
+        assert wait_for(lambda: job_of(no_leftovers, argv))
+        job = job_of(no_leftovers, argv)
+        assert {signal.SIGHUP, 32} <= ignored_signals(pid)  # the caller, as such callers start
+        assert ignored_signals(job) == {signal.SIGHUP}
+        os.kill(job, signal.SIGKILL)
+        status = os.waitpid(pid, 0)[1]
+    finally:
+        if status is None:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+
+def test_an_entered_command_starts_with_default_dispositions(tmp_path, no_leftovers):
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    argv = ["sleep", f"1000.{uuid.uuid4().int % 10**6}"]
+    with launched([CLI, "--name", name, "--", "sleep", "1000"]):
+        assert wait_for(lambda: subprocess.run([CLI, "--list"], capture_output=True, text=True).stdout.count(name))
+        pid = spawned([CLI, "--enter", name, "--", *argv])
+        try:
+            assert wait_for(lambda: job_of(no_leftovers, argv))
+            assert ignored_signals(job_of(no_leftovers, argv)) == {signal.SIGHUP}
+        finally:
+            os.kill(pid, signal.SIGTERM)
+            os.waitpid(pid, 0)
+            assert subprocess.run([CLI, "--stop", name], timeout=60).returncode == 0

@@ -20,6 +20,10 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signa
 SI_USER = 0
 SI_KERNEL = 0x80
 
+# The signals glibc keeps for itself (thread cancellation, set*id in every thread), between the standard ones
+# and SIGRTMIN: no program can use them, but a process can start with them ignored (posix_spawn leaves them so).
+GLIBC_RESERVED = tuple(range(signal.SIGSYS + 1, signal.SIGRTMIN))
+
 # The signals the kernel raises for a fault of the process itself.
 FAULTS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT)
 
