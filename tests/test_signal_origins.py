@@ -225,3 +225,17 @@ def test_an_entered_command_starts_with_default_dispositions(tmp_path, no_leftov
             os.kill(pid, signal.SIGTERM)
             os.waitpid(pid, 0)
             assert subprocess.run([CLI, "--stop", name], timeout=60).returncode == 0
+
+
+def test_the_spawn_server_takes_parent_gone_only_from_its_callers_death(no_leftovers):
+    """Any process of the user may send the server the signal the kernel sends when the caller dies; only the
+    kernel's, which names the dying caller, stops the caller's sandboxes."""
+    from sandbox.api import spawner
+
+    with sandbox.Popen(["sleep", "1000"]) as process:
+        server = spawner.current().pid
+        # PARENT_GONE, from another process than the caller (the caller itself may end its own sandboxes).
+        assert subprocess.run(["kill", f"-{signal.SIGRTMIN + 1}", str(server)]).returncode == 0
+        assert sandbox.run(["sh", "-c", "exit 3"]).returncode == 3
+        assert spawner.current().pid == server and process.poll() is None
+        process.kill()
