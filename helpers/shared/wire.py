@@ -5,7 +5,8 @@ what the receiver does (table() lists them; ARCHITECTURE.md shows that list). A 
 one SOCK_SEQPACKET packet: its kind's number and its fields, marshal'ed. Descriptors travel as
 SCM_RIGHTS; a sender may attach SCM_CREDENTIALS naming another process, which the kernel translates
 into the receiver's PID namespace: that is how the caller learns the job's PID as it sees it,
-although the reaper only knows the job as PID 2.
+although the reaper only knows the job as PID 2. (The packet says when it names one: otherwise the
+credentials the kernel attaches are the sender's own.)
 
 A packet cannot be larger than the socket's send buffer (about 200 KiB), but a request carries
 whatever argument list and environment execve accepts (2 MiB and more). So a large message
