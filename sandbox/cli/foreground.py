@@ -53,9 +53,6 @@ def run(values: dict[str, Any], build: Callable[[], SandboxSpec], argv: tuple[st
         say(line)
         hooks.finished(show, code, None, error)
         return code
-    except KeyboardInterrupt:
-        hooks.finished(show, 128 + signal.SIGINT, signal.SIGINT)
-        raise
     events: list[tuple[str, dict]] = []
     emit = fan_out(lambda name, fields: events.append((name, fields)), show)
     hook_monitor = None
