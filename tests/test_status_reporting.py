@@ -64,8 +64,8 @@ def test_no_job_pid_for_a_job_of_many_commands(lister, no_leftovers):
     name = unique_name()
     with sandbox.Job(name=name) as job:
         process = job.Popen(["sleep", "1000"])
-        shown = listed_by(lister, name)
-        assert shown is not None and shown["state"] == "running"
+        shown: dict = {}
+        assert wait_for(lambda: shown.update(listed_by(lister, name) or {}) or shown.get("state") == "running")
         assert shown["job_pid"] is None, (shown["job_pid"], shown["reaper_pid"])
         process.kill()
         process.wait()
