@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import _socket as socket  # the C module: the command-line tool skips socket.py's enums
 import os
+import select
 
 from . import forked
 from .reaper.main import main as reaper
@@ -128,9 +129,11 @@ def hand_over(sock: socket.socket, pid: int, order: wire.Job | wire.Session, std
             os.close(dirfd)
 
 
-def start(order: wire.Job, stdio: tuple[int, ...]) -> tuple[int, int, socket.socket, Cgroup | None]:
+def start(order: wire.Job, stdio: tuple[int, ...], hear: int | None = None
+          ) -> tuple[int, int, socket.socket, Cgroup | None]:
     """fork(), place() and hand_over() in one: a reaper for this job, now, and the sandbox's cgroup if it has one
-    (remove() it once the sandbox is gone)."""
+    (remove() it once the sandbox is gone; reap() the pid once the sandbox is gone). If that fails, what was forked
+    is reaped before the error is raised (hear: as reap())."""
     userns = order.spec.userns_ids
     pid, pidfd, sock = fork(userns, order.pgid, held=bool(order.spec.cgroup_limits))
     group = None
@@ -142,5 +145,29 @@ def start(order: wire.Job, stdio: tuple[int, ...]) -> tuple[int, int, socket.soc
         os.close(pidfd)
         if group is not None:
             group.remove()
+        reap(pid, hear)
         raise
     return pid, pidfd, sock, group
+
+
+# How long reap() waits for a forked process that is about to exit: the user-namespace parent exits as soon as it
+# has reaped the reaper. Only one that is stopped or stuck takes this long, and then it is left to the kernel.
+REAP_WITHIN = 5.0
+
+
+def reap(pid: int, hear: int | None = None) -> None:
+    """Reap the process fork() made (the reaper, or the user-namespace parent), which exits with the sandbox: a
+    launcher that left it would leave a zombie to its own caller's subreaper (a container's PID 1, a service
+    manager). Waits at most REAP_WITHIN seconds, and no longer once hear (a signalfd of ours) is readable."""
+    try:
+        pidfd = os.pidfd_open(pid)  # our unreaped child: its PID cannot have been reused
+    except OSError:
+        return  # reaped already: a caller that ignores SIGCHLD lets the kernel do it
+    try:
+        select.select([pidfd, *([hear] if hear is not None else [])], [], [], REAP_WITHIN)
+    finally:
+        os.close(pidfd)
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

@@ -30,7 +30,7 @@ import prctl
 from . import launch
 from .shared import hooks, linux, wire
 from .shared.errors import EXIT_FAILURE, SandboxError, host_error
-from .shared.signals import CALLER_GONE, FORWARDED, PARENT_GONE, reset_for_helper
+from .shared.signals import CALLER_GONE, FORWARDED, PARENT_GONE, SI_USER, reset_for_helper
 
 TYPE_CHECKING = False  # typing stays out of the server, whose every reaper is a fork of it
 if TYPE_CHECKING:
@@ -63,6 +63,9 @@ class Server:
     def __init__(self, channel: socket.socket, caller_pidfd: int, sigfd: linux.SignalFd) -> None:
         self.channel = channel
         self.caller_pidfd = caller_pidfd
+        # PARENT_GONE counts only as the kernel sends it: from the dying caller, named by its PID. (If the caller
+        # died before this, its pidfd says so.)
+        self.caller = os.getppid()
         self.sigfd = sigfd
         self.reapers: dict[int, int] = {}  # pid -> pidfd, for the reapers not yet reaped
         self.cgroups: dict[int, Cgroup] = {}  # pid -> its sandbox's cgroup, removed once it is reaped
@@ -90,10 +93,10 @@ class Server:
         # Done once nothing of ours runs and no unclaimed hooks wait to see whether the caller lives.
         while not (self.released and not self.reapers and (self.caller_dead or not self.hooks)):
             ready = dict(poller.poll())
-            for signo, _code, _pid in self.sigfd.read():
+            for signo, code, sender in self.sigfd.read():
                 if signo == signal.SIGCHLD:
                     self.reap()
-                elif signo == PARENT_GONE:
+                elif signo == PARENT_GONE and code == SI_USER and sender == self.caller:
                     self.release(poller)
             if self.caller_pidfd in ready and not self.caller_dead:
                 self.caller_dead = True

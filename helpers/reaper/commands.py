@@ -13,12 +13,16 @@ import signal
 import stat
 import time
 
-from ..shared import marks
+from ..shared import linux, marks
 from ..shared.command import DEFAULT_PATH, Command
 from ..shared.errors import EXIT_FAILURE, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, SandboxError, host_error
 from ..shared.options import SandboxSpec
+from ..shared.signals import GLIBC_RESERVED
 
 CATCHABLE = frozenset(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
+# What a job gets at its default action unless its caller ignored it on purpose: glibc's reserved signals too,
+# which a process started by posix_spawn has ignored (glibc's own posix_spawn leaves them so unless named).
+DEFAULTED = CATCHABLE | frozenset(GLIBC_RESERVED)
 
 
 class Process:
@@ -68,8 +72,7 @@ def start(command: Command, stdio: tuple[int | None, ...], ignored: tuple[int, .
             if spec is not None and (spec.process_attributes or oom_score_adj is not None):
                 pid = _fork_exec(path, command.argv, env, file_actions, ignored, spec, oom_score_adj)
             else:
-                pid = os.posix_spawn(path, command.argv, env, file_actions=file_actions, setsigmask=(),
-                                     setsigdef=CATCHABLE - set(ignored))
+                pid = linux.posix_spawn(path, command.argv, env, file_actions, DEFAULTED - set(ignored))
         except SandboxError:
             raise  # an attribute the kernel refused: already in words
         except OSError as exc:
@@ -111,6 +114,7 @@ def _fork_exec(path: bytes, argv: list[bytes], env: dict[bytes, bytes], file_act
                     os.close(action[1])
             for sig in CATCHABLE - set(ignored):
                 signal.signal(sig, signal.SIG_DFL)
+            linux.default_dispositions(GLIBC_RESERVED)  # an exec keeps them ignored, if we had them so
             try:
                 attributes.apply(spec, oom_score_adj)
             except OSError as exc:  # not the exec's: never "command not found"

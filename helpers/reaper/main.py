@@ -30,7 +30,10 @@ from ..shared.signals import (
     ENDING,
     FORWARDED,
     PARENT_GONE,
+    SI_KERNEL,
     describe_status,
+    die_of_faults,
+    from_outside,
     reset_for_helper,
     signal_name,
 )
@@ -41,6 +44,10 @@ from .stopping import Stopping, kill
 
 # Read from a signalfd: blocked, never handled, so the loop sees them in order with everything else.
 WATCHED = (signal.SIGCHLD, PARENT_GONE, CALLER_GONE, *FORWARDED)
+# How long a stop on behalf of a caller that is gone waits for the hangup of a terminal it led, unless the kernel
+# says first that it has died (PARENT_GONE): its end of our socket closes, and the spawn server may say CALLER_GONE,
+# a moment before the kernel hangs up the terminal (a dying process's files close first).
+HANGUP_SETTLE = 0.25
 # After the final SIGKILL we reap what is left ourselves (what we reap is what the usage counts), but wait no
 # longer than this for a process stuck in the kernel: the kernel reaps it after we exit.
 REAP_AFTER_KILL = 5.0
@@ -100,7 +107,7 @@ def tie_to_launcher(sock: socket.socket, parent_pidfd: int) -> linux.SignalFd:
     prctl.set_pdeathsig(PARENT_GONE)
     prctl.set_name("sandbox-reaper")
     linux.set_command_line("sandbox-reaper")
-    linux.exit_on_faults()
+    die_of_faults()
     # The launcher may have died before PDEATHSIG was armed; then no signal will ever come.
     if select.select([parent_pidfd], [], [], 0)[0]:
         os._exit(EXIT_FAILURE)
@@ -114,7 +121,8 @@ def receive_order(sock: socket.socket, sigfd: linux.SignalFd
     the launcher went away first."""
     while True:
         ready = select.select([sock, sigfd.fileno()], [], [])[0]
-        if any(signo in (PARENT_GONE, CALLER_GONE) for signo, _, _ in sigfd.read()):
+        if any(signo in (PARENT_GONE, CALLER_GONE) and from_outside(code, sender)
+               for signo, code, sender in sigfd.read()):
             return None
         if sock in ready:
             try:
@@ -156,10 +164,11 @@ class Reaper:
         self.processes: dict[int, Process] = {}  # not yet reaped
         self.stopping = Stopping(self.spec.stop_signal, self.spec.grace, self.report)
         self.caller_gone = False
+        self.caller_left_by: float | None = None  # the caller is gone: by then we stop on its behalf (HANGUP_SETTLE)
         self.sock_closed = False  # our launcher's end is gone: nobody to report to
-        # Signals read from the signalfd but not handled yet (a start reads them early), and when we read them:
-        # the loop must not wait on the signalfd while some are here.
-        self.arrived: list[tuple[int, float]] = []
+        # Signals read from the signalfd but not handled yet (a start reads them early), when we read them, and
+        # whether the kernel sent them: the loop must not wait on the signalfd while some are here.
+        self.arrived: list[tuple[int, float, bool]] = []
         self.relays = Relays()  # signals our launcher passes on, unless the job got them by itself
         self.all_gone = False  # waitpid said ECHILD: as PID 1 we inherit every orphan, so nothing is left
         self.done = False
@@ -196,10 +205,10 @@ class Reaper:
             self.poller.register(self.listing.fd, select.POLLIN)
         listening = True
         while not self.done:
-            if self.caller_gone and listening:
+            if (self.caller_gone or self.caller_left_by is not None) and listening:
                 self.poller.unregister(self.sock.fileno())  # its end of file would wake us forever
                 listening = False
-            deadlines = [d for d in (self.stopping.deadline, self.relays.next_due(),
+            deadlines = [d for d in (self.stopping.deadline, self.relays.next_due(), self.caller_left_by,
                                      self.listing.deadline() if self.listing is not None else None,
                                      *(p.kill_at for p in self.processes.values())) if d is not None]
             wait = 0.0 if self.arrived else linux.wait_seconds(min(deadlines) if deadlines else None)
@@ -219,6 +228,8 @@ class Reaper:
             for relay in self.relays.take_due():
                 self.forward(relay.target, relay.signo, "launcher")
             now = time.monotonic()
+            if self.caller_left_by is not None and now >= self.caller_left_by:
+                self.caller_died()
             for process in list(self.processes.values()):
                 if process.kill_at is not None and now >= process.kill_at:
                     process.kill_at = None
@@ -235,14 +246,16 @@ class Reaper:
     # -- what arrives ------------------------------------------------------------------------------
 
     def take_signals(self) -> None:
-        """Move what the signalfd holds into self.arrived, stamped with the time we learnt of it."""
+        """Move what the signalfd holds into self.arrived, stamped with the time we learnt of it. The caller's
+        death counts only as the kernel tells it: a process in here may send PARENT_GONE or CALLER_GONE too."""
         now = time.monotonic()
-        self.arrived.extend((signo, now) for signo, _code, _pid in self.sigfd.read())
+        self.arrived.extend((signo, now, code == SI_KERNEL) for signo, code, sender in self.sigfd.read()
+                            if signo not in (PARENT_GONE, CALLER_GONE) or from_outside(code, sender))
 
     def read_signals(self) -> None:
         self.take_signals()
         arrived, self.arrived = self.arrived, []
-        for signo, when in arrived:
+        for signo, when, by_kernel in arrived:
             if signo == signal.SIGCHLD:
                 self.reap()
             elif signo == PARENT_GONE:
@@ -251,20 +264,20 @@ class Reaper:
                 if self.lifeline == "parent":
                     self.caller_died()
             elif signo == CALLER_GONE:
-                self.caller_died()
+                self.caller_left()
             else:
-                self.from_outside(signo, when)
+                self.arrival(signo, when, by_kernel)
 
-    def from_outside(self, signo: int, when: float) -> None:
+    def arrival(self, signo: int, when: float, by_kernel: bool) -> None:
         """A signal reached us. Only if the launcher relays it too was it sent to the whole group (relay.py)."""
-        if self.relays.arrived(signo, when) is not None:
+        if self.relays.arrived(signo, when, by_kernel) is not None:
             self.delivered(signo)
 
-    def confirm(self) -> None:
+    def confirm(self, by_kernel: bool = False) -> None:
         """The caller stops after its Ctrl+C, or died (of a signal, perhaps): the ending signals that reached
-        us lately reached the job as well."""
+        us lately reached the job as well (by_kernel: those the kernel sent our group)."""
         for process in list(self.processes.values()):
-            for signo in self.relays.confirm(process, (*ENDING, self.spec.stop_signal)):
+            for signo in self.relays.confirm(process, (*ENDING, self.spec.stop_signal), by_kernel):
                 self.delivered(signo)
 
     def delivered(self, signo: int) -> None:
@@ -283,7 +296,7 @@ class Reaper:
                 continue  # not one of ours; the sender learns nothing from us
             except (wire.Closed, ConnectionError):
                 if control:
-                    self.caller_died()
+                    self.caller_left()
                 else:
                     self.poller.unregister(sock.fileno())  # the caller let go of this command; it runs on
                 return
@@ -381,12 +394,22 @@ class Reaper:
         self.report(process.sock, wire.EventName.SIGNAL, signal=signal_name(sig), origin=origin)
         self.delivered(sig)
 
+    def caller_left(self) -> None:
+        """The caller is gone (its end of our socket closed, or the spawn server says so). A hangup of the terminal
+        it led may still be on its way, which says whether the job has its stop signal already: we stop on its
+        behalf once PARENT_GONE comes (the kernel sends it after the hangup), or HANGUP_SETTLE seconds passed."""
+        if self.caller_left_by is None and not self.caller_gone:
+            self.caller_left_by = time.monotonic() + HANGUP_SETTLE
+
     def caller_died(self) -> None:
         if self.caller_gone:
             return
         self.caller_gone = True
-        if self.lifeline == "socket":
-            self.confirm()  # the caller of the API dies of SIGTERM or SIGHUP by default: the job got it too
+        self.caller_left_by = None
+        # The caller of the API dies of SIGTERM or SIGHUP by default: the job got it too. The command dies of
+        # nothing it could pass on, only SIGKILL; then what the kernel sent our group reached the job (the hangup
+        # of the terminal the command led: ssh -t, tmux, script).
+        self.confirm(by_kernel=self.lifeline != "socket")
         # A job already asked to end (a Ctrl+C, a group's SIGTERM) is cleaning up: a stop signal on top
         # would cut bash's trap.
         self.begin_stop(wire.StopReason.CALLER_DIED, send_signal=self.stopping.signal_wanted(True))
@@ -499,7 +522,7 @@ class Reaper:
         except OSError:
             if sock is self.sock:
                 self.sock_closed = True
-                self.caller_died()  # nobody listens any more: the same as the caller's death
+                self.caller_left()  # nobody listens any more: the same as the caller's death
 
     def report(self, sock: socket.socket | None, event: wire.EventName, creds_pid: int | None = None,
                **fields: object) -> None:

@@ -18,7 +18,7 @@ import signal
 import time
 from collections.abc import Callable, Iterable
 
-from .signals import FORWARDED, describe_status, signal_name
+from .signals import FORWARDED, core_dumped, describe_status, signal_name
 from .status import say
 from .usage import Usage
 from .wire import EventName
@@ -78,7 +78,8 @@ def run_hooks(commands: list[str], extra_env: dict[str, str], emit: Emit | None,
                 interrupted = True  # the hook got the terminal's Ctrl+C too; it decides
         result = describe_status(status)
         if status:
-            how = f"exit status {result['code']}" if result["signal"] is None else f"killed by {result['signal']}"
+            how = f"exit status {result['code']}" if result["signal"] is None else f"killed by {result['signal']}" + (
+                " (core dumped)" if result["core_dumped"] else "")
             say(f"on-exit hook failed ({how}): {command}", prog)
         _emit(emit, EventName.HOOK, {"command": command, **result})
     if interrupted:
@@ -88,12 +89,14 @@ def run_hooks(commands: list[str], extra_env: dict[str, str], emit: Emit | None,
 def _emit(emit: Emit | None, name: str, fields: dict) -> None:
     fields["time"] = time.time()
     if emit is not None:
-        emit(name, fields)
+        emit(str(name), fields)  # a plain str, as a reaper's events reach on_event
 
 
 def finished(emit: Emit | None, shell_status: int | None, sig: int | None = None, error: str | None = None,
-             usage: Usage | None = None) -> None:
-    """The last event: the status the launcher exits with (and the signal it dies of, if it re-raises one), and
-    what the run used (None if its reaper could not say: it never started the job, or was killed)."""
+             usage: Usage | None = None, job_status: int | None = None) -> None:
+    """The last event: the status the launcher exits with (and the signal it dies of, if it re-raises one, and
+    whether that signal left the job's core dump, as job_status says), and what the run used (None if its reaper
+    could not say: it never started the job, or was killed)."""
     _emit(emit, EventName.FINISHED, {"status": shell_status, "signal": signal_name(sig) if sig else None,
+                                     "core_dumped": bool(sig) and core_dumped(job_status),
                                      "error": error, "usage": usage.as_dict() if usage is not None else None})

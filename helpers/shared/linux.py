@@ -44,8 +44,6 @@ _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.signalfd.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
-_libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
-_libc.signal.restype = ctypes.c_void_p
 _libc.syscall.restype = ctypes.c_long
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
@@ -107,12 +105,13 @@ def mount_setattr_writable(path: bytes) -> None:
     _check(result, "mount_setattr", path)
 
 
-def _sigset(signals: list[int] | tuple[int, ...]) -> ctypes.Array:
-    mask = ctypes.create_string_buffer(128)
+def _sigset(signals: list[int] | tuple[int, ...] | frozenset[int] | set[int]) -> ctypes.Array:
+    """A sigset_t (glibc's 128 bytes: 64-bit words, signal n at bit n - 1) with these signals, any of them."""
+    mask = 0
     for sig in signals:
-        word, bit = divmod(sig - 1, 64)
-        struct.pack_into("Q", mask, word * 8, struct.unpack_from("Q", mask, word * 8)[0] | (1 << bit))
-    return mask
+        mask |= 1 << (sig - 1)
+    return ctypes.create_string_buffer(struct.pack("16Q", *((mask >> (64 * word)) & 0xFFFFFFFFFFFFFFFF
+                                                             for word in range(16))), 128)
 
 
 class SignalFd:
@@ -147,6 +146,75 @@ class SignalFd:
         os.close(self.fd)
 
 
+# posix_spawnattr_t and posix_spawn_file_actions_t are opaque: room for either on any architecture (glibc's are
+# 336 and 80 bytes on x86_64).
+_SPAWN_OBJECT = 1024
+_POSIX_SPAWN_SETSIGDEF = 0x04
+_POSIX_SPAWN_SETSIGMASK = 0x08
+_libc.posix_spawn.argtypes = [ctypes.POINTER(ctypes.c_int), ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p,
+                              ctypes.c_void_p, ctypes.c_void_p]
+_libc.posix_spawn_file_actions_adddup2.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+_libc.posix_spawn_file_actions_addclose.argtypes = [ctypes.c_void_p, ctypes.c_int]
+_libc.posix_spawnattr_setflags.argtypes = [ctypes.c_void_p, ctypes.c_short]
+
+
+def posix_spawn(path: bytes, argv: list[bytes], env: dict[bytes, bytes], file_actions: list[tuple],
+                setsigdef: frozenset[int] | set[int]) -> int:
+    """os.posix_spawn(path, argv, env, file_actions=..., setsigmask=(), setsigdef=...), but setsigdef may name
+    the signals glibc keeps for itself (32 and 33): glibc's posix_spawn leaves those ignored in the child unless
+    they are named there, and Python's conversion of setsigdef (sigaddset) refuses them. Returns the child's PID;
+    OSError with posix_spawn's errno (ENOENT, EACCES, ... of the exec). argv and env hold no NUL (command.py)."""
+    attr = ctypes.create_string_buffer(_SPAWN_OBJECT)
+    actions = ctypes.create_string_buffer(_SPAWN_OBJECT)
+    _libc.posix_spawnattr_init(attr)
+    _libc.posix_spawn_file_actions_init(actions)
+    try:
+        for action in file_actions:
+            if action[0] == os.POSIX_SPAWN_DUP2:
+                err = _libc.posix_spawn_file_actions_adddup2(actions, action[1], action[2])
+            else:
+                err = _libc.posix_spawn_file_actions_addclose(actions, action[1])
+            if err:
+                raise OSError(err, os.strerror(err))
+        # Copied as they are: glibc's setsigdefault takes the set's bytes, reserved signals included.
+        _libc.posix_spawnattr_setsigdefault(attr, _sigset(setsigdef))
+        _libc.posix_spawnattr_setsigmask(attr, ctypes.create_string_buffer(128))  # nothing blocked
+        _libc.posix_spawnattr_setflags(attr, _POSIX_SPAWN_SETSIGDEF | _POSIX_SPAWN_SETSIGMASK)
+        pid = ctypes.c_int()
+        err = _libc.posix_spawn(ctypes.byref(pid), path, actions, attr, _strings(argv),
+                                _strings([k + b"=" + v for k, v in env.items()]))
+        if err:
+            raise OSError(err, os.strerror(err), path)
+        return pid.value
+    finally:
+        _libc.posix_spawn_file_actions_destroy(actions)
+        _libc.posix_spawnattr_destroy(attr)
+
+
+def _strings(items: list[bytes]) -> ctypes.Array:
+    """A NULL-terminated char *[] of items (the array holds them while it lives)."""
+    array = (ctypes.c_char_p * (len(items) + 1))()
+    array[:len(items)] = items
+    return array
+
+
+# rt_sigaction's number differs between architectures.
+_SYS_RT_SIGACTION = {"x86_64": 13, "aarch64": 134, "riscv64": 134, "i686": 174, "armv7l": 174, "ppc64le": 173,
+                     "s390x": 174}
+
+
+def default_dispositions(signals: tuple[int, ...]) -> None:
+    """Set signals to their default action through the kernel itself: glibc's sigaction refuses the signals it
+    keeps for itself (32 and 33), which a process started by posix_spawn, or by one that was, has ignored; an
+    exec keeps what is ignored. (On an architecture we do not know the number for, they stay as they are.)"""
+    number = _SYS_RT_SIGACTION.get(os.uname().machine)
+    if number is None:
+        return
+    default = ctypes.create_string_buffer(64)  # struct sigaction: SIG_DFL, no flags, nothing masked, in any layout
+    for sig in signals:
+        _check(_libc.syscall(number, sig, default, None, 8), "rt_sigaction")
+
+
 def stat_fields(data: bytes) -> list[bytes]:
     """The fields of a /proc/PID/stat after the command name, which may hold spaces and ')': [0] is the state,
     field N of proc(5) is [N - 3]."""
@@ -169,14 +237,6 @@ def set_command_line(title: str) -> None:
     size = end - start
     if size > 0:
         ctypes.memmove(start, title.encode()[: size - 1].ljust(size, b"\0"), size)
-
-
-def exit_on_faults() -> None:
-    """Exit at once on a crash (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT): PID 1 of a namespace ignores
-    the default action of these, so a fault would be retried forever. libc's _exit is the handler: it gets
-    the signal's number, the exit status then says which."""
-    for sig in (11, 7, 4, 8, 6):  # SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT
-        _libc.signal(sig, _libc._exit)
 
 
 def close_fds_except(keep: set[int]) -> None:

@@ -7,6 +7,11 @@ timeout(1) signal the whole group, systemd's KillMode=control-group signals ever
 unit's cgroup. The helper that owns the target (the reaper, the hook monitor) shares the target's
 process group and cgroup, so it sees such a signal arrive too.
 
+A signal the kernel itself sends (si_code SI_KERNEL: a terminal's hangup, its Ctrl+C) goes to the whole
+foreground process group: it reached the target too, if the target is still in our group. So when the
+launcher dies without a word, as it does when it led its terminal's session and was SIGKILLed, the hangup that
+followed is known to have reached the target, while a signal some process sent the helper alone means nothing.
+
 One signal sent to the group arrives twice here: once at the helper (an arrival) and once as the
 launcher's relay. They are paired one for one: a relay finds an arrival of the same signal from the
 last WINDOW seconds, or waits SETTLE seconds for one (timeout(1) and systemd signal the launcher a
@@ -56,21 +61,22 @@ class Relays:
     """The relays and arrivals of one helper."""
 
     def __init__(self) -> None:
-        self.arrivals: list[tuple[int, float]] = []  # unpaired signals that reached us, and when
+        self.arrivals: list[tuple[int, float, bool]] = []  # unpaired signals that reached us, when, by the kernel
         self.pending: list[Relay] = []  # unpaired relays, and when they are due
         self.paired: dict[int, float] = {}  # when each signal last paired
 
     def _could_reach(self, target: Target, when: float) -> bool:
         return when >= target.started and time.monotonic() - when <= WINDOW and in_our_group(target.pid)
 
-    def arrived(self, signo: int, when: float) -> Relay | None:
-        """signo reached us. The relay it pairs with, if one waits: the signal reached that relay's target."""
+    def arrived(self, signo: int, when: float, by_kernel: bool = False) -> Relay | None:
+        """signo reached us (by_kernel: the kernel sent it, to our group). The relay it pairs with, if one waits:
+        the signal reached that relay's target."""
         for relay in self.pending:
             if relay.signo == signo and self._could_reach(relay.target, when):
                 self.pending.remove(relay)
                 self.paired[signo] = time.monotonic()
                 return relay
-        self.arrivals.append((signo, when))
+        self.arrivals.append((signo, when, by_kernel))
         return None
 
     def request(self, target: Target, signo: int) -> bool:
@@ -83,19 +89,20 @@ class Relays:
         self.pending.append(Relay(now + SETTLE, target, signo))
         return False
 
-    def confirm(self, target: Target, signals: Iterable[int]) -> list[int]:
+    def confirm(self, target: Target, signals: Iterable[int], by_kernel: bool = False) -> list[int]:
         """The caller shows it got these signals too (it stops after its Ctrl+C, or it died): the arrivals of
-        them that could have reached target did. Returns those signals, each paired arrival once."""
+        them that could have reached target did (by_kernel: only those the kernel sent, to our whole group).
+        Returns those signals, each paired arrival once."""
         wanted = tuple(signals)
         confirmed = []
-        while (signo := self._pair(target, wanted)) is not None:
+        while (signo := self._pair(target, wanted, by_kernel)) is not None:
             confirmed.append(signo)
         return confirmed
 
-    def _pair(self, target: Target, signals: tuple[int, ...]) -> int | None:
-        self.arrivals = [(s, when) for s, when in self.arrivals if time.monotonic() - when <= WINDOW]
+    def _pair(self, target: Target, signals: tuple[int, ...], by_kernel: bool = False) -> int | None:
+        self.arrivals = [arrival for arrival in self.arrivals if time.monotonic() - arrival[1] <= WINDOW]
         for arrival in self.arrivals:
-            if arrival[0] in signals and self._could_reach(target, arrival[1]):
+            if arrival[0] in signals and self._could_reach(target, arrival[1]) and (arrival[2] or not by_kernel):
                 self.arrivals.remove(arrival)
                 self.paired[arrival[0]] = time.monotonic()
                 return arrival[0]

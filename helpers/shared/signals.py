@@ -15,6 +15,18 @@ CALLER_GONE = signal.SIGRTMIN + 2
 # The signals a launcher passes on to the job when they are sent to the launcher alone.
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
+# si_code of a signal sent by kill(), pidfd_send_signal() or PR_SET_PDEATHSIG, and of one the kernel sends itself
+# (a terminal's hangup, its Ctrl+C): siginfo.h's SI_USER and SI_KERNEL.
+SI_USER = 0
+SI_KERNEL = 0x80
+
+# The signals glibc keeps for itself (thread cancellation, set*id in every thread), between the standard ones
+# and SIGRTMIN: no program can use them, but a process can start with them ignored (posix_spawn leaves them so).
+GLIBC_RESERVED = tuple(range(signal.SIGSYS + 1, signal.SIGRTMIN))
+
+# The signals the kernel raises for a fault of the process itself.
+FAULTS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT)
+
 # Signals that ask a process to end: once one of them reached the job, a stop on the caller's
 # behalf (its death, its Ctrl+C, a cancellation) adds no stop signal on top of it.
 ENDING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
@@ -47,6 +59,23 @@ def reset_for_helper(blocked: tuple[int, ...] = ()) -> None:
     """
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def from_outside(code: int, sender: int) -> bool:
+    """Whether a signal PID 1 of a namespace read (si_code, si_pid, from its signalfd) came from outside that
+    namespace: kill() or pidfd_send_signal() by a process it cannot see, or PR_SET_PDEATHSIG. The kernel writes
+    si_pid 0 for such a sender and the sender's own PID for one inside; a process inside that writes its own
+    siginfo (rt_sigqueueinfo, with si_pid 0 if it likes) must use a negative si_code, never SI_USER."""
+    return code == SI_USER and sender == 0
+
+
+def die_of_faults() -> None:
+    """Default actions for the fault signals, for PID 1 of a namespace. A fault the kernel raises (si_code > 0)
+    is forced: with the default action it lifts PID 1's immunity and kills it, as a crash must end any process.
+    The same signal sent by a process (kill -SEGV 1 from inside, or from outside) is dropped, as PID 1 drops
+    every signal it has no handler for. A handler of ours (or faulthandler's, inherited) would run for both."""
+    for sig in FAULTS:
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def parse_signal(text: str | int) -> int:
@@ -83,12 +112,18 @@ def parse_signal(text: str | int) -> int:
 
 
 def describe_status(status: int | None) -> dict:
-    """code/signal of a wait status, as the exited and hook events have them."""
+    """code/signal of a wait status, as the exited and hook events have them, and whether the signal left a core
+    dump (the shell's "(core dumped)"; None: the status is not known)."""
     if status is None:
-        return {"code": None, "signal": None}
+        return {"code": None, "signal": None, "core_dumped": None}
     if os.WIFSIGNALED(status):
-        return {"code": None, "signal": signal_name(os.WTERMSIG(status))}
-    return {"code": os.waitstatus_to_exitcode(status), "signal": None}
+        return {"code": None, "signal": signal_name(os.WTERMSIG(status)), "core_dumped": core_dumped(status)}
+    return {"code": os.waitstatus_to_exitcode(status), "signal": None, "core_dumped": False}
+
+
+def core_dumped(status: int | None) -> bool:
+    """Whether a wait status says its process died of a signal that left a core dump."""
+    return status is not None and os.WIFSIGNALED(status) and os.WCOREDUMP(status)
 
 
 def signal_name(number: int) -> str:

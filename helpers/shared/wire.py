@@ -5,7 +5,8 @@ what the receiver does (table() lists them; ARCHITECTURE.md shows that list). A 
 one SOCK_SEQPACKET packet: its kind's number and its fields, marshal'ed. Descriptors travel as
 SCM_RIGHTS; a sender may attach SCM_CREDENTIALS naming another process, which the kernel translates
 into the receiver's PID namespace: that is how the caller learns the job's PID as it sees it,
-although the reaper only knows the job as PID 2.
+although the reaper only knows the job as PID 2. (The packet says when it names one: otherwise the
+credentials the kernel attaches are the sender's own.)
 
 A packet cannot be larger than the socket's send buffer (about 200 KiB), but a request carries
 whatever argument list and environment execve accepts (2 MiB and more). So a large message
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
 MAX_INLINE = 1 << 16
 MAX_MESSAGE = 1 << 26  # far above any argument list (the kernel's is a few MB) or mount table
 _INLINE, _MEMFD = b"i", b"m"
+# In upper case when the sender names a process in SCM_CREDENTIALS. Our receivers ask for credentials
+# (SO_PASSCRED), and the kernel then attaches the sender's own to every packet that names none: only this
+# tells a PID the sender named from the sender's own.
 _UCRED = struct.Struct("iII")
 _ANCILLARY = socket.CMSG_SPACE(_UCRED.size) + socket.CMSG_SPACE(16 * 4)
 _SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
@@ -353,9 +357,11 @@ def send(sock: socket.socket, message: Message, fds: list[int] | tuple[int, ...]
     memfd = -1
     if len(data) >= MAX_INLINE:
         memfd = _in_memfd(data)
-        data, fds = _MEMFD, (memfd, *fds)
+        kind, fds = _MEMFD, (memfd, *fds)
+        data = b""
     else:
-        data = _INLINE + data
+        kind = _INLINE
+    data = (kind if creds_pid is None else kind.upper()) + data
     ancillary = []
     if fds:
         ancillary.append((socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes()))
@@ -411,7 +417,8 @@ class Closed(Exception):
 
 
 def recv(sock: socket.socket, flags: int = 0) -> tuple[Message, list[int], int | None]:
-    """One message, the descriptors that came with it (close-on-exec), and the sender's PID if it said one.
+    """One message, the descriptors that came with it (close-on-exec), and the PID the sender named (None if it
+    named none: then the credentials the kernel attached are the sender's own, not an answer).
 
     Raises Closed at end of file, BlockingIOError when non-blocking and nothing is there, ValueError
     for a packet that is not one of ours.
@@ -435,11 +442,13 @@ def recv(sock: socket.socket, flags: int = 0) -> tuple[Message, list[int], int |
     if not data:
         _close(fds)
         raise Closed()
-    kind = data[:1]
+    kind, named = data[:1].lower(), data[:1].isupper()
     if msg_flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or kind not in (_INLINE, _MEMFD) or (
             kind == _MEMFD and not fds):
         _close(fds)
         raise ValueError("malformed message")
+    if not named:
+        pid = None
     if kind == _MEMFD:
         try:
             data = _from_memfd(fds.pop(0))

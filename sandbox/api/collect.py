@@ -7,9 +7,11 @@ the one hook runner, and emit `finished` last.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 from sandboxed_run_helpers.shared import hooks
+from sandboxed_run_helpers.shared.errors import SandboxError
 
 from ..client import ReaperClient
 from . import spawner
@@ -29,4 +31,16 @@ def wrap_up(client: ReaperClient, on_exit: Sequence[str], returncode: int | None
             env = hooks.environment(client.status, status, hooks.stop_reason(client.events))
             hooks.run_hooks(list(on_exit), env, client.emit, prog="sandbox")
     finally:
-        hooks.finished(client.emit, 0 if status is None else status, sig, error, client.usage)
+        hooks.finished(client.emit, 0 if status is None else status, sig, error, client.usage, client.status)
+
+
+@contextmanager
+def not_started(on_event: Callable[[str, dict], None] | None) -> Iterator[None]:
+    """A SandboxError raised in the block (the host refuses the spec, the spawn server fails, the command is too
+    large) ends a call whose sandbox never ran: its finished event says so, the status and the error, as it
+    does when the reaper fails; then the error goes on to the caller."""
+    try:
+        yield
+    except SandboxError as exc:
+        hooks.finished(on_event, exc.exit_code, None, str(exc))
+        raise

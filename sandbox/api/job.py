@@ -22,7 +22,7 @@ from sandboxed_run_helpers.shared.usage import Usage
 
 from ..client import ReaperClient
 from . import calling, spawner
-from .collect import wrap_up
+from .collect import not_started, wrap_up
 from .keywords import COMMAND_KEYWORDS, SANDBOX_KEYWORDS, choose, with_options
 from .popen import Popen, complete, present
 
@@ -39,10 +39,16 @@ class JobProcess(Popen):
                  encoding: str | None = None, errors: str | None = None, universal_newlines: bool | None = None,
                  extra_fds: Sequence[int] = (), **options: Any) -> None:
         on_event = check_api_options(options, COMMAND_KEYWORDS)["on_event"]
-        cmd = command.command(command.argv_of(args, shell), command.environment_of(env), command.directory_of(cwd))
+        with not_started(on_event):
+            cmd = command.command(command.argv_of(args, shell), command.environment_of(env),
+                                  command.directory_of(cwd))
         self.job = job
-        self._start(args, (stdin, stdout, stderr), text or universal_newlines, encoding, errors,
-                    lambda stdio: job.send_command(cmd, stdio, on_event), extra_fds)
+
+        def launch(stdio: tuple[int | None, ...]) -> ReaperClient:
+            with not_started(on_event):
+                return job.send_command(cmd, stdio, on_event)
+
+        self._start(args, (stdin, stdout, stderr), text or universal_newlines, encoding, errors, launch, extra_fds)
 
     @property
     def reaper_pid(self) -> int:
@@ -79,7 +85,8 @@ class Job:
             raise RuntimeError("this Job has already been started")
         # on_exit goes along so that the spawn server runs the hooks if we die first.
         order = wire.Session(self.spec, os.getpgrp(), "socket", self._registry)
-        client = spawner.new_client(wire.Spawn(order, self._on_exit), [], self._on_event)
+        with not_started(self._on_event):
+            client = spawner.new_client(wire.Spawn(order, self._on_exit), [], self._on_event)
         try:
             client.wait_started()
         except SandboxError as exc:

@@ -15,6 +15,8 @@ from sandboxed_run_helpers.shared import registry
 from sandboxed_run_helpers.shared.options import API, API_KEYWORDS, BY_NAME, SandboxSpec, check_api_options
 from sandboxed_run_helpers.shared.signals import inherited_ignores
 
+from .collect import not_started
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 SANDBOX_KEYWORDS = API_KEYWORDS  # a sandbox of its own: every API option
@@ -32,10 +34,11 @@ def choose(given: Mapping[str, object]) -> Chosen:
     """The sandbox options of one call, checked before anything starts (then against the host, SandboxError)."""
     values = check_api_options(given, SANDBOX_KEYWORDS)
     spec = SandboxSpec.build(values, API, ignored_signals=inherited_ignores(), each_checked=True)
-    spec.check_host(API)
-    for caveat in spec.caveats(API):
-        _warn(caveat)
-    return Chosen(spec, values["on_exit"], values["on_event"], registry.place(spec.name, _warn))
+    with not_started(values["on_event"]):
+        spec.check_host(API)
+        for caveat in spec.caveats(API):
+            _warn(caveat)
+        return Chosen(spec, values["on_exit"], values["on_event"], registry.place(spec.name, _warn))
 
 
 def _warn(message: str) -> None:

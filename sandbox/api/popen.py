@@ -26,7 +26,7 @@ from sandboxed_run_helpers.shared.usage import Usage
 
 from ..client import ReaperClient
 from . import spawner
-from .collect import wrap_up
+from .collect import not_started, wrap_up
 from .keywords import SANDBOX_KEYWORDS, choose, with_options
 
 PIPE = subprocess.PIPE
@@ -66,14 +66,17 @@ class Popen:
         **options: Any,
     ) -> None:
         chosen = choose(options)
-        cmd = command.command(command.argv_of(args, shell), command.environment_of(env), command.directory_of(cwd))
+        with not_started(chosen.on_event):
+            cmd = command.command(command.argv_of(args, shell), command.environment_of(env),
+                                  command.directory_of(cwd))
         self.spec = chosen.spec
 
         def launch(stdio: tuple[int | None, ...]) -> ReaperClient:
             # lifeline "socket": we hold the reaper's socket; the spawn server is only its parent.
             flags, fds = present(stdio)
             order = wire.Job(cmd, chosen.spec, os.getpgrp(), "socket", flags, chosen.registry)
-            return spawner.new_client(wire.Spawn(order, chosen.on_exit), fds, chosen.on_event)
+            with not_started(chosen.on_event):
+                return spawner.new_client(wire.Spawn(order, chosen.on_exit), fds, chosen.on_event)
 
         self._start(args, (stdin, stdout, stderr), text or universal_newlines, encoding, errors, launch,
                     on_exit=chosen.on_exit)

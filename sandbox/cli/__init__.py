@@ -12,7 +12,7 @@ import os
 import signal
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, EXIT_USAGE, SandboxError
+from sandboxed_run_helpers.shared.errors import EXIT_FAILURE
 from sandboxed_run_helpers.shared.options import CLI, OPTIONS, SandboxSpec
 
 from . import words
@@ -156,7 +156,7 @@ def _run(command: tuple[str, ...], **values: Any) -> int:
             return manage(mode, values, command, _given)
     from .foreground import run
 
-    return run(values, _spec(values), command)
+    return run(values, lambda: _spec(values), command)
 
 
 _given: set[str] = set()  # the options the command line gave, by name (main() reads them)
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     from sandboxed_run_helpers.shared.signals import reset_for_helper
     from sandboxed_run_helpers.shared.status import say
 
-    from .foreground import flush_standard_streams, hold_standard_descriptors, reraise
+    from .foreground import flush_standard_streams, hold_standard_descriptors, our_failure, reraise
 
     # What a caller left us (an ignored SIGCHLD, blocked signals) must not hang our own waits; the job
     # still gets the caller's ignored signals (inherited_ignores: SIGHUP for nohup), which this keeps.
@@ -237,20 +237,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
         _given.update(words.given(args))
         read = words.read(args)
         code = _run(read[1], **read[0]) if read is not None else _with_click(args)
-    except UsageError as exc:
-        # One line, as the standards ask; --help has the rest.
-        say(f"{exc} (see --help)")
-        code = EXIT_USAGE
-    except SandboxError as exc:
-        say(str(exc))
-        code = exc.exit_code
-    except OSError as exc:
-        # A call of ours the caller's limits refused (a descriptor, a process): one line, not a traceback.
-        from sandboxed_run_helpers.shared.errors import host_error
-
-        error = host_error(exc, "cannot start the sandbox")
-        say(str(error))
-        code = error.exit_code
+    except (UsageError, OSError) as exc:
+        # One line, as the standards ask, also for a call of ours the caller's limits refused (a descriptor, a
+        # process), never a traceback.
+        _error, line, code = our_failure(exc)
+        say(line)
     except KeyboardInterrupt:
         # Only reachable before the sandbox exists: die of SIGINT as an interrupted program should.
         reraise(signal.SIGINT)

@@ -42,12 +42,12 @@ from typing import Any
 
 import prctl
 
-from sandboxed_run_helpers.reaper.commands import resolve
+from sandboxed_run_helpers.reaper.commands import CATCHABLE, resolve
 from sandboxed_run_helpers.shared import linux, marks
 from sandboxed_run_helpers.shared.command import DEFAULT_PATH
 from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, SandboxError
 from sandboxed_run_helpers.shared.options import SandboxSpec
-from sandboxed_run_helpers.shared.signals import FORWARDED, inherited_ignores
+from sandboxed_run_helpers.shared.signals import FORWARDED, GLIBC_RESERVED, inherited_ignores
 from sandboxed_run_helpers.shared.status import say
 
 from .. import running
@@ -348,7 +348,9 @@ def _command(order: Order) -> None:
             argv = [b"/bin/sh"]  # the caller's shell is not in there
             path = resolve(argv[0], search)
         _confine(order.spec)
-        _as_a_shells_child(order, (*FORWARDED, *JOB_CONTROL, signal.SIGPIPE, signal.SIGXFSZ))
+        # As the job's processes start: every signal at its default, but those our caller ignored (nohup).
+        linux.default_dispositions(GLIBC_RESERVED)
+        _as_a_shells_child(order, tuple(CATCHABLE))
         os.execve(path, argv, order.env)
     except SandboxError as exc:
         code = exc.exit_code

@@ -13,11 +13,12 @@ import resource
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from sandboxed_run_helpers import launch
 from sandboxed_run_helpers.shared import command, hooks, linux, outlet, registry, wire
-from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, EXIT_TIMEOUT, SandboxError
+from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, EXIT_TIMEOUT, EXIT_USAGE, SandboxError, host_error
 from sandboxed_run_helpers.shared.options import CLI, SandboxSpec
 from sandboxed_run_helpers.shared.signals import FORWARDED
 from sandboxed_run_helpers.shared.status import StatusWriter, fan_out, say
@@ -32,21 +33,30 @@ class Outcome(NamedTuple):
     error: SandboxError | None
 
 
-def run(values: dict[str, Any], spec: SandboxSpec, argv: tuple[str, ...]) -> int:
-    """The whole run, values and spec checked: start, wait, hooks, finished; returns the status, or dies of
-    the job's signal."""
-    cmd = _command(values, argv)
-    spec.check_host(CLI)
-    for caveat in spec.caveats(CLI):
-        say(f"warning: {caveat}")
-    job = wire.Job(cmd, spec, None, "parent", (*(fd not in CLOSED_AT_START for fd in (0, 1, 2)),),
-                   registry.place(spec.name, say))
-    events: list[tuple[str, dict]] = []
+def run(values: dict[str, Any], build: Callable[[], SandboxSpec], argv: tuple[str, ...]) -> int:
+    """The whole run, values checked: the spec (build() checks it), start, wait, hooks, finished; returns the
+    status, or dies of the job's signal. Once the status target is open, every ending writes finished to it,
+    also a failure before the sandbox exists (one line on stderr too, as main() would say it)."""
     writer = _status_writer(values)
     show = fan_out(_print_event if values["verbose"] else None, writer.write if writer is not None else None)
+    try:
+        spec = build()
+        cmd = _command(values, argv)
+        spec.check_host(CLI)
+        for caveat in spec.caveats(CLI):
+            say(f"warning: {caveat}")
+        job = wire.Job(cmd, spec, None, "parent", (*(fd not in CLOSED_AT_START for fd in (0, 1, 2)),),
+                       registry.place(spec.name, say))
+        sigfd = watch_signals()  # before the fork: a signal while the sandbox starts waits for us
+        pid, pidfd, sock, group = launch.start(job, tuple(fd for fd in (0, 1, 2) if fd not in CLOSED_AT_START),
+                                               sigfd.fileno())
+    except (UsageError, OSError) as exc:  # a SandboxError is an OSError
+        error, line, code = our_failure(exc)
+        say(line)
+        hooks.finished(show, code, None, error)
+        return code
+    events: list[tuple[str, dict]] = []
     emit = fan_out(lambda name, fields: events.append((name, fields)), show)
-    sigfd = watch_signals()  # before the fork: a signal while the sandbox starts waits for us
-    pid, pidfd, sock, group = launch.start(job, tuple(fd for fd in (0, 1, 2) if fd not in CLOSED_AT_START))
     hook_monitor = None
     if values["on_exit"]:
         from sandboxed_run_helpers import monitor
@@ -56,6 +66,7 @@ def run(values: dict[str, Any], spec: SandboxSpec, argv: tuple[str, ...]) -> int
         hook_monitor = monitor.start(list(values["on_exit"]), show, pidfd, {writer.fd} if writer else set())
     client = ReaperClient(pid, pidfd, sock, emit)
     outcome = wait(client, values["timeout"], sigfd)
+    launch.reap(pid, sigfd.fileno())
     if group is not None:
         group.remove()
     if outcome.error is not None and outcome.status is None:
@@ -67,10 +78,20 @@ def run(values: dict[str, Any], spec: SandboxSpec, argv: tuple[str, ...]) -> int
         outlet.drain()  # our lines before the hooks': the monitor writes to the same readers from now on
         handoff = wire.Handoff(outcome.status, status, hooks.stop_reason(events), outlet.deadline())
         monitor.handoff(*hook_monitor, handoff, sigfd)
-    hooks.finished(emit, status, sig, str(outcome.error) if outcome.error is not None else None, client.usage)
+    hooks.finished(emit, status, sig, str(outcome.error) if outcome.error is not None else None, client.usage,
+                   outcome.status)
     if sig is not None:
         reraise(sig)
     return status
+
+
+def our_failure(exc: UsageError | OSError) -> tuple[str, str, int]:
+    """Our own failure (a usage error, a SandboxError, a call the caller's limits refused): the error as the
+    finished event gives it, the one line we say, and the status we exit with."""
+    if isinstance(exc, UsageError):
+        return str(exc), f"{exc} (see --help)", EXIT_USAGE  # --help has the rest
+    error = exc if isinstance(exc, SandboxError) else host_error(exc, "cannot start the sandbox")
+    return str(error), str(error), error.exit_code
 
 
 def _command(values: dict[str, Any], argv: tuple[str, ...]) -> command.Command:
@@ -95,7 +116,10 @@ def _status_writer(values: dict[str, Any]) -> StatusWriter | None:
 
 
 def _print_event(name: str, fields: dict) -> None:
-    details = " ".join(f"{k}={v}" for k, v in fields.items() if k not in ("time", "usage") and v is not None)
+    details = " ".join(f"{k}={v}" for k, v in fields.items()
+                       if k not in ("time", "usage", "core_dumped") and v is not None)
+    if fields.get("core_dumped"):
+        details += " (core dumped)"  # as a shell says it
     if fields.get("usage") is not None:
         from sandboxed_run_helpers.shared.usage import Usage
 
