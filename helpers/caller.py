@@ -1,0 +1,83 @@
+"""The spawn server's caller, as the kernel reports it: who may ask for a sandbox.
+
+A sandbox the server forks has the server's credentials, which are the caller's as they were when the
+server started; a program may drop privileges since (setuid to nobody, setgroups, a capability, a new
+namespace), and a job must never get back what its caller gave up. So every request is checked, whoever
+wrote it on the channel (our client, or any code running in the caller): the kernel names the sending
+process (SO_PASSCRED), /proc gives the requesting thread's credentials, and a pidfd of the caller says that
+the PID we read is still the caller's (a PID is not reused while its process lives). A request from anyone
+else, or from a caller whose credentials differ from those the server was started for, is refused; the
+API's client then starts a server for the credentials its caller has now.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+
+from .shared import credentials
+
+
+class Refused(Exception):
+    """A request the server will not serve; str() is the one line the caller gets."""
+
+
+class Caller:
+    """The process that started us (pid, with a pidfd of it), and the credentials of its thread starter then."""
+
+    def __init__(self, pid: int, pidfd: int, starter: int) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
+        self.started_for: tuple | None = None
+        try:
+            task = credentials.open_task(pid, starter)
+            try:
+                self.started_for = credentials.of_task(task)
+                self.started_maps = credentials.id_maps(task)
+            finally:
+                os.close(task)
+        except OSError:
+            pass  # nothing to compare with: every request is refused
+
+    def check(self, sender: tuple[int, int, int] | None, tid: int) -> None:
+        """Whether a request the kernel says sender (pid, uid, gid) sent for its thread tid (0: its main thread)
+        may be served: raises Refused if not."""
+        if sender is None or sender[0] != self.pid:
+            raise Refused("the sandbox spawn server takes requests only from the program that started it")
+        if self.started_for is None:
+            raise Refused("the sandbox spawn server could not read its caller's credentials when it started; "
+                          "start a new one (sandbox.api.spawner.shut_down())")
+        try:
+            task = credentials.open_task(self.pid, tid or self.pid)
+        except OSError:
+            raise Refused(f"the request names thread {tid}, which is not a thread of the caller") from None
+        then = self.started_for
+        try:
+            now = credentials.of_task(task)
+            if credentials.hidden(now) != credentials.hidden(then):
+                # The caller became (or ceased to be) non-dumpable: compare by the stand-ins on both sides.
+                then, now = credentials.with_maps(then, self.started_maps), credentials.with_maps(
+                    now, credentials.id_maps(task))
+        except OSError as exc:
+            raise Refused(f"cannot read the credentials of the caller's thread {tid}: {exc.strerror}") from None
+        finally:
+            os.close(task)
+        if select.select([self.pidfd], [], [], 0)[0]:
+            raise Refused("the caller has ended")  # what we read may have been another process's
+        changed = credentials.difference(then, now)
+        if changed is None and sender[1:] != (_real(now[0]), _real(now[1])):
+            changed = "uid or gid (the request names others than the caller's real ones)"
+        if changed is not None:
+            raise Refused(refusal(changed))
+
+
+def refusal(changed: str) -> str:
+    """The one line for a caller whose credentials are no longer those a server (or a session) was started for."""
+    return (f"refused: the calling program's {changed} changed since its sandbox spawn server started, and the "
+            "server lends none of its own; ask through the sandbox API, which starts a server for the credentials "
+            "the program has now")
+
+
+def _real(ids: bytes) -> int:
+    """The real id of a Uid or Gid line."""
+    return int(ids.split()[0])
