@@ -1,4 +1,4 @@
-"""The spawn server's caller, as the kernel reports it: who may ask for a sandbox.
+"""The spawn server's caller, as the kernel reports it: who may ask for a sandbox, and what its job inherits.
 
 A sandbox the server forks has the server's credentials, which are the caller's as they were when the
 server started; a program may drop privileges since (setuid to nobody, setgroups, a capability, a new
@@ -8,6 +8,10 @@ process (SO_PASSCRED), /proc gives the requesting thread's credentials, and a pi
 the PID we read is still the caller's (a PID is not reused while its process lives). A request from anyone
 else, or from a caller whose credentials differ from those the server was started for, is refused; the
 API's client then starts a server for the credentials its caller has now.
+
+The attributes a program changes without a change of credentials (nice, resource limits, oom_score_adj)
+are read for each request from /proc too, never taken from the request: the job's first process takes
+those that differ from the server's own, and the default (nothing differs) costs the job nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +32,11 @@ class Caller:
     def __init__(self, pid: int, pidfd: int, starter: int) -> None:
         self.pid = pid
         self.pidfd = pidfd
+        own = credentials.open_own()
+        try:
+            self.ours = credentials.attributes(own)  # what every reaper and job of ours inherits
+        finally:
+            os.close(own)
         self.started_for: tuple | None = None
         try:
             task = credentials.open_task(pid, starter)
@@ -39,9 +48,9 @@ class Caller:
         except OSError:
             pass  # nothing to compare with: every request is refused
 
-    def check(self, sender: tuple[int, int, int] | None, tid: int) -> None:
+    def check(self, sender: tuple[int, int, int] | None, tid: int) -> tuple | None:
         """Whether a request the kernel says sender (pid, uid, gid) sent for its thread tid (0: its main thread)
-        may be served: raises Refused if not."""
+        may be served: raises Refused if not; returns the attributes its job takes (credentials.inherited())."""
         if sender is None or sender[0] != self.pid:
             raise Refused("the sandbox spawn server takes requests only from the program that started it")
         if self.started_for is None:
@@ -58,6 +67,7 @@ class Caller:
                 # The caller became (or ceased to be) non-dumpable: compare by the stand-ins on both sides.
                 then, now = credentials.with_maps(then, self.started_maps), credentials.with_maps(
                     now, credentials.id_maps(task))
+            theirs = credentials.attributes(task)
         except OSError as exc:
             raise Refused(f"cannot read the credentials of the caller's thread {tid}: {exc.strerror}") from None
         finally:
@@ -69,6 +79,7 @@ class Caller:
             changed = "uid or gid (the request names others than the caller's real ones)"
         if changed is not None:
             raise Refused(refusal(changed))
+        return credentials.inherited(theirs, self.ours)
 
 
 def refusal(changed: str) -> str:

@@ -16,7 +16,8 @@ On-exit hooks: the caller runs a job's hooks when it collects the job, and first
 Hooks nobody claimed when the caller died run here once their sandbox is gone: exactly once, either way.
 
 The server lends nothing of its own: it serves a request only if the kernel says it comes from the caller,
-whose thread still holds the credentials the server was started for (caller.py). When the caller's
+whose thread still holds the credentials the server was started for (caller.py); the job takes the
+caller's nice, resource limits and oom_score_adj where they differ from ours. When the caller's
 credentials change, the API starts another server and retires this one (Retire): it takes no more
 requests, and goes on serving what it started (the reapers' caller-death notice, the hooks, the claims)
 until all of it is over.
@@ -141,7 +142,8 @@ class Server:
             if self.retired:
                 raise Refused("refused: this sandbox spawn server was retired (its caller's credentials changed); "
                               "ask through the sandbox API, which has started another")
-            self.caller.check(sender, request.tid)
+            # The order's field that says what the job inherits is ours to fill, never the request's.
+            order = request.order.replace(inherited=self.caller.check(sender, request.tid))
         except Refused as exc:
             self.reply(wire.Failed(EXIT_FAILURE, str(exc), errno.EPERM))
             return
@@ -149,7 +151,7 @@ class Server:
             self.reply(wire.Failed(EXIT_FAILURE, host_error(exc, "cannot check the caller's credentials").message,
                                    exc.errno or 0))
             return
-        self.serve_order(request.order, request.on_exit, fds)
+        self.serve_order(order, request.on_exit, fds)
 
     def serve_order(self, order: wire.Job | wire.Session, on_exit: tuple[str, ...], fds: list[int]) -> None:
         if order.spec.net == "none" and not self.netlink_loaded:

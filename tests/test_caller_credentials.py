@@ -125,7 +125,70 @@ def test_a_job_after_a_drop_to_nobody_in_the_default_user_namespace(entry, nobod
     assert "/etc/shadow" in after["err"] and "Permission denied" in after["err"]
 
 
-# -- credentials changed without leaving root ------------------------------------------------------
+# -- attributes and credentials changed without leaving root ---------------------------------------------
+
+CHANGE_ATTRIBUTES = """
+    import resource
+    os.setpriority(os.PRIO_PROCESS, 0, 5)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (512, 4096))
+    os.setgroups([0, 4])
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write("123")
+    os.umask(0o027)
+"""
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_attributes_changed_after_the_first_call_reach_the_job(entry, nobody_dir, no_leftovers):
+    """nice, the open files limit, supplementary groups, oom_score_adj and the umask that the caller set after its
+    spawn server started: the job gets them as subprocess gives them (it got the server's)."""
+    [after, expected] = caller(nobody_dir, """
+        import subprocess
+        entry, change, report_self = sys.argv[1:4]
+        through(entry, ["true"])
+        exec(change)
+        code, out, err = through(entry, ["sh", "-c", report_self])
+        report(code=code, out=out, err=err)
+        report(out=subprocess.run(["sh", "-c", report_self], capture_output=True, text=True).stdout)
+    """, entry, textwrap.dedent(CHANGE_ATTRIBUTES), SELF_REPORT)
+    assert after["code"] == 0, after
+    job, theirs = said(after["out"]), said(expected["out"])
+    assert {key: theirs[key] for key in ("groups", "nice", "nofile", "oom", "umask")} == \
+        {"groups": "0,4", "nice": "5", "nofile": "512:4096", "oom": "123", "umask": "0027"}
+    assert job == theirs
+
+
+def test_the_sandboxs_own_options_override_the_callers_attributes(nobody_dir, no_leftovers):
+    """nice= and rlimit= set the job's own values over the caller's; what they leave alone is still the caller's."""
+    [after] = caller(nobody_dir, """
+        change, report_self = sys.argv[1:3]
+        through("run", ["true"])
+        exec(change)
+        code, out, err = through("run", ["sh", "-c", report_self], nice=3, rlimit=["NOFILE=100:200"])
+        report(code=code, out=out, err=err)
+    """, textwrap.dedent(CHANGE_ATTRIBUTES), SELF_REPORT)
+    job = said(after["out"])
+    assert (job["nice"], job["nofile"], job["oom"], job["groups"]) == ("3", "100:200", "123", "0,4")
+
+
+@pytest.mark.parametrize("dumpable", [True, False])
+def test_a_caller_that_turns_dumpable_or_not_is_still_served(dumpable, nobody_dir, no_leftovers):
+    """The kernel hides a non-dumpable caller's namespaces from an unprivileged server (its id maps stand in): a
+    caller that turns non-dumpable, or dumpable again, after its first call changed no credentials, and its next
+    job runs, with the nice it has now."""
+    [after] = caller(nobody_dir, """
+        import prctl
+        dumpable = sys.argv[1] == "True"
+        drop_to_nobody()
+        prctl.set_dumpable(not dumpable)
+        through("run", ["true"])
+        prctl.set_dumpable(dumpable)
+        os.setpriority(os.PRIO_PROCESS, 0, 7)
+        code, out, err = through("run", ["sh", "-c", "id -u; nice"])
+        report(code=code, out=out, err=err)
+    """, str(dumpable))
+    assert after == {"code": 0, "out": "0\n7\n", "err": ""}
+
 
 # Changes of credentials that leave the uid alone: our client does not see them before it asks (they are not
 # what a drop to another user changes), so the spawn server refuses, and the client asks a new server.

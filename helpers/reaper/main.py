@@ -150,6 +150,7 @@ class Reaper:
         self.spec: SandboxSpec = order.spec
         self.lifeline = order.lifeline
         self.session = isinstance(order, wire.Session)
+        self.inherited = order.inherited  # the API's caller's attributes where they differ from ours
         self.mnt_ns, self.pid_ns = mnt_ns, pid_ns
         self.proc_dir: str | int = "/proc"  # where we count our processes
         self.main: Process | None = None
@@ -179,7 +180,7 @@ class Reaper:
         # double at worst, never none).
         self.take_signals()
         process = commands.start(command, stdio, self.spec.ignored_signals, self.mnt_ns, sock, self.spec,
-                                 self.accounting.oom_score_adj)
+                                 self.accounting.oom_score_adj, self.inherited)
         self.take_signals()
         process.started = time.monotonic()
         self.accounting.start()

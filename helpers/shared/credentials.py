@@ -1,9 +1,11 @@
-"""What a thread holds, as the kernel reports it in /proc: its credentials.
+"""What a thread holds, as the kernel reports it in /proc: its credentials, and the attributes a child inherits.
 
-The API's spawn server forks the caller's sandboxes, and a fork gets the forker's credentials, not the
-caller's. So the server compares the caller's credentials (the requesting thread's: credentials and
-namespaces are a thread's own) with those it was started for, on every request, and refuses when they
-differ.
+The API's spawn server forks the caller's sandboxes, and a fork gets the forker's credentials and
+attributes, not the caller's. So the server compares the caller's credentials (the requesting thread's:
+credentials, nice and namespaces are a thread's own) with those it was started for, on every request,
+and refuses when they differ; the attributes a program may change without privileges (nice, resource
+limits, oom_score_adj) it reads for each request too, and the job's first process takes those that
+differ from the server's own.
 
 Every file is read through a descriptor of /proc/PID/task/TID, so that all are the same thread's: once
 that thread has ended they read nothing (ESRCH), never another thread's.
@@ -12,6 +14,13 @@ that thread has ended they read nothing (ESRCH), never another thread's.
 from __future__ import annotations
 
 import os
+
+from . import linux
+from .limits import UNLIMITED
+
+TYPE_CHECKING = False  # typing stays out of the spawn server, whose every reaper is a fork of it
+if TYPE_CHECKING:
+    from typing import Any
 
 # The lines of /proc/PID/status that say what a thread may do: its ids (real, effective, saved, filesystem),
 # supplementary groups, capability sets, no_new_privs and seccomp.
@@ -27,6 +36,9 @@ _SHOWN = {b"Uid": "uid", b"Gid": "gid", b"Groups": "supplementary groups", b"Cap
           b"CapPrm": "capabilities", b"CapEff": "capabilities", b"CapBnd": "capability bounding set",
           b"CapAmb": "ambient capabilities", b"NoNewPrivs": "no_new_privs", b"Seccomp": "seccomp mode",
           b"Seccomp_filters": "seccomp filters"}
+_LIMITS_SOFT = slice(26, 46)  # /proc/PID/limits: "%-25s %-20s %-20s %-10s", one line per resource, in order
+_LIMITS_HARD = slice(47, 67)
+_NICE = 16  # linux.stat_fields index of field 19 of /proc/PID/stat
 _BUFFER = 16384
 
 
@@ -128,3 +140,65 @@ def _first(ids: bytes) -> str:
     """The effective id of a Uid or Gid line (real, effective, saved, filesystem)."""
     parts = ids.split()
     return parts[1].decode() if len(parts) > 1 else "?"
+
+
+# -- the attributes a child inherits ------------------------------------------------------------------
+
+def attributes(task: int) -> tuple[int, bytes, bytes]:
+    """The thread's nice value, its process's resource limits and oom_score_adj (the last two as /proc gives them)."""
+    nice = int(linux.stat_fields(read_file(task, "stat"))[_NICE])
+    return nice, read_file(task, "limits"), read_file(task, "oom_score_adj")
+
+
+def inherited(theirs: tuple[int, bytes, bytes], ours: tuple[int, bytes, bytes]) -> tuple | None:
+    """What of theirs (attributes()) a process of ours must take to be as theirs: (nice or None, the resource limits
+    that differ as (resource, soft, hard), oom_score_adj or None); None when nothing differs."""
+    if theirs == ours:
+        return None
+    nice = theirs[0] if theirs[0] != ours[0] else None
+    limits: tuple = ()
+    if theirs[1] != ours[1]:
+        limits = tuple(limit for limit, our in zip(_limits(theirs[1]), _limits(ours[1]), strict=False) if limit != our)
+    oom = int(theirs[2]) if theirs[2] != ours[2] else None
+    return nice, limits, oom
+
+
+def _limits(text: bytes) -> list[tuple[int, int, int]]:
+    found = []
+    for resource, line in enumerate(text.splitlines()[1:]):
+        soft, hard = line[_LIMITS_SOFT].strip(), line[_LIMITS_HARD].strip()
+        found.append((resource, UNLIMITED if soft == b"unlimited" else int(soft),
+                      UNLIMITED if hard == b"unlimited" else int(hard)))
+    return found
+
+
+def take(values: Any, with_nice: bool = True) -> None:
+    """Make this (freshly forked) process's attributes what inherited() said (its nice only if with_nice), as
+    far as the kernel lets it: a lower nice or a higher hard limit than ours needs privileges of the initial
+    user namespace, which a job in a user namespace lacks; then it keeps ours (never more than the caller has)."""
+    import resource
+
+    nice, limits, oom = values
+    if not with_nice:
+        nice = None
+    if oom is not None:
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write(str(oom))
+        except OSError:
+            pass
+    if nice is not None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+        except OSError:
+            pass
+    for number, soft, hard in limits:
+        try:
+            resource.setrlimit(number, (soft, hard))
+        except (OSError, ValueError):
+            current = resource.getrlimit(number)[1]
+            try:
+                resource.setrlimit(number, (soft if current == UNLIMITED or 0 <= soft <= current else current,
+                                            current))
+            except (OSError, ValueError):
+                pass

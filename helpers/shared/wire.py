@@ -115,6 +115,7 @@ class Job(Record):
     lifeline: str
     stdio: tuple[bool, bool, bool]
     registry: str | None = None
+    inherited: tuple | None = None
 
 
 class Session(Record):
@@ -126,13 +127,15 @@ class Session(Record):
     pgid: int | None
     lifeline: str
     registry: str | None = None
+    inherited: tuple | None = None
 
 
 class Spawn(Record):
     """caller -> spawn server, with the job's descriptors: make a sandbox for this order (a ready reaper, or a
     fresh one), hand it the order, answer Spawned or Failed; keep on_exit to run if the caller dies. Refused
     (Failed) unless the sender, as the kernel names it, is the caller and its thread tid (0: its main thread)
-    holds the credentials the server was started for."""
+    holds the credentials the server was started for; the order's inherited field is the server's own
+    reading of that thread's attributes where they differ from the server's (None: none differ)."""
 
     KIND = Kind.SPAWN
     order: Job | Session
