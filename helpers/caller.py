@@ -81,6 +81,25 @@ class Caller:
             raise Refused(refusal(changed))
         return credentials.inherited(theirs, self.ours)
 
+    def owner(self) -> tuple[tuple, int]:
+        """For a session (sandbox.Job), whose later commands reach its reaper without us: the caller's credentials
+        as its /proc/PID/status says them, and a descriptor of that file for the reaper to read them again with (a
+        /proc file shows ids as its opener sees them, whatever namespace the reader is in). Refused if they are
+        not those the server was started for (a change since check())."""
+        fd = os.open(f"/proc/{self.pid}/status", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fields = credentials.status_fields(credentials.read_file(fd))
+            assert self.started_for is not None  # check() came first
+            changed = credentials.difference(self.started_for[:len(fields)], fields)
+            if changed is not None:
+                raise Refused(refusal(changed))
+            if select.select([self.pidfd], [], [], 0)[0]:
+                raise Refused("the caller has ended")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fields, fd
+
 
 def refusal(changed: str) -> str:
     """The one line for a caller whose credentials are no longer those a server (or a session) was started for."""

@@ -138,12 +138,19 @@ class Server:
             os.close(fd)
 
     def spawn(self, request: wire.Spawn, fds: list[int], sender: tuple[int, int, int] | None) -> None:
+        owner_fd = None
         try:
             if self.retired:
                 raise Refused("refused: this sandbox spawn server was retired (its caller's credentials changed); "
                               "ask through the sandbox API, which has started another")
-            # The order's field that says what the job inherits is ours to fill, never the request's.
-            order = request.order.replace(inherited=self.caller.check(sender, request.tid))
+            inherited = self.caller.check(sender, request.tid)
+            # The order's fields that say what the job inherits are ours to fill, never the request's.
+            if isinstance(request.order, wire.Session):
+                owner, owner_fd = self.caller.owner()
+                order = request.order.replace(inherited=inherited, owner=owner)
+                fds = [owner_fd]  # a session's commands bring their descriptors later; this one comes first
+            else:
+                order = request.order.replace(inherited=inherited)
         except Refused as exc:
             self.reply(wire.Failed(EXIT_FAILURE, str(exc), errno.EPERM))
             return
@@ -151,7 +158,11 @@ class Server:
             self.reply(wire.Failed(EXIT_FAILURE, host_error(exc, "cannot check the caller's credentials").message,
                                    exc.errno or 0))
             return
-        self.serve_order(order, request.on_exit, fds)
+        try:
+            self.serve_order(order, request.on_exit, fds)
+        finally:
+            if owner_fd is not None:
+                os.close(owner_fd)
 
     def serve_order(self, order: wire.Job | wire.Session, on_exit: tuple[str, ...], fds: list[int]) -> None:
         if order.spec.net == "none" and not self.netlink_loaded:

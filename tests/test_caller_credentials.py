@@ -366,3 +366,40 @@ def test_a_retired_server_still_stops_its_sandboxes_when_the_caller_dies(nobody_
             process.wait()
         process.stdin.close()
         process.stdout.close()
+
+
+@pytest.mark.parametrize("entry", ["Job", "AsyncJob"])
+def test_a_job_started_before_a_drop_refuses_commands_after_it(entry, nobody_dir, no_leftovers):
+    """A sandbox.Job (a session) started as root takes its commands straight to its reaper: after the caller's drop
+    the reaper refuses them in one line (they ran as root), and the Job still ends normally, its hook once."""
+    hook_log = nobody_dir / "hook.log"
+    hook_log.touch()
+    hook_log.chmod(0o666)
+    [before, after] = caller(nobody_dir, """
+        entry, hook_log = sys.argv[1:3]
+        argv = ["sh", "-c", "id -u; head -c4 /etc/shadow"]
+        if entry == "Job":
+            with sandbox.Job(userns=False, on_exit=[f"echo hook >> {hook_log}"]) as job:
+                report(out=job.run(argv, capture_output=True).stdout.decode())
+                drop_to_nobody()
+                try:
+                    job.run(argv, capture_output=True)
+                    report(error=None)
+                except sandbox.SandboxError as exc:
+                    report(error=str(exc))
+        else:
+            async def main():
+                async with sandbox.AsyncJob(userns=False, on_exit=[f"echo hook >> {hook_log}"]) as job:
+                    report(out=(await job.run(argv, capture_output=True)).stdout.decode())
+                    drop_to_nobody()
+                    try:
+                        await job.run(argv, capture_output=True)
+                        report(error=None)
+                    except sandbox.SandboxError as exc:
+                        report(error=str(exc))
+            asyncio.run(main())
+    """, entry, str(hook_log))
+    assert before == {"out": "0\nroot"}
+    assert after == {"error": "refused: the caller's uid (was 0, now 65534) changed since this sandbox.Job started, "
+                              "and it lends none of its own; start a new sandbox.Job for this command"}
+    assert log_lines(hook_log) == ["hook"]

@@ -120,7 +120,9 @@ class Job(Record):
 
 class Session(Record):
     """launcher -> reaper (a sandbox.Job, through the spawn server): set up the sandbox, report ready, then
-    start each Run that comes; the sandbox lives until a Stop or the caller's death. registry: as for a Job."""
+    start each Run that comes; the sandbox lives until a Stop or the caller's death. registry: as for a Job.
+    owner: the caller's credentials when it asked (the spawn server's reading of the caller's
+    /proc/PID/status, whose descriptor comes before the registry's); a Run is refused once they differ."""
 
     KIND = Kind.SESSION
     spec: SandboxSpec
@@ -128,6 +130,7 @@ class Session(Record):
     lifeline: str
     registry: str | None = None
     inherited: tuple | None = None
+    owner: tuple | None = None
 
 
 class Spawn(Record):
