@@ -52,7 +52,8 @@ class Caller:
         """Whether a request the kernel says sender (pid, uid, gid) sent for its thread tid (0: its main thread)
         may be served: raises Refused if not; returns the attributes its job takes (credentials.inherited())."""
         if sender is None or sender[0] != self.pid:
-            raise Refused("the sandbox spawn server takes requests only from the program that started it")
+            raise Refused("refused: the sandbox spawn server takes requests only from the program that started it; "
+                          "ask through the sandbox API in your own program")
         if self.started_for is None:
             raise Refused("the sandbox spawn server could not read its caller's credentials when it started; "
                           "start a new one (sandbox.api.spawner.shut_down())")
@@ -73,7 +74,7 @@ class Caller:
         finally:
             os.close(task)
         if select.select([self.pidfd], [], [], 0)[0]:
-            raise Refused("the caller has ended")  # what we read may have been another process's
+            raise Refused("refused: the program that started this sandbox spawn server has ended")  # (PID reused?)
         changed = credentials.difference(then, now)
         if changed is None and sender[1:] != (_real(now[0]), _real(now[1])):
             changed = "uid or gid (the request names others than the caller's real ones)"

@@ -272,6 +272,40 @@ def test_the_server_refuses_a_raw_spawn_from_a_caller_whose_credentials_changed(
     assert not flag.exists()
 
 
+# A process the program handed its channel to: it runs as nobody and asks for a sandbox without a user namespace.
+INTRUDER = """
+import json, os, socket, sys
+from sandboxed_run_helpers.shared import command, wire
+from sandboxed_run_helpers.shared.options import SandboxSpec
+channel, flag = int(sys.argv[1]), sys.argv[2]
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+sock = socket.socket(fileno=channel)
+cmd = command.command([b"sh", b"-c", b"id -u > " + flag.encode()], dict(os.environb), b"/")
+wire.send(sock, wire.Spawn(wire.Job(cmd, SandboxSpec.build({"userns": False}), None, "socket", (False,) * 3), ()))
+reply = wire.recv(sock)[0]
+print(json.dumps({"reply": type(reply).__name__, "message": getattr(reply, "message", None)}))
+"""
+
+
+def test_the_server_refuses_a_spawn_from_another_process_that_holds_its_channel(nobody_dir, no_leftovers):
+    """The kernel names the sender of each request: a process the program handed the channel to gets a refusal,
+    never a sandbox with the program's credentials."""
+    flag = nobody_dir / "ran"
+    [reply] = caller(nobody_dir, """
+        import subprocess
+        from sandbox.api import spawner
+        through("run", ["true"], userns=False)
+        channel = spawner.current().channel.fileno()
+        out = subprocess.run([sys.executable, "-c", sys.argv[1], str(channel), sys.argv[2]], pass_fds=(channel,),
+                             capture_output=True, text=True)
+        print(out.stdout, end="", flush=True)
+        print(out.stderr, end="", file=sys.stderr)
+    """, INTRUDER, str(flag))
+    assert reply == {"reply": "Failed", "message": "refused: the sandbox spawn server takes requests only from the "
+                     "program that started it; ask through the sandbox API in your own program"}
+    assert not flag.exists()
+
+
 def test_a_drop_between_our_check_and_the_request_is_refused_and_retried_on_a_new_server(nobody_dir,
                                                                                          no_leftovers):
     """Another thread drops privileges (here: supplementary groups) after the client compared its credentials and
