@@ -8,6 +8,7 @@ call (so its spawn server already runs) and reports what its next job saw; pytes
 from __future__ import annotations
 
 import json
+import select
 import signal
 import subprocess
 import textwrap
@@ -388,6 +389,7 @@ def test_a_retired_server_still_stops_its_sandboxes_when_the_caller_dies(nobody_
     process = subprocess.Popen([PYTHON, str(script), str(log), str(hook_log), job], cwd=nobody_dir,
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
+        assert select.select([process.stdout], [], [], 60)[0], "the caller said nothing in 60 s"
         assert json.loads(process.stdout.readline()) == {"code": 0, "out": "0\n", "err": ""}
         assert wait_for(lambda: log_lines(log) == ["ready"])
         process.send_signal(signal.SIGKILL)
