@@ -14,10 +14,18 @@ made) fails alone: the answer is an error for that request, and the other sandbo
 
 On-exit hooks: the caller runs a job's hooks when it collects the job, and first claims them here.
 Hooks nobody claimed when the caller died run here once their sandbox is gone: exactly once, either way.
+
+The server lends nothing of its own: it serves a request only if the kernel says it comes from the caller,
+whose thread still holds the credentials the server was started for (caller.py); the job takes the
+caller's nice, resource limits and oom_score_adj where they differ from ours. When the caller's
+credentials change, the API starts another server and retires this one (Retire): it takes no more
+requests, and goes on serving what it started (the reapers' caller-death notice, the hooks, the claims)
+until all of it is over.
 """
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import select
@@ -28,6 +36,7 @@ import sys
 import prctl
 
 from . import launch
+from .caller import Caller, Refused
 from .shared import hooks, linux, wire
 from .shared.errors import EXIT_FAILURE, SandboxError, host_error
 from .shared.signals import CALLER_GONE, FORWARDED, PARENT_GONE, SI_USER, reset_for_helper
@@ -37,7 +46,9 @@ if TYPE_CHECKING:
     from .scope import Cgroup
 
 
-def main(channel_fd: int, caller_pidfd: int) -> None:
+def main(channel_fd: int, caller_pidfd: int, caller_pid: int, starter: int) -> None:
+    """Serve the caller (caller_pid, with a pidfd of it) over channel_fd; starter: the caller's thread that
+    started us, whose credentials are those we have (and lend to no other)."""
     for sig in FORWARDED:
         # A Ctrl+C, or a signal to the caller's whole process group, is the caller's business and its
         # jobs'; we only go when the caller goes.
@@ -50,26 +61,29 @@ def main(channel_fd: int, caller_pidfd: int) -> None:
     prctl.set_name("sandbox-server")
     linux.set_command_line("sandbox-server")
     channel = socket.socket(fileno=channel_fd)
+    channel.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # before Ready: the kernel names every sender
     if select.select([caller_pidfd], [], [], 0)[0]:
         return  # the caller died before PDEATHSIG was armed
+    caller = Caller(caller_pid, caller_pidfd, starter)
     gc.freeze()  # forked reapers then share the heap instead of copying every page a collection touches
-    server = Server(channel, caller_pidfd, sigfd)
+    server = Server(channel, caller, sigfd)
     wire.send(channel, wire.Ready(os.getpid()))
     server.make_spare()
     server.serve()
 
 
 class Server:
-    def __init__(self, channel: socket.socket, caller_pidfd: int, sigfd: linux.SignalFd) -> None:
+    def __init__(self, channel: socket.socket, caller: Caller, sigfd: linux.SignalFd) -> None:
         self.channel = channel
-        self.caller_pidfd = caller_pidfd
         # PARENT_GONE counts only as the kernel sends it: from the dying caller, named by its PID. (If the caller
         # died before this, its pidfd says so.)
-        self.caller = os.getppid()
+        self.caller = caller
+        self.caller_pidfd = caller.pidfd
         self.sigfd = sigfd
         self.reapers: dict[int, int] = {}  # pid -> pidfd, for the reapers not yet reaped
         self.cgroups: dict[int, Cgroup] = {}  # pid -> its sandbox's cgroup, removed once it is reaped
         self.released = False  # the channel is closed: no more requests, every sandbox is stopped
+        self.retired = False  # another server takes the caller's requests: we serve what we started, and go
         self.caller_dead = False
         # On-exit hooks by ticket (sent with "spawned"; PIDs get reused) until the caller claims them,
         # the ticket of each reaper that has hooks, and the tickets whose sandbox is gone.
@@ -91,12 +105,12 @@ class Server:
         for fd in (self.channel.fileno(), self.caller_pidfd, self.sigfd.fileno()):
             poller.register(fd, select.POLLIN)
         # Done once nothing of ours runs and no unclaimed hooks wait to see whether the caller lives.
-        while not (self.released and not self.reapers and (self.caller_dead or not self.hooks)):
+        while not ((self.released or self.retired) and not self.reapers and (self.caller_dead or not self.hooks)):
             ready = dict(poller.poll())
             for signo, code, sender in self.sigfd.read():
                 if signo == signal.SIGCHLD:
                     self.reap()
-                elif signo == PARENT_GONE and code == SI_USER and sender == self.caller:
+                elif signo == PARENT_GONE and code == SI_USER and sender == self.caller.pid:
                     self.release(poller)
             if self.caller_pidfd in ready and not self.caller_dead:
                 self.caller_dead = True
@@ -108,7 +122,7 @@ class Server:
 
     def serve_request(self, poller: select.poll) -> None:
         try:
-            message, fds, _ = wire.recv(self.channel)
+            message, fds, sender = wire.recv_from(self.channel)
         except (wire.Closed, ConnectionError):
             self.release(poller)
             return
@@ -117,14 +131,42 @@ class Server:
         if isinstance(message, wire.Claim):
             self.hooks.pop(message.ticket, None)  # the caller runs them itself
             self.ended.discard(message.ticket)
+        elif isinstance(message, wire.Retire):
+            self.retire()
         elif isinstance(message, wire.Spawn):
-            self.spawn(message, fds)
+            self.spawn(message, fds, sender)
             self.make_spare()
         for fd in fds:
             os.close(fd)
 
-    def spawn(self, request: wire.Spawn, fds: list[int]) -> None:
-        order = request.order
+    def spawn(self, request: wire.Spawn, fds: list[int], sender: tuple[int, int, int] | None) -> None:
+        owner_fd = None
+        try:
+            if self.retired:
+                raise Refused("refused: this sandbox spawn server was retired (its caller's credentials changed); "
+                              "ask through the sandbox API, which has started another")
+            inherited = self.caller.check(sender, request.tid)
+            # The order's fields that say what the job inherits are ours to fill, never the request's.
+            if isinstance(request.order, wire.Session):
+                owner, owner_fd = self.caller.owner()
+                order = request.order.replace(inherited=inherited, owner=owner)
+                fds = [owner_fd]  # a session's commands bring their descriptors later; this one comes first
+            else:
+                order = request.order.replace(inherited=inherited)
+        except Refused as exc:
+            self.reply(wire.Failed(EXIT_FAILURE, str(exc), errno.EPERM))
+            return
+        except OSError as exc:
+            self.reply(wire.Failed(EXIT_FAILURE, host_error(exc, "cannot check the caller's credentials").message,
+                                   exc.errno or 0))
+            return
+        try:
+            self.serve_order(order, request.on_exit, fds)
+        finally:
+            if owner_fd is not None:
+                os.close(owner_fd)
+
+    def serve_order(self, order: wire.Job | wire.Session, on_exit: tuple[str, ...], fds: list[int]) -> None:
         if order.spec.net == "none" and not self.netlink_loaded:
             self.load_netlink()
         try:
@@ -150,9 +192,9 @@ class Server:
             self.reply(wire.Failed(EXIT_FAILURE, host_error(exc, "cannot start the sandbox").message, exc.errno or 0))
             return
         ticket = 0
-        if request.on_exit:
+        if on_exit:
             ticket, self.next_ticket = self.next_ticket, self.next_ticket + 1
-            self.hooks[ticket] = list(request.on_exit)
+            self.hooks[ticket] = list(on_exit)
             self.tickets[pid] = ticket
         self.reply(wire.Spawned(pid, ticket), [sock.fileno(), pidfd])
         sock.close()
@@ -194,7 +236,8 @@ class Server:
         return pid, pidfd, sock
 
     def make_spare(self) -> None:
-        if self.spare is None and not self.released and os.geteuid() == 0:  # else every request has a userns
+        if self.spare is None and not self.released and not self.retired and os.geteuid() == 0:
+            # (Not root: every request has a user namespace, and a reaper of its own.)
             try:
                 self.spare = self.fork_reaper()
             except OSError:
@@ -218,6 +261,13 @@ class Server:
             if ticket is not None and ticket in self.hooks:
                 self.ended.add(ticket)
                 self.run_orphaned_hooks()
+
+    def retire(self) -> None:
+        """Take no more requests; what we started goes on until it ends (serve() then returns)."""
+        self.retired = True
+        if self.spare is not None:
+            self.spare[2].close()  # it sees end of file and exits; SIGCHLD reaps it
+            self.spare = None
 
     def release(self, poller: select.poll) -> None:
         """The caller is gone or let us go: stop every sandbox; serve no more requests."""
@@ -252,4 +302,4 @@ class Server:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]))
+    main(*(int(arg) for arg in sys.argv[1:5]))

@@ -45,7 +45,7 @@ class ReaperClient:
         self.events: list[tuple[str, dict]] = []
         self.closed = False  # the reaper closed its end
         self.gone = False  # every process of the sandbox has ended
-        self.hooks_ticket: tuple[Any, Any] | None = None  # (spawn server, its ticket): who else would run our hooks
+        self.hooks_ticket: tuple[Any, Any, int] | None = None  # (servers, server, ticket): who else runs our hooks
         self._lock = _thread.RLock()  # _thread: the command-line tool need not import threading
         self._waiters = 0  # threads in wait(): the descriptors stay open for them
         self._close_wanted = False

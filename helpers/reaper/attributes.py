@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import os
 
-from ..shared import linux
+from ..shared import credentials, linux
 from ..shared.limits import UNLIMITED, cap_numbers, rlimit_number
 from ..shared.options import SandboxSpec
 
@@ -20,11 +20,13 @@ class Refused(Exception):
     """The kernel refused an attribute; str() says which, and what it would need."""
 
 
-def apply(spec: SandboxSpec, oom_score_adj: int | None) -> None:
+def apply(spec: SandboxSpec, oom_score_adj: int | None, inherited: tuple | None = None) -> None:
     """Set spec's attributes on this (freshly forked) process, in the order their privileges allow: limits,
     priorities and oom_score_adj while every capability is still there, no_new_privs, then the capabilities
     dropped last (dropping CAP_SETPCAP early would forbid the bounding set's changes). What needs a file
-    (oom_score_adj, the number of capabilities) comes before the limits: NOFILE=3 leaves no descriptor free."""
+    (oom_score_adj, the number of capabilities) comes before the limits: NOFILE=3 leaves no descriptor free.
+    inherited: the caller's own attributes where they differ from ours (credentials.inherited()), taken
+    first, so that the sandbox's options (nice=, rlimit=) override them."""
     if oom_score_adj is not None:
         # The reaper made itself the last the OOM killer picks; the job is as killable as its caller was.
         try:
@@ -34,6 +36,8 @@ def apply(spec: SandboxSpec, oom_score_adj: int | None) -> None:
             pass
     dropped = cap_numbers(spec.cap_drop or spec.cap_keep, linux.last_cap(), bool(spec.cap_keep)) \
         if spec.cap_drop or spec.cap_keep else []
+    if inherited is not None:
+        credentials.take(inherited, with_nice=spec.nice is None)
     if spec.rlimit:
         _rlimits(spec.rlimit)
     if spec.nice is not None:

@@ -40,12 +40,14 @@ class Process:
 
 
 def start(command: Command, stdio: tuple[int | None, ...], ignored: tuple[int, ...], mnt_ns: int,
-          sock: socket.socket, spec: SandboxSpec | None = None, oom_score_adj: int | None = None) -> Process:
+          sock: socket.socket, spec: SandboxSpec | None = None, oom_score_adj: int | None = None,
+          inherited: tuple | None = None) -> Process:
     """Start command (cwd, umask, environment with our marks) with stdio as its 0, 1, 2 (None: closed) and
     the signals it inherits ignored; its reports go to sock. Raises SandboxError (126, 127, 125).
 
-    With process attributes in spec (or an oom_score_adj to give back to the job), the process is forked
-    and set up before its exec; otherwise posix_spawn starts it, and no option costs anything."""
+    With process attributes in spec (or an oom_score_adj to give back to the job, or the API's caller's
+    attributes where they differ from ours: inherited), the process is forked and set up before its exec;
+    otherwise posix_spawn starts it, and no option costs anything."""
     try:
         os.chdir(command.cwd)
     except OSError as exc:
@@ -69,8 +71,8 @@ def start(command: Command, stdio: tuple[int | None, ...], ignored: tuple[int, .
     started = time.monotonic()
     try:
         try:
-            if spec is not None and (spec.process_attributes or oom_score_adj is not None):
-                pid = _fork_exec(path, command.argv, env, file_actions, ignored, spec, oom_score_adj)
+            if spec is not None and (spec.process_attributes or oom_score_adj is not None or inherited is not None):
+                pid = _fork_exec(path, command.argv, env, file_actions, ignored, spec, oom_score_adj, inherited)
             else:
                 pid = linux.posix_spawn(path, command.argv, env, file_actions, DEFAULTED - set(ignored))
         except SandboxError:
@@ -90,7 +92,7 @@ def start(command: Command, stdio: tuple[int | None, ...], ignored: tuple[int, .
 
 
 def _fork_exec(path: bytes, argv: list[bytes], env: dict[bytes, bytes], file_actions: list[tuple],
-               ignored: tuple[int, ...], spec: SandboxSpec, oom_score_adj: int | None) -> int:
+               ignored: tuple[int, ...], spec: SandboxSpec, oom_score_adj: int | None, inherited: tuple | None) -> int:
     """posix_spawn's work by hand, with the job's attributes set between fork and exec. The child says why it
     failed through a close-on-exec pipe (nothing: it exec'd); then it is reaped here and the failure raised:
     OSError for the exec, SandboxError (125) for an attribute the kernel refused."""
@@ -116,7 +118,7 @@ def _fork_exec(path: bytes, argv: list[bytes], env: dict[bytes, bytes], file_act
                 signal.signal(sig, signal.SIG_DFL)
             linux.default_dispositions(GLIBC_RESERVED)  # an exec keeps them ignored, if we had them so
             try:
-                attributes.apply(spec, oom_score_adj)
+                attributes.apply(spec, oom_score_adj, inherited)
             except OSError as exc:  # not the exec's: never "command not found"
                 raise attributes.Refused(f"cannot set up the job's process: {exc.strerror or exc}") from None
             signal.pthread_sigmask(signal.SIG_SETMASK, ())

@@ -66,8 +66,8 @@ def main(sock: socket.socket, parent_pidfd: int) -> int:
     received = receive_order(sock, sigfd)
     if received is None:
         return EXIT_FAILURE  # the launcher went away first
-    order, stdio, registry_fd = received
-    reaper = Reaper(sock, sigfd, order, mnt_ns, pid_ns)
+    order, stdio, registry_fd, owner_fd = received
+    reaper = Reaper(sock, sigfd, order, mnt_ns, pid_ns, owner_fd)
     try:
         try:
             if failure is not None:
@@ -116,9 +116,9 @@ def tie_to_launcher(sock: socket.socket, parent_pidfd: int) -> linux.SignalFd:
 
 
 def receive_order(sock: socket.socket, sigfd: linux.SignalFd
-                  ) -> tuple[wire.Job | wire.Session, tuple[int | None, ...], int | None] | None:
-    """Wait for the order, the job's descriptors and the registry directory's (launch.hand_over); None if
-    the launcher went away first."""
+                  ) -> tuple[wire.Job | wire.Session, tuple[int | None, ...], int | None, int | None] | None:
+    """Wait for the order, the job's descriptors, the registry directory's (launch.hand_over) and a session's
+    owner's (its caller's /proc/PID/status); None if the launcher went away first."""
     while True:
         ready = select.select([sock, sigfd.fileno()], [], [])[0]
         if any(signo in (PARENT_GONE, CALLER_GONE) and from_outside(code, sender)
@@ -135,9 +135,10 @@ def receive_order(sock: socket.socket, sigfd: linux.SignalFd
             stdio = stdio_of(order.stdio, fds) if isinstance(order, wire.Job) else (None, None, None)
             extra = fds[sum(order.stdio):] if isinstance(order, wire.Job) else fds
             registry_fd = extra.pop() if extra and order.registry is not None else None
+            owner_fd = extra.pop() if extra and isinstance(order, wire.Session) and order.owner is not None else None
             for fd in extra:
                 os.close(fd)
-            return order, stdio, registry_fd
+            return order, stdio, registry_fd, owner_fd
 
 
 def stdio_of(present: tuple[bool, ...], fds: list[int]) -> tuple[int | None, ...]:
@@ -152,12 +153,15 @@ class Reaper:
     """
 
     def __init__(self, sock: socket.socket, sigfd: linux.SignalFd, order: wire.Job | wire.Session,
-                 mnt_ns: int, pid_ns: int) -> None:
+                 mnt_ns: int, pid_ns: int, owner_fd: int | None = None) -> None:
         self.sock = sock
         self.sigfd = sigfd
         self.spec: SandboxSpec = order.spec
         self.lifeline = order.lifeline
         self.session = isinstance(order, wire.Session)
+        self.inherited = order.inherited  # the API's caller's attributes where they differ from ours
+        # A session's owner: its caller's credentials when it asked, and their /proc file to read them again.
+        self.owner = (order.owner, owner_fd) if self.session and owner_fd is not None else None
         self.mnt_ns, self.pid_ns = mnt_ns, pid_ns
         self.proc_dir: str | int = "/proc"  # where we count our processes
         self.main: Process | None = None
@@ -188,7 +192,7 @@ class Reaper:
         # double at worst, never none).
         self.take_signals()
         process = commands.start(command, stdio, self.spec.ignored_signals, self.mnt_ns, sock, self.spec,
-                                 self.accounting.oom_score_adj)
+                                 self.accounting.oom_score_adj, self.inherited)
         self.take_signals()
         process.started = time.monotonic()
         self.accounting.start()
@@ -379,12 +383,30 @@ class Reaper:
             return
         sock = socket.socket(fileno=fds[-1])
         try:
+            self.check_owner()
             self.start(message.command, stdio_of(message.stdio, fds[:-1]), sock)
         except SandboxError as exc:
             self.send(sock, wire.Failed(exc.exit_code, exc.message, exc.errno or 0))
             sock.close()
             return
         self.poller.register(sock.fileno(), select.POLLIN)
+
+    def check_owner(self) -> None:
+        """A session's commands are the caller's: refused once the caller's credentials are no longer those the
+        session was started with (a program that dropped privileges must not get them back through it)."""
+        if self.owner is None:
+            return
+        from ..shared import credentials
+
+        expected, fd = self.owner
+        try:
+            now = credentials.status_fields(credentials.read_file(fd))
+        except OSError:
+            raise SandboxError("refused: the caller of this sandbox.Job has ended") from None
+        changed = credentials.difference(expected, now)
+        if changed is not None:
+            raise SandboxError(f"refused: the caller's {changed} changed since this sandbox.Job started, and it "
+                               "lends none of its own; start a new sandbox.Job for this command")
 
     def forward(self, process: Process, sig: int, origin: str) -> None:
         if process.status is not None or process.pid not in self.processes:

@@ -50,6 +50,14 @@ class Record(tuple):
                 raise TypeError(f"{cls.__name__} has no field {next(iter(kwargs))!r}")
         return tuple.__new__(cls, args)
 
+    def replace(self, **changes: Any) -> Any:
+        """A copy with these fields changed."""
+        unknown = set(changes) - set(self._fields)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no field {unknown.pop()!r}")
+        values = zip(self._fields, self, strict=True)
+        return tuple.__new__(type(self), (changes.get(name, value) for name, value in values))
+
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={value!r}" for name, value in zip(self._fields, self, strict=True))
         return f"{type(self).__name__}({fields})"

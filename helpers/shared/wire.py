@@ -62,6 +62,7 @@ class Kind(enum.IntEnum):
     PROCEED = 16
     QUERY = 17
     ABOUT = 18
+    RETIRE = 19
 
 
 class StopReason(enum.StrEnum):
@@ -118,26 +119,35 @@ class Job(Record):
     lifeline: str
     stdio: tuple[bool, bool, bool]
     registry: str | None = None
+    inherited: tuple | None = None
 
 
 class Session(Record):
     """launcher -> reaper (a sandbox.Job, through the spawn server): set up the sandbox, report ready, then
-    start each Run that comes; the sandbox lives until a Stop or the caller's death. registry: as for a Job."""
+    start each Run that comes; the sandbox lives until a Stop or the caller's death. registry: as for a Job.
+    owner: the caller's credentials when it asked (the spawn server's reading of the caller's
+    /proc/PID/status, whose descriptor comes before the registry's); a Run is refused once they differ."""
 
     KIND = Kind.SESSION
     spec: SandboxSpec
     pgid: int | None
     lifeline: str
     registry: str | None = None
+    inherited: tuple | None = None
+    owner: tuple | None = None
 
 
 class Spawn(Record):
     """caller -> spawn server, with the job's descriptors: make a sandbox for this order (a ready reaper, or a
-    fresh one), hand it the order, answer Spawned or Failed; keep on_exit to run if the caller dies."""
+    fresh one), hand it the order, answer Spawned or Failed; keep on_exit to run if the caller dies. Refused
+    (Failed) unless the sender, as the kernel names it, is the caller and its thread tid (0: its main thread)
+    holds the credentials the server was started for; the order's inherited field is the server's own
+    reading of that thread's attributes where they differ from the server's (None: none differ)."""
 
     KIND = Kind.SPAWN
     order: Job | Session
     on_exit: tuple[str, ...]
+    tid: int = 0
 
 
 class Spawned(Record):
@@ -154,6 +164,13 @@ class Claim(Record):
 
     KIND = Kind.CLAIM
     ticket: int
+
+
+class Retire(Record):
+    """caller -> spawn server: the caller's credentials changed, a new server takes its requests: take no
+    more (drop the ready reaper); serve the sandboxes already started, their hooks and claims, then exit."""
+
+    KIND = Kind.RETIRE
 
 
 class Failed(Record):
@@ -278,7 +295,7 @@ class About(Record):
 
 
 Message = (Ready | Job | Session | Spawn | Spawned | Claim | Failed | Run | ReaperIs | Event | Exited | Signal | Relay
-           | Stop | Handoff | Proceed | Query | About)
+           | Stop | Handoff | Proceed | Query | About | Retire)
 RECORDS: dict[Kind, Any] = {record.KIND: record for record in Message.__args__}
 
 
@@ -423,6 +440,14 @@ def recv(sock: socket.socket, flags: int = 0) -> tuple[Message, list[int], int |
     Raises Closed at end of file, BlockingIOError when non-blocking and nothing is there, ValueError
     for a packet that is not one of ours.
     """
+    message, fds, sender = recv_from(sock, flags)
+    return message, fds, sender[0] if sender is not None else None
+
+
+def recv_from(sock: socket.socket, flags: int = 0) -> tuple[Message, list[int], tuple[int, int, int] | None]:
+    """recv(), with the sender's (pid, uid, gid) as SCM_CREDENTIALS gave them: on a socket with SO_PASSCRED
+    the kernel stamps every message with the sending process, its real uid and gid, in our namespaces (a
+    sender may name itself otherwise only within what it may become: see unix(7))."""
     try:
         data, ancillary, msg_flags, _ = sock.recvmsg(MAX_INLINE + 1, _ANCILLARY, flags | socket.MSG_CMSG_CLOEXEC)
     except ConnectionResetError:
@@ -430,7 +455,7 @@ def recv(sock: socket.socket, flags: int = 0) -> tuple[Message, list[int], int |
         # peer sent us before it closed, which is still queued here: read on (its last words, an Exited).
         data, ancillary, msg_flags, _ = sock.recvmsg(MAX_INLINE + 1, _ANCILLARY, flags | socket.MSG_CMSG_CLOEXEC)
     fds: list[int] = []
-    pid = None
+    sender = None
     for level, kind, payload in ancillary:
         if level != socket.SOL_SOCKET:
             continue
@@ -438,7 +463,7 @@ def recv(sock: socket.socket, flags: int = 0) -> tuple[Message, list[int], int |
             usable = len(payload) - len(payload) % 4
             fds.extend(array.array("i", payload[:usable]))
         elif kind == socket.SCM_CREDENTIALS and len(payload) >= _UCRED.size:
-            pid = _UCRED.unpack_from(payload)[0]
+            sender = _UCRED.unpack_from(payload)
     if not data:
         _close(fds)
         raise Closed()
@@ -458,7 +483,7 @@ def recv(sock: socket.socket, flags: int = 0) -> tuple[Message, list[int], int |
     else:
         data = data[1:]
     try:
-        return decode(marshal.loads(data)), fds, pid
+        return decode(marshal.loads(data)), fds, sender
     except (ValueError, TypeError, EOFError, KeyError, IndexError):
         _close(fds)
         raise ValueError("malformed message") from None

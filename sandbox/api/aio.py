@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import subprocess
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from sandboxed_run_helpers.shared.options import check_grace
 from sandboxed_run_helpers.shared.usage import Usage
 
 from ..client import ReaperClient
+from . import spawner
 from .calling import call_argv, call_outcome, payload
 from .job import Job
 from .keywords import SANDBOX_KEYWORDS, with_options
@@ -167,7 +169,8 @@ async def _start(start: Callable[[], Popen]) -> AsyncProcess:
     """Start a process in a worker thread (the start blocks). A cancellation meanwhile waits for the start
     to end, stops whatever started (as a cancelled wait would) and then goes on: nothing is left running
     and no descriptor of ours stays open."""
-    started = asyncio.get_running_loop().run_in_executor(None, start)
+    # For the loop's thread, whose nice its jobs get, as asyncio's subprocesses would.
+    started = asyncio.get_running_loop().run_in_executor(None, spawner.on_behalf_of(threading.get_native_id(), start))
     try:
         popen = await asyncio.shield(started)
     except asyncio.CancelledError:
@@ -253,7 +256,8 @@ class AsyncJob:
         self.job = Job(**options)
 
     async def __aenter__(self) -> AsyncJob:
-        await asyncio.get_running_loop().run_in_executor(None, self.job.start)
+        await asyncio.get_running_loop().run_in_executor(
+            None, spawner.on_behalf_of(threading.get_native_id(), self.job.start))
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:

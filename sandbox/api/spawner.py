@@ -1,4 +1,6 @@
-"""The API's connection to its spawn server (helpers/server.py), started on first use, one per process."""
+"""The API's connection to its spawn server (helpers/server.py), started on first use, one per process and set of
+credentials: when the program's credentials change (it drops privileges, say), the next request goes to a new
+server started with the new ones, and the old one is retired (it serves what it started, then exits)."""
 
 from __future__ import annotations
 
@@ -12,23 +14,27 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable
+from typing import TypeVar
 
-from sandboxed_run_helpers.shared import linux, wire
+from sandboxed_run_helpers.shared import credentials, linux, wire
 from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, SandboxError, host_error
 from sandboxed_run_helpers.shared.signals import signal_name
 
 from ..client import ReaperClient
 from .calling import refuse_while_loading_main
 
+T = TypeVar("T")
+
 # The server runs without site (-S): a smaller interpreter forks and exits faster, and every
 # reaper is a fork of it. So it is told where the helpers package is, as a directory on its path:
 # installed it is sandboxed_run_helpers/, in an editable install the repository's helpers/ (its
 # modules import each other relatively, so either name works), python-prctl's directory, and
 # jeepney's (for the systemd scope of a sandbox with limits).
-_BOOT = "import sys; sys.path[:0] = {paths!r}; from {package}.server import main; main({fd}, {pidfd})"
+_BOOT = "import sys; sys.path[:0] = {paths!r}; from {package}.server import main; main({fd}, {pidfd}, {pid}, {tid})"
 
 
-def _boot_code(fd: int, pidfd: int) -> str:
+def _boot_code(fd: int, pidfd: int, pid: int, tid: int) -> str:
     from importlib.util import find_spec
 
     import prctl
@@ -42,33 +48,37 @@ def _boot_code(fd: int, pidfd: int) -> str:
         where = os.path.dirname(os.path.dirname(os.path.abspath(jeepney.origin)))
         if where not in paths:
             paths.append(where)
-    return _BOOT.format(paths=paths, package=os.path.basename(helpers), fd=fd, pidfd=pidfd)
+    return _BOOT.format(paths=paths, package=os.path.basename(helpers), fd=fd, pidfd=pidfd, pid=pid, tid=tid)
 
 
 class SpawnServer:
+    """One spawn server: started for the credentials its caller's thread had then (credentials.own(), and the ids
+    that tell a change cheaply), which it serves and lends to no other."""
+
     def __init__(self) -> None:
-        self.owner = os.getpid()
-        self.lock = threading.Lock()
         self.channel: socket.socket | None = None
         self.pid: int | None = None
+        self.pidfd = -1
         self.process: subprocess.Popen | None = None
-        self.generation = 0
+        self.credentials: tuple = ()
+        self.ids: tuple = ()
 
-    def _start(self) -> None:
+    def start(self) -> None:
         # Decided before we open anything: a closed 2 would be taken by our first descriptor.
         stderr = None if linux.fd_is_open(2) else subprocess.DEVNULL
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # Above 2, where the server's stdin, stdout and stderr will not overwrite them.
         theirs = socket.socket(fileno=_above_stdio(theirs.detach()))
         caller_pidfd = _above_stdio(os.pidfd_open(os.getpid()))
-        boot = _boot_code(theirs.fileno(), caller_pidfd)
         started = threading.Event()
         failure: list[BaseException] = []
 
         def keeper() -> None:
             # PDEATHSIG follows the thread that forked: this thread lives as long as the server,
-            # so a caller's short-lived thread can start jobs that outlive it.
+            # so a caller's short-lived thread can start jobs that outlive it. The server's credentials are
+            # this thread's: it is the thread whose credentials the server compares every request with.
             try:
+                boot = _boot_code(theirs.fileno(), caller_pidfd, os.getpid(), threading.get_native_id())
                 process = subprocess.Popen(
                     [sys.executable, "-I", "-S", "-c", boot], pass_fds=(theirs.fileno(), caller_pidfd),
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
@@ -101,35 +111,87 @@ class SpawnServer:
         self.channel = ours
         self.pid = message.pid
         self.pidfd = os.pidfd_open(message.pid)  # opened while it runs: readable once it has died
-        self.generation += 1  # tickets of an earlier server mean nothing to this one
 
-    def spawn(self, request: wire.Spawn,
-              fds: list[int]) -> tuple[int, int, socket.socket, tuple[int, int] | int]:
-        """Ask for a new sandbox; returns the reaper's PID, a pidfd for it, our socket to it and the
-        ticket of its hooks (this server's generation and the server's number; 0: none). A failure is
-        this call's alone: the server and its other sandboxes go on; a server that died is replaced by
-        the next call."""
+    def ask(self, request: wire.Spawn, fds: list[int]) -> tuple[wire.Message, list[int]]:
+        """Send request, return the reply and its descriptors. OSError from the send (errno in _PEER_GONE: the
+        server is gone, it never got the request); SandboxError if it dies before it answers."""
+        assert self.channel is not None
+        wire.send(self.channel, request, fds=fds)
+        try:
+            message, received, _ = wire.recv(self.channel)
+        except (wire.Closed, ConnectionError, ValueError):
+            self.close()
+            raise SandboxError("the sandbox spawn server died while starting the sandbox; try again") from None
+        return message, received
+
+    def dead(self) -> bool:
+        return self.channel is None or bool(select.select([self.pidfd], [], [], 0)[0])
+
+    def claim_hooks(self, number: int) -> None:
+        if self.channel is None:
+            return  # the server that held them is gone, and its claims with it
+        try:
+            wire.send(self.channel, wire.Claim(number))
+        except OSError:
+            pass
+
+    def retire(self) -> None:
+        """No more requests for this server: it serves what it started (until that ends, then exits)."""
+        if self.channel is not None:
+            try:
+                wire.send(self.channel, wire.Retire())
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        """Let go of the channel: a server that still runs stops every sandbox it started (with grace) and exits."""
+        if self.channel is not None:
+            self.channel.close()
+            os.close(self.pidfd)
+        self.channel = None
+
+    def wait(self, timeout: float | None) -> None:
+        if self.process is not None:
+            try:
+                self.process.wait(timeout)
+            except ChildProcessError:
+                pass
+
+
+class SpawnServers:
+    """This process's spawn servers: the one that takes its requests, started for the credentials it has now,
+    and retired ones (started for credentials it had before) that serve only the sandboxes they started."""
+
+    def __init__(self) -> None:
+        self.owner = os.getpid()
+        self.lock = threading.Lock()
+        self.current: SpawnServer | None = None
+        self.retired: list[SpawnServer] = []
+
+    def spawn(self, request: wire.Spawn, fds: list[int]) -> tuple[SpawnServer, int, int, socket.socket, int]:
+        """Ask for a new sandbox; returns the server that made it, the reaper's PID, a pidfd for it, our socket to
+        it and the number of its hooks at that server (0: none). A failure is this call's alone: the server and
+        its other sandboxes go on; a server that died is replaced by the next call."""
         for fd in fds:
             os.fstat(fd)  # OSError(EBADF) here, for this call, rather than a failed send
+        request = request.replace(tid=calling_thread())
         with self.lock:
             for attempt in (1, 2):
-                if self.channel is not None and select.select([self.pidfd], [], [], 0)[0]:
-                    self._forget()  # it died since the last call: a fresh one takes this request
-                if self.channel is None:
-                    self._start()
-                assert self.channel is not None
+                server = self.for_now()
                 try:
-                    wire.send(self.channel, request, fds=fds)
+                    message, received = server.ask(request, fds)
                 except OSError as exc:
                     if exc.errno not in _PEER_GONE or attempt == 2:
                         raise
-                    self._forget()  # it died before it got the request: a fresh one gets it
+                    self.drop(server)  # it died before it got the request: a fresh one gets it
                     continue
-                try:
-                    message, received, _ = wire.recv(self.channel)
-                except (wire.Closed, ConnectionError, ValueError):
-                    self._forget()
-                    raise SandboxError("the sandbox spawn server died while starting the sandbox; try again") from None
+                if isinstance(message, wire.Failed) and attempt == 1 and credentials.own() != server.credentials:
+                    # Our credentials changed after the check above (another thread of ours, say): the server
+                    # refused, and a server for the credentials we have now gets the request.
+                    for fd in received:
+                        os.close(fd)
+                    self.retire(server)
+                    continue
                 break
         if isinstance(message, wire.Failed):
             raise SandboxError.for_exit_code(message.exit_code, message.message, message.errno)
@@ -137,37 +199,95 @@ class SpawnServer:
             for fd in received:
                 os.close(fd)
             raise SandboxError("the sandbox spawn server sent a malformed reply", EXIT_FAILURE)
-        sock = socket.socket(fileno=received[0])
-        return message.reaper_pid, received[1], sock, message.ticket and (self.generation, message.ticket)
+        return server, message.reaper_pid, received[1], socket.socket(fileno=received[0]), message.ticket
 
-    def claim_hooks(self, ticket: tuple[int, int]) -> None:
-        """Tell the server that we run these hooks ourselves (it would run them if we died unclaimed)."""
-        generation, number = ticket
+    def for_now(self) -> SpawnServer:
+        """The server for the credentials we have now: the current one, unless it died or they changed (then it
+        is retired, and a new one started)."""
+        server = self.current
+        if server is not None and server.dead():
+            self.drop(server)
+            server = None
+        if server is not None and _ids() != server.ids:
+            self.retire(server)
+            server = None
+        for old in [old for old in self.retired if old.dead()]:
+            old.close()
+            self.retired.remove(old)
+        if server is None:
+            server = self.current = _started()
+        return server
+
+    def retire(self, server: SpawnServer) -> None:
+        server.retire()
+        self.retired.append(server)
+        if self.current is server:
+            self.current = None
+
+    def drop(self, server: SpawnServer) -> None:
+        server.close()
+        if self.current is server:
+            self.current = None
+
+    def claim_hooks(self, server: SpawnServer, number: int) -> None:
+        """Tell the server that holds them that we run these hooks ourselves (it would run them if we died)."""
         with self.lock:
-            if self.channel is None or generation != self.generation:
-                return  # the server that holds them is gone, and its claims with it
-            try:
-                wire.send(self.channel, wire.Claim(number))
-            except OSError:
-                pass
+            server.claim_hooks(number)
 
-    def _forget(self) -> None:
-        if self.channel is not None:
-            self.channel.close()
-            os.close(self.pidfd)
-        self.channel = None
-        self.pid = None
+    def every(self) -> list[SpawnServer]:
+        return [*self.retired, *([self.current] if self.current is not None else [])]
 
     def shutdown(self, timeout: float | None = None) -> None:
-        """Close the channel; the server stops every sandbox it started (with grace) and exits."""
+        """Let every server go: each stops the sandboxes it started (with grace) and exits."""
         with self.lock:
-            process = self.process
-            self._forget()
-        if process is not None:
-            try:
-                process.wait(timeout)
-            except ChildProcessError:
-                pass
+            servers = self.every()
+            for server in servers:
+                server.close()
+            self.current, self.retired = None, []
+        for server in servers:
+            server.wait(timeout)
+
+
+def _started() -> SpawnServer:
+    """A new server, for the credentials of the calling thread. One whose start a change of them overlapped may
+    have them from before, and is let go at once."""
+    for _ in range(3):
+        before, ids = credentials.own(), _ids()
+        server = SpawnServer()
+        server.start()
+        if credentials.own() == before:
+            server.credentials, server.ids = before, ids
+            return server
+        server.close()
+    raise SandboxError("this program's credentials kept changing while its sandbox spawn server started; try again")
+
+
+def _ids() -> tuple:
+    """The calling thread's ids and groups: what a drop of privileges changes, told at the cost of three system
+    calls (the server compares the rest: capabilities, namespaces, and refuses; then we retry, see spawn())."""
+    return os.getresuid(), os.getresgid(), os.getgroups()
+
+
+_behalf = threading.local()
+
+
+def calling_thread() -> int:
+    """The thread a request is for: ours, or the one we work for (on_behalf_of)."""
+    return getattr(_behalf, "tid", 0) or threading.get_native_id()
+
+
+def on_behalf_of(tid: int, work: Callable[[], T]) -> Callable[[], T]:
+    """work, to be run in a worker thread for thread tid (asyncio's loop): its jobs get that thread's nice, as
+    subprocess would give them, not the worker's."""
+
+    def run() -> T:
+        _behalf.tid = tid
+        try:
+            return work()
+        finally:
+            _behalf.tid = 0
+
+    return run
 
 
 _PEER_GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ECONNREFUSED)
@@ -204,26 +324,26 @@ def _above_stdio(fd: int) -> int:
     return copy
 
 
-_server: SpawnServer | None = None
-_server_lock = threading.Lock()
+_servers: SpawnServers | None = None
+_servers_lock = threading.Lock()
 _live_clients: weakref.WeakSet[ReaperClient] = weakref.WeakSet()
 
 
-def server() -> SpawnServer:
-    global _server
-    with _server_lock:
-        if _server is None or _server.owner != os.getpid():
-            _server = SpawnServer()
-        return _server
+def servers() -> SpawnServers:
+    global _servers
+    with _servers_lock:
+        if _servers is None or _servers.owner != os.getpid():
+            _servers = SpawnServers()
+        return _servers
 
 
 def new_client(request: wire.Spawn, fds: list[int], on_event=None) -> ReaperClient:
     """A new sandbox for request (its job's descriptors: fds), and our client of its reaper."""
     refuse_while_loading_main()
-    spawn_server = server()
-    reaper_pid, pidfd, sock, ticket = spawn_server.spawn(request, fds)
+    spawn_servers = servers()
+    server, reaper_pid, pidfd, sock, ticket = spawn_servers.spawn(request, fds)
     client = ReaperClient(reaper_pid, pidfd, sock, on_event, prog="sandbox")
-    client.hooks_ticket = (spawn_server, ticket) if ticket else None
+    client.hooks_ticket = (spawn_servers, server, ticket) if ticket else None
     _live_clients.add(client)
     return client
 
@@ -231,18 +351,18 @@ def new_client(request: wire.Spawn, fds: list[int], on_event=None) -> ReaperClie
 def claim_hooks(client: ReaperClient) -> None:
     """We are about to run this sandbox's hooks: the spawn server must not run them too."""
     if client.hooks_ticket is not None:
-        spawn_server, ticket = client.hooks_ticket
+        spawn_servers, server, ticket = client.hooks_ticket
         client.hooks_ticket = None
-        spawn_server.claim_hooks(ticket)
+        spawn_servers.claim_hooks(server, ticket)
 
 
 def _after_fork_in_child() -> None:
     # A forked copy of the caller must not keep the parent's sandboxes alive through their lifelines.
-    global _server
-    if _server is not None and _server.channel is not None:
-        _server.channel.close()
-        os.close(_server.pidfd)
-    _server = None
+    global _servers
+    if _servers is not None:
+        for server in _servers.every():
+            server.close()
+    _servers = None
     for client in list(_live_clients):
         client.close()
 
@@ -251,16 +371,17 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def current() -> SpawnServer | None:
-    """This process's spawn server, if it started one (for tests and benchmarks: its pid)."""
-    server_ = _server
-    return server_ if server_ is not None and server_.owner == os.getpid() else None
+    """This process's spawn server for its current credentials, if it started one (for tests and benchmarks:
+    its pid)."""
+    servers_ = _servers
+    return servers_.current if servers_ is not None and servers_.owner == os.getpid() else None
 
 
 def shut_down(timeout: float | None = None) -> None:
-    """Let this process's spawn server go: it stops every sandbox it started (with grace) and exits; the next
+    """Let this process's spawn servers go: each stops every sandbox it started (with grace) and exits; the next
     call starts a new one. For tests that must leave nothing behind."""
-    global _server
-    with _server_lock:
-        server_, _server = current(), None
-    if server_ is not None:
-        server_.shutdown(timeout)
+    global _servers
+    with _servers_lock:
+        servers_, _servers = _servers, None
+    if servers_ is not None and servers_.owner == os.getpid():
+        servers_.shutdown(timeout)
