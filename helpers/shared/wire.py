@@ -440,14 +440,19 @@ def recv(sock: socket.socket, flags: int = 0) -> tuple[Message, list[int], int |
     Raises Closed at end of file, BlockingIOError when non-blocking and nothing is there, ValueError
     for a packet that is not one of ours.
     """
-    message, fds, sender = recv_from(sock, flags)
-    return message, fds, sender[0] if sender is not None else None
+    message, fds, sender, named = _receive(sock, flags)
+    return message, fds, sender[0] if sender is not None and named else None
 
 
 def recv_from(sock: socket.socket, flags: int = 0) -> tuple[Message, list[int], tuple[int, int, int] | None]:
     """recv(), with the sender's (pid, uid, gid) as SCM_CREDENTIALS gave them: on a socket with SO_PASSCRED
     the kernel stamps every message with the sending process, its real uid and gid, in our namespaces (a
     sender may name itself otherwise only within what it may become: see unix(7))."""
+    message, fds, sender, _named = _receive(sock, flags)
+    return message, fds, sender
+
+
+def _receive(sock: socket.socket, flags: int) -> tuple[Message, list[int], tuple[int, int, int] | None, bool]:
     try:
         data, ancillary, msg_flags, _ = sock.recvmsg(MAX_INLINE + 1, _ANCILLARY, flags | socket.MSG_CMSG_CLOEXEC)
     except ConnectionResetError:
@@ -472,8 +477,6 @@ def recv_from(sock: socket.socket, flags: int = 0) -> tuple[Message, list[int], 
             kind == _MEMFD and not fds):
         _close(fds)
         raise ValueError("malformed message")
-    if not named:
-        pid = None
     if kind == _MEMFD:
         try:
             data = _from_memfd(fds.pop(0))
@@ -483,7 +486,7 @@ def recv_from(sock: socket.socket, flags: int = 0) -> tuple[Message, list[int], 
     else:
         data = data[1:]
     try:
-        return decode(marshal.loads(data)), fds, sender
+        return decode(marshal.loads(data)), fds, sender, named
     except (ValueError, TypeError, EOFError, KeyError, IndexError):
         _close(fds)
         raise ValueError("malformed message") from None
