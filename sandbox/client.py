@@ -19,6 +19,8 @@ from sandboxed_run_helpers.shared.usage import Usage
 
 T = TypeVar("T")
 
+REAPER_IS_WITHIN = 5.0  # a user-namespace parent that does not name its reaper by then was killed meanwhile
+
 
 class ReaperClient:
     """Talks to one reaper over its socket and watches its pidfd.
@@ -46,6 +48,8 @@ class ReaperClient:
         self.closed = False  # the reaper closed its end
         self.gone = False  # every process of the sandbox has ended
         self.hooks_ticket: tuple[Any, Any] | None = None  # (spawn server, its ticket): who else would run our hooks
+        # The pid and pidfd are a user-namespace parent's until its ReaperIs names the reaper.
+        self.reaper_is_coming = False
         self._lock = _thread.RLock()  # _thread: the command-line tool need not import threading
         self._waiters = 0  # threads in wait(): the descriptors stay open for them
         self._close_wanted = False
@@ -85,6 +89,7 @@ class ReaperClient:
             # The PID 1 under a user namespace's intermediate parent, and a pidfd for it: the sandbox ends
             # with it, even if that parent is killed first.
             self.reaper_pid = message.pid
+            self.reaper_is_coming = False
             if self.pidfd >= 0:
                 os.close(self.pidfd)
             self.pidfd = fds.pop(0)
@@ -158,6 +163,11 @@ class ReaperClient:
         """Block until the job runs (or the session is ready), or raise the SandboxError that kept it from it."""
         while not self.ready and not self.closed:
             self.pump(None)
+        # The parent names the reaper right after forking it, but its message may come after the reaper's
+        # first: reaper_pid (Job.pid, namespace_path) and the pidfd we would kill must be the reaper's.
+        named_by = time.monotonic() + REAPER_IS_WITHIN
+        while self.reaper_is_coming and not self.closed and time.monotonic() < named_by:
+            self.pump(named_by - time.monotonic())
         if not self.ready:
             self.wait(None)
             raise self.error or SandboxError("the sandbox ended before its job started")

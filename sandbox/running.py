@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from sandboxed_run_helpers.shared import registry, wire
+from sandboxed_run_helpers.shared import linux, registry, wire
 from sandboxed_run_helpers.shared.errors import SandboxError, SandboxNotFound, SandboxNotPermitted
 from sandboxed_run_helpers.shared.options import BY_NAME, check_grace
 
@@ -133,6 +133,7 @@ class Answer:
         self.about: wire.About | None = None
         self.refused: wire.Failed | None = None
         self.pidfd = -1
+        self.namespace_fds: dict[str, int] = {}  # kind -> a descriptor of the reaper's namespace, as it sent them
         self.job_pid: int | None = None
 
     def send(self, message: wire.Message) -> bool:
@@ -146,10 +147,20 @@ class Answer:
         if isinstance(message, wire.About) and _well_formed(message) and fds and _pidfd_of(fds[0]) == self.reaper_pid:
             self.about, self.job_pid = message, pid
             self.pidfd = fds.pop(0)
+            self._keep_namespaces(message, fds)
         elif isinstance(message, wire.Failed):
             self.refused = message
         for fd in fds:
             os.close(fd)
+
+    def _keep_namespaces(self, about: wire.About, fds: list[int]) -> None:
+        """Take from fds those that are the namespaces the About names (kind and inode as the kernel says)."""
+        for fd in list(fds):
+            kind = linux.namespace_kind(fd)
+            if kind is not None and kind not in self.namespace_fds \
+                    and about.namespaces.get(kind) == os.fstat(fd).st_ino:
+                self.namespace_fds[kind] = fd
+                fds.remove(fd)
 
     def sandbox(self) -> RunningSandbox:
         about = self.about
@@ -175,6 +186,9 @@ class Answer:
         if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1
+        for fd in self.namespace_fds.values():
+            os.close(fd)
+        self.namespace_fds = {}
         self.sock.close()
 
 

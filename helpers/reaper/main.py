@@ -95,6 +95,7 @@ def warm_up(mnt_ns: int, pid_ns: int) -> None:
 
 def tie_to_launcher(sock: socket.socket, parent_pidfd: int) -> linux.SignalFd:
     """Tie ourselves to the launcher before doing anything that could outlive it."""
+    refuse_tracers()
     reset_for_helper(blocked=WATCHED)
     sigfd = linux.SignalFd(WATCHED)
     prctl.set_pdeathsig(PARENT_GONE)
@@ -106,6 +107,15 @@ def tie_to_launcher(sock: socket.socket, parent_pidfd: int) -> linux.SignalFd:
         os._exit(EXIT_FAILURE)
     linux.close_fds_except({sock.fileno(), sigfd.fileno()})
     return sigfd
+
+
+def refuse_tracers() -> None:
+    """Not dumpable: the kernel then lets only a process with CAP_SYS_PTRACE in the user namespace we were
+    started in (the host's) ptrace us, read our memory or our /proc/1/ns, environ, fd: a job of the same
+    user (an ordinary user's, or one in a user namespace) or a root job without CAP_SYS_PTRACE can no longer
+    stop PID 1 in a tracing stop. A root job that keeps CAP_SYS_PTRACE still can: the watchdog of whoever
+    waits outside covers that (shared/unresponsive.py). The job's own exec makes it dumpable again."""
+    prctl.set_dumpable(False)
 
 
 def receive_order(sock: socket.socket, sigfd: linux.SignalFd

@@ -224,6 +224,7 @@ def new_client(request: wire.Spawn, fds: list[int], on_event=None) -> ReaperClie
     reaper_pid, pidfd, sock, ticket = spawn_server.spawn(request, fds)
     client = ReaperClient(reaper_pid, pidfd, sock, on_event, prog="sandbox")
     client.hooks_ticket = (spawn_server, ticket) if ticket else None
+    client.reaper_is_coming = request.order.spec.userns_ids is not None
     _live_clients.add(client)
     return client
 
