@@ -85,6 +85,11 @@ def namespace_kind(fd: int) -> str | None:
         return None
 
 
+def time_left(deadline: float | None) -> float | None:
+    """Seconds until deadline (time.monotonic()), never below 0; None for no deadline."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
 def _check(result: int, what: str, path: str | bytes | None = None) -> int:
     if result < 0:
         err = ctypes.get_errno()

@@ -105,7 +105,9 @@ class Job(Record):
     as its main process; its end stops the rest. lifeline "parent": the launcher is our parent, its death
     (PDEATHSIG) is the caller's; "socket": the caller holds our socket, the spawn server's death is not its.
     registry: the directory where we list the sandbox under spec.name (None: not listed); the launcher
-    opened it, outside the sandbox, and its descriptor comes last."""
+    opened it, outside the sandbox, and its descriptor comes last. deadline: the timeout (time.monotonic(),
+    which every process of the machine shares; None: none), when we stop the sandbox ourselves, for reason
+    "timeout", even if the launcher cannot ask (the job stopped its process group)."""
 
     KIND = Kind.JOB
     command: Command
@@ -114,6 +116,7 @@ class Job(Record):
     lifeline: str
     stdio: tuple[bool, bool, bool]
     registry: str | None = None
+    deadline: float | None = None
 
 
 class Session(Record):

@@ -222,7 +222,7 @@ def new_client(request: wire.Spawn, fds: list[int], on_event=None) -> ReaperClie
     refuse_while_loading_main()
     spawn_server = server()
     reaper_pid, pidfd, sock, ticket = spawn_server.spawn(request, fds)
-    client = ReaperClient(reaper_pid, pidfd, sock, on_event, prog="sandbox")
+    client = ReaperClient(reaper_pid, pidfd, sock, on_event, prog="sandbox", grace=request.order.spec.grace)
     client.hooks_ticket = (spawn_server, ticket) if ticket else None
     client.reaper_is_coming = request.order.spec.userns_ids is not None
     _live_clients.add(client)
