@@ -19,6 +19,8 @@ from .shared.errors import namespace_error
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .scope import Cgroup
 
 _own_pidns: tuple[int, int] | None = None  # (pid of the process that opened it, fd)
@@ -129,16 +131,19 @@ def hand_over(sock: socket.socket, pid: int, order: wire.Job | wire.Session, std
             os.close(dirfd)
 
 
-def start(order: wire.Job, stdio: tuple[int, ...], hear: int | None = None
-          ) -> tuple[int, int, socket.socket, Cgroup | None]:
+def start(order: wire.Job, stdio: tuple[int, ...], hear: int | None = None,
+          forked: Callable[[int, int], None] | None = None) -> tuple[int, int, socket.socket, Cgroup | None]:
     """fork(), place() and hand_over() in one: a reaper for this job, now, and the sandbox's cgroup if it has one
-    (remove() it once the sandbox is gone; reap() the pid once the sandbox is gone). If that fails, what was forked
-    is reaped before the error is raised (hear: as reap())."""
+    (remove() it once the sandbox is gone; reap() the pid once the sandbox is gone). forked(pid, pidfd) runs before
+    the order goes, so before the job can run (and stop us with its process group: the hook monitor must exist by
+    then). If that fails, what was forked is reaped before the error is raised (hear: as reap())."""
     userns = order.spec.userns_ids
     pid, pidfd, sock = fork(userns, order.pgid, held=bool(order.spec.cgroup_limits))
     group = None
     try:
         group = place(order, pid, sock, userns is not None)
+        if forked is not None:
+            forked(pid, pidfd)
         hand_over(sock, pid, order, stdio)
     except BaseException:
         sock.close()  # the reaper sees its launcher go and exits; nothing of the job ran

@@ -1,13 +1,16 @@
 """The hook monitor: a small process of the command's that runs the --on-exit hooks once the sandbox is
 gone, even if sandboxed-run itself is SIGKILLed meanwhile.
 
-sandboxed-run forks it right after the reaper. It holds the reaper's pidfd and waits on it; then it
-waits for the launcher's Handoff (how the job ended) over a socket, and runs the hooks with it. If the
-launcher died first, its end of the socket closes without one, and the hooks run with what is known
-(stop reason "caller died"). While a hook runs, the launcher relays the signals it gets (Relay); we
+sandboxed-run forks it right after the reaper, before the reaper has its order: before the job runs, which
+could stop the launcher (its process group) before it forked anything more. It holds the reaper's pidfd
+and waits on it; then it waits for the launcher's Handoff (how the job ended) over a socket, and runs the
+hooks with it. If the launcher died first, its end of the socket closes without one, and the hooks run
+with what is known (stop reason "caller died"). While a hook runs, the launcher relays the signals it gets (Relay); we
 pass each on to the hook unless the hook got it by itself (relay.py), so no wait of the launcher is
 deaf and no hook gets a signal twice. It has no PDEATHSIG and ignores Ctrl+Z: only a SIGKILL of the
-monitor itself loses the hooks.
+monitor itself loses the hooks. Once the launcher has died, the reaper has the sandbox's grace period
+and a margin to end it; a reaper that does not (stopped by its job) is SIGKILLed from here
+(shared/unresponsive.py), so the hooks do not wait for ever.
 """
 
 from __future__ import annotations
@@ -20,20 +23,23 @@ import time
 
 import prctl
 
-from .shared import linux, outlet, wire
+from .shared import linux, outlet, unresponsive, wire
 from .shared.hooks import Emit, environment, run_hooks
 from .shared.relay import Relays
 from .shared.signals import FORWARDED
 
 
-def start(commands: list[str], emit: Emit | None, reaper_pidfd: int, keep: set[int]) -> tuple[int, socket.socket]:
-    """Fork the monitor; return its PID and the launcher's end of its socket (for handoff())."""
+def start(commands: list[str], emit: Emit | None, reaper_pidfd: int, keep: set[int],
+          reaper: tuple[int, float]) -> tuple[int, socket.socket]:
+    """Fork the monitor; return its PID and the launcher's end of its socket (for handoff()). reaper: its
+    PID and the sandbox's grace period, for the watch after the launcher's death."""
     ours, theirs = wire.pair()
+    launcher = os.getpid()
     pid = os.fork()
     if pid == 0:
         try:
             ours.close()
-            _life(commands, emit, reaper_pidfd, theirs, keep)
+            _life(commands, emit, reaper_pidfd, theirs, keep, (launcher, *reaper))
         except Exception as exc:  # noqa: BLE001 - one line, never a silent end: the hooks did not all run
             from .shared.errors import host_error
             from .shared.status import say
@@ -47,7 +53,8 @@ def start(commands: list[str], emit: Emit | None, reaper_pidfd: int, keep: set[i
     return pid, ours
 
 
-def _life(commands: list[str], emit: Emit | None, reaper_pidfd: int, sock: socket.socket, keep: set[int]) -> None:
+def _life(commands: list[str], emit: Emit | None, reaper_pidfd: int, sock: socket.socket, keep: set[int],
+          watch: tuple[int, int, float]) -> None:
     signal.signal(signal.SIGTSTP, signal.SIG_IGN)
     # Blocked (as the launcher had them when it forked us): the terminal's and a group's signals queue on
     # our signalfd, which is how we know a hook got them by itself.
@@ -58,8 +65,7 @@ def _life(commands: list[str], emit: Emit | None, reaper_pidfd: int, sock: socke
     # First: the launcher's descriptors we do not need make room for ours (a low ulimit -n).
     linux.close_fds_except({reaper_pidfd, sock.fileno(), *keep})
     sigfd = linux.SignalFd(FORWARDED)
-    while not select.select([reaper_pidfd], [], [])[0]:
-        pass  # the sandbox is gone once it is readable: every process, the mount namespace
+    _until_gone(reaper_pidfd, *watch)  # the sandbox is gone then: every process, the mount namespace
     sigfd.read()  # what reached us while the job ran was the job's business
     handoff = _handoff(sock)
     if handoff is None:
@@ -75,6 +81,38 @@ def _life(commands: list[str], emit: Emit | None, reaper_pidfd: int, sock: socke
     run_hooks(commands, environment(handoff.job_status, handoff.shell_status, handoff.reason), emit,
               wait=relaying.wait, before=drain)
     drain()
+
+
+def _until_gone(reaper_pidfd: int, launcher: int, reaper: int, grace: float) -> None:
+    """Until the reaper's pidfd is readable. Once the launcher is dead the reaper must end the sandbox within
+    its grace and the margin; else we kill it, and say so once."""
+    try:
+        launcher_pidfd: int | None = os.pidfd_open(launcher)
+    except ProcessLookupError:
+        launcher_pidfd = None  # it died before we looked (a job stopped us meanwhile, say)
+    try:
+        launcher_gone = launcher_pidfd is None or os.getppid() != launcher
+        kill_at = unresponsive.due(grace) if launcher_gone else None
+        said = False
+        while True:
+            watched = [reaper_pidfd] if launcher_gone or launcher_pidfd is None else [reaper_pidfd, launcher_pidfd]
+            ready = select.select(watched, [], [], linux.wait_seconds(kill_at))[0]
+            if reaper_pidfd in ready:
+                return
+            if launcher_pidfd in ready:
+                launcher_gone = True
+                kill_at = unresponsive.due(grace)
+            if kill_at is not None and time.monotonic() >= kill_at:
+                thawed = unresponsive.kill(reaper_pidfd, reaper)
+                kill_at = time.monotonic() + unresponsive.RETHAW
+                if not said:
+                    said = True
+                    from .shared.status import say
+
+                    say(unresponsive.line(reaper, grace + unresponsive.MARGIN, thawed))
+    finally:
+        if launcher_pidfd is not None:
+            os.close(launcher_pidfd)
 
 
 def _handoff(sock: socket.socket) -> wire.Handoff | None:

@@ -9,8 +9,10 @@ outlives this server if the server is killed.
 
 The server refuses to outlive its caller: it watches a pidfd of the caller's process (and has
 PDEATHSIG armed), and when the caller is gone, or closes the channel, it tells every reaper, waits
-for them, and exits. A request that fails (a descriptor that is not open, a reaper that cannot be
-made) fails alone: the answer is an error for that request, and the other sandboxes go on.
+for them, and exits. A reaper that has not ended its sandbox within the grace period and a margin
+(its job stopped it: ptrace, the cgroup freezer) is SIGKILLed then (shared/unresponsive.py).
+A request that fails (a descriptor that is not open, a reaper that cannot be made) fails alone: the
+answer is an error for that request, and the other sandboxes go on.
 
 On-exit hooks: the caller runs a job's hooks when it collects the job, and first claims them here.
 Hooks nobody claimed when the caller died run here once their sandbox is gone: exactly once, either way.
@@ -32,12 +34,13 @@ import select
 import signal
 import socket
 import sys
+import time
 
 import prctl
 
 from . import launch
 from .caller import Caller, Refused
-from .shared import hooks, linux, wire
+from .shared import hooks, linux, unresponsive, wire
 from .shared.errors import EXIT_FAILURE, SandboxError, host_error
 from .shared.signals import CALLER_GONE, FORWARDED, PARENT_GONE, SI_USER, reset_for_helper
 
@@ -91,6 +94,11 @@ class Server:
         self.tickets: dict[int, int] = {}
         self.ended: set[int] = set()
         self.netlink_loaded = False
+        self.graces: dict[int, float] = {}  # pid -> its sandbox's grace period, for each reaper we gave an order
+        self.userns_parents: set[int] = set()  # the pids in self.reapers that are a reaper's parent, not one
+        # Once released: reaper pidfd -> (its pid, when it is taken for unresponsive, how long it had).
+        self.overdue: dict[int, tuple[int, float, float]] = {}
+        self.told_overdue: set[int] = set()
         self.next_ticket = 1
         # A reaper forked ahead of the next request, its namespaces ready: the fork and the namespace
         # set-up are then off the caller's path. Its mount table is a copy made when it was forked, so
@@ -105,8 +113,12 @@ class Server:
         for fd in (self.channel.fileno(), self.caller_pidfd, self.sigfd.fileno()):
             poller.register(fd, select.POLLIN)
         # Done once nothing of ours runs and no unclaimed hooks wait to see whether the caller lives.
-        while not ((self.released or self.retired) and not self.reapers and (self.caller_dead or not self.hooks)):
-            ready = dict(poller.poll())
+        while not ((self.released or self.retired) and not self.reapers and not self.overdue
+                   and (self.caller_dead or not self.hooks)):
+            wake = min((due for _, due, _ in self.overdue.values()), default=None)
+            ready = dict(poller.poll(None if wake is None else (linux.wait_seconds(wake) or 0.0) * 1000))
+            if self.overdue:
+                self.watch_overdue(ready, poller)
             for signo, code, sender in self.sigfd.read():
                 if signo == signal.SIGCHLD:
                     self.reap()
@@ -185,6 +197,9 @@ class Server:
                 raise
             if group is not None:
                 self.cgroups[pid] = group
+            self.graces[pid] = order.spec.grace
+            if userns is not None:
+                self.userns_parents.add(pid)
         except SandboxError as exc:
             self.reply(wire.Failed(exc.exit_code, exc.message, exc.errno or 0))
             return
@@ -254,6 +269,8 @@ class Server:
             pidfd = self.reapers.pop(pid, None)
             if pidfd is not None:
                 os.close(pidfd)
+            self.graces.pop(pid, None)
+            self.userns_parents.discard(pid)
             group = self.cgroups.pop(pid, None)
             if group is not None:
                 group.remove()  # the sandbox is gone: the last step of its teardown
@@ -280,11 +297,46 @@ class Server:
             self.spare = None
         # Each reaper notices by itself if its caller died (its socket's other end closes), unless a
         # fork of the caller still holds that end; this says it in any case.
-        for pidfd in self.reapers.values():
+        for pid, pidfd in self.reapers.items():
+            self.expect_end(pid, poller)
             try:
                 signal.pidfd_send_signal(pidfd, CALLER_GONE)
             except ProcessLookupError:
                 pass
+
+    def expect_end(self, pid: int, poller: select.poll) -> None:
+        """Watch the reaper of this child of ours (the child itself, or the one a user-namespace parent forked,
+        found now: the parent dies of CALLER_GONE) until it ends, for at most its grace and the margin."""
+        if pid not in self.graces:
+            return  # the spare: it had no order, and ends when its socket closes
+        found = _reaper_of(pid) if pid in self.userns_parents else (pid, os.pidfd_open(pid))
+        if found is None:
+            return
+        reaper, pidfd = found
+        due = unresponsive.due(self.graces[pid])
+        if due is None:
+            os.close(pidfd)  # a grace without limit: it has all the time it wants
+            return
+        self.overdue[pidfd] = (reaper, due, due - time.monotonic())
+        poller.register(pidfd, select.POLLIN)
+
+    def watch_overdue(self, ready: dict[int, int], poller: select.poll) -> None:
+        """Forget the reapers that ended; SIGKILL (and thaw) those past their time, saying so once each."""
+        now = time.monotonic()
+        for pidfd, (reaper, due, allowed) in list(self.overdue.items()):
+            if pidfd in ready or select.select([pidfd], [], [], 0)[0]:
+                poller.unregister(pidfd)
+                os.close(pidfd)
+                del self.overdue[pidfd]
+                self.told_overdue.discard(pidfd)
+            elif now >= due:
+                thawed = unresponsive.kill(pidfd, reaper)
+                self.overdue[pidfd] = (reaper, now + unresponsive.RETHAW, allowed)
+                if pidfd not in self.told_overdue:
+                    self.told_overdue.add(pidfd)
+                    from .shared.status import say
+
+                    say(unresponsive.line(reaper, allowed, thawed), "sandbox")
 
     def run_orphaned_hooks(self) -> None:
         """A dead caller's unclaimed on_exit hooks, once their sandbox is gone. The job's status went to
@@ -299,6 +351,22 @@ class Server:
             except BaseException:  # noqa: BLE001 - a hook must never take the server, and the other sandboxes, down
                 pass
         self.ended.clear()
+
+
+def _reaper_of(parent: int) -> tuple[int, int] | None:
+    """The reaper a user-namespace parent forked (its only child) and a pidfd of it; None if it has none."""
+    path = f"/proc/{parent}/task/{parent}/children"
+    try:
+        with open(path) as f:
+            child = int(f.read().split()[0])
+        pidfd = os.pidfd_open(child)
+        with open(path) as f:
+            if str(child) in f.read().split():  # still its child: the pidfd is of that reaper, not of a reused pid
+                return child, pidfd
+        os.close(pidfd)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 if __name__ == "__main__":

@@ -13,11 +13,13 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sandboxed_run_helpers.shared import linux, wire
-from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, SandboxError
+from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, EXIT_TIMEOUT, SandboxError
 from sandboxed_run_helpers.shared.status import say
 from sandboxed_run_helpers.shared.usage import Usage
 
 T = TypeVar("T")
+
+REAPER_IS_WITHIN = 5.0  # a user-namespace parent that does not name its reaper by then was killed meanwhile
 
 
 class ReaperClient:
@@ -27,10 +29,15 @@ class ReaperClient:
     the reaper itself has exited: the kernel makes PID 1's exit wait for every other process of the
     namespace, so once its pidfd is readable nothing of the sandbox runs and its mounts are gone. A
     command of a session has no pidfd of its own: it is over when its socket closes.
+
+    A reaper is trusted no further than its stop: once we asked for one, or it announced one, the sandbox
+    must be gone within the grace period and unresponsive.MARGIN; every wait here and in our callers then
+    wakes at kill_at, and watch() SIGKILLs a reaper that is still there (shared/unresponsive.py).
     """
 
     def __init__(self, reaper_pid: int, pidfd: int | None, sock: socket.socket,
-                 on_event: Callable[[str, dict], None] | None = None, prog: str = "sandboxed-run") -> None:
+                 on_event: Callable[[str, dict], None] | None = None, prog: str = "sandboxed-run",
+                 grace: float | None = None) -> None:
         self.reaper_pid = reaper_pid
         self.prog = prog  # how our lines on stderr begin
         self.pidfd = pidfd if pidfd is not None else -1
@@ -46,6 +53,13 @@ class ReaperClient:
         self.closed = False  # the reaper closed its end
         self.gone = False  # every process of the sandbox has ended
         self.hooks_ticket: tuple[Any, Any, int] | None = None  # (servers, server, ticket): who else runs our hooks
+        # The pid and pidfd are a user-namespace parent's until its ReaperIs names the reaper.
+        self.reaper_is_coming = False
+        self.grace = grace  # the sandbox's own grace period (None: not known, taken as none)
+        self.stop_reasons: list[str] = []  # why the sandbox is stopped, as we asked or the reaper announced, in order
+        self.kill_at: float | None = None  # when a reaper that has not ended the sandbox is killed (watch())
+        self.allowed: float | None = None  # how long it had
+        self.unresponsive: str | None = None  # what we say once we killed it
         self._lock = _thread.RLock()  # _thread: the command-line tool need not import threading
         self._waiters = 0  # threads in wait(): the descriptors stay open for them
         self._close_wanted = False
@@ -73,7 +87,10 @@ class ReaperClient:
 
     def _handle(self, message: wire.Message, pid: int | None, fds: list[int]) -> None:
         if isinstance(message, wire.Event):
-            if message.name == wire.EventName.STARTED:
+            if message.name == wire.EventName.STOPPING:
+                grace = message.fields.get("grace")
+                self.expect_end(float("inf") if grace is None else grace, message.fields.get("reason"))
+            elif message.name == wire.EventName.STARTED:
                 self.job_pid = message.fields["job_pid"] = pid
                 self.name = message.fields.get("name")
                 self.ready = True
@@ -85,6 +102,7 @@ class ReaperClient:
             # The PID 1 under a user namespace's intermediate parent, and a pidfd for it: the sandbox ends
             # with it, even if that parent is killed first.
             self.reaper_pid = message.pid
+            self.reaper_is_coming = False
             if self.pidfd >= 0:
                 os.close(self.pidfd)
             self.pidfd = fds.pop(0)
@@ -111,8 +129,46 @@ class ReaperClient:
     def _closed(self) -> None:
         self.closed = True
         if self.status is None and self.error is None:
+            if self.unresponsive is not None:
+                # Killed by us: the timeout's status stays the timeout's.
+                code = EXIT_TIMEOUT if wire.StopReason.TIMEOUT in self.stop_reasons else EXIT_FAILURE
+                self.error = SandboxError(self.unresponsive, code)
+                return
             self.error = SandboxError(
                 f"the sandbox's reaper (pid {self.reaper_pid}) died; the kernel killed the job with it", EXIT_FAILURE)
+
+    # -- a reaper that does not end the sandbox in time ---------------------------------------------------
+
+    def expect_end(self, grace: float | None, reason: str | None) -> None:
+        """A stop was asked for (grace None: the sandbox's own) or announced: the sandbox must be gone within
+        grace and the margin, or watch() kills its reaper. A later stop only brings that nearer."""
+        with self._lock:
+            if reason is not None and reason not in self.stop_reasons:
+                self.stop_reasons.append(str(reason))
+            if self.pidfd < 0 or self.gone:
+                return  # a command of a session: the session's own client watches the reaper
+            from sandboxed_run_helpers.shared import unresponsive  # not on the path of a run that is not stopped
+
+            grace = self.grace if grace is None else grace
+            due = unresponsive.due(grace)
+            if due is not None and (self.kill_at is None or due < self.kill_at):
+                self.kill_at = due
+                self.allowed = due - time.monotonic()
+
+    def watch(self) -> None:
+        """Past kill_at with the sandbox still there: SIGKILL its reaper through the pidfd and thaw what the
+        freezer holds (again every RETHAW seconds until it is gone); once, a killed event and self.unresponsive."""
+        with self._lock:
+            if self.kill_at is None or self.gone or self.pidfd < 0 or time.monotonic() < self.kill_at:
+                return
+            from sandboxed_run_helpers.shared import unresponsive
+
+            thawed = unresponsive.kill(self.pidfd, self.reaper_pid)
+            self.kill_at = time.monotonic() + unresponsive.RETHAW
+            if self.unresponsive is None:
+                self.unresponsive = unresponsive.line(self.reaper_pid, self.allowed, thawed, responded=self.closed)
+                reason = self.stop_reasons[0] if self.stop_reasons else None
+                self.emit(wire.EventName.KILLED, {"count": None, "reason": reason, "time": time.time()})
 
     # -- waiting: one state machine, driven by wait() here and by the asyncio side -------------------
 
@@ -142,7 +198,9 @@ class ReaperClient:
             self._waiters += 1
         try:
             while (fd := self.waiting_on()) is not None:
-                if not select.select([fd], [], [], linux.wait_seconds(deadline))[0]:
+                wake = deadline if self.kill_at is None else min(self.kill_at, deadline or self.kill_at)
+                if not select.select([fd], [], [], linux.wait_seconds(wake))[0]:
+                    self.watch()
                     if deadline is not None and time.monotonic() >= deadline:
                         return False
                     continue
@@ -158,6 +216,11 @@ class ReaperClient:
         """Block until the job runs (or the session is ready), or raise the SandboxError that kept it from it."""
         while not self.ready and not self.closed:
             self.pump(None)
+        # The parent names the reaper right after forking it, but its message may come after the reaper's
+        # first: reaper_pid (Job.pid, namespace_path) and the pidfd we would kill must be the reaper's.
+        named_by = time.monotonic() + REAPER_IS_WITHIN
+        while self.reaper_is_coming and not self.closed and time.monotonic() < named_by:
+            self.pump(named_by - time.monotonic())
         if not self.ready:
             self.wait(None)
             raise self.error or SandboxError("the sandbox ended before its job started")
@@ -205,8 +268,11 @@ class ReaperClient:
 
     def stop(self, grace: float | None, reason: wire.StopReason, after_interrupt: bool = False) -> bool:
         """Stop the job: stop signal, grace (None: the sandbox's), SIGKILL. after_interrupt: we stop because of
-        a Ctrl+C or a cancellation, so no stop signal is added if one asking for an end reached the job."""
-        return self.send(wire.Stop(grace, reason, after_interrupt))
+        a Ctrl+C or a cancellation, so no stop signal is added if one asking for an end reached the job.
+        From now on the waits watch for a reaper that does not obey (expect_end)."""
+        sent = self.send(wire.Stop(grace, reason, after_interrupt))
+        self.expect_end(grace, reason)
+        return sent
 
     def close(self) -> None:
         """Let go of the socket and the pidfd (now, or when the last thread waiting on them is done). Closing

@@ -17,9 +17,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from sandboxed_run_helpers.shared import registry, wire
+from sandboxed_run_helpers.shared import linux, registry, unresponsive, wire
 from sandboxed_run_helpers.shared.errors import SandboxError, SandboxNotFound, SandboxNotPermitted
 from sandboxed_run_helpers.shared.options import BY_NAME, check_grace
+from sandboxed_run_helpers.shared.status import say
 
 QUERY_TIMEOUT = 3.0  # a reaper answers from its main loop at once; one that does not is stopped or frozen
 
@@ -104,26 +105,49 @@ def stop_running(name: str, grace: float | str | None = None) -> None:
     or a duration such as "30s" or "1m"; None: the sandbox's own --grace), then SIGKILL; return once every
     process of it is gone and its mounts are dropped. Its status events say stopping with reason "requested".
 
+    A sandbox whose PID 1 does not obey (it does not answer at all, or the sandbox is still there when the grace
+    period and a few seconds more have passed: its job stopped it, through ptrace or the cgroup freezer) is
+    ended by SIGKILL of that PID 1, which ends every process of it; one line on stderr says so.
+
     Raises SandboxNotFound (no running sandbox of that name that the caller may see), SandboxNotPermitted
-    (another user's), SandboxError (its reaper does not answer, or is still there a minute after the grace ran
-    out), ValueError/TypeError for a bad name or grace.
+    (another user's), SandboxError (what answers there is not a sandbox's PID 1, or it is still there a minute
+    after it was killed), ValueError/TypeError for a bad name or grace.
     A KeyboardInterrupt ends the wait; the stop goes on without us."""
+    stop(name, grace, "sandbox")
+
+
+def stop(name: str, grace: float | str | None, prog: str) -> None:
+    """stop_running, whose line on stderr begins with prog."""
     if name is None:
         raise TypeError("name must be a string, not None")
     name = BY_NAME["stop"].check(name, "name")
     grace = check_grace(grace)
-    with found(name) as answer:
-        if not answer.send(wire.Stop(grace, wire.StopReason.REQUESTED, False)):
-            raise SandboxError(f"sandbox {name} stopped answering")
-        own = answer.about.spec.grace if answer.about is not None else None
-        limit = (grace if grace is not None else own if type(own) in (int, float) and own >= 0 else 0.0) + END_MARGIN
-        if not answer.wait_gone(limit):
-            raise SandboxError(f"sandbox {name} did not end within {limit:g} s of the stop request: its reaper "
-                               f"(PID {answer.reaper_pid}) still runs; is it a sandbox of ours?")
+    with found(name, deaf_ok=True) as answer:
+        answer.send(wire.Stop(grace, wire.StopReason.REQUESTED, False))  # queued for a reaper that is stopped
+        if answer.about is None:
+            if not _is_a_pid1(answer.reaper_pid):
+                pid = f" (reaper pid {answer.reaper_pid})" if answer.reaper_pid > 0 else ""
+                raise SandboxError(f"sandbox {name}{pid} does not answer; is it stopped (SIGSTOP)?")
+            answer.pidfd = _pidfd_of_a_pid1(answer.reaper_pid, name)
+            own = None
+        else:
+            own = answer.about.spec.grace
+        if grace is None:
+            grace = own if type(own) in (int, float) and own >= 0 else BY_NAME["grace"].default
+        if not _is_a_pid1(answer.reaper_pid):
+            # Not a PID 1 of a namespace of its own: no reaper of ours (a user's own listener, say), not ours to kill.
+            if not answer.wait_gone(grace + END_MARGIN):
+                raise SandboxError(f"sandbox {name} did not end within {grace + END_MARGIN:g} s of the stop request: "
+                                   f"its reaper (PID {answer.reaper_pid}) still runs; is it a sandbox of ours?")
+            return
+        due = unresponsive.due(grace)
+        if answer.wait_gone(float("inf") if due is None else due - time.monotonic()):
+            return
+        _kill(answer, name, grace, prog)
 
 
-# After its grace a reaper SIGKILLs what is left and exits once the kernel has reaped it: seconds at most.
-# Whatever listens far longer after a stop request is no reaper of ours (a user's own listener, say).
+# A PID 1 SIGKILLed ends once the kernel has killed and reaped every process of its namespace: moments. Whatever
+# listens far longer after a stop request is no reaper of ours (a user's own listener, say).
 END_MARGIN = 60.0
 
 
@@ -131,6 +155,47 @@ def names() -> list[str]:
     """The names in the registry that the caller may see, without asking their reapers (a dead entry's
     too, until a listing removes it): for completing a command line, where a wrong guess costs nothing."""
     return [name for name, _owner, _directory in _entries(None)]
+
+
+def _kill(answer: Answer, name: str, grace: float, prog: str) -> None:
+    """The sandbox's PID 1 did not obey the stop: SIGKILL it (and thaw what the freezer holds) until it is gone."""
+    pid_ns = answer.about.namespaces.get("pid") if answer.about is not None else None
+    pid_ns = unresponsive.pid_namespace(answer.reaper_pid) or pid_ns
+    thawed = unresponsive.kill(answer.pidfd, answer.reaper_pid, pid_ns)
+    say(f"sandbox {name}: " + unresponsive.line(answer.reaper_pid, grace + unresponsive.MARGIN, thawed), prog)
+    end = time.monotonic() + END_MARGIN
+    while not answer.wait_gone(unresponsive.RETHAW):
+        if time.monotonic() >= end:
+            raise SandboxError(f"sandbox {name} did not end within {END_MARGIN:g} s of the SIGKILL of its PID 1 "
+                               f"(pid {answer.reaper_pid})")
+        unresponsive.thaw(answer.reaper_pid, pid_ns)
+    registry.remove_if_dead(answer.directory, answer.name)  # its reaper could not remove its entry
+
+
+def _is_a_pid1(pid: int) -> bool:
+    """Whether pid is the PID 1 of a PID namespace below ours, as the kernel says (/proc/PID/status, which
+    anyone may read): a reaper, not some process that listens in a registry directory."""
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            nspid = next((line.split()[1:] for line in f if line.startswith("NSpid:")), [])
+    except OSError:
+        return False
+    return len(nspid) >= 2 and nspid[-1] == "1"
+
+
+def _pidfd_of_a_pid1(pid: int, name: str) -> int:
+    """A pidfd of the PID 1 that listens as sandbox name but does not answer, checked again once we hold it
+    (its PID cannot be reused while we do)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        raise SandboxError(f"sandbox {name} (reaper pid {pid}) does not answer, and has exited") from None
+    if not _is_a_pid1(pid):
+        os.close(pidfd)
+        raise SandboxError(f"sandbox {name} (reaper pid {pid}) does not answer, and has exited")
+    return pidfd
 
 
 # -- finding one ---------------------------------------------------------------------------------------
@@ -148,6 +213,7 @@ class Answer:
         self.about: wire.About | None = None
         self.refused: wire.Failed | None = None
         self.pidfd = -1
+        self.namespace_fds: dict[str, int] = {}  # kind -> a descriptor of the reaper's namespace, as it sent them
         self.job_pid: int | None = None
 
     def send(self, message: wire.Message) -> bool:
@@ -161,10 +227,20 @@ class Answer:
         if isinstance(message, wire.About) and _well_formed(message) and fds and _pidfd_of(fds[0]) == self.reaper_pid:
             self.about, self.job_pid = message, pid
             self.pidfd = fds.pop(0)
+            self._keep_namespaces(message, fds)
         elif isinstance(message, wire.Failed):
             self.refused = message
         for fd in fds:
             os.close(fd)
+
+    def _keep_namespaces(self, about: wire.About, fds: list[int]) -> None:
+        """Take from fds those that are the namespaces the About names (kind and inode as the kernel says)."""
+        for fd in list(fds):
+            kind = linux.namespace_kind(fd)
+            if kind is not None and kind not in self.namespace_fds \
+                    and about.namespaces.get(kind) == os.fstat(fd).st_ino:
+                self.namespace_fds[kind] = fd
+                fds.remove(fd)
 
     def sandbox(self) -> RunningSandbox:
         about = self.about
@@ -181,15 +257,18 @@ class Answer:
         deadline = time.monotonic() + within
         while True:
             left = deadline - time.monotonic()
+            if select.select([self.pidfd], [], [], max(0.0, min(left, 3600.0)))[0]:
+                return True
             if left <= 0:
                 return False
-            if select.select([self.pidfd], [], [], min(left, 3600.0))[0]:
-                return True
 
     def close(self) -> None:
         if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1
+        for fd in self.namespace_fds.values():
+            os.close(fd)
+        self.namespace_fds = {}
         self.sock.close()
 
 
@@ -280,8 +359,9 @@ class _asked:
 class found:
     """The running sandbox name (or OWNER/NAME), asked and answered (an Answer with about and pidfd set)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, deaf_ok: bool = False) -> None:
         self.name = name
+        self.deaf_ok = deaf_ok  # an answer whose reaper does not answer (about None) will do
         self.asked: _asked | None = None
 
     def __enter__(self) -> Answer:
@@ -308,7 +388,7 @@ class found:
             whose = "" if uid == 0 else " of yours"
             raise SandboxNotFound(f"no running sandbox named {self.name}{whose} (sandboxed-run --list shows them)")
         answer = answers[0]
-        if answer.about is None:
+        if answer.about is None and not self.deaf_ok:
             self.asked.__exit__()
             pid = f" (reaper pid {answer.reaper_pid})" if answer.reaper_pid > 0 else ""
             raise SandboxError(f"sandbox {self.name}{pid} does not answer; is it stopped (SIGSTOP)?")

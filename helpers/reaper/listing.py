@@ -124,6 +124,8 @@ class Listing:
                 fds.append(os.pidfd_open(os.getpid()))  # our own: the client waits on it, or enters through it
             except OSError:
                 pass
+            else:
+                fds.extend(namespace_fds())
         try:
             try:
                 wire.send(conn, message, fds, creds_pid=creds_pid)
@@ -172,6 +174,20 @@ def mount_table() -> bytes:
             return f.read()
     except OSError:
         return b""
+
+
+def namespace_fds() -> list[int]:
+    """A descriptor of each of our namespaces, for sandboxed-run --enter: we are not dumpable, so only a
+    process with CAP_SYS_PTRACE on the host may join them through our pidfd or open our /proc/1/ns (an
+    ordinary owner may not, nor may anyone once inside our user namespace). The client learns each one's
+    kind from the kernel (NS_GET_NSTYPE)."""
+    fds = []
+    for kind in ("user", "mnt", "pid", "net", "uts", "ipc", "cgroup"):
+        try:
+            fds.append(os.open(f"/proc/self/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC))
+        except OSError:
+            pass
+    return fds
 
 
 def namespaces() -> dict[str, int]:

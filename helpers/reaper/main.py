@@ -102,6 +102,7 @@ def warm_up(mnt_ns: int, pid_ns: int) -> None:
 
 def tie_to_launcher(sock: socket.socket, parent_pidfd: int) -> linux.SignalFd:
     """Tie ourselves to the launcher before doing anything that could outlive it."""
+    refuse_tracers()
     reset_for_helper(blocked=WATCHED)
     sigfd = linux.SignalFd(WATCHED)
     prctl.set_pdeathsig(PARENT_GONE)
@@ -113,6 +114,15 @@ def tie_to_launcher(sock: socket.socket, parent_pidfd: int) -> linux.SignalFd:
         os._exit(EXIT_FAILURE)
     linux.close_fds_except({sock.fileno(), sigfd.fileno()})
     return sigfd
+
+
+def refuse_tracers() -> None:
+    """Not dumpable: the kernel then lets only a process with CAP_SYS_PTRACE in the user namespace we were
+    started in (the host's) ptrace us, read our memory or our /proc/1/ns, environ, fd: a job of the same
+    user (an ordinary user's, or one in a user namespace) or a root job without CAP_SYS_PTRACE can no longer
+    stop PID 1 in a tracing stop. A root job that keeps CAP_SYS_PTRACE still can: the watchdog of whoever
+    waits outside covers that (shared/unresponsive.py). The job's own exec makes it dumpable again."""
+    prctl.set_dumpable(False)
 
 
 def receive_order(sock: socket.socket, sigfd: linux.SignalFd
@@ -181,6 +191,8 @@ class Reaper:
         self.command: Command | None = order.command if isinstance(order, wire.Job) else None
         self.others: dict[int, int] = {}  # pidfd -> pid: processes in here that are not our children (--enter)
         self.accounting = Accounting(self.spec)  # before the job's mounts can hide /sys/fs/cgroup
+        # The timeout, enforced here too: a job can stop its launcher (kill -STOP 0), never its PID 1.
+        self.timeout_at: float | None = getattr(order, "deadline", None)
 
     @property
     def name(self) -> str | None:
@@ -213,6 +225,7 @@ class Reaper:
                 self.poller.unregister(self.sock.fileno())  # its end of file would wake us forever
                 listening = False
             deadlines = [d for d in (self.stopping.deadline, self.relays.next_due(), self.caller_left_by,
+                                     self.timeout_at,
                                      self.listing.deadline() if self.listing is not None else None,
                                      *(p.kill_at for p in self.processes.values())) if d is not None]
             wait = 0.0 if self.arrived else linux.wait_seconds(min(deadlines) if deadlines else None)
@@ -238,11 +251,15 @@ class Reaper:
                 if process.kill_at is not None and now >= process.kill_at:
                     process.kill_at = None
                     kill(process.pid, signal.SIGKILL)
+            if self.timeout_at is not None and now >= self.timeout_at:
+                self.time_is_up()
             if self.stopping.expired(now):
                 self.kill_all(wire.StopReason.GRACE_OVER)
             if self.all_gone and (self.stopping.reason or (self.main is not None and self.main.status is not None)):
                 self.done = True
         status = self.main.status if self.main is not None and self.main.status is not None else 0
+        if self.stopping.reason in CONTINUED_AT_THE_END:
+            continue_our_group()
         self.send(self.sock, wire.Exited(status, self.accounting.total()))
         self.accounting.leave()
         return 0
@@ -359,6 +376,14 @@ class Reaper:
             return os.getcwdb()  # commands.start went there for the last command
         except OSError:
             return b"/"
+
+    def time_is_up(self) -> None:
+        """The order's deadline passed: the same stop as the launcher asks for at its timeout, which it may
+        not be able to ask (stopped by the job, say). Our process group is the launcher's (hand_over): once
+        continued, it can follow the stop and report it."""
+        self.timeout_at = None
+        self.begin_stop(wire.StopReason.TIMEOUT)
+        continue_our_group()
 
     def stop_requested(self, grace: float | None) -> None:
         """sandboxed-run --stop: the same stop as a timeout's, for its own reason."""
@@ -552,6 +577,22 @@ class Reaper:
         the kernel translates it for the receiver."""
         fields["time"] = time.time()
         self.send(sock or self.sock, wire.Event(event, fields), creds_pid=creds_pid)
+
+
+# Stops decided outside the job: once the sandbox is gone, whoever waits for it (the launcher, the caller of
+# the API, its spawn server, the hook monitor) must be able to report, even if the job stopped them.
+CONTINUED_AT_THE_END = (wire.StopReason.TIMEOUT, wire.StopReason.REQUESTED, wire.StopReason.CALLER_DIED)
+
+
+def continue_our_group() -> None:
+    """SIGCONT to our process group: the launcher's (or the API caller's), which the job shares and can stop
+    with kill -STOP 0 (as a terminal's Ctrl+Z stops it). We cannot name the launcher (it is outside our
+    PID namespace), but the kernel delivers to the group across namespaces, and SIGCONT within a session
+    needs no other permission."""
+    try:
+        os.kill(0, signal.SIGCONT)
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

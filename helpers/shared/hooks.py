@@ -27,11 +27,15 @@ Emit = Callable[[str, dict], None]
 
 
 def stop_reason(events: Iterable[tuple[str, dict]]) -> str | None:
-    """Why the sandbox was stopped, as its first stopping event says; None if it was not."""
+    """Why the sandbox was stopped, as its first stopping event says (or, if its PID 1 never said, the killed
+    event of whoever killed it for not responding); None if it was not."""
+    killed = None
     for name, fields in events:
         if name == EventName.STOPPING:
             return fields.get("reason")
-    return None
+        if name == EventName.KILLED and killed is None:
+            killed = fields.get("reason")
+    return killed
 
 
 def environment(job_status: int | None, shell_status: int | None, reason: str | None) -> dict[str, str]:

@@ -67,6 +67,27 @@ def deadline_after(seconds: float | None) -> float | None:
     return time.monotonic() + seconds
 
 
+NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3)
+NAMESPACE_KINDS = {CLONE_NEWUSER: "user", CLONE_NEWPID: "pid", CLONE_NEWNS: "mnt", CLONE_NEWNET: "net",
+                   CLONE_NEWUTS: "uts", CLONE_NEWIPC: "ipc", CLONE_NEWCGROUP: "cgroup"}
+
+
+def namespace_kind(fd: int) -> str | None:
+    """The kind ("mnt", "user", ...) of the namespace a descriptor refers to, as the kernel says; None if it
+    refers to none."""
+    import fcntl
+
+    try:
+        return NAMESPACE_KINDS.get(fcntl.ioctl(fd, NS_GET_NSTYPE))
+    except OSError:
+        return None
+
+
+def time_left(deadline: float | None) -> float | None:
+    """Seconds until deadline (time.monotonic()), never below 0; None for no deadline."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
 def _check(result: int, what: str, path: str | bytes | None = None) -> int:
     if result < 0:
         err = ctypes.get_errno()

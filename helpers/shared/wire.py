@@ -110,7 +110,9 @@ class Job(Record):
     as its main process; its end stops the rest. lifeline "parent": the launcher is our parent, its death
     (PDEATHSIG) is the caller's; "socket": the caller holds our socket, the spawn server's death is not its.
     registry: the directory where we list the sandbox under spec.name (None: not listed); the launcher
-    opened it, outside the sandbox, and its descriptor comes last."""
+    opened it, outside the sandbox, and its descriptor comes last. deadline: the timeout (time.monotonic(),
+    which every process of the machine shares; None: none), when we stop the sandbox ourselves, for reason
+    "timeout", even if the launcher cannot ask (the job stopped its process group)."""
 
     KIND = Kind.JOB
     command: Command
@@ -120,6 +122,7 @@ class Job(Record):
     stdio: tuple[bool, bool, bool]
     registry: str | None = None
     inherited: tuple | None = None
+    deadline: float | None = None
 
 
 class Session(Record):
@@ -277,10 +280,11 @@ class Query(Record):
 
 
 class About(Record):
-    """reaper -> a client of its registry socket, with a pidfd of the reaper and, while the main process runs,
-    SCM_CREDENTIALS naming it: what the sandbox is (command None: a session), how it stands (state "running"
-    or "stopping", and why), its namespaces' inodes by kind and its mount table as seen inside; the client
-    shows it, enters those namespaces, or waits on the pidfd for the end of a stop."""
+    """reaper -> a client of its registry socket, with a pidfd of the reaper, then a descriptor of each of its
+    namespaces, and, while the main process runs, SCM_CREDENTIALS naming it: what the sandbox is (command None:
+    a session), how it stands (state "running" or "stopping", and why), its namespaces' inodes by kind and its
+    mount table as seen inside; the client shows it, enters those namespaces (through their descriptors: the
+    reaper is not dumpable), or waits on the pidfd for the end of a stop."""
 
     KIND = Kind.ABOUT
     name: str

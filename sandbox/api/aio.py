@@ -17,7 +17,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sandboxed_run_helpers.shared import wire
+from sandboxed_run_helpers.shared import linux, wire
 from sandboxed_run_helpers.shared.options import check_grace
 from sandboxed_run_helpers.shared.usage import Usage
 
@@ -26,26 +26,32 @@ from . import spawner
 from .calling import call_argv, call_outcome, payload
 from .job import Job
 from .keywords import SANDBOX_KEYWORDS, with_options
-from .popen import Popen, run_streams
+from .popen import DEADLINE, Popen, run_streams
 
 DeliverCancel = Callable[["AsyncProcess"], Awaitable[None]]
 
 
-async def _readable(fd: int) -> None:
+async def _readable(fd: int, deadline: float | None = None) -> bool:
+    """Until fd is readable (True) or the deadline (the loop's time.monotonic()) passed (False)."""
     loop = asyncio.get_running_loop()
     ready = loop.create_future()
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+    loop.add_reader(fd, lambda: ready.done() or ready.set_result(True))
+    timer = loop.call_at(deadline, lambda: ready.done() or ready.set_result(False)) if deadline is not None else None
     try:
-        await ready
+        return await ready
     finally:
         loop.remove_reader(fd)
+        if timer is not None:
+            timer.cancel()
 
 
 async def _wait_client(client: ReaperClient) -> None:
-    """Until every process of the sandbox is gone: the client's own state machine, driven by the loop."""
+    """Until every process of the sandbox is gone: the client's own state machine, driven by the loop (and
+    woken at the client's kill_at, for a reaper that does not end a stop in time)."""
     while (fd := client.waiting_on()) is not None:
-        await _readable(fd)
-        client.advance()
+        if await _readable(fd, client.kill_at):
+            client.advance()
+        client.watch()
 
 
 class AsyncProcess:
@@ -210,10 +216,15 @@ async def _run(start: Callable[..., Awaitable[AsyncProcess]], args: Any, stdin: 
     stdin, stdout, stderr, timeout = run_streams(stdin, input, stdout, stderr, capture_output, timeout)
     if options.get("text") or options.get("universal_newlines") or options.get("encoding"):
         raise ValueError("run_async returns bytes; decode the output yourself")
+    deadline = linux.deadline_after(timeout)
+    if start is create_process and deadline is not None:
+        options = {**options, DEADLINE: deadline}  # the reaper enforces it too
     process = await start(args, stdin=stdin, stdout=stdout, stderr=stderr, **options)
     try:
         try:
-            out, err = await asyncio.wait_for(process.communicate(input), timeout)
+            out, err = await asyncio.wait_for(process.communicate(input), linux.time_left(deadline))
+            if wire.StopReason.TIMEOUT in process._popen.client.stop_reasons:
+                raise TimeoutError  # the reaper stopped it at our deadline
         except TimeoutError:
             await _shielded(process, _stop_for_timeout)
             expired = subprocess.TimeoutExpired(args, timeout)

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 from sandboxed_run_helpers.shared import hooks
 from sandboxed_run_helpers.shared.errors import SandboxError
+from sandboxed_run_helpers.shared.status import say
 
 from ..client import ReaperClient
 from . import spawner
@@ -21,6 +22,8 @@ def wrap_up(client: ReaperClient, on_exit: Sequence[str], returncode: int | None
     """returncode as subprocess gives it (negative: killed by that signal; for a command that could not
     start, its exit status, 127 or 126, with error saying why); None for a Job, a session of many
     commands, which has no status of its own (its hooks learn none, its finished event says 0)."""
+    if client.unresponsive is not None:
+        say(client.unresponsive, "sandbox")
     if returncode is None:
         status, sig = None, None
     else:

@@ -77,6 +77,7 @@ class Job:
         self._client: ReaperClient | None = None
         self._wrapped_up = False
         self._processes: weakref.WeakSet[JobProcess] = weakref.WeakSet()
+        self._namespace_fds: dict[str, int] = {}  # held for namespace_path() where /proc/PID/ns is not ours to open
 
     # -- the sandbox ---------------------------------------------------------------------------------
 
@@ -127,10 +128,31 @@ class Job:
         return self.client.name
 
     def namespace_path(self, kind: str = "mnt") -> str:
-        """/proc/PID/ns/KIND of the job, for nsenter and the like; holding it open keeps the namespace alive."""
+        """/proc/PID/ns/KIND of the job, for nsenter and the like; holding it open keeps the namespace alive.
+
+        The reaper is not dumpable (so that its job cannot trace it), and only root may open its /proc/PID/ns:
+        for anyone else this is /proc/OURPID/fd/N, a descriptor of the namespace that the reaper handed us and
+        that the Job holds until it ends."""
         if kind not in NAMESPACES:
             raise ValueError(f"unknown namespace kind {kind!r}; one of {', '.join(NAMESPACES)}")
-        return f"/proc/{self.pid}/ns/{kind}"
+        path = f"/proc/{self.pid}/ns/{kind}"
+        if kind in self._namespace_fds or (os.geteuid() != 0 and not os.access(path, os.R_OK)):
+            fd = self._namespace_fd(kind)
+            if fd is not None:
+                return f"/proc/{os.getpid()}/fd/{fd}"
+        return path
+
+    def _namespace_fd(self, kind: str) -> int | None:
+        """A descriptor of the job's namespace of this kind, asked of its reaper over the registry once."""
+        if not self._namespace_fds and self.name is not None and self.running:
+            from .. import running
+
+            try:
+                with running.found(self.name) as answer:  # the name is ours while the job runs
+                    self._namespace_fds, answer.namespace_fds = answer.namespace_fds, {}
+            except SandboxError:
+                pass
+        return self._namespace_fds.get(kind)
 
     @property
     def started(self) -> bool:
@@ -167,6 +189,9 @@ class Job:
             return
         self._wrapped_up = True
         client.close()
+        for fd in self._namespace_fds.values():
+            os.close(fd)
+        self._namespace_fds = {}
         for process in list(self._processes):
             process.poll()  # each learnt how it ended before the reaper exited
         wrap_up(client, self._on_exit, None)

@@ -30,6 +30,8 @@ from .collect import not_started, wrap_up
 from .keywords import SANDBOX_KEYWORDS, choose, with_options
 
 PIPE = subprocess.PIPE
+# A keyword of run()'s own for Popen, not in its signature: the timeout's deadline (time.monotonic()).
+DEADLINE = "_deadline"
 STDOUT = subprocess.STDOUT
 DEVNULL = subprocess.DEVNULL
 
@@ -65,6 +67,7 @@ class Popen:
         universal_newlines: bool | None = None,
         **options: Any,
     ) -> None:
+        deadline = options.pop(DEADLINE, None)  # run()'s timeout, which the reaper enforces too
         chosen = choose(options)
         with not_started(chosen.on_event):
             cmd = command.command(command.argv_of(args, shell), command.environment_of(env),
@@ -74,7 +77,7 @@ class Popen:
         def launch(stdio: tuple[int | None, ...]) -> ReaperClient:
             # lifeline "socket": we hold the reaper's socket; the spawn server is only its parent.
             flags, fds = present(stdio)
-            order = wire.Job(cmd, chosen.spec, os.getpgrp(), "socket", flags, chosen.registry)
+            order = wire.Job(cmd, chosen.spec, os.getpgrp(), "socket", flags, chosen.registry, deadline=deadline)
             with not_started(chosen.on_event):
                 return spawner.new_client(wire.Spawn(order, chosen.on_exit), fds, chosen.on_event)
 
@@ -308,7 +311,10 @@ class Popen:
             while selector.get_map():
                 if deadline is not None and deadline <= time.monotonic():
                     raise subprocess.TimeoutExpired(self.args, timeout, *self._collected())
-                for key, _ in selector.select(linux.wait_seconds(deadline)):
+                self.client.watch()  # a reaper that does not end a stop in time: its pipes end with it
+                kill_at = self.client.kill_at
+                wake = deadline if kill_at is None else min(kill_at, deadline or kill_at)
+                for key, _ in selector.select(linux.wait_seconds(wake)):
                     stream = key.data
                     if stream is self.stdin:
                         try:
@@ -412,9 +418,14 @@ def complete(factory: Callable[..., Popen], args: Any, stdin: Any, input: bytes 
     """run() for any factory of Popen-like processes (sandbox.Popen, a Job's Popen): start, communicate, and
     on a timeout or Ctrl+C the shielded end (stop, or relay the Ctrl+C; wait until all is gone), then raise."""
     stdin, stdout, stderr, seconds = run_streams(stdin, input, stdout, stderr, capture_output, timeout)
+    deadline = linux.deadline_after(seconds)
+    if factory is Popen and deadline is not None:
+        options = {**options, DEADLINE: deadline}
     with factory(args, stdin=stdin, stdout=stdout, stderr=stderr, **options) as process:
         try:
-            out, err = process.communicate(input, timeout=seconds)
+            out, err = process.communicate(input, timeout=linux.time_left(deadline))
+            if wire.StopReason.TIMEOUT in process.client.stop_reasons:
+                raise subprocess.TimeoutExpired(process.args, seconds)  # the reaper stopped it at our deadline
         except subprocess.TimeoutExpired:
             process.stop_for(wire.StopReason.TIMEOUT)
             out, err = process.client.through_interrupts(process.communicate)

@@ -342,8 +342,9 @@ def new_client(request: wire.Spawn, fds: list[int], on_event=None) -> ReaperClie
     refuse_while_loading_main()
     spawn_servers = servers()
     server, reaper_pid, pidfd, sock, ticket = spawn_servers.spawn(request, fds)
-    client = ReaperClient(reaper_pid, pidfd, sock, on_event, prog="sandbox")
+    client = ReaperClient(reaper_pid, pidfd, sock, on_event, prog="sandbox", grace=request.order.spec.grace)
     client.hooks_ticket = (spawn_servers, server, ticket) if ticket else None
+    client.reaper_is_coming = request.order.spec.userns_ids is not None
     _live_clients.add(client)
     return client
 

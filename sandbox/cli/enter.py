@@ -6,11 +6,13 @@ works. Three processes of ours take part:
     sandboxed-run --enter ── forker (joins the user and PID namespaces) ── the command (joins the rest)
 
 The forker joins the sandbox's user namespace (if it has one) and its PID namespace for its children
-(setns(2) through the pidfd), forks the command into it and waits for it, reporting to us how it ends
-or stops. The command joins the mount, network and UTS namespaces (those that differ from ours), takes
-the job's ids, directory and marks, and execs. So the only process of ours inside is the command, one
-of the sandbox's processes: the sandbox's stop reaches it and the kernel kills it when the reaper
-exits; nothing of ours holds the sandbox's mount namespace, and its mounts go with the command.
+(setns(2) through the descriptors of its namespaces that the reaper sent, or its pidfd), forks the command
+into it and waits for it, reporting to us how it ends or stops. The command joins the mount, network
+and UTS namespaces (those that differ from ours), takes the job's ids, directory and marks, and execs.
+So the only process of ours inside is the command, one of the sandbox's processes: the sandbox's stop
+reaches it and the kernel kills it when the reaper exits; nothing of ours holds the sandbox's mount
+namespace (the forker closes the namespaces' descriptors once the command has them), and its mounts go
+with the command.
 
 The forker is the command's parent because the kernel makes a dying PID 1 wait until every process of
 its namespace has been reaped, also those whose parent is outside: that parent must never be stopped.
@@ -69,12 +71,13 @@ def enter(target: str, argv: tuple[str, ...], values: dict[str, Any]) -> int:
             assert answer.about is not None
             # The kernel's word where we may read it (root always may), the answer's elsewhere.
             namespaces = {**answer.about.namespaces, **_namespaces_of(answer.reaper_pid, answer.pidfd)}
-            about, pidfd, owner = answer.about, answer.pidfd, answer.owner
-            answer.pidfd = -1  # ours from now on
+            about, pidfd, owner, sent = answer.about, answer.pidfd, answer.owner, answer.namespace_fds
+            answer.pidfd, answer.namespace_fds = -1, {}  # ours from now on
     except SandboxError as exc:
         raise SandboxError(exc.message, EXIT_FAILURE, exc.errno or 0) from None  # 1 and 4 are the command's
     assert about is not None
     try:
+        joinable = _joinable(sent, namespaces)
         if about.state != "running":
             raise SandboxError(f"sandbox {target} is stopping ({about.reason}): nothing new starts in it")
         foreign = owner != os.geteuid()
@@ -94,10 +97,12 @@ def enter(target: str, argv: tuple[str, ...], values: dict[str, Any]) -> int:
             [os.fsencode(a) for a in argv] or [os.environb.get(b"SHELL") or b"/bin/sh"], not argv,
             marks.mark_environment(env, namespaces.get("mnt", 0), DEFAULT_PATH),
             os.fsencode(values["cwd"]) if values["cwd"] else about.cwd, bool(values["cwd"]), foreign,
-            inherited_ignores())
+            inherited_ignores(), joinable)
         return _run(order)
     finally:
         os.close(pidfd)
+        for fd in sent.values():
+            os.close(fd)
 
 
 class Order:
@@ -105,9 +110,10 @@ class Order:
 
     def __init__(self, pidfd: int, outer: int, inner: int, spec: SandboxSpec, argv: list[bytes],
                  default_shell: bool, env: dict[bytes, bytes], cwd: bytes, cwd_given: bool, foreign: bool,
-                 ignored: list[int]) -> None:
+                 ignored: list[int], namespace_fds: dict[int, int]) -> None:
         self.pidfd, self.outer, self.inner, self.spec = pidfd, outer, inner, spec
         self.ids = spec.userns_ids
+        self.namespace_fds = namespace_fds  # CLONE_NEW* flag -> a descriptor of that namespace of the sandbox
         self.argv, self.default_shell, self.env = argv, default_shell, env
         self.cwd, self.cwd_given, self.foreign, self.ignored = cwd, cwd_given, foreign, ignored
         self.terminal: int | None = None
@@ -126,6 +132,25 @@ def _namespaces_of(pid: int, pidfd: int) -> dict[str, int]:
     if select.select([pidfd], [], [], 0)[0]:
         raise SandboxError(f"the sandbox's reaper (pid {pid}) has exited")
     return found
+
+
+def _joinable(sent: dict[str, int], namespaces: dict[str, int]) -> dict[int, int]:
+    """The namespace descriptors the reaper sent that are the namespaces we know of it (by inode), by flag."""
+    return {flag: sent[kind] for kind, flag in (*OUTER, *INNER)
+            if kind in sent and os.fstat(sent[kind]).st_ino == namespaces.get(kind)}
+
+
+def _join(order: Order, flags: int) -> None:
+    """setns(2) into the sandbox's namespaces of flags, the user namespace first: through the descriptors
+    the reaper sent where it did (it is not dumpable, so its pidfd serves only a process with
+    CAP_SYS_PTRACE on the host, which a process in its user namespace never has), else its pidfd."""
+    rest = flags
+    for _kind, flag in (*OUTER, *INNER):
+        if rest & flag and flag in order.namespace_fds:
+            linux.setns(order.namespace_fds[flag], flag)
+            rest &= ~flag
+    if rest:
+        linux.setns(order.pidfd, rest)
 
 
 def _differing(kinds: tuple[tuple[str, int], ...], namespaces: dict[str, int]) -> int:
@@ -257,7 +282,7 @@ def _forker(sock: socket.socket, parent: int, order: Order) -> None:
         if order.foreign:
             os.setgroups([])  # before the user namespace, where no group can be changed
         try:
-            linux.setns(order.pidfd, order.outer)
+            _join(order, order.outer)
         except OSError as exc:
             say(f"cannot enter the sandbox's namespaces: {exc.strerror} (has it ended?)")
             return
@@ -271,6 +296,8 @@ def _forker(sock: socket.socket, parent: int, order: Order) -> None:
         if child == 0:
             sock.close()
             _command(order)
+        for fd in order.namespace_fds.values():
+            os.close(fd)  # the command has its own: nothing of ours may keep the sandbox's namespaces alive
         _tell(sock, b"pid %d" % child)
         code = _wait(sock, sigfd, child)
     except Exception as exc:  # noqa: BLE001 - one line, never a traceback
@@ -320,7 +347,7 @@ def _command(order: Order) -> None:
     try:
         try:
             if order.inner:
-                linux.setns(order.pidfd, order.inner)
+                _join(order, order.inner)
         except OSError as exc:
             raise SandboxError(f"cannot enter the sandbox's namespaces: {exc.strerror} (has it ended?)") from None
         os.setpgid(0, 0)

@@ -39,17 +39,29 @@ def run(values: dict[str, Any], build: Callable[[], SandboxSpec], argv: tuple[st
     also a failure before the sandbox exists (one line on stderr too, as main() would say it)."""
     writer = _status_writer(values)
     show = fan_out(_print_event if values["verbose"] else None, writer.write if writer is not None else None)
+    hook_monitor = None
+
+    def start_hook_monitor(pid: int, pidfd: int) -> None:
+        nonlocal hook_monitor
+        from sandboxed_run_helpers import monitor
+
+        # It keeps only what the hooks need: not our end of the reaper's socket, or the reaper would not
+        # see us die. Before the job runs: a job that stops its process group stops us too.
+        hook_monitor = monitor.start(list(values["on_exit"]), show, pidfd, {writer.fd} if writer else set(),
+                                     (pid, spec.grace))
+
     try:
         spec = build()
         cmd = _command(values, argv)
         spec.check_host(CLI)
         for caveat in spec.caveats(CLI):
             say(f"warning: {caveat}")
+        deadline = linux.deadline_after(values["timeout"])  # the reaper's too: a job may stop us, never it
         job = wire.Job(cmd, spec, None, "parent", (*(fd not in CLOSED_AT_START for fd in (0, 1, 2)),),
-                       registry.place(spec.name, say))
+                       registry.place(spec.name, say), deadline=deadline)
         sigfd = watch_signals()  # before the fork: a signal while the sandbox starts waits for us
         pid, pidfd, sock, group = launch.start(job, tuple(fd for fd in (0, 1, 2) if fd not in CLOSED_AT_START),
-                                               sigfd.fileno())
+                                               sigfd.fileno(), start_hook_monitor if values["on_exit"] else None)
     except (UsageError, OSError) as exc:  # a SandboxError is an OSError
         error, line, code = our_failure(exc)
         say(line)
@@ -57,20 +69,15 @@ def run(values: dict[str, Any], build: Callable[[], SandboxSpec], argv: tuple[st
         return code
     events: list[tuple[str, dict]] = []
     emit = fan_out(lambda name, fields: events.append((name, fields)), show)
-    hook_monitor = None
-    if values["on_exit"]:
-        from sandboxed_run_helpers import monitor
-
-        # It keeps only what the hooks need: not our end of the reaper's socket, or the reaper would not
-        # see us die.
-        hook_monitor = monitor.start(list(values["on_exit"]), show, pidfd, {writer.fd} if writer else set())
-    client = ReaperClient(pid, pidfd, sock, emit)
-    outcome = wait(client, values["timeout"], sigfd)
+    client = ReaperClient(pid, pidfd, sock, emit, grace=spec.grace)
+    outcome = wait(client, deadline, sigfd)
     launch.reap(pid, sigfd.fileno())
     if group is not None:
         group.remove()
     if outcome.error is not None and outcome.status is None:
         say(str(outcome.error))
+    elif client.unresponsive is not None:
+        say(client.unresponsive)  # it had reported the end, but some of its processes did not end
     status, sig = shell_status(outcome)
     if hook_monitor is not None:
         from sandboxed_run_helpers import monitor
@@ -136,15 +143,16 @@ def watch_signals() -> linux.SignalFd:
     return sigfd
 
 
-def wait(client: ReaperClient, timeout: float | None, sigfd: linux.SignalFd) -> Outcome:
+def wait(client: ReaperClient, deadline: float | None, sigfd: linux.SignalFd) -> Outcome:
     """Until every process of the sandbox is gone, relaying each signal we get (the reaper drops those that
-    reached the job by themselves) and stopping the job when timeout seconds have passed. A signal during
-    start-up reaches the job as soon as it runs."""
-    deadline = linux.deadline_after(timeout)
+    reached the job by themselves) and stopping the job at the deadline (time.monotonic(); the reaper stops
+    it then by itself too, should the job have stopped us). A signal during start-up reaches the job as soon
+    as it runs. A reaper that does not end the sandbox in time after a stop is killed (client.watch())."""
     outlet.hurry_at(deadline)  # a reader who stops reading keeps us no longer than the job may run
     timed_out = False
     while (fd := client.waiting_on()) is not None:
-        ready = outlet.select_readable([sigfd.fileno(), fd], None if timed_out else linux.wait_seconds(deadline))
+        wake = client.kill_at if timed_out or deadline is None else min(deadline, client.kill_at or deadline)
+        ready = outlet.select_readable([sigfd.fileno(), fd], linux.wait_seconds(wake))
         for signo, _code, _sender in sigfd.read():
             client.relay(signo)
             outlet.hurry()
@@ -153,7 +161,9 @@ def wait(client: ReaperClient, timeout: float | None, sigfd: linux.SignalFd) -> 
         if deadline is not None and not timed_out and time.monotonic() >= deadline:
             timed_out = True
             client.stop(None, wire.StopReason.TIMEOUT)
+        client.watch()
     client.close()
+    timed_out = timed_out or wire.StopReason.TIMEOUT in client.stop_reasons
     return Outcome(client.status, timed_out, client.error)
 
 

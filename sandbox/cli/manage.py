@@ -46,7 +46,7 @@ def manage(mode: str, values: dict[str, Any], command: tuple[str, ...], given: s
             grace = check_grace(BY_NAME["grace"].check(values["grace"], "--grace")) if "grace" in given else None
         except (TypeError, ValueError) as exc:
             raise UsageError(str(exc)) from None
-        running.stop_running(values["stop"], grace)
+        running.stop(values["stop"], grace, "sandboxed-run")
         return 0
     from .enter import enter
 

@@ -1,0 +1,168 @@
+"""A sandbox whose PID 1 does not end it in time: what whoever waits outside does about it.
+
+A job that can ptrace its PID 1 (a root job with CAP_SYS_PTRACE) or write the host's cgroup-v1 freezer
+(a job running as host root) can stop the reaper, and a stopped reaper obeys no stop, no timeout and
+no grace period. So nobody outside trusts it further than this: once a stop was asked for (a timeout,
+sandboxed-run --stop, the caller's death) or announced (the reaper's stopping event), the sandbox must be
+gone within its grace period and MARGIN. If it is not, the waiter SIGKILLs the reaper through its pidfd
+(the kernel then kills every process of its PID namespace) and thaws the freezer cgroups that hold the
+reaper or any process of that namespace: a task frozen by the cgroup-v1 freezer does not die of SIGKILL
+until it is thawed (verified on 6.18: it stays in D state with the signal pending). The thaw is repeated
+every RETHAW seconds until the sandbox is gone, since what is still alive in there may freeze again.
+
+Nothing here runs unless a stop is overdue: the deadline is one more in waits that exist anyway.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import signal
+import time
+
+# After its grace a reaper SIGKILLs what is left and exits at once; it waits up to 5 s more for processes
+# stuck in the kernel (reaper.main.REAP_AFTER_KILL), and a loaded machine may add a moment. Beyond that,
+# it is not responding.
+MARGIN = 7.0
+RETHAW = 0.5
+
+def due(grace: float | None, since: float | None = None) -> float | None:
+    """When a sandbox stopped (since: time.monotonic(), default now) with this grace must be gone; None for
+    a grace without limit (inf), which the user chose: then nobody ever takes the reaper for unresponsive."""
+    if grace is None or not isinstance(grace, (int, float)) or math.isnan(grace) or grace < 0:
+        grace = 0.0
+    if math.isinf(grace):
+        return None
+    return (time.monotonic() if since is None else since) + grace + MARGIN
+
+
+def pid_namespace(pid: int) -> int | None:
+    """The inode of pid's PID namespace, if we may read it (root may, whatever the reaper's dumpable flag)."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/pid").st_ino
+    except OSError:
+        return None
+
+
+def kill(pidfd: int, pid: int | None, pid_ns: int | None = None) -> int:
+    """SIGKILL the reaper through its pidfd, then thaw the freezer cgroups of it and of the processes of its
+    PID namespace (pid_ns: its inode, read before if it may no longer be readable). Returns the number of
+    cgroups thawed. Call it again (every RETHAW seconds) until the pidfd is readable."""
+    if pid_ns is None and pid is not None:
+        pid_ns = pid_namespace(pid)
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except OSError:
+        pass  # gone already, or not ours to kill: the wait on its pidfd says which
+    return thaw(pid, pid_ns)
+
+
+def thaw(pid: int | None, pid_ns: int | None) -> int:
+    """Thaw every cgroup-v1 freezer cgroup (and frozen ancestor) that holds pid or a process of the PID
+    namespace pid_ns; the number thawed. Nothing to do where the host has no v1 freezer mounted."""
+    mounts = _freezer_mounts()
+    if not mounts:
+        return 0
+    pids = {pid} if pid is not None else set()
+    if pid_ns is not None:
+        pids.update(_processes_in(pid_ns))
+    thawed = 0
+    done: set[str] = set()
+    for member in pids:
+        path = _freezer_path(member)
+        if path is None:
+            continue
+        for directory in _directories(path, mounts):
+            if directory not in done:
+                done.add(directory)
+                thawed += _thaw_one(directory)
+    return thawed
+
+
+def line(pid: int, waited: float | None, thawed: int, responded: bool = False) -> str:
+    """What we say when we killed an unresponsive PID 1 (responded: it had said its last, but the sandbox's
+    processes did not end: frozen ones, which its exit waits for)."""
+    within = f" within {waited:.3g} s" if waited is not None else ""
+    frozen = f"; thawed {thawed} frozen cgroup{'s' if thawed != 1 else ''}" if thawed else ""
+    if responded:
+        return (f"the sandbox did not end{within} of its stop: some of its processes could not be killed; "
+                f"killed its PID 1 (pid {pid}) again{frozen}")
+    return (f"the sandbox's PID 1 (pid {pid}) did not respond: the sandbox did not end{within} of its stop; "
+            f"killed it (SIGKILL), and every process of the sandbox with it{frozen}")
+
+
+def _freezer_mounts() -> list[tuple[str, str]]:
+    """(root of the hierarchy shown, mount point) of each cgroup-v1 freezer mount we see."""
+    found = []
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return found
+    for entry in text.splitlines():
+        fields = entry.split(" ")
+        try:
+            dash = fields.index("-", 6)
+        except ValueError:
+            continue
+        if fields[dash + 1] == "cgroup" and "freezer" in fields[dash + 3].split(","):
+            found.append((_unescape(fields[3]), _unescape(fields[4])))
+    return found
+
+
+def _unescape(text: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), text)
+
+
+def _processes_in(pid_ns: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}/ns/pid").st_ino == pid_ns:
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def _freezer_path(pid: int) -> str | None:
+    """pid's freezer cgroup, as /proc/PID/cgroup names it ("7:freezer:/a/b")."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            for entry in f:
+                _, controllers, path = entry.rstrip("\n").split(":", 2)
+                if "freezer" in controllers.split(","):
+                    return path
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _directories(path: str, mounts: list[tuple[str, str]]) -> list[str]:
+    """The cgroup's directory and its ancestors' (not the hierarchy's root, which cannot be frozen), as
+    the mounts show them: a frozen ancestor freezes all below it."""
+    found = []
+    for root, target in mounts:
+        if path != root and not path.startswith(root.rstrip("/") + "/"):
+            continue
+        parts = [p for p in path[len(root):].split("/") if p]
+        while parts:
+            found.append(os.path.join(target, *parts))
+            parts.pop()
+        break
+    return found
+
+
+def _thaw_one(directory: str) -> int:
+    try:
+        with open(os.path.join(directory, "freezer.self_freezing")) as f:
+            if f.read().strip() != "1":
+                return 0
+        with open(os.path.join(directory, "freezer.state"), "w") as f:
+            f.write("THAWED")
+        return 1
+    except OSError:
+        return 0
