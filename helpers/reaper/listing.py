@@ -165,21 +165,26 @@ def _overflow_uid() -> int:
         return 65534
 
 
-def mount_table() -> bytes:
-    """Our mount table as the job sees it (we share its mount namespace)."""
+def mount_table(proc: int) -> bytes:
+    """Our mount table as the job sees it (we share its mount namespace), read through our /proc."""
     try:
-        with open("/proc/self/mountinfo", "rb") as f:
-            return f.read()
+        fd = os.open("self/mountinfo", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc)
     except OSError:
         return b""
+    with open(fd, "rb") as f:
+        try:
+            return f.read()
+        except OSError:
+            return b""
 
 
-def namespaces() -> dict[str, int]:
-    """The inode of each of our namespaces, by kind: an entering process joins those that differ from its own."""
+def namespaces(proc: int) -> dict[str, int]:
+    """The inode of each of our namespaces, by kind, read through our /proc: an entering process joins those
+    that differ from its own."""
     found = {}
     for kind in ("user", "mnt", "pid", "net", "uts", "ipc", "cgroup"):
         try:
-            found[kind] = os.stat(f"/proc/self/ns/{kind}").st_ino
+            found[kind] = os.stat(f"self/ns/{kind}", dir_fd=proc).st_ino
         except OSError:
             pass
     return found

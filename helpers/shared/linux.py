@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+import select
 import struct
 import time
 
@@ -33,6 +34,8 @@ MNT_DETACH = 2
 MOUNT_ATTR_RDONLY = 0x1
 AT_RECURSIVE = 0x8000
 _SYS_MOUNT_SETATTR = 442  # one number on every architecture since the syscall table was unified
+_SYS_OPEN_TREE = 428
+OPEN_TREE_CLONE = 1
 
 SFD_NONBLOCK = os.O_NONBLOCK
 SFD_CLOEXEC = os.O_CLOEXEC
@@ -105,6 +108,15 @@ def mount_setattr_writable(path: bytes) -> None:
     attr = struct.pack("QQQQ", 0, MOUNT_ATTR_RDONLY, 0, 0)
     result = _libc.syscall(_SYS_MOUNT_SETATTR, -100, ctypes.c_char_p(path), 0, attr, len(attr))
     _check(result, "mount_setattr", path)
+
+
+def cloned_mount(path: bytes, recursive: bool = False) -> int:
+    """A copy of the mount at path (recursive: and of those below it) that is attached nowhere, as a descriptor
+    (O_PATH, close-on-exec) of its root: open_tree(OPEN_TREE_CLONE). No mount can be made on it or in it, and
+    it keeps nobody's mount busy: whatever is mounted or unmounted at path later, below it is what was there
+    now. In a user namespace a mount with mounts locked below it is copied only recursively (EINVAL)."""
+    flags = OPEN_TREE_CLONE | os.O_CLOEXEC | (AT_RECURSIVE if recursive else 0)
+    return _check(_libc.syscall(_SYS_OPEN_TREE, -100, ctypes.c_char_p(path), ctypes.c_uint(flags)), "open_tree", path)
 
 
 def _sigset(signals: list[int] | tuple[int, ...]) -> ctypes.Array:
@@ -187,6 +199,14 @@ def close_fds_except(keep: set[int]) -> None:
             os.closerange(low, fd)
         low = fd + 1
     os.closerange(low, 1 << 20)
+
+
+def readable(fd: int) -> bool:
+    """Whether fd has something to read now (a pidfd: its process has exited); poll, which takes any
+    descriptor number (select stops at 1024)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def fd_is_open(fd: int) -> bool:
@@ -279,3 +299,4 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
