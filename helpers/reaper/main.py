@@ -120,7 +120,7 @@ def receive_order(sock: socket.socket, sigfd: linux.SignalFd
             return None
         if sock in ready:
             try:
-                received = wire.recv_kind(sock, (wire.Job, wire.Session), socket.MSG_DONTWAIT)
+                received = wire.recv_kind(sock, (wire.Job, wire.Session), socket.MSG_DONTWAIT, lost=True)
             except BlockingIOError:
                 continue
             if received is None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import _socket as socket  # the C module: the command-line tool skips socket.py's enums
 import array
 import enum
+import errno
 import fcntl
 import marshal
 import os
@@ -410,11 +411,16 @@ class Closed(Exception):
     """The other end is gone."""
 
 
+class DescriptorsLost(ValueError):
+    """The descriptors that came with a message did not fit in (MSG_CTRUNC): the receiver is at its limit of
+    open files. Not a message of ours, to whoever takes it for one."""
+
+
 def recv(sock: socket.socket, flags: int = 0) -> tuple[Message, list[int], int | None]:
     """One message, the descriptors that came with it (close-on-exec), and the sender's PID if it said one.
 
     Raises Closed at end of file, BlockingIOError when non-blocking and nothing is there, ValueError
-    for a packet that is not one of ours.
+    for a packet that is not one of ours (DescriptorsLost, if only its descriptors are missing).
     """
     try:
         data, ancillary, msg_flags, _ = sock.recvmsg(MAX_INLINE + 1, _ANCILLARY, flags | socket.MSG_CMSG_CLOEXEC)
@@ -436,7 +442,10 @@ def recv(sock: socket.socket, flags: int = 0) -> tuple[Message, list[int], int |
         _close(fds)
         raise Closed()
     kind = data[:1]
-    if msg_flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or kind not in (_INLINE, _MEMFD) or (
+    if msg_flags & socket.MSG_CTRUNC:
+        _close(fds)
+        raise DescriptorsLost("the descriptors that came with a message were lost")
+    if msg_flags & socket.MSG_TRUNC or kind not in (_INLINE, _MEMFD) or (
             kind == _MEMFD and not fds):
         _close(fds)
         raise ValueError("malformed message")
@@ -455,14 +464,21 @@ def recv(sock: socket.socket, flags: int = 0) -> tuple[Message, list[int], int |
         raise ValueError("malformed message") from None
 
 
-def recv_kind(sock: socket.socket, kinds: tuple[type, ...], flags: int = 0) -> tuple[Any, list[int]] | None:
+def recv_kind(sock: socket.socket, kinds: tuple[type, ...], flags: int = 0,
+              lost: bool = False) -> tuple[Any, list[int]] | None:
     """The next message of one of kinds and its descriptors; others are dropped (their descriptors closed).
-    None once the peer is gone; BlockingIOError (with MSG_DONTWAIT) while none of those kinds is there."""
+    None once the peer is gone; BlockingIOError (with MSG_DONTWAIT) while none of those kinds is there.
+    lost: a message whose descriptors did not fit in raises OSError(EMFILE) (a peer that sends us nothing
+    else must not be waited for)."""
     while True:
         try:
             message, fds, _ = recv(sock, flags)
         except (Closed, ConnectionError):
             return None
+        except DescriptorsLost:
+            if lost:
+                raise OSError(errno.EMFILE, "the descriptors that came with a message were lost") from None
+            continue
         except ValueError:
             continue
         if isinstance(message, kinds):
