@@ -4,11 +4,13 @@ sandboxed-run --list, --stop and --enter use too.
 Every sandbox is listed under a name in its owner's registry directory (the reaper's listening socket:
 sandboxed_run_helpers.shared.registry). Everything shown comes from the reaper itself, asked over that
 socket: an entry whose reaper is gone is never shown (and is removed), whoever killed it and how.
-The caller sees its own sandboxes; root sees everyone's. Only the owner and root get details.
+The caller sees its own sandboxes; root sees everyone's. Only the owner and root get details, and only
+from where the sandbox was started: inside a sandbox, those started in there alone.
 """
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import select
@@ -18,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from sandboxed_run_helpers.shared import registry, wire
-from sandboxed_run_helpers.shared.errors import SandboxError, SandboxNotFound, SandboxNotPermitted
+from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, SandboxError, SandboxNotFound, SandboxNotPermitted
 from sandboxed_run_helpers.shared.options import BY_NAME, check_grace
 
 QUERY_TIMEOUT = 3.0  # a reaper answers from its main loop at once; one that does not is stopped or frozen
@@ -90,8 +92,8 @@ def stop_running(name: str, grace: float | str | None = None) -> None:
     process of it is gone and its mounts are dropped. Its status events say stopping with reason "requested".
 
     Raises SandboxNotFound (no running sandbox of that name that the caller may see), SandboxNotPermitted
-    (another user's), SandboxError (its reaper does not answer, or is still there a minute after the grace ran
-    out), ValueError/TypeError for a bad name or grace.
+    (another user's, or one the caller may not reach from inside a sandbox), SandboxError (its reaper does not
+    answer, or is still there a minute after the grace ran out), ValueError/TypeError for a bad name or grace.
     A KeyboardInterrupt ends the wait; the stop goes on without us."""
     if name is None:
         raise TypeError("name must be a string, not None")
@@ -229,7 +231,10 @@ class _asked:
                     self.answers.append(answer)  # its backlog is full (clients that never ask): alive, deaf
                     continue
                 if answer.reaper_pid <= 0:
-                    answer.close()  # not a process we can see: not a sandbox we could act on
+                    # Its reaper lives neither in our PID namespace nor below: we are inside a sandbox it was
+                    # not started from, and it would refuse us (peers.py); no need to ask.
+                    answer.refused = wire.Failed(EXIT_FAILURE, registry.unreachable(name), errno.EACCES)
+                    self.answers.append(answer)
                     continue
                 self.answers.append(answer)
                 if answer.send(wire.Query()):

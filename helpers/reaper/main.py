@@ -46,17 +46,18 @@ WATCHED = (signal.SIGCHLD, PARENT_GONE, CALLER_GONE, *FORWARDED)
 REAP_AFTER_KILL = 5.0
 
 
-def main(sock: socket.socket, parent_pidfd: int) -> int:
-    """The whole life of PID 1; returns the status to exit with."""
+def main(sock: socket.socket, parent_pidfd: int, owner: int | None = None) -> int:
+    """The whole life of PID 1; returns the status to exit with. owner: the host's uid the sandbox belongs
+    to, when we are in a user namespace made for it (None: we are not)."""
     sigfd = tie_to_launcher(sock, parent_pidfd)
     try:
-        mnt_ns, pid_ns, procs = mounts.prepare()
+        mnt_ns, pid_ns, procs = mounts.prepare(owner)
         warm_up(mnt_ns, pid_ns)
         failure = None
     except SandboxError as exc:
         failure = exc  # told to whoever sends the order
         mnt_ns = pid_ns = 0
-        procs = mounts.Procs(-1)
+        procs = mounts.Procs(-1, None)
     received = receive_order(sock, sigfd)
     if received is None:
         return EXIT_FAILURE  # the launcher went away first
@@ -68,7 +69,7 @@ def main(sock: socket.socket, parent_pidfd: int) -> int:
             if failure is not None:
                 raise failure
             # The name first: a clash must fail before anything of the job exists.
-            reaper.listing, registry_fd = listing.claim(order, registry_fd), None
+            reaper.listing, registry_fd = listing.claim(order, registry_fd, procs.launcher), None
             mounts.set_up(order.spec)
             if isinstance(order, wire.Job):
                 reaper.main = reaper.start(order.command, stdio, sock)
@@ -153,7 +154,7 @@ class Reaper:
         self.lifeline = order.lifeline
         self.session = isinstance(order, wire.Session)
         self.mnt_ns, self.pid_ns = mnt_ns, pid_ns
-        self.procs = mounts.Procs(-1)  # ours, never the job's view of /proc: what we count, what we show
+        self.procs = mounts.Procs(-1, None)  # ours, never the job's view of /proc: what we count, what we show
         self.main: Process | None = None
         self.processes: dict[int, Process] = {}  # not yet reaped
         self.stopping = Stopping(self.spec.stop_signal, self.spec.grace, self.report)

@@ -6,6 +6,7 @@ errors.py's job, because only the caller knows what it was trying to do.
 
 from __future__ import annotations
 
+import _socket
 import ctypes
 import math
 import os
@@ -51,6 +52,7 @@ _libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
 _libc.signal.restype = ctypes.c_void_p
 _libc.syscall.restype = ctypes.c_long
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong]
 
 
 # The longest single wait: poll() takes milliseconds in an int and select() rejects huge timeouts,
@@ -300,3 +302,30 @@ def current_umask() -> int:
     os.umask(mask)
     return mask
 
+
+# Where a unix socket's peer lives, as the kernel says (the reaper's registry socket asks).
+SO_PEERPIDFD = 77  # Linux 6.5
+PIDFD_GET_PID_NAMESPACE = 0xFF05  # _IO(PIDFS_IOCTL_MAGIC, 5), Linux 6.11
+NS_GET_PID_IN_PIDNS = 0x8004B708  # _IOR(NSIO, 0x8, int), Linux 6.10
+
+
+def peer_pidfd(sock: _socket.socket) -> int:
+    """A pidfd of the process that connected the unix socket sock (SO_PEERPIDFD), wherever it lives; for a
+    peer that has exited since, a pidfd that says so."""
+    return struct.unpack("i", sock.getsockopt(_socket.SOL_SOCKET, SO_PEERPIDFD, 4))[0]
+
+
+def pid_namespace_of(pidfd: int) -> int:
+    """A descriptor (close-on-exec) of the PID namespace the pidfd's process lives in. The kernel asks for the
+    right to read that process as ptrace would (EACCES: a process in a user namespace asking about one
+    outside it); ESRCH if it has exited."""
+    return _check(_libc.ioctl(pidfd, PIDFD_GET_PID_NAMESPACE, 0), "ioctl(PIDFD_GET_PID_NAMESPACE)")
+
+
+def pid_in_namespace(ns_fd: int, pid: int) -> int:
+    """The number the process pid (numbered as our PID namespace does) has in the PID namespace ns_fd; 0 if
+    it has none there (it lives neither there nor below)."""
+    result = _libc.ioctl(ns_fd, NS_GET_PID_IN_PIDNS, pid)
+    if result < 0 and ctypes.get_errno() == 3:  # ESRCH
+        return 0
+    return _check(result, "ioctl(NS_GET_PID_IN_PIDNS)")

@@ -156,7 +156,8 @@ class Claim(Record):
 class Failed(Record):
     """spawn server, user-namespace parent or reaper -> caller or launcher: the sandbox, or the command,
     could not start; the receiver raises it as a SandboxError (the command prints it and exits exit_code).
-    Also reaper -> a client of its registry socket that is neither the owner nor root (errno EACCES)."""
+    Also reaper -> a client of its registry socket that is neither the owner nor root, or that lives inside a
+    sandbox (errno EACCES), at once; the reaper reads nothing it sends."""
 
     KIND = Kind.FAILED
     exit_code: int
@@ -251,7 +252,7 @@ class Handoff(Record):
 
 class Query(Record):
     """a client of a reaper's registry socket (sandboxed-run --list, --enter, --stop; sandbox.list_running) ->
-    reaper: who are you? Answer About, or Failed if the client is neither the sandbox's owner nor root."""
+    reaper: who are you? Answer About (a refused client got Failed already, and is not read)."""
 
     KIND = Kind.QUERY
 
