@@ -55,7 +55,7 @@ def life(mapping: tuple[int, int, int, int], sock: socket.socket, launcher_pidfd
     own_pidfd = os.pidfd_open(os.getpid())
     child = os.fork()
     if child == 0:
-        forked.life(sock, lambda: reaper(sock, own_pidfd))
+        forked.life(sock, lambda: reaper(sock, own_pidfd, mapping[2]))
     # Our pidfd, which the launcher holds, would say the sandbox ended if we were killed before the
     # reaper: the launcher gets one of the reaper itself (opened before we could ever reap it).
     reaper_pidfd = os.pidfd_open(child)

@@ -4,11 +4,13 @@ sandboxed-run --list, --stop and --enter use too.
 Every sandbox is listed under a name in its owner's registry directory (the reaper's listening socket:
 sandboxed_run_helpers.shared.registry). Everything shown comes from the reaper itself, asked over that
 socket: an entry whose reaper is gone is never shown (and is removed), whoever killed it and how.
-The caller sees its own sandboxes; root sees everyone's. Only the owner and root get details.
+The caller sees its own sandboxes; root sees everyone's. Only the owner and root get details, and only
+from where the sandbox was started: inside a sandbox, those started in there alone.
 """
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import select
@@ -18,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from sandboxed_run_helpers.shared import linux, registry, unresponsive, wire
-from sandboxed_run_helpers.shared.errors import SandboxError, SandboxNotFound, SandboxNotPermitted
+from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, SandboxError, SandboxNotFound, SandboxNotPermitted
 from sandboxed_run_helpers.shared.options import BY_NAME, check_grace
 from sandboxed_run_helpers.shared.status import say
 
@@ -110,8 +112,9 @@ def stop_running(name: str, grace: float | str | None = None) -> None:
     ended by SIGKILL of that PID 1, which ends every process of it; one line on stderr says so.
 
     Raises SandboxNotFound (no running sandbox of that name that the caller may see), SandboxNotPermitted
-    (another user's), SandboxError (what answers there is not a sandbox's PID 1, or it is still there a minute
-    after it was killed), ValueError/TypeError for a bad name or grace.
+    (another user's, or one the caller may not reach from inside a sandbox), SandboxError (what answers there is
+    not a sandbox's PID 1, or it is still there a minute after it was killed), ValueError/TypeError for a bad name
+    or grace.
     A KeyboardInterrupt ends the wait; the stop goes on without us."""
     stop(name, grace, "sandbox")
 
@@ -323,7 +326,10 @@ class _asked:
                     self.answers.append(answer)  # its backlog is full (clients that never ask): alive, deaf
                     continue
                 if answer.reaper_pid <= 0:
-                    answer.close()  # not a process we can see: not a sandbox we could act on
+                    # Its reaper lives neither in our PID namespace nor below: we are inside a sandbox it was
+                    # not started from, and it would refuse us (peers.py); no need to ask.
+                    answer.refused = wire.Failed(EXIT_FAILURE, registry.unreachable(name), errno.EACCES)
+                    self.answers.append(answer)
                     continue
                 self.answers.append(answer)
                 if answer.send(wire.Query()):

@@ -1,10 +1,11 @@
 """The reaper's entry in the registry of running sandboxes (shared/registry.py): the name it holds, and
 the answers it gives, from its main loop, to whoever asks (sandboxed-run --list, --enter, --stop).
 
-Only the sandbox's owner and root get an answer. The registry directory keeps everybody else from
-connecting; each connection's peer credentials are checked here as well. Inside a user namespace the
-kernel shows every uid but the owner's as the overflow uid, root's included, so there the directory
-is the only gate that can tell them apart.
+Only the sandbox's owner and root get an answer, and only from outside the sandbox, where it was started
+from (peers.py: a job never reaches another sandbox, nor its own, whatever its uid). The registry directory
+keeps other users from connecting; each connection's peer credentials are checked here as well. Inside a
+user namespace the kernel shows every uid but the owner's as the overflow uid, root's included, so there
+the directory is the only gate that can tell them apart.
 
 Nothing here blocks the loop: the listening socket and the connections are non-blocking, a
 connection lives at most CONNECTION_LIFE seconds, a reply the client does not read drops it, and at
@@ -21,8 +22,9 @@ import time
 from collections.abc import Callable
 
 from ..shared import registry, wire
-from ..shared.errors import EXIT_FAILURE
+from ..shared.errors import EXIT_FAILURE, SandboxError
 from ..shared.registry import Claim
+from .peers import Gate
 
 MAX_CONNECTIONS = 16
 CONNECTION_LIFE = 10.0
@@ -31,20 +33,35 @@ Answer = Callable[[], tuple[wire.About, int | None]]  # the About, and the PID t
 StopRequested = Callable[[float | None], None]
 
 
-def claim(order: wire.Job | wire.Session, dirfd: int | None) -> Listing | None:
+def claim(order: wire.Job | wire.Session, dirfd: int | None, launcher_proc: int | None,
+          own_proc: int) -> Listing | None:
     """Take the order's name in its registry (SandboxError if a live sandbox has it); None: not listed.
-    dirfd: the registry directory as the launcher opened it (taken over), None if it sent none."""
-    if order.registry is None:
-        if dirfd is not None:
-            os.close(dirfd)
+    dirfd: the registry directory as the launcher opened it, None if it sent none; launcher_proc: the /proc
+    we were started under (peers.py). Both taken over. own_proc: our own /proc (mounts.Procs), which stays
+    the reaper's."""
+    if order.registry is None or dirfd is None:
+        for fd in (dirfd, launcher_proc):
+            if fd is not None:
+                os.close(fd)
+        if order.registry is not None:
+            # Never by its path: in here that is the empty directory the job sees (mounts.prepare).
+            raise SandboxError(f"cannot register the sandbox: the launcher could not open {order.registry}")
         return None
     argv0 = order.command.argv[0] if isinstance(order, wire.Job) else None
-    return Listing(registry.claim(order.registry, order.spec.name, argv0, dirfd), order.spec.userns)
+    try:
+        held = registry.claim(order.registry, order.spec.name, argv0, dirfd)
+    except BaseException:
+        if launcher_proc is not None:
+            os.close(launcher_proc)
+        raise
+    return Listing(held, order.spec.userns, Gate(launcher_proc), own_proc)
 
 
 class Listing:
-    def __init__(self, held: Claim, userns: bool) -> None:
+    def __init__(self, held: Claim, userns: bool, gate: Gate, proc: int) -> None:
         self.claim = held
+        self.gate = gate
+        self.proc = proc  # our own /proc, where our namespaces are opened for --enter
         self.name = held.name
         self.started = time.time()
         # Who may ask: root and the owner (our own uid, mapped or not); in a user namespace also the overflow
@@ -74,10 +91,13 @@ class Listing:
                 continue  # ECONNABORTED and the like: that client is gone
             conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=fd)
             conn.setblocking(False)
-            _pid, uid, _gid = registry.peer_credentials(conn)
+            pid, uid, _gid = registry.peer_credentials(conn)
             if uid not in self.allowed:
-                self._reply(conn, wire.Failed(EXIT_FAILURE, f"sandbox {self.name} is not yours: only its "
-                                              "owner and root may list, enter or stop it", errno.EACCES))
+                refusal = f"sandbox {self.name} is not yours: only its owner and root may list, enter or stop it"
+            else:
+                refusal = self.gate.refusal(conn, pid, self.name)
+            if refusal is not None:
+                self._reply(conn, wire.Failed(EXIT_FAILURE, refusal, errno.EACCES))
                 conn.close()
                 continue
             os.set_inheritable(fd, False)
@@ -125,7 +145,7 @@ class Listing:
             except OSError:
                 pass
             else:
-                fds.extend(namespace_fds())
+                fds.extend(namespace_fds(self.proc))
         try:
             try:
                 wire.send(conn, message, fds, creds_pid=creds_pid)
@@ -154,6 +174,7 @@ class Listing:
     def release(self) -> None:
         """The sandbox is over (or never started): our entry goes, then every connection."""
         self.claim.release()
+        self.gate.close()
         for conn, _ in self.connections.values():
             conn.close()
         self.connections.clear()
@@ -167,35 +188,40 @@ def _overflow_uid() -> int:
         return 65534
 
 
-def mount_table() -> bytes:
-    """Our mount table as the job sees it (we share its mount namespace)."""
+def mount_table(proc: int) -> bytes:
+    """Our mount table as the job sees it (we share its mount namespace), read through our /proc."""
     try:
-        with open("/proc/self/mountinfo", "rb") as f:
-            return f.read()
+        fd = os.open("self/mountinfo", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc)
     except OSError:
         return b""
+    with open(fd, "rb") as f:
+        try:
+            return f.read()
+        except OSError:
+            return b""
 
 
-def namespace_fds() -> list[int]:
-    """A descriptor of each of our namespaces, for sandboxed-run --enter: we are not dumpable, so only a
-    process with CAP_SYS_PTRACE on the host may join them through our pidfd or open our /proc/1/ns (an
-    ordinary owner may not, nor may anyone once inside our user namespace). The client learns each one's
-    kind from the kernel (NS_GET_NSTYPE)."""
+def namespace_fds(proc: int) -> list[int]:
+    """A descriptor of each of our namespaces, read through our /proc, for sandboxed-run --enter: we are not
+    dumpable, so only a process with CAP_SYS_PTRACE on the host may join them through our pidfd or open our
+    /proc/1/ns (an ordinary owner may not, nor may anyone once inside our user namespace). The client learns
+    each one's kind from the kernel (NS_GET_NSTYPE)."""
     fds = []
     for kind in ("user", "mnt", "pid", "net", "uts", "ipc", "cgroup"):
         try:
-            fds.append(os.open(f"/proc/self/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC))
+            fds.append(os.open(f"self/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc))
         except OSError:
             pass
     return fds
 
 
-def namespaces() -> dict[str, int]:
-    """The inode of each of our namespaces, by kind: an entering process joins those that differ from its own."""
+def namespaces(proc: int) -> dict[str, int]:
+    """The inode of each of our namespaces, by kind, read through our /proc: an entering process joins those
+    that differ from its own."""
     found = {}
     for kind in ("user", "mnt", "pid", "net", "uts", "ipc", "cgroup"):
         try:
-            found[kind] = os.stat(f"/proc/self/ns/{kind}").st_ino
+            found[kind] = os.stat(f"self/ns/{kind}", dir_fd=proc).st_ino
         except OSError:
             pass
     return found

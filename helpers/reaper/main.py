@@ -53,28 +53,31 @@ HANGUP_SETTLE = 0.25
 REAP_AFTER_KILL = 5.0
 
 
-def main(sock: socket.socket, parent_pidfd: int) -> int:
-    """The whole life of PID 1; returns the status to exit with."""
+def main(sock: socket.socket, parent_pidfd: int, owner: int | None = None) -> int:
+    """The whole life of PID 1; returns the status to exit with. owner: the host's uid the sandbox belongs
+    to, when we are in a user namespace made for it (None: we are not)."""
     sigfd = tie_to_launcher(sock, parent_pidfd)
     try:
-        mnt_ns, pid_ns = mounts.prepare()
+        mnt_ns, pid_ns, procs = mounts.prepare(owner)
         warm_up(mnt_ns, pid_ns)
         failure = None
     except SandboxError as exc:
         failure = exc  # told to whoever sends the order
         mnt_ns = pid_ns = 0
+        procs = mounts.Procs(-1, None)
     received = receive_order(sock, sigfd)
     if received is None:
         return EXIT_FAILURE  # the launcher went away first
     order, stdio, registry_fd, owner_fd = received
     reaper = Reaper(sock, sigfd, order, mnt_ns, pid_ns, owner_fd)
+    reaper.procs = procs
     try:
         try:
             if failure is not None:
                 raise failure
             # The name first: a clash must fail before anything of the job exists.
-            reaper.listing, registry_fd = listing.claim(order, registry_fd), None
-            reaper.proc_dir = mounts.set_up(order.spec)
+            reaper.listing, registry_fd = listing.claim(order, registry_fd, procs.launcher, procs.own), None
+            mounts.set_up(order.spec)
             if isinstance(order, wire.Job):
                 reaper.main = reaper.start(order.command, stdio, sock)
         except SandboxError as exc:
@@ -136,7 +139,7 @@ def receive_order(sock: socket.socket, sigfd: linux.SignalFd
             return None
         if sock in ready:
             try:
-                received = wire.recv_kind(sock, (wire.Job, wire.Session), socket.MSG_DONTWAIT)
+                received = wire.recv_kind(sock, (wire.Job, wire.Session), socket.MSG_DONTWAIT, lost=True)
             except BlockingIOError:
                 continue
             if received is None:
@@ -173,7 +176,7 @@ class Reaper:
         # A session's owner: its caller's credentials when it asked, and their /proc file to read them again.
         self.owner = (order.owner, owner_fd) if self.session and owner_fd is not None else None
         self.mnt_ns, self.pid_ns = mnt_ns, pid_ns
-        self.proc_dir: str | int = "/proc"  # where we count our processes
+        self.procs = mounts.Procs(-1, None)  # ours, never the job's view of /proc: what we count, what we show
         self.main: Process | None = None
         self.processes: dict[int, Process] = {}  # not yet reaped
         self.stopping = Stopping(self.spec.stop_signal, self.spec.grace, self.report)
@@ -358,16 +361,14 @@ class Reaper:
         about = wire.About(self.name or "", self.listing.started if self.listing else time.time(),
                            list(self.command.argv) if self.command is not None else None, self.job_cwd(main),
                            "stopping" if reason else "running", str(reason) if reason else None, self.spec,
-                           listing.namespaces(), listing.mount_table())
+                           listing.namespaces(self.procs.own), listing.mount_table(self.procs.own))
         return about, main.pid if main is not None else None
 
     def job_cwd(self, main: Process | None) -> bytes:
         """Where the job is: its main process's working directory now, else where its last command started."""
         if main is not None:
             try:
-                if isinstance(self.proc_dir, int):
-                    return os.readlink(f"{main.pid}/cwd", dir_fd=self.proc_dir).encode()
-                return os.fsencode(os.readlink(f"{self.proc_dir}/{main.pid}/cwd"))
+                return os.fsencode(os.readlink(f"{main.pid}/cwd", dir_fd=self.procs.own))
             except OSError:
                 pass
         if self.command is not None:
@@ -508,23 +509,22 @@ class Reaper:
         return alive
 
     def living_others(self) -> list[int]:
-        """The processes of our namespace but us, zombies left out (their parents outside reap them)."""
+        """The processes of our namespace but us, zombies left out (their parents outside reap them): our
+        /proc lists them, a pidfd of each says whether it has exited (not a file in /proc, which the job could
+        mount over)."""
         found = []
-        for entry in os.listdir(self.proc_dir):
+        for entry in os.listdir(self.procs.own):
             if not entry.isdigit() or entry == "1":
                 continue
             try:
-                path = f"{entry}/stat" if isinstance(self.proc_dir, int) else f"{self.proc_dir}/{entry}/stat"
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC,
-                             dir_fd=self.proc_dir if isinstance(self.proc_dir, int) else None)
-                try:
-                    state = linux.stat_fields(os.read(fd, 512))[0]
-                finally:
-                    os.close(fd)
-            except (OSError, IndexError):
-                continue
-            if state != b"Z":
-                found.append(int(entry))
+                fd = os.pidfd_open(int(entry))
+            except OSError:
+                continue  # gone already
+            try:
+                if not linux.readable(fd):
+                    found.append(int(entry))
+            finally:
+                os.close(fd)
         return found
 
     def report_exit(self, process: Process, rusage: object = None) -> None:
@@ -547,7 +547,7 @@ class Reaper:
         """SIGKILL everything and reap it; the processes the launcher waits for learn how they ended, and we
         are done. (A process stuck in the kernel past REAP_AFTER_KILL is left to the kernel, which reaps it
         when we exit, unless the launcher waits for it.)"""
-        self.stopping.kill_all(self.proc_dir, reason)
+        self.stopping.kill_all(self.procs.own, reason)
         self.done = True  # from here on a SIGKILL is ours, never the OOM killer's
         deadline = time.monotonic() + REAP_AFTER_KILL
         while True:

@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 import _socket as socket
+import errno
 import os
 
-from ..shared import linux
+from ..shared import linux, registry
 from ..shared.errors import mount_error, namespace_error
 from ..shared.mountspec import MOUNTS, Mount, may_create, owner
 from ..shared.options import SandboxSpec
+from ..shared.records import Record
 from .steps import create, make
 
 
-def prepare() -> tuple[int, int]:
+class Procs(Record):
+    """/proc as descriptors, opened while we prepare, before anything of a job runs: what we decide and show
+    never reads the job's view of /proc, which it may unmount or mount over (its /proc/self is then the
+    host's, or a file it wrote). Each is a copy of the mount attached nowhere (linux.cloned_mount): nothing can
+    be mounted over a file in it, and the job's /proc is never busy because of us (umount /proc works as
+    without us)."""
+
+    own: int  # the proc of our PID namespace: our processes, their directories, our namespaces, our mounts
+    launcher: int | None  # the /proc we were started under, before ours covered it (peers.py); None: none
+
+
+def prepare(owner: int | None = None) -> tuple[int, int, Procs]:
     """What every sandbox needs, done before the order is known: a mount namespace, / slave, a fresh
-    /proc. Returns the inode numbers of our mount and PID namespaces."""
+    /proc, the registry of running sandboxes out of sight. owner: the host's uid the sandbox belongs to, if
+    we are in a user namespace made for it (None: we are not, and it is ours). Returns the inode numbers of
+    our mount and PID namespaces, and our /proc's."""
     try:
         linux.unshare(linux.CLONE_NEWNS)
     except OSError as exc:
@@ -23,16 +38,61 @@ def prepare() -> tuple[int, int]:
         linux.mount(None, b"/", None, linux.MS_REC | linux.MS_SLAVE)
     except OSError as exc:
         raise mount_error(exc, "make mounts slave under", "/") from None
+    launcher = _launchers_proc()
     try:
         linux.mount(b"proc", b"/proc", b"proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
     except OSError as exc:
         raise mount_error(exc, "mount a fresh proc on", "/proc") from None
-    return os.stat("/proc/self/ns/mnt").st_ino, os.stat("/proc/self/ns/pid").st_ino
+    try:
+        tree = linux.cloned_mount(b"/proc")
+        try:
+            own = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=tree)
+        finally:
+            os.close(tree)
+    except OSError as exc:
+        raise mount_error(exc, "keep a copy of the fresh proc on", "/proc") from None
+    _hide_registry(os.geteuid() if owner is None else owner)
+    return (os.stat("self/ns/mnt", dir_fd=own).st_ino, os.stat("self/ns/pid", dir_fd=own).st_ino,
+            Procs(own, launcher))
 
 
-def set_up(spec: SandboxSpec) -> str | int:
-    """Complete the sandbox as spec says; SandboxError if the kernel refuses. Returns where we count our
-    processes: "/proc", or a handle on our /proc after --no-proc took it away."""
+def _launchers_proc() -> int | None:
+    """A copy of the /proc we were started under (None: none; peers.py then refuses whom only it could place).
+    Alone if it can be (its own mounts, binfmt_misc say, cost a copy each), else with them."""
+    try:
+        return linux.cloned_mount(b"/proc")
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            return None
+    try:
+        return linux.cloned_mount(b"/proc", recursive=True)
+    except OSError:
+        return None
+
+
+def _hide_registry(owner: int) -> None:
+    """An empty tmpfs of ours over every registry directory the job could use (root's, the owner's, and
+    those of the uid the job gets): it sees none of the host's entries (whose reapers refuse it anyway), and
+    a sandbox started in here registers in here, where its listing and its stop belong. The directories are
+    opened without following a link (another user may have planted one in /tmp), the mount lands on what
+    was opened."""
+    for directory in dict.fromkeys((registry.ROOT_DIRECTORY, *registry.directories_of(owner),
+                                    *registry.directories_of(os.geteuid()))):
+        try:
+            fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue  # none there, or out of our reach (and the job's)
+        try:
+            linux.mount(b"tmpfs", b"/proc/self/fd/%d" % fd, b"tmpfs", linux.MS_NOSUID | linux.MS_NODEV
+                        | linux.MS_NOEXEC, b"mode=700")
+        except OSError as exc:
+            raise mount_error(exc, "hide the registry of running sandboxes at", directory) from None
+        finally:
+            os.close(fd)
+
+
+def set_up(spec: SandboxSpec) -> None:
+    """Complete the sandbox as spec says; SandboxError if the kernel refuses."""
     _isolate(spec)
     if spec.propagation == "private":
         try:
@@ -40,12 +100,10 @@ def set_up(spec: SandboxSpec) -> str | int:
         except OSError as exc:
             raise mount_error(exc, "make mounts private under", "/") from None
     # Before the mounts: one on /proc (--tmpfs /proc) lands on what shows there after, and must not be what
-    # --no-proc takes away; our /proc, hidden by it, is still where we count our processes.
-    counted: str | int = "/proc" if spec.proc else _drop_proc()
-    if spec.proc and any(step.target == "/proc" and step.kind in MOUNTS for step in spec.mounts):
-        counted = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    # --no-proc takes away. Our /proc stays where we count our processes (Procs.own) in either case.
+    if not spec.proc:
+        _drop_proc()
     _make(spec.mounts, spec.mkdir, spec.userns)
-    return counted
 
 
 def _make(steps: tuple[Mount, ...], mkdir: bool, userns: bool) -> None:
@@ -97,11 +155,9 @@ def _isolate(spec: SandboxSpec) -> None:
         socket.sethostname(spec.hostname)
 
 
-def _drop_proc() -> int:
-    """--no-proc: take the fresh /proc away (the host's shows again), keeping a handle on ours."""
+def _drop_proc() -> None:
+    """--no-proc: take the fresh /proc away (the host's shows again); we keep ours as a descriptor."""
     try:
-        handle = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         linux.umount(b"/proc", linux.MNT_DETACH)
     except OSError as exc:
         raise mount_error(exc, "unmount the fresh proc from", "/proc") from None
-    return handle

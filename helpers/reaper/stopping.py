@@ -88,8 +88,9 @@ class Stopping:
     def expired(self, now: float) -> bool:
         return self.deadline is not None and now >= self.deadline
 
-    def kill_all(self, proc_dir: str | int, reason: StopReason) -> None:
-        """SIGKILL every process of the sandbox (but us): the grace period is over, or nobody can wait."""
+    def kill_all(self, proc_dir: int, reason: StopReason) -> None:
+        """SIGKILL every process of the sandbox (but us): the grace period is over, or nobody can wait.
+        proc_dir: our own /proc, whatever the job did to its view of it."""
         count = sum(1 for name in os.listdir(proc_dir) if name.isdigit()) - 1
         if not kill(-1, signal.SIGKILL):
             count = 0

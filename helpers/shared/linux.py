@@ -6,9 +6,11 @@ errors.py's job, because only the caller knows what it was trying to do.
 
 from __future__ import annotations
 
+import _socket
 import ctypes
 import math
 import os
+import select
 import struct
 import time
 
@@ -33,6 +35,8 @@ MNT_DETACH = 2
 MOUNT_ATTR_RDONLY = 0x1
 AT_RECURSIVE = 0x8000
 _SYS_MOUNT_SETATTR = 442  # one number on every architecture since the syscall table was unified
+_SYS_OPEN_TREE = 428
+OPEN_TREE_CLONE = 1
 
 SFD_NONBLOCK = os.O_NONBLOCK
 SFD_CLOEXEC = os.O_CLOEXEC
@@ -46,6 +50,7 @@ _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.signalfd.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
 _libc.syscall.restype = ctypes.c_long
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong]
 
 
 # The longest single wait: poll() takes milliseconds in an int and select() rejects huge timeouts,
@@ -124,6 +129,15 @@ def mount_setattr_writable(path: bytes) -> None:
     attr = struct.pack("QQQQ", 0, MOUNT_ATTR_RDONLY, 0, 0)
     result = _libc.syscall(_SYS_MOUNT_SETATTR, -100, ctypes.c_char_p(path), 0, attr, len(attr))
     _check(result, "mount_setattr", path)
+
+
+def cloned_mount(path: bytes, recursive: bool = False) -> int:
+    """A copy of the mount at path (recursive: and of those below it) that is attached nowhere, as a descriptor
+    (O_PATH, close-on-exec) of its root: open_tree(OPEN_TREE_CLONE). No mount can be made on it or in it, and
+    it keeps nobody's mount busy: whatever is mounted or unmounted at path later, below it is what was there
+    now. In a user namespace a mount with mounts locked below it is copied only recursively (EINVAL)."""
+    flags = OPEN_TREE_CLONE | os.O_CLOEXEC | (AT_RECURSIVE if recursive else 0)
+    return _check(_libc.syscall(_SYS_OPEN_TREE, -100, ctypes.c_char_p(path), ctypes.c_uint(flags)), "open_tree", path)
 
 
 def _sigset(signals: list[int] | tuple[int, ...] | frozenset[int] | set[int]) -> ctypes.Array:
@@ -270,6 +284,14 @@ def close_fds_except(keep: set[int]) -> None:
     os.closerange(low, 1 << 20)
 
 
+def readable(fd: int) -> bool:
+    """Whether fd has something to read now (a pidfd: its process has exited); poll, which takes any
+    descriptor number (select stops at 1024)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 def fd_is_open(fd: int) -> bool:
     try:
         os.fstat(fd)
@@ -365,3 +387,31 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+# Where a unix socket's peer lives, as the kernel says (the reaper's registry socket asks).
+SO_PEERPIDFD = 77  # Linux 6.5
+PIDFD_GET_PID_NAMESPACE = 0xFF05  # _IO(PIDFS_IOCTL_MAGIC, 5), Linux 6.11
+NS_GET_PID_IN_PIDNS = 0x8004B708  # _IOR(NSIO, 0x8, int), Linux 6.10
+
+
+def peer_pidfd(sock: _socket.socket) -> int:
+    """A pidfd of the process that connected the unix socket sock (SO_PEERPIDFD), wherever it lives; for a
+    peer that has exited since, a pidfd that says so."""
+    return struct.unpack("i", sock.getsockopt(_socket.SOL_SOCKET, SO_PEERPIDFD, 4))[0]
+
+
+def pid_namespace_of(pidfd: int) -> int:
+    """A descriptor (close-on-exec) of the PID namespace the pidfd's process lives in. The kernel asks for the
+    right to read that process as ptrace would (EACCES: a process in a user namespace asking about one
+    outside it); ESRCH if it has exited."""
+    return _check(_libc.ioctl(pidfd, PIDFD_GET_PID_NAMESPACE, 0), "ioctl(PIDFD_GET_PID_NAMESPACE)")
+
+
+def pid_in_namespace(ns_fd: int, pid: int) -> int:
+    """The number the process pid (numbered as our PID namespace does) has in the PID namespace ns_fd; 0 if
+    it has none there (it lives neither there nor below)."""
+    result = _libc.ioctl(ns_fd, NS_GET_PID_IN_PIDNS, pid)
+    if result < 0 and ctypes.get_errno() == 3:  # ESRCH
+        return 0
+    return _check(result, "ioctl(NS_GET_PID_IN_PIDNS)")

@@ -10,6 +10,9 @@ owner's registry directory:
 Not $XDG_RUNTIME_DIR: cron, su and system services run without it, and a place of the user's choosing
 would hide the user's sandboxes from root's list. Each directory is its owner's alone (mode 0700):
 only the owner and root can see the names in it or connect to them (the reaper checks its peer too).
+Inside a sandbox these paths are empty directories of the sandbox's own (reaper/mounts.py): a job sees
+no entry of the host's (and their reapers refuse it: reaper/peers.py), and a sandbox it starts
+registers in there.
 
 The registry is never stale, because the socket is the entry: its reaper holds the only descriptor
 of it, so once the reaper is gone (even SIGKILLed) a connect() is refused, and whoever finds such a
@@ -196,6 +199,12 @@ def in_use(name: str) -> str:
             f"(sandboxed-run --stop {name})")
 
 
+def unreachable(name: str) -> str:
+    """What a client inside a sandbox is told of a sandbox it may not reach (peers.py in the reaper)."""
+    return (f"sandbox {name} cannot be reached from inside a sandbox: list, enter or stop it from where it "
+            "was started")
+
+
 # -- an entry ----------------------------------------------------------------------------------------
 
 def entries(directory: str) -> list[tuple[str, int]]:
@@ -319,18 +328,13 @@ def open_directory(directory: str) -> int | None:
         return None
 
 
-def claim(directory: str, name: str | None, argv0: bytes | None, dirfd: int | None = None) -> Claim:
+def claim(directory: str, name: str | None, argv0: bytes | None, dirfd: int) -> Claim:
     """Take name (None: a generated one) in directory, atomically: bind and listen under the directory's
     shared lock, a dead entry of that name replaced under its exclusive one. SandboxError (125) if a live
     sandbox has it, or if the directory cannot be used. Runs in the reaper, before anything of the job
     starts. dirfd: the directory as the launcher opened it, in the host's mount namespace (taken over:
-    the Claim closes it), whose flags no mount inside the sandbox changes."""
-    if dirfd is None:
-        try:
-            dirfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as exc:
-            raise SandboxError(f"cannot open the registry of running sandboxes {directory}: "
-                               f"{exc.strerror}") from None
+    the Claim closes it), whose flags no mount inside the sandbox changes; never the path, which in there
+    is an empty directory of the sandbox's own (reaper/mounts.py)."""
     try:
         for _attempt in range(8):
             chosen = name or generated_name(argv0)

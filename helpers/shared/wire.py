@@ -18,6 +18,7 @@ from __future__ import annotations
 import _socket as socket  # the C module: the command-line tool skips socket.py's enums
 import array
 import enum
+import errno
 import fcntl
 import marshal
 import os
@@ -179,7 +180,8 @@ class Retire(Record):
 class Failed(Record):
     """spawn server, user-namespace parent or reaper -> caller or launcher: the sandbox, or the command,
     could not start; the receiver raises it as a SandboxError (the command prints it and exits exit_code).
-    Also reaper -> a client of its registry socket that is neither the owner nor root (errno EACCES)."""
+    Also reaper -> a client of its registry socket that is neither the owner nor root, or that lives inside a
+    sandbox (errno EACCES), at once; the reaper reads nothing it sends."""
 
     KIND = Kind.FAILED
     exit_code: int
@@ -274,7 +276,7 @@ class Handoff(Record):
 
 class Query(Record):
     """a client of a reaper's registry socket (sandboxed-run --list, --enter, --stop; sandbox.list_running) ->
-    reaper: who are you? Answer About, or Failed if the client is neither the sandbox's owner nor root."""
+    reaper: who are you? Answer About (a refused client got Failed already, and is not read)."""
 
     KIND = Kind.QUERY
 
@@ -437,12 +439,17 @@ class Closed(Exception):
     """The other end is gone."""
 
 
+class DescriptorsLost(ValueError):
+    """The descriptors that came with a message did not fit in (MSG_CTRUNC): the receiver is at its limit of
+    open files. Not a message of ours, to whoever takes it for one."""
+
+
 def recv(sock: socket.socket, flags: int = 0) -> tuple[Message, list[int], int | None]:
     """One message, the descriptors that came with it (close-on-exec), and the PID the sender named (None if it
     named none: then the credentials the kernel attached are the sender's own, not an answer).
 
     Raises Closed at end of file, BlockingIOError when non-blocking and nothing is there, ValueError
-    for a packet that is not one of ours.
+    for a packet that is not one of ours (DescriptorsLost, if only its descriptors are missing).
     """
     message, fds, sender, named = _receive(sock, flags)
     return message, fds, sender[0] if sender is not None and named else None
@@ -477,7 +484,10 @@ def _receive(sock: socket.socket, flags: int) -> tuple[Message, list[int], tuple
         _close(fds)
         raise Closed()
     kind, named = data[:1].lower(), data[:1].isupper()
-    if msg_flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or kind not in (_INLINE, _MEMFD) or (
+    if msg_flags & socket.MSG_CTRUNC:
+        _close(fds)
+        raise DescriptorsLost("the descriptors that came with a message were lost")
+    if msg_flags & socket.MSG_TRUNC or kind not in (_INLINE, _MEMFD) or (
             kind == _MEMFD and not fds):
         _close(fds)
         raise ValueError("malformed message")
@@ -496,14 +506,21 @@ def _receive(sock: socket.socket, flags: int) -> tuple[Message, list[int], tuple
         raise ValueError("malformed message") from None
 
 
-def recv_kind(sock: socket.socket, kinds: tuple[type, ...], flags: int = 0) -> tuple[Any, list[int]] | None:
+def recv_kind(sock: socket.socket, kinds: tuple[type, ...], flags: int = 0,
+              lost: bool = False) -> tuple[Any, list[int]] | None:
     """The next message of one of kinds and its descriptors; others are dropped (their descriptors closed).
-    None once the peer is gone; BlockingIOError (with MSG_DONTWAIT) while none of those kinds is there."""
+    None once the peer is gone; BlockingIOError (with MSG_DONTWAIT) while none of those kinds is there.
+    lost: a message whose descriptors did not fit in raises OSError(EMFILE) (a peer that sends us nothing
+    else must not be waited for)."""
     while True:
         try:
             message, fds, _ = recv(sock, flags)
         except (Closed, ConnectionError):
             return None
+        except DescriptorsLost:
+            if lost:
+                raise OSError(errno.EMFILE, "the descriptors that came with a message were lost") from None
+            continue
         except ValueError:
             continue
         if isinstance(message, kinds):
