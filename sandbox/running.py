@@ -220,11 +220,19 @@ class Answer:
         self.job_pid: int | None = None
 
     def send(self, message: wire.Message) -> bool:
+        """Ask the reaper, with a pidfd of ourselves: on a kernel without SO_PEERPIDFD (before 6.5) it is how the
+        reaper learns where we live (helpers/reaper/peers.py)."""
         try:
-            wire.send(self.sock, message)
+            own = os.pidfd_open(os.getpid())
+        except OSError:
+            return False
+        try:
+            wire.send(self.sock, message, [own])
             return True
         except OSError:
             return False
+        finally:
+            os.close(own)
 
     def take(self, message: wire.Message, fds: list[int], pid: int | None) -> None:
         if isinstance(message, wire.About) and _well_formed(message) and fds and _pidfd_of(fds[0]) == self.reaper_pid:

@@ -234,3 +234,75 @@ def test_a_users_job_sees_no_registry_but_its_own(user, no_leftovers):
         assert result.stdout.split() == ["root:", "own:", "inner:", inner, "stop", "0"], result
         assert result.returncode == 0 and result.stderr == "", result.stderr
         assert cli("--stop", f"{uid}/{first}").returncode == 0
+
+
+# On a kernel without SO_PEERPIDFD the client proves where it lives with a pidfd of itself. The best a job can
+# send: a pidfd of itself, of a process of its own sandbox, or nothing.
+ATTACK_WITH_PROOF = """
+import os, socket, sys
+from sandboxed_run_helpers.shared import wire
+path = sys.argv[1]
+for proof in ("none", "own", "its PID 1"):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sock.connect(path)
+    sock.settimeout(5)
+    fds = [] if proof == "none" else [os.pidfd_open(os.getpid() if proof == "own" else 1)]
+    wire.send(sock, wire.Stop(0.0, wire.StopReason.REQUESTED, False), fds)
+    try:
+        message, _, _ = wire.recv(sock)
+        print(proof, type(message).__name__, getattr(message, "errno", None))
+    except (OSError, wire.Closed):
+        print(proof, "dropped")
+"""
+
+BEFORE_6_5 = [PYTHON, str(Path(__file__).parent / "before_6_5.py")]
+
+
+@pytest.mark.parametrize("owner", ["root", "an ordinary user"])
+def test_on_a_kernel_without_so_peerpidfd_the_host_reaches_a_sandbox_and_a_job_does_not(
+        tmp_path, owner, request, no_leftovers):
+    """Before Linux 6.5 (Debian 12's 6.1) the reaper cannot ask the kernel for its peer: our clients send a pidfd
+    of themselves, which the reaper accepts only for a process that lives where the sandbox was started from and
+    holds the other end of the connection. --list, --enter and --stop work from the host; a job's raw Stop,
+    with no pidfd, its own or its sandbox's PID 1's, is refused."""
+    if owner == "root":
+        prefix, directory, where = (), tmp_path, registry.ROOT_DIRECTORY
+    else:
+        uid, prefix, directory = request.getfixturevalue("user")
+        where = f"{registry.TMP_PREFIX}{uid}"
+    victim = Victim(directory, "cli", (*BEFORE_6_5, *prefix), directory)
+    with launched(victim.argv, cwd=directory) as launcher:
+        assert wait_for(lambda: os.path.exists(os.path.join(where, victim.name)))
+        def listed() -> list:
+            shown = json.loads(cli("--list", "--json", prefix=prefix, cwd=directory).stdout)
+            return [(s["name"], s["state"]) for s in shown if s["name"] == victim.name]
+
+        assert wait_for(lambda: listed() == [(victim.name, "running")]), listed()
+        entered = cli("--enter", victim.name, "--", "cat", "/proc/1/comm", prefix=prefix, cwd=directory)
+        assert (entered.returncode, entered.stdout) == (0, "sandbox-reaper\n"), entered.stderr
+        with linked(os.path.join(where, victim.name)) as link:
+            result = subprocess.run([*prefix, CLI, "--", PYTHON, "-c", ATTACK_WITH_PROOF, str(link)],
+                                    capture_output=True, text=True, timeout=60, cwd=directory)
+        assert result.stdout.splitlines() == ["none Failed 13", "own Failed 13", "its PID 1 Failed 13"], result
+        if owner == "root":
+            # A pidfd of a process that lives on the host but does not hold the connection proves nothing.
+            sleeper = subprocess.Popen(["sleep", "60"])
+            try:
+                script = ATTACK_WITH_PROOF.replace("os.getpid() if proof == \"own\" else 1", str(sleeper.pid))
+                result = subprocess.run([PYTHON, "-c", script, os.path.join(where, victim.name)],
+                                        capture_output=True, text=True, timeout=60)
+            finally:
+                sleeper.kill()
+                sleeper.wait()
+            assert result.stdout.splitlines()[1:] == ["own Failed 13", "its PID 1 Failed 13"], result
+        victim.end_by_itself(launcher)
+    second = directory / "second"
+    second.mkdir(mode=0o777)
+    second.chmod(0o777)
+    victim = Victim(second, "cli", (*BEFORE_6_5, *prefix), directory)
+    with launched(victim.argv, cwd=directory) as launcher:
+        assert wait_for(lambda: os.path.exists(os.path.join(where, victim.name)))
+        stopped = cli("--stop", victim.name, "--grace", "30", prefix=prefix, cwd=directory)
+        assert (stopped.returncode, stopped.stderr) == (0, "")
+        assert launcher.wait(timeout=60) == -15  # it died of the SIGTERM of --stop, as its job did
+        assert [e["reason"] for e in read_status(victim.events) if e["event"] == "stopping"] == ["requested"]

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from ..shared import registry, wire
 from ..shared.errors import EXIT_FAILURE, SandboxError
 from ..shared.registry import Claim
-from .peers import Gate
+from .peers import PROOF_NEEDED, Gate
 
 MAX_CONNECTIONS = 16
 CONNECTION_LIFE = 10.0
@@ -54,7 +54,7 @@ def claim(order: wire.Job | wire.Session, dirfd: int | None, launcher_proc: int 
         if launcher_proc is not None:
             os.close(launcher_proc)
         raise
-    return Listing(held, order.spec.userns, Gate(launcher_proc), own_proc)
+    return Listing(held, order.spec.userns, Gate(launcher_proc, held.sock), own_proc)
 
 
 class Listing:
@@ -71,6 +71,7 @@ class Listing:
             self.allowed.add(_overflow_uid())
         self.connections: dict[int, tuple[socket.socket, float]] = {}  # fd -> (socket, when to drop it)
         self.answered = False  # a client got our pidfd: it may have put a process in here (--enter)
+        self.unproven: set[int] = set()  # connections whose first message must prove where they come from
 
     @property
     def fd(self) -> int:
@@ -96,9 +97,10 @@ class Listing:
                 refusal = f"sandbox {self.name} is not yours: only its owner and root may list, enter or stop it"
             else:
                 refusal = self.gate.refusal(conn, pid, self.name)
-            if refusal is not None:
-                self._reply(conn, wire.Failed(EXIT_FAILURE, refusal, errno.EACCES))
-                conn.close()
+            if refusal == PROOF_NEEDED:
+                self.unproven.add(fd)
+            elif refusal is not None:
+                self._refuse(conn, refusal)
                 continue
             os.set_inheritable(fd, False)
             if len(self.connections) >= MAX_CONNECTIONS:
@@ -121,8 +123,16 @@ class Listing:
             except (wire.Closed, ConnectionError):
                 self.drop(fd, poller)
                 return
-            for received in fds:
-                os.close(received)
+            try:
+                if fd in self.unproven:
+                    if not self.gate.proven(conn, fds):
+                        self._reply(conn, wire.Failed(EXIT_FAILURE, registry.unreachable(self.name), errno.EACCES))
+                        self.drop(fd, poller)
+                        return
+                    self.unproven.discard(fd)
+            finally:
+                for received in fds:
+                    os.close(received)
             if isinstance(message, wire.Query):
                 self.answered = True
                 about, creds_pid = answer()
@@ -136,6 +146,10 @@ class Listing:
                 stop(grace if ok else None)
                 self.drop(fd, poller)  # the client waits on our pidfd from now on
                 return
+
+    def _refuse(self, conn: socket.socket, why: str) -> None:
+        self._reply(conn, wire.Failed(EXIT_FAILURE, why, errno.EACCES))
+        conn.close()
 
     def _reply(self, conn: socket.socket, message: wire.Message, creds_pid: int | None = None) -> bool:
         fds = []
@@ -164,6 +178,7 @@ class Listing:
                 self.drop(fd, poller)
 
     def drop(self, fd: int, poller: select.poll) -> None:
+        self.unproven.discard(fd)
         conn, _ = self.connections.pop(fd)
         try:
             poller.unregister(fd)

@@ -401,6 +401,63 @@ def peer_pidfd(sock: _socket.socket) -> int:
     return struct.unpack("i", sock.getsockopt(_socket.SOL_SOCKET, SO_PEERPIDFD, 4))[0]
 
 
+def supports_peer_pidfd(sock: _socket.socket) -> bool:
+    """Whether this kernel has SO_PEERPIDFD (Linux 6.5), asked of any unix socket (a listening one has no peer:
+    ENODATA says the option exists)."""
+    try:
+        peer_pidfd(sock)
+    except OSError as exc:
+        return exc.errno != 92  # ENOPROTOOPT
+    return True
+
+
+# sock_diag (netlink) for unix sockets: how ss(8) learns which socket is connected to which.
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_NLM_F_REQUEST = 1
+_NLMSG_ERROR = 2
+_UDIAG_SHOW_PEER = 0x4
+_UNIX_DIAG_PEER = 2
+_NOCOOKIE = 0xFFFFFFFF
+_NLMSG = struct.Struct("=IHHII")
+_UNIX_DIAG_REQ = struct.Struct("=BBHIIIII")
+_UNIX_DIAG_MSG = struct.Struct("=BBBBIII")
+
+
+def unix_diag_socket() -> _socket.socket:
+    """A netlink socket that asks the kernel about the unix sockets of the network namespace we are in now
+    (unix_peer_inode); the answer covers only sockets made in that namespace."""
+    return _socket.socket(_socket.AF_NETLINK, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC, _NETLINK_SOCK_DIAG)
+
+
+def unix_peer_inode(diag: _socket.socket, sock: _socket.socket) -> int:
+    """The inode of the socket at the other end of the connected unix socket sock: what /proc/PID/fd of the
+    process holding it shows as socket:[INODE]. OSError if the kernel does not say (ENOENT: not a socket of
+    diag's network namespace)."""
+    inode = os.fstat(sock.fileno()).st_ino
+    request = _UNIX_DIAG_REQ.pack(_socket.AF_UNIX, 0, 0, 0xFFFFFFFF, inode, _UDIAG_SHOW_PEER, _NOCOOKIE, _NOCOOKIE)
+    diag.send(_NLMSG.pack(_NLMSG.size + len(request), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST, 1, 0) + request)
+    reply = diag.recv(8192)
+    if len(reply) < _NLMSG.size:
+        raise OSError(5, "sock_diag: a short answer")
+    length, kind, _flags, _seq, _pid = _NLMSG.unpack_from(reply)
+    if kind == _NLMSG_ERROR:
+        err = -struct.unpack_from("=i", reply, _NLMSG.size)[0]
+        raise OSError(err, f"sock_diag: {os.strerror(err)}")
+    offset = _NLMSG.size + _UNIX_DIAG_MSG.size
+    if _UNIX_DIAG_MSG.unpack_from(reply, _NLMSG.size)[4] != inode:
+        raise OSError(5, "sock_diag: an answer about another socket")
+    end = min(length, len(reply))
+    while offset + 4 <= end:
+        size, attribute = struct.unpack_from("=HH", reply, offset)
+        if size < 4:
+            break
+        if attribute == _UNIX_DIAG_PEER and size >= 8:
+            return struct.unpack_from("=I", reply, offset + 4)[0]
+        offset += (size + 3) & ~3
+    raise OSError(107, "sock_diag: the socket has no peer")  # ENOTCONN
+
+
 def pid_namespace_of(pidfd: int) -> int:
     """A descriptor (close-on-exec) of the PID namespace the pidfd's process lives in. The kernel asks for the
     right to read that process as ptrace would (EACCES: a process in a user namespace asking about one
