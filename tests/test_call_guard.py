@@ -189,7 +189,7 @@ async def sending(job):
 
 @pytest.mark.parametrize("entry", ["Job", "AsyncJob"])
 def test_a_call_that_cannot_be_pickled_is_a_type_error_saying_so(entry, tmp_path, no_leftovers):
-    """A lambda, a local function, an argument pickle refuses: a TypeError naming job.call, as the README says of
+    """A lambda, a local function, an argument pickle refuses: a TypeError naming job.call, as docs/api.md says of
     what cannot be pickled (it was pickle's own PicklingError or AttributeError)."""
     calls = CALLS[entry].replace("calls(job)", "sending(job)")
     result, log = run_script(tmp_path, HEADER + UNSENDABLE + 'if __name__ == "__main__":\n' + indent(calls))

@@ -294,7 +294,7 @@ def test_nproc_for_a_root_job_is_said_to_spare_root(entry, tmp_path, no_leftover
 
 
 def test_nproc_limits_an_ordinary_users_job(nobody_dir, no_leftovers):
-    """As the README says: for an ordinary user (whose sandbox counts the caller's uid), NPROC=1 leaves the job
+    """As docs/confinement.md says: for an ordinary user (whose sandbox counts the caller's uid), NPROC=1 leaves the job
     unable to fork; no warning."""
     (uid,) = free_uids(1)
     try:

@@ -229,7 +229,7 @@ def test_a_stop_ends_the_sandbox_whatever_the_job_stops(entry, kind, freezer, tm
 def test_the_callers_death_ends_the_sandbox_whatever_the_job_stops(entry, kind, freezer, tmp_path, no_leftovers):
     """The caller SIGKILLed: what is left of ours (the command's hook monitor, the API's spawn server) ends the
     sandbox within its grace and the margin and runs the hooks, even if the job had stopped it too. (The command
-    without --on-exit leaves nothing of ours to do so: README, Limits.) The caller runs under a shell in the same
+    without --on-exit leaves nothing of ours to do so: docs/signals.md.) The caller runs under a shell in the same
     process group, as in a script: its group is not orphaned by its death, so the kernel continues nobody."""
     hook_log = tmp_path / "hook.log"
     hook = f"echo \"$SANDBOXED_RUN_STOP_REASON\" >> {hook_log}"

@@ -1,6 +1,6 @@
 """--json-status FILE / --json-status-fd N: every lifecycle event as one JSON object per line.
 
-Each line is {"event": NAME, "time": UNIX_SECONDS, ...fields}; README.md lists the events and fields.
+Each line is {"event": NAME, "time": UNIX_SECONDS, ...fields}; docs/status.md lists the events and fields.
 A line is written as the event happens, so a reader following the file sees it live (a reader who stops
 reading holds the lines back, never us: outlet.py).
 """

@@ -82,7 +82,7 @@ class StopReason(enum.StrEnum):
 
 
 class EventName(enum.StrEnum):
-    """The lifecycle events (README: Machine-readable status)."""
+    """The lifecycle events (docs/status.md)."""
 
     STARTED = "started"
     READY = "ready"
