@@ -233,3 +233,10 @@ def test_the_exit_statuses_are_the_codes():
         errors.EXIT_USAGE}
     assert statuses(DOCS / "running.md", "`--stop` exits") == {
         0, errors.EXIT_NO_SUCH_SANDBOX, errors.EXIT_NOT_PERMITTED, errors.EXIT_FAILURE, errors.EXIT_USAGE}
+
+
+def test_the_test_index_names_every_test_file():
+    """docs/testing.md says what each test file holds: a new file comes with its row."""
+    index = (DOCS / "testing.md").read_text()
+    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py"))
+    assert [f for f in files if f"]({'../' + f})" not in index] == []
