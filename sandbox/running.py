@@ -15,6 +15,7 @@ import math
 import os
 import select
 import socket
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -217,6 +218,7 @@ class Answer:
         self.refused: wire.Failed | None = None
         self.pidfd = -1
         self.namespace_fds: dict[str, int] = {}  # kind -> a descriptor of the reaper's namespace, as it sent them
+        self.root_fd = -1  # the reaper's root directory, as it sent it (O_PATH)
         self.job_pid: int | None = None
 
     def send(self, message: wire.Message) -> bool:
@@ -239,6 +241,7 @@ class Answer:
             self.about, self.job_pid = message, pid
             self.pidfd = fds.pop(0)
             self._keep_namespaces(message, fds)
+            self._keep_root(fds)
         elif isinstance(message, wire.Failed):
             self.refused = message
         for fd in fds:
@@ -252,6 +255,14 @@ class Answer:
                     and about.namespaces.get(kind) == os.fstat(fd).st_ino:
                 self.namespace_fds[kind] = fd
                 fds.remove(fd)
+
+    def _keep_root(self, fds: list[int]) -> None:
+        """Take from fds the first directory: the reaper's root."""
+        for fd in fds:
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                self.root_fd = fd
+                fds.remove(fd)
+                return
 
     def sandbox(self) -> RunningSandbox:
         about = self.about
@@ -280,6 +291,9 @@ class Answer:
         for fd in self.namespace_fds.values():
             os.close(fd)
         self.namespace_fds = {}
+        if self.root_fd >= 0:
+            os.close(self.root_fd)
+            self.root_fd = -1
         self.sock.close()
 
 

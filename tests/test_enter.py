@@ -61,6 +61,22 @@ def test_the_entered_command_sees_the_jobs_mounts_directory_processes_and_marks(
         assert cli("--stop", name).returncode == 0
 
 
+def test_the_entered_command_gets_the_jobs_root_when_the_sandbox_was_started_in_a_chroot(tmp_path, no_leftovers):
+    """setns into a mount namespace gives its root, where the job's (a launcher in a chroot) may be another: the
+    reaper sends its own. Here the chroot is a copy of the whole tree (a recursive bind, in a mount namespace of
+    the test's), so everything runs there; only the sandbox's fresh /proc, mounted in the chroot, tells them
+    apart."""
+    name, root = unique_name(), tmp_path / "root"
+    root.mkdir()
+    started = f'mount --rbind / {root} && mount --make-rslave {root} && exec chroot {root} "$@"'
+    with launched(["unshare", "-m", "--propagation", "private", "sh", "-c", started, "sh",
+                   CLI, "--name", name, "--", "sleep", "1000"]):
+        wait_listed(name)
+        result = cli("--enter", name, "--", "cat", "/proc/1/comm")
+        assert (result.returncode, result.stdout) == (0, "sandbox-reaper\n"), result.stderr
+        assert cli("--stop", name).returncode == 0
+
+
 def test_the_entered_command_joins_the_network_and_uts_namespaces(no_leftovers):
     name = unique_name()
     with launched([CLI, "--name", name, "--net", "none", "--hostname", "boxy", "--", "sleep", "1000"]):

@@ -160,6 +160,12 @@ class Listing:
                 pass
             else:
                 fds.extend(namespace_fds(self.proc))
+                try:
+                    # Our root: the job's (a launcher in a chroot makes it other than the mount namespace's,
+                    # which setns gives an entering process). Through our /proc, never the job's view of "/".
+                    fds.append(os.open("self/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self.proc))
+                except OSError:
+                    pass
         try:
             try:
                 wire.send(conn, message, fds, creds_pid=creds_pid)

@@ -283,10 +283,11 @@ class Query(Record):
 
 class About(Record):
     """reaper -> a client of its registry socket, with a pidfd of the reaper, then a descriptor of each of its
-    namespaces, and, while the main process runs, SCM_CREDENTIALS naming it: what the sandbox is (command None:
-    a session), how it stands (state "running" or "stopping", and why), its namespaces' inodes by kind and its
-    mount table as seen inside; the client shows it, enters those namespaces (through their descriptors: the
-    reaper is not dumpable), or waits on the pidfd for the end of a stop."""
+    namespaces and one of its root directory, and, while the main process runs, SCM_CREDENTIALS naming it:
+    what the sandbox is (command None: a session), how it stands (state "running" or "stopping", and why), its
+    namespaces' inodes by kind and its mount table as seen inside; the client shows it, enters those namespaces
+    (through their descriptors: the reaper is not dumpable) and that root, or waits on the pidfd for the end of
+    a stop."""
 
     KIND = Kind.ABOUT
     name: str

@@ -19,7 +19,8 @@ its namespace has been reaped, also those whose parent is outside: that parent m
 We may be (Ctrl+Z stops the command and then us, as a shell's job stops); the forker is in a group of its
 own and ignores the job-control signals.
 
-The command gets the job's root (the mount namespace's), its working directory (the main process's
+The command gets the job's root (the reaper's, which it sent: for a launcher in a chroot that is not
+the mount namespace's), its working directory (the main process's
 current one, or --cwd), its uid and gid inside a user namespace, our environment with the sandbox's
 marks (SANDBOXED_RUN and co., so sandbox-mount-image works there), --setenv and --unsetenv. It gets
 what the sandbox gave the job's first process: its umask, limits, priorities, no_new_privs and
@@ -72,7 +73,8 @@ def enter(target: str, argv: tuple[str, ...], values: dict[str, Any]) -> int:
             # The kernel's word where we may read it (root always may), the answer's elsewhere.
             namespaces = {**answer.about.namespaces, **_namespaces_of(answer.reaper_pid, answer.pidfd)}
             about, pidfd, owner, sent = answer.about, answer.pidfd, answer.owner, answer.namespace_fds
-            answer.pidfd, answer.namespace_fds = -1, {}  # ours from now on
+            root = answer.root_fd
+            answer.pidfd, answer.namespace_fds, answer.root_fd = -1, {}, -1  # ours from now on
     except SandboxError as exc:
         raise SandboxError(exc.message, EXIT_FAILURE, exc.errno or 0) from None  # 1 and 4 are the command's
     assert about is not None
@@ -97,11 +99,11 @@ def enter(target: str, argv: tuple[str, ...], values: dict[str, Any]) -> int:
             [os.fsencode(a) for a in argv] or [os.environb.get(b"SHELL") or b"/bin/sh"], not argv,
             marks.mark_environment(env, namespaces.get("mnt", 0), DEFAULT_PATH),
             os.fsencode(values["cwd"]) if values["cwd"] else about.cwd, bool(values["cwd"]), foreign,
-            inherited_ignores(), joinable)
+            inherited_ignores(), joinable, root)
         return _run(order)
     finally:
         os.close(pidfd)
-        for fd in sent.values():
+        for fd in (*sent.values(), *([root] if root >= 0 else [])):
             os.close(fd)
 
 
@@ -110,10 +112,11 @@ class Order:
 
     def __init__(self, pidfd: int, outer: int, inner: int, spec: SandboxSpec, argv: list[bytes],
                  default_shell: bool, env: dict[bytes, bytes], cwd: bytes, cwd_given: bool, foreign: bool,
-                 ignored: list[int], namespace_fds: dict[int, int]) -> None:
+                 ignored: list[int], namespace_fds: dict[int, int], root: int = -1) -> None:
         self.pidfd, self.outer, self.inner, self.spec = pidfd, outer, inner, spec
         self.ids = spec.userns_ids
         self.namespace_fds = namespace_fds  # CLONE_NEW* flag -> a descriptor of that namespace of the sandbox
+        self.root = root  # the sandbox's root directory, as its reaper sent it (-1: none came)
         self.argv, self.default_shell, self.env = argv, default_shell, env
         self.cwd, self.cwd_given, self.foreign, self.ignored = cwd, cwd_given, foreign, ignored
         self.terminal: int | None = None
@@ -296,7 +299,7 @@ def _forker(sock: socket.socket, parent: int, order: Order) -> None:
         if child == 0:
             sock.close()
             _command(order)
-        for fd in order.namespace_fds.values():
+        for fd in (*order.namespace_fds.values(), *([order.root] if order.root >= 0 else [])):
             os.close(fd)  # the command has its own: nothing of ours may keep the sandbox's namespaces alive
         _tell(sock, b"pid %d" % child)
         code = _wait(sock, sigfd, child)
@@ -350,6 +353,13 @@ def _command(order: Order) -> None:
                 _join(order, order.inner)
         except OSError as exc:
             raise SandboxError(f"cannot enter the sandbox's namespaces: {exc.strerror} (has it ended?)") from None
+        if order.root >= 0:
+            # setns gave us the mount namespace's root; the job's is the reaper's (a launcher in a chroot).
+            try:
+                os.fchdir(order.root)
+                os.chroot(".")
+            except OSError as exc:
+                raise SandboxError(f"cannot enter the sandbox's root directory: {exc.strerror}") from None
         os.setpgid(0, 0)
         if order.terminal is not None:
             try:
