@@ -1,4 +1,5 @@
-"""Every test runs with its own mark in the environment, and fails if anything it started outlives it."""
+"""Every test runs with its own mark in the environment, and fails if anything it started outlives it, or if a
+status event it produced is not as docs/status.schema.json says."""
 
 from __future__ import annotations
 
@@ -18,7 +19,17 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from support import CLI, MARK, all_ended, host_mounts, loop_devices, marked_processes, wait_for  # noqa: E402
+from support import (  # noqa: E402
+    CLI,
+    MARK,
+    all_ended,
+    check_event,
+    host_mounts,
+    loop_devices,
+    marked_processes,
+    take_schema_violations,
+    wait_for,
+)
 
 # The tests send real signals and expect what a terminal's processes have: default dispositions. A
 # pytest started under nohup or in the background of a script would otherwise pass on SIGHUP or SIGINT
@@ -41,11 +52,49 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs systemd as PID 1: runs only in vm/run --systemd"))
 
 
+def pytest_terminal_summary(terminalreporter):
+    import support
+
+    terminalreporter.write_line(f"{support.events_checked} status events checked against docs/status.schema.json")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def api_events_checked():
+    """Every event the API records in this process is checked against docs/status.schema.json where it is
+    recorded: a reaper's, a client's own killed, and the hook runner's hook and finished (also those of a call
+    whose sandbox never started, which no client records). The command's are checked where a test reads them
+    (support.read_status, support.status_events)."""
+    from sandbox.client import ReaperClient
+    from sandboxed_run_helpers.shared import hooks
+
+    recorded = ReaperClient.emit
+    hooks_emit = hooks._emit
+
+    def record_checked(self, name: str, fields: dict) -> None:
+        check_event({"event": str(name), **fields}, "the API's on_event")
+        recorded(self, name, fields)
+
+    def emit_checked(emit, name: str, fields: dict) -> None:
+        def checked(name: str, fields: dict) -> None:
+            check_event({"event": str(name), **fields}, "the API's on_event")
+            if emit is not None:
+                emit(name, fields)
+
+        hooks_emit(checked, name, fields)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ReaperClient, "emit", record_checked)
+        patch.setattr(hooks, "_emit", emit_checked)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def no_leftovers(request, tmp_path, tmp_path_factory):
-    """Mark the test's processes; afterwards kill and report any process, mount or loop device it left."""
+    """Mark the test's processes; afterwards kill and report any process, mount or loop device it left, and
+    report the status events it produced that the schema refuses (support.check_event)."""
     token = uuid.uuid4().hex
     os.environ[MARK] = token
+    take_schema_violations()  # not this test's
     mounts_before = host_mounts()
     loops_before = set(loop_devices())
     started = time.time()
@@ -99,6 +148,9 @@ def no_leftovers(request, tmp_path, tmp_path_factory):
         if stale:
             problems.append(f"dead entries left in the registry of running sandboxes: {stale}")
         del os.environ[MARK]
+        violations = take_schema_violations()
+        if violations:
+            problems.append("events that docs/status.schema.json refuses: " + "; ".join(violations))
         if problems:
             pytest.fail("; ".join(problems), pytrace=False)
 

@@ -359,12 +359,25 @@ def image_job(image: Path, flag: Path, then: str = "wait") -> list[str]:
 
 
 def read_status(path: Path) -> list[dict]:
-    import json
-
+    """The events of a status file (--json-status, or an API program's on_event written as JSON lines), each
+    checked against docs/status.schema.json; [] while there is no file."""
     try:
-        return [json.loads(line) for line in path.read_text().splitlines()]
+        return status_events(path.read_text(), str(path))
     except FileNotFoundError:
         return []
+
+
+def status_events(text: str | bytes, where: str = "status stream") -> list[dict]:
+    """The events of a status stream's lines (lines that are not JSON objects, a hook's own output on the same
+    descriptor, say, are left out), each checked against docs/status.schema.json."""
+    import json
+
+    if isinstance(text, bytes):
+        text = text.decode()
+    events = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    for event in events:
+        check_event(event, where)
+    return events
 
 
 def names(events: list[dict]) -> list[str]:
@@ -488,4 +501,50 @@ def suspend_and_resume(term: Terminal, counter: Path) -> None:
     assert not wait_for(lambda: counter.read_text() != frozen, timeout=1.0), "it kept running while stopped"
     term.type(b"fg\n")
     assert term.expect(b"finished", timeout=30), term.output
+
+
+
+# -- the status events' schema -------------------------------------------------------------------------------
+# Every event the suite sees is checked against docs/status.schema.json: the API's where the caller records them
+# (conftest wraps ReaperClient.emit and the hook runner's emit), the command's where a test reads a status
+# stream (read_status, status_events). A violation fails the test that produced it (conftest).
+
+SCHEMA = Path(__file__).resolve().parent.parent / "docs" / "status.schema.json"
+schema_violations: list[str] = []  # what the running test produced that the schema refuses
+events_checked = 0  # how many events were checked so far in this session: more than none, or nothing is checked
+
+
+def check_event(event: dict, where: str) -> None:
+    """Check one event as the stream writes it ({"event": NAME, "time": ..., fields}; the API's on_event(name,
+    fields) is {"event": name, **fields}); note a violation for the test that produced it."""
+    global events_checked
+    from jsonschema.exceptions import best_match
+
+    events_checked += 1
+    error = best_match(_validator().iter_errors(event))
+    if error is not None:
+        path = "/".join(str(p) for p in error.absolute_path) or "(the event)"
+        schema_violations.append(f"{where}: {event!r}: {path}: {error.message}")
+
+
+def take_schema_violations() -> list[str]:
+    """The violations noted since the last call, each once, in order; the list is emptied."""
+    taken = list(dict.fromkeys(schema_violations))
+    schema_violations.clear()
+    return taken
+
+
+_VALIDATOR = []
+
+
+def _validator():
+    if not _VALIDATOR:
+        import json
+
+        from jsonschema import Draft202012Validator
+
+        schema = json.loads(SCHEMA.read_text())
+        Draft202012Validator.check_schema(schema)
+        _VALIDATOR.append(Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER))
+    return _VALIDATOR[0]
 

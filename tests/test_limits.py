@@ -6,7 +6,6 @@ The cgroup limits themselves are tested in the VM (tests/vm/test_cgroup_limits.p
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import resource
 import shutil
@@ -523,7 +522,7 @@ def test_verbose_says_what_it_used_in_one_line(tmp_path, no_leftovers):
     last = result.stderr.splitlines()[-1]
     assert last.startswith("sandboxed-run: finished status=0; used ") and " s wall, " in last, last
     assert " s user + " in last and "largest process " in last
-    finished = json.loads(status.read_text().splitlines()[-1])
+    finished = read_status(status)[-1]
     assert finished["event"] == "finished" and finished["usage"]["user"] >= 0.5
 
 

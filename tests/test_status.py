@@ -3,13 +3,12 @@ result carries the same events."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 
 import sandbox
-from support import CLI, Ending, names, read_status, wait_for
+from support import CLI, Ending, names, read_status, status_events, wait_for
 
 
 def _check_common(events: list[dict]) -> None:
@@ -79,7 +78,7 @@ def test_status_of_leftovers_stopped_and_killed(tmp_path, no_leftovers):
 def test_status_fd_and_a_job_that_was_not_found(tmp_path):
     result = subprocess.run([CLI, "--json-status-fd", "1", "no-such-command-xyz"], capture_output=True, text=True)
     assert result.returncode == 127
-    events = [json.loads(line) for line in result.stdout.splitlines()]
+    events = status_events(result.stdout)
     assert names(events) == ["finished"]
     assert events[0]["status"] == 127 and "not found" in events[0]["error"]
 
