@@ -548,3 +548,16 @@ def _validator():
         _VALIDATOR.append(Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER))
     return _VALIDATOR[0]
 
+
+class FakeClock:
+    """A clock for the unit layer's Relays(clock=) and Stopping(clock=): time passes only when the test says."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
