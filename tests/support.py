@@ -28,6 +28,23 @@ def wait_for(condition: Callable[[], object], timeout: float = 15.0, interval: f
     return bool(condition())
 
 
+def stays(condition: Callable[[], object], seconds: float, interval: float = 0.02) -> bool:
+    """The one negative wait: whether condition() held at every look for `seconds` ("nothing arrives within 1 s":
+    stays(lambda: not arrived(), 1.0); "it is still running after 0.5 s": stays(lambda: p.poll() is None, 0.5)).
+    False at the first look where it does not hold, so a failure shows at once.
+
+    A negative wait proves only that nothing happened so far, and a loaded machine may be slow to do what must not
+    happen: give it the time the thing would take if it were to happen (a signal's delivery, a relay's
+    relay.SETTLE, a process's exit: tenths of a second), never less, and never rely on it for a positive result
+    (that is wait_for's, with its generous deadline)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if not condition():
+            return False
+        time.sleep(min(interval, max(0.0, end - time.monotonic())))
+    return bool(condition())
+
+
 def marked_processes(token: str, exclude: set[int] = frozenset()) -> list[int]:
     """PIDs (as the host sees them) of live processes whose environment carries the test's mark."""
     needle = f"{MARK}={token}".encode()
@@ -498,7 +515,7 @@ def suspend_and_resume(term: Terminal, counter: Path) -> None:
     term.type(b"\x1a")  # Ctrl+Z
     assert term.expect(b"Stopped"), term.output
     frozen = counter.read_text()
-    assert not wait_for(lambda: counter.read_text() != frozen, timeout=1.0), "it kept running while stopped"
+    assert stays(lambda: counter.read_text() == frozen, 1.0), "it kept running while stopped"
     term.type(b"fg\n")
     assert term.expect(b"finished", timeout=30), term.output
 

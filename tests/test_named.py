@@ -21,7 +21,18 @@ import pytest
 import sandbox
 from sandboxed_run_helpers.reaper import listing
 from sandboxed_run_helpers.shared import registry, wire
-from support import CLI, PYTHON, all_ended, launched, log_lines, marked_processes, read_status, signal_job, wait_for
+from support import (
+    CLI,
+    PYTHON,
+    all_ended,
+    launched,
+    log_lines,
+    marked_processes,
+    read_status,
+    signal_job,
+    stays,
+    wait_for,
+)
 
 ENTRY_POINTS = ["cli", "run", "Popen", "Job", "run_async", "create_process", "AsyncJob"]
 
@@ -183,8 +194,7 @@ def test_of_several_starts_with_the_same_name_at_once_exactly_one_wins(tmp_path,
         assert all(p.returncode == 125 for p in losers)
         assert all("already running" in p.stderr.read() for p in losers)
         assert wait_for(lambda: len(log_lines(log)) == 1)
-        time.sleep(0.2)
-        assert len(log_lines(log)) == 1  # one job ran, the others never started
+        assert stays(lambda: len(log_lines(log)) == 1, 0.2)  # one job ran, the others never started
         assert cli("--stop", name).returncode == 0
     finally:
         for p in launchers:
@@ -223,8 +233,7 @@ def test_a_name_being_claimed_is_never_taken_for_a_dead_one(tmp_path, no_leftove
         claimer.bind(path)
         ours = os.stat(path).st_ino
         with launched([CLI, "--name", name, "--", "touch", str(flag)], stderr=subprocess.PIPE, text=True) as late:
-            time.sleep(0.5)
-            assert late.poll() is None  # it waits for the claim under way
+            assert stays(lambda: late.poll() is None, 0.5)  # it waits for the claim under way
             claimer.listen(1)
             fcntl.flock(dirfd, fcntl.LOCK_UN)
             assert late.wait(timeout=30) == 125
