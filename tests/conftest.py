@@ -41,11 +41,18 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+# Fixtures that need root, and why: a test that takes one is marked root.
+ROOT_FIXTURES = {"nobody_dir": "runs as nobody", "user_dir": "runs as other users", "users": "runs as other users",
+                 "read_only_tree": "mounts on the host", "shared_mount": "mounts on the host",
+                 "named_netns": "makes a named network namespace"}
+
+
 def pytest_collection_modifyitems(config, items):
     # vm/suite sets SANDBOXED_RUN_VM=1 in its plain boot and SANDBOXED_RUN_VM=systemd in its systemd boot.
     vm = os.environ.get("SANDBOXED_RUN_VM", "")
     in_vm = vm not in ("", "0")
     unit = Path(__file__).parent / "unit"
+    root = os.geteuid() == 0
     for item in items:
         if unit in item.path.parents:
             item.add_marker(pytest.mark.unit)
@@ -53,6 +60,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="runs only inside the throwaway VM (vm/run)"))
         elif "systemd" in item.keywords and vm != "systemd":
             item.add_marker(pytest.mark.skip(reason="needs systemd as PID 1: runs only in vm/run --systemd"))
+        for fixture in ROOT_FIXTURES.keys() & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.root(ROOT_FIXTURES[fixture]))
+        if not root and (needs := item.get_closest_marker("root")) is not None:
+            what = f" ({needs.args[0]})" if needs.args else ""
+            item.add_marker(pytest.mark.skip(reason=f"needs root{what}: README's test command runs the suite as root"))
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -98,8 +110,11 @@ def no_leftovers(request, tmp_path, tmp_path_factory):
     token = uuid.uuid4().hex
     os.environ[MARK] = token
     take_schema_violations()  # not this test's
-    mounts_before = host_mounts()
-    loops_before = set(loop_devices())
+    # An ordinary user's test can leave no mount in the host's namespace and no loop device: those that come and
+    # go meanwhile are other sessions'.
+    root = os.geteuid() == 0
+    mounts_before = host_mounts() if root else set()
+    loops_before = set(loop_devices()) if root else set()
     started = time.time()
     try:
         yield token
@@ -131,12 +146,12 @@ def no_leftovers(request, tmp_path, tmp_path_factory):
         def mine(path: str) -> bool:
             return path.startswith(ours) or not path.startswith(others)
 
-        new_mounts = {m for m in host_mounts() - mounts_before if mine(m)}
+        new_mounts = {m for m in host_mounts() - mounts_before if mine(m)} if root else set()
         if new_mounts:
             for target in sorted(new_mounts, reverse=True):
                 subprocess.run(["umount", "-l", target], check=False)
             problems.append(f"mounts left on the host: {sorted(new_mounts)}")
-        new_loops = {f: dev for f, dev in loop_devices().items() if f not in loops_before and mine(f)}
+        new_loops = {f: dev for f, dev in loop_devices().items() if f not in loops_before and mine(f)} if root else {}
         if new_loops:
             for dev in new_loops.values():
                 subprocess.run(["losetup", "-d", dev], check=False)

@@ -121,14 +121,20 @@ def children(pid: int) -> list[int]:
 
 
 def this_process() -> set[int]:
-    """This test process, its spawn server and the server's idle reaper: marked, but expected to live on."""
+    """This test process, its spawn server and the server's idle reaper (for an ordinary user, under the parent
+    that made its user namespace): marked, but expected to live on."""
     from sandbox.api import spawner
 
     pids = {os.getpid()}
     server = spawner.current().pid if spawner.current() is not None else None
     if server:
         pids.add(server)
-        pids.update(pid for pid in children(server) if not children(pid))
+        for pid in children(server):
+            below = children(pid)
+            if not below:
+                pids.add(pid)
+            elif cmdline(pid) == "sandbox-userns" and len(below) == 1 and not children(below[0]):
+                pids.update((pid, below[0]))
     return pids
 
 

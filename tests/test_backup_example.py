@@ -13,8 +13,8 @@ import pytest
 from support import CLI, Terminal, host_mounts, loop_devices, signal_of, stays, wait_for
 
 EXAMPLE = str(Path(__file__).parent.parent / "examples" / "backup.sh")
-pytestmark = pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v rsync"], capture_output=True).returncode,
-                                reason="rsync is not installed")
+pytestmark = [pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v rsync"], capture_output=True).returncode,
+                                 reason="rsync is not installed"), pytest.mark.root("a loop device")]
 
 
 def _source(tmp_path: Path, files: int = 3, size: int = 1000) -> Path:

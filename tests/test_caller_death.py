@@ -86,6 +86,7 @@ sleep 1000
 """
 
 
+@pytest.mark.root("a loop device")
 @pytest.mark.kills_reapers
 def test_everything_of_ours_sigkilled_the_kernel_ends_the_job_and_releases_its_loop_device(tmp_path, no_leftovers):
     image = tmp_path / "image.ext4"

@@ -491,6 +491,7 @@ except OSError as exc:
      "operation not permitted (run as root"),
     ([], "overlay", "0", "no-such-fs", "this kernel has no overlay file system (load its module: modprobe overlay)"),
 ])
+@pytest.mark.root("mounts as root, and as nobody")
 def test_the_kernels_mount_errors_are_translated(prefix, kind, userns, fstype, words):
     result = subprocess.run([*prefix, sys.executable, "-c", TRANSLATE, kind, userns, fstype, "/mnt"],
                             capture_output=True, text=True, timeout=60, cwd="/")

@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 
+import pytest
+
 import sandbox
 from support import CLI, Ending, names, read_status, status_events, wait_for
 
@@ -18,6 +20,7 @@ def _check_common(events: list[dict]) -> None:
     assert times == sorted(times)
 
 
+@pytest.mark.root("a loop device")
 def test_status_after_a_normal_exit(tmp_path, no_leftovers):
     events = Ending(tmp_path, "exit").events()
     _check_common(events)
@@ -27,6 +30,7 @@ def test_status_after_a_normal_exit(tmp_path, no_leftovers):
     assert (events[-1]["status"], events[-1]["signal"]) == (0, None)
 
 
+@pytest.mark.root("a loop device")
 def test_status_after_ctrl_c(tmp_path, no_leftovers):
     events = Ending(tmp_path, "ctrl-c").events()
     _check_common(events)
@@ -35,6 +39,7 @@ def test_status_after_ctrl_c(tmp_path, no_leftovers):
     assert (events[-1]["status"], events[-1]["signal"]) == (130, "SIGINT")
 
 
+@pytest.mark.root("a loop device")
 def test_status_after_a_timeout(tmp_path, no_leftovers):
     events = Ending(tmp_path, "timeout").events()
     _check_common(events)
@@ -44,6 +49,7 @@ def test_status_after_a_timeout(tmp_path, no_leftovers):
     assert (events[-1]["status"], events[-1]["signal"]) == (124, None)
 
 
+@pytest.mark.root("a loop device")
 def test_status_of_a_sigkilled_launcher_ends_without_finished(tmp_path, no_leftovers):
     ending = Ending(tmp_path, "launcher-sigkill")
     assert ending.loop_gone()
