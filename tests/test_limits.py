@@ -518,7 +518,9 @@ def test_a_run_that_times_out_still_says_what_it_used(entry, no_leftovers):
                     await job.run(argv, **options)
             asyncio.run(main())
     usage = raised.value.usage
-    assert isinstance(usage, sandbox.Usage) and usage.wall >= 0.9 and usage.user >= 0.3, usage
+    # The timeout counts from the call (as subprocess's does), the start included; the job ignores the stop
+    # signal, so it lived through the grace period at least.
+    assert isinstance(usage, sandbox.Usage) and usage.wall >= 0.5 and usage.user >= 0.3, usage
 
 
 def test_verbose_says_what_it_used_in_one_line(tmp_path, no_leftovers):
