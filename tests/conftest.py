@@ -1,4 +1,5 @@
-"""Every test runs with its own mark in the environment, and fails if anything it started outlives it."""
+"""Every test runs with its own mark in the environment, and fails if anything it started outlives it, or if a
+status event it produced is not as docs/status.schema.json says."""
 
 from __future__ import annotations
 
@@ -18,7 +19,17 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from support import CLI, MARK, all_ended, host_mounts, loop_devices, marked_processes, wait_for  # noqa: E402
+from support import (  # noqa: E402
+    CLI,
+    MARK,
+    all_ended,
+    check_event,
+    host_mounts,
+    loop_devices,
+    marked_processes,
+    take_schema_violations,
+    wait_for,
+)
 
 # The tests send real signals and expect what a terminal's processes have: default dispositions. A
 # pytest started under nohup or in the background of a script would otherwise pass on SIGHUP or SIGINT
@@ -30,24 +41,80 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+# Fixtures that need root, and why: a test that takes one is marked root.
+ROOT_FIXTURES = {"nobody_dir": "runs as nobody", "user_dir": "runs as other users", "users": "runs as other users",
+                 "read_only_tree": "mounts on the host", "shared_mount": "mounts on the host",
+                 "named_netns": "makes a named network namespace"}
+
+
 def pytest_collection_modifyitems(config, items):
     # vm/suite sets SANDBOXED_RUN_VM=1 in its plain boot and SANDBOXED_RUN_VM=systemd in its systemd boot.
     vm = os.environ.get("SANDBOXED_RUN_VM", "")
     in_vm = vm not in ("", "0")
+    unit = Path(__file__).parent / "unit"
+    root = os.geteuid() == 0
     for item in items:
+        if unit in item.path.parents:
+            item.add_marker(pytest.mark.unit)
         if "vm" in item.keywords and not in_vm:
             item.add_marker(pytest.mark.skip(reason="runs only inside the throwaway VM (vm/run)"))
         elif "systemd" in item.keywords and vm != "systemd":
             item.add_marker(pytest.mark.skip(reason="needs systemd as PID 1: runs only in vm/run --systemd"))
+        for fixture in ROOT_FIXTURES.keys() & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.root(ROOT_FIXTURES[fixture]))
+        if not root and (needs := item.get_closest_marker("root")) is not None:
+            what = f" ({needs.args[0]})" if needs.args else ""
+            item.add_marker(pytest.mark.skip(reason=f"needs root{what}: README's test command runs the suite as root"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    import support
+
+    terminalreporter.write_line(f"{support.events_checked} status events checked against docs/status.schema.json")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def api_events_checked():
+    """Every event the API records in this process is checked against docs/status.schema.json where it is
+    recorded: a reaper's, a client's own killed, and the hook runner's hook and finished (also those of a call
+    whose sandbox never started, which no client records). The command's are checked where a test reads them
+    (support.read_status, support.status_events)."""
+    from sandbox.client import ReaperClient
+    from sandboxed_run_helpers.shared import hooks
+
+    recorded = ReaperClient.emit
+    hooks_emit = hooks._emit
+
+    def record_checked(self, name: str, fields: dict) -> None:
+        check_event({"event": str(name), **fields}, "the API's on_event")
+        recorded(self, name, fields)
+
+    def emit_checked(emit, name: str, fields: dict) -> None:
+        def checked(name: str, fields: dict) -> None:
+            check_event({"event": str(name), **fields}, "the API's on_event")
+            if emit is not None:
+                emit(name, fields)
+
+        hooks_emit(checked, name, fields)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ReaperClient, "emit", record_checked)
+        patch.setattr(hooks, "_emit", emit_checked)
+        yield
 
 
 @pytest.fixture(autouse=True)
 def no_leftovers(request, tmp_path, tmp_path_factory):
-    """Mark the test's processes; afterwards kill and report any process, mount or loop device it left."""
+    """Mark the test's processes; afterwards kill and report any process, mount or loop device it left, and
+    report the status events it produced that the schema refuses (support.check_event)."""
     token = uuid.uuid4().hex
     os.environ[MARK] = token
-    mounts_before = host_mounts()
-    loops_before = set(loop_devices())
+    take_schema_violations()  # not this test's
+    # An ordinary user's test can leave no mount in the host's namespace and no loop device: those that come and
+    # go meanwhile are other sessions'.
+    root = os.geteuid() == 0
+    mounts_before = host_mounts() if root else set()
+    loops_before = set(loop_devices()) if root else set()
     started = time.time()
     try:
         yield token
@@ -79,12 +146,12 @@ def no_leftovers(request, tmp_path, tmp_path_factory):
         def mine(path: str) -> bool:
             return path.startswith(ours) or not path.startswith(others)
 
-        new_mounts = {m for m in host_mounts() - mounts_before if mine(m)}
+        new_mounts = {m for m in host_mounts() - mounts_before if mine(m)} if root else set()
         if new_mounts:
             for target in sorted(new_mounts, reverse=True):
                 subprocess.run(["umount", "-l", target], check=False)
             problems.append(f"mounts left on the host: {sorted(new_mounts)}")
-        new_loops = {f: dev for f, dev in loop_devices().items() if f not in loops_before and mine(f)}
+        new_loops = {f: dev for f, dev in loop_devices().items() if f not in loops_before and mine(f)} if root else {}
         if new_loops:
             for dev in new_loops.values():
                 subprocess.run(["losetup", "-d", dev], check=False)
@@ -95,10 +162,14 @@ def no_leftovers(request, tmp_path, tmp_path_factory):
             # Removes the entries of reapers that were killed, as any listing does. (The VM's tests kill
             # everything of ours at every step; they are not marked one by one.)
             sandbox.list_running()
-        stale = stale_registry_entries(started)
+        # The unit layer starts no sandbox: another session's dead entries are none of its business.
+        stale = stale_registry_entries(started) if not request.node.get_closest_marker("unit") else []
         if stale:
             problems.append(f"dead entries left in the registry of running sandboxes: {stale}")
         del os.environ[MARK]
+        violations = take_schema_violations()
+        if violations:
+            problems.append("events that docs/status.schema.json refuses: " + "; ".join(violations))
         if problems:
             pytest.fail("; ".join(problems), pytrace=False)
 

@@ -28,6 +28,23 @@ def wait_for(condition: Callable[[], object], timeout: float = 15.0, interval: f
     return bool(condition())
 
 
+def stays(condition: Callable[[], object], seconds: float, interval: float = 0.02) -> bool:
+    """The one negative wait: whether condition() held at every look for `seconds` ("nothing arrives within 1 s":
+    stays(lambda: not arrived(), 1.0); "it is still running after 0.5 s": stays(lambda: p.poll() is None, 0.5)).
+    False at the first look where it does not hold, so a failure shows at once.
+
+    A negative wait proves only that nothing happened so far, and a loaded machine may be slow to do what must not
+    happen: give it the time the thing would take if it were to happen (a signal's delivery, a relay's
+    relay.SETTLE, a process's exit: tenths of a second), never less, and never rely on it for a positive result
+    (that is wait_for's, with its generous deadline)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if not condition():
+            return False
+        time.sleep(min(interval, max(0.0, end - time.monotonic())))
+    return bool(condition())
+
+
 def marked_processes(token: str, exclude: set[int] = frozenset()) -> list[int]:
     """PIDs (as the host sees them) of live processes whose environment carries the test's mark."""
     needle = f"{MARK}={token}".encode()
@@ -104,14 +121,20 @@ def children(pid: int) -> list[int]:
 
 
 def this_process() -> set[int]:
-    """This test process, its spawn server and the server's idle reaper: marked, but expected to live on."""
+    """This test process, its spawn server and the server's idle reaper (for an ordinary user, under the parent
+    that made its user namespace): marked, but expected to live on."""
     from sandbox.api import spawner
 
     pids = {os.getpid()}
     server = spawner.current().pid if spawner.current() is not None else None
     if server:
         pids.add(server)
-        pids.update(pid for pid in children(server) if not children(pid))
+        for pid in children(server):
+            below = children(pid)
+            if not below:
+                pids.add(pid)
+            elif cmdline(pid) == "sandbox-userns" and len(below) == 1 and not children(below[0]):
+                pids.update((pid, below[0]))
     return pids
 
 
@@ -359,12 +382,25 @@ def image_job(image: Path, flag: Path, then: str = "wait") -> list[str]:
 
 
 def read_status(path: Path) -> list[dict]:
-    import json
-
+    """The events of a status file (--json-status, or an API program's on_event written as JSON lines), each
+    checked against docs/status.schema.json; [] while there is no file."""
     try:
-        return [json.loads(line) for line in path.read_text().splitlines()]
+        return status_events(path.read_text(), str(path))
     except FileNotFoundError:
         return []
+
+
+def status_events(text: str | bytes, where: str = "status stream") -> list[dict]:
+    """The events of a status stream's lines (lines that are not JSON objects, a hook's own output on the same
+    descriptor, say, are left out), each checked against docs/status.schema.json."""
+    import json
+
+    if isinstance(text, bytes):
+        text = text.decode()
+    events = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    for event in events:
+        check_event(event, where)
+    return events
 
 
 def names(events: list[dict]) -> list[str]:
@@ -485,7 +521,66 @@ def suspend_and_resume(term: Terminal, counter: Path) -> None:
     term.type(b"\x1a")  # Ctrl+Z
     assert term.expect(b"Stopped"), term.output
     frozen = counter.read_text()
-    assert not wait_for(lambda: counter.read_text() != frozen, timeout=1.0), "it kept running while stopped"
+    assert stays(lambda: counter.read_text() == frozen, 1.0), "it kept running while stopped"
     term.type(b"fg\n")
     assert term.expect(b"finished", timeout=30), term.output
 
+
+
+# -- the status events' schema -------------------------------------------------------------------------------
+# Every event the suite sees is checked against docs/status.schema.json: the API's where the caller records them
+# (conftest wraps ReaperClient.emit and the hook runner's emit), the command's where a test reads a status
+# stream (read_status, status_events). A violation fails the test that produced it (conftest).
+
+SCHEMA = Path(__file__).resolve().parent.parent / "docs" / "status.schema.json"
+schema_violations: list[str] = []  # what the running test produced that the schema refuses
+events_checked = 0  # how many events were checked so far in this session: more than none, or nothing is checked
+
+
+def check_event(event: dict, where: str) -> None:
+    """Check one event as the stream writes it ({"event": NAME, "time": ..., fields}; the API's on_event(name,
+    fields) is {"event": name, **fields}); note a violation for the test that produced it."""
+    global events_checked
+    from jsonschema.exceptions import best_match
+
+    events_checked += 1
+    error = best_match(_validator().iter_errors(event))
+    if error is not None:
+        path = "/".join(str(p) for p in error.absolute_path) or "(the event)"
+        schema_violations.append(f"{where}: {event!r}: {path}: {error.message}")
+
+
+def take_schema_violations() -> list[str]:
+    """The violations noted since the last call, each once, in order; the list is emptied."""
+    taken = list(dict.fromkeys(schema_violations))
+    schema_violations.clear()
+    return taken
+
+
+_VALIDATOR = []
+
+
+def _validator():
+    if not _VALIDATOR:
+        import json
+
+        from jsonschema import Draft202012Validator
+
+        schema = json.loads(SCHEMA.read_text())
+        Draft202012Validator.check_schema(schema)
+        _VALIDATOR.append(Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER))
+    return _VALIDATOR[0]
+
+
+class FakeClock:
+    """A clock for the unit layer's Relays(clock=) and Stopping(clock=): time passes only when the test says."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now

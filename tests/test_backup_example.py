@@ -6,16 +6,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from support import CLI, Terminal, host_mounts, loop_devices, signal_of, wait_for
+from support import CLI, Terminal, host_mounts, loop_devices, signal_of, stays, wait_for
 
 EXAMPLE = str(Path(__file__).parent.parent / "examples" / "backup.sh")
-pytestmark = pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v rsync"], capture_output=True).returncode,
-                                reason="rsync is not installed")
+pytestmark = [pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v rsync"], capture_output=True).returncode,
+                                 reason="rsync is not installed"), pytest.mark.root("a loop device")]
 
 
 def _source(tmp_path: Path, files: int = 3, size: int = 1000) -> Path:
@@ -50,8 +49,7 @@ def test_the_example_leaves_nothing_when_interrupted_mid_copy(tmp_path, how, no_
         term = Terminal(argv, tmp_path, env)
         try:
             assert term.expect(b"backup: copying"), term.output
-            time.sleep(1)
-            assert str(image) in loop_devices()
+            assert stays(lambda: str(image) in loop_devices(), 1.0)  # a second into the copy
             term.ctrl_c()
             status = term.wait()
         finally:
@@ -63,7 +61,7 @@ def test_the_example_leaves_nothing_when_interrupted_mid_copy(tmp_path, how, no_
         launcher = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, start_new_session=True)
         try:
             assert wait_for(lambda: str(image) in loop_devices())
-            time.sleep(1)
+            assert stays(lambda: launcher.poll() is None and str(image) in loop_devices(), 1.0)  # into the copy
         finally:
             launcher.kill()
             launcher.wait()

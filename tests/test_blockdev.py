@@ -13,6 +13,7 @@ from support import CLI, MOUNT_IMAGE, OPEN_LUKS, Ending, loop_devices, make_imag
 ENDINGS = ["exit", "ctrl-c", "timeout", "launcher-sigkill", "all-sigkill", "api-caller-sigkill"]
 
 
+@pytest.mark.root("a loop device")
 @pytest.mark.kills_reapers
 @pytest.mark.parametrize("how", ENDINGS)
 def test_the_loop_device_of_a_mounted_image_is_gone_after_the_job_ends(tmp_path, how, no_leftovers):
@@ -23,6 +24,7 @@ def test_the_loop_device_of_a_mounted_image_is_gone_after_the_job_ends(tmp_path,
     assert ending.loop_gone(), f"the loop device outlived the sandbox ({how})"
 
 
+@pytest.mark.root("a loop device")
 def test_the_image_is_mounted_inside_and_its_loop_device_has_autoclear(tmp_path):
     image = make_image(tmp_path)
     script = (f'mkdir /mnt/t && {MOUNT_IMAGE} --ro {image} /mnt/t && findmnt -no OPTIONS /mnt/t && '

@@ -22,6 +22,7 @@ from support import (
     loop_devices,
     marked_processes,
     signal_job,
+    stays,
     wait_for,
 )
 
@@ -48,8 +49,7 @@ def test_a_job_that_ignores_the_stop_signal_is_killed_after_the_grace_period(tmp
     launcher.kill()
     launcher.wait()
     assert wait_for(lambda: "SIGTERM" in log_lines(log))
-    time.sleep(0.3)
-    assert marked_processes(no_leftovers, {os.getpid()}), "the grace period was skipped"
+    assert stays(lambda: marked_processes(no_leftovers, {os.getpid()}), 0.3), "the grace period was skipped"
     assert wait_for(lambda: all_ended(no_leftovers, {os.getpid()}), timeout=10)
 
 
@@ -86,6 +86,7 @@ sleep 1000
 """
 
 
+@pytest.mark.root("a loop device")
 @pytest.mark.kills_reapers
 def test_everything_of_ours_sigkilled_the_kernel_ends_the_job_and_releases_its_loop_device(tmp_path, no_leftovers):
     image = tmp_path / "image.ext4"

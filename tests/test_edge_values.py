@@ -93,6 +93,7 @@ def test_the_status_file_is_never_reached_through_a_symlink(tmp_path):
     assert victim.read_text() == "precious\n"
 
 
+@pytest.mark.root("files of another user")
 def test_a_status_file_planted_by_another_user_in_a_sticky_directory_is_refused(tmp_path):
     sticky = tmp_path / "sticky"
     sticky.mkdir()

@@ -106,6 +106,7 @@ def test_the_exit_status_is_the_entered_commands(tmp_path, no_leftovers):
         assert cli("--stop", name).returncode == 0
 
 
+@pytest.mark.root("looks into the reaper's /proc/PID, which only root may read: it is not dumpable")
 def test_the_entered_process_ends_with_the_sandbox_and_holds_nothing_alive(tmp_path, no_leftovers):
     name = unique_name()
     with launched([CLI, "--name", name, "--grace", "5", "--json-status", str(tmp_path / "s"), "--",
@@ -137,6 +138,7 @@ def test_the_entered_process_ends_with_the_sandbox_and_holds_nothing_alive(tmp_p
     assert killed and killed[0]["count"] >= 1 and killed[0]["reason"] == "grace period over"
 
 
+@pytest.mark.root("looks into the reaper's /proc/PID, which only root may read: it is not dumpable")
 def test_a_stop_ends_as_soon_as_a_killed_entered_process_is_gone(no_leftovers):
     """The entered process is not the reaper's child (no SIGCHLD tells it of its end): once SIGKILLed it is
     watched through its pidfd, not waited out for the reaper's longest wait after a SIGKILL."""
@@ -285,6 +287,7 @@ def confinement(pid: int) -> dict[str, str]:
     return seen
 
 
+@pytest.mark.root("looks into the reaper's /proc/PID, which only root may read: it is not dumpable")
 @pytest.mark.parametrize("start", STARTS)
 def test_the_entered_command_is_confined_as_the_job_is(start, no_leftovers):
     """--enter gives the command what the sandbox gave the job's first process: its capabilities (bounding set

@@ -20,6 +20,7 @@ from support import (
     launched,
     log_lines,
     signal_job,
+    stays,
     wait_for,
 )
 
@@ -110,8 +111,7 @@ def test_a_signal_to_the_reaper_alone_means_nothing_for_the_job(tmp_path, no_lef
     for _ in range(3):
         os.kill(reaper, signal.SIGINT)  # three "presses" that never reached the job: no kill
     os.kill(reaper, signal.SIGTERM)
-    time.sleep(0.3)
-    assert log_lines(log)[1:] == [] and launcher.poll() is None
+    assert stays(lambda: log_lines(log)[1:] == [] and launcher.poll() is None, 0.3)
     kill_and_expect_a_graceful_stop(launcher, log, no_leftovers)
 
 
@@ -133,8 +133,7 @@ def test_a_group_signal_then_one_to_the_launcher_alone_are_two(tmp_path, no_left
         time.sleep(0.4)
         launcher.send_signal(signal.SIGUSR1)
         assert wait_for(lambda: log_lines(log).count("SIGUSR1") == 2)
-        time.sleep(0.5)
-        assert log_lines(log).count("SIGUSR1") == 2
+        assert stays(lambda: log_lines(log).count("SIGUSR1") == 2, 0.5)
     finally:
         launcher.kill()
         launcher.wait()

@@ -23,6 +23,7 @@ EXPECTED = {
 }
 
 
+@pytest.mark.root("a loop device")
 @pytest.mark.kills_reapers
 @pytest.mark.parametrize("how", sorted(EXPECTED))
 def test_hooks_run_after_the_sandbox_is_gone(tmp_path, how, no_leftovers):

@@ -77,6 +77,7 @@ def test_slave_sees_new_host_mounts_and_private_does_not(shared_mount, tmp_path,
     assert out.strip() == ("1" if sees_it else "0")
 
 
+@pytest.mark.root("mounts on the host")
 def test_a_mount_made_on_the_host_just_before_a_job_is_seen_by_it(tmp_path):
     """The spawn server keeps a reaper ready with a copy of the mount table: a change must retire it."""
     sandbox.run(["true"])  # the server now holds a ready reaper, forked before the mount below

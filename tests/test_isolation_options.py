@@ -217,9 +217,11 @@ def userns_disabled():
         path.write_text(old)
 
 
-@pytest.mark.parametrize("who", ["root with --userns", "an ordinary user"])
-def test_disabled_user_namespaces_get_one_line_naming_the_setting(userns_disabled, nobody_dir, who):
+@pytest.mark.parametrize("who", ["root with --userns",
+                                 pytest.param("an ordinary user", marks=pytest.mark.root("runs as nobody"))])
+def test_disabled_user_namespaces_get_one_line_naming_the_setting(userns_disabled, request, who):
     if who == "an ordinary user":
+        nobody_dir = request.getfixturevalue("nobody_dir")
         if userns_disabled:
             pytest.skip("root here lacks CAP_SYS_RESOURCE: the host's sysctl cannot be changed")
         result = run_cli("true", prefix=AS_NOBODY, cwd=nobody_dir)

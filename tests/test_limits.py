@@ -6,7 +6,6 @@ The cgroup limits themselves are tested in the VM (tests/vm/test_cgroup_limits.p
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import resource
 import shutil
@@ -109,6 +108,7 @@ def test_the_job_gets_its_attributes(entry, tmp_path, no_leftovers):
     assert caps(seen["CapBnd"]) & 1 << CHOWN and caps(seen["CapEff"]) & 1 << CHOWN, "only the named ones go"
 
 
+@pytest.mark.root("a lower niceness")
 def test_cap_drop_all_empties_every_set_and_levels_and_classes(tmp_path, no_leftovers):
     options = {"cap_drop": ["ALL"], "ionice": "best-effort:7", "nice": -3, "rlimit": ["NOFILE=50:"]}
     code, out, _, _ = through("cli", ["sh", "-c", PROBE], options, tmp_path)
@@ -120,6 +120,7 @@ def test_cap_drop_all_empties_every_set_and_levels_and_classes(tmp_path, no_left
     assert f"Max open files 50 {hard} files" in out, "SOFT: keeps the hard limit"
 
 
+@pytest.mark.root("a loop device")
 @pytest.mark.parametrize("entry", ["cli", "run"])
 def test_cap_keep_keeps_only_the_named_ones_and_our_helpers_still_work(entry, tmp_path, no_leftovers):
     """--cap-keep CAP_SYS_ADMIN: every set holds that one alone, and sandbox-mount-image (which checks that
@@ -155,6 +156,7 @@ def test_capabilities_drop_where_the_job_has_no_descriptor_or_proc_sys_left(entr
     assert [seen[n] for n in ("CapBnd", "CapPrm", "CapEff", "CapInh", "CapAmb")] == ["0000000000000000"] * 5
 
 
+@pytest.mark.root("the reaper is the launcher's child only without a user namespace")
 def test_the_reaper_keeps_its_own(tmp_path, no_leftovers):
     """Priority, limits and capabilities are the job's: the reaper (PID 1 inside) keeps what it needs to stop it."""
     with launched([CLI, *cli_words(ATTRIBUTES), "--", "sleep", "60"]) as launcher:
@@ -193,6 +195,7 @@ def test_the_forked_start_leaves_the_job_what_posix_spawn_does(tmp_path, no_left
     assert forked.stdout.splitlines()[-1] == plain.stdout.splitlines()[-1] == "0 1 2 3 ", "the same descriptors"
 
 
+@pytest.mark.root("the reaper is the launcher's child only without a user namespace")
 def test_signals_reach_a_forked_job(tmp_path, no_leftovers):
     """The forked start path resets the reaper's signal state: the job dies of the SIGTERM its launcher passes on."""
     with launched([CLI, "--nice", "1", "--", "sleep", "60"]) as launcher:
@@ -252,6 +255,7 @@ PROBE_FORK = "import os\ntry:\n    pid = os.fork()\nexcept OSError:\n    print('
              "    if pid == 0:\n        os._exit(0)\n    os.waitpid(pid, 0)\n    print('forked')\n"
 
 
+@pytest.mark.root("a job of root")
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
 @pytest.mark.parametrize("ids", [{"userns": True}, {"userns_uid": 5}])
 def test_nproc_for_a_root_job_in_a_user_namespace_is_refused(entry, ids, tmp_path, no_leftovers):
@@ -271,6 +275,7 @@ def test_nproc_for_a_root_job_in_a_user_namespace_is_refused(entry, ids, tmp_pat
     assert not flag.exists()
 
 
+@pytest.mark.root("a job of root")
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
 def test_nproc_for_a_root_job_is_said_to_spare_root(entry, tmp_path, no_leftovers):
     """Without a user namespace a root job may still switch user, and then the limit counts: one warning line
@@ -332,6 +337,7 @@ for entry, start in starts.items():
 WITHOUT_NET_RAW = ["setpriv", "--bounding-set", "-net_raw"]
 
 
+@pytest.mark.root("root's capabilities")
 def test_a_capability_to_keep_that_the_caller_lacks_is_said(tmp_path, no_leftovers):
     """--cap-keep of a capability not in the caller's bounding set (a container's, systemd's, setpriv's doing):
     the job cannot have it, and one warning line says so (RuntimeWarning in the API); the job runs with the
@@ -512,7 +518,9 @@ def test_a_run_that_times_out_still_says_what_it_used(entry, no_leftovers):
                     await job.run(argv, **options)
             asyncio.run(main())
     usage = raised.value.usage
-    assert isinstance(usage, sandbox.Usage) and usage.wall >= 0.9 and usage.user >= 0.3, usage
+    # The timeout counts from the call (as subprocess's does), the start included; the job ignores the stop
+    # signal, so it lived through the grace period at least.
+    assert isinstance(usage, sandbox.Usage) and usage.wall >= 0.5 and usage.user >= 0.3, usage
 
 
 def test_verbose_says_what_it_used_in_one_line(tmp_path, no_leftovers):
@@ -523,7 +531,7 @@ def test_verbose_says_what_it_used_in_one_line(tmp_path, no_leftovers):
     last = result.stderr.splitlines()[-1]
     assert last.startswith("sandboxed-run: finished status=0; used ") and " s wall, " in last, last
     assert " s user + " in last and "largest process " in last
-    finished = json.loads(status.read_text().splitlines()[-1])
+    finished = read_status(status)[-1]
     assert finished["event"] == "finished" and finished["usage"]["user"] >= 0.5
 
 

@@ -5,7 +5,6 @@ refusal. Checked from inside the job (stat, statvfs, /proc/self/mountinfo) and f
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import stat
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import sandbox
-from support import CLI, cli_words, host_mounts
+from support import CLI, cli_words, host_mounts, read_status
 
 ENTRY_POINTS = ["cli", "run", "Popen", "Job", "run_async", "create_process", "AsyncJob"]
 
@@ -325,7 +324,7 @@ def test_the_processes_killed_are_counted_under_a_tmpfs_on_proc(tmp_path):
                              "-c", "trap '' TERM; sleep 60 & sleep 60 & exit 0"], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr
-    killed = [json.loads(line) for line in status_file.read_text().splitlines() if '"killed"' in line]
+    killed = [event for event in read_status(status_file) if event["event"] == "killed"]
     assert [event["count"] for event in killed] == [2]
 
 
@@ -492,6 +491,7 @@ except OSError as exc:
      "operation not permitted (run as root"),
     ([], "overlay", "0", "no-such-fs", "this kernel has no overlay file system (load its module: modprobe overlay)"),
 ])
+@pytest.mark.root("mounts as root, and as nobody")
 def test_the_kernels_mount_errors_are_translated(prefix, kind, userns, fstype, words):
     result = subprocess.run([*prefix, sys.executable, "-c", TRANSLATE, kind, userns, fstype, "/mnt"],
                             capture_output=True, text=True, timeout=60, cwd="/")

@@ -8,6 +8,7 @@ import array
 import fcntl
 import json
 import os
+import pwd
 import signal
 import socket
 import struct
@@ -21,7 +22,18 @@ import pytest
 import sandbox
 from sandboxed_run_helpers.reaper import listing
 from sandboxed_run_helpers.shared import registry, wire
-from support import CLI, PYTHON, all_ended, launched, log_lines, marked_processes, read_status, signal_job, wait_for
+from support import (
+    CLI,
+    PYTHON,
+    all_ended,
+    launched,
+    log_lines,
+    marked_processes,
+    read_status,
+    signal_job,
+    stays,
+    wait_for,
+)
 
 ENTRY_POINTS = ["cli", "run", "Popen", "Job", "run_async", "create_process", "AsyncJob"]
 
@@ -35,10 +47,16 @@ def cli(*args: str, prefix: tuple[str, ...] = (), **kw) -> subprocess.CompletedP
 
 
 def listed(prefix: tuple[str, ...] = ()) -> dict[str, dict]:
-    """sandboxed-run --list --json, by name (for root: qualified, OWNER/NAME, when not root's own)."""
+    """sandboxed-run --list --json, by name (for root: qualified, OWNER/NAME, when not our own)."""
     result = cli("--list", "--json", prefix=prefix)
     assert result.returncode == 0, result.stderr
-    return {(s["name"] if s["owner"] == 0 else f"{s['owner_name']}/{s['name']}"): s for s in json.loads(result.stdout)}
+    me = os.geteuid()
+    return {(s["name"] if s["owner"] == me else f"{s['owner_name']}/{s['name']}"): s for s in json.loads(result.stdout)}
+
+
+def our_registry() -> str:
+    """The directory where our sandboxes are listed: root's, or an ordinary user's own."""
+    return registry.prepare()
 
 
 def wait_listed(name: str, state: str = "running") -> dict:
@@ -108,7 +126,7 @@ def test_a_named_sandbox_is_listed_and_stop_ends_it_with_reason_requested(tmp_pa
                    == "\0".join(argv).encode() + b"\0"][0]
         if entry not in ("Job", "AsyncJob"):  # a session has no main process
             assert shown["job_pid"] == job_pid
-        assert shown["owner"] == 0 and shown["state"] == "running"
+        assert shown["owner"] == os.geteuid() and shown["state"] == "running"
         result = cli("--stop", name)
         assert (result.returncode, result.stderr) == (0, "")
         # Everything of the sandbox is gone when --stop returns: the job's cleanup ran within the grace.
@@ -172,7 +190,7 @@ def test_of_several_starts_with_the_same_name_at_once_exactly_one_wins(tmp_path,
             os.kill(reaper, signal.SIGKILL)
             killed.kill()
             assert wait_for(lambda: not os.path.exists(f"/proc/{reaper}"))
-        assert (Path(registry.ROOT_DIRECTORY) / name).exists()
+        assert (Path(our_registry()) / name).exists()
     log = tmp_path / "log"
     script = f"echo $$ >> {log}; exec sleep 1000"
     launchers = [subprocess.Popen([CLI, "--name", name, "--", "sh", "-c", script], stderr=subprocess.PIPE, text=True)
@@ -183,8 +201,7 @@ def test_of_several_starts_with_the_same_name_at_once_exactly_one_wins(tmp_path,
         assert all(p.returncode == 125 for p in losers)
         assert all("already running" in p.stderr.read() for p in losers)
         assert wait_for(lambda: len(log_lines(log)) == 1)
-        time.sleep(0.2)
-        assert len(log_lines(log)) == 1  # one job ran, the others never started
+        assert stays(lambda: len(log_lines(log)) == 1, 0.2)  # one job ran, the others never started
         assert cli("--stop", name).returncode == 0
     finally:
         for p in launchers:
@@ -206,7 +223,7 @@ def test_the_entry_goes_with_the_sandbox_even_if_its_root_was_read_only(tmp_path
     else:
         with sandbox.Job(name=name, read_only=["/"]) as job:
             assert job.run(["true"]).returncode == 0
-    assert not (Path(registry.ROOT_DIRECTORY) / name).exists()
+    assert not (Path(our_registry()) / name).exists()
 
 
 def test_a_name_being_claimed_is_never_taken_for_a_dead_one(tmp_path, no_leftovers):
@@ -215,16 +232,15 @@ def test_a_name_being_claimed_is_never_taken_for_a_dead_one(tmp_path, no_leftove
     with the name waits, then finds it live, and fails without touching it."""
     name = unique_name()
     flag = tmp_path / "ran"
-    dirfd = os.open(registry.ROOT_DIRECTORY, os.O_RDONLY | os.O_DIRECTORY)
+    dirfd = os.open(our_registry(), os.O_RDONLY | os.O_DIRECTORY)
     claimer = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         fcntl.flock(dirfd, fcntl.LOCK_SH)
-        path = os.path.join(registry.ROOT_DIRECTORY, name)
+        path = os.path.join(our_registry(), name)
         claimer.bind(path)
         ours = os.stat(path).st_ino
         with launched([CLI, "--name", name, "--", "touch", str(flag)], stderr=subprocess.PIPE, text=True) as late:
-            time.sleep(0.5)
-            assert late.poll() is None  # it waits for the claim under way
+            assert stays(lambda: late.poll() is None, 0.5)  # it waits for the claim under way
             claimer.listen(1)
             fcntl.flock(dirfd, fcntl.LOCK_UN)
             assert late.wait(timeout=30) == 125
@@ -235,15 +251,16 @@ def test_a_name_being_claimed_is_never_taken_for_a_dead_one(tmp_path, no_leftove
         claimer.close()
         os.close(dirfd)
         try:
-            os.unlink(os.path.join(registry.ROOT_DIRECTORY, name))
+            os.unlink(os.path.join(our_registry(), name))
         except FileNotFoundError:
             pass
 
 
+@pytest.mark.root("finds the reaper by its mark, in its /proc/PID/environ, which only root may read")
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
 def test_the_registry_is_never_stale_even_when_everything_of_ours_is_sigkilled(tmp_path, entry, no_leftovers):
     name = unique_name()
-    path = Path(registry.ROOT_DIRECTORY) / name
+    path = Path(our_registry()) / name
 
     def start_and_kill_everything() -> int:
         with launched(start_argv(entry, name, ["sleep", "1000"], tmp_path / "events"), stdout=subprocess.DEVNULL):
@@ -285,7 +302,7 @@ def test_list_json_describes_the_sandbox_and_its_mounts_as_seen_inside(tmp_path,
     with launched([CLI, "--name", name, "--tmpfs", "/mnt", "--", "sh", "-c", script]):
         assert wait_for(lambda: listed().get(name, {}).get("cwd") == "/mnt")
         shown = listed()[name]
-        assert shown["owner"] == 0 and shown["owner_name"] == "root"
+        assert shown["owner"] == os.geteuid() and shown["owner_name"] == pwd.getpwuid(os.geteuid()).pw_name
         assert shown["command"] == ["sh", "-c", script]
         assert before - 1 <= shown["started"] <= time.time()
         assert (shown["state"], shown["stop_reason"]) == ("running", None)
@@ -327,7 +344,7 @@ def test_a_frozen_reaper_is_listed_as_not_responding(backlog, no_leftovers):
         reaper = wait_listed(name)["reaper_pid"]
         os.kill(reaper, signal.SIGSTOP)
         try:
-            while backlog == "full" and (sock := registry.connect(os.path.join(registry.ROOT_DIRECTORY, name))):
+            while backlog == "full" and (sock := registry.connect(os.path.join(our_registry(), name))):
                 silent.append(sock)
                 try:
                     sock.getpeername()
@@ -360,7 +377,7 @@ def test_clients_that_hang_never_hold_up_the_reapers_duties(tmp_path, no_leftove
     with launched([CLI, "--name", name, "--", *argv]) as launcher:
         assert wait_for(lambda: log_lines(log))
         wait_listed(name)
-        path = os.path.join(registry.ROOT_DIRECTORY, name)
+        path = os.path.join(our_registry(), name)
         silent = registry.connect(path)
         greedy = registry.connect(path)
         try:
@@ -385,7 +402,7 @@ def test_many_clients_that_never_ask_never_keep_a_stop_out(no_leftovers):
     """More silent clients than the reaper serves at once: the oldest give way to the new ones, so a --stop
     gets through (it found the sandbox deaf, 125, while they lasted)."""
     name = unique_name()
-    path = os.path.join(registry.ROOT_DIRECTORY, name)
+    path = os.path.join(our_registry(), name)
     with launched([CLI, "--name", name, "--", "sleep", "1000"]) as launcher:
         wait_listed(name)
         silent = [sock for sock in (registry.connect(path) for _ in range(4 * listing.MAX_CONNECTIONS)) if sock]
@@ -478,7 +495,7 @@ def test_the_socket_speaks_only_our_protocol(no_leftovers):
     with launched([CLI, "--name", name, "--", "sleep", "1000"]):
         wait_listed(name)
         with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
-            sock.connect(os.path.join(registry.ROOT_DIRECTORY, name))
+            sock.connect(os.path.join(our_registry(), name))
             for packet, fds in garbage():
                 try:
                     sock.sendmsg([packet], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds

@@ -4,7 +4,6 @@ stops reading holds our lines back, never our waits (a signal or --timeout still
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,7 +11,18 @@ import sys
 
 import pytest
 
-from support import CLI, children, fill, full_pipe, launched, log_lines, read_status, signal_job, wait_for
+from support import (
+    CLI,
+    children,
+    fill,
+    full_pipe,
+    launched,
+    log_lines,
+    read_status,
+    signal_job,
+    status_events,
+    wait_for,
+)
 
 PIPE_SIZE = 65536  # a pipe's default capacity on Linux
 
@@ -64,10 +74,9 @@ def test_lines_held_back_arrive_whole_and_in_order_once_the_reader_reads(tmp_pat
         os.close(r)
         assert launcher.wait(timeout=60) == 3
     if stream == "status":
-        lines = data.decode().splitlines()
-        events = [json.loads(line)["event"] for line in lines if line.startswith("{")]
+        events = [event["event"] for event in status_events(data)]
         assert events == ["started", "exited", "hook", "finished"], data
-        assert "hook ran" in lines
+        assert "hook ran" in data.decode().splitlines()
     else:
         words = [line.split()[1] for line in data.decode().splitlines() if line.startswith("sandboxed-run: ")]
         assert words == ["started", "exited", "hook", "finished"], data
@@ -158,6 +167,7 @@ def test_json_status_on_stdout_leaves_the_hooks_their_stdout(tmp_path):
     lines = result.stdout.splitlines()
     assert "from-the-hook" in lines
     assert lines[-1].startswith('{"event":"finished"')
+    assert [event["event"] for event in status_events(result.stdout)] == ["started", "exited", "hook", "finished"]
 
 
 def test_a_killed_hook_monitor_does_not_change_the_status(tmp_path, no_leftovers):

@@ -118,6 +118,7 @@ def _inject_fault(pid: int) -> None:
         libc.ptrace(detach, pid, None, None)
 
 
+@pytest.mark.root("ptraces the reaper, which is not dumpable")
 @pytest.mark.kills_reapers
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the fault is injected through x86_64's registers")
 def test_a_real_fault_of_the_reaper_ends_the_sandbox(tmp_path, no_leftovers):

@@ -3,13 +3,14 @@ result carries the same events."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 
+import pytest
+
 import sandbox
-from support import CLI, Ending, names, read_status, wait_for
+from support import CLI, Ending, names, read_status, status_events, wait_for
 
 
 def _check_common(events: list[dict]) -> None:
@@ -19,6 +20,7 @@ def _check_common(events: list[dict]) -> None:
     assert times == sorted(times)
 
 
+@pytest.mark.root("a loop device")
 def test_status_after_a_normal_exit(tmp_path, no_leftovers):
     events = Ending(tmp_path, "exit").events()
     _check_common(events)
@@ -28,6 +30,7 @@ def test_status_after_a_normal_exit(tmp_path, no_leftovers):
     assert (events[-1]["status"], events[-1]["signal"]) == (0, None)
 
 
+@pytest.mark.root("a loop device")
 def test_status_after_ctrl_c(tmp_path, no_leftovers):
     events = Ending(tmp_path, "ctrl-c").events()
     _check_common(events)
@@ -36,6 +39,7 @@ def test_status_after_ctrl_c(tmp_path, no_leftovers):
     assert (events[-1]["status"], events[-1]["signal"]) == (130, "SIGINT")
 
 
+@pytest.mark.root("a loop device")
 def test_status_after_a_timeout(tmp_path, no_leftovers):
     events = Ending(tmp_path, "timeout").events()
     _check_common(events)
@@ -45,6 +49,7 @@ def test_status_after_a_timeout(tmp_path, no_leftovers):
     assert (events[-1]["status"], events[-1]["signal"]) == (124, None)
 
 
+@pytest.mark.root("a loop device")
 def test_status_of_a_sigkilled_launcher_ends_without_finished(tmp_path, no_leftovers):
     ending = Ending(tmp_path, "launcher-sigkill")
     assert ending.loop_gone()
@@ -79,7 +84,7 @@ def test_status_of_leftovers_stopped_and_killed(tmp_path, no_leftovers):
 def test_status_fd_and_a_job_that_was_not_found(tmp_path):
     result = subprocess.run([CLI, "--json-status-fd", "1", "no-such-command-xyz"], capture_output=True, text=True)
     assert result.returncode == 127
-    events = [json.loads(line) for line in result.stdout.splitlines()]
+    events = status_events(result.stdout)
     assert names(events) == ["finished"]
     assert events[0]["status"] == 127 and "not found" in events[0]["error"]
 

@@ -29,7 +29,9 @@ from support import CLI, PYTHON, all_ended, launched, read_status, wait_for
 pytestmark = pytest.mark.kills_reapers  # a reaper killed for not responding leaves its registry entry
 
 FREEZER = Path("/sys/fs/cgroup/freezer")
-ATTACKS = ["ptrace", "freezer", "stop the group"]
+# Only root can: ptrace the reaper (it is not dumpable) and make a cgroup-v1 freezer group.
+ATTACKS = [pytest.param("ptrace", marks=pytest.mark.root("ptraces the reaper")),
+           pytest.param("freezer", marks=pytest.mark.root("a cgroup-v1 freezer group")), "stop the group"]
 PID1_LINE = "did not respond"
 
 SEIZE = """

@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import sandbox
-from support import wait_for
+from support import stays, wait_for
 
 
 def test_jobs_from_many_threads_at_once():
@@ -35,7 +34,7 @@ def test_a_job_outlives_the_thread_that_started_it(tmp_path):
     thread.join()
     process = holder[0]
     assert wait_for(beat.exists)
-    time.sleep(0.5)
+    assert stays(lambda: process.poll() is None, 0.5), "the job died with the thread that started it"
     first = beat.read_text()
     assert wait_for(lambda: beat.read_text() != first), "the job died with the thread that started it"
     assert process.poll() is None

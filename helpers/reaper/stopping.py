@@ -25,7 +25,12 @@ Report = Callable[..., None]  # report(sock_or_None, event name, **fields)
 
 
 class Stopping:
-    def __init__(self, stop_signal: int, grace: float, report: Report) -> None:
+    """The stop of one sandbox and of its session's commands. clock() says what time it is (time.monotonic(), the
+    clock of the deadlines here and of the reaper's loop; a test passes its own)."""
+
+    def __init__(self, stop_signal: int, grace: float, report: Report,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self.stop_signal = stop_signal
         self.grace = grace
         self.report = report
@@ -40,7 +45,7 @@ class Stopping:
             self.asked_to_end = True
         if signo != signal.SIGINT:
             return False
-        now = time.monotonic()
+        now = self.clock()
         self.interrupts.append(now)
         while now - self.interrupts[0] > IMPATIENT_WINDOW:
             self.interrupts.popleft()
@@ -60,7 +65,7 @@ class Stopping:
         grace = self.grace if grace is None else grace
         if self.reason is not None:
             if self.deadline is not None:
-                self.deadline = min(self.deadline, time.monotonic() + grace)
+                self.deadline = min(self.deadline, self.clock() + grace)
             return
         self.reason = reason
         sig = self.stop_signal if send_signal else None
@@ -70,7 +75,7 @@ class Stopping:
             for s in (sig, signal.SIGCONT):  # a stopped process would not see the stop signal until resumed
                 if not kill(-1, s):
                     break
-        self.deadline = time.monotonic() + grace
+        self.deadline = self.clock() + grace
 
     def begin_for(self, process: Process, grace: float | None, send_signal: bool) -> None:
         """Stop one command of a session: its stop signal, its grace period, then SIGKILL for it alone."""
@@ -83,7 +88,7 @@ class Stopping:
         if sig is not None:
             kill(process.pid, sig)
             kill(process.pid, signal.SIGCONT)
-        process.kill_at = time.monotonic() + grace
+        process.kill_at = self.clock() + grace
 
     def expired(self, now: float) -> bool:
         return self.deadline is not None and now >= self.deadline

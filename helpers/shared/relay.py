@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from .records import Record
 
@@ -58,15 +58,17 @@ class Relay(Record):
 
 
 class Relays:
-    """The relays and arrivals of one helper."""
+    """The relays and arrivals of one helper. clock() says what time it is (time.monotonic(), the clock the times
+    given here are read from; a test passes its own)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self.arrivals: list[tuple[int, float, bool]] = []  # unpaired signals that reached us, when, by the kernel
         self.pending: list[Relay] = []  # unpaired relays, and when they are due
         self.paired: dict[int, float] = {}  # when each signal last paired
 
     def _could_reach(self, target: Target, when: float) -> bool:
-        return when >= target.started and time.monotonic() - when <= WINDOW and in_our_group(target.pid)
+        return when >= target.started and self.clock() - when <= WINDOW and in_our_group(target.pid)
 
     def arrived(self, signo: int, when: float, by_kernel: bool = False) -> Relay | None:
         """signo reached us (by_kernel: the kernel sent it, to our group). The relay it pairs with, if one waits:
@@ -74,7 +76,7 @@ class Relays:
         for relay in self.pending:
             if relay.signo == signo and self._could_reach(relay.target, when):
                 self.pending.remove(relay)
-                self.paired[signo] = time.monotonic()
+                self.paired[signo] = self.clock()
                 return relay
         self.arrivals.append((signo, when, by_kernel))
         return None
@@ -83,7 +85,7 @@ class Relays:
         """The launcher got signo and passes it on to target. True: it pairs with an arrival, target has it."""
         if self._pair(target, (signo,)) is not None:
             return True
-        now = time.monotonic()
+        now = self.clock()
         if now - self.paired.get(signo, -SETTLE - 1) <= SETTLE and in_our_group(target.pid):
             return True  # an echo of the last pairing (timeout(1): the child, then its group)
         self.pending.append(Relay(now + SETTLE, target, signo))
@@ -100,11 +102,11 @@ class Relays:
         return confirmed
 
     def _pair(self, target: Target, signals: tuple[int, ...], by_kernel: bool = False) -> int | None:
-        self.arrivals = [arrival for arrival in self.arrivals if time.monotonic() - arrival[1] <= WINDOW]
+        self.arrivals = [arrival for arrival in self.arrivals if self.clock() - arrival[1] <= WINDOW]
         for arrival in self.arrivals:
             if arrival[0] in signals and self._could_reach(target, arrival[1]) and (arrival[2] or not by_kernel):
                 self.arrivals.remove(arrival)
-                self.paired[arrival[0]] = time.monotonic()
+                self.paired[arrival[0]] = self.clock()
                 return arrival[0]
         return None
 
@@ -113,7 +115,7 @@ class Relays:
 
     def take_due(self) -> list[Relay]:
         """The relays to deliver now: no arrival paired with them in time."""
-        now = time.monotonic()
+        now = self.clock()
         due = [r for r in self.pending if r.due <= now]
         self.pending = [r for r in self.pending if r.due > now]
         return due

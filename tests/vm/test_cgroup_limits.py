@@ -14,14 +14,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 import sandbox
 from sandboxed_run_helpers.shared import cgroups
-from support import CLI, PYTHON, children, launched, read_status, wait_for
+from support import CLI, PYTHON, children, launched, read_status, stays, wait_for
 
 pytestmark = [pytest.mark.vm]
 
@@ -249,7 +248,6 @@ def test_the_cgroup_is_gone_in_every_ending(host, ending, tmp_path, no_leftovers
     if ending == "all-sigkill" and host == "plain":
         # Nothing of ours was left to remove it: it stays, empty, until the next sandbox with a cgroup.
         assert wait_for(lambda: not (Path(cgroups.ROOT) / path / "cgroup.procs").read_text().strip(), timeout=SLOW)
-        time.sleep(0.5)
-        assert not gone(path)
+        assert stays(lambda: not gone(path), 0.5)
         assert subprocess.run([CLI, "--pids-max", "10", "--", "true"], timeout=SLOW).returncode == 0
     assert wait_for(lambda: gone(path), timeout=SLOW), f"{path} outlived its sandbox ({ending})"

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from support import CLI, PYTHON, Terminal, all_ended, children, wait_for
+from support import CLI, PYTHON, Terminal, all_ended, children, stays, wait_for
 
 pytestmark = pytest.mark.vm
 
@@ -342,8 +342,9 @@ def test_everything_sigkilled(tmp_path, no_leftovers, point, variant):
     assert "trap-done" not in backup.phases(), "a trap ran although everything was SIGKILLed"
     if left_behind:
         try:
-            time.sleep(1)  # the same wait the deferred variant gets: it is really left, not slow to go
-            assert backup.mapped() and backup.listed(), "trap-only: expected the mapping to be left"
+            # As long as the deferred variant's wait: it is really left, not slow to go.
+            assert stays(lambda: backup.mapped() and backup.listed(), 1.0, interval=0.25), \
+                "trap-only: expected the mapping to be left"
             assert backup.loops(), "trap-only: expected the loop device under the mapping to be left"
         finally:
             subprocess.run(["cryptsetup", "close", backup.name], capture_output=True)
