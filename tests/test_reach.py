@@ -242,12 +242,15 @@ ATTACK_WITH_PROOF = """
 import os, socket, sys
 from sandboxed_run_helpers.shared import wire
 path = sys.argv[1]
-for proof in ("none", "own", "its PID 1"):
+for proof in ("none", "own", "its PID 1", "a list of 2**31-1 items"):
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     sock.connect(path)
     sock.settimeout(5)
-    fds = [] if proof == "none" else [os.pidfd_open(os.getpid() if proof == "own" else 1)]
-    wire.send(sock, wire.Stop(0.0, wire.StopReason.REQUESTED, False), fds)
+    fds = [] if proof in ("none", "a list of 2**31-1 items") else [os.pidfd_open(os.getpid() if proof == "own" else 1)]
+    if proof.startswith("a list"):  # 6 bytes that marshal would take for 16 GiB of list, never to be decoded
+        sock.send(b"i[" + (2**31 - 1).to_bytes(4, "little"))
+    else:
+        wire.send(sock, wire.Stop(0.0, wire.StopReason.REQUESTED, False), fds)
     try:
         message, _, _ = wire.recv(sock)
         print(proof, type(message).__name__, getattr(message, "errno", None))
@@ -283,7 +286,8 @@ def test_on_a_kernel_without_so_peerpidfd_the_host_reaches_a_sandbox_and_a_job_d
         with linked(os.path.join(where, victim.name)) as link:
             result = subprocess.run([*prefix, CLI, "--", PYTHON, "-c", ATTACK_WITH_PROOF, str(link)],
                                     capture_output=True, text=True, timeout=60, cwd=directory)
-        assert result.stdout.splitlines() == ["none Failed 13", "own Failed 13", "its PID 1 Failed 13"], result
+        assert result.stdout.splitlines() == ["none Failed 13", "own Failed 13", "its PID 1 Failed 13",
+                                              "a list of 2**31-1 items Failed 13"], result
         if owner == "root":
             # A pidfd of a process that lives on the host but does not hold the connection proves nothing.
             sleeper = subprocess.Popen(["sleep", "60"])
@@ -294,7 +298,7 @@ def test_on_a_kernel_without_so_peerpidfd_the_host_reaches_a_sandbox_and_a_job_d
             finally:
                 sleeper.kill()
                 sleeper.wait()
-            assert result.stdout.splitlines()[1:] == ["own Failed 13", "its PID 1 Failed 13"], result
+            assert result.stdout.splitlines()[1:3] == ["own Failed 13", "its PID 1 Failed 13"], result
         victim.end_by_itself(launcher)
     second = directory / "second"
     second.mkdir(mode=0o777)

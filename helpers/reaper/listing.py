@@ -114,25 +114,25 @@ class Listing:
         """What a connection asks, answered now."""
         conn = self.connections[fd][0]
         while True:
+            # A client that must prove where it lives does so with its packet's descriptors, before a byte of the
+            # packet is decoded: until then it may be anyone's, a job's included (peers.py).
+            admit = (lambda fds: self.gate.proven(conn, fds)) if fd in self.unproven else None
             try:
-                message, fds, _ = wire.recv(conn, socket.MSG_DONTWAIT)
+                message, fds, _ = wire.recv(conn, socket.MSG_DONTWAIT, admit)
             except BlockingIOError:
+                return
+            except wire.Refused:
+                self._reply(conn, wire.Failed(EXIT_FAILURE, registry.unreachable(self.name), errno.EACCES))
+                self.drop(fd, poller)
                 return
             except ValueError:
                 continue
             except (wire.Closed, ConnectionError):
                 self.drop(fd, poller)
                 return
-            try:
-                if fd in self.unproven:
-                    if not self.gate.proven(conn, fds):
-                        self._reply(conn, wire.Failed(EXIT_FAILURE, registry.unreachable(self.name), errno.EACCES))
-                        self.drop(fd, poller)
-                        return
-                    self.unproven.discard(fd)
-            finally:
-                for received in fds:
-                    os.close(received)
+            self.unproven.discard(fd)
+            for received in fds:
+                os.close(received)
             if isinstance(message, wire.Query):
                 self.answered = True
                 about, creds_pid = answer()

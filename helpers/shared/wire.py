@@ -31,6 +31,7 @@ from .usage import Usage
 
 TYPE_CHECKING = False  # typing stays out of the spawn server, whose every reaper is a fork of it
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 MAX_INLINE = 1 << 16
@@ -445,15 +446,23 @@ class DescriptorsLost(ValueError):
     open files. Not a message of ours, to whoever takes it for one."""
 
 
-def recv(sock: socket.socket, flags: int = 0) -> tuple[Message, list[int], int | None]:
+def recv(sock: socket.socket, flags: int = 0, admit: Callable[[list[int]], bool] | None = None
+         ) -> tuple[Message, list[int], int | None]:
     """One message, the descriptors that came with it (close-on-exec), and the PID the sender named (None if it
     named none: then the credentials the kernel attached are the sender's own, not an answer).
+
+    admit: for a sender not yet trusted, whether its packet's descriptors prove who it is; asked before a byte
+    of the packet is decoded (a packet in a memfd is never read for it), and Refused if not.
 
     Raises Closed at end of file, BlockingIOError when non-blocking and nothing is there, ValueError
     for a packet that is not one of ours (DescriptorsLost, if only its descriptors are missing).
     """
-    message, fds, sender, named = _receive(sock, flags)
+    message, fds, sender, named = _receive(sock, flags, admit)
     return message, fds, sender[0] if sender is not None and named else None
+
+
+class Refused(ValueError):
+    """A packet of a sender recv() was told not to trust, whose descriptors did not prove who it is."""
 
 
 def recv_from(sock: socket.socket, flags: int = 0) -> tuple[Message, list[int], tuple[int, int, int] | None]:
@@ -464,7 +473,8 @@ def recv_from(sock: socket.socket, flags: int = 0) -> tuple[Message, list[int], 
     return message, fds, sender
 
 
-def _receive(sock: socket.socket, flags: int) -> tuple[Message, list[int], tuple[int, int, int] | None, bool]:
+def _receive(sock: socket.socket, flags: int, admit: Callable[[list[int]], bool] | None = None
+             ) -> tuple[Message, list[int], tuple[int, int, int] | None, bool]:
     try:
         data, ancillary, msg_flags, _ = sock.recvmsg(MAX_INLINE + 1, _ANCILLARY, flags | socket.MSG_CMSG_CLOEXEC)
     except ConnectionResetError:
@@ -492,6 +502,9 @@ def _receive(sock: socket.socket, flags: int) -> tuple[Message, list[int], tuple
             kind == _MEMFD and not fds):
         _close(fds)
         raise ValueError("malformed message")
+    if admit is not None and (kind == _MEMFD or not admit(fds)):
+        _close(fds)
+        raise Refused("a sender that did not prove who it is")
     if kind == _MEMFD:
         try:
             data = _from_memfd(fds.pop(0))
