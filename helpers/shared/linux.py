@@ -77,6 +77,17 @@ NAMESPACE_KINDS = {CLONE_NEWUSER: "user", CLONE_NEWPID: "pid", CLONE_NEWNS: "mnt
                    CLONE_NEWUTS: "uts", CLONE_NEWIPC: "ipc", CLONE_NEWCGROUP: "cgroup"}
 
 
+NS_GET_PARENT = 0xB702  # _IO(0xb7, 0x2)
+
+
+def parent_namespace(fd: int) -> int:
+    """A descriptor (close-on-exec) of the parent of the PID (or user) namespace fd; EPERM at the top of what
+    we may see (our own namespace's ancestors), EINVAL for a namespace kind without parents."""
+    import fcntl
+
+    return fcntl.ioctl(fd, NS_GET_PARENT)
+
+
 def namespace_kind(fd: int) -> str | None:
     """The kind ("mnt", "user", ...) of the namespace a descriptor refers to, as the kernel says; None if it
     refers to none."""
