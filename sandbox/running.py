@@ -321,7 +321,7 @@ class _asked:
         deadline = time.monotonic() + QUERY_TIMEOUT
         try:
             for name, owner, directory in self.entries:
-                sock = registry.connect(os.path.join(directory, name), max(0.0, deadline - time.monotonic()))
+                sock = registry.connect_entry(directory, owner, name, max(0.0, deadline - time.monotonic()))
                 if sock is None:
                     registry.remove_if_dead(directory, name)
                     continue

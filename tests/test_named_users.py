@@ -343,3 +343,65 @@ def test_a_process_limit_too_low_for_our_processes_is_one_clear_error(entry, lim
         assert f"too many processes (this user's limit is {limit}: raise it" in said, said
     finally:
         shutil.rmtree(f"{registry.TMP_PREFIX}{uid}", ignore_errors=True)
+
+
+# A user's registry directory, swapped for a link to root's while root's client waits for room in the backlog of
+# one of its entries (full: the user connected to it first), then given room: the client goes on to the next entry.
+SWAPPER = """
+import os, socket, sys
+directory, name = sys.argv[1], sys.argv[2]
+os.mkdir(directory, 0o700)
+first = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+first.bind(directory + "/a-first")
+first.listen(0)
+filler = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+filler.connect(directory + "/a-first")
+entry = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+entry.bind(directory + "/" + name)
+print("ready", flush=True)
+sys.stdin.readline()
+os.rename(directory, directory + ".real")
+os.symlink("/run/sandboxed-run", directory)
+first.accept()
+print("swapped", flush=True)
+sys.stdin.readline()
+"""
+LIST_RUNNING = "import json, sandbox; print(json.dumps([s.to_json() for s in sandbox.list_running()]))"
+
+
+def waits_for_room(pid: int) -> bool:
+    """Whether process pid waits in connect() for room in a unix socket's backlog."""
+    try:
+        return Path(f"/proc/{pid}/wchan").read_text() == "unix_wait_for_peer"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("entry", ["cli", "api"])
+def test_root_never_follows_a_users_registry_swapped_for_a_link(entry, users, user_dir, no_leftovers):
+    """Root lists (and stops, enters) a user's sandboxes through the user's directory as it is when it connects,
+    never through a link the user put there meanwhile: the user's entry named as root's sandbox is never root's
+    sandbox (a --stop of USER/NAME would stop root's NAME)."""
+    (uid, user), _ = users
+    name = unique_name()
+    directory = f"{registry.TMP_PREFIX}{uid}"
+    lister = [CLI, "--list", "--json"] if entry == "cli" else [PYTHON, "-c", LIST_RUNNING]
+    with launched([CLI, "--name", name, "--", "sleep", "1000"]):
+        wait_listed(name)
+        try:
+            with launched([*user, PYTHON, "-c", SWAPPER, directory, name], cwd=user_dir, stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE) as swapper:
+                assert swapper.stdout.readline() == b"ready\n"
+                with launched(lister, stdout=subprocess.PIPE) as listing:
+                    assert wait_for(lambda: waits_for_room(listing.pid))
+                    swapper.stdin.write(b"\n")
+                    swapper.stdin.flush()
+                    assert swapper.stdout.readline() == b"swapped\n"
+                    out, _ = listing.communicate(timeout=30)
+        finally:
+            if os.path.islink(directory):
+                os.unlink(directory)
+            shutil.rmtree(directory + ".real", ignore_errors=True)
+    shown = {(s["owner"], s["name"]): s for s in json.loads(out)}
+    assert shown[(0, name)]["command"] == ["sleep", "1000"]
+    assert shown.get((uid, name), {}).get("command") is None, shown
