@@ -439,3 +439,74 @@ def test_a_job_started_before_a_drop_refuses_commands_after_it(entry, nobody_dir
     assert after == {"error": "refused: the caller's uid (was 0, now 65534) changed since this sandbox.Job started, "
                               "and it lends none of its own; start a new sandbox.Job for this command"}
     assert log_lines(hook_log) == ["hook"]
+
+
+# -- securebits, which no /proc file shows -------------------------------------------------------------------
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_securebits_set_after_the_first_call_reach_the_job(entry, nobody_dir, no_leftovers):
+    """SECBIT_NOROOT: an exec of root gets no capabilities (subprocess's job has none). The job got every one of the
+    server's; now it is started by a server that has the caller's securebits, and has none either: without a user
+    namespace the sandbox cannot even be made, as for any caller without CAP_SYS_ADMIN."""
+    [before, after] = caller(nobody_dir, """
+        import prctl
+        argv = ["sh", "-c", "grep CapEff /proc/self/status"]
+        report(out=through(sys.argv[1], argv, userns=False)[1])
+        prctl.securebits.noroot = True
+        code, out, err = through(sys.argv[1], argv, userns=False)
+        report(code=code, out=out, err=err)
+    """, entry)
+    assert before["out"] != "CapEff:\t0000000000000000\n", before
+    assert after == {"code": None, "out": None,
+                     "err": "cannot create a PID namespace: operation not permitted (run as root, or with "
+                            "CAP_SYS_ADMIN)"}
+
+
+@pytest.mark.parametrize("entry", ["Job", "AsyncJob"])
+def test_a_job_started_before_securebits_changed_refuses_commands_after_it(entry, nobody_dir, no_leftovers):
+    [after] = caller(nobody_dir, """
+        import prctl
+        argv = ["sh", "-c", "grep CapEff /proc/self/status"]
+        if sys.argv[1] == "Job":
+            with sandbox.Job(userns=False) as job:
+                job.run(["true"])
+                prctl.securebits.noroot = True
+                try:
+                    report(out=job.run(argv, capture_output=True).stdout.decode())
+                except sandbox.SandboxError as exc:
+                    report(error=str(exc))
+        else:
+            async def main():
+                async with sandbox.AsyncJob(userns=False) as job:
+                    await job.run(["true"])
+                    prctl.securebits.noroot = True
+                    try:
+                        report(out=(await job.run(argv, capture_output=True)).stdout.decode())
+                    except sandbox.SandboxError as exc:
+                        report(error=str(exc))
+            asyncio.run(main())
+    """, entry)
+    assert after == {"error": "refused: the caller's securebits changed since this sandbox.Job started, and it lends "
+                              "none of its own; start a new sandbox.Job for this command"}
+
+
+def test_a_loop_whose_thread_changed_securebits_after_its_workers_started_is_refused(nobody_dir, no_leftovers):
+    """asyncio starts its sandboxes in worker threads, which keep the securebits they were made with (they are each
+    thread's own), and the server they would start would have those: refused in one line, never the old ones."""
+    [before, after] = caller(nobody_dir, """
+        import prctl
+        async def main():
+            argv = ["sh", "-c", "grep CapEff /proc/self/status"]
+            report(code=(await sandbox.run_async(argv, capture_output=True, userns=False)).returncode)
+            prctl.securebits.noroot = True
+            try:
+                out = (await sandbox.run_async(argv, capture_output=True, userns=False)).stdout.decode()
+                report(out=out)
+            except sandbox.SandboxError as exc:
+                report(error=str(exc))
+        asyncio.run(main())
+    """)
+    assert before == {"code": 0}
+    assert after == {"error": "refused: the event loop's thread has other securebits than the worker thread that "
+                              "starts its sandbox, and no server can be started with them; set them before the "
+                              "loop's executor starts its threads"}

@@ -341,6 +341,16 @@ def ioprio_set(ioclass: int, level: int) -> None:
     _check(_libc.syscall(number, IOPRIO_WHO_PROCESS, 0, (ioclass << 13) | level), "ioprio_set")
 
 
+PR_GET_SECUREBITS = 27
+SECBIT_KEEP_CAPS = 1 << 4  # the one securebit an exec clears
+
+
+def securebits() -> int:
+    """The calling thread's securebits as an exec passes them on (SECBIT_NOROOT and the like; not KEEP_CAPS, which
+    an exec clears). The kernel shows them nowhere but to the thread itself: no /proc file has them."""
+    return _check(_libc.prctl(PR_GET_SECUREBITS, 0, 0, 0, 0), "prctl(PR_GET_SECUREBITS)") & ~SECBIT_KEEP_CAPS
+
+
 def clear_ambient_caps() -> None:
     """Empty the ambient capability set (a kernel before 4.3 has none: nothing to clear)."""
     if _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 and ctypes.get_errno() != 22:

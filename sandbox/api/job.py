@@ -78,6 +78,7 @@ class Job:
         self._wrapped_up = False
         self._processes: weakref.WeakSet[JobProcess] = weakref.WeakSet()
         self._namespace_fds: dict[str, int] = {}  # held for namespace_path() where /proc/PID/ns is not ours to open
+        self._securebits = 0  # ours when the job started: its reaper cannot read them (no /proc file shows them)
 
     # -- the sandbox ---------------------------------------------------------------------------------
 
@@ -86,6 +87,7 @@ class Job:
             raise RuntimeError("this Job has already been started")
         # on_exit goes along so that the spawn server runs the hooks if we die first.
         order = wire.Session(self.spec, os.getpgrp(), "socket", self._registry)
+        self._securebits = spawner.calling_securebits()
         with not_started(self._on_event):
             client = spawner.new_client(wire.Spawn(order, self._on_exit), [], self._on_event)
         try:
@@ -215,6 +217,10 @@ class Job:
         client = self.client
         if self._wrapped_up:  # its socket is closed: the send would fail with EBADF, as if a descriptor were bad
             raise RuntimeError("the Job has ended (left its block, or stopped): start a new Job for more commands")
+        if spawner.calling_securebits() != self._securebits:
+            # The reaper compares the rest of our credentials itself (its check_owner).
+            raise SandboxError("refused: the caller's securebits changed since this sandbox.Job started, and it "
+                               "lends none of its own; start a new sandbox.Job for this command")
         ours, theirs = wire.pair()
         flags, fds = present(stdio)
         try:

@@ -175,6 +175,11 @@ class SpawnServers:
         for fd in fds:
             os.fstat(fd)  # OSError(EBADF) here, for this call, rather than a failed send
         request = request.replace(tid=calling_thread())
+        if calling_securebits() != linux.securebits():
+            # Only a thread can read its own, and only a server its keeper thread starts gets ours.
+            raise SandboxError("refused: the event loop's thread has other securebits than the worker thread that "
+                               "starts its sandbox, and no server can be started with them; set them before the "
+                               "loop's executor starts its threads")
         with self.lock:
             for attempt in (1, 2):
                 server = self.for_now()
@@ -263,9 +268,11 @@ def _started() -> SpawnServer:
 
 
 def _ids() -> tuple:
-    """The calling thread's ids and groups: what a drop of privileges changes, told at the cost of three system
-    calls (the server compares the rest: capabilities, namespaces, and refuses; then we retry, see spawn())."""
-    return os.getresuid(), os.getresgid(), os.getgroups()
+    """The calling thread's ids and groups: what a drop of privileges changes, told at the cost of four system
+    calls (the server compares the rest: capabilities, namespaces, and refuses; then we retry, see spawn()). And
+    its securebits (SECBIT_NOROOT: an exec of root gets no capabilities), which the server cannot read (no /proc
+    file shows them): a new server, started by this thread, has them, and so do its jobs."""
+    return os.getresuid(), os.getresgid(), os.getgroups(), linux.securebits()
 
 
 _behalf = threading.local()
@@ -276,16 +283,23 @@ def calling_thread() -> int:
     return getattr(_behalf, "tid", 0) or threading.get_native_id()
 
 
+def calling_securebits() -> int:
+    """The securebits of the thread a request is for (calling_thread()), as it read them itself."""
+    securebits = getattr(_behalf, "securebits", None)
+    return linux.securebits() if securebits is None else securebits
+
+
 def on_behalf_of(tid: int, work: Callable[[], T]) -> Callable[[], T]:
-    """work, to be run in a worker thread for thread tid (asyncio's loop): its jobs get that thread's nice, as
-    subprocess would give them, not the worker's."""
+    """work, to be run in a worker thread for thread tid, the calling one (asyncio's loop): its jobs get that
+    thread's nice, as subprocess would give them, not the worker's; and its securebits are those compared."""
+    securebits = linux.securebits()
 
     def run() -> T:
-        _behalf.tid = tid
+        _behalf.tid, _behalf.securebits = tid, securebits
         try:
             return work()
         finally:
-            _behalf.tid = 0
+            _behalf.tid, _behalf.securebits = 0, None
 
     return run
 
