@@ -510,3 +510,22 @@ def test_a_loop_whose_thread_changed_securebits_after_its_workers_started_is_ref
     assert after == {"error": "refused: the event loop's thread has other securebits than the worker thread that "
                               "starts its sandbox, and no server can be started with them; set them before the "
                               "loop's executor starts its threads"}
+
+
+def test_commands_a_job_refuses_leave_no_descriptor_in_its_reaper(nobody_dir, no_leftovers):
+    """Each refused command's descriptors (the caller's pipes) stayed in the reaper, held open."""
+    [counts] = caller(nobody_dir, """
+        import prctl
+        with sandbox.Job(userns=False) as job:
+            job.run(["true"])
+            before = len(os.listdir(f"/proc/{job.pid}/fd"))
+            prctl.capbset.drop(prctl.CAP_NET_RAW)
+            refused = 0
+            for _ in range(5):
+                try:
+                    job.run(["true"], stdin=sandbox.PIPE, stdout=sandbox.PIPE, stderr=sandbox.PIPE)
+                except sandbox.SandboxError:
+                    refused += 1
+            report(before=before, after=len(os.listdir(f"/proc/{job.pid}/fd")), refused=refused)
+    """)
+    assert counts["refused"] == 5 and counts["after"] == counts["before"], counts
