@@ -341,6 +341,24 @@ def ioprio_set(ioclass: int, level: int) -> None:
     _check(_libc.syscall(number, IOPRIO_WHO_PROCESS, 0, (ioclass << 13) | level), "ioprio_set")
 
 
+# kcmp's number differs between architectures too.
+_SYS_KCMP = {"x86_64": 312, "aarch64": 272, "riscv64": 272, "i686": 349, "armv7l": 378, "ppc64le": 354, "s390x": 343}
+_KCMP_VM = 1
+
+
+def may_read(pid: int) -> bool | None:
+    """Whether the calling thread may read process pid as ptrace would (PTRACE_MODE_READ, through kcmp(2), which
+    compares nothing we need: its permission check is the answer). None if the kernel cannot say (no kcmp, pid
+    gone). Ids and capabilities aside, what refuses it is a confinement the thread entered that pid is outside
+    of: a Landlock domain, an LSM's."""
+    number = _SYS_KCMP.get(os.uname().machine)
+    if number is None:
+        return None
+    if _libc.syscall(number, os.getpid(), pid, _KCMP_VM, 0, 0) >= 0:
+        return True
+    return False if ctypes.get_errno() in (1, 13) else None  # EPERM, EACCES
+
+
 PR_GET_SECUREBITS = 27
 SECBIT_KEEP_CAPS = 1 << 4  # the one securebit an exec clears
 

@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
-from sandboxed_run_helpers.shared import command, wire
+from sandboxed_run_helpers.shared import command, credentials, wire
 from sandboxed_run_helpers.shared.errors import SandboxError
 from sandboxed_run_helpers.shared.options import check_api_options, check_grace
 from sandboxed_run_helpers.shared.usage import Usage
@@ -79,6 +79,7 @@ class Job:
         self._processes: weakref.WeakSet[JobProcess] = weakref.WeakSet()
         self._namespace_fds: dict[str, int] = {}  # held for namespace_path() where /proc/PID/ns is not ours to open
         self._securebits = 0  # ours when the job started: its reaper cannot read them (no /proc file shows them)
+        self._server: spawner.SpawnServer | None = None
 
     # -- the sandbox ---------------------------------------------------------------------------------
 
@@ -102,6 +103,7 @@ class Job:
             client.close()
             raise
         self._client = client
+        self._server = spawner.current()  # the one that started it: it lives as long as the job
         return self
 
     def __enter__(self) -> Job:
@@ -221,6 +223,12 @@ class Job:
             # The reaper compares the rest of our credentials itself (its check_owner).
             raise SandboxError("refused: the caller's securebits changed since this sandbox.Job started, and it "
                                "lends none of its own; start a new sandbox.Job for this command")
+        # A change of ids or capabilities refuses our reading too: the reaper says which (check_owner).
+        if self._server is not None and spawner.confined_against(self._server) \
+                and credentials.own() == self._server.credentials:
+            raise SandboxError("refused: the caller entered a confinement (Landlock, an LSM's) since this "
+                               "sandbox.Job started, and it lends none of its own; start a new sandbox.Job for "
+                               "this command")
         ours, theirs = wire.pair()
         flags, fds = present(stdio)
         try:
