@@ -132,7 +132,7 @@ def stop(name: str, grace: float | str | None, prog: str) -> None:
             if not _is_a_pid1(answer.reaper_pid):
                 pid = f" (reaper pid {answer.reaper_pid})" if answer.reaper_pid > 0 else ""
                 raise SandboxError(f"sandbox {name}{pid} does not answer; is it stopped (SIGSTOP)?")
-            answer.pidfd = _pidfd_of_a_pid1(answer.reaper_pid, name)
+            answer.pidfd = _pidfd_of_a_pid1(answer, name)
             own = None
         else:
             own = answer.about.spec.grace
@@ -189,13 +189,17 @@ def _is_a_pid1(pid: int) -> bool:
     return len(nspid) >= 2 and nspid[-1] == "1"
 
 
-def _pidfd_of_a_pid1(pid: int, name: str) -> int:
+def _pidfd_of_a_pid1(answer: Answer, name: str) -> int:
     """A pidfd of the PID 1 that listens as sandbox name but does not answer, checked again once we hold it
-    (its PID cannot be reused while we do)."""
+    (its PID cannot be reused while we do): the listener's own where the kernel gives it, else one by PID."""
+    pid = answer.reaper_pid
     try:
-        pidfd = os.pidfd_open(pid)
+        pidfd = os.dup(answer.listener) if answer.listener >= 0 else os.pidfd_open(pid)
     except OSError:
         raise SandboxError(f"sandbox {name} (reaper pid {pid}) does not answer, and has exited") from None
+    if answer.listener >= 0 and _pidfd_of(pidfd) != pid:
+        os.close(pidfd)
+        raise SandboxError(f"sandbox {name} (reaper pid {pid}) does not answer, and has exited")
     if not _is_a_pid1(pid):
         os.close(pidfd)
         raise SandboxError(f"sandbox {name} (reaper pid {pid}) does not answer, and has exited")
@@ -212,7 +216,18 @@ class Answer:
         self.name = name
         self.owner = owner
         self.directory = directory
-        self.reaper_pid = registry.peer_credentials(sock)[0]  # the kernel's word: the process that listens
+        self.reaper_pid = registry.peer_credentials(sock)[0]  # the kernel's word: the process that listened
+        # That process, as a pidfd (SO_PEERPIDFD): a PID is the listener's only while it lives, and the socket may
+        # outlive it in another process's hands, its PID then any process's (-1: the kernel cannot say).
+        self.listener = -1
+        self.gone = False  # the process that listened has exited: whoever answers now is no reaper of ours
+        try:
+            self.listener = linux.peer_pidfd(sock)
+        except OSError as exc:
+            # Before 6.5 (ENOPROTOOPT) the kernel cannot say, nor of a socket a full backlog left unconnected.
+            self.gone = exc.errno not in (errno.ENOPROTOOPT, errno.ENOTCONN, errno.ENODATA)
+        else:
+            self.gone = _pidfd_of(self.listener) != self.reaper_pid
         self.sock = sock
         self.about: wire.About | None = None
         self.refused: wire.Failed | None = None
@@ -237,7 +252,8 @@ class Answer:
             os.close(own)
 
     def take(self, message: wire.Message, fds: list[int], pid: int | None) -> None:
-        if isinstance(message, wire.About) and _well_formed(message) and fds and _pidfd_of(fds[0]) == self.reaper_pid:
+        if isinstance(message, wire.About) and _well_formed(message) and fds and _pidfd_of(fds[0]) == self.reaper_pid \
+                and (self.listener < 0 or _pidfd_of(self.listener) == self.reaper_pid):
             self.about, self.job_pid = message, pid
             self.pidfd = fds.pop(0)
             self._keep_namespaces(message, fds)
@@ -288,6 +304,9 @@ class Answer:
         if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1
+        if self.listener >= 0:
+            os.close(self.listener)
+            self.listener = -1
         for fd in self.namespace_fds.values():
             os.close(fd)
         self.namespace_fds = {}
@@ -335,7 +354,7 @@ class _asked:
         deadline = time.monotonic() + QUERY_TIMEOUT
         try:
             for name, owner, directory in self.entries:
-                sock = registry.connect(os.path.join(directory, name), max(0.0, deadline - time.monotonic()))
+                sock = registry.connect_entry(directory, owner, name, max(0.0, deadline - time.monotonic()))
                 if sock is None:
                     registry.remove_if_dead(directory, name)
                     continue
@@ -343,6 +362,9 @@ class _asked:
                     answer = Answer(name, owner, directory, sock)
                 except OSError:
                     sock.close()
+                    continue
+                if answer.gone:
+                    answer.close()  # its socket outlived the process that listened: no reaper of ours (alive)
                     continue
                 if not registry.connected(sock):
                     self.answers.append(answer)  # its backlog is full (clients that never ask): alive, deaf

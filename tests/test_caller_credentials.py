@@ -439,3 +439,181 @@ def test_a_job_started_before_a_drop_refuses_commands_after_it(entry, nobody_dir
     assert after == {"error": "refused: the caller's uid (was 0, now 65534) changed since this sandbox.Job started, "
                               "and it lends none of its own; start a new sandbox.Job for this command"}
     assert log_lines(hook_log) == ["hook"]
+
+
+# -- securebits, which no /proc file shows -------------------------------------------------------------------
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_securebits_set_after_the_first_call_reach_the_job(entry, nobody_dir, no_leftovers):
+    """SECBIT_NOROOT: an exec of root gets no capabilities (subprocess's job has none). The job got every one of the
+    server's; now it is started by a server that has the caller's securebits, and has none either: without a user
+    namespace the sandbox cannot even be made, as for any caller without CAP_SYS_ADMIN."""
+    [before, after] = caller(nobody_dir, """
+        import prctl
+        argv = ["sh", "-c", "grep CapEff /proc/self/status"]
+        report(out=through(sys.argv[1], argv, userns=False)[1])
+        prctl.securebits.noroot = True
+        code, out, err = through(sys.argv[1], argv, userns=False)
+        report(code=code, out=out, err=err)
+    """, entry)
+    assert before["out"] != "CapEff:\t0000000000000000\n", before
+    assert after == {"code": None, "out": None,
+                     "err": "cannot create a PID namespace: operation not permitted (run as root, or with "
+                            "CAP_SYS_ADMIN)"}
+
+
+@pytest.mark.parametrize("entry", ["Job", "AsyncJob"])
+def test_a_job_started_before_securebits_changed_refuses_commands_after_it(entry, nobody_dir, no_leftovers):
+    [after] = caller(nobody_dir, """
+        import prctl
+        argv = ["sh", "-c", "grep CapEff /proc/self/status"]
+        if sys.argv[1] == "Job":
+            with sandbox.Job(userns=False) as job:
+                job.run(["true"])
+                prctl.securebits.noroot = True
+                try:
+                    report(out=job.run(argv, capture_output=True).stdout.decode())
+                except sandbox.SandboxError as exc:
+                    report(error=str(exc))
+        else:
+            async def main():
+                async with sandbox.AsyncJob(userns=False) as job:
+                    await job.run(["true"])
+                    prctl.securebits.noroot = True
+                    try:
+                        report(out=(await job.run(argv, capture_output=True)).stdout.decode())
+                    except sandbox.SandboxError as exc:
+                        report(error=str(exc))
+            asyncio.run(main())
+    """, entry)
+    assert after == {"error": "refused: the caller's securebits changed since this sandbox.Job started, and it lends "
+                              "none of its own; start a new sandbox.Job for this command"}
+
+
+def test_a_loop_whose_thread_changed_securebits_after_its_workers_started_is_refused(nobody_dir, no_leftovers):
+    """asyncio starts its sandboxes in worker threads, which keep the securebits they were made with (they are each
+    thread's own), and the server they would start would have those: refused in one line, never the old ones."""
+    [before, after] = caller(nobody_dir, """
+        import prctl
+        async def main():
+            argv = ["sh", "-c", "grep CapEff /proc/self/status"]
+            report(code=(await sandbox.run_async(argv, capture_output=True, userns=False)).returncode)
+            prctl.securebits.noroot = True
+            try:
+                out = (await sandbox.run_async(argv, capture_output=True, userns=False)).stdout.decode()
+                report(out=out)
+            except sandbox.SandboxError as exc:
+                report(error=str(exc))
+        asyncio.run(main())
+    """)
+    assert before == {"code": 0}
+    assert after == {"error": "refused: the event loop's thread has other securebits, or a confinement (Landlock, an "
+                              "LSM's), than the worker thread that starts its sandbox, and no server can be started "
+                              "with them; set them before the loop's executor starts its threads"}
+
+
+def test_commands_a_job_refuses_leave_no_descriptor_in_its_reaper(nobody_dir, no_leftovers):
+    """Each refused command's descriptors (the caller's pipes) stayed in the reaper, held open."""
+    [counts] = caller(nobody_dir, """
+        import prctl
+        with sandbox.Job(userns=False) as job:
+            job.run(["true"])
+            before = len(os.listdir(f"/proc/{job.pid}/fd"))
+            prctl.capbset.drop(prctl.CAP_NET_RAW)
+            refused = 0
+            for _ in range(5):
+                try:
+                    job.run(["true"], stdin=sandbox.PIPE, stdout=sandbox.PIPE, stderr=sandbox.PIPE)
+                except sandbox.SandboxError:
+                    refused += 1
+            report(before=before, after=len(os.listdir(f"/proc/{job.pid}/fd")), refused=refused)
+    """)
+    assert counts["refused"] == 5 and counts["after"] == counts["before"], counts
+
+
+# -- a Landlock domain, which no /proc file shows --------------------------------------------------------------
+
+# Confine the calling thread with Landlock: it may read files anywhere but below /etc (subprocess's job then cannot
+# read /etc/shadow). Root needs no no_new_privs for it (CAP_SYS_ADMIN stands in).
+LANDLOCK = """
+import ctypes, struct
+def landlock_out_of_etc():
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    read_file = 1 << 2
+    attr = ctypes.create_string_buffer(struct.pack("QQQ", read_file, 0, 0))
+    ruleset = libc.syscall(444, attr, 24, 0)  # landlock_create_ruleset
+    if ruleset < 0:
+        report(skip="no Landlock: " + os.strerror(ctypes.get_errno()))
+        sys.exit(0)
+    for entry in os.listdir("/"):
+        if entry != "etc" and os.path.isdir("/" + entry):
+            fd = os.open("/" + entry, os.O_PATH | os.O_CLOEXEC)
+            rule = ctypes.create_string_buffer(struct.pack("=Qi", read_file, fd))
+            assert libc.syscall(445, ruleset, 1, rule, 0) == 0, entry  # landlock_add_rule
+            os.close(fd)
+    assert libc.syscall(446, ruleset, 0) == 0, os.strerror(ctypes.get_errno())  # landlock_restrict_self
+"""
+
+
+def landlocked(reports: list[dict]) -> list[dict]:
+    if reports and "skip" in reports[0]:
+        pytest.skip(reports[0]["skip"])
+    return reports
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_a_landlock_domain_entered_after_the_first_call_reaches_the_job(entry, nobody_dir, no_leftovers):
+    """A program that confines itself with Landlock after a first call got jobs outside its domain (the server's):
+    /etc/shadow read while its own subprocess could not. Its server now is one it starts inside the domain, as its
+    jobs are: Landlock lets no confined process mount, so no sandbox can be made at all."""
+    [before, theirs, after] = landlocked(caller(nobody_dir, LANDLOCK + textwrap.dedent("""
+        import subprocess
+        argv = ["head", "-c4", "/etc/shadow"]
+        report(out=through(sys.argv[1], argv, userns=False)[1])
+        landlock_out_of_etc()
+        report(code=subprocess.run(argv, capture_output=True).returncode)
+        code, out, err = through(sys.argv[1], argv, userns=False)
+        report(code=code, out=out, err=err)
+    """), entry))
+    assert (before, theirs) == ({"out": "root"}, {"code": 1})
+    assert after == {"code": None, "out": None,
+                     "err": "cannot make mounts slave under /: operation not permitted (run as root, or with "
+                            "CAP_SYS_ADMIN)"}
+
+
+@pytest.mark.parametrize("entry", ["Job", "AsyncJob"])
+def test_a_job_started_before_a_landlock_domain_refuses_commands_after_it(entry, nobody_dir, no_leftovers):
+    reports = landlocked(caller(nobody_dir, LANDLOCK + textwrap.dedent("""
+        argv = ["head", "-c4", "/etc/shadow"]
+        if sys.argv[1] == "Job":
+            with sandbox.Job(userns=False) as job:
+                job.run(["true"])
+                landlock_out_of_etc()
+                try:
+                    report(out=job.run(argv, capture_output=True).stdout.decode())
+                except sandbox.SandboxError as exc:
+                    report(error=str(exc))
+        else:
+            async def main():
+                async with sandbox.AsyncJob(userns=False) as job:
+                    await job.run(["true"])
+                    landlock_out_of_etc()
+                    try:
+                        report(out=(await job.run(argv, capture_output=True)).stdout.decode())
+                    except sandbox.SandboxError as exc:
+                        report(error=str(exc))
+                    try:
+                        report(out=(await sandbox.run_async(argv, capture_output=True, userns=False)).stdout.decode())
+                    except sandbox.SandboxError as exc:
+                        report(error=str(exc))
+            asyncio.run(main())
+    """), entry))
+    assert reports[0] == {"error": "refused: the caller entered a confinement (Landlock, an LSM's) since this "
+                                   "sandbox.Job started, and it lends none of its own; start a new sandbox.Job for "
+                                   "this command"}
+    if entry == "AsyncJob":  # and a new sandbox from the loop, whose worker thread is outside the domain
+        assert reports[1] == {"error": "refused: the event loop's thread has other securebits, or a confinement "
+                                       "(Landlock, an LSM's), than the worker thread that starts its sandbox, and no "
+                                       "server can be started with them; set them before the loop's executor starts "
+                                       "its threads"}

@@ -223,3 +223,36 @@ def test_a_job_used_after_its_end_says_so(entry, use):
         {"run": lambda: job.run(["true"]), "Popen": lambda: job.Popen(["true"]),
          "call": lambda: job.call(os.getpid)}[use]()
     assert sorted(os.listdir("/proc/self/fd")) == before
+
+
+# A command whose directory is missing, and one that is not found.
+CANNOT_START = [(["true"], {"cwd": "/nonexistent-directory"}), (["no-such-command-here"], {})] * 5
+PIPES = {"stdin": sandbox.PIPE, "stdout": sandbox.PIPE, "stderr": sandbox.PIPE}
+
+
+@pytest.mark.parametrize("entry", ["Job", "AsyncJob"])
+def test_commands_that_cannot_start_leave_no_descriptor_in_the_reaper(entry, no_leftovers):
+    """Each fails alone; its reaper kept the three descriptors it was given for it (the caller's pipes, held
+    open) for every such call, until a long-lived Job ran out of descriptors."""
+    def reaper_fds(job) -> int:
+        return len(os.listdir(f"/proc/{job.pid}/fd"))
+
+    if entry == "Job":
+        with sandbox.Job() as job:
+            job.run(["true"])
+            before = reaper_fds(job)
+            for argv, options in CANNOT_START:
+                with pytest.raises(sandbox.SandboxError):
+                    job.run(argv, **PIPES, **options)
+            after = reaper_fds(job)
+    else:
+        async def main() -> tuple[int, int]:
+            async with sandbox.AsyncJob() as job:
+                await job.run(["true"])
+                before = reaper_fds(job)
+                for argv, options in CANNOT_START:
+                    with pytest.raises(sandbox.SandboxError):
+                        await job.run(argv, **PIPES, **options)
+                return before, reaper_fds(job)
+        before, after = asyncio.run(main())
+    assert after == before

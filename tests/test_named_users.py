@@ -343,3 +343,145 @@ def test_a_process_limit_too_low_for_our_processes_is_one_clear_error(entry, lim
         assert f"too many processes (this user's limit is {limit}: raise it" in said, said
     finally:
         shutil.rmtree(f"{registry.TMP_PREFIX}{uid}", ignore_errors=True)
+
+
+# A user's registry directory, swapped for a link to root's while root's client waits for room in the backlog of
+# one of its entries (full: the user connected to it first), then given room: the client goes on to the next entry.
+SWAPPER = """
+import os, socket, sys
+directory, name = sys.argv[1], sys.argv[2]
+os.mkdir(directory, 0o700)
+first = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+first.bind(directory + "/a-first")
+first.listen(0)
+filler = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+filler.connect(directory + "/a-first")
+entry = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+entry.bind(directory + "/" + name)
+print("ready", flush=True)
+sys.stdin.readline()
+os.rename(directory, directory + ".real")
+os.symlink("/run/sandboxed-run", directory)
+first.accept()
+print("swapped", flush=True)
+sys.stdin.readline()
+"""
+LIST_RUNNING = "import json, sandbox; print(json.dumps([s.to_json() for s in sandbox.list_running()]))"
+
+
+def waits_for_room(pid: int) -> bool:
+    """Whether process pid waits in connect() for room in a unix socket's backlog."""
+    try:
+        return Path(f"/proc/{pid}/wchan").read_text() == "unix_wait_for_peer"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("entry", ["cli", "api"])
+def test_root_never_follows_a_users_registry_swapped_for_a_link(entry, users, user_dir, no_leftovers):
+    """Root lists (and stops, enters) a user's sandboxes through the user's directory as it is when it connects,
+    never through a link the user put there meanwhile: the user's entry named as root's sandbox is never root's
+    sandbox (a --stop of USER/NAME would stop root's NAME)."""
+    (uid, user), _ = users
+    name = unique_name()
+    directory = f"{registry.TMP_PREFIX}{uid}"
+    lister = [CLI, "--list", "--json"] if entry == "cli" else [PYTHON, "-c", LIST_RUNNING]
+    with launched([CLI, "--name", name, "--", "sleep", "1000"]):
+        wait_listed(name)
+        try:
+            with launched([*user, PYTHON, "-c", SWAPPER, directory, name], cwd=user_dir, stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE) as swapper:
+                assert swapper.stdout.readline() == b"ready\n"
+                with launched(lister, stdout=subprocess.PIPE) as listing:
+                    assert wait_for(lambda: waits_for_room(listing.pid))
+                    swapper.stdin.write(b"\n")
+                    swapper.stdin.flush()
+                    assert swapper.stdout.readline() == b"swapped\n"
+                    out, _ = listing.communicate(timeout=30)
+        finally:
+            if os.path.islink(directory):
+                os.unlink(directory)
+            shutil.rmtree(directory + ".real", ignore_errors=True)
+    shown = {(s["owner"], s["name"]): s for s in json.loads(out)}
+    assert shown[(0, name)]["command"] == ["sleep", "1000"]
+    assert shown.get((uid, name), {}).get("command") is None, shown
+
+
+# In a PID namespace of its own (nobody else takes PIDs there): an entry of a user's whose listening socket outlived
+# the process that listened (it handed the socket on, then exited), and that process's PID taken since by a PID 1
+# of another namespace, the victim (a container's init, another sandbox's reaper). The holder answers as a reaper
+# would, with a pidfd of that PID, or not at all.
+REUSED = """
+import array, marshal, os, signal, socket, subprocess, sys, time
+uid, name, answer, what = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "answers", sys.argv[4]
+from sandboxed_run_helpers.shared import registry, wire
+from sandboxed_run_helpers.shared.options import SandboxSpec
+directory = registry.TMP_PREFIX + str(uid)
+os.mkdir(directory, 0o700)
+os.chown(directory, uid, uid)
+go = os.pipe()
+spare = os.fork()  # a PID left free below the listener's, for the victim's unshare
+if spare == 0:
+    os._exit(0)
+os.waitpid(spare, 0)
+listener = os.fork()
+if listener == 0:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sock.bind(os.path.join(directory, name))
+    os.chown(os.path.join(directory, name), uid, uid)
+    sock.listen(8)
+    if os.fork() == 0:  # the holder
+        os.read(go[0], 1)
+        while True:
+            conn, _ = sock.accept()
+            conn.recv(4096)
+            if answer:
+                fields = (name, 1.0, [b"sleep"], b"/", "running", None, SandboxSpec.build({}).to_wire(),
+                          {"pid": 1, "mnt": 1}, b"")
+                pidfd = os.pidfd_open(int(open("/tmp/victim-pid-" + name).read()))
+                conn.sendmsg([b"i" + marshal.dumps((int(wire.Kind.ABOUT), *fields))],
+                             [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [pidfd]))])
+            time.sleep(1000)
+    os._exit(0)
+os.waitpid(listener, 0)
+with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+    f.write(str(listener - 2))
+victim = subprocess.Popen(["unshare", "--pid", "--fork", "sleep", "1000"])  # unshare takes listener - 1
+time.sleep(0.5)
+assert open(f"/proc/{listener}/status").read().count("NSpid:\\t%d\\t1\\n" % listener) == 1, "the PID was not reused"
+with open("/tmp/victim-pid-" + name, "w") as f:
+    f.write(str(listener))
+os.write(go[1], b"x")
+import sandbox
+from sandbox import running
+running.END_MARGIN = 1.0
+try:
+    if what == "stop":
+        sandbox.stop_running(f"{uid}/{name}", grace=0)
+    else:
+        print([s.reaper_pid for s in sandbox.list_running() if s.name == name])
+except sandbox.SandboxError as exc:
+    print("error:", exc)
+try:
+    state = open(f"/proc/{listener}/stat").read().rsplit(")", 1)[1].split()[0]
+except OSError:
+    state = "gone"
+print("victim", "killed" if state in ("Z", "X", "gone") else "alive", flush=True)
+victim.kill()
+os.unlink("/tmp/victim-pid-" + name)
+"""
+
+
+@pytest.mark.parametrize("answer", ["answers", "silent"])
+@pytest.mark.parametrize("what", ["stop", "list"])
+def test_a_listener_gone_whose_pid_was_reused_is_never_taken_for_a_reaper(what, answer, users, no_leftovers):
+    """The kernel's SO_PEERCRED names the process that listened by its PID, as it was then: root's stop of the
+    entry SIGKILLed whatever PID 1 had that PID now, and listed it as the entry's reaper. The listener's pidfd
+    (SO_PEERPIDFD) says that it is gone: no sandbox of ours listens there."""
+    (uid, _), _ = users
+    name = unique_name()
+    result = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", PYTHON, "-c", REUSED, str(uid), name,
+                             answer, what], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith("victim alive\n"), result.stdout
+    assert "[" not in result.stdout or result.stdout.startswith("[]"), result.stdout

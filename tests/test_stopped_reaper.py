@@ -2,7 +2,8 @@
 
 Three ways a job can try: ptrace its PID 1 into a tracing stop (a root job keeps CAP_SYS_PTRACE), move
 PID 1 into a cgroup-v1 freezer cgroup and freeze it (a root job), or stop its own process group, which
-the launcher (and the API's caller and spawn server) shares, while a setsid child runs on. Each one with
+the launcher (and the API's caller and spawn server) shares, while a setsid child runs on; or, its PID 1 left
+alone, freeze one thread of a process in a PID namespace below its own, which no SIGKILL ends. Each one with
 the timeout, with a stop from outside (--stop, stop_running) and with the caller's SIGKILL: the sandbox
 ends within its grace period and a margin, reports the timeout (124, TimeoutExpired) or the stop, says in
 one line when its PID 1 did not respond and had to be killed, and leaves nothing behind: no process, no
@@ -293,3 +294,95 @@ def test_the_owner_of_a_sandbox_in_a_user_namespace_still_enters_it_and_opens_it
             "    print(os.readlink(path) == inside.strip() != os.readlink('/proc/self/ns/mnt'))")
     result = subprocess.run([*user, PYTHON, "-c", code], capture_output=True, text=True, timeout=60, cwd=user_dir)
     assert result.stdout == "True\n", result.stderr
+
+
+# -- a thread frozen alone, in a PID namespace below the sandbox's -----------------------------------------------
+
+# The job makes a PID namespace below its own (unshare -p), and there moves one thread of a process, not the
+# process, into a freezer cgroup (the freezer takes thread ids) and freezes it. Its PID 1 obeys every stop, but
+# cannot end the sandbox: the frozen thread does not die of SIGKILL, and PID 1's exit waits for it.
+FROZEN_BELOW = """
+import os, sys, threading, time
+d = sys.argv[1]
+os.mkdir(d)
+moved = threading.Event()
+def frozen():
+    with open(d + "/tasks", "w") as f:
+        f.write(str(threading.get_native_id()))
+    moved.set()
+    time.sleep(1000)
+threading.Thread(target=frozen, daemon=True).start()
+moved.wait()
+with open(d + "/freezer.state", "w") as f:
+    f.write("FROZEN")
+print("held", flush=True)
+time.sleep(1000)
+"""
+NOT_KILLED_LINE = "some of its processes could not be killed"
+
+
+def frozen_below(freezer: Path) -> list[str]:
+    return ["unshare", "--pid", "--fork", PYTHON, "-c", FROZEN_BELOW, str(freezer)]
+
+
+@pytest.mark.parametrize("entry", ["cli", "run", "run_async"])
+def test_the_timeout_ends_a_sandbox_with_a_thread_frozen_below(entry, freezer, tmp_path, no_leftovers):
+    """Whoever waits thaws what holds every thread of the sandbox, in its PID namespace and below: the timeout
+    returns, says in one line that the sandbox did not end, and nothing is left, frozen or not."""
+    events = tmp_path / "events.jsonl"
+    argv = frozen_below(freezer)
+    if entry == "cli":
+        argv = [CLI, "--timeout", "1", "--grace", "1", "--json-status", str(events), "--", *argv]
+    else:
+        argv = api_program(entry, argv, events)
+    with launched(argv, **OWN_GROUP) as launcher:
+        taken_hold(launcher, "freezer")
+        status = launcher.wait(timeout=60)
+        out, err = launcher.communicate()
+    if entry == "cli":
+        assert status == 124
+    else:
+        assert (status, out) == (0, b"TimeoutExpired\n"), (out, err)
+    assert NOT_KILLED_LINE in err.decode() and err.decode().count("\n") == 1, err
+    assert ("timeout", None) in [(f["reason"], f["count"]) for n, f in events_of(events) if n == "killed"]
+    assert wait_for(lambda: all_ended(no_leftovers))
+    nothing_frozen(freezer)
+
+
+@pytest.mark.parametrize("entry", ["cli", "api"])
+def test_a_stop_ends_a_sandbox_with_a_thread_frozen_below(entry, freezer, tmp_path, capfd, no_leftovers):
+    name = unique_name()
+    argv = frozen_below(freezer)
+    if entry == "cli":
+        argv = [CLI, "--name", name, "--grace", "1", "--", *argv]
+    else:
+        argv = api_program("Popen", argv, tmp_path / "events.jsonl", name=name)
+    with launched(argv, **OWN_GROUP) as launcher:
+        taken_hold(launcher, "freezer")
+        if entry == "cli":
+            assert cli("--stop", name, "--grace", "1").returncode == 0
+        else:
+            sandbox.stop_running(name, grace=1)
+        launcher.wait(timeout=60)
+    assert wait_for(lambda: all_ended(no_leftovers))
+    nothing_frozen(freezer)
+
+
+@pytest.mark.parametrize("entry", ["cli", "api"])
+def test_the_callers_death_ends_a_sandbox_with_a_thread_frozen_below(entry, freezer, tmp_path, no_leftovers):
+    """The hook monitor and the spawn server thaw it too, and run the hooks once it is gone."""
+    hook_log = tmp_path / "hook.log"
+    hook = f"echo \"$SANDBOXED_RUN_STOP_REASON\" >> {hook_log}"
+    argv = frozen_below(freezer)
+    if entry == "cli":
+        argv = [CLI, "--grace", "1", "--on-exit", hook, "--", *argv]
+    else:
+        argv = api_program("Popen", argv, tmp_path / "events.jsonl", on_exit=[hook])
+    script = '"$@" & echo "caller $!"; wait'
+    with launched(["sh", "-c", script, "sh", *argv], **OWN_GROUP) as shell:
+        caller = int(shell.stdout.readline().split()[1])
+        assert shell.stdout.readline() == b"held\n"
+        os.kill(caller, signal.SIGKILL)
+        assert wait_for(lambda: all_ended(no_leftovers), timeout=60)
+    assert hook_log.read_text() == "caller died\n"
+    nothing_frozen(freezer)

@@ -47,29 +47,30 @@ def start(command: Command, stdio: tuple[int | None, ...], ignored: tuple[int, .
 
     With process attributes in spec (or an oom_score_adj to give back to the job, or the API's caller's
     attributes where they differ from ours: inherited), the process is forked and set up before its exec;
-    otherwise posix_spawn starts it, and no option costs anything."""
+    otherwise posix_spawn starts it, and no option costs anything. The stdio descriptors are taken over: closed
+    here, whether the command starts or not."""
+    copies: list[int] = []
     try:
-        os.chdir(command.cwd)
-    except OSError as exc:
-        raise SandboxError(f"cannot change to directory {os.fsdecode(command.cwd)}: {exc.strerror}") from None
-    os.umask(spec.umask if spec is not None and spec.umask is not None else command.umask)
-    # Lets sandbox-mount-image and co. check where they run, and puts them on the job's PATH.
-    env = marks.mark_environment(command.env, mnt_ns, DEFAULT_PATH)
-    path = resolve(command.argv[0], env.get(b"PATH", DEFAULT_PATH))
-    file_actions = []
-    copies = []
-    for target, fd in enumerate(stdio):
-        if fd is None:
-            file_actions.append((os.POSIX_SPAWN_CLOSE, target))
-        else:
-            # Above every target, so that no dup2 overwrites a descriptor a later one still needs.
-            high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
-            copies.append(high)
-            file_actions.append((os.POSIX_SPAWN_DUP2, high, target))
-    for sig in ignored:
-        signal.signal(sig, signal.SIG_IGN)  # posix_spawn passes on our ignored signals, and resets the rest
-    started = time.monotonic()
-    try:
+        try:
+            os.chdir(command.cwd)
+        except OSError as exc:
+            raise SandboxError(f"cannot change to directory {os.fsdecode(command.cwd)}: {exc.strerror}") from None
+        os.umask(spec.umask if spec is not None and spec.umask is not None else command.umask)
+        # Lets sandbox-mount-image and co. check where they run, and puts them on the job's PATH.
+        env = marks.mark_environment(command.env, mnt_ns, DEFAULT_PATH)
+        path = resolve(command.argv[0], env.get(b"PATH", DEFAULT_PATH))
+        file_actions = []
+        for target, fd in enumerate(stdio):
+            if fd is None:
+                file_actions.append((os.POSIX_SPAWN_CLOSE, target))
+            else:
+                # Above every target, so that no dup2 overwrites a descriptor a later one still needs.
+                high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+                copies.append(high)
+                file_actions.append((os.POSIX_SPAWN_DUP2, high, target))
+        for sig in ignored:
+            signal.signal(sig, signal.SIG_IGN)  # posix_spawn passes on our ignored signals, and resets the rest
+        started = time.monotonic()
         try:
             if spec is not None and (spec.process_attributes or oom_score_adj is not None or inherited is not None):
                 pid = _fork_exec(path, command.argv, env, file_actions, ignored, spec, oom_score_adj, inherited)

@@ -155,8 +155,10 @@ def receive_order(sock: socket.socket, sigfd: linux.SignalFd
 
 
 def stdio_of(present: tuple[bool, ...], fds: list[int]) -> tuple[int | None, ...]:
+    """The descriptors for 0, 1, 2 as the order says which came (None: not one; also for one it said came but
+    that is missing)."""
     it = iter(fds)
-    return tuple(next(it) if flag else None for flag in present)
+    return tuple(next(it, None) if flag else None for flag in present)
 
 
 class Reaper:
@@ -407,10 +409,19 @@ class Reaper:
             for fd in fds:
                 os.close(fd)
             return
-        sock = socket.socket(fileno=fds[-1])
+        sock = socket.socket(fileno=fds.pop())
+        stdio = stdio_of(message.stdio, fds)
+        for fd in set(fds) - set(stdio):
+            os.close(fd)  # more than the Run said: nobody's
         try:
-            self.check_owner()
-            self.start(message.command, stdio_of(message.stdio, fds[:-1]), sock)
+            try:
+                self.check_owner()
+            except SandboxError:
+                for fd in stdio:
+                    if fd is not None:
+                        os.close(fd)
+                raise
+            self.start(message.command, stdio, sock)  # it takes the stdio descriptors over
         except SandboxError as exc:
             self.send(sock, wire.Failed(exc.exit_code, exc.message, exc.errno or 0))
             sock.close()

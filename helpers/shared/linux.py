@@ -77,6 +77,17 @@ NAMESPACE_KINDS = {CLONE_NEWUSER: "user", CLONE_NEWPID: "pid", CLONE_NEWNS: "mnt
                    CLONE_NEWUTS: "uts", CLONE_NEWIPC: "ipc", CLONE_NEWCGROUP: "cgroup"}
 
 
+NS_GET_PARENT = 0xB702  # _IO(0xb7, 0x2)
+
+
+def parent_namespace(fd: int) -> int:
+    """A descriptor (close-on-exec) of the parent of the PID (or user) namespace fd; EPERM at the top of what
+    we may see (our own namespace's ancestors), EINVAL for a namespace kind without parents."""
+    import fcntl
+
+    return fcntl.ioctl(fd, NS_GET_PARENT)
+
+
 def namespace_kind(fd: int) -> str | None:
     """The kind ("mnt", "user", ...) of the namespace a descriptor refers to, as the kernel says; None if it
     refers to none."""
@@ -328,6 +339,34 @@ def ioprio_set(ioclass: int, level: int) -> None:
     if number is None:
         raise OSError(38, f"ioprio_set: not known on {os.uname().machine}")
     _check(_libc.syscall(number, IOPRIO_WHO_PROCESS, 0, (ioclass << 13) | level), "ioprio_set")
+
+
+# kcmp's number differs between architectures too.
+_SYS_KCMP = {"x86_64": 312, "aarch64": 272, "riscv64": 272, "i686": 349, "armv7l": 378, "ppc64le": 354, "s390x": 343}
+_KCMP_VM = 1
+
+
+def may_read(pid: int) -> bool | None:
+    """Whether the calling thread may read process pid as ptrace would (PTRACE_MODE_READ, through kcmp(2), which
+    compares nothing we need: its permission check is the answer). None if the kernel cannot say (no kcmp, pid
+    gone). Ids and capabilities aside, what refuses it is a confinement the thread entered that pid is outside
+    of: a Landlock domain, an LSM's."""
+    number = _SYS_KCMP.get(os.uname().machine)
+    if number is None:
+        return None
+    if _libc.syscall(number, os.getpid(), pid, _KCMP_VM, 0, 0) >= 0:
+        return True
+    return False if ctypes.get_errno() in (1, 13) else None  # EPERM, EACCES
+
+
+PR_GET_SECUREBITS = 27
+SECBIT_KEEP_CAPS = 1 << 4  # the one securebit an exec clears
+
+
+def securebits() -> int:
+    """The calling thread's securebits as an exec passes them on (SECBIT_NOROOT and the like; not KEEP_CAPS, which
+    an exec clears). The kernel shows them nowhere but to the thread itself: no /proc file has them."""
+    return _check(_libc.prctl(PR_GET_SECUREBITS, 0, 0, 0, 0), "prctl(PR_GET_SECUREBITS)") & ~SECBIT_KEEP_CAPS
 
 
 def clear_ambient_caps() -> None:

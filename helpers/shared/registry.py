@@ -259,6 +259,24 @@ def connect(path: str, timeout: float | None = None) -> socket.socket | None:
     return sock
 
 
+def connect_entry(directory: str, owner: int, name: str, timeout: float | None = None) -> socket.socket | None:
+    """connect() to the entry name of owner's registry directory, through that directory as it is now: opened
+    without following a link, and still owner's alone. Its owner may replace it at any moment (with a link to
+    root's registry, say), and root must never reach another sandbox than the one it named. None: nobody
+    listens there, or the directory is no longer one to trust."""
+    try:
+        dirfd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(dirfd)
+        if st.st_uid != owner or st.st_mode & 0o077:
+            return None
+        return connect(f"/proc/self/fd/{dirfd}/{name}", timeout)
+    finally:
+        os.close(dirfd)
+
+
 def connected(sock: socket.socket) -> bool:
     try:
         sock.getpeername()

@@ -6,9 +6,12 @@ no grace period. So nobody outside trusts it further than this: once a stop was 
 sandboxed-run --stop, the caller's death) or announced (the reaper's stopping event), the sandbox must be
 gone within its grace period and MARGIN. If it is not, the waiter SIGKILLs the reaper through its pidfd
 (the kernel then kills every process of its PID namespace) and thaws the freezer cgroups that hold the
-reaper or any process of that namespace: a task frozen by the cgroup-v1 freezer does not die of SIGKILL
-until it is thawed (verified on 6.18: it stays in D state with the signal pending). The thaw is repeated
-every RETHAW seconds until the sandbox is gone, since what is still alive in there may freeze again.
+reaper or any thread of the sandbox: a task frozen by the cgroup-v1 freezer does not die of SIGKILL
+until it is thawed (verified on 6.18: it stays in D state with the signal pending), and PID 1's exit waits
+for it. The freezer takes threads one by one (a thread id written to its tasks file), and the sandbox's
+processes include those of PID namespaces its job made below its own: each thread of each is looked at.
+The thaw is repeated every RETHAW seconds until the sandbox is gone, since what is still alive in there
+may freeze again.
 
 Nothing here runs unless a stop is overdue: the deadline is one more in waits that exist anyway.
 """
@@ -20,6 +23,8 @@ import os
 import re
 import signal
 import time
+
+from . import linux
 
 # After its grace a reaper SIGKILLs what is left and exits at once; it waits up to 5 s more for processes
 # stuck in the kernel (reaper.main.REAP_AFTER_KILL), and a loaded machine may add a moment. Beyond that,
@@ -46,21 +51,26 @@ def pid_namespace(pid: int) -> int | None:
 
 
 def kill(pidfd: int, pid: int | None, pid_ns: int | None = None) -> int:
-    """SIGKILL the reaper through its pidfd, then thaw the freezer cgroups of it and of the processes of its
-    PID namespace (pid_ns: its inode, read before if it may no longer be readable). Returns the number of
-    cgroups thawed. Call it again (every RETHAW seconds) until the pidfd is readable."""
-    if pid_ns is None and pid is not None:
-        pid_ns = pid_namespace(pid)
+    """SIGKILL the reaper through its pidfd, then thaw the freezer cgroups of it and of the threads of its
+    sandbox (pid_ns: its PID namespace's inode, read before if it may no longer be readable). Returns the
+    number of cgroups thawed. Call it again (every RETHAW seconds) until the pidfd is readable."""
+    if pid is not None:
+        pid_ns = pid_namespace(pid) or pid_ns
     try:
         signal.pidfd_send_signal(pidfd, signal.SIGKILL)
     except OSError:
         pass  # gone already, or not ours to kill: the wait on its pidfd says which
+    if linux.readable(pidfd):
+        # It has exited, and every process of its namespace before it: nothing to thaw. Its PID, read above,
+        # may be another process's by now (and its namespace the host's).
+        return 0
     return thaw(pid, pid_ns)
 
 
 def thaw(pid: int | None, pid_ns: int | None) -> int:
-    """Thaw every cgroup-v1 freezer cgroup (and frozen ancestor) that holds pid or a process of the PID
-    namespace pid_ns; the number thawed. Nothing to do where the host has no v1 freezer mounted."""
+    """Thaw every cgroup-v1 freezer cgroup (and frozen ancestor) that holds pid or a thread of a process of the
+    PID namespace pid_ns or of one below it; the number thawed. Nothing to do where the host has no v1
+    freezer mounted."""
     mounts = _freezer_mounts()
     if not mounts:
         return 0
@@ -70,13 +80,11 @@ def thaw(pid: int | None, pid_ns: int | None) -> int:
     thawed = 0
     done: set[str] = set()
     for member in pids:
-        path = _freezer_path(member)
-        if path is None:
-            continue
-        for directory in _directories(path, mounts):
-            if directory not in done:
-                done.add(directory)
-                thawed += _thaw_one(directory)
+        for path in _freezer_paths(member):
+            for directory in _directories(path, mounts):
+                if directory not in done:
+                    done.add(directory)
+                    thawed += _thaw_one(directory)
     return thawed
 
 
@@ -116,29 +124,54 @@ def _unescape(text: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), text)
 
 
+# The kernel nests PID namespaces at most this deep (MAX_PID_NS_LEVEL).
+_MAX_DEPTH = 32
+
+
 def _processes_in(pid_ns: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.stat(f"/proc/{entry}/ns/pid").st_ino == pid_ns:
-                    found.append(int(entry))
-            except OSError:
-                continue
-    return found
+    """The processes of the PID namespace pid_ns and of the namespaces below it (its job's unshare -p)."""
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit() and _lives_in(int(entry), pid_ns)]
 
 
-def _freezer_path(pid: int) -> str | None:
-    """pid's freezer cgroup, as /proc/PID/cgroup names it ("7:freezer:/a/b")."""
+def _lives_in(pid: int, pid_ns: int) -> bool:
+    """Whether process pid lives in the PID namespace pid_ns or below it: its own namespace, or one of that
+    namespace's ancestors, is pid_ns (NS_GET_PARENT stops at the top of what we may see)."""
     try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            for entry in f:
-                _, controllers, path = entry.rstrip("\n").split(":", 2)
-                if "freezer" in controllers.split(","):
-                    return path
-    except (OSError, ValueError):
-        pass
-    return None
+        fd = os.open(f"/proc/{pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        for _ in range(_MAX_DEPTH + 1):
+            if os.fstat(fd).st_ino == pid_ns:
+                return True
+            try:
+                parent = linux.parent_namespace(fd)
+            except OSError:
+                return False
+            os.close(fd)
+            fd = parent
+        return False
+    finally:
+        os.close(fd)
+
+
+def _freezer_paths(pid: int) -> set[str]:
+    """The freezer cgroups of pid's threads, as /proc/PID/task/TID/cgroup names them ("7:freezer:/a/b")."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return set()
+    found = set()
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/cgroup") as f:
+                for entry in f:
+                    _, controllers, path = entry.rstrip("\n").split(":", 2)
+                    if "freezer" in controllers.split(","):
+                        found.add(path)
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def _directories(path: str, mounts: list[tuple[str, str]]) -> list[str]:

@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
-from sandboxed_run_helpers.shared import command, wire
+from sandboxed_run_helpers.shared import command, credentials, wire
 from sandboxed_run_helpers.shared.errors import SandboxError
 from sandboxed_run_helpers.shared.options import check_api_options, check_grace
 from sandboxed_run_helpers.shared.usage import Usage
@@ -78,6 +78,8 @@ class Job:
         self._wrapped_up = False
         self._processes: weakref.WeakSet[JobProcess] = weakref.WeakSet()
         self._namespace_fds: dict[str, int] = {}  # held for namespace_path() where /proc/PID/ns is not ours to open
+        self._securebits = 0  # ours when the job started: its reaper cannot read them (no /proc file shows them)
+        self._server: spawner.SpawnServer | None = None
 
     # -- the sandbox ---------------------------------------------------------------------------------
 
@@ -86,6 +88,7 @@ class Job:
             raise RuntimeError("this Job has already been started")
         # on_exit goes along so that the spawn server runs the hooks if we die first.
         order = wire.Session(self.spec, os.getpgrp(), "socket", self._registry)
+        self._securebits = spawner.calling_securebits()
         with not_started(self._on_event):
             client = spawner.new_client(wire.Spawn(order, self._on_exit), [], self._on_event)
         try:
@@ -100,6 +103,7 @@ class Job:
             client.close()
             raise
         self._client = client
+        self._server = spawner.current()  # the one that started it: it lives as long as the job
         return self
 
     def __enter__(self) -> Job:
@@ -215,6 +219,16 @@ class Job:
         client = self.client
         if self._wrapped_up:  # its socket is closed: the send would fail with EBADF, as if a descriptor were bad
             raise RuntimeError("the Job has ended (left its block, or stopped): start a new Job for more commands")
+        if spawner.calling_securebits() != self._securebits:
+            # The reaper compares the rest of our credentials itself (its check_owner).
+            raise SandboxError("refused: the caller's securebits changed since this sandbox.Job started, and it "
+                               "lends none of its own; start a new sandbox.Job for this command")
+        # A change of ids or capabilities refuses our reading too: the reaper says which (check_owner).
+        if self._server is not None and spawner.confined_against(self._server) \
+                and credentials.own() == self._server.credentials:
+            raise SandboxError("refused: the caller entered a confinement (Landlock, an LSM's) since this "
+                               "sandbox.Job started, and it lends none of its own; start a new sandbox.Job for "
+                               "this command")
         ours, theirs = wire.pair()
         flags, fds = present(stdio)
         try:

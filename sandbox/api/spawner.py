@@ -62,6 +62,7 @@ class SpawnServer:
         self.process: subprocess.Popen | None = None
         self.credentials: tuple = ()
         self.ids: tuple = ()
+        self.readable: bool | None = None  # whether its starter could read it as ptrace would (confined_against)
 
     def start(self) -> None:
         # Decided before we open anything: a closed 2 would be taken by our first descriptor.
@@ -175,6 +176,11 @@ class SpawnServers:
         for fd in fds:
             os.fstat(fd)  # OSError(EBADF) here, for this call, rather than a failed send
         request = request.replace(tid=calling_thread())
+        if calling_securebits() != linux.securebits() or self.confined_beyond_us():
+            # Only a thread can read its own, and only a server its keeper thread starts gets ours.
+            raise SandboxError("refused: the event loop's thread has other securebits, or a confinement (Landlock, "
+                               "an LSM's), than the worker thread that starts its sandbox, and no server can be "
+                               "started with them; set them before the loop's executor starts its threads")
         with self.lock:
             for attempt in (1, 2):
                 server = self.for_now()
@@ -201,6 +207,11 @@ class SpawnServers:
             raise SandboxError("the sandbox spawn server sent a malformed reply", EXIT_FAILURE)
         return server, message.reaper_pid, received[1], socket.socket(fileno=received[0]), message.ticket
 
+    def confined_beyond_us(self) -> bool:
+        """Whether the thread we work for (on_behalf_of) may not read a server of ours that this thread may."""
+        readable = getattr(_behalf, "readable", None) or {}
+        return any(theirs is False and linux.may_read(pid) for pid, theirs in readable.items())
+
     def for_now(self) -> SpawnServer:
         """The server for the credentials we have now: the current one, unless it died or they changed (then it
         is retired, and a new one started)."""
@@ -208,7 +219,7 @@ class SpawnServers:
         if server is not None and server.dead():
             self.drop(server)
             server = None
-        if server is not None and _ids() != server.ids:
+        if server is not None and (_ids() != server.ids or confined_against(server)):
             self.retire(server)
             server = None
         for old in [old for old in self.retired if old.dead()]:
@@ -256,16 +267,29 @@ def _started() -> SpawnServer:
         server = SpawnServer()
         server.start()
         if credentials.own() == before:
-            server.credentials, server.ids = before, ids
+            server.credentials, server.ids, server.readable = before, ids, linux.may_read(server.pid)
             return server
         server.close()
     raise SandboxError("this program's credentials kept changing while its sandbox spawn server started; try again")
 
 
+def confined_against(server: SpawnServer) -> bool:
+    """Whether the calling thread entered a confinement its server is outside of since it started it (a Landlock
+    domain, an LSM's): no /proc file shows those, but the kernel then refuses the thread to read the server as
+    ptrace would (their ids and capabilities are the same: the server compares those). A server started by this
+    thread is inside it, and so are its jobs."""
+    if server.pid is None or not server.readable:
+        return False  # (one never readable: not dumpable, say)
+    readable = getattr(_behalf, "readable", None) or {}
+    return (readable[server.pid] if server.pid in readable else linux.may_read(server.pid)) is False
+
+
 def _ids() -> tuple:
-    """The calling thread's ids and groups: what a drop of privileges changes, told at the cost of three system
-    calls (the server compares the rest: capabilities, namespaces, and refuses; then we retry, see spawn())."""
-    return os.getresuid(), os.getresgid(), os.getgroups()
+    """The calling thread's ids and groups: what a drop of privileges changes, told at the cost of four system
+    calls (the server compares the rest: capabilities, namespaces, and refuses; then we retry, see spawn()). And
+    its securebits (SECBIT_NOROOT: an exec of root gets no capabilities), which the server cannot read (no /proc
+    file shows them): a new server, started by this thread, has them, and so do its jobs."""
+    return os.getresuid(), os.getresgid(), os.getgroups(), linux.securebits()
 
 
 _behalf = threading.local()
@@ -276,16 +300,27 @@ def calling_thread() -> int:
     return getattr(_behalf, "tid", 0) or threading.get_native_id()
 
 
+def calling_securebits() -> int:
+    """The securebits of the thread a request is for (calling_thread()), as it read them itself."""
+    securebits = getattr(_behalf, "securebits", None)
+    return linux.securebits() if securebits is None else securebits
+
+
 def on_behalf_of(tid: int, work: Callable[[], T]) -> Callable[[], T]:
-    """work, to be run in a worker thread for thread tid (asyncio's loop): its jobs get that thread's nice, as
-    subprocess would give them, not the worker's."""
+    """work, to be run in a worker thread for thread tid, the calling one (asyncio's loop): its jobs get that
+    thread's nice, as subprocess would give them, not the worker's; and its securebits, and whether it may read our
+    servers (confined_against), are those compared, read in that thread now."""
+    securebits = linux.securebits()
+    servers_ = _servers
+    readable = {} if servers_ is None or servers_.owner != os.getpid() else {
+        server.pid: linux.may_read(server.pid) for server in servers_.every() if server.pid is not None}
 
     def run() -> T:
-        _behalf.tid = tid
+        _behalf.tid, _behalf.securebits, _behalf.readable = tid, securebits, readable
         try:
             return work()
         finally:
-            _behalf.tid = 0
+            _behalf.tid, _behalf.securebits, _behalf.readable = 0, None, None
 
     return run
 
