@@ -235,6 +235,8 @@ class Answer:
         self.namespace_fds: dict[str, int] = {}  # kind -> a descriptor of the reaper's namespace, as it sent them
         self.root_fd = -1  # the reaper's root directory, as it sent it (O_PATH)
         self.job_pid: int | None = None
+        # Whether to keep the namespaces and root the reaper sends (to enter it): only then are they looked at.
+        self.entering = False
 
     def send(self, message: wire.Message) -> bool:
         """Ask the reaper, with a pidfd of ourselves: on a kernel without SO_PEERPIDFD (before 6.5) it is how the
@@ -256,16 +258,18 @@ class Answer:
                 and (self.listener < 0 or _pidfd_of(self.listener) == self.reaper_pid):
             self.about, self.job_pid = message, pid
             self.pidfd = fds.pop(0)
-            self._keep_namespaces(message, fds)
-            self._keep_root(fds)
+            if self.entering:
+                self._keep_namespaces(message, fds)
+                self._keep_root(fds)
         elif isinstance(message, wire.Failed):
             self.refused = message
-        for fd in fds:
-            os.close(fd)
+        wire.discard(fds)  # whoever listens there may send anything, a descriptor whose close waits too
 
     def _keep_namespaces(self, about: wire.About, fds: list[int]) -> None:
         """Take from fds those that are the namespaces the About names (kind and inode as the kernel says)."""
         for fd in list(fds):
+            if not wire.harmless(fd):
+                continue  # no namespace; and not to be asked (a file of a FUSE mount would make us wait)
             kind = linux.namespace_kind(fd)
             if kind is not None and kind not in self.namespace_fds \
                     and about.namespaces.get(kind) == os.fstat(fd).st_ino:
@@ -345,8 +349,9 @@ def _pidfd_of(fd: int) -> int | None:
 class _asked:
     """Connect to every entry, ask each at once, collect the answers until all came or QUERY_TIMEOUT passed."""
 
-    def __init__(self, entries: list[tuple[str, int, str]]) -> None:
+    def __init__(self, entries: list[tuple[str, int, str]], entering: bool = False) -> None:
         self.entries = entries
+        self.entering = entering  # keep what each reaper sends to be entered (its namespaces, its root)
         self.answers: list[Answer] = []
 
     def __enter__(self) -> list[Answer]:
@@ -360,6 +365,7 @@ class _asked:
                     continue
                 try:
                     answer = Answer(name, owner, directory, sock)
+                    answer.entering = self.entering
                 except OSError:
                     sock.close()
                     continue
@@ -409,9 +415,10 @@ class _asked:
 class found:
     """The running sandbox name (or OWNER/NAME), asked and answered (an Answer with about and pidfd set)."""
 
-    def __init__(self, name: str, deaf_ok: bool = False) -> None:
+    def __init__(self, name: str, deaf_ok: bool = False, entering: bool = False) -> None:
         self.name = name
         self.deaf_ok = deaf_ok  # an answer whose reaper does not answer (about None) will do
+        self.entering = entering  # its namespaces and root kept (namespace_fds, root_fd)
         self.asked: _asked | None = None
 
     def __enter__(self) -> Answer:
@@ -428,7 +435,7 @@ class found:
                 names = ", ".join(sorted(f"{user_name(o)}/{short}" for _, o, _ in entries))
                 raise SandboxError(f"several users' sandboxes are named {short} ({names}): say which, as OWNER/NAME")
             entries = own
-        self.asked = _asked(entries)
+        self.asked = _asked(entries, self.entering)
         answers = self.asked.__enter__()
         if not answers:
             refused = [a for a in self.asked.answers if a.refused is not None]

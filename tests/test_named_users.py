@@ -485,3 +485,57 @@ def test_a_listener_gone_whose_pid_was_reused_is_never_taken_for_a_reaper(what, 
     assert result.returncode == 0, result.stderr
     assert result.stdout.endswith("victim alive\n"), result.stdout
     assert "[" not in result.stdout or result.stdout.startswith("[]"), result.stdout
+
+
+# A user's listener that answers with a descriptor whose close waits: a TCP socket (over loopback) lingering for ten
+# minutes on data its peer never reads, the listener's own copy closed: root's would be the last.
+LINGERER = """
+import array, marshal, os, socket, struct, sys
+from sandboxed_run_helpers.shared import registry, wire
+from sandboxed_run_helpers.shared.options import SandboxSpec
+name = sys.argv[1]
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a window that stays shut
+server.bind(("127.0.0.1", 0))
+server.listen(1)
+lingering = socket.socket()
+lingering.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+lingering.connect(server.getsockname())
+peer, _ = server.accept()  # held, never read
+lingering.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 600))
+lingering.setblocking(False)
+try:
+    while True:
+        lingering.send(b"x" * 65536)
+except BlockingIOError:
+    pass
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+listener.bind(os.path.join(registry.prepare(), name))
+listener.listen(8)
+print("listening", flush=True)
+fields = (name, 1.0, [b"sleep"], b"/", "running", None, SandboxSpec.build({}).to_wire(), {}, b"")
+while True:
+    conn, _ = listener.accept()
+    conn.recv(4096)
+    pidfd = os.pidfd_open(os.getpid())
+    conn.sendmsg([b"i" + marshal.dumps((int(wire.Kind.ABOUT), *fields))],
+                 [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [pidfd, lingering.fileno()]))])
+    os.close(pidfd)
+    os.close(lingering.detach())  # our copy goes: the one root received is the last
+    conn.close()
+"""
+
+
+@pytest.mark.parametrize("entry", ["cli", "api"])
+def test_a_descriptor_whose_close_waits_never_holds_up_roots_list(entry, users, user_dir, no_leftovers):
+    """Root closed whatever came with a user's answer at once, and close() waited for the socket's linger (ten
+    minutes here): root's --list, and a cron job's --stop, hung on any user's listener."""
+    (uid, user), _ = users
+    name = unique_name()
+    lister = [CLI, "--list", "--json"] if entry == "cli" else [PYTHON, "-c", LIST_RUNNING]
+    with launched([*user, PYTHON, "-c", LINGERER, name], cwd=user_dir, stdout=subprocess.PIPE) as lingerer:
+        assert lingerer.stdout.readline() == b"listening\n"
+        result = subprocess.run(lister, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    shown = {(s["owner"], s["name"]): s for s in json.loads(result.stdout)}
+    assert shown[(uid, name)]["command"] == ["sleep"]

@@ -423,6 +423,8 @@ def _from_memfd(fd: int) -> bytes:
         except OSError:
             sealed = False
         if not sealed:
+            discard([fd])  # a peer of a reaper's registry socket may send anything
+            fd = -1
             raise ValueError("malformed message: not a sealed memfd")
         if size > MAX_MESSAGE:
             raise ValueError(f"malformed message: {size} bytes")
@@ -434,7 +436,8 @@ def _from_memfd(fd: int) -> bytes:
             data += chunk
         return bytes(data)
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
 
 
 class Closed(Exception):
@@ -543,5 +546,36 @@ def recv_kind(sock: socket.socket, kinds: tuple[type, ...], flags: int = 0,
 
 
 def _close(fds: list[int]) -> None:
+    discard(fds)
+
+
+def discard(fds: list[int]) -> None:
+    """Close descriptors a peer sent that we do not keep. The close of the last reference to some waits as long as
+    the sender likes (a socket lingering on data its peer never reads, a file of a FUSE mount whose server does not
+    answer; even an fstat of that file waits): a thread of ours closes those, and ends with us (the kernel then cuts
+    the wait short). What our messages carry (pidfds, namespaces, memfds, pipes) is closed here."""
+    slow = [fd for fd in fds if not harmless(fd)]
     for fd in fds:
-        os.close(fd)
+        if fd not in slow:
+            os.close(fd)
+    if slow:
+        import threading
+
+        threading.Thread(target=lambda: [os.close(fd) for fd in slow], name="discard", daemon=True).start()
+
+
+# What /proc/self/fd/N says of the descriptors our messages carry: KIND:[INODE] of pipes and namespaces.
+_HARMLESS_KINDS = ("pipe", "cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
+
+
+def harmless(fd: int) -> bool:
+    """Whether fd is of a kind that nothing of it can make us wait for: a pidfd, a namespace, a memfd, a pipe (no
+    file system is asked: its link in /proc names it)."""
+    try:
+        link = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return False
+    kind, _, inode = link.partition(":[")
+    if kind in _HARMLESS_KINDS and inode.endswith("]") and inode[:-1].isdigit():
+        return True
+    return link == "anon_inode:[pidfd]" or (link.startswith("/memfd:") and link.endswith(" (deleted)"))

@@ -152,7 +152,7 @@ class Job:
             from .. import running
 
             try:
-                with running.found(self.name) as answer:  # the name is ours while the job runs
+                with running.found(self.name, entering=True) as answer:  # the name is ours while the job runs
                     self._namespace_fds, answer.namespace_fds = answer.namespace_fds, {}
             except SandboxError:
                 pass

@@ -68,7 +68,7 @@ KEPT = (b"TERM", b"COLORTERM", b"LANG", b"TZ")  # what root takes into another u
 def enter(target: str, argv: tuple[str, ...], values: dict[str, Any]) -> int:
     """The whole --enter: returns the command's exit status, or dies of its signal."""
     try:
-        with running.found(target) as answer:
+        with running.found(target, entering=True) as answer:
             assert answer.about is not None
             # The kernel's word where we may read it (root always may), the answer's elsewhere.
             namespaces = {**answer.about.namespaces, **_namespaces_of(answer.reaper_pid, answer.pidfd)}
