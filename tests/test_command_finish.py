@@ -4,6 +4,7 @@ completion, and --help grouped by topic from the option table."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -18,7 +19,7 @@ import pytest
 
 import sandbox
 from sandbox.cli import TOPICS
-from sandbox.cli.manpage import render
+from sandbox.cli.manpage import EVENTS, render
 from sandboxed_run_helpers.shared.options import OPTIONS
 from support import CLI
 
@@ -90,6 +91,16 @@ def test_the_man_page_lists_every_option_and_the_exit_codes():
     for words in ("\\-\\-version", ".SH EXIT STATUS", "125", "_SANDBOXED_RUN_COMPLETE=bash_source",
                   f'"sandboxed-run {sandbox.__version__}"'):
         assert words in page
+
+
+def test_the_man_page_names_every_event_of_the_command_with_the_schemas_fields():
+    whole = json.loads((ROOT / "docs" / "status.schema.json").read_text())
+    schema = whole["$defs"]
+    names = whole["properties"]["event"]["enum"]
+    assert [event for event, _ in EVENTS] == [e for e in names if e != "ready"]  # ready: a sandbox.Job's
+    for event, text in EVENTS:
+        fields = text.split(":", 1)[0].split(", ")
+        assert fields == [f for f in schema[event]["properties"] if f not in ("event", "time")], event
 
 
 @pytest.mark.skipif(shutil.which("groff") is None, reason="groff is not installed")

@@ -55,15 +55,18 @@ FILES = (
      "belong to UID and be private"),
 )
 
+# The events the command writes (a sandbox.Job's "ready" is the API's alone), with every field but event and time;
+# tests check them against docs/status.schema.json.
 EVENTS = (
     ("started", "job_pid, mnt_ns, pid_ns, name: the job runs"),
     ("signal", "signal, origin: a signal was passed on to the job"),
     ("stopping", "reason, grace, signal: the sandbox is being stopped"),
-    ("killed", "count, reason: processes were SIGKILLed"),
-    ("exited", "code or signal, reason: the job's main process ended"),
-    ("hook", "command, code or signal: an --on-exit hook ended"),
-    ("finished", "status, signal, error, usage: always last; a file without it means sandboxed-run was "
-     "SIGKILLed"),
+    ("killed", "count, reason: processes were SIGKILLed (count null: the sandbox's PID 1 did not respond and was "
+     "killed)"),
+    ("exited", "code, signal, core_dumped, reason: the job's main process ended"),
+    ("hook", "command, code, signal, core_dumped, error: an --on-exit hook ended, or could not run"),
+    ("finished", "status, signal, core_dumped, error, usage: always last; a file without it means sandboxed-run "
+     "was SIGKILLed"),
 )
 
 SEE_ALSO = ("bwrap(1)", "unshare(1)", "nsenter(1)", "systemd-run(1)", "setpriv(1)", "namespaces(7)",
