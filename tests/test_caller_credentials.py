@@ -24,7 +24,7 @@ NOBODY = 65534
 # What every caller script starts with: through() runs a command through one entry point of the API and
 # returns what it did; report() prints one JSON line for the test.
 PREAMBLE = '''
-import asyncio, json, os, sys
+import asyncio, concurrent.futures, json, os, sys
 import sandbox
 
 def through(entry, argv, **options):
@@ -496,6 +496,9 @@ def test_a_loop_whose_thread_changed_securebits_after_its_workers_started_is_ref
     [before, after] = caller(nobody_dir, """
         import prctl
         async def main():
+            # One worker, made by the first call, before the change: a worker made after it would be a thread of
+            # the changed one, and its server simply the caller's (then no refusal is due).
+            asyncio.get_running_loop().set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=1))
             argv = ["sh", "-c", "grep CapEff /proc/self/status"]
             report(code=(await sandbox.run_async(argv, capture_output=True, userns=False)).returncode)
             prctl.securebits.noroot = True
@@ -596,6 +599,8 @@ def test_a_job_started_before_a_landlock_domain_refuses_commands_after_it(entry,
                     report(error=str(exc))
         else:
             async def main():
+                # One worker, made before the domain: the new sandbox below is started from outside it.
+                asyncio.get_running_loop().set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=1))
                 async with sandbox.AsyncJob(userns=False) as job:
                     await job.run(["true"])
                     landlock_out_of_etc()
