@@ -497,18 +497,24 @@ name = sys.argv[1]
 server = socket.socket()
 server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a window that stays shut
 server.bind(("127.0.0.1", 0))
-server.listen(1)
-lingering = socket.socket()
-lingering.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-lingering.connect(server.getsockname())
-peer, _ = server.accept()  # held, never read
-lingering.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 600))
-lingering.setblocking(False)
-try:
-    while True:
-        lingering.send(b"x" * 65536)
-except BlockingIOError:
-    pass
+server.listen(64)
+held = []
+
+def lingering():
+    # One for each client (whoever else lists meanwhile gets one too), its peer held and never read.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    sock.connect(server.getsockname())
+    held.append(server.accept()[0])
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 600))
+    sock.setblocking(False)
+    try:
+        while True:
+            sock.send(b"x" * 65536)
+    except BlockingIOError:
+        pass
+    return sock
+
 listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 listener.bind(os.path.join(registry.prepare(), name))
 listener.listen(8)
@@ -517,11 +523,11 @@ fields = (name, 1.0, [b"sleep"], b"/", "running", None, SandboxSpec.build({}).to
 while True:
     conn, _ = listener.accept()
     conn.recv(4096)
-    pidfd = os.pidfd_open(os.getpid())
+    pidfd, sock = os.pidfd_open(os.getpid()), lingering()
     conn.sendmsg([b"i" + marshal.dumps((int(wire.Kind.ABOUT), *fields))],
-                 [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [pidfd, lingering.fileno()]))])
+                 [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [pidfd, sock.fileno()]))])
     os.close(pidfd)
-    os.close(lingering.detach())  # our copy goes: the one root received is the last
+    os.close(sock.detach())  # our copy goes: the one root received is the last
     conn.close()
 """
 
