@@ -7,6 +7,8 @@ import ast
 import inspect
 from pathlib import Path
 
+import pytest
+
 import sandbox
 from sandbox.cli import click_command
 from sandboxed_run_helpers.shared import wire
@@ -48,32 +50,72 @@ def test_the_document_lists_every_message_of_the_wire():
     assert wire.table() in (ROOT / "ARCHITECTURE.md").read_text(), "ARCHITECTURE.md's message table is stale"
 
 
-def imports_of(path: Path) -> set[str]:
-    """The modules a file imports, absolute, relative ones resolved against its package."""
-    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+INSTALLED = {"helpers": "sandboxed_run_helpers", "sandbox": "sandbox"}  # folder -> the package's installed name
+# The layer every process uses; every other module or package of helpers/ is one process's (found, not listed).
+SHARED = "sandboxed_run_helpers.shared"
+
+
+def module_of(path: Path) -> str:
+    """A file's module, by its installed name: helpers/reaper/main.py is sandboxed_run_helpers.reaper.main."""
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    parts[0] = INSTALLED[parts[0]]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path, source: str | None = None) -> set[str]:
+    """The modules a file imports, absolute (by installed names), relative ones resolved against its package;
+    for `from X import name`, both X and X.name (name may be a module)."""
+    module = module_of(path)
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(source if source is not None else path.read_text())):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
-            module = ".".join([*base, node.module] if node.module else base)
-            found.add(module)
-            found.update(f"{module}.{alias.name}" for alias in node.names)
+            base = package[: len(package) - node.level + 1] if node.level else []
+            imported = ".".join([*base, node.module] if node.module else base)
+            found.add(imported)
+            found.update(f"{imported}.{alias.name}" for alias in node.names)
     return found
+
+
+def processes() -> set[str]:
+    """Every process's package or module: whatever helpers/ holds beside the shared layer."""
+    return {INSTALLED["helpers"] + "." + (entry.stem if entry.is_file() else entry.name)
+            for entry in (ROOT / "helpers").iterdir()
+            if (entry.suffix == ".py" and entry.stem != "__init__") or (entry.is_dir() and entry.name not in
+                                                                          ("shared", "__pycache__"))}
+
+
+def upward(path: Path, source: str | None = None) -> set[str]:
+    """The imports of a file that go the wrong way: from helpers/ to the caller's side (sandbox), or from the
+    shared layer to any process's module."""
+    imported = imports_of(path, source)
+    wrong = {name for name in imported if name == "sandbox" or name.startswith("sandbox.")} \
+        if module_of(path).startswith(INSTALLED["helpers"]) else set()
+    if module_of(path).startswith(SHARED):
+        wrong |= {name for name in imported for process in processes()
+                  if name == process or name.startswith(process + ".")}
+    return wrong
 
 
 def test_imports_go_one_way():
     """sandbox (the caller's side) may use the helpers; the helpers never use sandbox; the shared layer uses
-    nothing above it (no process's module)."""
-    processes = ("launch", "reaper", "server", "monitor", "userns", "inside")
+    nothing above it (no process's module), whether imported by a relative name or an absolute one."""
+    assert {"sandboxed_run_helpers.reaper", "sandboxed_run_helpers.launch", "sandboxed_run_helpers.server",
+            "sandboxed_run_helpers.inside", "sandboxed_run_helpers.caller"} <= processes()
     for path in (ROOT / "helpers").rglob("*.py"):
-        imported = imports_of(path)
-        assert not any(name == "sandbox" or name.startswith("sandbox.") for name in imported), path
-        if path.parent.name == "shared":
-            above = {name for name in imported if name.startswith("helpers.")
-                     and name.split(".")[1] in processes}
-            assert not above, (path, above)
+        assert not upward(path), (path, upward(path))
+
+
+@pytest.mark.parametrize("probe", [
+    "from sandboxed_run_helpers.reaper import main", "import sandboxed_run_helpers.server",
+    "from ..reaper.commands import resolve", "from .. import launch", "from sandboxed_run_helpers import caller",
+    "import sandbox.running", "from sandbox import run",
+])
+def test_an_upward_import_of_the_shared_layer_fails_the_check(probe):
+    assert upward(ROOT / "helpers" / "shared" / "probe.py", probe + "\n")
+    assert not upward(ROOT / "helpers" / "shared" / "probe.py", "from . import wire\nimport os\n")
 
 
 COMMAND_LINES = [
