@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import select
 import selectors
 import signal
 import subprocess
@@ -318,7 +319,9 @@ class Popen:
                     stream = key.data
                     if stream is self.stdin:
                         try:
-                            sent = os.write(key.fd, self._input_view[:65536])
+                            # No more than a poll's POLLOUT promises room for: a larger write to a blocking pipe
+                            # waits for the job to read, and a job that first fills its stdout or stderr never does.
+                            sent = os.write(key.fd, self._input_view[:select.PIPE_BUF])
                             self._input_view = self._input_view[sent:]
                         except BrokenPipeError:
                             self._input_view = memoryview(b"")
