@@ -21,7 +21,7 @@ import select
 import time
 from collections.abc import Callable
 
-from ..shared import registry, wire
+from ..shared import linux, registry, wire
 from ..shared.errors import EXIT_FAILURE, SandboxError
 from ..shared.registry import Claim
 from .peers import PROOF_NEEDED, Gate
@@ -83,15 +83,14 @@ class Listing:
     def accept(self, poller: select.poll) -> None:
         while True:
             try:
-                fd, _ = self.claim.sock._accept()
+                fd = linux.accept4(self.claim.sock)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     return  # the client waits in the backlog, or gives up
                 continue  # ECONNABORTED and the like: that client is gone
-            conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=fd)
-            conn.setblocking(False)
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_NONBLOCK, fileno=fd)
             pid, uid, _gid = registry.peer_credentials(conn)
             if uid not in self.allowed:
                 refusal = f"sandbox {self.name} is not yours: only its owner and root may list, enter or stop it"
@@ -102,7 +101,6 @@ class Listing:
             elif refusal is not None:
                 self._refuse(conn, refusal)
                 continue
-            os.set_inheritable(fd, False)
             if len(self.connections) >= MAX_CONNECTIONS:
                 # The oldest gives way: clients that connect and never ask (or never leave) must not keep
                 # a --stop waiting for their CONNECTION_LIFE, let alone have it find the sandbox deaf.
