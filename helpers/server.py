@@ -75,7 +75,139 @@ def main(channel_fd: int, caller_pidfd: int, caller_pid: int, starter: int) -> N
     server.serve()
 
 
+class Served:
+    """A reaper we forked, and what we keep for its sandbox until we reap it: one record per sandbox."""
+
+    __slots__ = ("pid", "pidfd", "grace", "cgroup", "ticket", "through_parent")
+
+    def __init__(self, pid: int, pidfd: int) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
+        self.grace: float | None = None  # its sandbox's grace period, once it has an order (None: the spare)
+        self.cgroup: Cgroup | None = None  # its sandbox's cgroup, removed once it is reaped
+        self.ticket = 0  # the ticket of its on-exit hooks (0: none)
+        self.through_parent = False  # pid is a user-namespace parent that forked the reaper, not the reaper
+
+
+class KeptHooks:
+    """On-exit hooks by ticket (sent with Spawned; PIDs get reused) until the caller claims them, and the tickets
+    whose sandbox is gone: those a dead caller never claimed run here, exactly once."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[int, list[str]] = {}
+        self.ended: set[int] = set()
+        self.next_ticket = 1
+
+    def __bool__(self) -> bool:
+        return bool(self.waiting)
+
+    def keep(self, on_exit: tuple[str, ...]) -> int:
+        ticket, self.next_ticket = self.next_ticket, self.next_ticket + 1
+        self.waiting[ticket] = list(on_exit)
+        return ticket
+
+    def claim(self, ticket: int) -> None:
+        """The caller runs them itself."""
+        self.waiting.pop(ticket, None)
+        self.ended.discard(ticket)
+
+    def sandbox_ended(self, ticket: int) -> bool:
+        """Their sandbox is gone; True if the hooks are still unclaimed."""
+        if ticket in self.waiting:
+            self.ended.add(ticket)
+            return True
+        return False
+
+    def run_ended(self) -> None:
+        """The unclaimed hooks of the sandboxes that are gone. The job's status went to the caller, so only the
+        stop reason is known."""
+        for ticket in sorted(self.ended):
+            commands = self.waiting.pop(ticket)
+            try:
+                hooks.run_hooks(commands, hooks.environment(None, None, wire.StopReason.CALLER_DIED), None,
+                                prog="sandbox")
+            except BaseException:  # noqa: BLE001 - a hook must never take the server, and the other sandboxes, down
+                pass
+        self.ended.clear()
+
+
+class Spare:
+    """A reaper forked ahead of the next request, its namespaces ready: the fork and the namespace set-up are
+    then off the caller's path. Its mount table is a copy made when it was forked, so it is only used if ours
+    has not changed since (the mountinfo file polls POLLPRI on a change)."""
+
+    def __init__(self) -> None:
+        self.ready: tuple[int, int, socket.socket] | None = None
+        self.mountinfo = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
+        self.mount_watch = select.poll()
+        self.mount_watch.register(self.mountinfo, select.POLLPRI | select.POLLERR)
+
+    def take(self) -> tuple[int, int, socket.socket] | None:
+        """The spare, if it is still as good as a fresh one; None otherwise (a stale one is dropped)."""
+        spare, self.ready = self.ready, None
+        if spare is not None:
+            pid, pidfd, sock = spare
+            stale = self.mount_watch.poll(0) or select.select([pidfd], [], [], 0)[0]
+            if not stale:
+                return spare
+            sock.close()  # it sees end of file and exits; SIGCHLD reaps it
+        return None
+
+    def forking(self) -> None:
+        """A reaper is forked now: its copy of our mounts includes every change so far."""
+        self.mount_watch.poll(0)
+
+    def drop(self) -> None:
+        if self.ready is not None:
+            self.ready[2].close()  # it sees end of file and exits; SIGCHLD reaps it
+            self.ready = None
+
+
+class Overdue:
+    """Once released: the reapers told to stop, each until it ends, for at most its grace and the margin; past
+    that, SIGKILLed (and thawed) again and again, said once each (shared/unresponsive.py)."""
+
+    def __init__(self) -> None:
+        self.watched: dict[int, tuple[int, float, float]] = {}  # pidfd -> (pid, when it is overdue, how long it had)
+        self.told: set[int] = set()
+
+    def __bool__(self) -> bool:
+        return bool(self.watched)
+
+    def watch(self, reaper: int, pidfd: int, grace: float, poller: select.poll) -> None:
+        """Watch this reaper (the pidfd is taken over) until it ends."""
+        due = unresponsive.due(grace)
+        if due is None:
+            os.close(pidfd)  # a grace without limit: it has all the time it wants
+            return
+        self.watched[pidfd] = (reaper, due, due - time.monotonic())
+        poller.register(pidfd, select.POLLIN)
+
+    def next_due(self) -> float | None:
+        return min((due for _, due, _ in self.watched.values()), default=None)
+
+    def check(self, ready: dict[int, int], poller: select.poll) -> None:
+        """Forget the reapers that ended; SIGKILL (and thaw) those past their time, saying so once each."""
+        now = time.monotonic()
+        for pidfd, (reaper, due, allowed) in list(self.watched.items()):
+            if pidfd in ready or select.select([pidfd], [], [], 0)[0]:
+                poller.unregister(pidfd)
+                os.close(pidfd)
+                del self.watched[pidfd]
+                self.told.discard(pidfd)
+            elif now >= due:
+                thawed = unresponsive.kill(pidfd, reaper)
+                self.watched[pidfd] = (reaper, now + unresponsive.RETHAW, allowed)
+                if pidfd not in self.told:
+                    self.told.add(pidfd)
+                    from .shared.status import say
+
+                    say(unresponsive.line(reaper, allowed, thawed), "sandbox")
+
+
 class Server:
+    """The caller's requests, the sandboxes it started, and the caller's end."""
+
     def __init__(self, channel: socket.socket, caller: Caller, sigfd: linux.SignalFd) -> None:
         self.channel = channel
         # PARENT_GONE counts only as the kernel sends it: from the dying caller, named by its PID. (If the caller
@@ -83,42 +215,26 @@ class Server:
         self.caller = caller
         self.caller_pidfd = caller.pidfd
         self.sigfd = sigfd
-        self.reapers: dict[int, int] = {}  # pid -> pidfd, for the reapers not yet reaped
-        self.cgroups: dict[int, Cgroup] = {}  # pid -> its sandbox's cgroup, removed once it is reaped
+        self.sandboxes: dict[int, Served] = {}  # by pid: the reapers (or their parents) not yet reaped
+        self.hooks = KeptHooks()
+        self.spare = Spare()
+        self.overdue = Overdue()
         self.released = False  # the channel is closed: no more requests, every sandbox is stopped
         self.retired = False  # another server takes the caller's requests: we serve what we started, and go
         self.caller_dead = False
-        # On-exit hooks by ticket (sent with "spawned"; PIDs get reused) until the caller claims them,
-        # the ticket of each reaper that has hooks, and the tickets whose sandbox is gone.
-        self.hooks: dict[int, list[str]] = {}
-        self.tickets: dict[int, int] = {}
-        self.ended: set[int] = set()
         self.netlink_loaded = False
-        self.graces: dict[int, float] = {}  # pid -> its sandbox's grace period, for each reaper we gave an order
-        self.userns_parents: set[int] = set()  # the pids in self.reapers that are a reaper's parent, not one
-        # Once released: reaper pidfd -> (its pid, when it is taken for unresponsive, how long it had).
-        self.overdue: dict[int, tuple[int, float, float]] = {}
-        self.told_overdue: set[int] = set()
-        self.next_ticket = 1
-        # A reaper forked ahead of the next request, its namespaces ready: the fork and the namespace
-        # set-up are then off the caller's path. Its mount table is a copy made when it was forked, so
-        # it is only used if ours has not changed since (the mountinfo file polls POLLPRI on a change).
-        self.spare: tuple[int, int, socket.socket] | None = None
-        self.mountinfo = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
-        self.mount_watch = select.poll()
-        self.mount_watch.register(self.mountinfo, select.POLLPRI | select.POLLERR)
 
     def serve(self) -> None:
         poller = select.poll()
         for fd in (self.channel.fileno(), self.caller_pidfd, self.sigfd.fileno()):
             poller.register(fd, select.POLLIN)
         # Done once nothing of ours runs and no unclaimed hooks wait to see whether the caller lives.
-        while not ((self.released or self.retired) and not self.reapers and not self.overdue
+        while not ((self.released or self.retired) and not self.sandboxes and not self.overdue
                    and (self.caller_dead or not self.hooks)):
-            wake = min((due for _, due, _ in self.overdue.values()), default=None)
+            wake = self.overdue.next_due()
             ready = dict(poller.poll(None if wake is None else (linux.wait_seconds(wake) or 0.0) * 1000))
             if self.overdue:
-                self.watch_overdue(ready, poller)
+                self.overdue.check(ready, poller)
             for signo, code, sender in self.sigfd.read():
                 if signo == signal.SIGCHLD:
                     self.reap()
@@ -141,8 +257,7 @@ class Server:
         except ValueError:
             return
         if isinstance(message, wire.Claim):
-            self.hooks.pop(message.ticket, None)  # the caller runs them itself
-            self.ended.discard(message.ticket)
+            self.hooks.claim(message.ticket)
         elif isinstance(message, wire.Retire):
             self.retire()
         elif isinstance(message, wire.Spawn):
@@ -195,23 +310,19 @@ class Server:
                 if group is not None:
                     group.remove()
                 raise
-            if group is not None:
-                self.cgroups[pid] = group
-            self.graces[pid] = order.spec.grace
-            if userns is not None:
-                self.userns_parents.add(pid)
+            sandbox = self.sandboxes[pid]
+            sandbox.cgroup = group
+            sandbox.grace = order.spec.grace
+            sandbox.through_parent = userns is not None
         except SandboxError as exc:
             self.reply(wire.Failed(exc.exit_code, exc.message, exc.errno or 0))
             return
         except OSError as exc:
             self.reply(wire.Failed(EXIT_FAILURE, host_error(exc, "cannot start the sandbox").message, exc.errno or 0))
             return
-        ticket = 0
         if on_exit:
-            ticket, self.next_ticket = self.next_ticket, self.next_ticket + 1
-            self.hooks[ticket] = list(on_exit)
-            self.tickets[pid] = ticket
-        self.reply(wire.Spawned(pid, ticket), [sock.fileno(), pidfd])
+            sandbox.ticket = self.hooks.keep(on_exit)
+        self.reply(wire.Spawned(pid, sandbox.ticket), [sock.fileno(), pidfd])
         sock.close()
 
     def load_netlink(self) -> None:
@@ -233,30 +344,23 @@ class Server:
             pass  # the caller is gone; its pidfd or the channel's end of file tells us in a moment
 
     def take_reaper(self) -> tuple[int, int, socket.socket]:
-        spare, self.spare = self.spare, None
-        if spare is not None:
-            pid, pidfd, sock = spare
-            stale = self.mount_watch.poll(0) or select.select([pidfd], [], [], 0)[0]
-            if not stale:
-                return spare
-            sock.close()  # it sees end of file and exits; SIGCHLD reaps it
-        return self.fork_reaper()
+        return self.spare.take() or self.fork_reaper()
 
     def fork_reaper(self, userns: tuple[int, int] | None = None, pgid: int | None = None,
                     held: bool = False) -> tuple[int, int, socket.socket]:
         if userns is None:
-            self.mount_watch.poll(0)  # consume earlier changes: the new reaper's copy includes them
+            self.spare.forking()
         pid, pidfd, sock = launch.fork(userns, pgid, held)
-        self.reapers[pid] = pidfd
+        self.sandboxes[pid] = Served(pid, pidfd)
         return pid, pidfd, sock
 
     def make_spare(self) -> None:
-        if self.spare is None and not self.released and not self.retired and os.geteuid() == 0:
+        if self.spare.ready is None and not self.released and not self.retired and os.geteuid() == 0:
             # (Not root: every request has a user namespace, and a reaper of its own.)
             try:
-                self.spare = self.fork_reaper()
+                self.spare.ready = self.fork_reaper()
             except OSError:
-                self.spare = None  # the next request forks its own and reports the error
+                self.spare.ready = None  # the next request forks its own and reports the error
 
     def reap(self) -> None:
         while True:
@@ -266,25 +370,19 @@ class Server:
                 return
             if pid == 0:
                 return
-            pidfd = self.reapers.pop(pid, None)
-            if pidfd is not None:
-                os.close(pidfd)
-            self.graces.pop(pid, None)
-            self.userns_parents.discard(pid)
-            group = self.cgroups.pop(pid, None)
-            if group is not None:
-                group.remove()  # the sandbox is gone: the last step of its teardown
-            ticket = self.tickets.pop(pid, None)
-            if ticket is not None and ticket in self.hooks:
-                self.ended.add(ticket)
+            sandbox = self.sandboxes.pop(pid, None)
+            if sandbox is None:
+                continue
+            os.close(sandbox.pidfd)
+            if sandbox.cgroup is not None:
+                sandbox.cgroup.remove()  # the sandbox is gone: the last step of its teardown
+            if sandbox.ticket and self.hooks.sandbox_ended(sandbox.ticket):
                 self.run_orphaned_hooks()
 
     def retire(self) -> None:
         """Take no more requests; what we started goes on until it ends (serve() then returns)."""
         self.retired = True
-        if self.spare is not None:
-            self.spare[2].close()  # it sees end of file and exits; SIGCHLD reaps it
-            self.spare = None
+        self.spare.drop()
 
     def release(self, poller: select.poll) -> None:
         """The caller is gone or let us go: stop every sandbox; serve no more requests."""
@@ -292,65 +390,30 @@ class Server:
             return
         self.released = True
         poller.unregister(self.channel.fileno())
-        if self.spare is not None:
-            self.spare[2].close()
-            self.spare = None
+        self.spare.drop()
         # Each reaper notices by itself if its caller died (its socket's other end closes), unless a
         # fork of the caller still holds that end; this says it in any case.
-        for pid, pidfd in self.reapers.items():
-            self.expect_end(pid, poller)
+        for sandbox in self.sandboxes.values():
+            self.expect_end(sandbox, poller)
             try:
-                signal.pidfd_send_signal(pidfd, CALLER_GONE)
+                signal.pidfd_send_signal(sandbox.pidfd, CALLER_GONE)
             except ProcessLookupError:
                 pass
 
-    def expect_end(self, pid: int, poller: select.poll) -> None:
+    def expect_end(self, sandbox: Served, poller: select.poll) -> None:
         """Watch the reaper of this child of ours (the child itself, or the one a user-namespace parent forked,
         found now: the parent dies of CALLER_GONE) until it ends, for at most its grace and the margin."""
-        if pid not in self.graces:
+        if sandbox.grace is None:
             return  # the spare: it had no order, and ends when its socket closes
-        found = _reaper_of(pid) if pid in self.userns_parents else (pid, os.pidfd_open(pid))
-        if found is None:
-            return
-        reaper, pidfd = found
-        due = unresponsive.due(self.graces[pid])
-        if due is None:
-            os.close(pidfd)  # a grace without limit: it has all the time it wants
-            return
-        self.overdue[pidfd] = (reaper, due, due - time.monotonic())
-        poller.register(pidfd, select.POLLIN)
-
-    def watch_overdue(self, ready: dict[int, int], poller: select.poll) -> None:
-        """Forget the reapers that ended; SIGKILL (and thaw) those past their time, saying so once each."""
-        now = time.monotonic()
-        for pidfd, (reaper, due, allowed) in list(self.overdue.items()):
-            if pidfd in ready or select.select([pidfd], [], [], 0)[0]:
-                poller.unregister(pidfd)
-                os.close(pidfd)
-                del self.overdue[pidfd]
-                self.told_overdue.discard(pidfd)
-            elif now >= due:
-                thawed = unresponsive.kill(pidfd, reaper)
-                self.overdue[pidfd] = (reaper, now + unresponsive.RETHAW, allowed)
-                if pidfd not in self.told_overdue:
-                    self.told_overdue.add(pidfd)
-                    from .shared.status import say
-
-                    say(unresponsive.line(reaper, allowed, thawed), "sandbox")
+        found = _reaper_of(sandbox.pid) if sandbox.through_parent else (sandbox.pid, os.pidfd_open(sandbox.pid))
+        if found is not None:
+            self.overdue.watch(*found, sandbox.grace, poller)
 
     def run_orphaned_hooks(self) -> None:
-        """A dead caller's unclaimed on_exit hooks, once their sandbox is gone. The job's status went to
-        the caller, so only the stop reason is known. A caller that let us go but lives runs its own."""
-        if not self.caller_dead:
-            return
-        for ticket in sorted(self.ended):
-            commands = self.hooks.pop(ticket)
-            try:
-                hooks.run_hooks(commands, hooks.environment(None, None, wire.StopReason.CALLER_DIED), None,
-                                prog="sandbox")
-            except BaseException:  # noqa: BLE001 - a hook must never take the server, and the other sandboxes, down
-                pass
-        self.ended.clear()
+        """A dead caller's unclaimed on_exit hooks, once their sandbox is gone. A caller that let us go but lives
+        runs its own."""
+        if self.caller_dead:
+            self.hooks.run_ended()
 
 
 def _reaper_of(parent: int) -> tuple[int, int] | None:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from sandboxed_run_helpers.shared import linux, registry, unresponsive, wire
+from sandboxed_run_helpers.shared import linux, mountinfo, registry, unresponsive, wire
 from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, SandboxError, SandboxNotFound, SandboxNotPermitted
 from sandboxed_run_helpers.shared.options import BY_NAME, check_grace
 from sandboxed_run_helpers.shared.status import say
@@ -502,46 +502,17 @@ def uid_of(owner: str) -> int:
         raise SandboxNotFound(f"no user named {owner}") from None
 
 
-def _unescape(text: str) -> str:
-    """mountinfo writes space, tab, newline and backslash as octal escapes."""
-    if "\\" not in text:
-        return text
-    out, i = [], 0
-    while i < len(text):
-        if text[i] == "\\" and text[i + 1:i + 4].isdigit():
-            out.append(chr(int(text[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
-
-
-def _parsed(mountinfo: bytes) -> Iterator[tuple[tuple, Mount]]:
-    for line in mountinfo.decode(errors="replace").splitlines():
-        fields = line.split(" ")
-        try:
-            dash = fields.index("-", 6)
-            majmin, root, target, options = fields[2], fields[3], fields[4], fields[5]
-            fstype, source = fields[dash + 1], fields[dash + 2]
-        except (ValueError, IndexError):
-            continue
-        key = (majmin, root, target, options, fstype, source)
-        yield key, Mount(_unescape(target), _unescape(source), fstype, options, True)
-
-
 _host_keys: tuple[float, set[tuple]] | None = None
 
 
-def mounts_of(mountinfo: bytes) -> Iterator[Mount]:
-    """The sandbox's mount table; `own` marks the mounts ours has not (the sandbox's, and its job's)."""
+def mounts_of(table: bytes) -> Iterator[Mount]:
+    """The sandbox's mount table (its mountinfo); `own` marks the mounts ours has not (the sandbox's, and its
+    job's)."""
     global _host_keys
     if _host_keys is None or time.monotonic() - _host_keys[0] > 1.0:
         try:
-            with open("/proc/self/mountinfo", "rb") as f:
-                _host_keys = (time.monotonic(), {key for key, _ in _parsed(f.read())})
+            _host_keys = (time.monotonic(), {entry.key for entry in mountinfo.read()})
         except OSError:
             _host_keys = (time.monotonic(), set())
-    for key, mount in _parsed(mountinfo):
-        yield mount if key not in _host_keys[1] else Mount(mount.target, mount.source, mount.fstype, mount.options,
-                                                           False)
+    for entry in mountinfo.parse(table):
+        yield Mount(entry.target, entry.source, entry.fstype, entry.options, entry.key not in _host_keys[1])

@@ -349,7 +349,7 @@ def trap_script(directory: Path) -> Path:
     return path
 
 
-# -- block devices, hooks and status (issue 6) ----------------------------------------------------------
+# -- block devices, hooks and status --------------------------------------------------------------------
 
 BIN = Path(sys.executable).parent
 MOUNT_IMAGE = str(BIN / "sandbox-mount-image")

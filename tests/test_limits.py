@@ -1,4 +1,4 @@
-"""Limits and privileges on any machine (issue 12): nice, ionice, rlimit, umask, no_new_privs and cap_drop,
+"""Limits and privileges on any machine: nice, ionice, rlimit, umask, no_new_privs and cap_drop,
 read back from /proc inside the job through every entry point; the reaper keeps its own; a value the kernel
 refuses, a bad value, a cgroup limit where the machine has no cgroup v2; and the usage every run reports.
 The cgroup limits themselves are tested in the VM (tests/vm/test_cgroup_limits.py)."""

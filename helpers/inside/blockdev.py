@@ -26,6 +26,7 @@ import stat
 import subprocess
 import sys
 
+from ..shared import mountinfo
 from ..shared.marks import NotInSandbox, check
 
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin",
@@ -73,20 +74,10 @@ def _mount_options(base: list[str], ro: bool, extra: str | None) -> str:
     return ",".join(options)
 
 
-def _mounted_source(directory: str) -> str | None:
+def mounted_source(directory: str) -> str | None:
     """The source of the topmost mount on directory, as /proc/self/mountinfo says."""
-    target = os.path.realpath(directory)
-    source = None
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if _unescape(fields[4]) == target:
-                source = _unescape(fields[fields.index("-") + 2])
-    return source
-
-
-def _unescape(text: str) -> str:
-    return text.encode().decode("unicode_escape") if "\\" in text else text
+    found = mountinfo.topmost(mountinfo.read(), os.path.realpath(directory))
+    return found.source if found is not None else None
 
 
 def device_mapper_available() -> bool:
@@ -109,7 +100,7 @@ def mount_image(image: str, directory: str, ro: bool = False, fstype: str | None
     if fstype:
         argv += ["-t", fstype]
     _run(argv + ["--", image, directory], f"mounting {image} on {directory}")
-    device = _mounted_source(directory) or ""
+    device = mounted_source(directory) or ""
     name = os.path.basename(device)
     if name.startswith("loop"):
         try:

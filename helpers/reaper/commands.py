@@ -10,16 +10,14 @@ import errno
 import fcntl
 import os
 import signal
-import stat
 import time
 
 from ..shared import linux, marks
-from ..shared.command import DEFAULT_PATH, Command
+from ..shared.command import DEFAULT_PATH, Command, resolve
 from ..shared.errors import EXIT_FAILURE, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, SandboxError, host_error
 from ..shared.options import SandboxSpec
-from ..shared.signals import GLIBC_RESERVED
+from ..shared.signals import CATCHABLE, GLIBC_RESERVED
 
-CATCHABLE = frozenset(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
 # What a job gets at its default action unless its caller ignored it on purpose: glibc's reserved signals too,
 # which a process started by posix_spawn has ignored (glibc's own posix_spawn leaves them so unless named).
 DEFAULTED = CATCHABLE | frozenset(GLIBC_RESERVED)
@@ -149,28 +147,6 @@ def _fork_exec(path: bytes, argv: list[bytes], env: dict[bytes, bytes], file_act
     if int(code) < 0:
         raise OSError(int(err), os.strerror(int(err)))
     raise SandboxError(message.decode(errors="replace") or "cannot start the job", int(code))
-
-
-def resolve(name: bytes, search_path: bytes) -> bytes:
-    """Find the program as a shell would, telling 'not found' (127) from 'not executable' (126)."""
-    if b"/" in name:
-        candidates = [name]
-    else:
-        candidates = [os.path.join(d or b".", name) for d in search_path.split(b":")]
-    denied = None
-    for candidate in candidates:
-        try:
-            st = os.stat(candidate)
-        except OSError:
-            continue
-        if stat.S_ISREG(st.st_mode) and os.access(candidate, os.X_OK):
-            return candidate
-        denied = denied or candidate
-    shown = os.fsdecode(name)
-    if denied is not None:
-        what = "is a directory" if os.path.isdir(denied) else "permission denied"
-        raise SandboxError(f"{shown}: cannot execute: {what}", EXIT_NOT_EXECUTABLE)
-    raise SandboxError(f"{shown}: command not found", EXIT_NOT_FOUND)
 
 
 def warm_up(mnt_ns: int) -> None:

@@ -21,10 +21,11 @@ import select
 import time
 from collections.abc import Callable
 
-from ..shared import registry, wire
+from ..shared import linux, registry, wire
 from ..shared.errors import EXIT_FAILURE, SandboxError
 from ..shared.registry import Claim
 from .peers import PROOF_NEEDED, Gate
+from .procfs import OwnProc
 
 MAX_CONNECTIONS = 16
 CONNECTION_LIFE = 10.0
@@ -34,7 +35,7 @@ StopRequested = Callable[[float | None], None]
 
 
 def claim(order: wire.Job | wire.Session, dirfd: int | None, launcher_proc: int | None,
-          own_proc: int) -> Listing | None:
+          own_proc: OwnProc) -> Listing | None:
     """Take the order's name in its registry (SandboxError if a live sandbox has it); None: not listed.
     dirfd: the registry directory as the launcher opened it, None if it sent none; launcher_proc: the /proc
     we were started under (peers.py). Both taken over. own_proc: our own /proc (mounts.Procs), which stays
@@ -58,7 +59,7 @@ def claim(order: wire.Job | wire.Session, dirfd: int | None, launcher_proc: int 
 
 
 class Listing:
-    def __init__(self, held: Claim, userns: bool, gate: Gate, proc: int) -> None:
+    def __init__(self, held: Claim, userns: bool, gate: Gate, proc: OwnProc) -> None:
         self.claim = held
         self.gate = gate
         self.proc = proc  # our own /proc, where our namespaces are opened for --enter
@@ -83,15 +84,14 @@ class Listing:
     def accept(self, poller: select.poll) -> None:
         while True:
             try:
-                fd, _ = self.claim.sock._accept()
+                fd = linux.accept4(self.claim.sock)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     return  # the client waits in the backlog, or gives up
                 continue  # ECONNABORTED and the like: that client is gone
-            conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=fd)
-            conn.setblocking(False)
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_NONBLOCK, fileno=fd)
             pid, uid, _gid = registry.peer_credentials(conn)
             if uid not in self.allowed:
                 refusal = f"sandbox {self.name} is not yours: only its owner and root may list, enter or stop it"
@@ -102,7 +102,6 @@ class Listing:
             elif refusal is not None:
                 self._refuse(conn, refusal)
                 continue
-            os.set_inheritable(fd, False)
             if len(self.connections) >= MAX_CONNECTIONS:
                 # The oldest gives way: clients that connect and never ask (or never leave) must not keep
                 # a --stop waiting for their CONNECTION_LIFE, let alone have it find the sandbox deaf.
@@ -158,11 +157,9 @@ class Listing:
             except OSError:
                 pass
             else:
-                fds.extend(namespace_fds(self.proc))
+                fds.extend(self.proc.namespace_fds())
                 try:
-                    # Our root: the job's (a launcher in a chroot makes it other than the mount namespace's,
-                    # which setns gives an entering process). Through our /proc, never the job's view of "/".
-                    fds.append(os.open("self/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self.proc))
+                    fds.append(self.proc.root())
                 except OSError:
                     pass
         try:
@@ -206,42 +203,3 @@ def _overflow_uid() -> int:
             return int(f.read())
     except (OSError, ValueError):
         return 65534
-
-
-def mount_table(proc: int) -> bytes:
-    """Our mount table as the job sees it (we share its mount namespace), read through our /proc."""
-    try:
-        fd = os.open("self/mountinfo", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc)
-    except OSError:
-        return b""
-    with open(fd, "rb") as f:
-        try:
-            return f.read()
-        except OSError:
-            return b""
-
-
-def namespace_fds(proc: int) -> list[int]:
-    """A descriptor of each of our namespaces, read through our /proc, for sandboxed-run --enter: we are not
-    dumpable, so only a process with CAP_SYS_PTRACE on the host may join them through our pidfd or open our
-    /proc/1/ns (an ordinary owner may not, nor may anyone once inside our user namespace). The client learns
-    each one's kind from the kernel (NS_GET_NSTYPE)."""
-    fds = []
-    for kind in ("user", "mnt", "pid", "net", "uts", "ipc", "cgroup"):
-        try:
-            fds.append(os.open(f"self/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc))
-        except OSError:
-            pass
-    return fds
-
-
-def namespaces(proc: int) -> dict[str, int]:
-    """The inode of each of our namespaces, by kind, read through our /proc: an entering process joins those
-    that differ from its own."""
-    found = {}
-    for kind in ("user", "mnt", "pid", "net", "uts", "ipc", "cgroup"):
-        try:
-            found[kind] = os.stat(f"self/ns/{kind}", dir_fd=proc).st_ino
-        except OSError:
-            pass
-    return found

@@ -40,6 +40,8 @@ from ..shared.signals import (
 from . import accounting, commands, listing, mounts
 from .accounting import Accounting
 from .commands import Process
+from .entered import Entered
+from .procfs import OwnProc
 from .stopping import Stopping, kill
 
 # Read from a signalfd: blocked, never handled, so the loop sees them in order with everything else.
@@ -64,13 +66,12 @@ def main(sock: socket.socket, parent_pidfd: int, owner: int | None = None) -> in
     except SandboxError as exc:
         failure = exc  # told to whoever sends the order
         mnt_ns = pid_ns = 0
-        procs = mounts.Procs(-1, None)
+        procs = mounts.Procs(OwnProc(-1), None)
     received = receive_order(sock, sigfd)
     if received is None:
         return EXIT_FAILURE  # the launcher went away first
     order, stdio, registry_fd, owner_fd = received
-    reaper = Reaper(sock, sigfd, order, mnt_ns, pid_ns, owner_fd)
-    reaper.procs = procs
+    reaper = Reaper(sock, sigfd, order, mnt_ns, pid_ns, procs, owner_fd)
     try:
         try:
             if failure is not None:
@@ -168,7 +169,7 @@ class Reaper:
     """
 
     def __init__(self, sock: socket.socket, sigfd: linux.SignalFd, order: wire.Job | wire.Session,
-                 mnt_ns: int, pid_ns: int, owner_fd: int | None = None) -> None:
+                 mnt_ns: int, pid_ns: int, procs: mounts.Procs, owner_fd: int | None = None) -> None:
         self.sock = sock
         self.sigfd = sigfd
         self.spec: SandboxSpec = order.spec
@@ -178,7 +179,7 @@ class Reaper:
         # A session's owner: its caller's credentials when it asked, and their /proc file to read them again.
         self.owner = (order.owner, owner_fd) if self.session and owner_fd is not None else None
         self.mnt_ns, self.pid_ns = mnt_ns, pid_ns
-        self.procs = mounts.Procs(-1, None)  # ours, never the job's view of /proc: what we count, what we show
+        self.procs = procs  # ours, never the job's view of /proc: what we count, what we show
         self.main: Process | None = None
         self.processes: dict[int, Process] = {}  # not yet reaped
         self.stopping = Stopping(self.spec.stop_signal, self.spec.grace, self.report)
@@ -194,7 +195,7 @@ class Reaper:
         self.poller = select.poll()
         self.listing: listing.Listing | None = None  # our entry in the registry of running sandboxes
         self.command: Command | None = order.command if isinstance(order, wire.Job) else None
-        self.others: dict[int, int] = {}  # pidfd -> pid: processes in here that are not our children (--enter)
+        self.entered = Entered(procs.own)  # processes in here that are not our children (--enter)
         self.accounting = Accounting(self.spec)  # before the job's mounts can hide /sys/fs/cgroup
         # The timeout, enforced here too: a job can stop its launcher (kill -STOP 0), never its PID 1.
         self.timeout_at: float | None = getattr(order, "deadline", None)
@@ -245,7 +246,7 @@ class Reaper:
                     self.read_messages(process.sock, process)
             if self.listing is not None:
                 self.serve_queries(ready)
-            if self.others and any(fd in ready for fd in self.others):
+            if self.entered.any_ready(ready):
                 self.reap()
             for relay in self.relays.take_due():
                 self.forward(relay.target, relay.signo, "launcher")
@@ -363,14 +364,14 @@ class Reaper:
         about = wire.About(self.name or "", self.listing.started if self.listing else time.time(),
                            list(self.command.argv) if self.command is not None else None, self.job_cwd(main),
                            "stopping" if reason else "running", str(reason) if reason else None, self.spec,
-                           listing.namespaces(self.procs.own), listing.mount_table(self.procs.own))
+                           self.procs.own.namespaces(), self.procs.own.mount_table())
         return about, main.pid if main is not None else None
 
     def job_cwd(self, main: Process | None) -> bytes:
         """Where the job is: its main process's working directory now, else where its last command started."""
         if main is not None:
             try:
-                return os.fsencode(os.readlink(f"{main.pid}/cwd", dir_fd=self.procs.own))
+                return self.procs.own.cwd(main.pid)
             except OSError:
                 pass
         if self.command is not None:
@@ -483,7 +484,8 @@ class Reaper:
             except ChildProcessError:
                 # A process in here that is not our child came through our pidfd (--enter), which only a
                 # client we answered got: without one, no child of ours means nothing is left.
-                self.all_gone = not (self.listing is not None and self.listing.answered and self.watch_others())
+                self.all_gone = not (self.listing is not None and self.listing.answered
+                                  and self.entered.alive(self.poller))
                 break
             if pid == 0:
                 break
@@ -497,46 +499,6 @@ class Reaper:
             self.stopping.begin(reason)
             if self.stopping.expired(time.monotonic()):
                 self.kill_all(reason)
-
-    def watch_others(self) -> bool:
-        """True while a process that is not our child lives in here (one started by sandboxed-run --enter,
-        whose parent is outside): the sandbox is not over until it ends too. We watch each through a pidfd."""
-        for fd in list(self.others):
-            if select.select([fd], [], [], 0)[0]:
-                self.poller.unregister(fd)
-                del self.others[fd]
-                os.close(fd)
-        watched = set(self.others.values())
-        alive = False
-        for pid in self.living_others():
-            alive = True
-            if pid not in watched:
-                try:
-                    fd = os.pidfd_open(pid)
-                except OSError:
-                    continue
-                self.others[fd] = pid
-                self.poller.register(fd, select.POLLIN)
-        return alive
-
-    def living_others(self) -> list[int]:
-        """The processes of our namespace but us, zombies left out (their parents outside reap them): our
-        /proc lists them, a pidfd of each says whether it has exited (not a file in /proc, which the job could
-        mount over)."""
-        found = []
-        for entry in os.listdir(self.procs.own):
-            if not entry.isdigit() or entry == "1":
-                continue
-            try:
-                fd = os.pidfd_open(int(entry))
-            except OSError:
-                continue  # gone already
-            try:
-                if not linux.readable(fd):
-                    found.append(int(entry))
-            finally:
-                os.close(fd)
-        return found
 
     def report_exit(self, process: Process, rusage: object = None) -> None:
         self.processes.pop(process.pid, None)
@@ -567,7 +529,7 @@ class Reaper:
                 break
             wait = 1.0 if self.processes else max(0.0, deadline - time.monotonic())
             # Entered processes are not our children (no SIGCHLD): their pidfds say when they are gone.
-            select.select([self.sigfd.fileno(), *self.others], [], [], wait)
+            select.select([self.sigfd.fileno(), *self.entered.fds()], [], [], wait)
             self.take_signals()  # nothing but the end matters now
 
     # -- talking to the launcher -------------------------------------------------------------------

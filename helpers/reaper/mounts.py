@@ -11,6 +11,7 @@ from ..shared.errors import mount_error, namespace_error
 from ..shared.mountspec import MOUNTS, Mount, may_create, owner
 from ..shared.options import SandboxSpec
 from ..shared.records import Record
+from .procfs import OwnProc
 from .steps import create, make
 
 
@@ -21,7 +22,7 @@ class Procs(Record):
     be mounted over a file in it, and the job's /proc is never busy because of us (umount /proc works as
     without us)."""
 
-    own: int  # the proc of our PID namespace: our processes, their directories, our namespaces, our mounts
+    own: OwnProc  # the proc of our PID namespace: our processes, their directories, our namespaces, our mounts
     launcher: int | None  # the /proc we were started under, before ours covered it (peers.py); None: none
 
 
@@ -53,7 +54,7 @@ def prepare(owner: int | None = None) -> tuple[int, int, Procs]:
         raise mount_error(exc, "keep a copy of the fresh proc on", "/proc") from None
     _hide_registry(os.geteuid() if owner is None else owner)
     return (os.stat("self/ns/mnt", dir_fd=own).st_ino, os.stat("self/ns/pid", dir_fd=own).st_ino,
-            Procs(own, launcher))
+            Procs(OwnProc(own), launcher))
 
 
 def _launchers_proc() -> int | None:

@@ -18,6 +18,10 @@ from ..shared.signals import ENDING, signal_name
 from ..shared.wire import EventName, StopReason
 from .commands import Process
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .procfs import OwnProc
+
 IMPATIENT_PRESSES = 3
 IMPATIENT_WINDOW = 5.0
 
@@ -93,10 +97,10 @@ class Stopping:
     def expired(self, now: float) -> bool:
         return self.deadline is not None and now >= self.deadline
 
-    def kill_all(self, proc_dir: int, reason: StopReason) -> None:
+    def kill_all(self, proc: OwnProc, reason: StopReason) -> None:
         """SIGKILL every process of the sandbox (but us): the grace period is over, or nobody can wait.
-        proc_dir: our own /proc, whatever the job did to its view of it."""
-        count = sum(1 for name in os.listdir(proc_dir) if name.isdigit()) - 1
+        proc: our own /proc, whatever the job did to its view of it."""
+        count = len(proc.pids()) - 1
         if not kill(-1, signal.SIGKILL):
             count = 0
         if count > 0:

@@ -70,16 +70,13 @@ def described(limits: dict[str, int | float]) -> str:
 
 def mounted(path: str) -> str | None:
     """The file system type of the topmost mount on path, or None if nothing is mounted there."""
-    found = None
+    from . import mountinfo
+
     try:
-        with open("/proc/self/mountinfo", "rb") as f:
-            for line in f:
-                fields = line.split()
-                if fields[4] == path.encode():
-                    found = fields[fields.index(b"-") + 1].decode()
+        found = mountinfo.topmost(mountinfo.read(), path)
     except OSError:
         return None
-    return found
+    return found.fstype if found is not None else None
 
 
 def systemd_booted() -> bool:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from collections.abc import Mapping
 
 from . import linux, marks
-from .errors import EXIT_NOT_EXECUTABLE, SandboxError
+from .errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, SandboxError
 from .records import Record
 
 TYPE_CHECKING = False  # typing stays out of the spawn server, whose every reaper is a fork of it
@@ -139,3 +140,25 @@ def _program(name: bytes, env: dict[bytes, bytes]) -> bytes:
         if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
             return candidate
     return name
+
+
+def resolve(name: bytes, search_path: bytes) -> bytes:
+    """Find the program as a shell would, telling 'not found' (127) from 'not executable' (126)."""
+    if b"/" in name:
+        candidates = [name]
+    else:
+        candidates = [os.path.join(d or b".", name) for d in search_path.split(b":")]
+    denied = None
+    for candidate in candidates:
+        try:
+            st = os.stat(candidate)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and os.access(candidate, os.X_OK):
+            return candidate
+        denied = denied or candidate
+    shown = os.fsdecode(name)
+    if denied is not None:
+        what = "is a directory" if os.path.isdir(denied) else "permission denied"
+        raise SandboxError(f"{shown}: cannot execute: {what}", EXIT_NOT_EXECUTABLE)
+    raise SandboxError(f"{shown}: command not found", EXIT_NOT_FOUND)

@@ -440,6 +440,17 @@ def peer_pidfd(sock: _socket.socket) -> int:
     return struct.unpack("i", sock.getsockopt(_socket.SOL_SOCKET, SO_PEERPIDFD, 4))[0]
 
 
+_libc.accept4.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+
+
+def accept4(sock: _socket.socket, flags: int = _socket.SOCK_CLOEXEC | _socket.SOCK_NONBLOCK) -> int:
+    """A connection waiting on the listening socket sock, as a descriptor with flags (default: close-on-exec and
+    non-blocking) set as accept4(2) takes it: at once, so no fork between accept and fcntl inherits it and no
+    read of ours on it blocks. The C module's socket has no public accept (socket.py's wraps its private
+    _accept, which sets no O_NONBLOCK). OSError with accept's errno: BlockingIOError when nobody waits."""
+    return _check(_libc.accept4(sock.fileno(), None, None, flags), "accept4")
+
+
 def supports_peer_pidfd(sock: _socket.socket) -> bool:
     """Whether this kernel has SO_PEERPIDFD (Linux 6.5), asked of any unix socket (a listening one has no peer:
     ENODATA says the option exists)."""

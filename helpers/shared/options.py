@@ -323,7 +323,7 @@ OPTIONS: tuple[Option, ...] = (
            "NAME=VALUE", scope="cli", many=True, topic="command"),
     Option("unsetenv", (), _listed(_unsetenv), "Remove a variable for the job (repeatable). In the API: env.",
            "NAME", scope="cli", many=True, topic="command"),
-    # limits and privileges (issue 12): the job's process attributes, then the sandbox's cgroup
+    # limits and privileges: the job's process attributes, then the sandbox's cgroup
     Option("nice", None, limits.nice, "The job's niceness, -20 (first) to 19 (last), as systemd's Nice= (lower "
            "than the caller's needs root). Like nice(1).", "N", parse=int, topic="limits"),
     Option("ionice", None, limits.ionice, "The job's I/O scheduling class: idle, best-effort[:LEVEL] or "

@@ -17,6 +17,9 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signa
 
 # si_code of a signal sent by kill(), pidfd_send_signal() or PR_SET_PDEATHSIG, and of one the kernel sends itself
 # (a terminal's hangup, its Ctrl+C): siginfo.h's SI_USER and SI_KERNEL.
+# Every signal a handler or SIG_IGN may take: what a new process gets at its default action.
+CATCHABLE = frozenset(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
+
 SI_USER = 0
 SI_KERNEL = 0x80
 

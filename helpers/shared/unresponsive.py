@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import signal
 import time
 
@@ -102,26 +101,14 @@ def line(pid: int, waited: float | None, thawed: int, responded: bool = False) -
 
 def _freezer_mounts() -> list[tuple[str, str]]:
     """(root of the hierarchy shown, mount point) of each cgroup-v1 freezer mount we see."""
-    found = []
+    from . import mountinfo
+
     try:
-        with open("/proc/self/mountinfo", "rb") as f:
-            text = f.read().decode(errors="replace")
+        entries = mountinfo.read()
     except OSError:
-        return found
-    for entry in text.splitlines():
-        fields = entry.split(" ")
-        try:
-            dash = fields.index("-", 6)
-        except ValueError:
-            continue
-        if fields[dash + 1] == "cgroup" and "freezer" in fields[dash + 3].split(","):
-            found.append((_unescape(fields[3]), _unescape(fields[4])))
-    return found
-
-
-def _unescape(text: str) -> str:
-    """mountinfo writes space, tab, newline and backslash as octal escapes."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), text)
+        return []
+    return [(entry.root, entry.target) for entry in entries
+            if entry.fstype == "cgroup" and "freezer" in entry.super_options.split(",")]
 
 
 # The kernel nests PID namespaces at most this deep (MAX_PID_NS_LEVEL).

@@ -45,12 +45,11 @@ from typing import Any
 
 import prctl
 
-from sandboxed_run_helpers.reaper.commands import CATCHABLE, resolve
 from sandboxed_run_helpers.shared import linux, marks
-from sandboxed_run_helpers.shared.command import DEFAULT_PATH
+from sandboxed_run_helpers.shared.command import DEFAULT_PATH, resolve
 from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, SandboxError
 from sandboxed_run_helpers.shared.options import SandboxSpec
-from sandboxed_run_helpers.shared.signals import FORWARDED, GLIBC_RESERVED, inherited_ignores
+from sandboxed_run_helpers.shared.signals import CATCHABLE, FORWARDED, GLIBC_RESERVED, inherited_ignores
 from sandboxed_run_helpers.shared.status import say
 
 from .. import running

@@ -1,4 +1,4 @@
-"""cgroup v2 limits (issue 12), in the throwaway VM, both ways a sandbox gets its cgroup: with systemd as
+"""cgroup v2 limits, in the throwaway VM, both ways a sandbox gets its cgroup: with systemd as
 PID 1 (a transient scope; vm/suite's systemd boot) and with a plain init (a directory of ours in the
 cgroup v2 hierarchy; the plain boot, whose busybox /init mounts no cgroup file system, so the fixture
 mounts cgroup2 as a non-systemd init such as OpenRC does).
