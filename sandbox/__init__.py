@@ -1,6 +1,7 @@
 """sandboxed-run: run commands in a private mount and PID namespace that the kernel tears down.
 
-The public API: run, Popen (subprocess's interface), Job (several commands in one sandbox), their
+The public API: run, Popen (subprocess's interface) and subprocess's call, check_call, check_output,
+getoutput and getstatusoutput, Job (several commands in one sandbox), their
 asyncio variants (run_async, create_process, AsyncJob), list_running and stop_running (running
 sandboxes, by name), SandboxError and its kinds, Usage (what a run used), and PIPE/STDOUT/DEVNULL.
 Names load on first use so that the command-line tool pays only for what it needs.
@@ -17,7 +18,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing into ever
 __all__ = ["run", "Popen", "Job", "JobProcess", "RemoteTraceback", "UnguardedScript", "run_async", "create_process",
            "AsyncProcess", "AsyncJob", "SandboxError", "CommandNotFound", "NotExecutable", "Usage",
            "PIPE", "STDOUT", "DEVNULL", "list_running", "stop_running", "RunningSandbox", "SandboxNotFound",
-           "SandboxNotPermitted"]
+           "SandboxNotPermitted", "call", "check_call", "check_output", "getoutput", "getstatusoutput"]
 
 _HOMES = {
     "run": ".api.popen", "Popen": ".api.popen", "PIPE": ".api.popen", "STDOUT": ".api.popen",
@@ -30,6 +31,8 @@ _HOMES = {
     "list_running": ".running", "stop_running": ".running", "RunningSandbox": ".running",
     "SandboxNotFound": "sandboxed_run_helpers.shared.errors",
     "SandboxNotPermitted": "sandboxed_run_helpers.shared.errors",
+    "call": ".api.shortcuts", "check_call": ".api.shortcuts", "check_output": ".api.shortcuts",
+    "getoutput": ".api.shortcuts", "getstatusoutput": ".api.shortcuts",
 }
 
 if TYPE_CHECKING:
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
     from .api.calling import RemoteTraceback, UnguardedScript
     from .api.job import Job, JobProcess
     from .api.popen import DEVNULL, PIPE, STDOUT, Popen, run
+    from .api.shortcuts import call, check_call, check_output, getoutput, getstatusoutput
     from .running import RunningSandbox, list_running, stop_running
 
 
@@ -63,6 +67,11 @@ def __getattr__(name: str) -> object:
     value = getattr(import_module(home, __name__), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    """What a REPL completes: the public API, although its names load on first use."""
+    return sorted({*__all__, "__version__", *(name for name in globals() if name.startswith("__"))})
 
 
 def _version() -> str:

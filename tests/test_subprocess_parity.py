@@ -50,3 +50,51 @@ def communicate_through(entry: str) -> tuple[bytes, bytes]:
 def test_input_larger_than_a_pipe_to_a_job_that_first_fills_its_stderr(entry, no_leftovers):
     out, err = communicate_through(entry)
     assert (len(out), len(err)) == (len(INPUT) - 47, 4 << 20)
+
+
+# subprocess's module functions: the same answers as subprocess's, from a job in a sandbox of its own (it is
+# PID 2 there, its PID 1 our reaper).
+SHORTCUT_CASES = [
+    ("call", (["sh", "-c", "exit 3"],), {}),
+    ("call", (["sh", "-c", "kill -TERM $$"],), {}),
+    ("check_call", (["true"],), {}),
+    ("check_output", (["sh", "-c", "echo out; echo err >&2"],), {"stderr": subprocess.DEVNULL}),
+    ("check_output", (["cat"],), {"input": None}),
+    ("check_output", (["cat"],), {"input": "text in", "text": True}),
+    ("check_output", (["sh", "-c", "echo x; exit 4"],), {}),
+    ("getoutput", ("echo out; echo err >&2; exit 5",), {}),
+    ("getstatusoutput", ("printf 'a\\n\\n'; exit 6",), {}),
+    ("getstatusoutput", ("kill -KILL $$",), {}),
+    ("check_output", (["true"],), {"stdout": subprocess.PIPE}),
+]
+
+
+def outcome_of(function, args, kwargs) -> tuple[str, object]:
+    try:
+        return "returned", function(*args, **kwargs)
+    except subprocess.CalledProcessError as exc:
+        return type(exc).__name__, (exc.returncode, exc.output)
+    except ValueError as exc:
+        return type(exc).__name__, str(exc)
+
+
+@pytest.mark.parametrize(("name", "args", "kwargs"), SHORTCUT_CASES,
+                         ids=[f"{name}-{i}" for i, (name, _, _) in enumerate(SHORTCUT_CASES)])
+def test_subprocess_module_functions_answer_as_subprocesss(name, args, kwargs, no_leftovers):
+    assert outcome_of(getattr(sandbox, name), args, kwargs) == outcome_of(getattr(subprocess, name), args, kwargs)
+
+
+def test_subprocess_module_functions_run_in_a_sandbox_with_its_options(no_leftovers):
+    assert sandbox.getoutput("echo $$; hostname", hostname="parity") == "2\nparity"
+    assert sandbox.check_output(["sh", "-c", "echo $$"], text=True) == "2\n"
+    assert sandbox.call(["sh", "-c", "exit 3"], timeout=60, net="none") == 3
+    with pytest.raises(subprocess.TimeoutExpired):
+        sandbox.check_call(["sleep", "60"], timeout=0.5, grace=1)
+
+
+def test_a_repl_completes_the_api():
+    names = dir(sandbox)
+    for name in ("run", "Popen", "Job", "run_async", "create_process", "AsyncJob", "check_output", "getoutput",
+                 "SandboxError", "list_running", "__version__"):
+        assert name in names
+    assert "TYPE_CHECKING" not in names and "annotations" not in names
