@@ -152,3 +152,15 @@ def test_the_fast_reading_of_a_command_line_is_clicks():
             command.make_context("sandboxed-run", list(argv))
         except (click.exceptions.Exit, click.UsageError):
             pass  # click reads it: help, or a mistake it names
+
+
+def test_the_document_names_every_module_and_process():
+    """ARCHITECTURE.md stays true as modules come: it names every module of the shared layer and the reaper,
+    and every process's code."""
+    document = (ROOT / "ARCHITECTURE.md").read_text()
+    for path in [*(ROOT / "helpers" / "shared").glob("*.py"), *(ROOT / "helpers" / "reaper").glob("*.py")]:
+        if path.stem not in ("__init__", "main"):
+            assert f"`{path.name}`" in document, path
+    for process in processes():
+        name = process.rsplit(".", 1)[1]
+        assert f"helpers/{name}" in document, process
