@@ -29,11 +29,7 @@ def apply(spec: SandboxSpec, oom_score_adj: int | None, inherited: tuple | None 
     first, so that the sandbox's options (nice=, rlimit=) override them."""
     if oom_score_adj is not None:
         # The reaper made itself the last the OOM killer picks; the job is as killable as its caller was.
-        try:
-            with open("/proc/self/oom_score_adj", "w") as f:
-                f.write(str(oom_score_adj))
-        except OSError:
-            pass
+        credentials.set_oom_score_adj(oom_score_adj)
     dropped = cap_numbers(spec.cap_drop or spec.cap_keep, linux.last_cap(), bool(spec.cap_keep)) \
         if spec.cap_drop or spec.cap_keep else []
     if inherited is not None:

@@ -172,6 +172,15 @@ def _limits(text: bytes) -> list[tuple[int, int, int]]:
     return found
 
 
+def set_oom_score_adj(value: int) -> None:
+    """This process's oom_score_adj, where the kernel lets us (a lower one needs CAP_SYS_RESOURCE: then ours)."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(value))
+    except OSError:
+        pass
+
+
 def take(values: Any, with_nice: bool = True) -> None:
     """Make this (freshly forked) process's attributes what inherited() said (its nice only if with_nice), as
     far as the kernel lets it: a lower nice or a higher hard limit than ours needs privileges of the initial
@@ -182,11 +191,7 @@ def take(values: Any, with_nice: bool = True) -> None:
     if not with_nice:
         nice = None
     if oom is not None:
-        try:
-            with open("/proc/self/oom_score_adj", "w") as f:
-                f.write(str(oom))
-        except OSError:
-            pass
+        set_oom_score_adj(oom)
     if nice is not None:
         try:
             os.setpriority(os.PRIO_PROCESS, 0, nice)
