@@ -1,4 +1,5 @@
-"""The job's process attributes: resource limits, niceness, I/O priority, no_new_privs, capabilities.
+"""The job's process attributes: resource limits, niceness, I/O priority, no_new_privs, capabilities, and
+who it runs as (user, group, supplementary groups).
 
 They are set in the process the reaper forks for a command, after fork and before exec (commands.py),
 so they belong to the job's processes and everything those start, never to the reaper: it keeps its
@@ -56,7 +57,9 @@ def apply(spec: SandboxSpec, oom_score_adj: int | None, inherited: tuple | None 
         import prctl
 
         prctl.set_no_new_privs(1)
-    if spec.cap_drop or spec.cap_keep:
+    if spec.switches_user:
+        _switch(spec, dropped)
+    elif spec.cap_drop or spec.cap_keep:
         _drop_caps(dropped, every=spec.cap_drop == ("ALL",))
 
 
@@ -104,3 +107,48 @@ def _drop_caps(caps: list[int], every: bool) -> None:
     except OSError as exc:
         raise Refused(f"cannot drop capabilities: {_why(exc, 'CAP_SETPCAP', 'dropping from the bounding set')}") \
             from None
+
+
+def _switch(spec: SandboxSpec, dropped: list[int]) -> None:
+    """Take spec's ids, as setpriv --reuid --regid --groups does: the bounding set first (CAP_SETPCAP is still
+    there), then groups, gid and uid (real, effective, saved). A job switched to a uid other than 0 keeps no
+    capability but those of --cap-keep, which it keeps as ambient ones so that they survive its exec; uid 0
+    keeps root's (an exec gives root every capability of its bounding set anyway)."""
+    import prctl
+
+    unprivileged = spec.user is not None and spec.user != 0
+    kept = [cap for cap in range(linux.last_cap() + 1) if cap not in dropped] if spec.cap_keep else []
+    try:
+        for cap in dropped:
+            if prctl.capbset_read(cap):
+                prctl.capbset.drop(cap)
+    except OSError as exc:
+        raise Refused(f"cannot drop capabilities: {_why(exc, 'CAP_SETPCAP', 'dropping from the bounding set')}") \
+            from None
+    if unprivileged and kept:
+        prctl.set_keepcaps(True)  # the permitted set survives setresuid; an exec clears the flag
+    try:
+        if spec.extra_groups is not None:
+            os.setgroups(list(spec.extra_groups))
+        if spec.group is not None:
+            os.setresgid(spec.group, spec.group, spec.group)
+        if spec.user is not None:
+            os.setresuid(spec.user, spec.user, spec.user)
+    except OSError as exc:
+        raise Refused(f"cannot switch the job to uid {spec.user}, gid {spec.group}: "
+                      f"{_why(exc, 'CAP_SETUID and CAP_SETGID', 'another user')}") from None
+    if not unprivileged:
+        if dropped:
+            _drop_caps(dropped, every=spec.cap_drop == ("ALL",))
+        return
+    others = [cap for cap in range(linux.last_cap() + 1) if cap not in kept]
+    try:
+        linux.clear_ambient_caps()
+        prctl.set_caps((others, prctl.CAP_INHERITABLE, False), (others, prctl.CAP_PERMITTED, False),
+                       (others, prctl.CAP_EFFECTIVE, False), (kept, prctl.CAP_PERMITTED, True),
+                       (kept, prctl.CAP_INHERITABLE, True), (kept, prctl.CAP_EFFECTIVE, True))
+        for cap in kept:
+            linux.raise_ambient_cap(cap)
+        prctl.set_keepcaps(False)
+    except OSError as exc:
+        raise Refused(f"cannot keep the capabilities of {spec.user}: {exc.strerror or exc}") from None

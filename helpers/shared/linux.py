@@ -396,6 +396,12 @@ def in_bounding_set(cap: int) -> bool:
     return _libc.prctl(PR_CAPBSET_READ, cap, 0, 0, 0) > 0
 
 
+def raise_ambient_cap(cap: int) -> None:
+    """Add a capability (in the permitted and inheritable sets already) to the ambient set, which an exec of a
+    file without file capabilities keeps for a uid other than 0."""
+    _check(_libc.prctl(PR_CAP_AMBIENT, 2, cap, 0, 0), "prctl(PR_CAP_AMBIENT_RAISE)")  # PR_CAP_AMBIENT_RAISE
+
+
 def lower_ambient_cap(cap: int) -> None:
     if _libc.prctl(PR_CAP_AMBIENT, 3, cap, 0, 0) < 0 and ctypes.get_errno() != 22:  # PR_CAP_AMBIENT_LOWER
         _check(-1, "prctl(PR_CAP_AMBIENT)")

@@ -17,7 +17,7 @@ import os
 import signal
 from collections.abc import Callable, Iterable, Mapping
 
-from . import durations, limits
+from . import durations, identity, limits
 from .errors import SandboxError, userns_unavailable
 from .mountspec import (
     Mount,
@@ -252,10 +252,11 @@ class Option(Record):
     short: str | None = None
     topic: str = "stopping"  # where --help lists it
     completes: str = ""  # what the shell completes its value with: "file", "dir", "sandbox" (a running one's name)
+    cli_name: str | None = None  # the command line's name where it is not the keyword's (--groups: extra_groups=)
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return "--" + (self.cli_name or self.name.replace("_", "-"))
 
     @property
     def in_api(self) -> bool:
@@ -315,6 +316,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("userns_gid", None, _maybe_id, "The gid the caller is mapped to inside the user namespace (implies "
            "--userns).", "GID", parse=int, topic="isolation"),
     Option("hostname", None, _hostname, "Set the hostname in a new UTS namespace.", "NAME", topic="isolation"),
+    # confinement: set in the job's first process, after our own set-up and before exec; never the reaper's
+    Option("user", None, identity.user, "Run the job as this user (name or uid): real, effective and saved uid, with "
+           "its group and groups from the user database unless --group/--groups say otherwise; no capabilities "
+           "unless --cap-keep names them. Root only; an ordinary user may name only themselves. In a user namespace "
+           "the ids are the namespace's. Like setpriv --reuid --init-groups.", "USER|UID", topic="confinement"),
+    Option("group", None, identity.group, "Run the job with this group (name or gid): real, effective and saved gid.",
+           "GROUP|GID", topic="confinement"),
+    Option("extra_groups", None, identity.groups, "The job's supplementary groups, comma-separated ('' for none; "
+           "default with --user: the user's groups from the group database).", "G[,G...]",
+           parse=identity.split_groups, topic="confinement", cli_name="groups"),
     # the command
     Option("cwd", None, _maybe_path, "Working directory of the job, inside the sandbox (default: the current "
            "one). In the API: cwd.", "DIR", scope="cli", aliases=("--chdir",), topic="command",
@@ -396,7 +407,9 @@ def renamed(old: str, spelling: str) -> str:
     return (f"{shown} is now {new.spelled(spelling)}: it maps the caller to that {what} inside a user namespace, "
             "and does not switch user (on the host the job's processes are still the caller)")
 SANDBOX_FIELDS = tuple(o.name for o in OPTIONS if o.scope == "sandbox")
-PROCESS_ATTRIBUTES = ("nice", "ionice", "rlimit", "no_new_privs", "cap_drop", "cap_keep")  # set between fork and exec
+PROCESS_ATTRIBUTES = ("nice", "ionice", "rlimit", "no_new_privs", "cap_drop", "cap_keep",  # set between fork and exec
+                      "user", "group", "extra_groups")
+CONFINING = ("user", "group", "extra_groups")  # what --list shows of a sandbox's confinement
 CGROUP_LIMITS = ("memory_max", "memory_high", "cpu_weight", "cpu_max", "io_weight", "pids_max")
 API_KEYWORDS = tuple(o.name for o in OPTIONS if o.in_api)
 
@@ -540,6 +553,7 @@ class SandboxSpec:
             raise ValueError(f"{BY_NAME['userns_uid'].spelled(spelling)} and {BY_NAME['userns_gid'].spelled(spelling)} "
                              "need a user namespace")
         checked["userns"] = bool(checked["userns"] or ids_given or (checked["userns"] is None and os.geteuid() != 0))
+        identity.settle(checked, lambda name: BY_NAME["extra_groups" if name == "groups" else name].spelled(spelling))
         if checked["userns"] and _limits_processes(checked["rlimit"]) and os.getuid() == 0:
             # The kernel never counts the processes of the host's root (kuid 0) against RLIMIT_NPROC, whatever
             # their capabilities, and a user namespace of root's maps its one uid to root.
@@ -567,7 +581,28 @@ class SandboxSpec:
     def process_attributes(self) -> bool:
         """Whether the job's processes get attributes of their own (set between fork and exec; umask aside)."""
         return self.nice is not None or self.ionice is not None or bool(self.rlimit or self.no_new_privs
-                                                                          or self.cap_drop or self.cap_keep)
+                                                                          or self.cap_drop or self.cap_keep) \
+            or self.switches_user
+
+    @property
+    def switches_user(self) -> bool:
+        """Whether the job's first process takes other ids (user, group or supplementary groups)."""
+        return self.user is not None or self.group is not None or self.extra_groups is not None
+
+    def confinement(self) -> dict[str, Any]:
+        """The confining options this sandbox has (not at their defaults), by API keyword, as plain numbers,
+        strings and lists of them: what --list and list_running() show. A value of another type (a forged
+        answer's) is left out."""
+        def plain(value: object) -> bool:
+            return type(value) in (int, str) or (
+                type(value) in (tuple, list) and all(type(v) in (int, str) for v in value))  # type: ignore[union-attr]
+
+        found = {}
+        for name in CONFINING:
+            value = getattr(self, name, None)
+            if value is not None and value != _DEFAULTS[name] and plain(value):
+                found[name] = list(value) if isinstance(value, (tuple, list)) else value
+        return found
 
     @property
     def cgroup_limits(self) -> dict[str, int | float]:
@@ -603,7 +638,7 @@ class SandboxSpec:
         from . import linux  # here: ctypes stays out of a run that keeps no capability
 
         last = linux.last_cap()
-        if self.userns and self.userns_uid:
+        if self.userns and self.userns_uid and self.user is None:
             return [f"{flag}: the job runs as uid {self.userns_uid} in its user namespace, where an exec leaves no "
                     "capability (only uid 0 there keeps them): it has none of them"]
         found = []
@@ -629,6 +664,11 @@ class SandboxSpec:
             reason = userns_unavailable()
             if reason:
                 raise SandboxError(f"cannot create a user namespace: {reason}")
+            if self.switches_user:
+                refused = identity.refusal(self.user, self.group, self.userns_ids,  # type: ignore[arg-type]
+                                           lambda n: BY_NAME["extra_groups" if n == "groups" else n].spelled(spelling))
+                if refused:
+                    raise SandboxError(refused)
         for resource, soft, hard in self.rlimit:
             if resource == "NOFILE":
                 _check_nr_open(soft, hard, BY_NAME["rlimit"].spelled(spelling))

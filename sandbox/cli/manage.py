@@ -84,6 +84,10 @@ def _show(sandboxes: list[running.RunningSandbox], as_json: bool) -> None:
     lines = []
     for index, row in enumerate(rows):
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+        if index and sandboxes[index - 1].confinement:
+            lines.append("    confined: " + " ".join(
+                printable(f"{BY_NAME[name].flag} {','.join(map(str, v)) if isinstance(v, list) else v}")
+                for name, v in sandboxes[index - 1].confinement.items()))
         if index:
             for mount in sandboxes[index - 1].mounts:
                 if mount.own:  # the host's own mounts, seen through, would drown the sandbox's

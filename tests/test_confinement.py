@@ -1,0 +1,224 @@
+"""Confining the job: a real switch of user (user, group, extra_groups), read back from /proc inside the job
+and checked from outside (the owner of a file it made, a root-only file it cannot read), through every entry
+point; capabilities kept as ambient ones; setuid binaries with and without no_new_privs; an ordinary user,
+who may become only themselves; a user namespace, whose ids are its own; --enter; bad values."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_isolation_options import AS_NOBODY
+from test_limits import caps, fields
+
+import sandbox
+from support import CLI, cli_words, launched, wait_for
+
+ENTRY_POINTS = ["cli", "run", "Popen", "Job", "run_async", "create_process", "AsyncJob"]
+NOBODY = 65534
+NET_RAW, CHOWN = 13, 0
+
+# What the job says of itself, and what it can do to the host's files.
+PROBE = r"""
+grep -E '^(Uid|Gid|Groups|Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):' /proc/self/status
+touch "$1/made" && echo "Made: yes"
+cat "$1/secret" >/dev/null 2>&1 && echo "Secret: read" || echo "Secret: closed"
+"""
+
+
+def through(entry: str, argv: list[str], options: dict) -> tuple[int, str, str]:
+    """Run argv with options through one entry point: (returncode, stdout, stderr; "" where the entry point
+    does not capture it)."""
+    if entry == "cli":
+        result = subprocess.run([CLI, *cli_words(options), "--", *argv], capture_output=True, text=True, timeout=120)
+        return result.returncode, result.stdout, result.stderr
+    if entry == "run":
+        result = sandbox.run(argv, capture_output=True, text=True, **options)
+        return result.returncode, result.stdout, result.stderr
+    if entry == "Popen":
+        with sandbox.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **options) as process:
+            out, err = process.communicate()
+        return process.returncode, out, err
+    if entry == "Job":
+        with sandbox.Job(**options) as job:
+            result = job.run(argv, capture_output=True, text=True)
+        return result.returncode, result.stdout, result.stderr
+    if entry == "run_async":
+        result = asyncio.run(sandbox.run_async(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **options))
+        return result.returncode, result.stdout.decode(), result.stderr.decode()
+    if entry == "create_process":
+        async def main() -> tuple:
+            process = await sandbox.create_process(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **options)
+            out, err = await process.communicate()
+            return process.returncode, out.decode(), err.decode()
+        return asyncio.run(main())
+    if entry == "AsyncJob":
+        async def main() -> tuple:
+            async with sandbox.AsyncJob(**options) as job:
+                result = await job.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            return result.returncode, result.stdout.decode(), result.stderr.decode()
+        return asyncio.run(main())
+    raise ValueError(entry)
+
+
+@pytest.fixture
+def shared_dir(nobody_dir: Path) -> Path:
+    """nobody_dir with a root-only file in it."""
+    secret = nobody_dir / "secret"
+    secret.write_text("root's\n")
+    secret.chmod(0o600)
+    return nobody_dir
+
+
+# -- as root: another user of the host ---------------------------------------------------------------------
+
+@pytest.mark.root("switches to another user")
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_the_job_runs_as_the_user_on_the_host(entry, shared_dir, no_leftovers):
+    code, out, err = through(entry, ["sh", "-c", PROBE, "probe", str(shared_dir)], {"user": "nobody"})
+    assert code == 0, err
+    seen = fields(out)
+    assert seen["Uid"].split() == [str(NOBODY)] * 4
+    assert seen["Gid"].split() == [str(NOBODY)] * 4
+    assert seen["Groups"].split() == [str(g) for g in sorted(set(os.getgrouplist("nobody", NOBODY)))]
+    assert [caps(seen[n]) for n in ("CapInh", "CapPrm", "CapEff", "CapAmb")] == [0] * 4
+    assert (seen["Made"], seen["Secret"]) == ("yes", "closed")
+    made = (shared_dir / "made").stat()
+    assert (made.st_uid, made.st_gid) == (NOBODY, NOBODY), "a file the job made belongs to that host user"
+
+
+@pytest.mark.root("switches to another user")
+@pytest.mark.parametrize("entry", ["cli", "run"])
+def test_group_and_groups_by_name_and_number(entry, shared_dir, no_leftovers):
+    options = {"user": str(NOBODY) if entry == "cli" else NOBODY, "group": "daemon", "extra_groups": ["adm", "7"]}
+    code, out, err = through(entry, ["sh", "-c", PROBE, "probe", str(shared_dir)], options)
+    assert code == 0, err
+    seen = fields(out)
+    assert seen["Gid"].split() == ["1"] * 4
+    assert seen["Groups"].split() == ["4", "7"]
+    assert (shared_dir / "made").stat().st_gid == 1
+
+
+@pytest.mark.root("switches to another user")
+@pytest.mark.parametrize("entry", ["cli", "run", "Job"])
+def test_a_switched_job_keeps_only_the_capabilities_named(entry, shared_dir, no_leftovers):
+    code, out, err = through(entry, ["sh", "-c", PROBE, "probe", str(shared_dir)],
+                             {"user": "nobody", "cap_keep": ["CAP_NET_RAW", "chown"]})
+    assert code == 0, err
+    seen = fields(out)
+    kept = 1 << NET_RAW | 1 << CHOWN
+    assert [caps(seen[n]) for n in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")] == [kept] * 5
+    assert seen["Uid"].split() == [str(NOBODY)] * 4
+
+
+@pytest.mark.root("makes a setuid-root binary")
+@pytest.mark.parametrize("no_new_privs", [False, True])
+def test_a_setuid_binary_under_a_switched_user(no_new_privs, nobody_dir, no_leftovers):
+    """As documented: a setuid-root binary makes a switched job root again, unless no_new_privs."""
+    setuid_id = nobody_dir / "id"
+    shutil.copy("/usr/bin/id", setuid_id)
+    os.chmod(setuid_id, 0o4755)
+    options = {"user": "nobody", **({"no_new_privs": True} if no_new_privs else {})}
+    code, out, err = through("cli", [str(setuid_id), "-u"], options)
+    assert (code, out.strip()) == (0, str(NOBODY) if no_new_privs else "0"), err
+
+
+@pytest.mark.root("switches to another user")
+def test_the_switched_job_cannot_switch_back(shared_dir, no_leftovers):
+    script = "import os\ntry:\n    os.setresuid(0, 0, 0)\nexcept PermissionError:\n    print('refused')"
+    code, out, err = through("cli", ["python3", "-c", script], {"user": "nobody"})
+    assert (code, out) == (0, "refused\n"), err
+
+
+@pytest.mark.root("switches to another user")
+def test_list_shows_the_user_and_enter_runs_as_it(shared_dir, no_leftovers):
+    name = f"user-{os.getpid()}"
+    with launched([CLI, "--name", name, "--user", "nobody", "--", "sleep", "60"]) as launcher:
+        assert wait_for(lambda: subprocess.run([CLI, "--list"], capture_output=True, text=True).stdout.count(name))
+        listing = subprocess.run([CLI, "--list"], capture_output=True, text=True, timeout=60).stdout
+        groups = ",".join(str(g) for g in sorted(set(os.getgrouplist("nobody", NOBODY))))
+        assert f"    confined: --user {NOBODY} --group {NOBODY} --groups {groups}\n" in listing, listing
+        [listed] = [s for s in sandbox.list_running() if s.name == name]
+        expected = {"user": NOBODY, "group": NOBODY, "extra_groups": [int(g) for g in groups.split(",")]}
+        assert listed.confinement == expected
+        entered = subprocess.run([CLI, "--enter", name, "--", "id", "-u"], capture_output=True, text=True, timeout=60)
+        assert (entered.returncode, entered.stdout.strip()) == (0, str(NOBODY)), entered.stderr
+        subprocess.run([CLI, "--stop", name, "--grace", "0"], timeout=60)
+        launcher.wait(timeout=60)
+
+
+# -- user namespaces and ordinary users ---------------------------------------------------------------------
+
+@pytest.mark.root("maps root")
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_in_a_user_namespace_the_user_is_the_namespaces(entry, no_leftovers):
+    """Root with --userns naming itself: uid 0 inside, mapped from root (another user of the host is refused:
+    BAD)."""
+    code, out, err = through(entry, ["sh", "-c", "id -u; id -g; cat /proc/self/uid_map"],
+                             {"userns": True, "user": "root"})
+    assert (code, out.split()) == (0, ["0", "0", "0", "0", "1"]), err
+
+
+@pytest.mark.root("runs as nobody")
+def test_an_ordinary_user_may_become_only_themselves(nobody_dir, no_leftovers):
+    script = 'grep -E "^(Uid|Gid|CapEff):" /proc/self/status; touch made'
+    result = subprocess.run([*AS_NOBODY, CLI, "--user", "nobody", "--", "sh", "-c", script], capture_output=True,
+                            text=True, timeout=60, cwd=nobody_dir)
+    assert result.returncode == 0, result.stderr
+    seen = fields(result.stdout)
+    assert seen["Uid"].split() == [str(NOBODY)] * 4, "mapped to their own uid inside"
+    assert seen["Gid"].split() == [str(NOBODY)] * 4
+    assert caps(seen["CapEff"]) == 0
+    assert (nobody_dir / "made").stat().st_uid == NOBODY
+    for option in (["--user", "daemon"], ["--group", "daemon"]):
+        result = subprocess.run([*AS_NOBODY, CLI, *option, "--", "touch", "never"], capture_output=True, text=True,
+                                timeout=60, cwd=nobody_dir)
+        assert result.returncode == 125, result.stderr
+        assert len(result.stderr.splitlines()) == 1
+        assert result.stderr.startswith(f"sandboxed-run: {option[0]} daemon (1): an ordinary user can run the job only")
+    assert not (nobody_dir / "never").exists()
+    result = subprocess.run([*AS_NOBODY, CLI, "--user", "root", "--", "sh", "-c", "id -u; touch as-root"],
+                            capture_output=True, text=True, timeout=60, cwd=nobody_dir)
+    assert (result.returncode, result.stdout) == (0, "0\n"), "root inside its user namespace, as by default"
+    assert (nobody_dir / "as-root").stat().st_uid == NOBODY, "and nobody on the host"
+
+
+# -- bad values -------------------------------------------------------------------------------------------
+
+BAD = [  # options, the API's message, the command line's
+    ({"user": "no-such-user-here"}, "user no-such-user-here: no such user", "--user no-such-user-here: no such user"),
+    ({"group": "no-such-group-here"}, "group no-such-group-here: no such group",
+     "--group no-such-group-here: no such group"),
+    ({"user": "nobody", "extra_groups": ["adm", "no-such-group-here"]},
+     "extra_groups no-such-group-here: no such group",
+     "--groups no-such-group-here: no such group"),
+    ({"user": "4294967295"}, "user 4294967295 is out of range", "--user 4294967295 is out of range"),
+    ({"user": "54321"}, "user 54321: no such user in the user database, so it has no group to take: give group",
+     "--user 54321: no such user in the user database, so it has no group to take: give --group"),
+    ({"userns": True, "extra_groups": ["adm"]}, "extra_groups: in a user namespace the supplementary groups cannot",
+     "--groups: in a user namespace the supplementary groups cannot"),
+    ({"userns": True, "user": "nobody"}, "user 65534: in a user namespace only the caller is mapped",
+     "--user 65534: in a user namespace only the caller is mapped"),
+]
+
+
+@pytest.mark.root("the user database's answers are root's")
+@pytest.mark.parametrize(("options", "message", "cli_message"), BAD)
+def test_a_bad_user_is_one_line_naming_it(options, message, cli_message, no_leftovers):
+    result = subprocess.run([CLI, *cli_words(options), "--", "true"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith(f"sandboxed-run: {cli_message}"), result.stderr
+    with pytest.raises(ValueError, match=f"^{message}"):
+        sandbox.run(["true"], **options)
+
+
+def test_the_api_takes_subprocess_types(no_leftovers):
+    with pytest.raises(TypeError, match="user must be a user name or number"):
+        sandbox.run(["true"], user=1.5)
+    with pytest.raises(ValueError, match="extra_groups takes a list of groups, not a single string"):
+        sandbox.run(["true"], extra_groups="adm")
