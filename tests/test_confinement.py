@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from test_isolation_options import AS_NOBODY
 from test_limits import caps, fields
 
 import sandbox
-from support import CLI, cli_words, launched, wait_for
+from support import CLI, PYTHON, cli_words, launched, wait_for
 
 ENTRY_POINTS = ["cli", "run", "Popen", "Job", "run_async", "create_process", "AsyncJob"]
 NOBODY = 65534
@@ -222,3 +223,100 @@ def test_the_api_takes_subprocess_types(no_leftovers):
         sandbox.run(["true"], user=1.5)
     with pytest.raises(ValueError, match="extra_groups takes a list of groups, not a single string"):
         sandbox.run(["true"], extra_groups="adm")
+
+
+# -- the syscall filter -------------------------------------------------------------------------------------
+
+# Mounts a tmpfs on /mnt (inside the sandbox) and says how that went; then what this process's status says.
+MOUNT = r"""
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+done = libc.mount(b"none", b"/mnt", b"tmpfs", 0, None)
+print("Mount:", "mounted" if done == 0 else os.strerror(ctypes.get_errno()))
+"""
+STATUS = "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status"
+
+
+@pytest.mark.root("mounts without a user namespace")
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_a_deny_list_refuses_mount_and_the_job_otherwise_runs(entry, no_leftovers):
+    job = ["sh", "-c", f"{STATUS}; python3 -c '{MOUNT}'; echo Ran: yes", "job"]
+    code, out, err = through(entry, job, {"syscall_filter": ["~@mount"]})
+    assert code == 0, err
+    seen = fields(out)
+    assert (seen["Seccomp"], seen["Mount"], seen["Ran"]) == ("2", "Operation not permitted", "yes"), out
+    assert seen["NoNewPrivs"] == "0", "root keeps CAP_SYS_ADMIN: the filter needs no no_new_privs"
+    code, out, err = through(entry, ["python3", "-c", MOUNT], {})
+    assert (code, fields(out)["Mount"]) == (0, "mounted"), "without the filter the same mount works"
+
+
+@pytest.mark.parametrize("entry", ["cli", "run"])
+def test_the_errno_and_no_new_privs_without_cap_sys_admin(entry, no_leftovers):
+    job = ["sh", "-c", f"{STATUS}; python3 -c '{MOUNT}'", "job"]
+    code, out, err = through(entry, job, {"syscall_filter": ["~mount umount2"], "syscall_errno": "EACCES",
+                                          "cap_drop": ["CAP_SYS_ADMIN"]})
+    assert code == 0, err
+    seen = fields(out)
+    assert (seen["Seccomp"], seen["NoNewPrivs"], seen["Mount"]) == ("2", "1", "Permission denied")
+
+
+@pytest.mark.parametrize("entry", ["cli", "run", "AsyncJob"])
+def test_an_allow_list_allows_only_what_it_names(entry, no_leftovers):
+    code, out, err = through(entry, ["ls", "/"], {"syscall_filter": ["@system-service"]})
+    assert (code, "proc" in out.split()) == (0, True), err
+    code, out, err = through(entry, ["ls", "/"], {"syscall_filter": ["@system-service", "~@file-system"]})
+    assert code != 0 and out == "", "the second SPEC takes @file-system out of the allow list"
+    if entry != "AsyncJob":
+        assert "Operation not permitted" in err
+
+
+def test_the_job_cannot_remove_the_filter_nor_escape_by_another_architecture(no_leftovers):
+    """A permissive filter of the job's own refuses nothing less; an x32 call (another system call table on
+    x86_64) kills the process, as a call of any architecture but the native one does."""
+    undo = "import pyseccomp\npyseccomp.SyscallFilter(pyseccomp.ALLOW).load()\n" + MOUNT
+    result = subprocess.run([CLI, "--syscall-filter", "~@mount", "--", PYTHON, "-c", undo], capture_output=True,
+                            text=True, timeout=60)
+    assert (result.returncode, fields(result.stdout).get("Mount")) == (0, "Operation not permitted"), result.stderr
+    if os.uname().machine != "x86_64":
+        return
+    x32 = "import ctypes\nctypes.CDLL(None).syscall(0x40000000 | 165, b'none', b'/mnt', b'tmpfs', 0, None)"
+    result = subprocess.run([CLI, "--syscall-filter", "~@mount", "--", PYTHON, "-c", x32], timeout=60)
+    assert result.returncode == -signal.SIGSYS
+
+
+def test_children_inherit_the_filter_and_hooks_and_reaper_do_not(tmp_path, no_leftovers):
+    hook = tmp_path / "hook"
+    job = "sh -c 'grep ^Seccomp: /proc/self/status'; grep ^Seccomp: /proc/1/status"
+    result = subprocess.run([CLI, "--syscall-filter", "~@mount", "--on-exit", f"grep ^Seccomp: /proc/self/status > "
+                             f"{hook}", "--", "sh", "-c", job], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Seccomp:\t2", "a grandchild of the job"
+    assert lines[-1] == "Seccomp:\t0", "the reaper, PID 1"
+    assert fields(hook.read_text())["Seccomp"] == "0", "the hook"
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("~@mount @nosuch", "unknown group @nosuch (groups: @default, @aio"),
+    ("~mount fly @nope", "unknown system call or group fly, @nope (groups:"),
+    ("~", "'~': name system calls or @groups"),
+    ("~mount:EACCES", "mount:EACCES: an errno per call is not supported"),
+])
+def test_an_unknown_name_is_a_usage_error_naming_it(value, message, no_leftovers):
+    result = subprocess.run([CLI, "--syscall-filter", value, "--", "true"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith("sandboxed-run: --syscall-filter"), result.stderr
+    assert message in result.stderr and len(result.stderr.splitlines()) == 1
+    with pytest.raises(ValueError, match="^syscall_filter"):
+        sandbox.run(["true"], syscall_filter=[value])
+
+
+def test_a_bad_errno_and_a_single_string(no_leftovers):
+    result = subprocess.run([CLI, "--syscall-filter", "~mount", "--syscall-errno", "EFLY", "--", "true"],
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr.splitlines()) == (2, [
+        "sandboxed-run: --syscall-errno: unknown errno 'EFLY' (EPERM, EACCES, ENOSYS, ...) (see --help)"])
+    with pytest.raises(ValueError, match="syscall_filter takes a list of filters, not a single string"):
+        sandbox.run(["true"], syscall_filter="~@mount")
+    with pytest.raises(ValueError, match="syscall_errno 5000: an errno is from 1 to 4095"):
+        sandbox.run(["true"], syscall_filter=["~mount"], syscall_errno=5000)

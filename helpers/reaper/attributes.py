@@ -63,6 +63,18 @@ def apply(spec: SandboxSpec, oom_score_adj: int | None, inherited: tuple | None 
         _drop_caps(dropped, every=spec.cap_drop == ("ALL",))
 
 
+def seal(spec: SandboxSpec) -> None:
+    """The last step before exec, after the signal mask is reset (nothing of ours makes a call after it but
+    the exec, and a line if the exec fails): the syscall filter."""
+    if spec.syscall_filter:
+        from . import syscall_filter
+
+        try:
+            syscall_filter.install(spec.syscall_filter, spec.syscall_errno)
+        except OSError as exc:
+            raise Refused(f"cannot install the syscall filter: {exc.strerror or exc}") from None
+
+
 def _why(exc: OSError, cap: str, what: str) -> str:
     if exc.errno in (errno.EPERM, errno.EACCES):
         return f"permission denied ({what} needs root: {cap})"

@@ -79,11 +79,6 @@ def groups(values: object, name: str) -> tuple[int, ...] | None:
     return tuple(sorted({group(item, name) for item in items}))  # type: ignore[misc]
 
 
-def split_groups(word: str) -> list[str]:
-    """--groups G[,G...] as a list (an empty word: no supplementary groups)."""
-    return word.split(",") if word else []
-
-
 def settle(checked: dict[str, Any], spelled: Any) -> None:
     """Complete user, group and extra_groups in the checked options (userns already resolved), and map the
     caller to its own ids in its user namespace where it names itself. spelled(name) is how the caller

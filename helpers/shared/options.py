@@ -17,7 +17,7 @@ import os
 import signal
 from collections.abc import Callable, Iterable, Mapping
 
-from . import durations, identity, limits
+from . import durations, limits
 from .errors import SandboxError, userns_unavailable
 from .mountspec import (
     Mount,
@@ -225,6 +225,27 @@ def _running_sandbox(value: object, name: str) -> str | None:
     return _text(value)
 
 
+def _later(module: str, function: str) -> Callable[[object, str], Any]:
+    """A check that lives in a module imported only when a value is given: None and () (the defaults) cost
+    nothing, so a run that does not use the option does not load its code or data."""
+    def check(value: object, name: str) -> Any:
+        if value is None or value == ():
+            return value
+        return getattr(__import__(f"{__package__}.{module}", fromlist=[function]), function)(value, name)
+    return check
+
+
+def _errno(value: object, name: str) -> int:
+    if value == "EPERM":
+        return 1  # the default, known without the module
+    return _later("syscalls", "errno_value")(value, name)
+
+
+def _comma_list(word: str) -> list[str]:
+    """G[,G...] as a list (an empty word: none)."""
+    return word.split(",") if word else []
+
+
 MAX_FD = 2**31 - 1
 
 
@@ -317,15 +338,24 @@ OPTIONS: tuple[Option, ...] = (
            "--userns).", "GID", parse=int, topic="isolation"),
     Option("hostname", None, _hostname, "Set the hostname in a new UTS namespace.", "NAME", topic="isolation"),
     # confinement: set in the job's first process, after our own set-up and before exec; never the reaper's
-    Option("user", None, identity.user, "Run the job as this user (name or uid): real, effective and saved uid, with "
-           "its group and groups from the user database unless --group/--groups say otherwise; no capabilities "
-           "unless --cap-keep names them. Root only; an ordinary user may name only themselves. In a user namespace "
-           "the ids are the namespace's. Like setpriv --reuid --init-groups.", "USER|UID", topic="confinement"),
-    Option("group", None, identity.group, "Run the job with this group (name or gid): real, effective and saved gid.",
-           "GROUP|GID", topic="confinement"),
-    Option("extra_groups", None, identity.groups, "The job's supplementary groups, comma-separated ('' for none; "
-           "default with --user: the user's groups from the group database).", "G[,G...]",
-           parse=identity.split_groups, topic="confinement", cli_name="groups"),
+    Option("user", None, _later("identity", "user"), "Run the job as this user (name or uid): real, effective and "
+           "saved uid, with its group and groups from the user database unless --group/--groups say otherwise; no "
+           "capabilities unless --cap-keep names them. Root only; an ordinary user may name only themselves. In a user "
+           "namespace the ids are the namespace's. Like setpriv --reuid --init-groups.", "USER|UID",
+           topic="confinement"),
+    Option("group", None, _later("identity", "group"), "Run the job with this group (name or gid): real, effective "
+           "and saved gid.", "GROUP|GID", topic="confinement"),
+    Option("extra_groups", None, _later("identity", "groups"), "The job's supplementary groups, comma-separated "
+           "('' for none; default with --user: the user's groups from the group database).", "G[,G...]",
+           parse=_comma_list, topic="confinement", cli_name="groups"),
+    Option("syscall_filter", (), _later("syscalls", "specs"), "Allow only these system calls, or with a leading ~ deny "
+           "them (repeatable; systemd's SystemCallFilter= syntax): names and systemd's groups such as @mount, "
+           "@module, @raw-io, @privileged, @system-service (see systemd-analyze syscall-filter). A refused call "
+           "fails with --syscall-errno; a call of another architecture kills the process. Installed last before "
+           "exec, with no_new_privs unless the job keeps CAP_SYS_ADMIN.", "SPEC", many=True,
+           topic="confinement"),
+    Option("syscall_errno", "EPERM", _errno, "The errno a call refused by --syscall-filter fails with (EPERM, "
+           "EACCES, ENOSYS, ...).", "NAME", topic="confinement"),
     # the command
     Option("cwd", None, _maybe_path, "Working directory of the job, inside the sandbox (default: the current "
            "one). In the API: cwd.", "DIR", scope="cli", aliases=("--chdir",), topic="command",
@@ -408,8 +438,8 @@ def renamed(old: str, spelling: str) -> str:
             "and does not switch user (on the host the job's processes are still the caller)")
 SANDBOX_FIELDS = tuple(o.name for o in OPTIONS if o.scope == "sandbox")
 PROCESS_ATTRIBUTES = ("nice", "ionice", "rlimit", "no_new_privs", "cap_drop", "cap_keep",  # set between fork and exec
-                      "user", "group", "extra_groups")
-CONFINING = ("user", "group", "extra_groups")  # what --list shows of a sandbox's confinement
+                      "user", "group", "extra_groups", "syscall_filter")
+CONFINING = ("user", "group", "extra_groups", "syscall_filter")  # what --list shows of a sandbox's confinement
 CGROUP_LIMITS = ("memory_max", "memory_high", "cpu_weight", "cpu_max", "io_weight", "pids_max")
 API_KEYWORDS = tuple(o.name for o in OPTIONS if o.in_api)
 
@@ -553,7 +583,10 @@ class SandboxSpec:
             raise ValueError(f"{BY_NAME['userns_uid'].spelled(spelling)} and {BY_NAME['userns_gid'].spelled(spelling)} "
                              "need a user namespace")
         checked["userns"] = bool(checked["userns"] or ids_given or (checked["userns"] is None and os.geteuid() != 0))
-        identity.settle(checked, lambda name: BY_NAME["extra_groups" if name == "groups" else name].spelled(spelling))
+        if checked["user"] is not None or checked["group"] is not None or checked["extra_groups"] is not None:
+            from . import identity
+
+            identity.settle(checked, lambda n: BY_NAME["extra_groups" if n == "groups" else n].spelled(spelling))
         if checked["userns"] and _limits_processes(checked["rlimit"]) and os.getuid() == 0:
             # The kernel never counts the processes of the host's root (kuid 0) against RLIMIT_NPROC, whatever
             # their capabilities, and a user namespace of root's maps its one uid to root.
@@ -581,7 +614,8 @@ class SandboxSpec:
     def process_attributes(self) -> bool:
         """Whether the job's processes get attributes of their own (set between fork and exec; umask aside)."""
         return self.nice is not None or self.ionice is not None or bool(self.rlimit or self.no_new_privs
-                                                                          or self.cap_drop or self.cap_keep) \
+                                                                          or self.cap_drop or self.cap_keep
+                                                                          or self.syscall_filter) \
             or self.switches_user
 
     @property
@@ -665,6 +699,8 @@ class SandboxSpec:
             if reason:
                 raise SandboxError(f"cannot create a user namespace: {reason}")
             if self.switches_user:
+                from . import identity
+
                 refused = identity.refusal(self.user, self.group, self.userns_ids,  # type: ignore[arg-type]
                                            lambda n: BY_NAME["extra_groups" if n == "groups" else n].spelled(spelling))
                 if refused:
