@@ -320,3 +320,91 @@ def test_a_bad_errno_and_a_single_string(no_leftovers):
         sandbox.run(["true"], syscall_filter="~@mount")
     with pytest.raises(ValueError, match="syscall_errno 5000: an errno is from 1 to 4095"):
         sandbox.run(["true"], syscall_filter=["~mount"], syscall_errno=5000)
+
+
+# -- Landlock ---------------------------------------------------------------------------------------------
+
+# Writes beneath $1 (a write path) and beside it, reads /etc (a read path) and /root (neither).
+LANDLOCKED = r"""
+echo a > "$1/inside" && echo "Inside: written"
+echo b > "$1.outside" 2>/dev/null && echo "Outside: written" || echo "Outside: refused"
+cat /etc/hostname >/dev/null && echo "Etc: read"
+ls /root >/dev/null 2>&1 && echo "Root: listed" || echo "Root: refused"
+"""
+
+
+@pytest.fixture
+def writable(nobody_dir: Path) -> Path:
+    place = nobody_dir / "w"
+    place.mkdir(mode=0o777)
+    return place
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_landlock_confines_reading_and_writing(entry, writable, no_leftovers):
+    # /dev/null: a file, not a directory, and written to like any other.
+    options = {"landlock_read": ["/usr", "/etc"], "landlock_write": [str(writable), "/dev/null"]}
+    code, out, err = through(entry, ["sh", "-c", LANDLOCKED, "job", str(writable)], options)
+    assert code == 0, err
+    seen = fields(out)
+    assert (seen["Inside"], seen["Outside"], seen["Etc"], seen["Root"]) == ("written", "refused", "read", "refused")
+    assert (writable / "inside").read_text() == "a\n"
+    assert not Path(f"{writable}.outside").exists()
+
+
+def test_the_job_cannot_leave_its_landlock_domain(writable, no_leftovers):
+    """A domain of the job's own that handles nothing (allows everything) restricts nothing less."""
+    undo = r"""
+import ctypes, os, struct
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+attr = struct.pack("=Q", 1 << 1)  # handles WRITE_FILE, with no rule: a domain that refuses every write
+fd = libc.syscall(444, attr, ctypes.c_size_t(8), ctypes.c_uint32(0))
+print("Restricted:", libc.syscall(446, fd, 0))
+try:
+    open("/var/tmp/landlock-escape", "w")
+    print("Escaped: yes")
+except PermissionError:
+    print("Escaped: no")
+"""
+    python = os.path.realpath(PYTHON)  # our interpreter, and what it reads, may live anywhere: read beneath /
+    result = subprocess.run([CLI, "--landlock-read", "/", "--landlock-write", str(writable), "--", python, "-c",
+                             undo], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert fields(result.stdout) == {"Restricted": "0", "Escaped": "no"}
+    assert not os.path.exists("/var/tmp/landlock-escape")
+
+
+def test_landlock_with_a_switched_user_takes_no_new_privs_and_the_reaper_is_not_confined(writable, no_leftovers):
+    job = 'grep -E "^NoNewPrivs:" /proc/self/status; ls /proc/1/root/root >/dev/null 2>&1; echo "Pid1: $?"'
+    result = subprocess.run([CLI, "--landlock-read", "/usr", "--landlock-read", "/proc", "--user", "nobody",
+                             "--on-exit", f"touch {writable}/hook", "--", "sh", "-c", job], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert fields(result.stdout)["NoNewPrivs"] == "1"
+    assert (writable / "hook").exists(), "the hook writes where the job may not"
+
+
+def test_without_landlock_the_job_never_runs_unconfined(writable, no_leftovers):
+    """A kernel without Landlock, as seen by a launcher whose landlock_create_ruleset fails with ENOSYS (our own
+    syscall filter on an outer sandbox): one line, 125, and the job never starts."""
+    inner = [CLI, "--landlock-write", str(writable), "--", "touch", f"{writable}/ran"]
+    result = subprocess.run([CLI, "--syscall-filter", "~landlock_create_ruleset", "--syscall-errno", "ENOSYS", "--",
+                             *inner], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 125
+    assert result.stderr.splitlines() == ["sandboxed-run: --landlock-write: this kernel has no Landlock (Linux 5.13 "
+                                          "and later, with landlock among its lsm= modules); the job would run "
+                                          "unconfined"]
+    assert not (writable / "ran").exists()
+
+
+@pytest.mark.parametrize(("option", "value", "code", "message"), [
+    ("landlock_read", "relative", 2, "--landlock-read relative: the path must be absolute"),
+    ("landlock_write", "/no/such/place", 125, "cannot confine the job to /no/such/place: No such file or directory"),
+])
+def test_a_bad_landlock_path_is_one_line(option, value, code, message, no_leftovers):
+    result = subprocess.run([CLI, *cli_words({option: [value]}), "--", "true"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == code
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(f"sandboxed-run: {message}"), \
+        result.stderr

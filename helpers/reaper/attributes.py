@@ -35,6 +35,8 @@ def apply(spec: SandboxSpec, oom_score_adj: int | None, inherited: tuple | None 
                 f.write(str(oom_score_adj))
         except OSError:
             pass
+    if spec.landlock_read or spec.landlock_write:
+        _make_ruleset(spec)
     dropped = cap_numbers(spec.cap_drop or spec.cap_keep, linux.last_cap(), bool(spec.cap_keep)) \
         if spec.cap_drop or spec.cap_keep else []
     if inherited is not None:
@@ -63,14 +65,45 @@ def apply(spec: SandboxSpec, oom_score_adj: int | None, inherited: tuple | None 
         _drop_caps(dropped, every=spec.cap_drop == ("ALL",))
 
 
+_ruleset: int | None = None  # the job's Landlock ruleset, made by apply() and entered by seal()
+
+
+def _make_ruleset(spec: SandboxSpec) -> None:
+    global _ruleset
+    from . import landlock
+
+    try:
+        _ruleset = landlock.ruleset(spec.landlock_read, spec.landlock_write)
+    except landlock.Unavailable as exc:
+        raise Refused(str(exc)) from None
+    except OSError as exc:
+        raise Refused(f"cannot make the job's Landlock ruleset: {exc.strerror or exc}") from None
+
+
 def seal(spec: SandboxSpec) -> None:
-    """The last step before exec, after the signal mask is reset (nothing of ours makes a call after it but
-    the exec, and a line if the exec fails): the syscall filter."""
+    """The last steps before exec, after the signal mask is reset (nothing of ours makes a call after them but
+    the exec, and a line if the exec fails): the Landlock domain, once whatever we import is read, then the
+    syscall filter, built before and loaded last."""
+    global _ruleset
+    built = None
     if spec.syscall_filter:
         from . import syscall_filter
 
         try:
-            syscall_filter.install(spec.syscall_filter, spec.syscall_errno)
+            built = syscall_filter.build(spec.syscall_filter, spec.syscall_errno)
+        except OSError as exc:
+            raise Refused(f"cannot build the syscall filter: {exc.strerror or exc}") from None
+    if _ruleset is not None:
+        from . import landlock
+
+        fd, _ruleset = _ruleset, None
+        try:
+            landlock.enter(fd)
+        except OSError as exc:
+            raise Refused(f"cannot confine the job with Landlock: {exc.strerror or exc}") from None
+    if built is not None:
+        try:
+            built.load()
         except OSError as exc:
             raise Refused(f"cannot install the syscall filter: {exc.strerror or exc}") from None
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 from ..shared import syscalls
 
 
-def install(checked: tuple[str, ...], errno_number: int) -> None:
-    """Load the filter that the checked SPECs make on this process (OSError: libseccomp or the kernel refused)."""
+def build(checked: tuple[str, ...], errno_number: int):  # noqa: ANN201 - a pyseccomp.SyscallFilter
+    """The filter that the checked SPECs make, ready to load() on this process (OSError: libseccomp refused).
+    Whether it needs no_new_privs is decided now: build it after the capabilities change."""
     import prctl
 
     seccomp = _pyseccomp()
@@ -33,7 +34,7 @@ def install(checked: tuple[str, ...], errno_number: int) -> None:
             if number >= 0:
                 raise
             # A negative number is a call this architecture lacks (socketcall on x86_64): nothing to filter.
-    f.load()
+    return f
 
 
 def _pyseccomp():  # noqa: ANN202 - the module

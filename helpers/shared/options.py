@@ -354,6 +354,12 @@ OPTIONS: tuple[Option, ...] = (
            "fails with --syscall-errno; a call of another architecture kills the process. Installed last before "
            "exec, with no_new_privs unless the job keeps CAP_SYS_ADMIN.", "SPEC", many=True,
            topic="confinement"),
+    Option("landlock_read", (), _paths, "With Landlock, let the job read and execute only beneath these paths (and "
+           "the --landlock-write ones), as it sees them inside (repeatable). No Landlock in the kernel: exit 125.",
+           "PATH", many=True, topic="confinement", completes="file"),
+    Option("landlock_write", (), _paths, "With Landlock, let the job write (create, remove, rename, truncate) only "
+           "beneath these paths, which it may read too (repeatable). Entered with no_new_privs unless the job keeps "
+           "CAP_SYS_ADMIN.", "PATH", many=True, topic="confinement", completes="file"),
     Option("syscall_errno", "EPERM", _errno, "The errno a call refused by --syscall-filter fails with (EPERM, "
            "EACCES, ENOSYS, ...).", "NAME", topic="confinement"),
     # the command
@@ -438,8 +444,9 @@ def renamed(old: str, spelling: str) -> str:
             "and does not switch user (on the host the job's processes are still the caller)")
 SANDBOX_FIELDS = tuple(o.name for o in OPTIONS if o.scope == "sandbox")
 PROCESS_ATTRIBUTES = ("nice", "ionice", "rlimit", "no_new_privs", "cap_drop", "cap_keep",  # set between fork and exec
-                      "user", "group", "extra_groups", "syscall_filter")
-CONFINING = ("user", "group", "extra_groups", "syscall_filter")  # what --list shows of a sandbox's confinement
+                      "user", "group", "extra_groups", "syscall_filter", "landlock_read", "landlock_write")
+# What --list shows of a sandbox's confinement.
+CONFINING = ("user", "group", "extra_groups", "syscall_filter", "landlock_read", "landlock_write")
 CGROUP_LIMITS = ("memory_max", "memory_high", "cpu_weight", "cpu_max", "io_weight", "pids_max")
 API_KEYWORDS = tuple(o.name for o in OPTIONS if o.in_api)
 
@@ -615,7 +622,8 @@ class SandboxSpec:
         """Whether the job's processes get attributes of their own (set between fork and exec; umask aside)."""
         return self.nice is not None or self.ionice is not None or bool(self.rlimit or self.no_new_privs
                                                                           or self.cap_drop or self.cap_keep
-                                                                          or self.syscall_filter) \
+                                                                          or self.syscall_filter or self.landlock_read
+                                                                          or self.landlock_write) \
             or self.switches_user
 
     @property
@@ -705,6 +713,14 @@ class SandboxSpec:
                                            lambda n: BY_NAME["extra_groups" if n == "groups" else n].spelled(spelling))
                 if refused:
                     raise SandboxError(refused)
+        if self.landlock_read or self.landlock_write:
+            from . import linux  # here: ctypes stays out of a run without Landlock
+
+            if linux.landlock_abi() < 1:
+                names = " and ".join(BY_NAME[n].spelled(spelling) for n in ("landlock_read", "landlock_write")
+                                     if getattr(self, n))
+                raise SandboxError(f"{names}: this kernel has no Landlock (Linux 5.13 and later, with landlock among "
+                                   "its lsm= modules); the job would run unconfined")
         for resource, soft, hard in self.rlimit:
             if resource == "NOFILE":
                 _check_nr_open(soft, hard, BY_NAME["rlimit"].spelled(spelling))

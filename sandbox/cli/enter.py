@@ -420,8 +420,8 @@ def _confine(spec: SandboxSpec) -> None:
 
 
 def _seal(spec: SandboxSpec) -> None:
-    """The job's syscall filter, last before exec, as the reaper installs it (reaper/attributes.py)."""
-    if not spec.syscall_filter:
+    """The job's Landlock domain and syscall filter, last before exec, as the reaper's (reaper/attributes.py)."""
+    if not (spec.syscall_filter or spec.landlock_read or spec.landlock_write):
         return
     from sandboxed_run_helpers.reaper import attributes
 
