@@ -408,3 +408,21 @@ def test_a_bad_landlock_path_is_one_line(option, value, code, message, no_leftov
     assert result.returncode == code
     assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(f"sandboxed-run: {message}"), \
         result.stderr
+
+
+def test_enter_gets_the_filter_and_the_domain(writable, no_leftovers):
+    name = f"sealed-{os.getpid()}"
+    options = ["--syscall-filter", "~@mount", "--landlock-read", "/usr", "--landlock-read", "/proc",
+               "--landlock-write", str(writable)]
+    with launched([CLI, "--name", name, *options, "--", "sleep", "60"]) as launcher:
+        assert wait_for(lambda: subprocess.run([CLI, "--list"], capture_output=True, text=True).stdout.count(name))
+        listing = subprocess.run([CLI, "--list"], capture_output=True, text=True, timeout=60).stdout
+        assert (f"    confined: --syscall-filter '~@mount' --landlock-read /usr --landlock-read /proc --landlock-write "
+                f"{writable}\n") in listing, listing
+        job = f"grep ^Seccomp: /proc/self/status; touch {writable}/entered; touch {writable}.beside || echo refused"
+        entered = subprocess.run([CLI, "--enter", name, "--", "sh", "-c", job], capture_output=True, text=True,
+                                 timeout=60)
+        assert entered.stdout.splitlines() == ["Seccomp:\t2", "refused"], entered.stderr
+        assert (writable / "entered").exists() and not Path(f"{writable}.beside").exists()
+        subprocess.run([CLI, "--stop", name, "--grace", "0"], timeout=60)
+        launcher.wait(timeout=60)
