@@ -61,6 +61,7 @@ class RunningSandbox:
     cwd: str | None = None
     stop_reason: str | None = None
     mounts: tuple[Mount, ...] = field(default=())
+    confinement: dict = field(default_factory=dict)  # what confines the job (user, ...), by API keyword
 
     @property
     def owner_name(self) -> str:
@@ -75,7 +76,7 @@ class RunningSandbox:
         return {"name": self.name, "owner": self.owner, "owner_name": self.owner_name, "reaper_pid": self.reaper_pid,
                 "job_pid": self.job_pid, "started": self.started, "command": self.command, "cwd": self.cwd,
                 "state": self.state, "stop_reason": self.stop_reason,
-                "mounts": [vars(m) for m in self.mounts]}
+                "mounts": [vars(m) for m in self.mounts], "confinement": self.confinement}
 
 
 def list_running() -> list[RunningSandbox]:
@@ -291,7 +292,7 @@ class Answer:
         return RunningSandbox(
             self.name, self.owner, self.reaper_pid, about.state, self.job_pid, about.started,
             [os.fsdecode(a) for a in about.command] if about.command is not None else None, os.fsdecode(about.cwd),
-            about.reason, tuple(mounts_of(about.mountinfo)))
+            about.reason, tuple(mounts_of(about.mountinfo)), about.spec.confinement())
 
     def wait_gone(self, within: float) -> bool:
         """Until the reaper has exited (then every process of the sandbox is gone: PID 1 exits last), at most

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from sandboxed_run_helpers.shared.options import BY_NAME
+
 MARK = "SANDBOXED_RUN_TEST"
 PYTHON = sys.executable
 CLI = str(Path(sys.executable).with_name("sandboxed-run"))
@@ -499,11 +501,13 @@ def cli_words(options: dict) -> list[str]:
     int umask is written in octal, as the command reads it)."""
     words = []
     for name, value in options.items():
-        flag = "--" + name.replace("_", "-")
+        flag = BY_NAME[name].flag if name in BY_NAME else "--" + name.replace("_", "-")
         if value is True:
             words.append(flag)
         elif value is False:
             words.append("--no-" + flag[2:])
+        elif isinstance(value, list) and name == "extra_groups":
+            words += [flag, ",".join(map(str, value))]
         elif isinstance(value, list):
             for item in value:
                 words += [flag, ":".join(item) if isinstance(item, tuple) else item]

@@ -121,6 +121,7 @@ def _fork_exec(path: bytes, argv: list[bytes], env: dict[bytes, bytes], file_act
             except OSError as exc:  # not the exec's: never "command not found"
                 raise attributes.Refused(f"cannot set up the job's process: {exc.strerror or exc}") from None
             signal.pthread_sigmask(signal.SIG_SETMASK, ())
+            attributes.seal(spec)
             os.execve(path, argv, env)
         except attributes.Refused as exc:
             report += str(exc).encode(errors="replace")

@@ -396,9 +396,48 @@ def in_bounding_set(cap: int) -> bool:
     return _libc.prctl(PR_CAPBSET_READ, cap, 0, 0, 0) > 0
 
 
+def raise_ambient_cap(cap: int) -> None:
+    """Add a capability (in the permitted and inheritable sets already) to the ambient set, which an exec of a
+    file without file capabilities keeps for a uid other than 0."""
+    _check(_libc.prctl(PR_CAP_AMBIENT, 2, cap, 0, 0), "prctl(PR_CAP_AMBIENT_RAISE)")  # PR_CAP_AMBIENT_RAISE
+
+
 def lower_ambient_cap(cap: int) -> None:
     if _libc.prctl(PR_CAP_AMBIENT, 3, cap, 0, 0) < 0 and ctypes.get_errno() != 22:  # PR_CAP_AMBIENT_LOWER
         _check(-1, "prctl(PR_CAP_AMBIENT)")
+
+
+# Landlock (Linux 5.13 and later): one number on every architecture since the syscall table was unified.
+_SYS_LANDLOCK_CREATE_RULESET, _SYS_LANDLOCK_ADD_RULE, _SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
+_LANDLOCK_CREATE_RULESET_VERSION = 1
+_LANDLOCK_RULE_PATH_BENEATH = 1
+
+
+def landlock_abi() -> int:
+    """The Landlock ABI version this kernel offers; 0 if it has none (not built in, or not in lsm=)."""
+    version = _libc.syscall(_SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0),
+                            ctypes.c_uint32(_LANDLOCK_CREATE_RULESET_VERSION))
+    return max(int(version), 0)
+
+
+def landlock_ruleset(handled_fs: int) -> int:
+    """A new Landlock ruleset (a close-on-exec descriptor) that handles these file system rights."""
+    attr = struct.pack("=Q", handled_fs)  # handled_access_fs alone: the kernel takes a shorter struct as zeros
+    return _check(_libc.syscall(_SYS_LANDLOCK_CREATE_RULESET, attr, ctypes.c_size_t(len(attr)), ctypes.c_uint32(0)),
+                  "landlock_create_ruleset")
+
+
+def landlock_allow_beneath(ruleset: int, path_fd: int, rights: int) -> None:
+    """Allow these rights beneath the file or directory path_fd (an O_PATH descriptor) in the ruleset."""
+    attr = struct.pack("=Qi", rights, path_fd)  # struct landlock_path_beneath_attr is packed
+    _check(_libc.syscall(_SYS_LANDLOCK_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(_LANDLOCK_RULE_PATH_BENEATH),
+                         attr, ctypes.c_uint32(0)), "landlock_add_rule")
+
+
+def landlock_restrict_self(ruleset: int) -> None:
+    """Enter the ruleset's domain, for good (the kernel wants no_new_privs or CAP_SYS_ADMIN first)."""
+    _check(_libc.syscall(_SYS_LANDLOCK_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0)),
+           "landlock_restrict_self")
 
 
 _RUSAGE_CHILDREN = -1

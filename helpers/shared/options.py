@@ -225,6 +225,27 @@ def _running_sandbox(value: object, name: str) -> str | None:
     return _text(value)
 
 
+def _later(module: str, function: str) -> Callable[[object, str], Any]:
+    """A check that lives in a module imported only when a value is given: None and () (the defaults) cost
+    nothing, so a run that does not use the option does not load its code or data."""
+    def check(value: object, name: str) -> Any:
+        if value is None or value == ():
+            return value
+        return getattr(__import__(f"{__package__}.{module}", fromlist=[function]), function)(value, name)
+    return check
+
+
+def _errno(value: object, name: str) -> int:
+    if value == "EPERM":
+        return 1  # the default, known without the module
+    return _later("syscalls", "errno_value")(value, name)
+
+
+def _comma_list(word: str) -> list[str]:
+    """G[,G...] as a list (an empty word: none)."""
+    return word.split(",") if word else []
+
+
 MAX_FD = 2**31 - 1
 
 
@@ -252,10 +273,11 @@ class Option(Record):
     short: str | None = None
     topic: str = "stopping"  # where --help lists it
     completes: str = ""  # what the shell completes its value with: "file", "dir", "sandbox" (a running one's name)
+    cli_name: str | None = None  # the command line's name where it is not the keyword's (--groups: extra_groups=)
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return "--" + (self.cli_name or self.name.replace("_", "-"))
 
     @property
     def in_api(self) -> bool:
@@ -315,6 +337,31 @@ OPTIONS: tuple[Option, ...] = (
     Option("userns_gid", None, _maybe_id, "The gid the caller is mapped to inside the user namespace (implies "
            "--userns).", "GID", parse=int, topic="isolation"),
     Option("hostname", None, _hostname, "Set the hostname in a new UTS namespace.", "NAME", topic="isolation"),
+    # confinement: set in the job's first process, after our own set-up and before exec; never the reaper's
+    Option("user", None, _later("identity", "user"), "Run the job as this user (name or uid): real, effective and "
+           "saved uid, with its group and groups from the user database unless --group/--groups say otherwise; no "
+           "capabilities unless --cap-keep names them. Root only; an ordinary user may name only themselves. In a user "
+           "namespace the ids are the namespace's. Like setpriv --reuid --init-groups.", "USER|UID",
+           topic="confinement"),
+    Option("group", None, _later("identity", "group"), "Run the job with this group (name or gid): real, effective "
+           "and saved gid.", "GROUP|GID", topic="confinement"),
+    Option("extra_groups", None, _later("identity", "groups"), "The job's supplementary groups, comma-separated "
+           "('' for none; default with --user: the user's groups from the group database).", "G[,G...]",
+           parse=_comma_list, topic="confinement", cli_name="groups"),
+    Option("syscall_filter", (), _later("syscalls", "specs"), "Allow only these system calls, or with a leading ~ deny "
+           "them (repeatable; systemd's SystemCallFilter= syntax): names and systemd's groups such as @mount, "
+           "@module, @raw-io, @privileged, @system-service (see systemd-analyze syscall-filter). A refused call "
+           "fails with --syscall-errno; a call of another architecture kills the process. Installed last before "
+           "exec, with no_new_privs unless the job keeps CAP_SYS_ADMIN.", "SPEC", many=True,
+           topic="confinement"),
+    Option("landlock_read", (), _paths, "With Landlock, let the job read and execute only beneath these paths (and "
+           "the --landlock-write ones), as it sees them inside (repeatable). No Landlock in the kernel: exit 125.",
+           "PATH", many=True, topic="confinement", completes="file"),
+    Option("landlock_write", (), _paths, "With Landlock, let the job write (create, remove, rename, truncate) only "
+           "beneath these paths, which it may read too (repeatable). Entered with no_new_privs unless the job keeps "
+           "CAP_SYS_ADMIN.", "PATH", many=True, topic="confinement", completes="file"),
+    Option("syscall_errno", "EPERM", _errno, "The errno a call refused by --syscall-filter fails with (EPERM, "
+           "EACCES, ENOSYS, ...).", "NAME", topic="confinement"),
     # the command
     Option("cwd", None, _maybe_path, "Working directory of the job, inside the sandbox (default: the current "
            "one). In the API: cwd.", "DIR", scope="cli", aliases=("--chdir",), topic="command",
@@ -396,7 +443,10 @@ def renamed(old: str, spelling: str) -> str:
     return (f"{shown} is now {new.spelled(spelling)}: it maps the caller to that {what} inside a user namespace, "
             "and does not switch user (on the host the job's processes are still the caller)")
 SANDBOX_FIELDS = tuple(o.name for o in OPTIONS if o.scope == "sandbox")
-PROCESS_ATTRIBUTES = ("nice", "ionice", "rlimit", "no_new_privs", "cap_drop", "cap_keep")  # set between fork and exec
+PROCESS_ATTRIBUTES = ("nice", "ionice", "rlimit", "no_new_privs", "cap_drop", "cap_keep",  # set between fork and exec
+                      "user", "group", "extra_groups", "syscall_filter", "landlock_read", "landlock_write")
+# What --list shows of a sandbox's confinement.
+CONFINING = ("user", "group", "extra_groups", "syscall_filter", "landlock_read", "landlock_write")
 CGROUP_LIMITS = ("memory_max", "memory_high", "cpu_weight", "cpu_max", "io_weight", "pids_max")
 API_KEYWORDS = tuple(o.name for o in OPTIONS if o.in_api)
 
@@ -540,6 +590,10 @@ class SandboxSpec:
             raise ValueError(f"{BY_NAME['userns_uid'].spelled(spelling)} and {BY_NAME['userns_gid'].spelled(spelling)} "
                              "need a user namespace")
         checked["userns"] = bool(checked["userns"] or ids_given or (checked["userns"] is None and os.geteuid() != 0))
+        if checked["user"] is not None or checked["group"] is not None or checked["extra_groups"] is not None:
+            from . import identity
+
+            identity.settle(checked, lambda n: BY_NAME["extra_groups" if n == "groups" else n].spelled(spelling))
         if checked["userns"] and _limits_processes(checked["rlimit"]) and os.getuid() == 0:
             # The kernel never counts the processes of the host's root (kuid 0) against RLIMIT_NPROC, whatever
             # their capabilities, and a user namespace of root's maps its one uid to root.
@@ -567,7 +621,30 @@ class SandboxSpec:
     def process_attributes(self) -> bool:
         """Whether the job's processes get attributes of their own (set between fork and exec; umask aside)."""
         return self.nice is not None or self.ionice is not None or bool(self.rlimit or self.no_new_privs
-                                                                          or self.cap_drop or self.cap_keep)
+                                                                          or self.cap_drop or self.cap_keep
+                                                                          or self.syscall_filter or self.landlock_read
+                                                                          or self.landlock_write) \
+            or self.switches_user
+
+    @property
+    def switches_user(self) -> bool:
+        """Whether the job's first process takes other ids (user, group or supplementary groups)."""
+        return self.user is not None or self.group is not None or self.extra_groups is not None
+
+    def confinement(self) -> dict[str, Any]:
+        """The confining options this sandbox has (not at their defaults), by API keyword, as plain numbers,
+        strings and lists of them: what --list and list_running() show. A value of another type (a forged
+        answer's) is left out."""
+        def plain(value: object) -> bool:
+            return type(value) in (int, str) or (
+                type(value) in (tuple, list) and all(type(v) in (int, str) for v in value))  # type: ignore[union-attr]
+
+        found = {}
+        for name in CONFINING:
+            value = getattr(self, name, None)
+            if value is not None and value != _DEFAULTS[name] and plain(value):
+                found[name] = list(value) if isinstance(value, (tuple, list)) else value
+        return found
 
     @property
     def cgroup_limits(self) -> dict[str, int | float]:
@@ -603,7 +680,7 @@ class SandboxSpec:
         from . import linux  # here: ctypes stays out of a run that keeps no capability
 
         last = linux.last_cap()
-        if self.userns and self.userns_uid:
+        if self.userns and self.userns_uid and self.user is None:
             return [f"{flag}: the job runs as uid {self.userns_uid} in its user namespace, where an exec leaves no "
                     "capability (only uid 0 there keeps them): it has none of them"]
         found = []
@@ -629,6 +706,21 @@ class SandboxSpec:
             reason = userns_unavailable()
             if reason:
                 raise SandboxError(f"cannot create a user namespace: {reason}")
+            if self.switches_user:
+                from . import identity
+
+                refused = identity.refusal(self.user, self.group, self.userns_ids,  # type: ignore[arg-type]
+                                           lambda n: BY_NAME["extra_groups" if n == "groups" else n].spelled(spelling))
+                if refused:
+                    raise SandboxError(refused)
+        if self.landlock_read or self.landlock_write:
+            from . import linux  # here: ctypes stays out of a run without Landlock
+
+            if linux.landlock_abi() < 1:
+                names = " and ".join(BY_NAME[n].spelled(spelling) for n in ("landlock_read", "landlock_write")
+                                     if getattr(self, n))
+                raise SandboxError(f"{names}: this kernel has no Landlock (Linux 5.13 and later, with landlock among "
+                                   "its lsm= modules); the job would run unconfined")
         for resource, soft, hard in self.rlimit:
             if resource == "NOFILE":
                 _check_nr_open(soft, hard, BY_NAME["rlimit"].spelled(spelling))

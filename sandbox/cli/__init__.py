@@ -56,7 +56,8 @@ Stopping:
 """
 
 # --help's sections, in this order; an option's topic (its entry in the table) says where it goes.
-TOPICS = {"mounts": "Sandbox contents (mounts)", "isolation": "Isolation", "command": "The command",
+TOPICS = {"mounts": "Sandbox contents (mounts)", "isolation": "Isolation",
+          "confinement": "Confinement (who the job runs as, what it may call and touch)", "command": "The command",
           "limits": "Limits and privileges", "stopping": "Stopping and time", "output": "Output and status",
           "hooks": "Hooks",
           "sandboxes": "Running sandboxes (--list, --enter, --stop)"}

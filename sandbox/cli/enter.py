@@ -387,6 +387,7 @@ def _command(order: Order) -> None:
         # As the job's processes start: every signal at its default, but those our caller ignored (nohup).
         linux.default_dispositions(GLIBC_RESERVED)
         _as_a_shells_child(order, tuple(CATCHABLE))
+        _seal(order.spec)
         os.execve(path, argv, order.env)
     except SandboxError as exc:
         code = exc.exit_code
@@ -415,6 +416,18 @@ def _confine(spec: SandboxSpec) -> None:
         raise SandboxError(str(exc)) from None
     except OSError as exc:
         raise SandboxError(f"cannot set up the entered command's process: {exc.strerror or exc}") from None
+
+
+def _seal(spec: SandboxSpec) -> None:
+    """The job's Landlock domain and syscall filter, last before exec, as the reaper's (reaper/attributes.py)."""
+    if not (spec.syscall_filter or spec.landlock_read or spec.landlock_write):
+        return
+    from sandboxed_run_helpers.reaper import attributes
+
+    try:
+        attributes.seal(spec)
+    except attributes.Refused as exc:
+        raise SandboxError(str(exc)) from None
 
 
 def _before_our_line(order: Order) -> None:

@@ -84,12 +84,27 @@ def _show(sandboxes: list[running.RunningSandbox], as_json: bool) -> None:
     lines = []
     for index, row in enumerate(rows):
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+        if index and sandboxes[index - 1].confinement:
+            lines.append("    confined: " + printable(_confinement(sandboxes[index - 1].confinement)))
         if index:
             for mount in sandboxes[index - 1].mounts:
                 if mount.own:  # the host's own mounts, seen through, would drown the sandbox's
                     lines.append("    " + "  ".join(printable(field) for field in (mount.target, mount.fstype,
                                                                                       mount.source, mount.options)))
     sys.stdout.write("\n".join(line.rstrip() for line in lines) + "\n")
+
+
+def _confinement(found: dict[str, Any]) -> str:
+    """A sandbox's confining options as the command line writes them."""
+    words = []
+    for name, value in found.items():
+        option = BY_NAME[name]
+        items = value if isinstance(value, list) else [value]
+        if option.many:
+            words += [f"{option.flag} {shlex.quote(str(item))}" for item in items]
+        else:
+            words.append(f"{option.flag} {shlex.quote(','.join(map(str, items)))}")
+    return " ".join(words)
 
 
 def _when(started: float | None) -> str:
