@@ -140,9 +140,8 @@ class Listing:
                     return
             elif isinstance(message, wire.Stop):
                 grace = message.grace
-                # NaN, negative, not a number: the sandbox's own grace.
-                ok = isinstance(grace, (int, float)) and not isinstance(grace, bool) and grace >= 0
-                stop(grace if ok else None)
+                # NaN or negative: the sandbox's own grace (recv() gave a float or None).
+                stop(grace if grace is not None and grace >= 0 else None)
                 self.drop(fd, poller)  # the client waits on our pidfd from now on
                 return
 

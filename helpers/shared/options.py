@@ -17,7 +17,7 @@ import os
 import signal
 from collections.abc import Callable, Iterable, Mapping
 
-from . import durations, limits
+from . import durations, limits, records
 from .errors import SandboxError, userns_unavailable
 from .mountspec import (
     Mount,
@@ -463,6 +463,41 @@ class SandboxSpec:
     """
 
     __slots__ = (*SANDBOX_FIELDS, "ignored_signals")
+    # What each field holds once checked: from_wire() refuses anything else (a field of a new option needs one).
+    grace: float
+    stop_signal: int
+    tmpfs: tuple[tuple[str, str | None, int | None], ...]
+    bind: tuple[tuple[str, str], ...]
+    ro_bind: tuple[tuple[str, str], ...]
+    overlay: tuple[tuple[str, str, str | None], ...]
+    dev: tuple[str, ...]
+    dir: tuple[str, ...]
+    symlink: tuple[tuple[str, str], ...]
+    read_only: tuple[str, ...]
+    mkdir: bool
+    propagation: str
+    proc: bool
+    net: str
+    userns: bool
+    userns_uid: int | None
+    userns_gid: int | None
+    hostname: str | None
+    nice: int | None
+    ionice: tuple[int, int] | None
+    rlimit: tuple[tuple[str, int | None, int | None], ...]
+    umask: int | None
+    no_new_privs: bool
+    cap_drop: tuple[str, ...]
+    cap_keep: tuple[str, ...]
+    memory_max: int | None
+    memory_high: int | None
+    cpu_weight: int | None
+    cpu_max: float | None
+    io_weight: int | None
+    pids_max: int | None
+    name: str | None
+    ignored_signals: tuple[int, ...]
+    _converters: tuple | None = None
 
     def __init__(self, values: Mapping[str, Any]) -> None:
         for name in self.__slots__:
@@ -553,8 +588,18 @@ class SandboxSpec:
         return tuple(getattr(self, name) for name in self.__slots__)
 
     @classmethod
-    def from_wire(cls, fields: tuple) -> SandboxSpec:
-        return cls(dict(zip(cls.__slots__, fields, strict=True)))
+    def from_wire(cls, fields: Any) -> SandboxSpec:
+        """The spec to_wire() gave, each field checked and converted by its annotation; ValueError for anything
+        else."""
+        converters = SandboxSpec._converters
+        if converters is None:
+            converters = SandboxSpec._converters = records.converters(cls.__annotations__, cls.__slots__, __name__)
+        if (type(fields) is not tuple and type(fields) is not list) or len(fields) != len(converters):
+            raise ValueError("not a sandbox spec")
+        spec = object.__new__(cls)
+        for name, convert, value in zip(cls.__slots__, converters, fields, strict=True):
+            object.__setattr__(spec, name, convert(value))
+        return spec
 
     @property
     def userns_ids(self) -> tuple[int, int] | None:

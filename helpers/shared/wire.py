@@ -82,6 +82,13 @@ class StopReason(enum.StrEnum):
     OUT_OF_MEMORY = "out of memory"  # the kernel killed the main process (or, in an exited event, that one)
 
 
+class SandboxState(enum.StrEnum):
+    """How a running sandbox stands, as About says."""
+
+    RUNNING = "running"
+    STOPPING = "stopping"
+
+
 class EventName(enum.StrEnum):
     """The lifecycle events (docs/status.md)."""
 
@@ -97,7 +104,17 @@ class EventName(enum.StrEnum):
 
 # -- the messages, in the order of a job's life ------------------------------------------------------
 # Each docstring: "sender -> receiver", then what the receiver does. Field values are plain data
-# (marshal's types), but for the records and specs named in a field's annotation.
+# (marshal's types), but for the records, enums and specs named in a field's annotation; a message
+# received holds what its annotations say (records.py), or recv() refused it.
+
+class Inherited(Record):
+    """What a process of ours takes of the caller's thread to be as it (credentials.inherited()): its nice,
+    the resource limits that differ as (resource, soft, hard), its oom_score_adj; None: as ours."""
+
+    nice: int | None
+    limits: tuple[tuple[int, int, int], ...]
+    oom_score_adj: int | None
+
 
 class Ready(Record):
     """spawn server -> caller, once: the server runs (as pid) and takes Spawn requests."""
@@ -123,7 +140,7 @@ class Job(Record):
     lifeline: str
     stdio: tuple[bool, bool, bool]
     registry: str | None = None
-    inherited: tuple | None = None
+    inherited: Inherited | None = None
     deadline: float | None = None
 
 
@@ -138,8 +155,8 @@ class Session(Record):
     pgid: int | None
     lifeline: str
     registry: str | None = None
-    inherited: tuple | None = None
-    owner: tuple | None = None
+    inherited: Inherited | None = None
+    owner: tuple[bytes | str | int, ...] | None = None
 
 
 class Spawn(Record):
@@ -220,7 +237,7 @@ class Event(Record):
 
     KIND = Kind.EVENT
     name: EventName
-    fields: dict
+    fields: dict[str, Any]
 
 
 class Exited(Record):
@@ -295,10 +312,10 @@ class About(Record):
     started: float
     command: list[bytes] | None
     cwd: bytes
-    state: str
+    state: SandboxState
     reason: str | None
     spec: SandboxSpec
-    namespaces: dict
+    namespaces: dict[str, int]
     mountinfo: bytes
 
 
@@ -315,47 +332,94 @@ _PLAIN = (int, float, bytes, type(None))
 
 
 def _plain(value: Any) -> Any:
-    """A record (or spec) as marshal's plain types: (kind, *fields)."""
+    """A record (or spec) as marshal's plain types: (kind, *fields) for a message, its fields for a record
+    without a kind (which holds plain values alone: Command, Usage, Inherited)."""
     if type(value) in _PLAIN or type(value) is str or type(value) is bool:
         return value
+    if isinstance(value, Record):
+        if value.KIND is None:
+            return tuple(value)
+        return (int(value.KIND), *(_plain(field) for field in value))
     if isinstance(value, SandboxSpec):
         return value.to_wire()
-    if isinstance(value, (Command, Usage)):
-        return tuple(value)
-    kind = getattr(value, "KIND", None)
-    if kind is not None and isinstance(value, tuple):
-        return (int(kind), *(_plain(field) for field in value))
     if isinstance(value, enum.Enum):
         return value.value
-    if isinstance(value, str) and type(value) is not str:
+    if isinstance(value, str):
         return str.__str__(value)
     if isinstance(value, dict):
         return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(item) for item in value)
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_plain(item) for item in value)
     return value
 
 
-def decode(data: tuple, inside: bool = False) -> Message:
-    """A record from its plain form; ValueError, TypeError or KeyError for anything else (a Spawn holds one
-    record, never another Spawn: nested ones would exhaust the receiver's stack)."""
-    record = RECORDS[Kind(data[0])]
-    if record is Spawn and inside:
-        raise ValueError("a Spawn inside a Spawn")
-    fields = list(data[1:])
-    if record in (Job, Session, About):
-        fields[record._fields.index("spec")] = SandboxSpec.from_wire(tuple(fields[record._fields.index("spec")]))
-    if record in (Job, Run):
-        fields[0] = Command(*fields[0])
-    if record is Spawn:
-        fields[0] = decode(fields[0], inside=True)
-    if record is Stop:
-        fields[1] = StopReason(fields[1])
-    if record is Event:
-        fields[0] = EventName(fields[0])
-    if record is Exited and len(fields) > 1 and fields[1] is not None:
-        fields[1] = Usage(*fields[1])
-    return record(*fields)
+def decode(data: Any) -> Message:
+    """A record from its plain form, (kind, *fields), every field checked and converted by its annotation;
+    ValueError for anything else."""
+    if type(data) is not tuple or not data or type(data[0]) is not int or data[0] not in _BY_NUMBER:
+        raise ValueError("not a message of ours")
+    return _BY_NUMBER[data[0]].from_plain(data)
+
+
+_BY_NUMBER = {int(kind): record for kind, record in RECORDS.items()}
+
+# What marshal writes for the values we send (with FLAG_REF, 0x80, or not), by code: how many bytes follow
+# before the next code (FIXED), or how a length or count that follows says (its items follow as codes).
+_FIXED = {ord("N"): 0, ord("T"): 0, ord("F"): 0, ord("0"): 0, ord("{"): 0, ord("i"): 4, ord("g"): 8, ord("r"): 4}
+_SIZED = (ord("s"), ord("u"), ord("a"), ord("A"), ord("t"))  # a 4-byte length, then that many bytes
+_SHORT = (ord("z"), ord("Z"))  # a 1-byte length
+_COUNTED = (ord("("), ord("["))  # a 4-byte count of items, each at least a byte
+_DIGITS = ord("l")  # a 4-byte signed count of 2-byte digits
+_SMALL_TUPLE = ord(")")  # a 1-byte count
+_LENGTH = struct.Struct("<i").unpack_from
+
+
+def _check_claims(data: bytes) -> None:
+    """ValueError unless data is a sequence of the marshal codes we send, none of which claims more than the
+    bytes that follow it. marshal.loads allocates what a tuple, list, bytes or int claims before it reads a byte
+    of it: six bytes would cost gigabytes. Codes are laid out one after another, items after their container,
+    so one walk sees every claim, without nesting."""
+    end = len(data)
+    pos = 0
+    fixed, sized, short, counted, length = _FIXED, _SIZED, _SHORT, _COUNTED, _LENGTH
+    try:
+        while pos < end:
+            code = data[pos] & 0x7F
+            if code in sized:
+                size = length(data, pos + 1)[0]
+                pos += 5 + size
+                if size < 0 or pos > end:
+                    raise ValueError("a string longer than the packet")
+            elif code in short:
+                pos += 2 + data[pos + 1]
+            elif code in fixed:
+                pos += 1 + fixed[code]
+            elif code in counted:
+                pos += 5
+                if length(data, pos - 4)[0] > end - pos:
+                    raise ValueError("a container that claims more items than the packet holds")
+            elif code == _SMALL_TUPLE:
+                pos += 2
+            elif code == _DIGITS:
+                size = 2 * abs(length(data, pos + 1)[0])
+                pos += 5 + size
+                if pos > end:
+                    raise ValueError("an int that claims more digits than the packet holds")
+            else:
+                raise ValueError("a value we never send")
+    except (struct.error, IndexError):
+        raise ValueError("a packet cut short") from None
+
+
+def loads(data: bytes) -> Any:
+    """marshal.loads() of a packet, for the values we send alone; ValueError for anything else."""
+    _check_claims(data)
+    try:
+        return marshal.loads(data)
+    except (EOFError, TypeError, ValueError):
+        raise ValueError("malformed message") from None
 
 
 def table() -> str:
@@ -517,8 +581,8 @@ def _receive(sock: socket.socket, flags: int, admit: Callable[[list[int]], bool]
     else:
         data = data[1:]
     try:
-        return decode(marshal.loads(data)), fds, sender, named
-    except (ValueError, TypeError, EOFError, KeyError, IndexError):
+        return decode(loads(data)), fds, sender, named
+    except ValueError:
         _close(fds)
         raise ValueError("malformed message") from None
 
