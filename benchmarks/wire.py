@@ -26,7 +26,7 @@ def messages() -> dict[str, object]:
     spec = SandboxSpec.build({"tmpfs": ["/tmp:size=64M"], "bind": ["/etc:/mnt/etc"], "rlimit": ["NOFILE=1024"],
                               "name": "nightly", "grace": "5s"}, CLI)
     command = Command([b"/bin/sh", b"-c", b"make -j4 test"], dict(os.environb), b"/work", 0o22)
-    job = getattr(wire, "Order", None) or wire.Job
+    job = getattr(wire, "Order", None) or wire.Job  # an older checkout calls it Job
     order = job(command, spec, None, "socket", (True, True, True), "/run/sandboxed-run", None, None)
     with open("/proc/self/mountinfo", "rb") as f:
         mountinfo = f.read()

@@ -140,7 +140,7 @@ class Server:
             return
         except ValueError:
             return
-        if isinstance(message, wire.Claim):
+        if isinstance(message, wire.TakeHooks):
             self.hooks.pop(message.ticket, None)  # the caller runs them itself
             self.ended.discard(message.ticket)
         elif isinstance(message, wire.Retire):
@@ -178,7 +178,7 @@ class Server:
             if owner_fd is not None:
                 os.close(owner_fd)
 
-    def serve_order(self, order: wire.Job | wire.Session, on_exit: tuple[str, ...], fds: list[int]) -> None:
+    def serve_order(self, order: wire.Order | wire.Session, on_exit: tuple[str, ...], fds: list[int]) -> None:
         if order.spec.net == "none" and not self.netlink_loaded:
             self.load_netlink()
         try:

@@ -29,11 +29,11 @@ from .peers import PROOF_NEEDED, Gate
 MAX_CONNECTIONS = 16
 CONNECTION_LIFE = 10.0
 
-Answer = Callable[[], tuple[wire.About, int | None]]  # the About, and the PID to name in SCM_CREDENTIALS
+Describe = Callable[[], tuple[wire.About, int | None]]  # the About, and the PID to name in SCM_CREDENTIALS
 StopRequested = Callable[[float | None], None]
 
 
-def claim(order: wire.Job | wire.Session, dirfd: int | None, launcher_proc: int | None,
+def claim(order: wire.Order | wire.Session, dirfd: int | None, launcher_proc: int | None,
           own_proc: int) -> Listing | None:
     """Take the order's name in its registry (SandboxError if a live sandbox has it); None: not listed.
     dirfd: the registry directory as the launcher opened it, None if it sent none; launcher_proc: the /proc
@@ -47,7 +47,7 @@ def claim(order: wire.Job | wire.Session, dirfd: int | None, launcher_proc: int 
             # Never by its path: in here that is the empty directory the job sees (mounts.prepare).
             raise SandboxError(f"cannot register the sandbox: the launcher could not open {order.registry}")
         return None
-    argv0 = order.command.argv[0] if isinstance(order, wire.Job) else None
+    argv0 = order.command.argv[0] if isinstance(order, wire.Order) else None
     try:
         held = registry.claim(order.registry, order.spec.name, argv0, dirfd)
     except BaseException:
@@ -110,7 +110,7 @@ class Listing:
             self.connections[fd] = (conn, time.monotonic() + CONNECTION_LIFE)
             poller.register(fd, select.POLLIN)
 
-    def serve(self, fd: int, poller: select.poll, answer: Answer, stop: StopRequested) -> None:
+    def serve(self, fd: int, poller: select.poll, answer: Describe, stop: StopRequested) -> None:
         """What a connection asks, answered now."""
         conn = self.connections[fd][0]
         while True:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from . import durations, limits, records
 from .errors import SandboxError, userns_unavailable
 from .mountspec import (
-    Mount,
+    Step,
     absolute_path,
     bind_value,
     overlay_value,
@@ -620,7 +620,7 @@ class SandboxSpec:
         return {name: getattr(self, name) for name in CGROUP_LIMITS if getattr(self, name) is not None}
 
     @property
-    def mounts(self) -> tuple[Mount, ...]:
+    def mounts(self) -> tuple[Step, ...]:
         """Every mount and path to make, in the order the reaper takes them (mountspec.steps_of): parents
         before children, so that a bind below a tmpfs lands on top of it; at one depth a read-only remount
         first, so that a mount on the same path opens a writable hole in it."""

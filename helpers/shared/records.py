@@ -4,7 +4,7 @@ typing.NamedTuple and dataclasses generate and compile code for every class at i
 run of the command and every spawn server pays for (a message kind costs about 0.2 ms that way).
 A Record's fields are properties over tuple items, made when the class is made, without exec.
 
-    class Mount(Record):
+    class Step(Record):
         kind: str
         target: str
         source: str | None = None     # a default

@@ -49,9 +49,9 @@ class Kind(enum.IntEnum):
     READY = 1
     SPAWN = 2
     SPAWNED = 3
-    CLAIM = 4
+    TAKE_HOOKS = 4
     FAILED = 5
-    JOB = 6
+    ORDER = 6
     SESSION = 7
     RUN = 8
     REAPER_IS = 9
@@ -123,7 +123,7 @@ class Ready(Record):
     pid: int
 
 
-class Job(Record):
+class Order(Record):
     """launcher -> reaper (from the command, or forwarded by the spawn server), with the descriptors that
     become the job's 0, 1, 2 (stdio says which come): set up the sandbox as spec says, start the command
     as its main process; its end stops the rest. lifeline "parent": the launcher is our parent, its death
@@ -133,7 +133,7 @@ class Job(Record):
     which every process of the machine shares; None: none), when we stop the sandbox ourselves, for reason
     "timeout", even if the launcher cannot ask (the job stopped its process group)."""
 
-    KIND = Kind.JOB
+    KIND = Kind.ORDER
     command: Command
     spec: SandboxSpec
     pgid: int | None
@@ -146,7 +146,7 @@ class Job(Record):
 
 class Session(Record):
     """launcher -> reaper (a sandbox.Job, through the spawn server): set up the sandbox, report ready, then
-    start each Run that comes; the sandbox lives until a Stop or the caller's death. registry: as for a Job.
+    start each Run that comes; the sandbox lives until a Stop or the caller's death. registry: as for an Order.
     owner: the caller's credentials when it asked (the spawn server's reading of the caller's
     /proc/PID/status, whose descriptor comes before the registry's); a Run is refused once they differ."""
 
@@ -167,7 +167,7 @@ class Spawn(Record):
     reading of that thread's attributes where they differ from the server's (None: none differ)."""
 
     KIND = Kind.SPAWN
-    order: Job | Session
+    order: Order | Session
     on_exit: tuple[str, ...]
     tid: int = 0
 
@@ -181,10 +181,10 @@ class Spawned(Record):
     ticket: int
 
 
-class Claim(Record):
+class TakeHooks(Record):
     """caller -> spawn server: we run the hooks of this ticket ourselves; forget them."""
 
-    KIND = Kind.CLAIM
+    KIND = Kind.TAKE_HOOKS
     ticket: int
 
 
@@ -319,8 +319,8 @@ class About(Record):
     mountinfo: bytes
 
 
-Message = (Ready | Job | Session | Spawn | Spawned | Claim | Failed | Run | ReaperIs | Event | Exited | Signal | Relay
-           | Stop | Handoff | Proceed | Query | About | Retire)
+Message = (Ready | Order | Session | Spawn | Spawned | TakeHooks | Failed | Run | ReaperIs | Event | Exited | Signal
+           | Relay | Stop | Handoff | Proceed | Query | About | Retire)
 RECORDS: dict[Kind, Any] = {record.KIND: record for record in Message.__args__}
 
 

@@ -132,7 +132,7 @@ class SpawnServer:
         if self.channel is None:
             return  # the server that held them is gone, and its claims with it
         try:
-            wire.send(self.channel, wire.Claim(number))
+            wire.send(self.channel, wire.TakeHooks(number))
         except OSError:
             pass
 

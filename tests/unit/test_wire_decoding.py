@@ -25,11 +25,11 @@ from support import wait_for
 
 SPEC = SandboxSpec.build({"tmpfs": ["/tmp:size=1M"], "grace": 3})
 CMD = Command([b"sh", b"-c", b"exit 3"], {b"PATH": b"/bin"}, b"/", 0o22)
-JOB = wire.Job(CMD, SPEC, None, "parent", (True, True, False), "/run/x", None, 12.5)
+JOB = wire.Order(CMD, SPEC, None, "parent", (True, True, False), "/run/x", None, 12.5)
 SAMPLES = [
     wire.Ready(7), JOB, wire.Session(SPEC, 5, "socket", None, (None, ((7, 10, 20),), 5), (b"0\t0", "mnt:[4]", 0)),
     wire.Spawn(JOB, ("echo hi",), 3),
-    wire.Spawned(9, 2), wire.Claim(2), wire.Failed(125, "no such thing", 2), wire.Run(CMD, (False, True, True)),
+    wire.Spawned(9, 2), wire.TakeHooks(2), wire.Failed(125, "no such thing", 2), wire.Run(CMD, (False, True, True)),
     wire.ReaperIs(4),
     wire.Event(EventName.STOPPING, {"reason": "timeout", "grace": 1.5, "signal": "SIGTERM", "mnt_ns": 4026531840}),
     wire.Exited(9, Usage(1.5, 0.25, 0.125, 4096, None, 1, 2, 3, 0)), wire.Exited(0), wire.Signal(15, "caller"),

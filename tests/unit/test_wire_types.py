@@ -12,7 +12,7 @@ from sandboxed_run_helpers.shared.options import SandboxSpec
 
 SPEC = SandboxSpec.build({"tmpfs": ["/tmp:size=1M"], "rlimit": ["NOFILE=64"], "ionice": "idle"})
 CMD = Command([b"true"], {b"PATH": b"/bin"}, b"/", 0o22)
-ORDER = wire.Job(CMD, SPEC, None, "parent", (True, True, False))
+ORDER = wire.Order(CMD, SPEC, None, "parent", (True, True, False))
 ABOUT = wire.About("n", 1.5, [b"sleep"], b"/", "running", None, SPEC, {"mnt": 4026531840}, b"")
 
 
