@@ -65,6 +65,11 @@ class Kind(enum.IntEnum):
     QUERY = 17
     ABOUT = 18
     RETIRE = 19
+    ENTERED = 20
+    ENTER_SIGNAL = 21
+    ENTER_STOPPED = 22
+    ENTER_CONTINUE = 23
+    ENTER_EXITED = 24
 
 
 class StopReason(enum.StrEnum):
@@ -138,7 +143,7 @@ class Order(Record):
     spec: SandboxSpec
     pgid: int | None
     lifeline: str
-    stdio: tuple[bool, bool, bool]
+    stdio: tuple[bool, ...]
     registry: str | None = None
     inherited: Inherited | None = None
     deadline: float | None = None
@@ -213,7 +218,7 @@ class Run(Record):
 
     KIND = Kind.RUN
     command: Command
-    stdio: tuple[bool, bool, bool]
+    stdio: tuple[bool, ...]
 
 
 class Proceed(Record):
@@ -319,8 +324,47 @@ class About(Record):
     mountinfo: bytes
 
 
+# sandboxed-run --enter and the forker it starts (the forker joins the sandbox's user and PID namespaces and
+# forks the command into them: sandbox/cli/enter.py), over a socket pair of their own.
+
+class Entered(Record):
+    """forker -> sandboxed-run --enter, once: the command runs as pid (as we see it), the leader of its own
+    process group; give it the terminal again when it is resumed after a stop."""
+
+    KIND = Kind.ENTERED
+    pid: int
+
+
+class EnterSignal(Record):
+    """sandboxed-run --enter -> forker: we received this signal; send it to the command."""
+
+    KIND = Kind.ENTER_SIGNAL
+    signo: int
+
+
+class EnterStopped(Record):
+    """forker -> sandboxed-run --enter: the command stopped (Ctrl+Z): take the terminal back and stop as it did;
+    once resumed, answer EnterContinue."""
+
+    KIND = Kind.ENTER_STOPPED
+
+
+class EnterContinue(Record):
+    """sandboxed-run --enter -> forker: we were resumed: resume the command's process group (SIGCONT)."""
+
+    KIND = Kind.ENTER_CONTINUE
+
+
+class EnterExited(Record):
+    """forker -> sandboxed-run --enter, last: the command ended with this wait status; exit as it did."""
+
+    KIND = Kind.ENTER_EXITED
+    status: int
+
+
 Message = (Ready | Order | Session | Spawn | Spawned | TakeHooks | Failed | Run | ReaperIs | Event | Exited | Signal
-           | Relay | Stop | Handoff | Proceed | Query | About | Retire)
+           | Relay | Stop | Handoff | Proceed | Query | About | Retire | Entered | EnterSignal | EnterStopped
+           | EnterContinue | EnterExited)
 RECORDS: dict[Kind, Any] = {record.KIND: record for record in Message.__args__}
 
 

@@ -36,7 +36,8 @@ SAMPLES = [
     wire.Relay(2), wire.Stop(None, StopReason.REQUESTED, True), wire.Handoff(0, 0, "timeout", -1.0), wire.Proceed(),
     wire.Query(),
     wire.About("nightly", 1.5, [b"sleep", b"9"], b"/", "running", None, SPEC, {"mnt": 4026531840}, b"1 2 3\n"),
-    wire.Retire(),
+    wire.Retire(), wire.Entered(9), wire.EnterSignal(2), wire.EnterStopped(), wire.EnterContinue(),
+    wire.EnterExited(256),
 ]
 _UCRED = struct.Struct("iII")
 
