@@ -148,8 +148,7 @@ class Server:
         elif isinstance(message, wire.Spawn):
             self.spawn(message, fds, sender)
             self.make_spare()
-        for fd in fds:
-            os.close(fd)
+        wire.discard(fds, at_once=True)
 
     def spawn(self, request: wire.Spawn, fds: list[int], sender: tuple[int, int, int] | None) -> None:
         owner_fd = None

@@ -314,8 +314,7 @@ class Answer:
         if self.listener >= 0:
             os.close(self.listener)
             self.listener = -1
-        for fd in self.namespace_fds.values():
-            os.close(fd)
+        wire.discard(self.namespace_fds.values(), at_once=True)
         self.namespace_fds = {}
         if self.root_fd >= 0:
             os.close(self.root_fd)

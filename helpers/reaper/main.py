@@ -149,8 +149,7 @@ def receive_order(sock: socket.socket, sigfd: linux.SignalFd
             extra = fds[sum(order.stdio):] if isinstance(order, wire.Order) else fds
             registry_fd = extra.pop() if extra and order.registry is not None else None
             owner_fd = extra.pop() if extra and isinstance(order, wire.Session) and order.owner is not None else None
-            for fd in extra:
-                os.close(fd)
+            wire.discard(extra, at_once=True)
             return order, stdio, registry_fd, owner_fd
 
 
@@ -329,8 +328,7 @@ class Reaper:
             if isinstance(message, wire.Run) and control and self.session:
                 self.run_command(message, fds)
                 continue
-            for fd in fds:
-                os.close(fd)
+            wire.discard(fds, at_once=True)
             if isinstance(message, wire.Signal) and process is not None:
                 self.forward(process, message.signo, message.origin)
             elif isinstance(message, wire.Relay) and process is not None and process.status is None:
@@ -406,20 +404,16 @@ class Reaper:
     def run_command(self, message: wire.Run, fds: list[int]) -> None:
         """A session's next command: the last descriptor is the socket for its reports."""
         if not fds or self.stopping.reason:
-            for fd in fds:
-                os.close(fd)
+            wire.discard(fds, at_once=True)
             return
         sock = socket.socket(fileno=fds.pop())
         stdio = stdio_of(message.stdio, fds)
-        for fd in set(fds) - set(stdio):
-            os.close(fd)  # more than the Run said: nobody's
+        wire.discard([fd for fd in fds if fd not in stdio], at_once=True)  # more than the Run said: nobody's
         try:
             try:
                 self.check_owner()
             except SandboxError:
-                for fd in stdio:
-                    if fd is not None:
-                        os.close(fd)
+                wire.discard([fd for fd in stdio if fd is not None], at_once=True)
                 raise
             self.start(message.command, stdio, sock)  # it takes the stdio descriptors over
         except SandboxError as exc:

@@ -31,7 +31,7 @@ from .usage import Usage
 
 TYPE_CHECKING = False  # typing stays out of the spawn server, whose every reaper is a fork of it
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
     from typing import Any
 
 MAX_INLINE = 1 << 16
@@ -657,11 +657,19 @@ def _close(fds: list[int]) -> None:
     discard(fds)
 
 
-def discard(fds: list[int]) -> None:
-    """Close descriptors a peer sent that we do not keep. The close of the last reference to some waits as long as
-    the sender likes (a socket lingering on data its peer never reads, a file of a FUSE mount whose server does not
-    answer; even an fstat of that file waits): a thread of ours closes those, and ends with us (the kernel then cuts
-    the wait short). What our messages carry (pidfds, namespaces, memfds, pipes) is closed here."""
+def discard(fds: Iterable[int], at_once: bool = False) -> None:
+    """Close descriptors a peer sent that we do not keep (or no longer keep): the one way every receiver closes
+    them. The close of the last reference to some waits as long as the sender likes (a socket lingering on data its
+    peer never reads, a file of a FUSE mount whose server does not answer; even an fstat of that file waits): a
+    thread of ours closes those, and ends with us (the kernel then cuts the wait short). What our messages carry
+    (pidfds, namespaces, memfds, pipes) is closed here. at_once: the sender is a process of ours or our caller
+    (the launcher, the caller, the spawn server, a reaper), whose descriptors (the job's stdio, say) are closed
+    here, all of them, before we go on (a spare reaper forked meanwhile must not inherit them)."""
+    fds = list(fds)
+    if at_once:
+        for fd in fds:
+            os.close(fd)
+        return
     slow = [fd for fd in fds if not harmless(fd)]
     for fd in fds:
         if fd not in slow:

@@ -104,8 +104,7 @@ def enter(target: str, argv: tuple[str, ...], values: dict[str, Any]) -> int:
         return _run(order)
     finally:
         os.close(pidfd)
-        for fd in (*sent.values(), *([root] if root >= 0 else [])):
-            os.close(fd)
+        wire.discard((*sent.values(), *([root] if root >= 0 else [])), at_once=True)
 
 
 class Entry:
@@ -300,8 +299,8 @@ def _forker(sock: socket.socket, parent: int, order: Entry) -> None:
         if child == 0:
             sock.close()
             _command(order)
-        for fd in (*order.namespace_fds.values(), *([order.root] if order.root >= 0 else [])):
-            os.close(fd)  # the command has its own: nothing of ours may keep the sandbox's namespaces alive
+        # The command has its own: nothing of ours may keep the sandbox's namespaces alive.
+        wire.discard((*order.namespace_fds.values(), *([order.root] if order.root >= 0 else [])), at_once=True)
         _tell(sock, wire.Entered(child))
         code = _wait(sock, sigfd, child)
     except Exception as exc:  # noqa: BLE001 - one line, never a traceback
