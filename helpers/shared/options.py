@@ -597,8 +597,9 @@ class SandboxSpec:
         if (type(fields) is not tuple and type(fields) is not list) or len(fields) != len(converters):
             raise ValueError("not a sandbox spec")
         spec = object.__new__(cls)
-        for name, convert, value in zip(cls.__slots__, converters, fields, strict=True):
-            object.__setattr__(spec, name, convert(value))
+        put = object.__setattr__
+        for name, (passes, convert), value in zip(cls.__slots__, converters, fields, strict=True):
+            put(spec, name, value if type(value) in passes else convert(value))
         return spec
 
     @property

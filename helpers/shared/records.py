@@ -63,7 +63,8 @@ class Record(tuple):
         given = len(values)
         if given > len(converters) or (given < len(converters) and cls._fields[given] not in cls._defaults):
             raise ValueError(f"{cls.__name__}: {given} fields")
-        fields = [convert(value) for convert, value in zip(converters, values, strict=False)]
+        fields = [value if type(value) in passes else convert(value)
+                  for (passes, convert), value in zip(converters, values, strict=False)]
         if given < len(converters):
             fields += [cls._defaults[name] for name in cls._fields[given:]]
         return tuple.__new__(cls, fields)
@@ -106,8 +107,9 @@ def _converters_of(cls: type) -> tuple:
 
 
 def converters(annotations: dict[str, Any], fields: tuple[str, ...], module: str) -> tuple:
-    """One converter per field, from its annotation (a string, names as module sees them): a function that gives
-    the value checked and converted, or raises ValueError. TypeError for an annotation it does not know."""
+    """One converter per field, from its annotation (a string, names as module sees them): the types whose values
+    pass as they are (a set: cheaper to ask than to call), and a function that gives the value checked and
+    converted, or raises ValueError. TypeError for an annotation it does not know."""
     import builtins
     import sys
 
@@ -115,7 +117,8 @@ def converters(annotations: dict[str, Any], fields: tuple[str, ...], module: str
     missing = [field for field in fields if field not in annotations]
     if missing:
         raise TypeError(f"no annotation for {', '.join(missing)}")
-    return tuple(_converter(str(annotations[field]), names) for field in fields)
+    made = [_converter(str(annotations[field]), names) for field in fields]
+    return tuple((getattr(convert, "passes", frozenset()), convert) for convert in made)
 
 
 def _split(text: str, separator: str) -> list[str]:
@@ -143,6 +146,7 @@ def _exact(kind: type) -> Callable[[Any], Any]:
     def convert(value: Any) -> Any:
         return value if type(value) is kind else _refuse(value, name)
     convert.exact = kind  # type: ignore[attr-defined]
+    convert.passes = frozenset((kind,))  # type: ignore[attr-defined]
     return convert
 
 
@@ -166,13 +170,21 @@ def _any(value: Any) -> Any:
     return value
 
 
+_float.passes = frozenset((float,))  # type: ignore[attr-defined]
+_none.passes = frozenset((type(None),))  # type: ignore[attr-defined]
+
+
 def _converter(text: str, names: dict[str, Any]) -> Callable[[Any], Any]:
     alternatives = _split(text, "|")
     if len(alternatives) > 1:
         converts = [_converter(alternative, names) for alternative in alternatives]
         if len(converts) == 2 and _none in converts:
             other = converts[1 - converts.index(_none)]
-            return lambda value: None if value is None else other(value)
+
+            def maybe(value: Any) -> Any:
+                return None if value is None else other(value)
+            maybe.passes = _none.passes | getattr(other, "passes", frozenset())  # type: ignore[attr-defined]
+            return maybe
 
         def either(value: Any) -> Any:
             for convert in converts:
@@ -181,6 +193,7 @@ def _converter(text: str, names: dict[str, Any]) -> Callable[[Any], Any]:
                 except ValueError:
                     pass
             raise ValueError(f"{text} expected, not {type(value).__name__}")
+        either.passes = frozenset().union(*(getattr(c, "passes", ()) for c in converts))  # type: ignore[attr-defined]
         return either
     if text == "None":
         return _none
@@ -220,12 +233,12 @@ def _sequence(kind: type, item: Callable[[Any], Any]) -> Callable[[Any], Any]:
         given = type(value)
         if given is not list and given is not tuple:
             return _refuse(value, kind.__name__)
-        if exact is not None:
+        if exact is not None or not value:
             for one in value:
                 if type(one) is not exact:
                     _refuse(one, exact.__name__)
             return value if given is kind else kind(value)
-        return kind(item(one) for one in value)
+        return kind([item(one) for one in value])
     return convert
 
 
@@ -235,7 +248,7 @@ def _fixed(items: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
     def convert(value: Any) -> Any:
         if (type(value) is not tuple and type(value) is not list) or len(value) != count:
             return _refuse(value, f"a tuple of {count}")
-        return tuple(item(one) for item, one in zip(items, value, strict=True))
+        return tuple([item(one) for item, one in zip(items, value, strict=True)])
     return convert
 
 

@@ -409,14 +409,19 @@ def decode(data: Any) -> Message:
 
 _BY_NUMBER = {int(kind): record for kind, record in RECORDS.items()}
 
-# What marshal writes for the values we send (with FLAG_REF, 0x80, or not), by code: how many bytes follow
-# before the next code (FIXED), or how a length or count that follows says (its items follow as codes).
-_FIXED = {ord("N"): 0, ord("T"): 0, ord("F"): 0, ord("0"): 0, ord("{"): 0, ord("i"): 4, ord("g"): 8, ord("r"): 4}
-_SIZED = (ord("s"), ord("u"), ord("a"), ord("A"), ord("t"))  # a 4-byte length, then that many bytes
-_SHORT = (ord("z"), ord("Z"))  # a 1-byte length
-_COUNTED = (ord("("), ord("["))  # a 4-byte count of items, each at least a byte
-_DIGITS = ord("l")  # a 4-byte signed count of 2-byte digits
-_SMALL_TUPLE = ord(")")  # a 1-byte count
+# What marshal writes for the values we send (with FLAG_REF, 0x80, or not), by the code's byte: how the
+# next code is found. The items of a tuple, list or dict follow their container as codes of their own.
+_REFUSE, _SIZED, _SHORT, _BARE, _FOUR, _EIGHT, _COUNTED, _SMALL_TUPLE, _DIGITS = range(9)
+_CODES = {b"suaAt": _SIZED,  # a 4-byte length, then that many bytes
+          b"zZ": _SHORT,  # a 1-byte length
+          b"NTF0{": _BARE,  # nothing more (a dict's items end with 0)
+          b"ir": _FOUR,  # an int, a reference to an earlier value
+          b"g": _EIGHT,  # a float
+          b"([": _COUNTED,  # a 4-byte count of items, each at least a byte
+          b")": _SMALL_TUPLE,  # a 1-byte count
+          b"l": _DIGITS}  # a 4-byte signed count of 2-byte digits
+_ACTIONS = bytes(next((action for codes, action in _CODES.items() if byte & 0x7F in codes), _REFUSE)
+                 for byte in range(256))
 _LENGTH = struct.Struct("<i").unpack_from
 
 
@@ -427,28 +432,31 @@ def _check_claims(data: bytes) -> None:
     so one walk sees every claim, without nesting."""
     end = len(data)
     pos = 0
-    fixed, sized, short, counted, length = _FIXED, _SIZED, _SHORT, _COUNTED, _LENGTH
+    actions, length = _ACTIONS, _LENGTH
     try:
         while pos < end:
-            code = data[pos] & 0x7F
-            if code in sized:
+            action = actions[data[pos]]
+            if action == _SIZED:
                 size = length(data, pos + 1)[0]
                 pos += 5 + size
                 if size < 0 or pos > end:
                     raise ValueError("a string longer than the packet")
-            elif code in short:
+            elif action == _SHORT:
                 pos += 2 + data[pos + 1]
-            elif code in fixed:
-                pos += 1 + fixed[code]
-            elif code in counted:
+            elif action == _BARE:
+                pos += 1
+            elif action == _FOUR:
+                pos += 5
+            elif action == _SMALL_TUPLE:
+                pos += 2
+            elif action == _COUNTED:
                 pos += 5
                 if length(data, pos - 4)[0] > end - pos:
                     raise ValueError("a container that claims more items than the packet holds")
-            elif code == _SMALL_TUPLE:
-                pos += 2
-            elif code == _DIGITS:
-                size = 2 * abs(length(data, pos + 1)[0])
-                pos += 5 + size
+            elif action == _EIGHT:
+                pos += 9
+            elif action == _DIGITS:
+                pos += 5 + 2 * abs(length(data, pos + 1)[0])
                 if pos > end:
                     raise ValueError("an int that claims more digits than the packet holds")
             else:
