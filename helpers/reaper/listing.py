@@ -40,9 +40,7 @@ def claim(order: wire.Order | wire.Session, dirfd: int | None, launcher_proc: in
     we were started under (peers.py). Both taken over. own_proc: our own /proc (mounts.Procs), which stays
     the reaper's."""
     if order.registry is None or dirfd is None:
-        for fd in (dirfd, launcher_proc):
-            if fd is not None:
-                os.close(fd)
+        wire.discard([fd for fd in (dirfd, launcher_proc) if fd is not None], at_once=True)
         if order.registry is not None:
             # Never by its path: in here that is the empty directory the job sees (mounts.prepare).
             raise SandboxError(f"cannot register the sandbox: the launcher could not open {order.registry}")

@@ -11,6 +11,11 @@ credentials the kernel attaches are the sender's own.)
 A packet cannot be larger than the socket's send buffer (about 200 KiB), but a request carries
 whatever argument list and environment execve accepts (2 MiB and more). So a large message
 travels in a sealed memfd, sent as the packet's first descriptor; the packet's first byte says which.
+
+What recv() returns is well-typed: a packet is walked before marshal reads it (no code we never send,
+no claim of more items or bytes than follow), and every field is checked and converted by its record's
+annotations (records.py); anything else is a ValueError, its descriptors closed. Receivers check values
+(a range, a state), never types. Descriptors a receiver does not keep go to discard().
 """
 
 from __future__ import annotations

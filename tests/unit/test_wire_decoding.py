@@ -340,3 +340,17 @@ def test_a_packet_that_claims_more_items_than_it_holds(claim):
         finally:
             os._exit(code)
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
+def test_discard_closes_what_a_peer_of_ours_sent_before_it_returns():
+    """at_once (a process of ours sent them): every descriptor is closed when discard returns; otherwise pipes,
+    memfds and the like at once and the rest (here /dev/null) in a thread of its own, soon."""
+    for at_once in (True, False):
+        r, w = os.pipe()
+        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        wire.discard([r, w, null], at_once=at_once)
+        assert not _open(r) and not _open(w)
+        if at_once:
+            assert not _open(null)
+        else:
+            assert wait_for(lambda null=null: not _open(null), 5.0, 0.001)
