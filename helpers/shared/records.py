@@ -117,12 +117,25 @@ def converters(annotations: dict[str, Any], fields: tuple[str, ...], module: str
     missing = [field for field in fields if field not in annotations]
     if missing:
         raise TypeError(f"no annotation for {', '.join(missing)}")
-    made = [_converter(str(annotations[field]), names) for field in fields]
+    made = []
+    for field in fields:
+        text = str(annotations[field])
+        key = (text, module)
+        if key not in _MADE:
+            _MADE[key] = _converter(text, names)
+        made.append(_MADE[key])
     return tuple((getattr(convert, "passes", frozenset()), convert) for convert in made)
+
+
+_MADE: dict[tuple[str, str], Any] = {}  # converters by annotation and module: many fields share one
 
 
 def _split(text: str, separator: str) -> list[str]:
     """text split at separator outside brackets."""
+    if separator not in text:
+        return [text.strip()]
+    if "[" not in text:
+        return [part.strip() for part in text.split(separator)]
     parts, depth, start = [], 0, 0
     for index, char in enumerate(text):
         if char == "[":
