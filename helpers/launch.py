@@ -1,6 +1,6 @@
 """Starting a reaper: the launcher's side (the sandboxed-run process, or the API's spawn server).
 
-fork() makes the reaper PID 1 of a new PID namespace; hand_over() gives it its order (a Job or a
+fork() makes the reaper PID 1 of a new PID namespace; hand_over() gives it its order (an Order or a
 Session). Without a user namespace the launcher enters the new PID namespace for one fork() and
 goes straight back; with one, a small parent in between makes it (helpers/userns.py: an
 unprivileged launcher cannot). No raw clone(): Python's fork handling must stay intact.
@@ -87,7 +87,7 @@ def fork(userns: tuple[int, int] | None = None, pgid: int | None = None,
     return pid, os.pidfd_open(pid), ours
 
 
-def place(order: wire.Job | wire.Session, pid: int, sock: socket.socket, userns: bool) -> Cgroup | None:
+def place(order: wire.Order | wire.Session, pid: int, sock: socket.socket, userns: bool) -> Cgroup | None:
     """Give the sandbox a cgroup of its own if its spec has limits (None otherwise), with the forked process pid
     in it (the reaper, or the user-namespace parent, which then forks the reaper into it): before its order,
     so that every process of the job is born in it. SandboxError if it cannot be had."""
@@ -107,7 +107,7 @@ def place(order: wire.Job | wire.Session, pid: int, sock: socket.socket, userns:
     return group
 
 
-def hand_over(sock: socket.socket, pid: int, order: wire.Job | wire.Session, stdio: tuple[int, ...] = ()) -> None:
+def hand_over(sock: socket.socket, pid: int, order: wire.Order | wire.Session, stdio: tuple[int, ...] = ()) -> None:
     """Give a forked reaper its order and the descriptors that become the job's 0, 1, 2 (those present).
 
     Raises OSError if it cannot be sent (a descriptor that is not open: EBADF); a reaper that died
@@ -131,7 +131,7 @@ def hand_over(sock: socket.socket, pid: int, order: wire.Job | wire.Session, std
             os.close(dirfd)
 
 
-def start(order: wire.Job, stdio: tuple[int, ...], hear: int | None = None,
+def start(order: wire.Order, stdio: tuple[int, ...], hear: int | None = None,
           forked: Callable[[int, int], None] | None = None) -> tuple[int, int, socket.socket, Cgroup | None]:
     """fork(), place() and hand_over() in one: a reaper for this job, now, and the sandbox's cgroup if it has one
     (remove() it once the sandbox is gone; reap() the pid once the sandbox is gone). forked(pid, pidfd) runs before

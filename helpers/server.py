@@ -256,15 +256,14 @@ class Server:
             return
         except ValueError:
             return
-        if isinstance(message, wire.Claim):
+        if isinstance(message, wire.TakeHooks):
             self.hooks.claim(message.ticket)
         elif isinstance(message, wire.Retire):
             self.retire()
         elif isinstance(message, wire.Spawn):
             self.spawn(message, fds, sender)
             self.make_spare()
-        for fd in fds:
-            os.close(fd)
+        wire.discard(fds, at_once=True)
 
     def spawn(self, request: wire.Spawn, fds: list[int], sender: tuple[int, int, int] | None) -> None:
         owner_fd = None
@@ -293,7 +292,7 @@ class Server:
             if owner_fd is not None:
                 os.close(owner_fd)
 
-    def serve_order(self, order: wire.Job | wire.Session, on_exit: tuple[str, ...], fds: list[int]) -> None:
+    def serve_order(self, order: wire.Order | wire.Session, on_exit: tuple[str, ...], fds: list[int]) -> None:
         if order.spec.net == "none" and not self.netlink_loaded:
             self.load_netlink()
         try:

@@ -116,8 +116,7 @@ class ReaperClient:
                     "kernel killed one of its processes (the sandbox's memory.max was reached)", self.prog)
         elif isinstance(message, wire.Failed):
             self.error = SandboxError.for_exit_code(message.exit_code, message.message, message.errno)
-        for fd in fds:
-            os.close(fd)
+        wire.discard(fds, at_once=True)
 
     def emit(self, name: str, fields: dict) -> None:
         """An event of this sandbox: recorded, and passed to on_event (its name a plain str)."""

@@ -255,7 +255,10 @@ class Answer:
             os.close(own)
 
     def take(self, message: wire.Message, fds: list[int], pid: int | None) -> None:
-        if isinstance(message, wire.About) and _well_formed(message) and fds and _pidfd_of(fds[0]) == self.reaper_pid \
+        # Whoever owns a registry directory may listen there with a program of their own, and root lists and enters
+        # everyone's: recv() gave an About of the types a reaper of ours sends, and its start must be a time.
+        if isinstance(message, wire.About) and math.isfinite(message.started) and fds \
+                and _pidfd_of(fds[0]) == self.reaper_pid \
                 and (self.listener < 0 or _pidfd_of(self.listener) == self.reaper_pid):
             self.about, self.job_pid = message, pid
             self.pidfd = fds.pop(0)
@@ -312,27 +315,12 @@ class Answer:
         if self.listener >= 0:
             os.close(self.listener)
             self.listener = -1
-        for fd in self.namespace_fds.values():
-            os.close(fd)
+        wire.discard(self.namespace_fds.values(), at_once=True)
         self.namespace_fds = {}
         if self.root_fd >= 0:
             os.close(self.root_fd)
             self.root_fd = -1
         self.sock.close()
-
-
-def _well_formed(about: wire.About) -> bool:
-    """Whether an About has the types a reaper of ours sends. Whoever owns a registry directory may listen
-    there with a program of their own, and root lists and enters everyone's: a forged answer is no answer."""
-    def strings(items: object, kind: type) -> bool:
-        return isinstance(items, list) and all(isinstance(item, kind) for item in items)
-
-    return (isinstance(about.name, str) and type(about.started) in (int, float) and math.isfinite(about.started)
-            and (about.command is None or strings(about.command, bytes)) and isinstance(about.cwd, bytes)
-            and about.state in ("running", "stopping") and (about.reason is None or isinstance(about.reason, str))
-            and isinstance(about.namespaces, dict) and strings(list(about.namespaces), str)
-            and all(type(inode) is int for inode in about.namespaces.values()) and isinstance(about.mountinfo, bytes)
-            and (about.spec.userns_ids is None or all(type(i) is int for i in about.spec.userns_ids)))
 
 
 def _pidfd_of(fd: int) -> int | None:

@@ -245,7 +245,7 @@ RAW_SPAWN = """
     server = spawner.current()
     exec(change)
     # Not through our client: a Spawn written on the server's channel as any code in the program could.
-    order = wire.Job(command.command([b"sh", b"-c", b"id -u > " + flag.encode()], dict(os.environb), os.getcwdb()),
+    order = wire.Order(command.command([b"sh", b"-c", b"id -u > " + flag.encode()], dict(os.environb), os.getcwdb()),
                      SandboxSpec.build({"userns": False}), os.getpgrp(), "socket", (False, False, False), None)
     wire.send(server.channel, wire.Spawn(order, ()))
     reply, fds, _ = wire.recv(server.channel)
@@ -282,7 +282,7 @@ channel, flag = int(sys.argv[1]), sys.argv[2]
 os.setgroups([]); os.setgid(65534); os.setuid(65534)
 sock = socket.socket(fileno=channel)
 cmd = command.command([b"sh", b"-c", b"id -u > " + flag.encode()], dict(os.environb), b"/")
-wire.send(sock, wire.Spawn(wire.Job(cmd, SandboxSpec.build({"userns": False}), None, "socket", (False,) * 3), ()))
+wire.send(sock, wire.Spawn(wire.Order(cmd, SandboxSpec.build({"userns": False}), None, "socket", (False,) * 3), ()))
 reply = wire.recv(sock)[0]
 print(json.dumps({"reply": type(reply).__name__, "message": getattr(reply, "message", None)}))
 """

@@ -30,25 +30,23 @@ from .procfs import OwnProc
 MAX_CONNECTIONS = 16
 CONNECTION_LIFE = 10.0
 
-Answer = Callable[[], tuple[wire.About, int | None]]  # the About, and the PID to name in SCM_CREDENTIALS
+Describe = Callable[[], tuple[wire.About, int | None]]  # the About, and the PID to name in SCM_CREDENTIALS
 StopRequested = Callable[[float | None], None]
 
 
-def claim(order: wire.Job | wire.Session, dirfd: int | None, launcher_proc: int | None,
+def claim(order: wire.Order | wire.Session, dirfd: int | None, launcher_proc: int | None,
           own_proc: OwnProc) -> Listing | None:
     """Take the order's name in its registry (SandboxError if a live sandbox has it); None: not listed.
     dirfd: the registry directory as the launcher opened it, None if it sent none; launcher_proc: the /proc
     we were started under (peers.py). Both taken over. own_proc: our own /proc (mounts.Procs), which stays
     the reaper's."""
     if order.registry is None or dirfd is None:
-        for fd in (dirfd, launcher_proc):
-            if fd is not None:
-                os.close(fd)
+        wire.discard([fd for fd in (dirfd, launcher_proc) if fd is not None], at_once=True)
         if order.registry is not None:
             # Never by its path: in here that is the empty directory the job sees (mounts.prepare).
             raise SandboxError(f"cannot register the sandbox: the launcher could not open {order.registry}")
         return None
-    argv0 = order.command.argv[0] if isinstance(order, wire.Job) else None
+    argv0 = order.command.argv[0] if isinstance(order, wire.Order) else None
     try:
         held = registry.claim(order.registry, order.spec.name, argv0, dirfd)
     except BaseException:
@@ -109,7 +107,7 @@ class Listing:
             self.connections[fd] = (conn, time.monotonic() + CONNECTION_LIFE)
             poller.register(fd, select.POLLIN)
 
-    def serve(self, fd: int, poller: select.poll, answer: Answer, stop: StopRequested) -> None:
+    def serve(self, fd: int, poller: select.poll, answer: Describe, stop: StopRequested) -> None:
         """What a connection asks, answered now."""
         conn = self.connections[fd][0]
         while True:
@@ -139,9 +137,8 @@ class Listing:
                     return
             elif isinstance(message, wire.Stop):
                 grace = message.grace
-                # NaN, negative, not a number: the sandbox's own grace.
-                ok = isinstance(grace, (int, float)) and not isinstance(grace, bool) and grace >= 0
-                stop(grace if ok else None)
+                # NaN or negative: the sandbox's own grace (recv() gave a float or None).
+                stop(grace if grace is not None and grace >= 0 else None)
                 self.drop(fd, poller)  # the client waits on our pidfd from now on
                 return
 

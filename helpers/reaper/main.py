@@ -1,7 +1,7 @@
 """The reaper: PID 1 of a sandbox's PID namespace, and the owner of its mount namespace.
 
 Its life, top to bottom in main(): tie itself to the launcher; prepare the namespaces (before the
-order comes, so that a spawn server can keep a reaper ready); receive the order (a Job, or a Session
+order comes, so that a spawn server can keep a reaper ready); receive the order (an Order, or a Session
 for sandbox.Job); complete the sandbox as the order's spec says (mounts.py); start the job
 (commands.py); then the loop: reap every process, pass on what the launcher asks, and stop them all
 (stopping.py) when the main process ends, when the launcher asks, or when the caller dies. The loop
@@ -79,7 +79,7 @@ def main(sock: socket.socket, parent_pidfd: int, owner: int | None = None) -> in
             # The name first: a clash must fail before anything of the job exists.
             reaper.listing, registry_fd = listing.claim(order, registry_fd, procs.launcher, procs.own), None
             mounts.set_up(order.spec)
-            if isinstance(order, wire.Job):
+            if isinstance(order, wire.Order):
                 reaper.main = reaper.start(order.command, stdio, sock)
         except SandboxError as exc:
             reaper.send(sock, wire.Failed(exc.exit_code, exc.message, exc.errno or 0))
@@ -130,7 +130,7 @@ def refuse_tracers() -> None:
 
 
 def receive_order(sock: socket.socket, sigfd: linux.SignalFd
-                  ) -> tuple[wire.Job | wire.Session, tuple[int | None, ...], int | None, int | None] | None:
+                  ) -> tuple[wire.Order | wire.Session, tuple[int | None, ...], int | None, int | None] | None:
     """Wait for the order, the job's descriptors, the registry directory's (launch.hand_over) and a session's
     owner's (its caller's /proc/PID/status); None if the launcher went away first."""
     while True:
@@ -140,18 +140,17 @@ def receive_order(sock: socket.socket, sigfd: linux.SignalFd
             return None
         if sock in ready:
             try:
-                received = wire.recv_kind(sock, (wire.Job, wire.Session), socket.MSG_DONTWAIT, lost=True)
+                received = wire.recv_kind(sock, (wire.Order, wire.Session), socket.MSG_DONTWAIT, lost=True)
             except BlockingIOError:
                 continue
             if received is None:
                 return None
             order, fds = received
-            stdio = stdio_of(order.stdio, fds) if isinstance(order, wire.Job) else (None, None, None)
-            extra = fds[sum(order.stdio):] if isinstance(order, wire.Job) else fds
+            stdio = stdio_of(order.stdio, fds) if isinstance(order, wire.Order) else (None, None, None)
+            extra = fds[sum(order.stdio):] if isinstance(order, wire.Order) else fds
             registry_fd = extra.pop() if extra and order.registry is not None else None
             owner_fd = extra.pop() if extra and isinstance(order, wire.Session) and order.owner is not None else None
-            for fd in extra:
-                os.close(fd)
+            wire.discard(extra, at_once=True)
             return order, stdio, registry_fd, owner_fd
 
 
@@ -168,7 +167,7 @@ class Reaper:
     with a socket of its own for its reports, and the namespace lives until the launcher stops it or dies).
     """
 
-    def __init__(self, sock: socket.socket, sigfd: linux.SignalFd, order: wire.Job | wire.Session,
+    def __init__(self, sock: socket.socket, sigfd: linux.SignalFd, order: wire.Order | wire.Session,
                  mnt_ns: int, pid_ns: int, procs: mounts.Procs, owner_fd: int | None = None) -> None:
         self.sock = sock
         self.sigfd = sigfd
@@ -194,7 +193,7 @@ class Reaper:
         self.done = False
         self.poller = select.poll()
         self.listing: listing.Listing | None = None  # our entry in the registry of running sandboxes
-        self.command: Command | None = order.command if isinstance(order, wire.Job) else None
+        self.command: Command | None = order.command if isinstance(order, wire.Order) else None
         self.entered = Entered(procs.own)  # processes in here that are not our children (--enter)
         self.accounting = Accounting(self.spec)  # before the job's mounts can hide /sys/fs/cgroup
         # The timeout, enforced here too: a job can stop its launcher (kill -STOP 0), never its PID 1.
@@ -330,8 +329,7 @@ class Reaper:
             if isinstance(message, wire.Run) and control and self.session:
                 self.run_command(message, fds)
                 continue
-            for fd in fds:
-                os.close(fd)
+            wire.discard(fds, at_once=True)
             if isinstance(message, wire.Signal) and process is not None:
                 self.forward(process, message.signo, message.origin)
             elif isinstance(message, wire.Relay) and process is not None and process.status is None:
@@ -407,20 +405,16 @@ class Reaper:
     def run_command(self, message: wire.Run, fds: list[int]) -> None:
         """A session's next command: the last descriptor is the socket for its reports."""
         if not fds or self.stopping.reason:
-            for fd in fds:
-                os.close(fd)
+            wire.discard(fds, at_once=True)
             return
         sock = socket.socket(fileno=fds.pop())
         stdio = stdio_of(message.stdio, fds)
-        for fd in set(fds) - set(stdio):
-            os.close(fd)  # more than the Run said: nobody's
+        wire.discard([fd for fd in fds if fd not in stdio], at_once=True)  # more than the Run said: nobody's
         try:
             try:
                 self.check_owner()
             except SandboxError:
-                for fd in stdio:
-                    if fd is not None:
-                        os.close(fd)
+                wire.discard([fd for fd in stdio if fd is not None], at_once=True)
                 raise
             self.start(message.command, stdio, sock)  # it takes the stdio descriptors over
         except SandboxError as exc:

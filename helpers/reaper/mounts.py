@@ -8,7 +8,7 @@ import os
 
 from ..shared import linux, registry
 from ..shared.errors import mount_error, namespace_error
-from ..shared.mountspec import MOUNTS, Mount, may_create, owner
+from ..shared.mountspec import MOUNTS, Step, may_create, owner
 from ..shared.options import SandboxSpec
 from ..shared.records import Record
 from .procfs import OwnProc
@@ -107,7 +107,7 @@ def set_up(spec: SandboxSpec) -> None:
     _make(spec.mounts, spec.mkdir, spec.userns)
 
 
-def _make(steps: tuple[Mount, ...], mkdir: bool, userns: bool) -> None:
+def _make(steps: tuple[Step, ...], mkdir: bool, userns: bool) -> None:
     """Walk the steps in their order. The paths missing below a mount are made right after it (those on the
     host's own file systems first), before any deeper step (a read-only remount, say) could be in the way."""
     os.umask(0o022)  # what we create gets the modes we give; each command sets its own umask later
@@ -116,7 +116,7 @@ def _make(steps: tuple[Mount, ...], mkdir: bool, userns: bool) -> None:
     read_only = any(m.kind == "read_only" for m in steps)
     reopen = {m.source for m in steps if m.kind == "bind" and read_only and _writable(m.source)}
 
-    def create_below(above: Mount | None) -> None:
+    def create_below(above: Step | None) -> None:
         for step, step_owner in zip(steps, owners, strict=True):
             if step_owner is above:
                 # Without --mkdir, what we make must stay in the mount of ours it lies in.

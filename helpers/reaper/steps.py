@@ -10,7 +10,7 @@ import stat
 
 from ..shared import linux
 from ..shared.errors import SandboxError, mount_error
-from ..shared.mountspec import DIRECTORIES, Mount, missing_advice
+from ..shared.mountspec import DIRECTORIES, Step, missing_advice
 
 # The devices of a minimal /dev: bind mounts of the host's own nodes, which work in a user namespace too
 # (where mknod does not); opened before the new /dev covers the host's.
@@ -25,7 +25,7 @@ def _fd_path(fd: int) -> bytes:
     return b"/proc/self/fd/%d" % fd
 
 
-def create(step: Mount, may: bool, inside: str | None = None) -> None:
+def create(step: Step, may: bool, inside: str | None = None) -> None:
     """Make step's missing path (parents first): a directory, an empty file for a bind of a file, only the
     parents for a link. may: whether we may create here (mountspec.may_create); inside: the mount of ours
     the path must not leave (None: anywhere), which a symbolic link below it (in an overlay's lower
@@ -67,7 +67,7 @@ def makedirs(path: str, mode: int) -> None:
                 raise
 
 
-def _no_link_out(step: Mount, inside: str) -> None:
+def _no_link_out(step: Step, inside: str) -> None:
     path = inside
     for part in os.path.relpath(os.path.dirname(step.target), inside).split("/"):
         if part == ".":
@@ -81,7 +81,7 @@ def _no_link_out(step: Mount, inside: str) -> None:
             return  # from here on we make every part ourselves
 
 
-def make(step: Mount, userns: bool, reopen: bool) -> None:
+def make(step: Step, userns: bool, reopen: bool) -> None:
     """Make one step; the paths it needs exist (create() made them)."""
     path = os.fsencode(step.target)
     try:
@@ -116,7 +116,7 @@ def make(step: Mount, userns: bool, reopen: bool) -> None:
         raise mount_error(exc, _action(step), step.target, userns, step.kind) from None
 
 
-def _action(step: Mount) -> str:
+def _action(step: Step) -> str:
     # In words, not flags: the caller may be the command line or the API.
     return {"read_only": "make read-only", "tmpfs": "mount a tmpfs on", "bind": f"bind-mount {step.source} on",
             "ro_bind": f"bind-mount {step.source} read-only on", "overlay": f"mount an overlay of {step.source} on",
@@ -137,7 +137,7 @@ def _symlink(target: str, path: str) -> None:
     os.symlink(target, path)
 
 
-def _overlay(step: Mount, userns: bool) -> None:
+def _overlay(step: Step, userns: bool) -> None:
     """LOWER shown writable on the target. Its writable layer is UPPER (kept, with the work directory overlayfs
     needs beside it: .NAME.overlay-work) or a private tmpfs mounted on the target first, under the overlay."""
     assert step.source is not None

@@ -179,7 +179,7 @@ def tmpfs_value(value: object, name: str) -> tuple[str, str | None, int | None]:
 
 # -- the steps ---------------------------------------------------------------------------------------
 
-class Mount(Record):
+class Step(Record):
     """One set-up step: kind is the option that asked for it (tmpfs, bind, ro_bind, overlay, dev, dir, symlink,
     read_only), target the path it makes or mounts on. source: a bind's source, an overlay's lower directory,
     a link's target. extra: (size, mode) of a tmpfs; an overlay's UPPER (None: a private tmpfs)."""
@@ -198,16 +198,16 @@ class Mount(Record):
 
 def steps_of(tmpfs: Iterable[tuple], bind: Iterable[tuple], ro_bind: Iterable[tuple], overlay: Iterable[tuple],
              dev: Iterable[str], dirs: Iterable[str], symlink: Iterable[tuple],
-             read_only: Iterable[str]) -> tuple[Mount, ...]:
+             read_only: Iterable[str]) -> tuple[Step, ...]:
     """Every step, in the order the reaper takes them (see the module's docstring)."""
-    steps = [Mount("tmpfs", path, None, (size, mode)) for path, size, mode in tmpfs]
-    steps += [Mount("overlay", target, lower, upper) for lower, target, upper in overlay]
-    steps += [Mount("dev", path) for path in dev]
-    steps += [Mount("bind", target, source) for source, target in bind]
-    steps += [Mount("ro_bind", target, source) for source, target in ro_bind]
-    steps += [Mount("read_only", path) for path in read_only]
-    steps += [Mount("dir", path) for path in dirs]
-    steps += [Mount("symlink", path, target) for target, path in symlink]
+    steps = [Step("tmpfs", path, None, (size, mode)) for path, size, mode in tmpfs]
+    steps += [Step("overlay", target, lower, upper) for lower, target, upper in overlay]
+    steps += [Step("dev", path) for path in dev]
+    steps += [Step("bind", target, source) for source, target in bind]
+    steps += [Step("ro_bind", target, source) for source, target in ro_bind]
+    steps += [Step("read_only", path) for path in read_only]
+    steps += [Step("dir", path) for path in dirs]
+    steps += [Step("symlink", path, target) for target, path in symlink]
     rank = {"read_only": 0, "dir": 2, "symlink": 2}
     # What lies in /proc comes last: --dev and --overlay need our /proc (its /proc/self/fd) while they are
     # made, and a mount on /proc would hide it.
@@ -219,7 +219,7 @@ def _within(path: str, top: str) -> bool:
     return path == top or path.startswith(top.rstrip("/") + "/")
 
 
-def owner(steps: tuple[Mount, ...], index: int) -> Mount | None:
+def owner(steps: tuple[Step, ...], index: int) -> Step | None:
     """The mount an earlier step made that steps[index]'s path lies in (the deepest; None: the host's own)."""
     found = None
     for step in steps[:index]:
@@ -228,7 +228,7 @@ def owner(steps: tuple[Mount, ...], index: int) -> Mount | None:
     return found
 
 
-def may_create(step_owner: Mount | None, mkdir: bool) -> bool:
+def may_create(step_owner: Step | None, mkdir: bool) -> bool:
     """Whether a missing path below step_owner may be created: in a tmpfs of ours always, elsewhere with mkdir."""
     return mkdir or (step_owner is not None and step_owner.kind in OURS)
 
@@ -246,7 +246,7 @@ def missing_advice(path: str, kind: str, spelling: str | None = None) -> str:
     return f"{path} does not exist: create it, {how}"
 
 
-def check_host(steps: tuple[Mount, ...], mkdir: bool, spelling: str) -> None:
+def check_host(steps: tuple[Step, ...], mkdir: bool, spelling: str) -> None:
     """Check the steps against this machine (SandboxError, one line each), so a typo fails before anything
     starts: sources exist, and each path exists as the right kind, or will be created."""
     for index, step in enumerate(steps):
@@ -280,7 +280,7 @@ def check_host(steps: tuple[Mount, ...], mkdir: bool, spelling: str) -> None:
         _check_kind(step, host_path, described, mkdir)
 
 
-def _check_kind(step: Mount, path: str, described: str, mkdir: bool) -> None:
+def _check_kind(step: Step, path: str, described: str, mkdir: bool) -> None:
     if step.kind == "symlink":
         if not (os.path.islink(path) and os.readlink(path) == step.source):
             raise SandboxError(f"{described}: {step.target} exists and is not that link")

@@ -17,10 +17,10 @@ import os
 import signal
 from collections.abc import Callable, Iterable, Mapping
 
-from . import durations, limits
+from . import durations, limits, records
 from .errors import SandboxError, userns_unavailable
 from .mountspec import (
-    Mount,
+    Step,
     absolute_path,
     bind_value,
     overlay_value,
@@ -513,6 +513,48 @@ class SandboxSpec:
     """
 
     __slots__ = (*SANDBOX_FIELDS, "ignored_signals")
+    # What each field holds once checked: from_wire() refuses anything else (a field of a new option needs one).
+    grace: float
+    stop_signal: int
+    tmpfs: tuple[tuple[str, str | None, int | None], ...]
+    bind: tuple[tuple[str, str], ...]
+    ro_bind: tuple[tuple[str, str], ...]
+    overlay: tuple[tuple[str, str, str | None], ...]
+    dev: tuple[str, ...]
+    dir: tuple[str, ...]
+    symlink: tuple[tuple[str, str], ...]
+    read_only: tuple[str, ...]
+    mkdir: bool
+    propagation: str
+    proc: bool
+    net: str
+    userns: bool
+    userns_uid: int | None
+    userns_gid: int | None
+    hostname: str | None
+    nice: int | None
+    ionice: tuple[int, int] | None
+    rlimit: tuple[tuple[str, int | None, int | None], ...]
+    umask: int | None
+    no_new_privs: bool
+    cap_drop: tuple[str, ...]
+    cap_keep: tuple[str, ...]
+    memory_max: int | None
+    memory_high: int | None
+    cpu_weight: int | None
+    cpu_max: float | None
+    io_weight: int | None
+    pids_max: int | None
+    name: str | None
+    user: int | None
+    group: int | None
+    extra_groups: tuple[int, ...] | None
+    syscall_filter: tuple[str, ...]
+    landlock_read: tuple[str, ...]
+    landlock_write: tuple[str, ...]
+    syscall_errno: int
+    ignored_signals: tuple[int, ...]
+    _converters: tuple | None = None
 
     def __init__(self, values: Mapping[str, Any]) -> None:
         for name in self.__slots__:
@@ -607,8 +649,19 @@ class SandboxSpec:
         return tuple(getattr(self, name) for name in self.__slots__)
 
     @classmethod
-    def from_wire(cls, fields: tuple) -> SandboxSpec:
-        return cls(dict(zip(cls.__slots__, fields, strict=True)))
+    def from_wire(cls, fields: Any) -> SandboxSpec:
+        """The spec to_wire() gave, each field checked and converted by its annotation; ValueError for anything
+        else."""
+        converters = SandboxSpec._converters
+        if converters is None:
+            converters = SandboxSpec._converters = records.converters(cls.__annotations__, cls.__slots__, __name__)
+        if (type(fields) is not tuple and type(fields) is not list) or len(fields) != len(converters):
+            raise ValueError("not a sandbox spec")
+        spec = object.__new__(cls)
+        put = object.__setattr__
+        for name, (passes, convert), value in zip(cls.__slots__, converters, fields, strict=True):
+            put(spec, name, value if type(value) in passes else convert(value))
+        return spec
 
     @property
     def userns_ids(self) -> tuple[int, int] | None:
@@ -652,7 +705,7 @@ class SandboxSpec:
         return {name: getattr(self, name) for name in CGROUP_LIMITS if getattr(self, name) is not None}
 
     @property
-    def mounts(self) -> tuple[Mount, ...]:
+    def mounts(self) -> tuple[Step, ...]:
         """Every mount and path to make, in the order the reaper takes them (mountspec.steps_of): parents
         before children, so that a bind below a tmpfs lands on top of it; at one depth a read-only remount
         first, so that a mount on the same path opens a writable hole in it."""

@@ -51,7 +51,9 @@ def in_our_group(pid: int) -> bool:
         return False
 
 
-class Relay(Record):
+class PendingRelay(Record):
+    """A signal to pass on to target once due, unless it reached target by itself first."""
+
     due: float
     target: Target
     signo: int
@@ -64,13 +66,13 @@ class Relays:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.arrivals: list[tuple[int, float, bool]] = []  # unpaired signals that reached us, when, by the kernel
-        self.pending: list[Relay] = []  # unpaired relays, and when they are due
+        self.pending: list[PendingRelay] = []  # unpaired relays, and when they are due
         self.paired: dict[int, float] = {}  # when each signal last paired
 
     def _could_reach(self, target: Target, when: float) -> bool:
         return when >= target.started and self.clock() - when <= WINDOW and in_our_group(target.pid)
 
-    def arrived(self, signo: int, when: float, by_kernel: bool = False) -> Relay | None:
+    def arrived(self, signo: int, when: float, by_kernel: bool = False) -> PendingRelay | None:
         """signo reached us (by_kernel: the kernel sent it, to our group). The relay it pairs with, if one waits:
         the signal reached that relay's target."""
         for relay in self.pending:
@@ -88,7 +90,7 @@ class Relays:
         now = self.clock()
         if now - self.paired.get(signo, -SETTLE - 1) <= SETTLE and in_our_group(target.pid):
             return True  # an echo of the last pairing (timeout(1): the child, then its group)
-        self.pending.append(Relay(now + SETTLE, target, signo))
+        self.pending.append(PendingRelay(now + SETTLE, target, signo))
         return False
 
     def confirm(self, target: Target, signals: Iterable[int], by_kernel: bool = False) -> list[int]:
@@ -113,7 +115,7 @@ class Relays:
     def next_due(self) -> float | None:
         return min((r.due for r in self.pending), default=None)
 
-    def take_due(self) -> list[Relay]:
+    def take_due(self) -> list[PendingRelay]:
         """The relays to deliver now: no arrival paired with them in time."""
         now = self.clock()
         due = [r for r in self.pending if r.due <= now]

@@ -11,6 +11,11 @@ credentials the kernel attaches are the sender's own.)
 A packet cannot be larger than the socket's send buffer (about 200 KiB), but a request carries
 whatever argument list and environment execve accepts (2 MiB and more). So a large message
 travels in a sealed memfd, sent as the packet's first descriptor; the packet's first byte says which.
+
+What recv() returns is well-typed: a packet is walked before marshal reads it (no code we never send,
+no claim of more items or bytes than follow), and every field is checked and converted by its record's
+annotations (records.py); anything else is a ValueError, its descriptors closed. Receivers check values
+(a range, a state), never types. Descriptors a receiver does not keep go to discard().
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from .usage import Usage
 
 TYPE_CHECKING = False  # typing stays out of the spawn server, whose every reaper is a fork of it
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
     from typing import Any
 
 MAX_INLINE = 1 << 16
@@ -49,9 +54,9 @@ class Kind(enum.IntEnum):
     READY = 1
     SPAWN = 2
     SPAWNED = 3
-    CLAIM = 4
+    TAKE_HOOKS = 4
     FAILED = 5
-    JOB = 6
+    ORDER = 6
     SESSION = 7
     RUN = 8
     REAPER_IS = 9
@@ -65,6 +70,11 @@ class Kind(enum.IntEnum):
     QUERY = 17
     ABOUT = 18
     RETIRE = 19
+    ENTERED = 20
+    ENTER_SIGNAL = 21
+    ENTER_STOPPED = 22
+    ENTER_CONTINUE = 23
+    ENTER_EXITED = 24
 
 
 class StopReason(enum.StrEnum):
@@ -82,6 +92,13 @@ class StopReason(enum.StrEnum):
     OUT_OF_MEMORY = "out of memory"  # the kernel killed the main process (or, in an exited event, that one)
 
 
+class SandboxState(enum.StrEnum):
+    """How a running sandbox stands, as About says."""
+
+    RUNNING = "running"
+    STOPPING = "stopping"
+
+
 class EventName(enum.StrEnum):
     """The lifecycle events (docs/status.md)."""
 
@@ -97,7 +114,17 @@ class EventName(enum.StrEnum):
 
 # -- the messages, in the order of a job's life ------------------------------------------------------
 # Each docstring: "sender -> receiver", then what the receiver does. Field values are plain data
-# (marshal's types), but for the records and specs named in a field's annotation.
+# (marshal's types), but for the records, enums and specs named in a field's annotation; a message
+# received holds what its annotations say (records.py), or recv() refused it.
+
+class Inherited(Record):
+    """What a process of ours takes of the caller's thread to be as it (credentials.inherited()): its nice,
+    the resource limits that differ as (resource, soft, hard), its oom_score_adj; None: as ours."""
+
+    nice: int | None
+    limits: tuple[tuple[int, int, int], ...]
+    oom_score_adj: int | None
+
 
 class Ready(Record):
     """spawn server -> caller, once: the server runs (as pid) and takes Spawn requests."""
@@ -106,7 +133,7 @@ class Ready(Record):
     pid: int
 
 
-class Job(Record):
+class Order(Record):
     """launcher -> reaper (from the command, or forwarded by the spawn server), with the descriptors that
     become the job's 0, 1, 2 (stdio says which come): set up the sandbox as spec says, start the command
     as its main process; its end stops the rest. lifeline "parent": the launcher is our parent, its death
@@ -116,20 +143,20 @@ class Job(Record):
     which every process of the machine shares; None: none), when we stop the sandbox ourselves, for reason
     "timeout", even if the launcher cannot ask (the job stopped its process group)."""
 
-    KIND = Kind.JOB
+    KIND = Kind.ORDER
     command: Command
     spec: SandboxSpec
     pgid: int | None
     lifeline: str
-    stdio: tuple[bool, bool, bool]
+    stdio: tuple[bool, ...]
     registry: str | None = None
-    inherited: tuple | None = None
+    inherited: Inherited | None = None
     deadline: float | None = None
 
 
 class Session(Record):
     """launcher -> reaper (a sandbox.Job, through the spawn server): set up the sandbox, report ready, then
-    start each Run that comes; the sandbox lives until a Stop or the caller's death. registry: as for a Job.
+    start each Run that comes; the sandbox lives until a Stop or the caller's death. registry: as for an Order.
     owner: the caller's credentials when it asked (the spawn server's reading of the caller's
     /proc/PID/status, whose descriptor comes before the registry's); a Run is refused once they differ."""
 
@@ -138,8 +165,8 @@ class Session(Record):
     pgid: int | None
     lifeline: str
     registry: str | None = None
-    inherited: tuple | None = None
-    owner: tuple | None = None
+    inherited: Inherited | None = None
+    owner: tuple[bytes | str | int, ...] | None = None
 
 
 class Spawn(Record):
@@ -150,7 +177,7 @@ class Spawn(Record):
     reading of that thread's attributes where they differ from the server's (None: none differ)."""
 
     KIND = Kind.SPAWN
-    order: Job | Session
+    order: Order | Session
     on_exit: tuple[str, ...]
     tid: int = 0
 
@@ -164,10 +191,10 @@ class Spawned(Record):
     ticket: int
 
 
-class Claim(Record):
+class TakeHooks(Record):
     """caller -> spawn server: we run the hooks of this ticket ourselves; forget them."""
 
-    KIND = Kind.CLAIM
+    KIND = Kind.TAKE_HOOKS
     ticket: int
 
 
@@ -196,7 +223,7 @@ class Run(Record):
 
     KIND = Kind.RUN
     command: Command
-    stdio: tuple[bool, bool, bool]
+    stdio: tuple[bool, ...]
 
 
 class Proceed(Record):
@@ -220,7 +247,7 @@ class Event(Record):
 
     KIND = Kind.EVENT
     name: EventName
-    fields: dict
+    fields: dict[str, Any]
 
 
 class Exited(Record):
@@ -295,15 +322,54 @@ class About(Record):
     started: float
     command: list[bytes] | None
     cwd: bytes
-    state: str
+    state: SandboxState
     reason: str | None
     spec: SandboxSpec
-    namespaces: dict
+    namespaces: dict[str, int]
     mountinfo: bytes
 
 
-Message = (Ready | Job | Session | Spawn | Spawned | Claim | Failed | Run | ReaperIs | Event | Exited | Signal | Relay
-           | Stop | Handoff | Proceed | Query | About | Retire)
+# sandboxed-run --enter and the forker it starts (the forker joins the sandbox's user and PID namespaces and
+# forks the command into them: sandbox/cli/enter.py), over a socket pair of their own.
+
+class Entered(Record):
+    """forker -> sandboxed-run --enter, once: the command runs as pid (as we see it), the leader of its own
+    process group; give it the terminal again when it is resumed after a stop."""
+
+    KIND = Kind.ENTERED
+    pid: int
+
+
+class EnterSignal(Record):
+    """sandboxed-run --enter -> forker: we received this signal; send it to the command."""
+
+    KIND = Kind.ENTER_SIGNAL
+    signo: int
+
+
+class EnterStopped(Record):
+    """forker -> sandboxed-run --enter: the command stopped (Ctrl+Z): take the terminal back and stop as it did;
+    once resumed, answer EnterContinue."""
+
+    KIND = Kind.ENTER_STOPPED
+
+
+class EnterContinue(Record):
+    """sandboxed-run --enter -> forker: we were resumed: resume the command's process group (SIGCONT)."""
+
+    KIND = Kind.ENTER_CONTINUE
+
+
+class EnterExited(Record):
+    """forker -> sandboxed-run --enter, last: the command ended with this wait status; exit as it did."""
+
+    KIND = Kind.ENTER_EXITED
+    status: int
+
+
+Message = (Ready | Order | Session | Spawn | Spawned | TakeHooks | Failed | Run | ReaperIs | Event | Exited | Signal
+           | Relay | Stop | Handoff | Proceed | Query | About | Retire | Entered | EnterSignal | EnterStopped
+           | EnterContinue | EnterExited)
 RECORDS: dict[Kind, Any] = {record.KIND: record for record in Message.__args__}
 
 
@@ -315,47 +381,102 @@ _PLAIN = (int, float, bytes, type(None))
 
 
 def _plain(value: Any) -> Any:
-    """A record (or spec) as marshal's plain types: (kind, *fields)."""
+    """A record (or spec) as marshal's plain types: (kind, *fields) for a message, its fields for a record
+    without a kind (which holds plain values alone: Command, Usage, Inherited)."""
     if type(value) in _PLAIN or type(value) is str or type(value) is bool:
         return value
+    if isinstance(value, Record):
+        if value.KIND is None:
+            return tuple(value)
+        return (int(value.KIND), *(_plain(field) for field in value))
     if isinstance(value, SandboxSpec):
         return value.to_wire()
-    if isinstance(value, (Command, Usage)):
-        return tuple(value)
-    kind = getattr(value, "KIND", None)
-    if kind is not None and isinstance(value, tuple):
-        return (int(kind), *(_plain(field) for field in value))
     if isinstance(value, enum.Enum):
         return value.value
-    if isinstance(value, str) and type(value) is not str:
+    if isinstance(value, str):
         return str.__str__(value)
     if isinstance(value, dict):
         return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(item) for item in value)
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_plain(item) for item in value)
     return value
 
 
-def decode(data: tuple, inside: bool = False) -> Message:
-    """A record from its plain form; ValueError, TypeError or KeyError for anything else (a Spawn holds one
-    record, never another Spawn: nested ones would exhaust the receiver's stack)."""
-    record = RECORDS[Kind(data[0])]
-    if record is Spawn and inside:
-        raise ValueError("a Spawn inside a Spawn")
-    fields = list(data[1:])
-    if record in (Job, Session, About):
-        fields[record._fields.index("spec")] = SandboxSpec.from_wire(tuple(fields[record._fields.index("spec")]))
-    if record in (Job, Run):
-        fields[0] = Command(*fields[0])
-    if record is Spawn:
-        fields[0] = decode(fields[0], inside=True)
-    if record is Stop:
-        fields[1] = StopReason(fields[1])
-    if record is Event:
-        fields[0] = EventName(fields[0])
-    if record is Exited and len(fields) > 1 and fields[1] is not None:
-        fields[1] = Usage(*fields[1])
-    return record(*fields)
+def decode(data: Any) -> Message:
+    """A record from its plain form, (kind, *fields), every field checked and converted by its annotation;
+    ValueError for anything else."""
+    if type(data) is not tuple or not data or type(data[0]) is not int or data[0] not in _BY_NUMBER:
+        raise ValueError("not a message of ours")
+    return _BY_NUMBER[data[0]].from_plain(data)
+
+
+_BY_NUMBER = {int(kind): record for kind, record in RECORDS.items()}
+
+# What marshal writes for the values we send (with FLAG_REF, 0x80, or not), by the code's byte: how the
+# next code is found. The items of a tuple, list or dict follow their container as codes of their own.
+_REFUSE, _SIZED, _SHORT, _BARE, _FOUR, _EIGHT, _COUNTED, _SMALL_TUPLE, _DIGITS = range(9)
+_CODES = {b"suaAt": _SIZED,  # a 4-byte length, then that many bytes
+          b"zZ": _SHORT,  # a 1-byte length
+          b"NTF0{": _BARE,  # nothing more (a dict's items end with 0)
+          b"ir": _FOUR,  # an int, a reference to an earlier value
+          b"g": _EIGHT,  # a float
+          b"([": _COUNTED,  # a 4-byte count of items, each at least a byte
+          b")": _SMALL_TUPLE,  # a 1-byte count
+          b"l": _DIGITS}  # a 4-byte signed count of 2-byte digits
+_ACTIONS = bytes(next((action for codes, action in _CODES.items() if byte & 0x7F in codes), _REFUSE)
+                 for byte in range(256))
+_LENGTH = struct.Struct("<i").unpack_from
+
+
+def _check_claims(data: bytes) -> None:
+    """ValueError unless data is a sequence of the marshal codes we send, none of which claims more than the
+    bytes that follow it. marshal.loads allocates what a tuple, list, bytes or int claims before it reads a byte
+    of it: six bytes would cost gigabytes. Codes are laid out one after another, items after their container,
+    so one walk sees every claim, without nesting."""
+    end = len(data)
+    pos = 0
+    actions, length = _ACTIONS, _LENGTH
+    try:
+        while pos < end:
+            action = actions[data[pos]]
+            if action == _SIZED:
+                size = length(data, pos + 1)[0]
+                pos += 5 + size
+                if size < 0 or pos > end:
+                    raise ValueError("a string longer than the packet")
+            elif action == _SHORT:
+                pos += 2 + data[pos + 1]
+            elif action == _BARE:
+                pos += 1
+            elif action == _FOUR:
+                pos += 5
+            elif action == _SMALL_TUPLE:
+                pos += 2
+            elif action == _COUNTED:
+                pos += 5
+                if length(data, pos - 4)[0] > end - pos:
+                    raise ValueError("a container that claims more items than the packet holds")
+            elif action == _EIGHT:
+                pos += 9
+            elif action == _DIGITS:
+                pos += 5 + 2 * abs(length(data, pos + 1)[0])
+                if pos > end:
+                    raise ValueError("an int that claims more digits than the packet holds")
+            else:
+                raise ValueError("a value we never send")
+    except (struct.error, IndexError):
+        raise ValueError("a packet cut short") from None
+
+
+def loads(data: bytes) -> Any:
+    """marshal.loads() of a packet, for the values we send alone; ValueError for anything else."""
+    _check_claims(data)
+    try:
+        return marshal.loads(data)
+    except (EOFError, TypeError, ValueError):
+        raise ValueError("malformed message") from None
 
 
 def table() -> str:
@@ -517,8 +638,8 @@ def _receive(sock: socket.socket, flags: int, admit: Callable[[list[int]], bool]
     else:
         data = data[1:]
     try:
-        return decode(marshal.loads(data)), fds, sender, named
-    except (ValueError, TypeError, EOFError, KeyError, IndexError):
+        return decode(loads(data)), fds, sender, named
+    except ValueError:
         _close(fds)
         raise ValueError("malformed message") from None
 
@@ -549,11 +670,19 @@ def _close(fds: list[int]) -> None:
     discard(fds)
 
 
-def discard(fds: list[int]) -> None:
-    """Close descriptors a peer sent that we do not keep. The close of the last reference to some waits as long as
-    the sender likes (a socket lingering on data its peer never reads, a file of a FUSE mount whose server does not
-    answer; even an fstat of that file waits): a thread of ours closes those, and ends with us (the kernel then cuts
-    the wait short). What our messages carry (pidfds, namespaces, memfds, pipes) is closed here."""
+def discard(fds: Iterable[int], at_once: bool = False) -> None:
+    """Close descriptors a peer sent that we do not keep (or no longer keep): the one way every receiver closes
+    them. The close of the last reference to some waits as long as the sender likes (a socket lingering on data its
+    peer never reads, a file of a FUSE mount whose server does not answer; even an fstat of that file waits): a
+    thread of ours closes those, and ends with us (the kernel then cuts the wait short). What our messages carry
+    (pidfds, namespaces, memfds, pipes) is closed here. at_once: the sender is a process of ours or our caller
+    (the launcher, the caller, the spawn server, a reaper), whose descriptors (the job's stdio, say) are closed
+    here, all of them, before we go on (a spare reaper forked meanwhile must not inherit them)."""
+    fds = list(fds)
+    if at_once:
+        for fd in fds:
+            os.close(fd)
+        return
     slow = [fd for fd in fds if not harmless(fd)]
     for fd in fds:
         if fd not in slow:

@@ -193,8 +193,7 @@ class Job:
             return
         self._wrapped_up = True
         client.close()
-        for fd in self._namespace_fds.values():
-            os.close(fd)
+        wire.discard(self._namespace_fds.values(), at_once=True)
         self._namespace_fds = {}
         for process in list(self._processes):
             process.poll()  # each learnt how it ended before the reaper exited

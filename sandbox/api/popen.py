@@ -78,7 +78,7 @@ class Popen:
         def launch(stdio: tuple[int | None, ...]) -> ReaperClient:
             # lifeline "socket": we hold the reaper's socket; the spawn server is only its parent.
             flags, fds = present(stdio)
-            order = wire.Job(cmd, chosen.spec, os.getpgrp(), "socket", flags, chosen.registry, deadline=deadline)
+            order = wire.Order(cmd, chosen.spec, os.getpgrp(), "socket", flags, chosen.registry, deadline=deadline)
             with not_started(chosen.on_event):
                 return spawner.new_client(wire.Spawn(order, chosen.on_exit), fds, chosen.on_event)
 

@@ -132,7 +132,7 @@ class SpawnServer:
         if self.channel is None:
             return  # the server that held them is gone, and its claims with it
         try:
-            wire.send(self.channel, wire.Claim(number))
+            wire.send(self.channel, wire.TakeHooks(number))
         except OSError:
             pass
 
@@ -194,16 +194,14 @@ class SpawnServers:
                 if isinstance(message, wire.Failed) and attempt == 1 and credentials.own() != server.credentials:
                     # Our credentials changed after the check above (another thread of ours, say): the server
                     # refused, and a server for the credentials we have now gets the request.
-                    for fd in received:
-                        os.close(fd)
+                    wire.discard(received, at_once=True)
                     self.retire(server)
                     continue
                 break
         if isinstance(message, wire.Failed):
             raise SandboxError.for_exit_code(message.exit_code, message.message, message.errno)
         if not isinstance(message, wire.Spawned) or len(received) != 2:
-            for fd in received:
-                os.close(fd)
+            wire.discard(received, at_once=True)
             raise SandboxError("the sandbox spawn server sent a malformed reply", EXIT_FAILURE)
         return server, message.reaper_pid, received[1], socket.socket(fileno=received[0]), message.ticket
 

@@ -7,7 +7,8 @@ works. Three processes of ours take part:
 
 The forker joins the sandbox's user namespace (if it has one) and its PID namespace for its children
 (setns(2) through the descriptors of its namespaces that the reaper sent, or its pidfd), forks the command
-into it and waits for it, reporting to us how it ends or stops. The command joins the mount, network
+into it and waits for it, reporting to us how it ends or stops (records of wire.py: Entered, EnterStopped,
+EnterExited; we send it EnterSignal and EnterContinue). The command joins the mount, network
 and UTS namespaces (those that differ from ours), takes the job's ids, directory and marks, and execs.
 So the only process of ours inside is the command, one of the sandbox's processes: the sandbox's stop
 reaches it and the kernel kills it when the reaper exits; nothing of ours holds the sandbox's mount
@@ -45,7 +46,7 @@ from typing import Any
 
 import prctl
 
-from sandboxed_run_helpers.shared import linux, marks
+from sandboxed_run_helpers.shared import linux, marks, wire
 from sandboxed_run_helpers.shared.command import DEFAULT_PATH, resolve
 from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, SandboxError
 from sandboxed_run_helpers.shared.options import SandboxSpec
@@ -93,7 +94,7 @@ def enter(target: str, argv: tuple[str, ...], values: dict[str, Any]) -> int:
             env.pop(os.fsencode(name), None)
         for name, value in values["setenv"]:
             env[os.fsencode(name)] = os.fsencode(value)
-        order = Order(
+        order = Entry(
             pidfd, _differing(OUTER, namespaces), _differing(INNER, namespaces), about.spec,
             [os.fsencode(a) for a in argv] or [os.environb.get(b"SHELL") or b"/bin/sh"], not argv,
             marks.mark_environment(env, namespaces.get("mnt", 0), DEFAULT_PATH),
@@ -102,11 +103,10 @@ def enter(target: str, argv: tuple[str, ...], values: dict[str, Any]) -> int:
         return _run(order)
     finally:
         os.close(pidfd)
-        for fd in (*sent.values(), *([root] if root >= 0 else [])):
-            os.close(fd)
+        wire.discard((*sent.values(), *([root] if root >= 0 else [])), at_once=True)
 
 
-class Order:
+class Entry:
     """What the forker and the command need to know."""
 
     def __init__(self, pidfd: int, outer: int, inner: int, spec: SandboxSpec, argv: list[bytes],
@@ -142,7 +142,7 @@ def _joinable(sent: dict[str, int], namespaces: dict[str, int]) -> dict[int, int
             if kind in sent and os.fstat(sent[kind]).st_ino == namespaces.get(kind)}
 
 
-def _join(order: Order, flags: int) -> None:
+def _join(order: Entry, flags: int) -> None:
     """setns(2) into the sandbox's namespaces of flags, the user namespace first: through the descriptors
     the reaper sent where it did (it is not dumpable, so its pidfd serves only a process with
     CAP_SYS_PTRACE on the host, which a process in its user namespace never has), else its pidfd."""
@@ -170,7 +170,7 @@ def _differing(kinds: tuple[tuple[str, int], ...], namespaces: dict[str, int]) -
 
 # -- us -------------------------------------------------------------------------------------------------
 
-def _run(order: Order) -> int:
+def _run(order: Entry) -> int:
     order.terminal = _foreground_terminal()
     # Blocked from here: the forker and the command inherit the mask (the command unblocks them at exec),
     # and what we get goes to the command through the forker.
@@ -222,30 +222,30 @@ def _follow(sock: socket.socket, sigfd: linux.SignalFd, terminal: int | None) ->
     while True:
         ready = select.select([sock, sigfd.fileno()], [], [])[0]
         for signo, _code, _pid in sigfd.read():
-            _tell(sock, b"signal %d" % signo)
+            _tell(sock, wire.EnterSignal(signo))
         if sock not in ready:
             continue
         try:
-            report = sock.recv(64)
-        except ConnectionError:
+            report, fds, _ = wire.recv(sock)
+        except (wire.Closed, ConnectionError):
             return None
-        if not report:
-            return None
-        word, _, number = report.partition(b" ")
-        if word == b"pid":
-            group = int(number)  # the command leads its own process group
-        elif word == b"stopped":
+        except ValueError:
+            continue
+        wire.discard(fds)
+        if isinstance(report, wire.Entered):
+            group = report.pid  # the command leads its own process group
+        elif isinstance(report, wire.EnterStopped):
             _stop_too(terminal, group)
-            _tell(sock, b"continue")
-        elif word == b"exited":
-            return int(number)
+            _tell(sock, wire.EnterContinue())
+        elif isinstance(report, wire.EnterExited):
+            return report.status
 
 
-def _tell(sock: socket.socket, message: bytes) -> None:
+def _tell(sock: socket.socket, message: wire.Message) -> None:
     try:
-        sock.send(message)
+        wire.send(sock, message)
     except OSError:
-        pass  # the forker is gone: its end of file tells us
+        pass  # the other end is gone: its end of file tells
 
 
 def _stop_too(terminal: int | None, group: int) -> None:
@@ -271,7 +271,7 @@ def _take_terminal(terminal: int) -> None:
 
 # -- the forker -----------------------------------------------------------------------------------------
 
-def _forker(sock: socket.socket, parent: int, order: Order) -> None:
+def _forker(sock: socket.socket, parent: int, order: Entry) -> None:
     """Join the user and PID namespaces, fork the command, report how it ends; never returns."""
     code = EXIT_FAILURE
     try:
@@ -298,9 +298,9 @@ def _forker(sock: socket.socket, parent: int, order: Order) -> None:
         if child == 0:
             sock.close()
             _command(order)
-        for fd in (*order.namespace_fds.values(), *([order.root] if order.root >= 0 else [])):
-            os.close(fd)  # the command has its own: nothing of ours may keep the sandbox's namespaces alive
-        _tell(sock, b"pid %d" % child)
+        # The command has its own: nothing of ours may keep the sandbox's namespaces alive.
+        wire.discard((*order.namespace_fds.values(), *([order.root] if order.root >= 0 else [])), at_once=True)
+        _tell(sock, wire.Entered(child))
         code = _wait(sock, sigfd, child)
     except Exception as exc:  # noqa: BLE001 - one line, never a traceback
         say(f"cannot enter the sandbox: {exc}")
@@ -315,16 +315,17 @@ def _wait(sock: socket.socket, sigfd: linux.SignalFd, child: int) -> int:
         ready = select.select(watched, [], [])[0]
         if sock in ready:
             try:
-                request = sock.recv(64)
-            except ConnectionError:
-                request = b""
-            if not request:
+                request, fds, _ = wire.recv(sock)
+            except (wire.Closed, ConnectionError):
+                request, fds = None, []
                 watched.remove(sock)  # sandboxed-run is gone (and PDEATHSIG ends us): the command stays in there
-            word, _, number = request.partition(b" ")
+            except ValueError:
+                request, fds = None, []
+            wire.discard(fds)
             try:
-                if word == b"signal":
-                    os.kill(child, int(number))
-                elif word == b"continue":
+                if isinstance(request, wire.EnterSignal):
+                    os.kill(child, request.signo)
+                elif isinstance(request, wire.EnterContinue):
                     os.killpg(child, signal.SIGCONT)
             except OSError:
                 pass
@@ -334,15 +335,15 @@ def _wait(sock: socket.socket, sigfd: linux.SignalFd, child: int) -> int:
             if pid == 0:
                 break
             if os.WIFSTOPPED(status):
-                _tell(sock, b"stopped")
+                _tell(sock, wire.EnterStopped())
                 continue
-            _tell(sock, b"exited %d" % status)
+            _tell(sock, wire.EnterExited(status))
             return 0
 
 
 # -- the command ----------------------------------------------------------------------------------------
 
-def _command(order: Order) -> None:
+def _command(order: Entry) -> None:
     """The command's process, inside: its namespaces, group, terminal, ids, directory; then exec."""
     code = EXIT_FAILURE
     argv = order.argv
@@ -430,14 +431,14 @@ def _seal(spec: SandboxSpec) -> None:
         raise SandboxError(str(exc)) from None
 
 
-def _before_our_line(order: Order) -> None:
+def _before_our_line(order: Entry) -> None:
     # The line may wait for a reader who stopped reading: what we pass on must still end it. A reader gone
     # away costs the line, not the status (SIGPIPE ignored again, if execve failed after the reset).
     _as_a_shells_child(order, FORWARDED)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
 
-def _as_a_shells_child(order: Order, signals: tuple[int, ...]) -> None:
+def _as_a_shells_child(order: Entry, signals: tuple[int, ...]) -> None:
     """Default dispositions for signals (Python ignores SIGPIPE and SIGXFSZ), but for those our caller ignored
     (nohup), then nothing blocked. A signal that came meanwhile acts now."""
     for sig in signals:

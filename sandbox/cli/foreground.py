@@ -57,7 +57,7 @@ def run(values: dict[str, Any], build: Callable[[], SandboxSpec], argv: tuple[st
         for caveat in spec.caveats(CLI):
             say(f"warning: {caveat}")
         deadline = linux.deadline_after(values["timeout"])  # the reaper's too: a job may stop us, never it
-        job = wire.Job(cmd, spec, None, "parent", (*(fd not in CLOSED_AT_START for fd in (0, 1, 2)),),
+        job = wire.Order(cmd, spec, None, "parent", (*(fd not in CLOSED_AT_START for fd in (0, 1, 2)),),
                        registry.place(spec.name, say), deadline=deadline)
         sigfd = watch_signals()  # before the fork: a signal while the sandbox starts waits for us
         pid, pidfd, sock, group = launch.start(job, tuple(fd for fd in (0, 1, 2) if fd not in CLOSED_AT_START),

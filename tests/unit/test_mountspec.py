@@ -8,7 +8,7 @@ from pathlib import PurePosixPath
 import pytest
 
 from sandboxed_run_helpers.shared.mountspec import (
-    Mount,
+    Step,
     absolute_path,
     bind_value,
     may_create,
@@ -134,17 +134,17 @@ def test_steps_go_parents_first_read_only_first_links_and_dirs_last_and_proc_at_
 
 
 def test_the_owner_of_a_step_is_the_deepest_earlier_mount_above_it():
-    steps = (Mount("tmpfs", "/a"), Mount("bind", "/a/b", "/src"), Mount("read_only", "/a/b"), Mount("dir", "/a/b/c"),
-             Mount("dir", "/x"))
+    steps = (Step("tmpfs", "/a"), Step("bind", "/a/b", "/src"), Step("read_only", "/a/b"), Step("dir", "/a/b/c"),
+             Step("dir", "/x"))
     assert owner(steps, 3) == steps[1]
     assert owner(steps, 1) == steps[0]
     assert owner(steps, 4) is None and owner(steps, 0) is None
 
 
 def test_a_missing_path_is_made_freely_only_in_a_tmpfs_of_ours():
-    assert may_create(Mount("tmpfs", "/a"), mkdir=False)
-    assert may_create(Mount("overlay", "/a", "/l"), mkdir=False)
-    assert may_create(Mount("dev", "/dev"), mkdir=False)
-    assert not may_create(Mount("bind", "/a", "/src"), mkdir=False)
+    assert may_create(Step("tmpfs", "/a"), mkdir=False)
+    assert may_create(Step("overlay", "/a", "/l"), mkdir=False)
+    assert may_create(Step("dev", "/dev"), mkdir=False)
+    assert not may_create(Step("bind", "/a", "/src"), mkdir=False)
     assert not may_create(None, mkdir=False)
-    assert may_create(None, mkdir=True) and may_create(Mount("bind", "/a", "/src"), mkdir=True)
+    assert may_create(None, mkdir=True) and may_create(Step("bind", "/a", "/src"), mkdir=True)
