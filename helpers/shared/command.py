@@ -77,6 +77,15 @@ def environment_of(env: Mapping | None) -> dict[bytes, bytes]:
     return out
 
 
+def edited(env: dict[bytes, bytes], unsetenv: Any, setenv: Any) -> dict[bytes, bytes]:
+    """env after --unsetenv NAME and then --setenv NAME=VALUE, as the command line gives them (in place)."""
+    for name in unsetenv:
+        env.pop(os.fsencode(name), None)
+    for name, value in setenv:
+        env[os.fsencode(name)] = os.fsencode(value)
+    return env
+
+
 def directory_of(cwd: str | bytes | os.PathLike | None, name: str = "cwd") -> bytes:
     """The job's working directory as an absolute path: cwd, or the caller's own (name: the option, as the
     caller spells it). SandboxError if the caller's directory has no path (deleted, say): the job would

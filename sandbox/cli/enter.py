@@ -46,7 +46,7 @@ from typing import Any
 
 import prctl
 
-from sandboxed_run_helpers.shared import linux, marks, wire
+from sandboxed_run_helpers.shared import command, linux, marks, wire
 from sandboxed_run_helpers.shared.command import DEFAULT_PATH, resolve
 from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, SandboxError
 from sandboxed_run_helpers.shared.options import SandboxSpec
@@ -90,10 +90,7 @@ def enter(target: str, argv: tuple[str, ...], values: dict[str, Any]) -> int:
         env = {k: v for k, v in os.environb.items() if not foreign or k in KEPT or k.startswith(b"LC_")}
         if foreign:
             env[b"PATH"] = DEFAULT_PATH
-        for name in values["unsetenv"]:
-            env.pop(os.fsencode(name), None)
-        for name, value in values["setenv"]:
-            env[os.fsencode(name)] = os.fsencode(value)
+        command.edited(env, values["unsetenv"], values["setenv"])
         order = Entry(
             pidfd, _differing(OUTER, namespaces), _differing(INNER, namespaces), about.spec,
             [os.fsencode(a) for a in argv] or [os.environb.get(b"SHELL") or b"/bin/sh"], not argv,
