@@ -15,7 +15,7 @@ import socket
 import subprocess
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from sandboxed_run_helpers.shared import linux, wire
 from sandboxed_run_helpers.shared.options import check_grace
@@ -24,9 +24,26 @@ from sandboxed_run_helpers.shared.usage import Usage
 from ..client import ReaperClient
 from . import spawner
 from .calling import call_argv, call_outcome, payload
-from .job import Job
-from .keywords import SANDBOX_KEYWORDS, with_options
-from .popen import DEADLINE, Popen, run_streams
+from .job import Job, JobProcess
+from .keywords import COMMAND_KEYWORDS, SANDBOX_KEYWORDS, with_options
+from .popen import DEADLINE, CompletedProcess, Popen, run_streams
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from .typed import (
+        Args,
+        Duration,
+        Events,
+        JobPopenKeywords,
+        JobRunKeywords,
+        PopenKeywords,
+        RunKeywords,
+        SandboxOptions,
+    )
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 DeliverCancel = Callable[["AsyncProcess"], Awaitable[None]]
 
@@ -90,7 +107,8 @@ class AsyncProcess:
         return self._popen.name
 
     @property
-    def events(self) -> list[tuple[str, dict]]:
+    def events(self) -> Events:
+        """The lifecycle events so far: (name, fields), in order."""
         return self._popen.events
 
     @property
@@ -130,7 +148,7 @@ class AsyncProcess:
     def kill(self) -> None:
         self._popen.kill()
 
-    async def stop(self, grace: float | None = None) -> int:
+    async def stop(self, grace: Duration | None = None) -> int:
         """Stop every process of the sandbox (stop signal, grace, SIGKILL) and wait for the end."""
         grace = check_grace(grace)
         if self._popen.returncode is None:
@@ -204,15 +222,15 @@ async def _shielded(process: AsyncProcess, deliver_cancel: DeliverCancel) -> Non
     await _to_the_end(escalate())
 
 
-@with_options(*SANDBOX_KEYWORDS)
-async def create_process(args: Any, **options: Any) -> AsyncProcess:
+@with_options(*SANDBOX_KEYWORDS, passes_to=Popen.__init__)
+async def create_process(args: Args, **options: Unpack[PopenKeywords]) -> AsyncProcess:
     """Start a command in its own sandbox; same arguments as sandbox.Popen."""
     return await _start(lambda: Popen(args, **options))
 
 
 async def _run(start: Callable[..., Awaitable[AsyncProcess]], args: Any, stdin: Any, input: bytes | None,
                stdout: Any, stderr: Any, capture_output: bool, check: bool, timeout: float | None,
-               deliver_cancel: DeliverCancel | None, options: dict) -> subprocess.CompletedProcess:
+               deliver_cancel: DeliverCancel | None, options: dict[str, Any]) -> CompletedProcess[Any]:
     stdin, stdout, stderr, timeout = run_streams(stdin, input, stdout, stderr, capture_output, timeout)
     if options.get("text") or options.get("universal_newlines") or options.get("encoding"):
         raise ValueError("run_async returns bytes; decode the output yourself")
@@ -238,20 +256,18 @@ async def _run(start: Callable[..., Awaitable[AsyncProcess]], args: Any, stdin: 
         error = subprocess.CalledProcessError(code, args, out, err)
         error.usage = process.usage  # type: ignore[attr-defined]
         raise error
-    completed = subprocess.CompletedProcess(args, code, out, err)
-    completed.usage = process.usage  # type: ignore[attr-defined]  # what it used: sandbox.Usage
-    return completed
+    return CompletedProcess(args, code, out, err, process.events, process.usage)
 
 
 async def _stop_for_timeout(process: AsyncProcess) -> None:
     process.stop_for(wire.StopReason.TIMEOUT)
 
 
-@with_options(*SANDBOX_KEYWORDS)
-async def run_async(args: Any, *, stdin: Any = None, input: bytes | None = None, stdout: Any = None,
+@with_options(*SANDBOX_KEYWORDS, passes_to=Popen.__init__)
+async def run_async(args: Args, *, stdin: Any = None, input: bytes | None = None, stdout: Any = None,
                     stderr: Any = None, capture_output: bool = False, check: bool = False,
-                    timeout: float | None = None, deliver_cancel: DeliverCancel | None = None,
-                    **options: Any) -> subprocess.CompletedProcess:
+                    timeout: Duration | None = None, deliver_cancel: DeliverCancel | None = None,
+                    **options: Unpack[RunKeywords]) -> CompletedProcess[Any]:
     """sandbox.run for asyncio. On cancellation deliver_cancel(process) runs shielded (default: the
     stop signal unless a Ctrl+C already reached the job, grace, SIGKILL), then the job is waited for,
     then the cancellation goes on."""
@@ -263,7 +279,7 @@ class AsyncJob:
     """sandbox.Job for asyncio: `async with sandbox.AsyncJob(tmpfs=["/mnt"]) as job: await job.run([...])`."""
 
     @with_options(*SANDBOX_KEYWORDS)
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, **options: Unpack[SandboxOptions]) -> None:
         self.job = Job(**options)
 
     async def __aenter__(self) -> AsyncJob:
@@ -295,7 +311,7 @@ class AsyncJob:
     def namespace_path(self, kind: str = "mnt") -> str:
         return self.job.namespace_path(kind)
 
-    async def stop(self, grace: float | None = None) -> None:
+    async def stop(self, grace: Duration | None = None) -> None:
         await self._stop(check_grace(grace), wire.StopReason.REQUESTED)
 
     async def _stop(self, grace: float | None, reason: wire.StopReason, after_interrupt: bool = False) -> None:
@@ -307,17 +323,19 @@ class AsyncJob:
         finally:
             self.job.wrap_up()
 
-    async def create_process(self, args: Any, **options: Any) -> AsyncProcess:
+    @with_options(*COMMAND_KEYWORDS, passes_to=JobProcess.__init__)
+    async def create_process(self, args: Args, **options: Unpack[JobPopenKeywords]) -> AsyncProcess:
         return await _start(lambda: self.job.Popen(args, **options))
 
-    async def run(self, args: Any, *, stdin: Any = None, input: bytes | None = None, stdout: Any = None,
+    @with_options(*COMMAND_KEYWORDS, passes_to=JobProcess.__init__)
+    async def run(self, args: Args, *, stdin: Any = None, input: bytes | None = None, stdout: Any = None,
                   stderr: Any = None, capture_output: bool = False, check: bool = False,
-                  timeout: float | None = None, deliver_cancel: DeliverCancel | None = None,
-                  **options: Any) -> subprocess.CompletedProcess:
+                  timeout: Duration | None = None, deliver_cancel: DeliverCancel | None = None,
+                  **options: Unpack[JobRunKeywords]) -> CompletedProcess[Any]:
         return await _run(self.create_process, args, stdin, input, stdout, stderr, capture_output, check, timeout,
                           deliver_cancel, options)
 
-    async def call(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    async def call(self, func: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         """job.call for asyncio: func runs in a fresh Python process inside the job."""
         loop = asyncio.get_running_loop()
         data, script = payload(func, args, kwargs)

@@ -18,7 +18,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from sandboxed_run_helpers.shared import command, linux, wire
 from sandboxed_run_helpers.shared.errors import SandboxError
@@ -30,11 +30,32 @@ from . import spawner
 from .collect import not_started, wrap_up
 from .keywords import SANDBOX_KEYWORDS, choose, with_options
 
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from .typed import Args, Duration, Events, RunKeywords, SandboxOptions
+
 PIPE = subprocess.PIPE
 # A keyword of run()'s own for Popen, not in its signature: the timeout's deadline (time.monotonic()).
 DEADLINE = "_deadline"
 STDOUT = subprocess.STDOUT
 DEVNULL = subprocess.DEVNULL
+_T = TypeVar("_T")
+
+
+class CompletedProcess(subprocess.CompletedProcess[_T]):
+    """subprocess.CompletedProcess (an instance of it, for existing code), with what the sandbox adds:
+    events, the run's lifecycle events ((name, fields), "finished" last), and usage, what it used
+    (sandbox.Usage; None if its reaper could not say)."""
+
+    events: Events
+    usage: Usage | None
+
+    def __init__(self, args: Any, returncode: int, stdout: _T | None = None, stderr: _T | None = None,
+                 events: Events | None = None, usage: Usage | None = None) -> None:
+        super().__init__(args, returncode, stdout, stderr)
+        self.events = [] if events is None else events
+        self.usage = usage
 
 
 def present(stdio: Sequence[int | None]) -> tuple[tuple[bool, ...], list[int]]:
@@ -54,21 +75,21 @@ class Popen:
     @with_options(*SANDBOX_KEYWORDS)
     def __init__(
         self,
-        args: str | bytes | os.PathLike | Sequence[str | bytes | os.PathLike],
+        args: Args,
         *,
-        stdin: int | IO | None = None,
-        stdout: int | IO | None = None,
-        stderr: int | IO | None = None,
-        env: Mapping | None = None,
-        cwd: str | bytes | os.PathLike | None = None,
+        stdin: int | IO[Any] | None = None,
+        stdout: int | IO[Any] | None = None,
+        stderr: int | IO[Any] | None = None,
+        env: Mapping[str, Any] | Mapping[bytes, Any] | None = None,
+        cwd: str | bytes | os.PathLike[str] | os.PathLike[bytes] | None = None,
         shell: bool = False,
         text: bool | None = None,
         encoding: str | None = None,
         errors: str | None = None,
         universal_newlines: bool | None = None,
-        **options: Any,
+        **options: Unpack[SandboxOptions],
     ) -> None:
-        deadline = options.pop(DEADLINE, None)  # run()'s timeout, which the reaper enforces too
+        deadline = options.pop(DEADLINE, None)  # type: ignore[misc]  # run()'s timeout, the reaper's too
         chosen = choose(options)
         with not_started(chosen.on_event):
             cmd = command.command(command.argv_of(args, shell), command.environment_of(env),
@@ -94,9 +115,9 @@ class Popen:
         self._wrapped_up = False
         self._settling = threading.RLock()
         self.returncode: int | None = None
-        self.stdin: IO | None = None
-        self.stdout: IO | None = None
-        self.stderr: IO | None = None
+        self.stdin: IO[Any] | None = None
+        self.stdout: IO[Any] | None = None
+        self.stderr: IO[Any] | None = None
         self._text = bool(text or encoding or errors)
         self._encoding = encoding
         self._errors = errors
@@ -201,7 +222,7 @@ class Popen:
         return self.client.name
 
     @property
-    def events(self) -> list[tuple[str, dict]]:
+    def events(self) -> Events:
         """The lifecycle events so far: (name, fields), in order."""
         self.client.pump(0)
         return list(self.client.events)
@@ -242,7 +263,7 @@ class Popen:
             self._settle()
         return self.returncode
 
-    def wait(self, timeout: float | None = None) -> int:
+    def wait(self, timeout: Duration | None = None) -> int:
         timeout = check_timeout(timeout)
         if self.returncode is None:
             if not self.client.wait(timeout):
@@ -261,7 +282,7 @@ class Popen:
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
 
-    def stop(self, grace: float | None = None) -> int:
+    def stop(self, grace: Duration | None = None) -> int:
         """Stop every process of the sandbox: stop signal, grace seconds (default: the sandbox's), SIGKILL."""
         grace = check_grace(grace)
         if self.returncode is None:
@@ -277,7 +298,7 @@ class Popen:
         self.client.through_interrupts(self.wait)
         return self.returncode  # type: ignore[return-value]
 
-    def communicate(self, input: bytes | str | None = None, timeout: float | None = None) -> tuple[Any, Any]:
+    def communicate(self, input: bytes | str | None = None, timeout: Duration | None = None) -> tuple[Any, Any]:
         timeout = check_timeout(timeout)
         deadline = linux.deadline_after(timeout)
         if input is not None and self._input_view is None:
@@ -377,20 +398,21 @@ class Popen:
         return f"<sandbox.Popen: returncode: {self.returncode} args: {self.args!r}>"
 
 
-@with_options(*SANDBOX_KEYWORDS)
+@with_options(*SANDBOX_KEYWORDS, passes_to=Popen.__init__)
 def run(
-    args: str | bytes | os.PathLike | Sequence[str | bytes | os.PathLike],
+    args: Args,
     *,
-    stdin: int | IO | None = None,
+    stdin: int | IO[Any] | None = None,
     input: bytes | str | None = None,
-    stdout: int | IO | None = None,
-    stderr: int | IO | None = None,
+    stdout: int | IO[Any] | None = None,
+    stderr: int | IO[Any] | None = None,
     capture_output: bool = False,
     check: bool = False,
-    timeout: float | None = None,
-    **options: Any,
-) -> subprocess.CompletedProcess:
-    """subprocess.run in a sandbox. Returns CompletedProcess; raises CalledProcessError / TimeoutExpired.
+    timeout: Duration | None = None,
+    **options: Unpack[RunKeywords],
+) -> CompletedProcess[Any]:
+    """subprocess.run in a sandbox. Returns a CompletedProcess (sandbox's, a subprocess.CompletedProcess);
+    raises CalledProcessError / TimeoutExpired.
 
     On Ctrl+C the job (in our process group) gets SIGINT from the terminal once; we wait, shielded,
     until its cleanup ends, then raise KeyboardInterrupt. On a timeout the sandbox is stopped with
@@ -417,7 +439,7 @@ def run_streams(stdin: Any, input: Any, stdout: Any, stderr: Any, capture_output
 
 def complete(factory: Callable[..., Popen], args: Any, stdin: Any, input: bytes | str | None, stdout: Any,
              stderr: Any, capture_output: bool, check: bool, timeout: object,
-             options: dict) -> subprocess.CompletedProcess:
+             options: Mapping[str, Any]) -> CompletedProcess[Any]:
     """run() for any factory of Popen-like processes (sandbox.Popen, a Job's Popen): start, communicate, and
     on a timeout or Ctrl+C the shielded end (stop, or relay the Ctrl+C; wait until all is gone), then raise."""
     stdin, stdout, stderr, seconds = run_streams(stdin, input, stdout, stderr, capture_output, timeout)
@@ -448,7 +470,4 @@ def complete(factory: Callable[..., Popen], args: Any, stdin: Any, input: bytes 
         error.events = process.events  # type: ignore[attr-defined]
         error.usage = process.usage  # type: ignore[attr-defined]
         raise error
-    completed = subprocess.CompletedProcess(process.args, retcode, out, err)
-    completed.events = process.events  # type: ignore[attr-defined]  # lifecycle events, "finished" last
-    completed.usage = process.usage  # type: ignore[attr-defined]  # what it used: sandbox.Usage
-    return completed
+    return CompletedProcess(process.args, retcode, out, err, process.events, process.usage)
