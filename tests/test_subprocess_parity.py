@@ -98,3 +98,104 @@ def test_a_repl_completes_the_api():
                  "SandboxError", "list_running", "__version__"):
         assert name in names
     assert "TYPE_CHECKING" not in names and "annotations" not in names
+
+
+# -- asyncio: what asyncio.create_subprocess_exec does, through create_process and an AsyncJob's -----------------
+
+async def create_through(entry: str, argv: list[str], **kwargs) -> tuple[sandbox.AsyncProcess, sandbox.AsyncJob | None]:
+    if entry == "create_process":
+        return await sandbox.create_process(argv, **kwargs), None
+    job = sandbox.AsyncJob()
+    await job.__aenter__()
+    try:
+        return await job.create_process(argv, **kwargs), job
+    except BaseException:
+        await job.__aexit__(None, None, None)
+        raise
+
+
+def asyncio_refusal(**kwargs) -> str:
+    async def main() -> None:
+        await asyncio.create_subprocess_exec("true", **kwargs)
+    with pytest.raises(ValueError) as refused:
+        asyncio.run(main())
+    return str(refused.value)
+
+
+@pytest.mark.parametrize("entry", ["create_process", "AsyncJob"])
+@pytest.mark.parametrize("keyword", [{"text": True}, {"encoding": "utf-8"}, {"errors": "strict"},
+                                     {"universal_newlines": True}], ids=lambda k: next(iter(k)))
+def test_asyncio_speaks_bytes_alone(entry, keyword, no_leftovers):
+    async def main() -> None:
+        process, job = await create_through(entry, ["true"], **keyword)
+        await process.wait()  # not reached when refused
+        if job is not None:
+            await job.__aexit__(None, None, None)
+    with pytest.raises(ValueError) as refused:
+        asyncio.run(main())
+    assert str(refused.value) == asyncio_refusal(**keyword)
+
+
+LONG_LINE = ["python3", "-c", "print('x' * (200 << 10))"]
+
+
+@pytest.mark.parametrize("entry", ["create_process", "AsyncJob"])
+def test_asyncio_limit_is_the_stream_readers(entry, no_leftovers):
+    async def read_line(**kwargs) -> int | str:
+        process, job = await create_through(entry, LONG_LINE, stdout=subprocess.PIPE, **kwargs)
+        try:
+            return len(await process.stdout.readline())
+        except ValueError as exc:
+            return type(exc).__name__
+        finally:
+            await process.stop()
+            if job is not None:
+                await job.__aexit__(None, None, None)
+    assert asyncio.run(read_line(limit=1 << 20)) == (200 << 10) + 1
+    assert asyncio.run(read_line()) == "ValueError"  # asyncio's own 64 KiB
+
+
+@pytest.mark.parametrize("entry", ["create_process", "AsyncJob"])
+def test_an_async_process_names_its_reaper(entry, no_leftovers):
+    async def main() -> tuple[int, int, int | None]:
+        process, job = await create_through(entry, ["sleep", "60"])
+        try:
+            with open(f"/proc/{process.pid}/status") as status:
+                parent = int(next(line for line in status if line.startswith("PPid:")).split()[1])
+            return process.reaper_pid, parent, None if job is None else job.pid
+        finally:
+            await process.stop(grace=0)
+            if job is not None:
+                await job.__aexit__(None, None, None)
+    reaper, parent, job_pid = asyncio.run(main())
+    assert reaper == parent and job_pid in (None, reaper)
+
+
+# A timeout after the job wrote: subprocess's TimeoutExpired carries what was read (output and stderr, bytes).
+PARTIAL = ["sh", "-c", "echo partial; echo oops >&2; exec sleep 60"]
+
+
+def timeout_through(entry: str) -> subprocess.TimeoutExpired:
+    kwargs = {"capture_output": True, "timeout": 2}
+    with pytest.raises(subprocess.TimeoutExpired) as expired:
+        if entry == "run":
+            sandbox.run(PARTIAL, grace=1, **kwargs)
+        elif entry == "Job":
+            with sandbox.Job(grace=1) as job:
+                job.run(PARTIAL, **kwargs)
+        elif entry == "run_async":
+            asyncio.run(sandbox.run_async(PARTIAL, grace=1, **kwargs))
+        else:
+            async def main() -> None:
+                async with sandbox.AsyncJob(grace=1) as job:
+                    await job.run(PARTIAL, **kwargs)
+            asyncio.run(main())
+    return expired.value
+
+
+@pytest.mark.parametrize("entry", ["run", "Job", "run_async", "AsyncJob"])
+def test_a_timeout_carries_the_partial_output_and_the_events(entry, no_leftovers):
+    expired = timeout_through(entry)
+    assert (expired.output, expired.stderr) == (b"partial\n", b"oops\n")
+    names = [name for name, _ in expired.events]
+    assert "stopping" in names and names[-1] == "finished", names

@@ -14,7 +14,7 @@ import asyncio
 import socket
 import subprocess
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from sandboxed_run_helpers.shared import linux, wire
@@ -46,6 +46,7 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 DeliverCancel = Callable[["AsyncProcess"], Awaitable[None]]
+STREAM_LIMIT = 2**16  # asyncio.streams' _DEFAULT_LIMIT: the most a StreamReader holds unless limit= says
 
 
 async def _readable(fd: int, deadline: float | None = None) -> bool:
@@ -82,17 +83,17 @@ class AsyncProcess:
         self.stderr: asyncio.StreamReader | None = None
 
     @classmethod
-    async def _wrap(cls, popen: Popen) -> AsyncProcess:
+    async def _wrap(cls, popen: Popen, limit: int = STREAM_LIMIT) -> AsyncProcess:
         self = cls(popen)
         loop = asyncio.get_running_loop()
         if popen.stdin is not None:
-            protocol = asyncio.StreamReaderProtocol(asyncio.StreamReader())
+            protocol = asyncio.StreamReaderProtocol(asyncio.StreamReader(limit))
             transport, _ = await loop.connect_write_pipe(lambda: protocol, popen.stdin)
             self.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
         for name in ("stdout", "stderr"):
             pipe = getattr(popen, name)
             if pipe is not None:
-                reader = asyncio.StreamReader()
+                reader = asyncio.StreamReader(limit)
                 await loop.connect_read_pipe(lambda r=reader: asyncio.StreamReaderProtocol(r), pipe)
                 setattr(self, name, reader)
         return self
@@ -112,6 +113,11 @@ class AsyncProcess:
         return self._popen.events
 
     @property
+    def reaper_pid(self) -> int:
+        """The PID (as the caller sees it) of the sandbox's PID 1 (a Job's reaper, for a command of a Job)."""
+        return self._popen.reaper_pid
+
+    @property
     def usage(self) -> Usage | None:
         """As Popen.usage: what the sandbox (or this command of a job) used, once it is over."""
         return self._popen.usage
@@ -121,6 +127,13 @@ class AsyncProcess:
         return self._popen.wait()
 
     async def communicate(self, input: bytes | None = None) -> tuple[bytes | None, bytes | None]:
+        out: list[bytes] = []
+        err: list[bytes] = []
+        await self._communicate(input, out, err)
+        return (None if self.stdout is None else b"".join(out)), (None if self.stderr is None else b"".join(err))
+
+    async def _communicate(self, input: bytes | None, out: list[bytes], err: list[bytes]) -> None:
+        """communicate(), keeping what it read in out and err as it comes: a timeout's TimeoutExpired has it."""
         async def feed() -> None:
             if self.stdin is None:
                 return
@@ -132,12 +145,15 @@ class AsyncProcess:
                 pass
             self.stdin.close()
 
-        async def read(stream: asyncio.StreamReader | None) -> bytes | None:
-            return None if stream is None else await stream.read()
-
-        _, out, err = await asyncio.gather(feed(), read(self.stdout), read(self.stderr))
+        await asyncio.gather(feed(), self._drain(out, err))
         await self.wait()
-        return out, err
+
+    async def _drain(self, out: list[bytes], err: list[bytes]) -> None:
+        async def read(stream: asyncio.StreamReader | None, chunks: list[bytes]) -> None:
+            while stream is not None and (chunk := await stream.read(1 << 16)):
+                chunks.append(chunk)
+
+        await asyncio.gather(read(self.stdout, out), read(self.stderr, err))
 
     def send_signal(self, sig: int) -> None:
         self._popen.send_signal(sig)
@@ -189,7 +205,7 @@ async def _to_the_end(work: Awaitable[Any]) -> Any:
     return task.result()
 
 
-async def _start(start: Callable[[], Popen]) -> AsyncProcess:
+async def _start(start: Callable[[], Popen], limit: int = STREAM_LIMIT) -> AsyncProcess:
     """Start a process in a worker thread (the start blocks). A cancellation meanwhile waits for the start
     to end, stops whatever started (as a cancelled wait would) and then goes on: nothing is left running
     and no descriptor of ours stays open."""
@@ -205,7 +221,7 @@ async def _start(start: Callable[[], Popen]) -> AsyncProcess:
         await _shielded(AsyncProcess(popen), default_deliver_cancel)
         raise
     try:
-        return await AsyncProcess._wrap(popen)
+        return await AsyncProcess._wrap(popen, limit)
     except BaseException:
         await _shielded(AsyncProcess(popen), default_deliver_cancel)
         popen.close_pipes()
@@ -223,40 +239,63 @@ async def _shielded(process: AsyncProcess, deliver_cancel: DeliverCancel) -> Non
 
 
 @with_options(*SANDBOX_KEYWORDS, passes_to=Popen.__init__)
-async def create_process(args: Args, **options: Unpack[PopenKeywords]) -> AsyncProcess:
-    """Start a command in its own sandbox; same arguments as sandbox.Popen."""
-    return await _start(lambda: Popen(args, **options))
+async def create_process(args: Args, *, limit: int = STREAM_LIMIT, **options: Unpack[PopenKeywords]) -> AsyncProcess:
+    """Start a command in its own sandbox; same arguments as sandbox.Popen, and asyncio's limit (the most its
+    StreamReaders hold: a longer line is a ValueError for readline()). Bytes only, as asyncio's: text=True,
+    universal_newlines=True, encoding= or errors= is a ValueError."""
+    _bytes_only(options)
+    return await _start(lambda: Popen(args, **options), limit)
+
+
+def _bytes_only(options: Mapping[str, Any]) -> None:
+    """asyncio's subprocesses speak bytes alone: its ValueErrors, in its order."""
+    for name in ("universal_newlines", "text"):
+        if options.get(name):
+            raise ValueError(f"{name} must be False")
+    for name in ("encoding", "errors"):
+        if options.get(name) is not None:
+            raise ValueError(f"{name} must be None")
 
 
 async def _run(start: Callable[..., Awaitable[AsyncProcess]], args: Any, stdin: Any, input: bytes | None,
                stdout: Any, stderr: Any, capture_output: bool, check: bool, timeout: float | None,
                deliver_cancel: DeliverCancel | None, options: dict[str, Any]) -> CompletedProcess[Any]:
     stdin, stdout, stderr, timeout = run_streams(stdin, input, stdout, stderr, capture_output, timeout)
-    if options.get("text") or options.get("universal_newlines") or options.get("encoding"):
-        raise ValueError("run_async returns bytes; decode the output yourself")
+    _bytes_only(options)
     deadline = linux.deadline_after(timeout)
     if start is create_process and deadline is not None:
         options = {**options, DEADLINE: deadline}  # the reaper enforces it too
     process = await start(args, stdin=stdin, stdout=stdout, stderr=stderr, **options)
+    chunks: tuple[list[bytes], list[bytes]] = ([], [])
     try:
         try:
-            out, err = await asyncio.wait_for(process.communicate(input), linux.time_left(deadline))
+            await asyncio.wait_for(process._communicate(input, *chunks), linux.time_left(deadline))
             if wire.StopReason.TIMEOUT in process._popen.client.stop_reasons:
                 raise TimeoutError  # the reaper stopped it at our deadline
         except TimeoutError:
             await _shielded(process, _stop_for_timeout)
-            expired = subprocess.TimeoutExpired(args, timeout)
+            await _to_the_end(process._drain(*chunks))  # the rest, up to the end its last process left
+            out, err = _joined(process, chunks)
+            expired = subprocess.TimeoutExpired(args, timeout, out, err)  # type: ignore[arg-type]
+            expired.events = process.events  # type: ignore[attr-defined]
             expired.usage = process.usage  # type: ignore[attr-defined]  # what it used until it was stopped
             raise expired from None
     except asyncio.CancelledError:
         await _shielded(process, deliver_cancel or default_deliver_cancel)
         raise
     code = process.returncode
+    out, err = _joined(process, chunks)
     if check and code:
         error = subprocess.CalledProcessError(code, args, out, err)
+        error.events = process.events  # type: ignore[attr-defined]
         error.usage = process.usage  # type: ignore[attr-defined]
         raise error
     return CompletedProcess(args, code, out, err, process.events, process.usage)
+
+
+def _joined(process: AsyncProcess, chunks: tuple[list[bytes], list[bytes]]) -> tuple[bytes | None, bytes | None]:
+    out, err = chunks
+    return (None if process.stdout is None else b"".join(out)), (None if process.stderr is None else b"".join(err))
 
 
 async def _stop_for_timeout(process: AsyncProcess) -> None:
@@ -324,8 +363,11 @@ class AsyncJob:
             self.job.wrap_up()
 
     @with_options(*COMMAND_KEYWORDS, passes_to=JobProcess.__init__)
-    async def create_process(self, args: Args, **options: Unpack[JobPopenKeywords]) -> AsyncProcess:
-        return await _start(lambda: self.job.Popen(args, **options))
+    async def create_process(self, args: Args, *, limit: int = STREAM_LIMIT,
+                             **options: Unpack[JobPopenKeywords]) -> AsyncProcess:
+        """Start a command in the job; as sandbox.create_process, minus the sandbox's own options."""
+        _bytes_only(options)
+        return await _start(lambda: self.job.Popen(args, **options), limit)
 
     @with_options(*COMMAND_KEYWORDS, passes_to=JobProcess.__init__)
     async def run(self, args: Args, *, stdin: Any = None, input: bytes | None = None, stdout: Any = None,
