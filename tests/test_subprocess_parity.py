@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 import sandbox
+from support import CLI
 
 API_ENTRY_POINTS = ["run", "Popen", "Job", "run_async", "create_process", "AsyncJob"]
 
@@ -199,3 +200,97 @@ def test_a_timeout_carries_the_partial_output_and_the_events(entry, no_leftovers
     assert (expired.output, expired.stderr) == (b"partial\n", b"oops\n")
     names = [name for name, _ in expired.events]
     assert "stopping" in names and names[-1] == "finished", names
+
+
+# -- subprocess's exceptions: a missing program or working directory, a timeout in text mode --------------------
+
+def start_error_through(entry: str, argv: list[str], **kwargs) -> OSError:
+    async def in_asyncio() -> None:
+        if entry == "run_async":
+            await sandbox.run_async(argv, **kwargs)
+        elif entry == "create_process":
+            await sandbox.create_process(argv, **kwargs)
+        else:
+            async with sandbox.AsyncJob() as job:
+                await job.create_process(argv, **kwargs)
+
+    with pytest.raises(OSError) as raised:
+        if entry == "run":
+            sandbox.run(argv, **kwargs)
+        elif entry == "Popen":
+            sandbox.Popen(argv, **kwargs)
+        elif entry == "Job":
+            with sandbox.Job() as job:
+                job.run(argv, **kwargs)
+        else:
+            asyncio.run(in_asyncio())
+    return raised.value
+
+
+def subprocess_error(argv: list[str], **kwargs) -> OSError:
+    with pytest.raises(OSError) as raised:
+        subprocess.run(argv, **kwargs)
+    return raised.value
+
+
+@pytest.mark.parametrize("entry", API_ENTRY_POINTS)
+@pytest.mark.parametrize("case", ["program", "cwd", "not executable"])
+def test_a_start_failure_is_subprocesss_oserror(entry, case, tmp_path, no_leftovers):
+    argv, kwargs = {"program": (["no-such-program-here"], {}),
+                    "cwd": (["true"], {"cwd": str(tmp_path / "missing")}),
+                    "not executable": ([str(tmp_path)], {})}[case]
+    ours, theirs = start_error_through(entry, argv, **kwargs), subprocess_error(argv, **kwargs)
+    assert isinstance(ours, type(theirs)) and isinstance(ours, sandbox.SandboxError)
+    assert (ours.errno, ours.filename) == (theirs.errno, theirs.filename)
+
+
+@pytest.mark.parametrize(("case", "status", "line"), [
+    ("program", 127, "no-such-program-here: command not found"),
+    ("cwd", 125, "cannot change to directory {missing}: No such file or directory"),
+    ("not executable", 126, "{tmp}: cannot execute: is a directory")])
+def test_the_command_reports_a_start_failure_in_one_line_and_the_shells_status(case, status, line, tmp_path):
+    missing = tmp_path / "missing"
+    words = {"program": ["--", "no-such-program-here"], "cwd": ["--cwd", str(missing), "--", "true"],
+             "not executable": ["--", str(tmp_path)]}[case]
+    result = subprocess.run([CLI, *words], capture_output=True, text=True, timeout=60)
+    shown = line.format(missing=missing, tmp=tmp_path)
+    assert (result.returncode, result.stderr) == (status, f"sandboxed-run: {shown}\n")
+
+
+def text_timeout_through(entry: str) -> subprocess.TimeoutExpired:
+    with pytest.raises(subprocess.TimeoutExpired) as expired:
+        if entry == "subprocess":
+            subprocess.run(PARTIAL, capture_output=True, text=True, timeout=2)
+        elif entry == "run":
+            sandbox.run(PARTIAL, capture_output=True, text=True, timeout=2, grace=1)
+        elif entry == "Popen":
+            with sandbox.Popen(PARTIAL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, grace=1) as p:
+                try:
+                    p.communicate(timeout=2)
+                finally:
+                    p.stop()
+        else:
+            with sandbox.Job(grace=1) as job:
+                job.run(PARTIAL, capture_output=True, text=True, timeout=2)
+    return expired.value
+
+
+@pytest.mark.parametrize("entry", ["run", "Popen", "Job"])
+def test_a_timeouts_output_stays_bytes_in_text_mode(entry, no_leftovers):
+    ours, theirs = text_timeout_through(entry), text_timeout_through("subprocess")
+    assert (ours.output, ours.stderr) == (theirs.output, theirs.stderr) == (b"partial\n", b"oops\n")
+
+
+@pytest.mark.parametrize("entry", ["Popen", "Job"])
+@pytest.mark.parametrize("stdout", [None, subprocess.PIPE])
+def test_communicate_after_the_job_ended_with_its_input_unwritten(entry, stdout, no_leftovers):
+    def communicate(factory) -> tuple:
+        process = factory(["true"], stdin=subprocess.PIPE, stdout=stdout)
+        process.wait()
+        return process.communicate(b"x" * (1 << 20))
+    expected = communicate(subprocess.Popen)
+    if entry == "Popen":
+        assert communicate(sandbox.Popen) == expected
+    else:
+        with sandbox.Job() as job:
+            assert communicate(job.Popen) == expected

@@ -57,7 +57,8 @@ class JobProcess(Popen):
             with not_started(on_event):
                 return job.send_command(cmd, stdio, on_event)
 
-        self._start(args, (stdin, stdout, stderr), text or universal_newlines, encoding, errors, launch, extra_fds)
+        self._start(args, (stdin, stdout, stderr), text or universal_newlines, encoding, errors, launch, extra_fds,
+                    cwd=cwd)
 
     @property
     def reaper_pid(self) -> int:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from sandboxed_run_helpers.shared import command, linux, wire
-from sandboxed_run_helpers.shared.errors import SandboxError
+from sandboxed_run_helpers.shared.errors import CHDIR_FAILED, CommandNotFound, NotExecutable, SandboxError
 from sandboxed_run_helpers.shared.options import MAX_FD, check_grace, check_timeout
 from sandboxed_run_helpers.shared.usage import Usage
 
@@ -56,6 +56,15 @@ class CompletedProcess(subprocess.CompletedProcess[_T]):
         super().__init__(args, returncode, stdout, stderr)
         self.events = [] if events is None else events
         self.usage = usage
+
+
+def _name_the_file(exc: SandboxError, args: Any, cwd: object) -> None:
+    """The filename subprocess's OSError carries: the program it could not find or run, or the directory it
+    could not enter."""
+    if isinstance(exc, (CommandNotFound, NotExecutable)):
+        exc.filename = args if isinstance(args, (str, bytes, os.PathLike)) else args[0]
+    elif exc.message.startswith(CHDIR_FAILED):
+        exc.filename = cwd
 
 
 def present(stdio: Sequence[int | None]) -> tuple[tuple[bool, ...], list[int]]:
@@ -104,11 +113,11 @@ class Popen:
                 return spawner.new_client(wire.Spawn(order, chosen.on_exit), fds, chosen.on_event)
 
         self._start(args, (stdin, stdout, stderr), text or universal_newlines, encoding, errors, launch,
-                    on_exit=chosen.on_exit)
+                    on_exit=chosen.on_exit, cwd=cwd)
 
     def _start(self, args: Any, stdio: tuple, text: bool | None, encoding: str | None, errors: str | None,
                launch: Callable[[tuple], ReaperClient], extra_fds: Sequence[int] = (),
-               on_exit: Sequence[str] = ()) -> None:
+               on_exit: Sequence[str] = (), cwd: object = None) -> None:
         """Start the process through launch(descriptors) and wait until it runs (or raise why it does not)."""
         self.args = args
         self._on_exit = tuple(on_exit)
@@ -153,6 +162,7 @@ class Popen:
             self.client.close()
             self._wrapped_up = True
             wrap_up(self.client, self._on_exit, exc.exit_code, str(exc))
+            _name_the_file(exc, args, cwd)
             raise
         except BaseException:
             self.close_pipes()
@@ -315,7 +325,7 @@ class Popen:
         try:
             self.wait(remaining)
         except subprocess.TimeoutExpired:
-            raise subprocess.TimeoutExpired(self.args, timeout, *self._collected()) from None
+            raise subprocess.TimeoutExpired(self.args, timeout, *self._collected(raw=True)) from None
         return self._collected(final=True)
 
     def _pump_streams(self, deadline: float | None, timeout: float | None) -> None:
@@ -332,7 +342,7 @@ class Popen:
                     selector.register(stream.fileno(), selectors.EVENT_READ, stream)
             while selector.get_map():
                 if deadline is not None and deadline <= time.monotonic():
-                    raise subprocess.TimeoutExpired(self.args, timeout, *self._collected())
+                    raise subprocess.TimeoutExpired(self.args, timeout, *self._collected(raw=True))
                 self.client.watch()  # a reaper that does not end a stop in time: its pipes end with it
                 kill_at = self.client.kill_at
                 wake = deadline if kill_at is None else min(kill_at, deadline or kill_at)
@@ -356,8 +366,10 @@ class Popen:
                         else:
                             selector.unregister(key.fd)
 
-    def _collected(self, final: bool = False) -> tuple[Any, Any]:
-        out = []
+    def _collected(self, final: bool = False, raw: bool = False) -> tuple[Any, Any]:
+        """What the job wrote to our pipes so far: decoded in text mode, unless raw (a TimeoutExpired keeps
+        bytes, as subprocess's does)."""
+        out: list[Any] = []
         for stream in (self.stdout, self.stderr):
             if stream is None:
                 out.append(None)
@@ -365,7 +377,7 @@ class Popen:
             data = b"".join(self._outputs.get(id(stream), []))
             if final:
                 stream.close()
-            if self._text:
+            if self._text and not raw:
                 out.append(io.TextIOWrapper(io.BytesIO(data), encoding=self._encoding, errors=self._errors).read())
             else:
                 out.append(data)
@@ -453,8 +465,9 @@ def complete(factory: Callable[..., Popen], args: Any, stdin: Any, input: bytes 
                 raise subprocess.TimeoutExpired(process.args, seconds)  # the reaper stopped it at our deadline
         except subprocess.TimeoutExpired:
             process.stop_for(wire.StopReason.TIMEOUT)
-            out, err = process.client.through_interrupts(process.communicate)
-            expired = subprocess.TimeoutExpired(process.args, seconds, out, err)  # type: ignore[arg-type]
+            process.client.through_interrupts(process.communicate)
+            out, err = process._collected(raw=True)
+            expired = subprocess.TimeoutExpired(process.args, seconds, out, err)
             expired.events = process.events  # type: ignore[attr-defined]
             expired.usage = process.usage  # type: ignore[attr-defined]  # what it used until it was stopped
             raise expired from None
