@@ -3,8 +3,9 @@
 The public API: run, Popen (subprocess's interface) and subprocess's call, check_call, check_output,
 getoutput and getstatusoutput, Job (several commands in one sandbox), their
 asyncio variants (run_async, create_process, AsyncJob), list_running and stop_running (running
-sandboxes, by name), SandboxError and its kinds, Usage (what a run used), and PIPE/STDOUT/DEVNULL.
-Names load on first use so that the command-line tool pays only for what it needs.
+sandboxes, by name), SandboxError and its kinds, Usage (what a run used), CompletedProcess (subprocess's,
+with the run's events and usage), and PIPE/STDOUT/DEVNULL. The package is typed (py.typed): every sandbox
+option is a typed keyword. Names load on first use so that the command-line tool pays only for what it needs.
 
 Layout: sandbox/api runs in the caller's program, sandbox/cli is the sandboxed-run command, and
 sandbox/client.py is the end of a reaper that both hold; the helper processes and the layer every
@@ -16,13 +17,13 @@ from __future__ import annotations
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing into every helper process
 
 __all__ = ["run", "Popen", "Job", "JobProcess", "RemoteTraceback", "UnguardedScript", "run_async", "create_process",
-           "AsyncProcess", "AsyncJob", "SandboxError", "CommandNotFound", "NotExecutable", "Usage",
+           "AsyncProcess", "AsyncJob", "CompletedProcess", "SandboxError", "CommandNotFound", "NotExecutable", "Usage",
            "PIPE", "STDOUT", "DEVNULL", "list_running", "stop_running", "RunningSandbox", "SandboxNotFound",
            "SandboxNotPermitted", "call", "check_call", "check_output", "getoutput", "getstatusoutput"]
 
 _HOMES = {
     "run": ".api.popen", "Popen": ".api.popen", "PIPE": ".api.popen", "STDOUT": ".api.popen",
-    "DEVNULL": ".api.popen",
+    "DEVNULL": ".api.popen", "CompletedProcess": ".api.popen",
     "Job": ".api.job", "JobProcess": ".api.job", "RemoteTraceback": ".api.calling",
     "UnguardedScript": ".api.calling",
     "run_async": ".api.aio", "create_process": ".api.aio", "AsyncProcess": ".api.aio", "AsyncJob": ".api.aio",
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
     from .api.aio import AsyncJob, AsyncProcess, create_process, run_async
     from .api.calling import RemoteTraceback, UnguardedScript
     from .api.job import Job, JobProcess
-    from .api.popen import DEVNULL, PIPE, STDOUT, Popen, run
+    from .api.popen import DEVNULL, PIPE, STDOUT, CompletedProcess, Popen, run
     from .api.shortcuts import call, check_call, check_output, getoutput, getstatusoutput
     from .running import RunningSandbox, list_running, stop_running
 

@@ -17,7 +17,7 @@ from sandboxed_run_helpers.shared.options import OPTIONS, SandboxSpec
 ROOT = Path(__file__).resolve().parent.parent
 # subprocess's own parameters, which the API takes as subprocess does (not options of ours).
 SUBPROCESS = {"args", "stdin", "input", "stdout", "stderr", "capture_output", "check", "timeout", "env", "cwd",
-              "shell", "text", "encoding", "errors", "universal_newlines", "deliver_cancel", "self"}
+              "shell", "text", "encoding", "errors", "universal_newlines", "deliver_cancel", "self", "limit"}
 
 
 def test_the_command_line_options_are_the_tables():

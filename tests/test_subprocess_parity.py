@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 import sandbox
+from support import CLI
 
 API_ENTRY_POINTS = ["run", "Popen", "Job", "run_async", "create_process", "AsyncJob"]
 
@@ -98,3 +99,198 @@ def test_a_repl_completes_the_api():
                  "SandboxError", "list_running", "__version__"):
         assert name in names
     assert "TYPE_CHECKING" not in names and "annotations" not in names
+
+
+# -- asyncio: what asyncio.create_subprocess_exec does, through create_process and an AsyncJob's -----------------
+
+async def create_through(entry: str, argv: list[str], **kwargs) -> tuple[sandbox.AsyncProcess, sandbox.AsyncJob | None]:
+    if entry == "create_process":
+        return await sandbox.create_process(argv, **kwargs), None
+    job = sandbox.AsyncJob()
+    await job.__aenter__()
+    try:
+        return await job.create_process(argv, **kwargs), job
+    except BaseException:
+        await job.__aexit__(None, None, None)
+        raise
+
+
+def asyncio_refusal(**kwargs) -> str:
+    async def main() -> None:
+        await asyncio.create_subprocess_exec("true", **kwargs)
+    with pytest.raises(ValueError) as refused:
+        asyncio.run(main())
+    return str(refused.value)
+
+
+@pytest.mark.parametrize("entry", ["create_process", "AsyncJob"])
+@pytest.mark.parametrize("keyword", [{"text": True}, {"encoding": "utf-8"}, {"errors": "strict"},
+                                     {"universal_newlines": True}], ids=lambda k: next(iter(k)))
+def test_asyncio_speaks_bytes_alone(entry, keyword, no_leftovers):
+    async def main() -> None:
+        process, job = await create_through(entry, ["true"], **keyword)
+        await process.wait()  # not reached when refused
+        if job is not None:
+            await job.__aexit__(None, None, None)
+    with pytest.raises(ValueError) as refused:
+        asyncio.run(main())
+    assert str(refused.value) == asyncio_refusal(**keyword)
+
+
+LONG_LINE = ["python3", "-c", "print('x' * (200 << 10))"]
+
+
+@pytest.mark.parametrize("entry", ["create_process", "AsyncJob"])
+def test_asyncio_limit_is_the_stream_readers(entry, no_leftovers):
+    async def read_line(**kwargs) -> int | str:
+        process, job = await create_through(entry, LONG_LINE, stdout=subprocess.PIPE, **kwargs)
+        try:
+            return len(await process.stdout.readline())
+        except ValueError as exc:
+            return type(exc).__name__
+        finally:
+            await process.stop()
+            if job is not None:
+                await job.__aexit__(None, None, None)
+    assert asyncio.run(read_line(limit=1 << 20)) == (200 << 10) + 1
+    assert asyncio.run(read_line()) == "ValueError"  # asyncio's own 64 KiB
+
+
+@pytest.mark.parametrize("entry", ["create_process", "AsyncJob"])
+def test_an_async_process_names_its_reaper(entry, no_leftovers):
+    async def main() -> tuple[int, int, int | None]:
+        process, job = await create_through(entry, ["sleep", "60"])
+        try:
+            with open(f"/proc/{process.pid}/status") as status:
+                parent = int(next(line for line in status if line.startswith("PPid:")).split()[1])
+            return process.reaper_pid, parent, None if job is None else job.pid
+        finally:
+            await process.stop(grace=0)
+            if job is not None:
+                await job.__aexit__(None, None, None)
+    reaper, parent, job_pid = asyncio.run(main())
+    assert reaper == parent and job_pid in (None, reaper)
+
+
+# A timeout after the job wrote: subprocess's TimeoutExpired carries what was read (output and stderr, bytes).
+PARTIAL = ["sh", "-c", "echo partial; echo oops >&2; exec sleep 60"]
+
+
+def timeout_through(entry: str) -> subprocess.TimeoutExpired:
+    kwargs = {"capture_output": True, "timeout": 2}
+    with pytest.raises(subprocess.TimeoutExpired) as expired:
+        if entry == "run":
+            sandbox.run(PARTIAL, grace=1, **kwargs)
+        elif entry == "Job":
+            with sandbox.Job(grace=1) as job:
+                job.run(PARTIAL, **kwargs)
+        elif entry == "run_async":
+            asyncio.run(sandbox.run_async(PARTIAL, grace=1, **kwargs))
+        else:
+            async def main() -> None:
+                async with sandbox.AsyncJob(grace=1) as job:
+                    await job.run(PARTIAL, **kwargs)
+            asyncio.run(main())
+    return expired.value
+
+
+@pytest.mark.parametrize("entry", ["run", "Job", "run_async", "AsyncJob"])
+def test_a_timeout_carries_the_partial_output_and_the_events(entry, no_leftovers):
+    expired = timeout_through(entry)
+    assert (expired.output, expired.stderr) == (b"partial\n", b"oops\n")
+    names = [name for name, _ in expired.events]
+    assert "stopping" in names and names[-1] == "finished", names
+
+
+# -- subprocess's exceptions: a missing program or working directory, a timeout in text mode --------------------
+
+def start_error_through(entry: str, argv: list[str], **kwargs) -> OSError:
+    async def in_asyncio() -> None:
+        if entry == "run_async":
+            await sandbox.run_async(argv, **kwargs)
+        elif entry == "create_process":
+            await sandbox.create_process(argv, **kwargs)
+        else:
+            async with sandbox.AsyncJob() as job:
+                await job.create_process(argv, **kwargs)
+
+    with pytest.raises(OSError) as raised:
+        if entry == "run":
+            sandbox.run(argv, **kwargs)
+        elif entry == "Popen":
+            sandbox.Popen(argv, **kwargs)
+        elif entry == "Job":
+            with sandbox.Job() as job:
+                job.run(argv, **kwargs)
+        else:
+            asyncio.run(in_asyncio())
+    return raised.value
+
+
+def subprocess_error(argv: list[str], **kwargs) -> OSError:
+    with pytest.raises(OSError) as raised:
+        subprocess.run(argv, **kwargs)
+    return raised.value
+
+
+@pytest.mark.parametrize("entry", API_ENTRY_POINTS)
+@pytest.mark.parametrize("case", ["program", "cwd", "not executable"])
+def test_a_start_failure_is_subprocesss_oserror(entry, case, tmp_path, no_leftovers):
+    argv, kwargs = {"program": (["no-such-program-here"], {}),
+                    "cwd": (["true"], {"cwd": str(tmp_path / "missing")}),
+                    "not executable": ([str(tmp_path)], {})}[case]
+    ours, theirs = start_error_through(entry, argv, **kwargs), subprocess_error(argv, **kwargs)
+    assert isinstance(ours, type(theirs)) and isinstance(ours, sandbox.SandboxError)
+    assert (ours.errno, ours.filename) == (theirs.errno, theirs.filename)
+
+
+@pytest.mark.parametrize(("case", "status", "line"), [
+    ("program", 127, "no-such-program-here: command not found"),
+    ("cwd", 125, "cannot change to directory {missing}: No such file or directory"),
+    ("not executable", 126, "{tmp}: cannot execute: is a directory")])
+def test_the_command_reports_a_start_failure_in_one_line_and_the_shells_status(case, status, line, tmp_path):
+    missing = tmp_path / "missing"
+    words = {"program": ["--", "no-such-program-here"], "cwd": ["--cwd", str(missing), "--", "true"],
+             "not executable": ["--", str(tmp_path)]}[case]
+    result = subprocess.run([CLI, *words], capture_output=True, text=True, timeout=60)
+    shown = line.format(missing=missing, tmp=tmp_path)
+    assert (result.returncode, result.stderr) == (status, f"sandboxed-run: {shown}\n")
+
+
+def text_timeout_through(entry: str) -> subprocess.TimeoutExpired:
+    with pytest.raises(subprocess.TimeoutExpired) as expired:
+        if entry == "subprocess":
+            subprocess.run(PARTIAL, capture_output=True, text=True, timeout=2)
+        elif entry == "run":
+            sandbox.run(PARTIAL, capture_output=True, text=True, timeout=2, grace=1)
+        elif entry == "Popen":
+            with sandbox.Popen(PARTIAL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, grace=1) as p:
+                try:
+                    p.communicate(timeout=2)
+                finally:
+                    p.stop()
+        else:
+            with sandbox.Job(grace=1) as job:
+                job.run(PARTIAL, capture_output=True, text=True, timeout=2)
+    return expired.value
+
+
+@pytest.mark.parametrize("entry", ["run", "Popen", "Job"])
+def test_a_timeouts_output_stays_bytes_in_text_mode(entry, no_leftovers):
+    ours, theirs = text_timeout_through(entry), text_timeout_through("subprocess")
+    assert (ours.output, ours.stderr) == (theirs.output, theirs.stderr) == (b"partial\n", b"oops\n")
+
+
+@pytest.mark.parametrize("entry", ["Popen", "Job"])
+@pytest.mark.parametrize("stdout", [None, subprocess.PIPE])
+def test_communicate_after_the_job_ended_with_its_input_unwritten(entry, stdout, no_leftovers):
+    def communicate(factory) -> tuple:
+        process = factory(["true"], stdin=subprocess.PIPE, stdout=stdout)
+        process.wait()
+        return process.communicate(b"x" * (1 << 20))
+    expected = communicate(subprocess.Popen)
+    if entry == "Popen":
+        assert communicate(sandbox.Popen) == expected
+    else:
+        with sandbox.Job() as job:
+            assert communicate(job.Popen) == expected

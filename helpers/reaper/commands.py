@@ -14,7 +14,7 @@ import time
 
 from ..shared import linux, marks
 from ..shared.command import DEFAULT_PATH, Command, resolve
-from ..shared.errors import EXIT_FAILURE, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, SandboxError, host_error
+from ..shared.errors import CHDIR_FAILED, EXIT_FAILURE, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, SandboxError, host_error
 from ..shared.options import SandboxSpec
 from ..shared.signals import CATCHABLE, GLIBC_RESERVED
 
@@ -52,7 +52,8 @@ def start(command: Command, stdio: tuple[int | None, ...], ignored: tuple[int, .
         try:
             os.chdir(command.cwd)
         except OSError as exc:
-            raise SandboxError(f"cannot change to directory {os.fsdecode(command.cwd)}: {exc.strerror}") from None
+            raise SandboxError(f"{CHDIR_FAILED}{os.fsdecode(command.cwd)}: {exc.strerror}", err=exc.errno or 0) \
+                from None
         os.umask(spec.umask if spec is not None and spec.umask is not None else command.umask)
         # Lets sandbox-mount-image and co. check where they run, and puts them on the job's PATH.
         env = marks.mark_environment(command.env, mnt_ns, DEFAULT_PATH)

@@ -30,14 +30,40 @@ class SandboxError(OSError):
             return CommandNotFound(message)
         if exit_code == EXIT_NOT_EXECUTABLE and err in (0, errno.EACCES, errno.EPERM):
             return NotExecutable(message)
+        if message.startswith(CHDIR_FAILED) and err in _DIRECTORY_ERRORS:
+            return _DIRECTORY_ERRORS[err](message, exit_code, err)
         return SandboxError(message, exit_code, err)
 
 
 class CommandNotFound(SandboxError, FileNotFoundError):
-    """The program does not exist inside the sandbox (exit status 127)."""
+    """The program does not exist inside the sandbox (exit status 127). As subprocess's FileNotFoundError:
+    errno ENOENT, its strerror, and (in the API) the program as filename; str() is our one line."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message, EXIT_NOT_FOUND, errno.ENOENT)
+        self.strerror = os.strerror(errno.ENOENT)
+
+
+# The job's working directory could not be entered: the message begins so (the reaper's, --enter's), and the
+# error is the OSError subprocess raises for it, its filename (in the API) the directory.
+CHDIR_FAILED = "cannot change to directory "
+
+
+class DirectoryNotFound(SandboxError, FileNotFoundError):
+    """The job's working directory does not exist inside the sandbox."""
+
+
+class DirectoryNotPermitted(SandboxError, PermissionError):
+    """The job may not enter its working directory."""
+
+
+class NotADirectory(SandboxError, NotADirectoryError):
+    """The job's working directory is not a directory."""
+
+
+_DIRECTORY_ERRORS: dict[int, type[SandboxError]] = {
+    errno.ENOENT: DirectoryNotFound, errno.EACCES: DirectoryNotPermitted, errno.EPERM: DirectoryNotPermitted,
+    errno.ENOTDIR: NotADirectory}
 
 
 class NotExecutable(SandboxError, PermissionError):

@@ -14,8 +14,8 @@ import asyncio
 import socket
 import subprocess
 import threading
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from sandboxed_run_helpers.shared import linux, wire
 from sandboxed_run_helpers.shared.options import check_grace
@@ -24,11 +24,29 @@ from sandboxed_run_helpers.shared.usage import Usage
 from ..client import ReaperClient
 from . import spawner
 from .calling import call_argv, call_outcome, payload
-from .job import Job
-from .keywords import SANDBOX_KEYWORDS, with_options
-from .popen import DEADLINE, Popen, run_streams
+from .job import Job, JobProcess
+from .keywords import COMMAND_KEYWORDS, SANDBOX_KEYWORDS, with_options
+from .popen import DEADLINE, CompletedProcess, Popen, run_streams
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from .typed import (
+        Args,
+        Duration,
+        Events,
+        JobPopenKeywords,
+        JobRunKeywords,
+        PopenKeywords,
+        RunKeywords,
+        SandboxOptions,
+    )
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 DeliverCancel = Callable[["AsyncProcess"], Awaitable[None]]
+STREAM_LIMIT = 2**16  # asyncio.streams' _DEFAULT_LIMIT: the most a StreamReader holds unless limit= says
 
 
 async def _readable(fd: int, deadline: float | None = None) -> bool:
@@ -65,17 +83,17 @@ class AsyncProcess:
         self.stderr: asyncio.StreamReader | None = None
 
     @classmethod
-    async def _wrap(cls, popen: Popen) -> AsyncProcess:
+    async def _wrap(cls, popen: Popen, limit: int = STREAM_LIMIT) -> AsyncProcess:
         self = cls(popen)
         loop = asyncio.get_running_loop()
         if popen.stdin is not None:
-            protocol = asyncio.StreamReaderProtocol(asyncio.StreamReader())
+            protocol = asyncio.StreamReaderProtocol(asyncio.StreamReader(limit))
             transport, _ = await loop.connect_write_pipe(lambda: protocol, popen.stdin)
             self.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
         for name in ("stdout", "stderr"):
             pipe = getattr(popen, name)
             if pipe is not None:
-                reader = asyncio.StreamReader()
+                reader = asyncio.StreamReader(limit)
                 await loop.connect_read_pipe(lambda r=reader: asyncio.StreamReaderProtocol(r), pipe)
                 setattr(self, name, reader)
         return self
@@ -90,8 +108,14 @@ class AsyncProcess:
         return self._popen.name
 
     @property
-    def events(self) -> list[tuple[str, dict]]:
+    def events(self) -> Events:
+        """The lifecycle events so far: (name, fields), in order."""
         return self._popen.events
+
+    @property
+    def reaper_pid(self) -> int:
+        """The PID (as the caller sees it) of the sandbox's PID 1 (a Job's reaper, for a command of a Job)."""
+        return self._popen.reaper_pid
 
     @property
     def usage(self) -> Usage | None:
@@ -103,6 +127,13 @@ class AsyncProcess:
         return self._popen.wait()
 
     async def communicate(self, input: bytes | None = None) -> tuple[bytes | None, bytes | None]:
+        out: list[bytes] = []
+        err: list[bytes] = []
+        await self._communicate(input, out, err)
+        return (None if self.stdout is None else b"".join(out)), (None if self.stderr is None else b"".join(err))
+
+    async def _communicate(self, input: bytes | None, out: list[bytes], err: list[bytes]) -> None:
+        """communicate(), keeping what it read in out and err as it comes: a timeout's TimeoutExpired has it."""
         async def feed() -> None:
             if self.stdin is None:
                 return
@@ -114,12 +145,15 @@ class AsyncProcess:
                 pass
             self.stdin.close()
 
-        async def read(stream: asyncio.StreamReader | None) -> bytes | None:
-            return None if stream is None else await stream.read()
-
-        _, out, err = await asyncio.gather(feed(), read(self.stdout), read(self.stderr))
+        await asyncio.gather(feed(), self._drain(out, err))
         await self.wait()
-        return out, err
+
+    async def _drain(self, out: list[bytes], err: list[bytes]) -> None:
+        async def read(stream: asyncio.StreamReader | None, chunks: list[bytes]) -> None:
+            while stream is not None and (chunk := await stream.read(1 << 16)):
+                chunks.append(chunk)
+
+        await asyncio.gather(read(self.stdout, out), read(self.stderr, err))
 
     def send_signal(self, sig: int) -> None:
         self._popen.send_signal(sig)
@@ -130,7 +164,7 @@ class AsyncProcess:
     def kill(self) -> None:
         self._popen.kill()
 
-    async def stop(self, grace: float | None = None) -> int:
+    async def stop(self, grace: Duration | None = None) -> int:
         """Stop every process of the sandbox (stop signal, grace, SIGKILL) and wait for the end."""
         grace = check_grace(grace)
         if self._popen.returncode is None:
@@ -171,7 +205,7 @@ async def _to_the_end(work: Awaitable[Any]) -> Any:
     return task.result()
 
 
-async def _start(start: Callable[[], Popen]) -> AsyncProcess:
+async def _start(start: Callable[[], Popen], limit: int = STREAM_LIMIT) -> AsyncProcess:
     """Start a process in a worker thread (the start blocks). A cancellation meanwhile waits for the start
     to end, stops whatever started (as a cancelled wait would) and then goes on: nothing is left running
     and no descriptor of ours stays open."""
@@ -187,7 +221,7 @@ async def _start(start: Callable[[], Popen]) -> AsyncProcess:
         await _shielded(AsyncProcess(popen), default_deliver_cancel)
         raise
     try:
-        return await AsyncProcess._wrap(popen)
+        return await AsyncProcess._wrap(popen, limit)
     except BaseException:
         await _shielded(AsyncProcess(popen), default_deliver_cancel)
         popen.close_pipes()
@@ -204,54 +238,75 @@ async def _shielded(process: AsyncProcess, deliver_cancel: DeliverCancel) -> Non
     await _to_the_end(escalate())
 
 
-@with_options(*SANDBOX_KEYWORDS)
-async def create_process(args: Any, **options: Any) -> AsyncProcess:
-    """Start a command in its own sandbox; same arguments as sandbox.Popen."""
-    return await _start(lambda: Popen(args, **options))
+@with_options(*SANDBOX_KEYWORDS, passes_to=Popen.__init__)
+async def create_process(args: Args, *, limit: int = STREAM_LIMIT, **options: Unpack[PopenKeywords]) -> AsyncProcess:
+    """Start a command in its own sandbox; same arguments as sandbox.Popen, and asyncio's limit (the most its
+    StreamReaders hold: a longer line is a ValueError for readline()). Bytes only, as asyncio's: text=True,
+    universal_newlines=True, encoding= or errors= is a ValueError."""
+    _bytes_only(options)
+    return await _start(lambda: Popen(args, **options), limit)
+
+
+def _bytes_only(options: Mapping[str, Any]) -> None:
+    """asyncio's subprocesses speak bytes alone: its ValueErrors, in its order."""
+    for name in ("universal_newlines", "text"):
+        if options.get(name):
+            raise ValueError(f"{name} must be False")
+    for name in ("encoding", "errors"):
+        if options.get(name) is not None:
+            raise ValueError(f"{name} must be None")
 
 
 async def _run(start: Callable[..., Awaitable[AsyncProcess]], args: Any, stdin: Any, input: bytes | None,
                stdout: Any, stderr: Any, capture_output: bool, check: bool, timeout: float | None,
-               deliver_cancel: DeliverCancel | None, options: dict) -> subprocess.CompletedProcess:
+               deliver_cancel: DeliverCancel | None, options: dict[str, Any]) -> CompletedProcess[Any]:
     stdin, stdout, stderr, timeout = run_streams(stdin, input, stdout, stderr, capture_output, timeout)
-    if options.get("text") or options.get("universal_newlines") or options.get("encoding"):
-        raise ValueError("run_async returns bytes; decode the output yourself")
+    _bytes_only(options)
     deadline = linux.deadline_after(timeout)
     if start is create_process and deadline is not None:
         options = {**options, DEADLINE: deadline}  # the reaper enforces it too
     process = await start(args, stdin=stdin, stdout=stdout, stderr=stderr, **options)
+    chunks: tuple[list[bytes], list[bytes]] = ([], [])
     try:
         try:
-            out, err = await asyncio.wait_for(process.communicate(input), linux.time_left(deadline))
+            await asyncio.wait_for(process._communicate(input, *chunks), linux.time_left(deadline))
             if wire.StopReason.TIMEOUT in process._popen.client.stop_reasons:
                 raise TimeoutError  # the reaper stopped it at our deadline
         except TimeoutError:
             await _shielded(process, _stop_for_timeout)
-            expired = subprocess.TimeoutExpired(args, timeout)
+            await _to_the_end(process._drain(*chunks))  # the rest, up to the end its last process left
+            out, err = _joined(process, chunks)
+            expired = subprocess.TimeoutExpired(args, timeout, out, err)  # type: ignore[arg-type]
+            expired.events = process.events  # type: ignore[attr-defined]
             expired.usage = process.usage  # type: ignore[attr-defined]  # what it used until it was stopped
             raise expired from None
     except asyncio.CancelledError:
         await _shielded(process, deliver_cancel or default_deliver_cancel)
         raise
     code = process.returncode
+    out, err = _joined(process, chunks)
     if check and code:
         error = subprocess.CalledProcessError(code, args, out, err)
+        error.events = process.events  # type: ignore[attr-defined]
         error.usage = process.usage  # type: ignore[attr-defined]
         raise error
-    completed = subprocess.CompletedProcess(args, code, out, err)
-    completed.usage = process.usage  # type: ignore[attr-defined]  # what it used: sandbox.Usage
-    return completed
+    return CompletedProcess(args, code, out, err, process.events, process.usage)
+
+
+def _joined(process: AsyncProcess, chunks: tuple[list[bytes], list[bytes]]) -> tuple[bytes | None, bytes | None]:
+    out, err = chunks
+    return (None if process.stdout is None else b"".join(out)), (None if process.stderr is None else b"".join(err))
 
 
 async def _stop_for_timeout(process: AsyncProcess) -> None:
     process.stop_for(wire.StopReason.TIMEOUT)
 
 
-@with_options(*SANDBOX_KEYWORDS)
-async def run_async(args: Any, *, stdin: Any = None, input: bytes | None = None, stdout: Any = None,
+@with_options(*SANDBOX_KEYWORDS, passes_to=Popen.__init__)
+async def run_async(args: Args, *, stdin: Any = None, input: bytes | None = None, stdout: Any = None,
                     stderr: Any = None, capture_output: bool = False, check: bool = False,
-                    timeout: float | None = None, deliver_cancel: DeliverCancel | None = None,
-                    **options: Any) -> subprocess.CompletedProcess:
+                    timeout: Duration | None = None, deliver_cancel: DeliverCancel | None = None,
+                    **options: Unpack[RunKeywords]) -> CompletedProcess[Any]:
     """sandbox.run for asyncio. On cancellation deliver_cancel(process) runs shielded (default: the
     stop signal unless a Ctrl+C already reached the job, grace, SIGKILL), then the job is waited for,
     then the cancellation goes on."""
@@ -263,7 +318,7 @@ class AsyncJob:
     """sandbox.Job for asyncio: `async with sandbox.AsyncJob(tmpfs=["/mnt"]) as job: await job.run([...])`."""
 
     @with_options(*SANDBOX_KEYWORDS)
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, **options: Unpack[SandboxOptions]) -> None:
         self.job = Job(**options)
 
     async def __aenter__(self) -> AsyncJob:
@@ -295,7 +350,7 @@ class AsyncJob:
     def namespace_path(self, kind: str = "mnt") -> str:
         return self.job.namespace_path(kind)
 
-    async def stop(self, grace: float | None = None) -> None:
+    async def stop(self, grace: Duration | None = None) -> None:
         await self._stop(check_grace(grace), wire.StopReason.REQUESTED)
 
     async def _stop(self, grace: float | None, reason: wire.StopReason, after_interrupt: bool = False) -> None:
@@ -307,17 +362,22 @@ class AsyncJob:
         finally:
             self.job.wrap_up()
 
-    async def create_process(self, args: Any, **options: Any) -> AsyncProcess:
-        return await _start(lambda: self.job.Popen(args, **options))
+    @with_options(*COMMAND_KEYWORDS, passes_to=JobProcess.__init__)
+    async def create_process(self, args: Args, *, limit: int = STREAM_LIMIT,
+                             **options: Unpack[JobPopenKeywords]) -> AsyncProcess:
+        """Start a command in the job; as sandbox.create_process, minus the sandbox's own options."""
+        _bytes_only(options)
+        return await _start(lambda: self.job.Popen(args, **options), limit)
 
-    async def run(self, args: Any, *, stdin: Any = None, input: bytes | None = None, stdout: Any = None,
+    @with_options(*COMMAND_KEYWORDS, passes_to=JobProcess.__init__)
+    async def run(self, args: Args, *, stdin: Any = None, input: bytes | None = None, stdout: Any = None,
                   stderr: Any = None, capture_output: bool = False, check: bool = False,
-                  timeout: float | None = None, deliver_cancel: DeliverCancel | None = None,
-                  **options: Any) -> subprocess.CompletedProcess:
+                  timeout: Duration | None = None, deliver_cancel: DeliverCancel | None = None,
+                  **options: Unpack[JobRunKeywords]) -> CompletedProcess[Any]:
         return await _run(self.create_process, args, stdin, input, stdout, stderr, capture_output, check, timeout,
                           deliver_cancel, options)
 
-    async def call(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    async def call(self, func: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         """job.call for asyncio: func runs in a fresh Python process inside the job."""
         loop = asyncio.get_running_loop()
         data, script = payload(func, args, kwargs)

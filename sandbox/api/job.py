@@ -10,10 +10,9 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import subprocess
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from sandboxed_run_helpers.shared import command, credentials, wire
 from sandboxed_run_helpers.shared.errors import SandboxError
@@ -24,7 +23,15 @@ from ..client import ReaperClient
 from . import calling, spawner
 from .collect import not_started, wrap_up
 from .keywords import COMMAND_KEYWORDS, SANDBOX_KEYWORDS, choose, with_options
-from .popen import Popen, complete, present
+from .popen import CompletedProcess, Popen, complete, present
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from .typed import Args, CommandOptions, Duration, Events, JobPopenKeywords, JobRunKeywords, SandboxOptions
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 NAMESPACES = ("mnt", "pid", "net", "uts", "ipc", "user", "cgroup", "time")
 
@@ -33,11 +40,13 @@ class JobProcess(Popen):
     """A command of a Job: Popen's interface; stop() stops this command alone."""
 
     @with_options(*COMMAND_KEYWORDS)
-    def __init__(self, job: Job, args: Any, *, stdin: int | IO | None = None, stdout: int | IO | None = None,
-                 stderr: int | IO | None = None, env: Mapping | None = None,
-                 cwd: str | bytes | os.PathLike | None = None, shell: bool = False, text: bool | None = None,
-                 encoding: str | None = None, errors: str | None = None, universal_newlines: bool | None = None,
-                 extra_fds: Sequence[int] = (), **options: Any) -> None:
+    def __init__(self, job: Job, args: Args, *, stdin: int | IO[Any] | None = None,
+                 stdout: int | IO[Any] | None = None, stderr: int | IO[Any] | None = None,
+                 env: Mapping[str, Any] | Mapping[bytes, Any] | None = None,
+                 cwd: str | bytes | os.PathLike[str] | os.PathLike[bytes] | None = None, shell: bool = False,
+                 text: bool | None = None, encoding: str | None = None, errors: str | None = None,
+                 universal_newlines: bool | None = None, extra_fds: Sequence[int] = (),
+                 **options: Unpack[CommandOptions]) -> None:
         on_event = check_api_options(options, COMMAND_KEYWORDS)["on_event"]
         with not_started(on_event):
             cmd = command.command(command.argv_of(args, shell), command.environment_of(env),
@@ -48,7 +57,8 @@ class JobProcess(Popen):
             with not_started(on_event):
                 return job.send_command(cmd, stdio, on_event)
 
-        self._start(args, (stdin, stdout, stderr), text or universal_newlines, encoding, errors, launch, extra_fds)
+        self._start(args, (stdin, stdout, stderr), text or universal_newlines, encoding, errors, launch, extra_fds,
+                    cwd=cwd)
 
     @property
     def reaper_pid(self) -> int:
@@ -68,7 +78,7 @@ class Job:
     """
 
     @with_options(*SANDBOX_KEYWORDS)
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, **options: Unpack[SandboxOptions]) -> None:
         chosen = choose(options)
         self.spec = chosen.spec
         self._registry = chosen.registry
@@ -166,7 +176,7 @@ class Job:
     def running(self) -> bool:
         return self._client is not None and not self._client.finished
 
-    def stop(self, grace: float | None = None) -> None:
+    def stop(self, grace: Duration | None = None) -> None:
         """Stop every process of the job (stop signal, grace, SIGKILL) and wait until the namespaces are gone."""
         self._end(wire.StopReason.REQUESTED, check_grace(grace))
 
@@ -200,7 +210,8 @@ class Job:
         wrap_up(client, self._on_exit, None)
 
     @property
-    def events(self) -> list[tuple[str, dict]]:
+    def events(self) -> Events:
+        """The job's lifecycle events so far: (name, fields), in order."""
         self.client.pump(0)
         return list(self.client.events)
 
@@ -243,19 +254,22 @@ class Job:
             theirs.close()
         return ReaperClient(client.reaper_pid, None, ours, on_event, prog="sandbox")
 
-    def Popen(self, args: Any, **options: Any) -> JobProcess:  # noqa: N802 - mirrors subprocess.Popen
+    @with_options(*COMMAND_KEYWORDS, passes_to=JobProcess.__init__)
+    def Popen(self, args: Args, **options: Unpack[JobPopenKeywords]) -> JobProcess:  # noqa: N802 - subprocess's
         """Start a command in the job; same arguments as sandbox.Popen, minus the sandbox's own options."""
         process = JobProcess(self, args, **options)
         self._processes.add(process)
         return process
 
-    def run(self, args: Any, *, stdin: Any = None, input: bytes | str | None = None, stdout: Any = None,
-            stderr: Any = None, capture_output: bool = False, check: bool = False, timeout: float | None = None,
-            **options: Any) -> subprocess.CompletedProcess:
+    @with_options(*COMMAND_KEYWORDS, passes_to=JobProcess.__init__)
+    def run(self, args: Args, *, stdin: int | IO[Any] | None = None, input: bytes | str | None = None,
+            stdout: int | IO[Any] | None = None, stderr: int | IO[Any] | None = None, capture_output: bool = False,
+            check: bool = False, timeout: Duration | None = None,
+            **options: Unpack[JobRunKeywords]) -> CompletedProcess[Any]:
         """Run a command in the job and wait for it, like sandbox.run; the job's namespaces stay."""
         return complete(self.Popen, args, stdin, input, stdout, stderr, capture_output, check, timeout, options)
 
-    def call(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    def call(self, func: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         """Run func(*args, **kwargs) in a fresh Python process inside the job; return its result or re-raise.
         A function of the caller's script needs the script guarded by `if __name__ == "__main__":` (it is
         run inside to find the function); without the guard, calling raises UnguardedScript (a RuntimeError)

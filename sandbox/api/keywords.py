@@ -8,7 +8,7 @@ docstrings, which are derived from the table too.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 from sandboxed_run_helpers.shared import registry
@@ -47,13 +47,25 @@ def _warn(message: str) -> None:
     warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
-def with_options(*keywords: str) -> Callable[[F], F]:
-    """Show these options of the table in the function's signature (for help() and editors) and docstring."""
+# Keyword parameters a function may take that are no part of what it shows: the Job's own plumbing.
+INTERNAL = ("extra_fds",)
+
+
+def with_options(*keywords: str, passes_to: Callable[..., Any] | None = None,
+                 without: Sequence[str] = ()) -> Callable[[F], F]:
+    """Show these options of the table in the function's signature (for help() and editors) and docstring,
+    after the keyword parameters of passes_to (Popen's stdin, env, cwd, text...) that the function hands on
+    in its **options, less those it refuses or sets itself (without)."""
     def decorate(func: F) -> F:
         signature = inspect.signature(func)
         params = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        taken = {p.name for p in params} | set(INTERNAL) | set(without)
+        if passes_to is not None:
+            params += [p for p in inspect.signature(passes_to).parameters.values()
+                       if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in taken
+                       and p.name not in keywords]
         params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=BY_NAME[name].default)
-                   for name in keywords]
+                   for name in keywords if name not in taken]
         func.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
         lines = [f"    {name}: {BY_NAME[name].help}" for name in keywords]
         func.__doc__ = (func.__doc__ or "").rstrip() + "\n\n    Options (the command's flags of the same names):\n" \

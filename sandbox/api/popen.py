@@ -18,10 +18,10 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from sandboxed_run_helpers.shared import command, linux, wire
-from sandboxed_run_helpers.shared.errors import SandboxError
+from sandboxed_run_helpers.shared.errors import CHDIR_FAILED, CommandNotFound, NotExecutable, SandboxError
 from sandboxed_run_helpers.shared.options import MAX_FD, check_grace, check_timeout
 from sandboxed_run_helpers.shared.usage import Usage
 
@@ -30,11 +30,41 @@ from . import spawner
 from .collect import not_started, wrap_up
 from .keywords import SANDBOX_KEYWORDS, choose, with_options
 
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from .typed import Args, Duration, Events, RunKeywords, SandboxOptions
+
 PIPE = subprocess.PIPE
 # A keyword of run()'s own for Popen, not in its signature: the timeout's deadline (time.monotonic()).
 DEADLINE = "_deadline"
 STDOUT = subprocess.STDOUT
 DEVNULL = subprocess.DEVNULL
+_T = TypeVar("_T")
+
+
+class CompletedProcess(subprocess.CompletedProcess[_T]):
+    """subprocess.CompletedProcess (an instance of it, for existing code), with what the sandbox adds:
+    events, the run's lifecycle events ((name, fields), "finished" last), and usage, what it used
+    (sandbox.Usage; None if its reaper could not say)."""
+
+    events: Events
+    usage: Usage | None
+
+    def __init__(self, args: Any, returncode: int, stdout: _T | None = None, stderr: _T | None = None,
+                 events: Events | None = None, usage: Usage | None = None) -> None:
+        super().__init__(args, returncode, stdout, stderr)
+        self.events = [] if events is None else events
+        self.usage = usage
+
+
+def _name_the_file(exc: SandboxError, args: Any, cwd: object) -> None:
+    """The filename subprocess's OSError carries: the program it could not find or run, or the directory it
+    could not enter."""
+    if isinstance(exc, (CommandNotFound, NotExecutable)):
+        exc.filename = args if isinstance(args, (str, bytes, os.PathLike)) else args[0]
+    elif exc.message.startswith(CHDIR_FAILED):
+        exc.filename = cwd
 
 
 def present(stdio: Sequence[int | None]) -> tuple[tuple[bool, ...], list[int]]:
@@ -54,21 +84,21 @@ class Popen:
     @with_options(*SANDBOX_KEYWORDS)
     def __init__(
         self,
-        args: str | bytes | os.PathLike | Sequence[str | bytes | os.PathLike],
+        args: Args,
         *,
-        stdin: int | IO | None = None,
-        stdout: int | IO | None = None,
-        stderr: int | IO | None = None,
-        env: Mapping | None = None,
-        cwd: str | bytes | os.PathLike | None = None,
+        stdin: int | IO[Any] | None = None,
+        stdout: int | IO[Any] | None = None,
+        stderr: int | IO[Any] | None = None,
+        env: Mapping[str, Any] | Mapping[bytes, Any] | None = None,
+        cwd: str | bytes | os.PathLike[str] | os.PathLike[bytes] | None = None,
         shell: bool = False,
         text: bool | None = None,
         encoding: str | None = None,
         errors: str | None = None,
         universal_newlines: bool | None = None,
-        **options: Any,
+        **options: Unpack[SandboxOptions],
     ) -> None:
-        deadline = options.pop(DEADLINE, None)  # run()'s timeout, which the reaper enforces too
+        deadline = options.pop(DEADLINE, None)  # type: ignore[misc]  # run()'s timeout, the reaper's too
         chosen = choose(options)
         with not_started(chosen.on_event):
             cmd = command.command(command.argv_of(args, shell), command.environment_of(env),
@@ -83,20 +113,20 @@ class Popen:
                 return spawner.new_client(wire.Spawn(order, chosen.on_exit), fds, chosen.on_event)
 
         self._start(args, (stdin, stdout, stderr), text or universal_newlines, encoding, errors, launch,
-                    on_exit=chosen.on_exit)
+                    on_exit=chosen.on_exit, cwd=cwd)
 
     def _start(self, args: Any, stdio: tuple, text: bool | None, encoding: str | None, errors: str | None,
                launch: Callable[[tuple], ReaperClient], extra_fds: Sequence[int] = (),
-               on_exit: Sequence[str] = ()) -> None:
+               on_exit: Sequence[str] = (), cwd: object = None) -> None:
         """Start the process through launch(descriptors) and wait until it runs (or raise why it does not)."""
         self.args = args
         self._on_exit = tuple(on_exit)
         self._wrapped_up = False
         self._settling = threading.RLock()
         self.returncode: int | None = None
-        self.stdin: IO | None = None
-        self.stdout: IO | None = None
-        self.stderr: IO | None = None
+        self.stdin: IO[Any] | None = None
+        self.stdout: IO[Any] | None = None
+        self.stderr: IO[Any] | None = None
         self._text = bool(text or encoding or errors)
         self._encoding = encoding
         self._errors = errors
@@ -132,6 +162,7 @@ class Popen:
             self.client.close()
             self._wrapped_up = True
             wrap_up(self.client, self._on_exit, exc.exit_code, str(exc))
+            _name_the_file(exc, args, cwd)
             raise
         except BaseException:
             self.close_pipes()
@@ -201,7 +232,7 @@ class Popen:
         return self.client.name
 
     @property
-    def events(self) -> list[tuple[str, dict]]:
+    def events(self) -> Events:
         """The lifecycle events so far: (name, fields), in order."""
         self.client.pump(0)
         return list(self.client.events)
@@ -242,7 +273,7 @@ class Popen:
             self._settle()
         return self.returncode
 
-    def wait(self, timeout: float | None = None) -> int:
+    def wait(self, timeout: Duration | None = None) -> int:
         timeout = check_timeout(timeout)
         if self.returncode is None:
             if not self.client.wait(timeout):
@@ -261,7 +292,7 @@ class Popen:
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
 
-    def stop(self, grace: float | None = None) -> int:
+    def stop(self, grace: Duration | None = None) -> int:
         """Stop every process of the sandbox: stop signal, grace seconds (default: the sandbox's), SIGKILL."""
         grace = check_grace(grace)
         if self.returncode is None:
@@ -277,7 +308,7 @@ class Popen:
         self.client.through_interrupts(self.wait)
         return self.returncode  # type: ignore[return-value]
 
-    def communicate(self, input: bytes | str | None = None, timeout: float | None = None) -> tuple[Any, Any]:
+    def communicate(self, input: bytes | str | None = None, timeout: Duration | None = None) -> tuple[Any, Any]:
         timeout = check_timeout(timeout)
         deadline = linux.deadline_after(timeout)
         if input is not None and self._input_view is None:
@@ -294,7 +325,7 @@ class Popen:
         try:
             self.wait(remaining)
         except subprocess.TimeoutExpired:
-            raise subprocess.TimeoutExpired(self.args, timeout, *self._collected()) from None
+            raise subprocess.TimeoutExpired(self.args, timeout, *self._collected(raw=True)) from None
         return self._collected(final=True)
 
     def _pump_streams(self, deadline: float | None, timeout: float | None) -> None:
@@ -311,7 +342,7 @@ class Popen:
                     selector.register(stream.fileno(), selectors.EVENT_READ, stream)
             while selector.get_map():
                 if deadline is not None and deadline <= time.monotonic():
-                    raise subprocess.TimeoutExpired(self.args, timeout, *self._collected())
+                    raise subprocess.TimeoutExpired(self.args, timeout, *self._collected(raw=True))
                 self.client.watch()  # a reaper that does not end a stop in time: its pipes end with it
                 kill_at = self.client.kill_at
                 wake = deadline if kill_at is None else min(kill_at, deadline or kill_at)
@@ -335,8 +366,10 @@ class Popen:
                         else:
                             selector.unregister(key.fd)
 
-    def _collected(self, final: bool = False) -> tuple[Any, Any]:
-        out = []
+    def _collected(self, final: bool = False, raw: bool = False) -> tuple[Any, Any]:
+        """What the job wrote to our pipes so far: decoded in text mode, unless raw (a TimeoutExpired keeps
+        bytes, as subprocess's does)."""
+        out: list[Any] = []
         for stream in (self.stdout, self.stderr):
             if stream is None:
                 out.append(None)
@@ -344,7 +377,7 @@ class Popen:
             data = b"".join(self._outputs.get(id(stream), []))
             if final:
                 stream.close()
-            if self._text:
+            if self._text and not raw:
                 out.append(io.TextIOWrapper(io.BytesIO(data), encoding=self._encoding, errors=self._errors).read())
             else:
                 out.append(data)
@@ -377,20 +410,21 @@ class Popen:
         return f"<sandbox.Popen: returncode: {self.returncode} args: {self.args!r}>"
 
 
-@with_options(*SANDBOX_KEYWORDS)
+@with_options(*SANDBOX_KEYWORDS, passes_to=Popen.__init__)
 def run(
-    args: str | bytes | os.PathLike | Sequence[str | bytes | os.PathLike],
+    args: Args,
     *,
-    stdin: int | IO | None = None,
+    stdin: int | IO[Any] | None = None,
     input: bytes | str | None = None,
-    stdout: int | IO | None = None,
-    stderr: int | IO | None = None,
+    stdout: int | IO[Any] | None = None,
+    stderr: int | IO[Any] | None = None,
     capture_output: bool = False,
     check: bool = False,
-    timeout: float | None = None,
-    **options: Any,
-) -> subprocess.CompletedProcess:
-    """subprocess.run in a sandbox. Returns CompletedProcess; raises CalledProcessError / TimeoutExpired.
+    timeout: Duration | None = None,
+    **options: Unpack[RunKeywords],
+) -> CompletedProcess[Any]:
+    """subprocess.run in a sandbox. Returns a CompletedProcess (sandbox's, a subprocess.CompletedProcess);
+    raises CalledProcessError / TimeoutExpired.
 
     On Ctrl+C the job (in our process group) gets SIGINT from the terminal once; we wait, shielded,
     until its cleanup ends, then raise KeyboardInterrupt. On a timeout the sandbox is stopped with
@@ -417,7 +451,7 @@ def run_streams(stdin: Any, input: Any, stdout: Any, stderr: Any, capture_output
 
 def complete(factory: Callable[..., Popen], args: Any, stdin: Any, input: bytes | str | None, stdout: Any,
              stderr: Any, capture_output: bool, check: bool, timeout: object,
-             options: dict) -> subprocess.CompletedProcess:
+             options: Mapping[str, Any]) -> CompletedProcess[Any]:
     """run() for any factory of Popen-like processes (sandbox.Popen, a Job's Popen): start, communicate, and
     on a timeout or Ctrl+C the shielded end (stop, or relay the Ctrl+C; wait until all is gone), then raise."""
     stdin, stdout, stderr, seconds = run_streams(stdin, input, stdout, stderr, capture_output, timeout)
@@ -431,8 +465,9 @@ def complete(factory: Callable[..., Popen], args: Any, stdin: Any, input: bytes 
                 raise subprocess.TimeoutExpired(process.args, seconds)  # the reaper stopped it at our deadline
         except subprocess.TimeoutExpired:
             process.stop_for(wire.StopReason.TIMEOUT)
-            out, err = process.client.through_interrupts(process.communicate)
-            expired = subprocess.TimeoutExpired(process.args, seconds, out, err)  # type: ignore[arg-type]
+            process.client.through_interrupts(process.communicate)
+            out, err = process._collected(raw=True)
+            expired = subprocess.TimeoutExpired(process.args, seconds, out, err)
             expired.events = process.events  # type: ignore[attr-defined]
             expired.usage = process.usage  # type: ignore[attr-defined]  # what it used until it was stopped
             raise expired from None
@@ -448,7 +483,4 @@ def complete(factory: Callable[..., Popen], args: Any, stdin: Any, input: bytes 
         error.events = process.events  # type: ignore[attr-defined]
         error.usage = process.usage  # type: ignore[attr-defined]
         raise error
-    completed = subprocess.CompletedProcess(process.args, retcode, out, err)
-    completed.events = process.events  # type: ignore[attr-defined]  # lifecycle events, "finished" last
-    completed.usage = process.usage  # type: ignore[attr-defined]  # what it used: sandbox.Usage
-    return completed
+    return CompletedProcess(process.args, retcode, out, err, process.events, process.usage)

@@ -9,30 +9,39 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .keywords import SANDBOX_KEYWORDS, with_options
 from .popen import PIPE, STDOUT, run
 
-Args = str | bytes | os.PathLike | Sequence[str | bytes | os.PathLike]
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from .typed import Args, CallArguments, Duration, OutputArguments, ShellArguments
+
+# What getoutput and getstatusoutput set themselves, or refuse.
+SET_BY_SHELL = ("stdout", "stderr", "check", "capture_output", "shell", "text", "universal_newlines")
 
 
-def call(args: Args, *, timeout: float | None = None, **kwargs: Any) -> int:
+@with_options(*SANDBOX_KEYWORDS, passes_to=run, without=("check", "capture_output"))
+def call(args: Args, *, timeout: Duration | None = None, **kwargs: Unpack[CallArguments]) -> int:
     """Run args in a sandbox, wait, and return its exit status (negative: the signal that killed it)."""
     return run(args, timeout=timeout, **kwargs).returncode
 
 
-def check_call(args: Args, *, timeout: float | None = None, **kwargs: Any) -> int:
+@with_options(*SANDBOX_KEYWORDS, passes_to=run, without=("check", "capture_output"))
+def check_call(args: Args, *, timeout: Duration | None = None, **kwargs: Unpack[CallArguments]) -> int:
     """call(), raising CalledProcessError for a status other than 0; returns 0."""
     run(args, timeout=timeout, check=True, **kwargs)
     return 0
 
 
-def check_output(args: Args, *, timeout: float | None = None, **kwargs: Any) -> Any:
+@with_options(*SANDBOX_KEYWORDS, passes_to=run, without=("stdout", "check", "capture_output"))
+def check_output(args: Args, *, timeout: Duration | None = None, **kwargs: Unpack[OutputArguments]) -> Any:
     """The job's standard output (bytes; str with text=True, encoding= or errors=), or CalledProcessError for
     a status other than 0. input=None is an empty input, as in subprocess."""
     for name in ("stdout", "check"):
-        if name in kwargs:
+        if name in kwargs:  # subprocess's words
             raise ValueError(f"{name} argument not allowed, it will be overridden.")
     if "input" in kwargs and kwargs["input"] is None:
         text = kwargs.get("text") or kwargs.get("universal_newlines") or kwargs.get("encoding") or kwargs.get("errors")
@@ -40,8 +49,9 @@ def check_output(args: Args, *, timeout: float | None = None, **kwargs: Any) -> 
     return run(args, stdout=PIPE, timeout=timeout, check=True, **kwargs).stdout
 
 
-def getstatusoutput(cmd: str | bytes | os.PathLike, *, encoding: str | None = None, errors: str | None = None,
-                    **kwargs: Any) -> tuple[int, str]:
+@with_options(*SANDBOX_KEYWORDS, passes_to=run, without=SET_BY_SHELL)
+def getstatusoutput(cmd: str | bytes | os.PathLike[str] | os.PathLike[bytes], *, encoding: str | None = None,
+                    errors: str | None = None, **kwargs: Unpack[ShellArguments]) -> tuple[int, str]:
     """(status, output) of a shell command: stdout and stderr together, as text, one trailing newline taken off."""
     try:
         data = check_output(cmd, shell=True, text=True, stderr=STDOUT, encoding=encoding, errors=errors, **kwargs)
@@ -53,7 +63,8 @@ def getstatusoutput(cmd: str | bytes | os.PathLike, *, encoding: str | None = No
     return status, data
 
 
-def getoutput(cmd: str | bytes | os.PathLike, *, encoding: str | None = None, errors: str | None = None,
-              **kwargs: Any) -> str:
+@with_options(*SANDBOX_KEYWORDS, passes_to=run, without=SET_BY_SHELL)
+def getoutput(cmd: str | bytes | os.PathLike[str] | os.PathLike[bytes], *, encoding: str | None = None,
+              errors: str | None = None, **kwargs: Unpack[ShellArguments]) -> str:
     """The output (stdout and stderr) of a shell command, as getstatusoutput() gives it."""
     return getstatusoutput(cmd, encoding=encoding, errors=errors, **kwargs)[1]

@@ -48,7 +48,7 @@ import prctl
 
 from sandboxed_run_helpers.shared import command, linux, marks, wire
 from sandboxed_run_helpers.shared.command import DEFAULT_PATH, resolve
-from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, SandboxError
+from sandboxed_run_helpers.shared.errors import CHDIR_FAILED, EXIT_FAILURE, SandboxError
 from sandboxed_run_helpers.shared.options import SandboxSpec
 from sandboxed_run_helpers.shared.signals import CATCHABLE, FORWARDED, GLIBC_RESERVED, inherited_ignores
 from sandboxed_run_helpers.shared.status import say
@@ -371,7 +371,7 @@ def _command(order: Entry) -> None:
             os.chdir(order.cwd)
         except OSError as exc:
             if order.cwd_given:
-                raise SandboxError(f"cannot change to directory {os.fsdecode(order.cwd)}: {exc.strerror}") from None
+                raise SandboxError(f"{CHDIR_FAILED}{os.fsdecode(order.cwd)}: {exc.strerror}") from None
             os.chdir(b"/")
         search = order.env.get(b"PATH", DEFAULT_PATH)
         try:

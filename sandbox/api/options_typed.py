@@ -1,0 +1,115 @@
+"""The sandbox options as a type checker sees them, written by sandbox/api/typegen.py from the option table
+(helpers/shared/options.py): do not edit; regenerate with
+`.venv/bin/python -m sandbox.api.typegen > sandbox/api/options_typed.py`.
+
+Imported only under TYPE_CHECKING (sandbox/api/typed.py): nothing of it runs when a program uses the API.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal, TypedDict
+
+Path = str | os.PathLike[str]
+Duration = float | str  # seconds, or "500ms", "10m", "1h30m"
+Limit = int | str | tuple[int | str | None, int | str | None]  # one resource limit: SOFT, "SOFT:HARD", (soft, hard)
+EventHandler = Callable[[str, dict[str, Any]], object]  # on_event(name, fields)
+
+
+class CommandOptions(TypedDict, total=False):
+    """The options of a command of a Job (job.run, job.Popen): the Job has the sandbox's."""
+
+    #: Called as on_event(name, fields) for each lifecycle event, 'finished' last. On the command line:
+    #: --json-status.
+    on_event: EventHandler | None
+
+
+class SandboxOptions(CommandOptions, total=False):
+    """The options of a sandbox of its own (run, Popen, Job, run_async, create_process, AsyncJob),
+    the command's flags of the same names."""
+
+    #: How long the job's processes get to clean up after the stop signal, before SIGKILL (30, 1.5, 500ms,
+    #: 1m30s; inf: never SIGKILL).
+    grace: Duration
+    #: Signal that asks the job to stop (name or number; KILL leaves no trap a chance, and a warning says so).
+    stop_signal: str | int
+    #: Mount a private tmpfs on DIR (repeatable); OPTS: size=64M,mode=0700.
+    tmpfs: Iterable[Path | tuple[Path, str | Mapping[str, str | int]]]
+    #: Bind-mount SRC on DST (repeatable).
+    bind: Iterable[Path | tuple[Path, Path]]
+    #: Bind-mount SRC on DST read-only, submounts included (repeatable).
+    ro_bind: Iterable[Path | tuple[Path, Path]]
+    #: Show LOWER on DIR, writable (overlayfs; repeatable): changes go to a private tmpfs and vanish, or to
+    #: UPPER and stay.
+    overlay: Iterable[Path | tuple[Path, Path] | tuple[Path, Path, Path]]
+    #: Mount a minimal /dev on DIR: null, zero, full, random, urandom, tty, pts, shm (repeatable).
+    dev: Iterable[Path]
+    #: Create directory DIR (repeatable).
+    dir: Iterable[Path]
+    #: Create a symbolic link PATH to TARGET (repeatable).
+    symlink: Iterable[str | tuple[Path, Path]]
+    #: Remount PATH read-only inside, submounts included (repeatable); tmpfs, bind and ro-bind open holes in it.
+    read_only: Iterable[Path]
+    #: Create missing mount points, --dir and --symlink paths on the host's file systems too (they stay);
+    #: without it only below a --tmpfs, --overlay or --dev.
+    mkdir: bool
+    #: How / is remounted inside: slave still sees the host's new mounts; private does not. Mounts made inside
+    #: never reach the host.
+    propagation: Literal["slave", "private"]
+    #: Mount a fresh /proc for the new PID namespace (--no-proc: the host's /proc stays).
+    proc: bool
+    #: Network: the host's; none (a new namespace with only lo, up); or join the named namespace made by 'ip
+    #: netns add NAME'.
+    net: str
+    #: Run in a new user namespace where the caller is mapped to --userns-uid/--userns-gid (default 0, root
+    #: inside). Automatic when the caller is not root.
+    userns: bool | None
+    #: The uid the caller is mapped to inside the user namespace (implies --userns). Not a switch of user: its
+    #: processes are still the caller on the host.
+    userns_uid: int | None
+    #: The gid the caller is mapped to inside the user namespace (implies --userns).
+    userns_gid: int | None
+    #: Set the hostname in a new UTS namespace.
+    hostname: str | None
+    #: The job's niceness, -20 (first) to 19 (last), as systemd's Nice= (lower than the caller's needs root).
+    #: Like nice(1).
+    nice: int | None
+    #: The job's I/O scheduling class: idle, best-effort[:LEVEL] or realtime[:LEVEL] (LEVEL 0 highest to 7,
+    #: default 4; realtime needs root). Like ionice(1).
+    ionice: str | None
+    #: A resource limit of the job's processes, NAME=SOFT[:HARD] (repeatable): NOFILE, NPROC, CORE, AS, CPU,
+    #: FSIZE, LOCKS, ... as in setrlimit(2); a size (512M) for byte limits; unlimited. SOFT alone sets both;
+    #: SOFT: or :HARD keeps the other. Like prlimit(1).
+    rlimit: Iterable[str | tuple[str, Limit]] | dict[str, Limit]
+    #: The job's umask, in octal (default: the caller's).
+    umask: int | str | None
+    #: Set no_new_privs for the job: no setuid bit or file capability grants anything on exec. Like setpriv
+    #: --no-new-privs.
+    no_new_privs: bool
+    #: Drop a capability (CAP_SYS_ADMIN, or ALL) from the job's processes: bounding, inheritable, ambient,
+    #: permitted and effective sets (repeatable). Like setpriv's --bounding-set and --inh-caps.
+    cap_drop: Iterable[str]
+    #: Keep only these capabilities (repeatable) and drop every other one, as --cap-drop does (not with
+    #: --cap-drop). Like setpriv --bounding-set -all,+CAP.
+    cap_keep: Iterable[str]
+    #: Memory limit of the whole sandbox (cgroup v2 memory.max; SIZE: 512M, 2G): past it the kernel kills a
+    #: process of the job, reported as out of memory.
+    memory_max: int | str | None
+    #: Memory the sandbox may use before the kernel throttles and reclaims (memory.high).
+    memory_high: int | str | None
+    #: CPU share against other cgroups, 1 to 10000, default 100 (cpu.weight).
+    cpu_weight: int | None
+    #: CPU time the sandbox may use, in percent of one CPU (50%, or 200% for two CPUs: cpu.max).
+    cpu_max: float | str | None
+    #: I/O share against other cgroups, 1 to 10000, default 100 (io.weight).
+    io_weight: int | None
+    #: The most tasks (processes and threads, the reaper included) the sandbox may have at once (pids.max).
+    pids_max: int | None
+    #: Run COMMAND with /bin/sh -c outside the sandbox once its last process is gone, however it ended
+    #: (repeatable, in order). It gets SANDBOXED_RUN_EXIT_CODE, _SIGNAL, _STATUS and _STOP_REASON; a failing
+    #: hook is reported but does not change the exit status.
+    on_exit: Iterable[str] | None
+    #: List the sandbox under NAME while it runs (unique per user; default: a generated one), for --list,
+    #: --enter and --stop.
+    name: str | None
