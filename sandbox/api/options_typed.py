@@ -72,6 +72,30 @@ class SandboxOptions(CommandOptions, total=False):
     userns_gid: int | None
     #: Set the hostname in a new UTS namespace.
     hostname: str | None
+    #: Run the job as this user (name or uid): real, effective and saved uid, with its group and groups from the
+    #: user database unless --group/--groups say otherwise; no capabilities unless --cap-keep names them. Root
+    #: only; an ordinary user may name only themselves. In a user namespace the ids are the namespace's. Like
+    #: setpriv --reuid --init-groups.
+    user: str | int | None
+    #: Run the job with this group (name or gid): real, effective and saved gid.
+    group: str | int | None
+    #: The job's supplementary groups, comma-separated ('' for none; default with --user: the user's groups from
+    #: the group database).
+    extra_groups: Iterable[str | int] | None
+    #: Allow only these system calls, or with a leading ~ deny them (repeatable; systemd's SystemCallFilter=
+    #: syntax): names and systemd's groups such as @mount, @module, @raw-io, @privileged, @system-service (see
+    #: systemd-analyze syscall-filter). A refused call fails with --syscall-errno; a call of another
+    #: architecture kills the process. Installed last before exec, with no_new_privs unless the job keeps
+    #: CAP_SYS_ADMIN.
+    syscall_filter: Iterable[str]
+    #: With Landlock, let the job read and execute only beneath these paths (and the --landlock-write ones), as
+    #: it sees them inside (repeatable). No Landlock in the kernel: exit 125.
+    landlock_read: Iterable[Path]
+    #: With Landlock, let the job write (create, remove, rename, truncate) only beneath these paths, which it
+    #: may read too (repeatable). Entered with no_new_privs unless the job keeps CAP_SYS_ADMIN.
+    landlock_write: Iterable[Path]
+    #: The errno a call refused by --syscall-filter fails with (EPERM, EACCES, ENOSYS, ...).
+    syscall_errno: str | int
     #: The job's niceness, -20 (first) to 19 (last), as systemd's Nice= (lower than the caller's needs root).
     #: Like nice(1).
     nice: int | None

@@ -52,7 +52,10 @@ ACCEPTS: dict[Callable[..., Any], str] = {
     limits.weight: "int | None",
     limits.count: "int | None",
 }
-BY_NAME = {"on_event": "EventHandler | None"}  # a check that is a lambda
+# Checks made lazily (options._later: their modules load only when the option is given), and lambdas.
+BY_NAME = {"on_event": "EventHandler | None", "user": "str | int | None", "group": "str | int | None",
+           "extra_groups": "Iterable[str | int] | None", "syscall_filter": "Iterable[str]",
+           "syscall_errno": "str | int"}
 
 HEADER = '''"""The sandbox options as a type checker sees them, written by sandbox/api/typegen.py from the option table
 (helpers/shared/options.py): do not edit; regenerate with
