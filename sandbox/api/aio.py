@@ -24,6 +24,7 @@ from sandboxed_run_helpers.shared.usage import Usage
 from ..client import ReaperClient
 from . import spawner
 from .calling import call_argv, call_outcome, payload
+from .holding import HoldsASandbox
 from .job import Job, JobProcess
 from .keywords import COMMAND_KEYWORDS, SANDBOX_KEYWORDS, with_options
 from .popen import DEADLINE, CompletedProcess, Popen, run_streams
@@ -72,7 +73,7 @@ async def _wait_client(client: ReaperClient) -> None:
         client.watch()
 
 
-class AsyncProcess:
+class AsyncProcess(HoldsASandbox):
     """A sandboxed command for asyncio, shaped like asyncio.subprocess.Process."""
 
     def __init__(self, popen: Popen) -> None:
@@ -103,19 +104,13 @@ class AsyncProcess:
         return self._popen.poll()
 
     @property
-    def name(self) -> str | None:
-        """The name the sandbox is listed under while it runs (name=, or a generated one)."""
-        return self._popen.name
+    def client(self) -> ReaperClient:
+        return self._popen.client
 
     @property
     def events(self) -> Events:
         """The lifecycle events so far: (name, fields), in order."""
         return self._popen.events
-
-    @property
-    def reaper_pid(self) -> int:
-        """The PID (as the caller sees it) of the sandbox's PID 1 (a Job's reaper, for a command of a Job)."""
-        return self._popen.reaper_pid
 
     @property
     def usage(self) -> Usage | None:
@@ -314,7 +309,7 @@ async def run_async(args: Args, *, stdin: Any = None, input: bytes | None = None
                       deliver_cancel, options)
 
 
-class AsyncJob:
+class AsyncJob(HoldsASandbox):
     """sandbox.Job for asyncio: `async with sandbox.AsyncJob(tmpfs=["/mnt"]) as job: await job.run([...])`."""
 
     @with_options(*SANDBOX_KEYWORDS)
@@ -335,12 +330,13 @@ class AsyncJob:
             await self._stop(None, wire.StopReason.CONTEXT_EXITED)
 
     @property
-    def pid(self) -> int:
-        return self.job.pid
+    def client(self) -> ReaperClient:
+        return self.job.client
 
     @property
-    def name(self) -> str | None:
-        return self.job.name
+    def pid(self) -> int:
+        """As Job.pid: the reaper's PID."""
+        return self.reaper_pid
 
     @property
     def usage(self) -> Usage | None:

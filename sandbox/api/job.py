@@ -22,6 +22,7 @@ from sandboxed_run_helpers.shared.usage import Usage
 from ..client import ReaperClient
 from . import calling, spawner
 from .collect import not_started, wrap_up
+from .holding import HoldsASandbox
 from .keywords import COMMAND_KEYWORDS, SANDBOX_KEYWORDS, choose, with_options
 from .popen import CompletedProcess, Popen, complete, present
 
@@ -69,7 +70,7 @@ class JobProcess(Popen):
         return self.job.name
 
 
-class Job:
+class Job(HoldsASandbox):
     """A sandbox that stays up for several commands: `with sandbox.Job(tmpfs=["/mnt"]) as job: job.run(...)`.
 
     Leaving the block, normally or by an exception (KeyboardInterrupt included: then no stop signal on
@@ -133,13 +134,8 @@ class Job:
 
     @property
     def pid(self) -> int:
-        """The reaper's PID (PID 1 of the job) as the caller sees it."""
-        return self.client.reaper_pid
-
-    @property
-    def name(self) -> str | None:
-        """The name the sandbox is listed under while it runs (name=, or a generated one; None: unlisted)."""
-        return self.client.name
+        """The reaper's PID (PID 1 of the job) as the caller sees it: reaper_pid."""
+        return self.reaper_pid
 
     def namespace_path(self, kind: str = "mnt") -> str:
         """/proc/PID/ns/KIND of the job, for nsenter and the like; holding it open keeps the namespace alive.

@@ -28,6 +28,7 @@ from sandboxed_run_helpers.shared.usage import Usage
 from ..client import ReaperClient
 from . import spawner
 from .collect import not_started, wrap_up
+from .holding import HoldsASandbox
 from .keywords import SANDBOX_KEYWORDS, choose, with_options
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ def present(stdio: Sequence[int | None]) -> tuple[tuple[bool, ...], list[int]]:
     return tuple(fd is not None for fd in stdio), [fd for fd in stdio if fd is not None]
 
 
-class Popen:
+class Popen(HoldsASandbox):
     """A command running in its own sandbox, with subprocess.Popen's interface.
 
     pid is the job's PID as the caller sees it. Leaving a `with` block stops the job (stop signal,
@@ -220,16 +221,6 @@ class Popen:
                     stream.close()
                 except OSError:
                     pass
-
-    @property
-    def reaper_pid(self) -> int:
-        """The PID (as the caller sees it) of the sandbox's PID 1."""
-        return self.client.reaper_pid
-
-    @property
-    def name(self) -> str | None:
-        """The name the sandbox is listed under while it runs (name=, or a generated one; None: unlisted)."""
-        return self.client.name
 
     @property
     def events(self) -> Events:
