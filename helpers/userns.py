@@ -18,7 +18,7 @@ import prctl
 
 from . import forked
 from .shared import linux, wire
-from .shared.errors import EXIT_FAILURE, SandboxError, namespace_error
+from .shared.errors import EXIT_FAILURE, SandboxError, unshare
 from .shared.signals import FORWARDED, reset_for_helper
 
 
@@ -43,10 +43,7 @@ def life(mapping: tuple[int, int, int, int], sock: socket.socket, launcher_pidfd
     try:
         _enter(mapping)
         tied()
-        try:
-            linux.unshare(linux.CLONE_NEWPID)
-        except OSError as exc:
-            raise namespace_error(exc, "a PID namespace") from None
+        unshare(linux.CLONE_NEWPID, "a PID namespace")
     except SandboxError as exc:
         wire.send(sock, wire.Failed(exc.exit_code, exc.message, exc.errno or 0))
         return exc.exit_code
@@ -72,10 +69,7 @@ def life(mapping: tuple[int, int, int, int], sock: socket.socket, launcher_pidfd
 
 def _enter(mapping: tuple[int, int, int, int]) -> None:
     inside_uid, inside_gid, uid, gid = mapping
-    try:
-        linux.unshare(linux.CLONE_NEWUSER)
-    except OSError as exc:
-        raise namespace_error(exc, "a user namespace") from None
+    unshare(linux.CLONE_NEWUSER, "a user namespace")
     try:
         for name, text in (("setgroups", "deny"), ("uid_map", f"{inside_uid} {uid} 1"),
                            ("gid_map", f"{inside_gid} {gid} 1")):

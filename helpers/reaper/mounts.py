@@ -7,7 +7,7 @@ import errno
 import os
 
 from ..shared import linux, registry
-from ..shared.errors import mount_error, namespace_error
+from ..shared.errors import mount_error, unshare
 from ..shared.mountspec import MOUNTS, Step, may_create, owner
 from ..shared.options import SandboxSpec
 from ..shared.records import Record
@@ -31,10 +31,7 @@ def prepare(owner: int | None = None) -> tuple[int, int, Procs]:
     /proc, the registry of running sandboxes out of sight. owner: the host's uid the sandbox belongs to, if
     we are in a user namespace made for it (None: we are not, and it is ours). Returns the inode numbers of
     our mount and PID namespaces, and our /proc's."""
-    try:
-        linux.unshare(linux.CLONE_NEWNS)
-    except OSError as exc:
-        raise namespace_error(exc, "a mount namespace") from None
+    unshare(linux.CLONE_NEWNS, "a mount namespace")
     try:
         linux.mount(None, b"/", None, linux.MS_REC | linux.MS_SLAVE)
     except OSError as exc:
@@ -141,18 +138,12 @@ def _isolate(spec: SandboxSpec) -> None:
     if spec.net != "host":
         from . import network
     if spec.net == "none":
-        try:
-            linux.unshare(linux.CLONE_NEWNET)
-        except OSError as exc:
-            raise namespace_error(exc, "a network namespace") from None
+        unshare(linux.CLONE_NEWNET, "a network namespace")
         network.loopback_up()
     elif spec.net.startswith("netns:"):
         network.join_netns(spec.net[len("netns:"):], spec.userns)
     if spec.hostname:
-        try:
-            linux.unshare(linux.CLONE_NEWUTS)
-        except OSError as exc:
-            raise namespace_error(exc, "a UTS namespace") from None
+        unshare(linux.CLONE_NEWUTS, "a UTS namespace")
         socket.sethostname(spec.hostname)
 
 

@@ -102,6 +102,16 @@ def userns_unavailable() -> str | None:
     return None
 
 
+def unshare(flag: int, what: str) -> None:
+    """unshare(2) of one namespace (what names it: "a PID namespace"), or the SandboxError that says what to do."""
+    from . import linux
+
+    try:
+        linux.unshare(flag)
+    except OSError as exc:
+        raise namespace_error(exc, what) from None
+
+
 def namespace_error(exc: OSError, what: str) -> SandboxError:
     """unshare/setns failed: say which limit or privilege is missing."""
     if what == "a user namespace" and exc.errno in (errno.EPERM, errno.EACCES, errno.ENOSPC):
