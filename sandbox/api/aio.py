@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from .typed import (
         Args,
         Duration,
-        Events,
         JobPopenKeywords,
         JobRunKeywords,
         PopenKeywords,
@@ -106,11 +105,6 @@ class AsyncProcess(HoldsASandbox):
     @property
     def client(self) -> ReaperClient:
         return self._popen.client
-
-    @property
-    def events(self) -> Events:
-        """The lifecycle events so far: (name, fields), in order."""
-        return self._popen.events
 
     @property
     def usage(self) -> Usage | None:

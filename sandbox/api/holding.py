@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..client import ReaperClient
+    from .typed import Events
 
 
 class HoldsASandbox:
@@ -16,6 +17,12 @@ class HoldsASandbox:
     def reaper_pid(self) -> int:
         """The PID (as the caller sees it) of the sandbox's PID 1 (a Job's reaper, for a command of a Job)."""
         return self.client.reaper_pid
+
+    @property
+    def events(self) -> Events:
+        """The lifecycle events so far (of the sandbox, or of this command of a Job): (name, fields), in order."""
+        self.client.pump(0)
+        return list(self.client.events)
 
     @property
     def name(self) -> str | None:

@@ -29,7 +29,7 @@ from .popen import CompletedProcess, Popen, complete, present
 if TYPE_CHECKING:
     from typing import Unpack
 
-    from .typed import Args, CommandOptions, Duration, Events, JobPopenKeywords, JobRunKeywords, SandboxOptions
+    from .typed import Args, CommandOptions, Duration, JobPopenKeywords, JobRunKeywords, SandboxOptions
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -204,12 +204,6 @@ class Job(HoldsASandbox):
         for process in list(self._processes):
             process.poll()  # each learnt how it ended before the reaper exited
         wrap_up(client, self._on_exit, None)
-
-    @property
-    def events(self) -> Events:
-        """The job's lifecycle events so far: (name, fields), in order."""
-        self.client.pump(0)
-        return list(self.client.events)
 
     @property
     def usage(self) -> Usage | None:

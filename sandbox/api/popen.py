@@ -223,12 +223,6 @@ class Popen(HoldsASandbox):
                     pass
 
     @property
-    def events(self) -> Events:
-        """The lifecycle events so far: (name, fields), in order."""
-        self.client.pump(0)
-        return list(self.client.events)
-
-    @property
     def usage(self) -> Usage | None:
         """What the sandbox used (wall time, CPU, memory, ...: sandbox.Usage), once every process of it is gone;
         None before, or if its reaper could not say (it was killed)."""
