@@ -330,6 +330,8 @@ class Reaper:
                 self.run_command(message, fds)
                 continue
             wire.discard(fds, at_once=True)
+            if isinstance(message, (wire.Signal, wire.Relay)) and not 0 < message.signo <= signal.SIGRTMAX:
+                continue  # no signal: os.kill would raise in PID 1, whose end SIGKILLs the job
             if isinstance(message, wire.Signal) and process is not None:
                 self.forward(process, message.signo, message.origin)
             elif isinstance(message, wire.Relay) and process is not None and process.status is None:
