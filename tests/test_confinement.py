@@ -375,6 +375,21 @@ except PermissionError:
     assert not os.path.exists("/var/tmp/landlock-escape")
 
 
+def test_a_command_cannot_widen_the_next_ones_landlock_domain_with_a_link(writable, no_leftovers):
+    """A read path below a write path: a session's command (or the job, before --enter) replaced it with a symbolic
+    link to /root, and the next command's ruleset, made by opening the paths again, followed it: that command read
+    /root. The paths are resolved once, before anything of the job runs, and opened without following a link; a
+    path that became one refuses the command (125: SandboxError)."""
+    listed = writable / "listed"
+    listed.mkdir()
+    swap = f"rmdir {listed} && ln -s /root {listed} && echo swapped"
+    with sandbox.Job(landlock_read=["/usr", "/etc", str(listed)], landlock_write=[str(writable), "/dev/null"]) as job:
+        assert job.run(["sh", "-c", swap], capture_output=True).stdout == b"swapped\n"
+        with pytest.raises(sandbox.SandboxError) as refused:
+            job.run(["sh", "-c", "ls /root > /dev/null && echo read"], capture_output=True)
+        assert refused.value.exit_code == 125 and str(listed) in str(refused.value)
+
+
 def test_landlock_with_a_switched_user_takes_no_new_privs_and_the_reaper_is_not_confined(writable, no_leftovers):
     job = 'grep -E "^NoNewPrivs:" /proc/self/status; ls /proc/1/root/root >/dev/null 2>&1; echo "Pid1: $?"'
     result = subprocess.run([CLI, "--landlock-read", "/usr", "--landlock-read", "/proc", "--user", "nobody",

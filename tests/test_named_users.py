@@ -281,6 +281,55 @@ def test_root_never_enters_a_users_forged_sandbox_as_root(users, user_dir, tmp_p
         assert not witness.exists()
 
 
+NAMESPACED_FORGER = """
+import array, marshal, os, socket, sys
+from sandboxed_run_helpers.shared import wire
+from sandboxed_run_helpers.shared.options import SandboxSpec
+# A spec without a user namespace (userns_ids None), from a user namespace of the user's own.
+fields = (sys.argv[2], 1.0, [b"sleep"], b"/", "running", None, SandboxSpec.build({}).to_wire(),
+          {"user": os.stat("/proc/self/ns/user").st_ino}, b"")
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+listener.bind(os.path.join(sys.argv[1], sys.argv[2]))
+listener.listen(8)
+print("listening", flush=True)
+while True:
+    conn, _ = listener.accept()
+    pidfd = os.pidfd_open(os.getpid())
+    try:
+        conn.recv(4096)
+        conn.sendmsg([b"i" + marshal.dumps((int(wire.Kind.ABOUT), *fields))],
+                     [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [pidfd]))])
+    except OSError:
+        pass
+    os.close(pidfd)
+    conn.close()
+"""
+
+
+def test_root_enters_a_users_sandbox_as_that_user_whatever_its_answer_says(users, user_dir, tmp_path, no_leftovers):
+    """A user's own listener, in a user namespace of the user's own (unshare -U), answers that its sandbox has no
+    user namespace: root took the ids to become inside from that answer, so its command ran as the host's uid 0
+    in the user's namespaces (shown as nobody there, but the owner of root's files, in mounts the user chose).
+    Root's command runs as the owner does, on the host, whatever the answer says."""
+    (uid, user), _ = users
+    name = unique_name()
+    directory = Path(f"{registry.TMP_PREFIX}{uid}")
+    directory.mkdir(mode=0o700)
+    os.chown(directory, uid, uid)
+    closed = tmp_path / "root-only"
+    closed.mkdir(mode=0o700)
+    witness = closed / "ran"
+    with launched([*user, "unshare", "--user", "--map-root-user", PYTHON, "-c", NAMESPACED_FORGER, str(directory),
+                   name], cwd=user_dir, stdout=subprocess.PIPE) as forger:
+        assert forger.stdout.readline() == b"listening\n"
+        script = f"touch {witness}; grep -E '^(Uid|Gid):' /proc/self/status"
+        result = cli("--enter", f"{uid}/{name}", "--", "sh", "-c", script)
+        assert not witness.exists(), result.stdout
+        assert "Permission denied" in result.stderr, result.stderr
+        # In the user's namespace, which maps the user to 0: the owner, not the host's root (nobody there).
+        assert [line.split()[1] for line in result.stdout.splitlines()] == ["0", "0"], result.stdout
+
+
 def test_roots_stop_of_a_users_forged_sandbox_ends(users, user_dir, no_leftovers):
     """A listener that answers as a reaper and never exits: root's stop waits for its end a bounded time (the
     grace and a margin), then says so, instead of waiting forever."""

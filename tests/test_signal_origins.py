@@ -240,3 +240,18 @@ def test_the_spawn_server_takes_parent_gone_only_from_its_callers_death(no_lefto
         assert sandbox.run(["sh", "-c", "exit 3"]).returncode == 3
         assert spawner.current().pid == server and process.poll() is None
         process.kill()
+
+
+@pytest.mark.parametrize("signo", [0, -5, 65, 999, 2**31 - 1])
+def test_a_signal_number_out_of_range_on_the_wire_is_dropped_by_the_reaper(signo, tmp_path, no_leftovers):
+    """A caller's raw channel to its reaper (send_signal with a bad number did the same) sent Signal and Relay with
+    a number that is no signal: os.kill raised in PID 1, which died, and the kernel SIGKILLed the job with no stop
+    signal and no grace. The reaper drops such a number; the job's later stop is as ever (its trap runs)."""
+    from sandboxed_run_helpers.shared import wire
+
+    trap = "trap 'exit 3' TERM; echo ready; sleep 100 & wait"
+    with sandbox.Popen(["sh", "-c", trap], stdout=subprocess.PIPE, grace=10) as process:
+        assert process.stdout.readline() == b"ready\n"
+        assert process.client.send(wire.Signal(signo, "caller")) and process.client.send(wire.Relay(signo))
+        process.terminate()
+        assert process.wait(timeout=30) == 3

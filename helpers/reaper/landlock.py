@@ -14,9 +14,12 @@ restricts them more. A kernel without Landlock refuses the job (125), never runs
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 
 from ..shared import linux
+from ..shared.options import SandboxSpec
 
 EXECUTE, WRITE_FILE, READ_FILE, READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
 ABI_1 = (1 << 13) - 1  # EXECUTE to MAKE_SYM
@@ -38,6 +41,34 @@ def handled(abi: int) -> int:
     return rights
 
 
+def resolved(spec: SandboxSpec) -> SandboxSpec:
+    """spec with its Landlock paths resolved (os.path.realpath), as the sandbox's mounts show them now, before any
+    process of the job exists: every command's ruleset (a session's, --enter's) is then made from paths that
+    no symbolic link of the job's can lead elsewhere (ruleset() follows none)."""
+    values = dict(zip(spec.__slots__, spec.to_wire(), strict=True))
+    for name in ("landlock_read", "landlock_write"):
+        values[name] = tuple(os.path.realpath(path) for path in values[name])
+    return type(spec)(values)
+
+
+def _open_unlinked(path: str) -> int:
+    """An O_PATH descriptor of path, opened one component at a time without following a symbolic link: a job's
+    command may have put one where a path of ours was (a session's later command, --enter), to widen the domain
+    of the next."""
+    fd = os.open("/", os.O_PATH | os.O_CLOEXEC)
+    try:
+        for part in [p for p in path.split("/") if p]:
+            following = os.open(part, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = following
+            if stat.S_ISLNK(os.fstat(fd).st_mode):
+                raise OSError(errno.ELOOP, "a symbolic link took its place since the sandbox started")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def ruleset(read: tuple[str, ...], write: tuple[str, ...]) -> int:
     """A ruleset descriptor allowing READ beneath read and every right beneath write."""
     abi = linux.landlock_abi()
@@ -50,7 +81,7 @@ def ruleset(read: tuple[str, ...], write: tuple[str, ...]) -> int:
         for paths, rights in ((read, READ), (write, every)):
             for path in paths:
                 try:
-                    target = os.open(path, os.O_PATH | os.O_CLOEXEC)
+                    target = _open_unlinked(path)
                 except OSError as exc:
                     raise Unavailable(f"cannot confine the job to {path}: {exc.strerror} (inside the sandbox)") \
                         from None

@@ -79,6 +79,10 @@ def main(sock: socket.socket, parent_pidfd: int, owner: int | None = None) -> in
             # The name first: a clash must fail before anything of the job exists.
             reaper.listing, registry_fd = listing.claim(order, registry_fd, procs.launcher, procs.own), None
             mounts.set_up(order.spec)
+            if order.spec.landlock_read or order.spec.landlock_write:
+                from .landlock import resolved
+
+                reaper.spec = resolved(order.spec)  # before anything of the job runs (its links lead nowhere then)
             if isinstance(order, wire.Order):
                 reaper.main = reaper.start(order.command, stdio, sock)
         except SandboxError as exc:
@@ -330,6 +334,8 @@ class Reaper:
                 self.run_command(message, fds)
                 continue
             wire.discard(fds, at_once=True)
+            if isinstance(message, (wire.Signal, wire.Relay)) and not 0 < message.signo <= signal.SIGRTMAX:
+                continue  # no signal: os.kill would raise in PID 1, whose end SIGKILLs the job
             if isinstance(message, wire.Signal) and process is not None:
                 self.forward(process, message.signo, message.origin)
             elif isinstance(message, wire.Relay) and process is not None and process.status is None:

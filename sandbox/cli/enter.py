@@ -28,7 +28,10 @@ what the sandbox gave the job's first process: its umask, limits, priorities, no
 capabilities (set as the reaper sets them, reaper/attributes.py), so --enter is no way around the
 sandbox's confinement, even for root. Root
 entering another user's sandbox runs the command as the job's user would, without root's supplementary
-groups and with only the terminal's settings of its environment: the owner controls those processes.
+groups and with only the terminal's settings of its environment: the owner controls those processes. The
+forker takes the owner's uid and gid on the host (the registry's owner, the gid its listener runs with, as
+the kernel says) before it joins anything: what the sandbox answers (its spec, the ids to take inside) is
+the owner's to forge, and the host's uid 0 in the owner's namespaces would own root's files there.
 
 The command runs in a process group of its own. If we hold the terminal's foreground it gets it, as a
 shell gives it to a job, so Ctrl+C and Ctrl+Z reach it alone; a signal sent to us (INT, TERM, HUP,
@@ -46,7 +49,7 @@ from typing import Any
 
 import prctl
 
-from sandboxed_run_helpers.shared import command, linux, marks, wire
+from sandboxed_run_helpers.shared import command, linux, marks, registry, wire
 from sandboxed_run_helpers.shared.command import DEFAULT_PATH, resolve
 from sandboxed_run_helpers.shared.errors import CHDIR_FAILED, EXIT_FAILURE, SandboxError
 from sandboxed_run_helpers.shared.options import SandboxSpec
@@ -74,6 +77,7 @@ def enter(target: str, argv: tuple[str, ...], values: dict[str, Any]) -> int:
             namespaces = {**answer.about.namespaces, **_namespaces_of(answer.reaper_pid, answer.pidfd)}
             about, pidfd, owner, sent = answer.about, answer.pidfd, answer.owner, answer.namespace_fds
             root = answer.root_fd
+            listener = registry.peer_credentials(answer.sock)  # the kernel's word: (pid, uid, gid)
             answer.pidfd, answer.namespace_fds, answer.root_fd = -1, {}, -1  # ours from now on
     except SandboxError as exc:
         raise SandboxError(exc.message, EXIT_FAILURE, exc.errno or 0) from None  # 1 and 4 are the command's
@@ -87,6 +91,9 @@ def enter(target: str, argv: tuple[str, ...], values: dict[str, Any]) -> int:
             # An ordinary user's sandbox always has a user namespace; a process of theirs that answers as a
             # reaper without one would have root run the command as root, here.
             raise SandboxError(f"sandbox {target} is not in a user namespace of its own: it is not one of ours")
+        if foreign and listener[1] != owner:
+            raise SandboxError(f"sandbox {target} is answered by uid {listener[1]}, not by its owner: it is not one "
+                               "of ours")
         env = {k: v for k, v in os.environb.items() if not foreign or k in KEPT or k.startswith(b"LC_")}
         if foreign:
             env[b"PATH"] = DEFAULT_PATH
@@ -95,8 +102,8 @@ def enter(target: str, argv: tuple[str, ...], values: dict[str, Any]) -> int:
             pidfd, _differing(OUTER, namespaces), _differing(INNER, namespaces), about.spec,
             [os.fsencode(a) for a in argv] or [os.environb.get(b"SHELL") or b"/bin/sh"], not argv,
             marks.mark_environment(env, namespaces.get("mnt", 0), DEFAULT_PATH),
-            os.fsencode(values["cwd"]) if values["cwd"] else about.cwd, bool(values["cwd"]), foreign,
-            inherited_ignores(), joinable, root)
+            os.fsencode(values["cwd"]) if values["cwd"] else about.cwd, bool(values["cwd"]),
+            inherited_ignores(), joinable, root, (owner, listener[2]) if foreign else None)
         return _run(order)
     finally:
         os.close(pidfd)
@@ -107,14 +114,18 @@ class Entry:
     """What the forker and the command need to know."""
 
     def __init__(self, pidfd: int, outer: int, inner: int, spec: SandboxSpec, argv: list[bytes],
-                 default_shell: bool, env: dict[bytes, bytes], cwd: bytes, cwd_given: bool, foreign: bool,
-                 ignored: list[int], namespace_fds: dict[int, int], root: int = -1) -> None:
+                 default_shell: bool, env: dict[bytes, bytes], cwd: bytes, cwd_given: bool,
+                 ignored: list[int], namespace_fds: dict[int, int], root: int = -1,
+                 host_ids: tuple[int, int] | None = None) -> None:
         self.pidfd, self.outer, self.inner, self.spec = pidfd, outer, inner, spec
+        # Another user's sandbox: the owner's uid and the gid its reaper runs with, on the host, which the forker
+        # takes before it joins anything (None: our own sandbox, entered as we are).
+        self.host_ids = host_ids
         self.ids = spec.userns_ids
         self.namespace_fds = namespace_fds  # CLONE_NEW* flag -> a descriptor of that namespace of the sandbox
         self.root = root  # the sandbox's root directory, as its reaper sent it (-1: none came)
         self.argv, self.default_shell, self.env = argv, default_shell, env
-        self.cwd, self.cwd_given, self.foreign, self.ignored = cwd, cwd_given, foreign, ignored
+        self.cwd, self.cwd_given, self.ignored = cwd, cwd_given, ignored
         self.terminal: int | None = None
 
 
@@ -275,11 +286,17 @@ def _forker(sock: socket.socket, parent: int, order: Entry) -> None:
         os.setpgid(0, 0)  # out of reach of the terminal and of signals to our group: never stopped
         for sig in JOB_CONTROL:
             signal.signal(sig, signal.SIG_IGN)
-        prctl.set_pdeathsig(signal.SIGKILL)
+        if order.host_ids is not None:
+            # Root in another user's sandbox acts as that user on the host, before it joins anything: the ids to take
+            # inside (spec.userns_ids) come from the sandbox's answer, which its owner may forge, and a process that
+            # keeps the host's uid 0 in the owner's user namespace owns root's files in mounts the owner chose.
+            uid, gid = order.host_ids
+            os.setgroups([])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+        prctl.set_pdeathsig(signal.SIGKILL)  # after the change of ids, which clears it
         if os.getppid() != parent:
             return
-        if order.foreign:
-            os.setgroups([])  # before the user namespace, where no group can be changed
         try:
             _join(order, order.outer)
         except OSError as exc:
