@@ -294,3 +294,39 @@ def test_communicate_after_the_job_ended_with_its_input_unwritten(entry, stdout,
     else:
         with sandbox.Job() as job:
             assert communicate(job.Popen) == expected
+
+
+@pytest.mark.parametrize("entry", ["Popen", "Job", "create_process"])
+@pytest.mark.parametrize("number", [999, -5, 65])
+def test_a_number_that_is_no_signal_is_refused_as_os_kill_refuses_it(entry, number, no_leftovers):
+    """It reached the reaper, whose os.kill raised: PID 1 died, and the job with it, without its grace period."""
+    with subprocess.Popen(["sleep", "60"]) as plain:
+        with pytest.raises(OSError) as expected:
+            plain.send_signal(number)
+        plain.kill()
+    argv = ["sh", "-c", "trap 'exit 3' TERM; echo ready; sleep 60 & wait"]
+
+    def refused(process) -> None:
+        with pytest.raises(OSError) as raised:
+            process.send_signal(number)
+        assert raised.value.errno == expected.value.errno
+        process.send_signal(0)  # nothing, as os.kill(pid, 0)
+        process.terminate()  # and the job still ends by its trap: its PID 1 lives
+
+    if entry == "Popen":
+        with sandbox.Popen(argv, stdout=subprocess.PIPE) as process:
+            assert process.stdout.readline() == b"ready\n"
+            refused(process)
+            assert process.wait(60) == 3
+    elif entry == "Job":
+        with sandbox.Job() as job, job.Popen(argv, stdout=subprocess.PIPE) as process:
+            assert process.stdout.readline() == b"ready\n"
+            refused(process)
+            assert process.wait(60) == 3
+    else:
+        async def main() -> int:
+            process = await sandbox.create_process(argv, stdout=subprocess.PIPE)
+            assert await asyncio.wait_for(process.stdout.readline(), 60) == b"ready\n"
+            refused(process)
+            return await asyncio.wait_for(process.wait(), 60)
+        assert asyncio.run(main()) == 3

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import io
+import operator
 import os
 import select
 import selectors
@@ -267,8 +268,12 @@ class Popen(HoldsASandbox):
         return self.returncode  # type: ignore[return-value]
 
     def send_signal(self, sig: int) -> None:
-        """Send sig to the job's main process, if it still runs (never to a recycled PID)."""
-        if self.returncode is None:
+        """Send sig to the job's main process, if it still runs (never to a recycled PID). As os.kill: a number
+        that is no signal is an OSError (EINVAL), 0 sends nothing."""
+        sig = operator.index(sig)
+        if not 0 <= sig <= signal.SIGRTMAX:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        if self.returncode is None and sig:
             self.client.signal(sig)
 
     def terminate(self) -> None:
