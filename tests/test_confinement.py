@@ -441,3 +441,15 @@ def test_enter_gets_the_filter_and_the_domain(writable, no_leftovers):
         assert (writable / "entered").exists() and not Path(f"{writable}.beside").exists()
         subprocess.run([CLI, "--stop", name, "--grace", "0"], timeout=60)
         launcher.wait(timeout=60)
+
+
+def test_an_exec_the_filter_refuses_exits_as_a_shell_would_even_when_the_report_is_refused_too(no_leftovers):
+    """The failed exec's report to the reaper needs write(2), which an allow list of @default refuses: the job
+    then 'exited' 125 (ours) without a word, where a shell's status is 126. A filter that lets write through
+    still gets the one line."""
+    silent = subprocess.run([CLI, "--syscall-filter", "@default", "--syscall-filter", "~execve execveat", "--", "true"],
+                            capture_output=True, text=True, timeout=60)
+    assert silent.returncode == 126, silent
+    said = subprocess.run([CLI, "--syscall-filter", "~execve execveat", "--", "true"], capture_output=True, text=True,
+                          timeout=60)
+    assert (said.returncode, said.stderr) == (126, "sandboxed-run: true: cannot execute: Operation not permitted\n")

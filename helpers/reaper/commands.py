@@ -107,6 +107,7 @@ def _fork_exec(path: bytes, argv: list[bytes], env: dict[bytes, bytes], file_act
         raise
     if pid == 0:
         report = b"%d\0%d\0" % (EXIT_FAILURE, 0)
+        status = EXIT_FAILURE
         try:
             os.close(read_end)
             for action in file_actions:
@@ -128,13 +129,16 @@ def _fork_exec(path: bytes, argv: list[bytes], env: dict[bytes, bytes], file_act
             report += str(exc).encode(errors="replace")
         except OSError as exc:
             report = b"%d\0%d\0" % (-1, exc.errno or 0)
+            status = EXIT_NOT_FOUND if exc.errno == errno.ENOENT else EXIT_NOT_EXECUTABLE
         except BaseException as exc:  # noqa: BLE001 - whatever it was, the reaper must hear of it
             report += repr(exc).encode(errors="replace")
         finally:
+            # A syscall filter of the user's may refuse the write (it is in force once sealed): then at least
+            # the status says what a shell's would, the job's own.
             try:
                 os.write(write_end, report)
             finally:
-                os._exit(EXIT_FAILURE)
+                os._exit(status)
     os.close(write_end)
     try:
         chunks = []
