@@ -93,6 +93,10 @@ def upward(path: Path, source: str | None = None) -> set[str]:
     imported = imports_of(path, source)
     wrong = {name for name in imported if name == "sandbox" or name.startswith("sandbox.")} \
         if module_of(path).startswith(INSTALLED["helpers"]) else set()
+    if module_of(path).split(".")[0] == "sandbox":
+        # The caller's side starts processes (launch, monitor, the server) and uses the shared layer; what a
+        # process does inside (the reaper's modules) is never its to import.
+        wrong |= {name for name in imported if name.startswith(INSTALLED["helpers"] + ".reaper")}
     if module_of(path).startswith(SHARED):
         wrong |= {name for name in imported for process in processes()
                   if name == process or name.startswith(process + ".")}
@@ -104,7 +108,7 @@ def test_imports_go_one_way():
     nothing above it (no process's module), whether imported by a relative name or an absolute one."""
     assert {"sandboxed_run_helpers.reaper", "sandboxed_run_helpers.launch", "sandboxed_run_helpers.server",
             "sandboxed_run_helpers.inside", "sandboxed_run_helpers.caller"} <= processes()
-    for path in (ROOT / "helpers").rglob("*.py"):
+    for path in [*(ROOT / "helpers").rglob("*.py"), *(ROOT / "sandbox").rglob("*.py")]:
         assert not upward(path), (path, upward(path))
 
 
@@ -114,6 +118,7 @@ def test_imports_go_one_way():
     "import sandbox.running", "from sandbox import run",
 ])
 def test_an_upward_import_of_the_shared_layer_fails_the_check(probe):
+    """A probe module of the shared layer that imports a process's module (or the caller's side) is caught."""
     assert upward(ROOT / "helpers" / "shared" / "probe.py", probe + "\n")
     assert not upward(ROOT / "helpers" / "shared" / "probe.py", "from . import wire\nimport os\n")
 
@@ -164,3 +169,10 @@ def test_the_document_names_every_module_and_process():
     for process in processes():
         name = process.rsplit(".", 1)[1]
         assert f"helpers/{name}" in document, process
+
+
+def test_the_callers_side_importing_the_reapers_modules_fails_the_check():
+    probe = ROOT / "sandbox" / "cli" / "probe.py"
+    assert upward(probe, "from sandboxed_run_helpers.reaper.commands import resolve\n")
+    assert not upward(probe, "from sandboxed_run_helpers.shared import attributes\n"
+                             "from sandboxed_run_helpers import launch\n")

@@ -96,7 +96,7 @@ def _fork_exec(path: bytes, argv: list[bytes], env: dict[bytes, bytes], file_act
     """posix_spawn's work by hand, with the job's attributes set between fork and exec. The child says why it
     failed through a close-on-exec pipe (nothing: it exec'd); then it is reaped here and the failure raised:
     OSError for the exec, SandboxError (125) for an attribute the kernel refused."""
-    from . import attributes
+    from ..shared import attributes
 
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     try:

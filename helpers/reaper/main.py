@@ -80,7 +80,7 @@ def main(sock: socket.socket, parent_pidfd: int, owner: int | None = None) -> in
             reaper.listing, registry_fd = listing.claim(order, registry_fd, procs.launcher, procs.own), None
             mounts.set_up(order.spec)
             if order.spec.landlock_read or order.spec.landlock_write:
-                from .landlock import resolved
+                from ..shared.landlock import resolved
 
                 reaper.spec = resolved(order.spec)  # before anything of the job runs (its links lead nowhere then)
             if isinstance(order, wire.Order):

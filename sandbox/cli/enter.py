@@ -25,7 +25,7 @@ the mount namespace's), its working directory (the main process's
 current one, or --cwd), its uid and gid inside a user namespace, our environment with the sandbox's
 marks (SANDBOXED_RUN and co., so sandbox-mount-image works there), --setenv and --unsetenv. It gets
 what the sandbox gave the job's first process: its umask, limits, priorities, no_new_privs and
-capabilities (set as the reaper sets them, reaper/attributes.py), so --enter is no way around the
+capabilities (set as the reaper sets them, shared/attributes.py), so --enter is no way around the
 sandbox's confinement, even for root. Root
 entering another user's sandbox runs the command as the job's user would, without root's supplementary
 groups and with only the terminal's settings of its environment: the owner controls those processes. The
@@ -423,7 +423,7 @@ def _confine(spec: SandboxSpec) -> None:
         os.umask(spec.umask)
     if not spec.process_attributes:
         return
-    from sandboxed_run_helpers.reaper import attributes
+    from sandboxed_run_helpers.shared import attributes
 
     try:
         attributes.apply(spec, None)
@@ -434,10 +434,10 @@ def _confine(spec: SandboxSpec) -> None:
 
 
 def _seal(spec: SandboxSpec) -> None:
-    """The job's Landlock domain and syscall filter, last before exec, as the reaper's (reaper/attributes.py)."""
+    """The job's Landlock domain and syscall filter, last before exec, as the reaper's (shared/attributes.py)."""
     if not (spec.syscall_filter or spec.landlock_read or spec.landlock_write):
         return
-    from sandboxed_run_helpers.reaper import attributes
+    from sandboxed_run_helpers.shared import attributes
 
     try:
         attributes.seal(spec)

@@ -18,8 +18,8 @@ import errno
 import os
 import stat
 
-from ..shared import linux
-from ..shared.options import SandboxSpec
+from . import linux
+from .options import SandboxSpec
 
 EXECUTE, WRITE_FILE, READ_FILE, READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
 ABI_1 = (1 << 13) - 1  # EXECUTE to MAKE_SYM

@@ -12,9 +12,9 @@ from __future__ import annotations
 import errno
 import os
 
-from ..shared import credentials, linux
-from ..shared.limits import UNLIMITED, cap_numbers, rlimit_number
-from ..shared.options import SandboxSpec
+from . import credentials, linux
+from .limits import UNLIMITED, cap_numbers, rlimit_number
+from .options import SandboxSpec
 
 
 class Refused(Exception):

@@ -10,7 +10,7 @@ every child inherits it; one the job adds can only refuse more.
 
 from __future__ import annotations
 
-from ..shared import syscalls
+from . import syscalls
 
 
 def build(checked: tuple[str, ...], errno_number: int):  # noqa: ANN201 - a pyseccomp.SyscallFilter
