@@ -70,7 +70,10 @@ def start(command: Command, stdio: tuple[int | None, ...], ignored: tuple[int, .
             signal.signal(sig, signal.SIG_IGN)  # posix_spawn passes on our ignored signals, and resets the rest
         started = time.monotonic()
         try:
-            if spec is not None and (spec.process_attributes or oom_score_adj is not None or inherited is not None):
+            # posix_spawn shares our memory with its child (CLONE_VM), which a kernel before 6.0 refuses (EINVAL)
+            # to a child bound for another time namespace than ours (later ones switch it at exec): so a fork.
+            if spec is not None and (spec.process_attributes or oom_score_adj is not None or inherited is not None
+                                     or "time" in spec.unshare):
                 pid = _fork_exec(path, command.argv, env, file_actions, ignored, spec, oom_score_adj, inherited)
             else:
                 pid = linux.posix_spawn(path, command.argv, env, file_actions, DEFAULTED - set(ignored))

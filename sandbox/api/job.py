@@ -139,7 +139,8 @@ class Job:
         that the Job holds until it ends."""
         if kind not in NAMESPACES:
             raise ValueError(f"unknown namespace kind {kind!r}; one of {', '.join(NAMESPACES)}")
-        path = f"/proc/{self.pid}/ns/{kind}"
+        # The reaper's own time namespace is the host's; the job's is the one the reaper's children are born in.
+        path = f"/proc/{self.pid}/ns/{'time_for_children' if kind == 'time' else kind}"
         if kind in self._namespace_fds or (os.geteuid() != 0 and not os.access(path, os.R_OK)):
             fd = self._namespace_fd(kind)
             if fd is not None:

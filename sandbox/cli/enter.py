@@ -59,7 +59,7 @@ from .foreground import Outcome, reraise, shell_status
 OUTER = (("user", linux.CLONE_NEWUSER), ("pid", linux.CLONE_NEWPID))
 # ... and by the command itself.
 INNER = (("mnt", linux.CLONE_NEWNS), ("net", linux.CLONE_NEWNET), ("uts", linux.CLONE_NEWUTS),
-         ("ipc", linux.CLONE_NEWIPC), ("cgroup", linux.CLONE_NEWCGROUP))
+         ("ipc", linux.CLONE_NEWIPC), ("cgroup", linux.CLONE_NEWCGROUP), ("time", linux.CLONE_NEWTIME))
 JOB_CONTROL = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 KEPT = (b"TERM", b"COLORTERM", b"LANG", b"TZ")  # what root takes into another user's sandbox (and LC_*)
 
@@ -128,7 +128,8 @@ def _namespaces_of(pid: int, pidfd: int) -> dict[str, int]:
     found = {}
     for kind, _flag in (*OUTER, *INNER):
         try:
-            found[kind] = os.stat(f"/proc/{pid}/ns/{kind}").st_ino
+            # The reaper's own time namespace is the host's; its job's is the one its children are born in.
+            found[kind] = os.stat(f"/proc/{pid}/ns/{'time_for_children' if kind == 'time' else kind}").st_ino
         except OSError:
             pass
     if select.select([pidfd], [], [], 0)[0]:
