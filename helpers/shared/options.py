@@ -395,6 +395,9 @@ OPTIONS: tuple[Option, ...] = (
            "NAME=VALUE", scope="cli", many=True, topic="command"),
     Option("unsetenv", (), _listed(_unsetenv), "Remove a variable for the job (repeatable). In the API: env.",
            "NAME", scope="cli", many=True, topic="command"),
+    Option("clearenv", False, _flag, "Start the job with an empty environment, but for --setenv and our marks "
+           "(SANDBOXED_RUN, SANDBOXED_RUN_MNT_NS, SANDBOXED_RUN_BIN) and a PATH of the system's directories and "
+           "ours. In the API: env={}.", scope="cli", switch=True, topic="command"),
     # limits and privileges: the job's process attributes, then the sandbox's cgroup
     Option("nice", None, limits.nice, "The job's niceness, -20 (first) to 19 (last), as systemd's Nice= (lower "
            "than the caller's needs root). Like nice(1).", "N", parse=int, topic="limits"),

@@ -22,7 +22,8 @@ own and ignores the job-control signals.
 The command gets the job's root (the reaper's, which it sent: for a launcher in a chroot that is not
 the mount namespace's), its working directory (the main process's
 current one, or --cwd), its uid and gid inside a user namespace, our environment with the sandbox's
-marks (SANDBOXED_RUN and co., so sandbox-mount-image works there), --setenv and --unsetenv. It gets
+marks (SANDBOXED_RUN and co., so sandbox-mount-image works there), --setenv and --unsetenv (with --clearenv:
+only the marks, a PATH and --setenv). It gets
 what the sandbox gave the job's first process: its umask, limits, priorities, no_new_privs and
 capabilities (set as the reaper sets them, reaper/attributes.py), so --enter is no way around the
 sandbox's confinement, even for root. Root
@@ -86,8 +87,9 @@ def enter(target: str, argv: tuple[str, ...], values: dict[str, Any]) -> int:
             # An ordinary user's sandbox always has a user namespace; a process of theirs that answers as a
             # reaper without one would have root run the command as root, here.
             raise SandboxError(f"sandbox {target} is not in a user namespace of its own: it is not one of ours")
-        env = {k: v for k, v in os.environb.items() if not foreign or k in KEPT or k.startswith(b"LC_")}
-        if foreign:
+        env = {k: v for k, v in os.environb.items()
+               if not values["clearenv"] and (not foreign or k in KEPT or k.startswith(b"LC_"))}
+        if foreign and not values["clearenv"]:
             env[b"PATH"] = DEFAULT_PATH
         for name in values["unsetenv"]:
             env.pop(os.fsencode(name), None)

@@ -104,7 +104,7 @@ def our_failure(exc: UsageError | OSError) -> tuple[str, str, int]:
 def _command(values: dict[str, Any], argv: tuple[str, ...]) -> command.Command:
     if not argv or not argv[0]:
         raise UsageError("no command given")
-    env = dict(os.environb)
+    env = {} if values["clearenv"] else dict(os.environb)
     for name in values["unsetenv"]:
         env.pop(os.fsencode(name), None)
     for name, value in values["setenv"]:
