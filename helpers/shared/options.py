@@ -278,6 +278,22 @@ def _maybe_fd(value: object, name: str) -> int | None:
     return value
 
 
+def pass_fds(values: object, name: str) -> tuple[int, ...]:
+    """Descriptors the job gets under the same numbers, as subprocess's pass_fds: each once, in order. 0, 1
+    and 2 are the job's anyway (its stdin, stdout, stderr decide them): taken, and left out, as subprocess
+    does. Whether each is open, the front end checks (the command: a usage error; the API: OSError EBADF)."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise TypeError(f"{name} takes a list of file descriptor numbers, not {values!r}")
+    numbers = set()
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} takes file descriptor numbers, not {value!r}")
+        if not 0 <= value <= MAX_FD:
+            raise ValueError(f"{name}: {value} is not a file descriptor number (0 to {MAX_FD})")
+        numbers.add(value)
+    return tuple(sorted(number for number in numbers if number > 2))
+
+
 # -- the table ---------------------------------------------------------------------------------------
 
 class Option(Record):
@@ -395,6 +411,9 @@ OPTIONS: tuple[Option, ...] = (
            "NAME=VALUE", scope="cli", many=True, topic="command"),
     Option("unsetenv", (), _listed(_unsetenv), "Remove a variable for the job (repeatable). In the API: env.",
            "NAME", scope="cli", many=True, topic="command"),
+    Option("pass_fd", (), pass_fds, "Give the job this open descriptor of ours under the same number "
+           "(repeatable); every other one above 2 is closed for it. In the API: pass_fds, as in subprocess.", "N",
+           scope="cli", many=True, parse=int, topic="command"),
     Option("clearenv", False, _flag, "Start the job with an empty environment, but for --setenv and our marks "
            "(SANDBOXED_RUN, SANDBOXED_RUN_MNT_NS, SANDBOXED_RUN_BIN) and a PATH of the system's directories and "
            "ours. In the API: env={}.", scope="cli", switch=True, topic="command"),

@@ -24,7 +24,7 @@ from ..client import ReaperClient
 from . import calling, spawner
 from .collect import not_started, wrap_up
 from .keywords import COMMAND_KEYWORDS, SANDBOX_KEYWORDS, choose, with_options
-from .popen import Popen, complete, present
+from .popen import Popen, complete, pass_fds_of, present
 
 NAMESPACES = ("mnt", "pid", "net", "uts", "ipc", "user", "cgroup", "time")
 
@@ -37,7 +37,8 @@ class JobProcess(Popen):
                  stderr: int | IO | None = None, env: Mapping | None = None,
                  cwd: str | bytes | os.PathLike | None = None, shell: bool = False, text: bool | None = None,
                  encoding: str | None = None, errors: str | None = None, universal_newlines: bool | None = None,
-                 extra_fds: Sequence[int] = (), **options: Any) -> None:
+                 pass_fds: Sequence[int] = (), **options: Any) -> None:
+        passed = pass_fds_of(pass_fds)
         on_event = check_api_options(options, COMMAND_KEYWORDS)["on_event"]
         with not_started(on_event):
             cmd = command.command(command.argv_of(args, shell), command.environment_of(env),
@@ -48,7 +49,7 @@ class JobProcess(Popen):
             with not_started(on_event):
                 return job.send_command(cmd, stdio, on_event)
 
-        self._start(args, (stdin, stdout, stderr), text or universal_newlines, encoding, errors, launch, extra_fds)
+        self._start(args, (stdin, stdout, stderr), text or universal_newlines, encoding, errors, launch, passed)
 
     @property
     def reaper_pid(self) -> int:
@@ -263,9 +264,9 @@ class Job:
         run inside to find the function); without the guard, calling raises UnguardedScript (a RuntimeError)
         before anything runs."""
         payload, script = calling.payload(func, args, kwargs)
-        ours, theirs = socket.socketpair()
+        ours, theirs = calling.channel()
         try:
-            process = self.Popen(calling.call_argv(script), extra_fds=(theirs.fileno(),))
+            process = self.Popen(calling.call_argv(script, theirs.fileno()), pass_fds=(theirs.fileno(),))
         except BaseException:
             ours.close()
             raise
