@@ -504,4 +504,11 @@ def mounts_of(table: bytes) -> Iterator[Mount]:
         except OSError:
             _host_keys = (time.monotonic(), set())
     for entry in mountinfo.parse(table):
-        yield Mount(entry.target, entry.source, entry.fstype, entry.options, entry.key not in _host_keys[1])
+        key = entry.key
+        if entry.fstype in CGROUP_FS and key not in _host_keys[1]:
+            # In a cgroup namespace (--unshare cgroup) the kernel writes a cgroup mount's root relative to it.
+            key = next((k for k in _host_keys[1] if k[0] == key[0] and k[2:] == key[2:]), key)
+        yield Mount(entry.target, entry.source, entry.fstype, entry.options, key not in _host_keys[1])
+
+
+CGROUP_FS = ("cgroup", "cgroup2")

@@ -17,7 +17,8 @@ from sandboxed_run_helpers.shared.options import OPTIONS, SandboxSpec
 ROOT = Path(__file__).resolve().parent.parent
 # subprocess's own parameters, which the API takes as subprocess does (not options of ours).
 SUBPROCESS = {"args", "stdin", "input", "stdout", "stderr", "capture_output", "check", "timeout", "env", "cwd",
-              "shell", "text", "encoding", "errors", "universal_newlines", "deliver_cancel", "self", "limit"}
+              "shell", "text", "encoding", "errors", "universal_newlines", "deliver_cancel", "self", "limit",
+              "pass_fds"}
 
 
 def test_the_command_line_options_are_the_tables():
@@ -35,7 +36,7 @@ def test_the_api_keywords_are_the_tables():
                   sandbox.AsyncJob):
         keywords = set(inspect.signature(entry).parameters) - SUBPROCESS
         assert keywords == api, entry
-    assert set(inspect.signature(sandbox.JobProcess).parameters) - SUBPROCESS == {"job", "extra_fds", "on_event"}
+    assert set(inspect.signature(sandbox.JobProcess).parameters) - SUBPROCESS == {"job", "on_event"}
 
 
 def test_the_spec_the_reaper_gets_is_the_tables_sandbox_options():

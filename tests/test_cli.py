@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import sys
 
 import pytest
 
+import sandbox
 from support import CLI
 
 
@@ -86,6 +89,23 @@ def test_setenv_unsetenv_and_chdir(tmp_path):
     result = run_cli("--setenv", "GREETING=hello=world", "--unsetenv", "HOME", "--chdir", str(tmp_path),
                      "sh", "-c", 'echo "$GREETING ${HOME-unset} $(pwd)"')
     assert result.stdout == f"hello=world unset {tmp_path}\n"
+
+
+def test_clearenv_leaves_only_setenv_our_marks_and_a_path():
+    result = run_cli("--clearenv", "--setenv", "GREETING=hi", "env", "-0")
+    env = dict(pair.split("=", 1) for pair in result.stdout.split("\0")[:-1])
+    ours = os.path.dirname(sys.executable)
+    assert sorted(env) == ["GREETING", "PATH", "SANDBOXED_RUN", "SANDBOXED_RUN_BIN", "SANDBOXED_RUN_MNT_NS"], env
+    assert (env["GREETING"], env["SANDBOXED_RUN_BIN"]) == ("hi", ours)
+    assert env["PATH"] == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:" + ours
+    found = run_cli("--clearenv", "sh", "-c", "command -v sandbox-mount-image").stdout
+    assert found == f"{ours}/sandbox-mount-image\n"
+    # The API's env={} is the same environment.
+    api = sandbox.run(["env", "-0"], env={"GREETING": "hi"}, capture_output=True, text=True).stdout
+    assert {k for k, _, _ in (p.partition("=") for p in api.split("\0")[:-1])} == set(env)
+    # A PATH of --setenv's stays the job's, ours after it.
+    result = run_cli("--clearenv", "--setenv", "PATH=/bin", "sh", "-c", 'echo "$PATH"')
+    assert result.stdout == f"/bin:{ours}\n"
 
 
 def test_verbose_reports_the_lifecycle():

@@ -86,6 +86,16 @@ def test_the_entered_command_joins_the_network_and_uts_namespaces(no_leftovers):
         assert cli("--stop", name).returncode == 0
 
 
+def test_the_entered_command_gets_an_empty_environment_with_clearenv(no_leftovers):
+    name = unique_name()
+    with launched([CLI, "--name", name, "--", "sleep", "1000"]):
+        wait_listed(name)
+        result = cli("--enter", name, "--clearenv", "--setenv", "A=1", "--", "env", "-0")
+        assert cli("--stop", name).returncode == 0
+    names = sorted(pair.split("=", 1)[0] for pair in result.stdout.split("\0")[:-1])
+    assert names == ["A", "PATH", "SANDBOXED_RUN", "SANDBOXED_RUN_BIN", "SANDBOXED_RUN_MNT_NS"], result.stderr
+
+
 def test_the_exit_status_is_the_entered_commands(tmp_path, no_leftovers):
     name = unique_name()
     with launched([CLI, "--name", name, "--", "sleep", "1000"]):

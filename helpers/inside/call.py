@@ -1,5 +1,5 @@
 """job.call(func) inside the sandbox: a fresh interpreter that runs one pickled call and sends back
-its outcome, over the socket it gets as descriptor 3.
+its outcome, over the socket it is passed (descriptor 3 unless told another).
 
 Started by sandbox.Job.call with the caller's sys.path; functions of the caller's script pickle as
 __main__.name, so the script (given only when the call refers to it) is loaded first as multiprocessing
@@ -19,9 +19,9 @@ import traceback
 loading_main = ""
 
 
-def main(script: str) -> None:
+def main(script: str, fd: int = 3) -> None:
     global loading_main
-    channel = socket.socket(fileno=3)
+    channel = socket.socket(fileno=fd)
     chunks = []
     while chunk := channel.recv(1 << 16):
         chunks.append(chunk)

@@ -40,7 +40,8 @@ class Process:
 def start(command: Command, stdio: tuple[int | None, ...], ignored: tuple[int, ...], mnt_ns: int,
           sock: socket.socket, spec: SandboxSpec | None = None, oom_score_adj: int | None = None,
           inherited: tuple | None = None) -> Process:
-    """Start command (cwd, umask, environment with our marks) with stdio as its 0, 1, 2 (None: closed) and
+    """Start command (cwd, umask, environment with our marks) with stdio as its 0, 1, 2 (None: closed), and as
+    its 3, 4, ... the descriptors passed under those numbers (None: none), and
     the signals it inherits ignored; its reports go to sock. Raises SandboxError (126, 127, 125).
 
     With process attributes in spec (or an oom_score_adj to give back to the job, or the API's caller's
@@ -59,19 +60,23 @@ def start(command: Command, stdio: tuple[int | None, ...], ignored: tuple[int, .
         env = marks.mark_environment(command.env, mnt_ns, DEFAULT_PATH)
         path = resolve(command.argv[0], env.get(b"PATH", DEFAULT_PATH))
         file_actions = []
-        for target, fd in enumerate(stdio):
+        for target, fd in enumerate(stdio):  # 0, 1, 2, then any passed descriptors by their numbers
             if fd is None:
-                file_actions.append((os.POSIX_SPAWN_CLOSE, target))
+                if target < 3:  # ours above 2 are all close-on-exec
+                    file_actions.append((os.POSIX_SPAWN_CLOSE, target))
             else:
                 # Above every target, so that no dup2 overwrites a descriptor a later one still needs.
-                high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+                high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, max(len(stdio), 3))
                 copies.append(high)
                 file_actions.append((os.POSIX_SPAWN_DUP2, high, target))
         for sig in ignored:
             signal.signal(sig, signal.SIG_IGN)  # posix_spawn passes on our ignored signals, and resets the rest
         started = time.monotonic()
         try:
-            if spec is not None and (spec.process_attributes or oom_score_adj is not None or inherited is not None):
+            # posix_spawn shares our memory with its child (CLONE_VM), which a kernel before 6.0 refuses (EINVAL)
+            # to a child bound for another time namespace than ours (later ones switch it at exec): so a fork.
+            if spec is not None and (spec.process_attributes or oom_score_adj is not None or inherited is not None
+                                     or "time" in spec.unshare):
                 pid = _fork_exec(path, command.argv, env, file_actions, ignored, spec, oom_score_adj, inherited)
             else:
                 pid = linux.posix_spawn(path, command.argv, env, file_actions, DEFAULTED - set(ignored))

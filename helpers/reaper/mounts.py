@@ -134,7 +134,7 @@ def _writable(path: str | None) -> bool:
 
 
 def _isolate(spec: SandboxSpec) -> None:
-    """The namespaces an order may add to the prepared ones: network and UTS."""
+    """The namespaces an order may add to the prepared ones: network, UTS, IPC, cgroup and time."""
     if spec.net != "host":
         from . import network
     if spec.net == "none":
@@ -142,9 +142,16 @@ def _isolate(spec: SandboxSpec) -> None:
         network.loopback_up()
     elif spec.net.startswith("netns:"):
         network.join_netns(spec.net[len("netns:"):], spec.userns)
+    for kind in spec.unshare if not spec.hostname or "uts" in spec.unshare else ("uts", *spec.unshare):
+        # Made here, once the order came: a reaper forked ahead of time holds nothing of a sandbox's. A new
+        # time namespace is our children's, not ours (offsets 0: the host's clocks), so the job is in it.
+        unshare(*UNSHARED[kind])
     if spec.hostname:
-        unshare(linux.CLONE_NEWUTS, "a UTS namespace")
         socket.sethostname(spec.hostname)
+
+
+UNSHARED = {"ipc": (linux.CLONE_NEWIPC, "an IPC namespace"), "uts": (linux.CLONE_NEWUTS, "a UTS namespace"),
+            "cgroup": (linux.CLONE_NEWCGROUP, "a cgroup namespace"), "time": (linux.CLONE_NEWTIME, "a time namespace")}
 
 
 def _drop_proc() -> None:

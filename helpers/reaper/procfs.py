@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import os
 
-NAMESPACE_KINDS = ("user", "mnt", "pid", "net", "uts", "ipc", "cgroup")
+NAMESPACE_KINDS = ("user", "mnt", "pid", "net", "uts", "ipc", "cgroup", "time")
+
+
+def _ns_file(kind: str) -> str:
+    # Our own time namespace is the host's; the one our children (the job) are born in is time_for_children.
+    return "self/ns/time_for_children" if kind == "time" else f"self/ns/{kind}"
 
 
 class OwnProc:
@@ -44,7 +49,7 @@ class OwnProc:
         found = {}
         for kind in NAMESPACE_KINDS:
             try:
-                found[kind] = os.stat(f"self/ns/{kind}", dir_fd=self.fd).st_ino
+                found[kind] = os.stat(_ns_file(kind), dir_fd=self.fd).st_ino
             except OSError:
                 pass
         return found
@@ -57,7 +62,7 @@ class OwnProc:
         fds = []
         for kind in NAMESPACE_KINDS:
             try:
-                fds.append(os.open(f"self/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.fd))
+                fds.append(os.open(_ns_file(kind), os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.fd))
             except OSError:
                 pass
         return fds

@@ -14,6 +14,7 @@ import select
 import struct
 import time
 
+CLONE_NEWTIME = 0x00000080
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
 CLONE_NEWUTS = 0x04000000
@@ -74,7 +75,7 @@ def deadline_after(seconds: float | None) -> float | None:
 
 NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3)
 NAMESPACE_KINDS = {CLONE_NEWUSER: "user", CLONE_NEWPID: "pid", CLONE_NEWNS: "mnt", CLONE_NEWNET: "net",
-                   CLONE_NEWUTS: "uts", CLONE_NEWIPC: "ipc", CLONE_NEWCGROUP: "cgroup"}
+                   CLONE_NEWUTS: "uts", CLONE_NEWIPC: "ipc", CLONE_NEWCGROUP: "cgroup", CLONE_NEWTIME: "time"}
 
 
 NS_GET_PARENT = 0xB702  # _IO(0xb7, 0x2)

@@ -168,6 +168,27 @@ def _hostname(value: object, name: str) -> str | None:
     return _text(value)
 
 
+UNSHARED = ("ipc", "uts", "cgroup", "time")  # the namespaces --unshare makes; mount and PID are always new
+
+
+def _unshare(values: object, name: str) -> tuple[str, ...]:
+    """KIND[,KIND...] words (or a list of kinds) as the kinds asked for, each once, in UNSHARED's order."""
+    if isinstance(values, (str, bytes, os.PathLike)):
+        raise ValueError(f"{name} takes a list, not a single string: {values!r}")
+    if not isinstance(values, Iterable):
+        raise TypeError(f"{name} takes a list, not {values!r}")
+    kinds: set[str] = set()
+    for value in values:
+        if not isinstance(value, str):
+            raise TypeError(f"{name} takes namespace kinds ({', '.join(UNSHARED)}), not {value!r}")
+        kinds.update(value.split(","))
+    unknown = sorted(kinds - set(UNSHARED))
+    if unknown:
+        raise ValueError(f"{name}: unknown namespace kind {', '.join(map(repr, unknown))}: use "
+                         f"{', '.join(UNSHARED)} (mount and PID are always new; --net and --userns make the others)")
+    return tuple(kind for kind in UNSHARED if kind in kinds)
+
+
 def _hook(value: object, name: str) -> str:
     if not isinstance(value, str) or not value.strip() or "\0" in value:
         raise ValueError(f"{name}: an on-exit hook must be a non-empty shell command, not {value!r}")
@@ -257,6 +278,22 @@ def _maybe_fd(value: object, name: str) -> int | None:
     return value
 
 
+def pass_fds(values: object, name: str) -> tuple[int, ...]:
+    """Descriptors the job gets under the same numbers, as subprocess's pass_fds: each once, in order. 0, 1
+    and 2 are the job's anyway (its stdin, stdout, stderr decide them): taken, and left out, as subprocess
+    does. Whether each is open, the front end checks (the command: a usage error; the API: OSError EBADF)."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise TypeError(f"{name} takes a list of file descriptor numbers, not {values!r}")
+    numbers = set()
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} takes file descriptor numbers, not {value!r}")
+        if not 0 <= value <= MAX_FD:
+            raise ValueError(f"{name}: {value} is not a file descriptor number (0 to {MAX_FD})")
+        numbers.add(value)
+    return tuple(sorted(number for number in numbers if number > 2))
+
+
 # -- the table ---------------------------------------------------------------------------------------
 
 class Option(Record):
@@ -337,6 +374,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("userns_gid", None, _maybe_id, "The gid the caller is mapped to inside the user namespace (implies "
            "--userns).", "GID", parse=int, topic="isolation"),
     Option("hostname", None, _hostname, "Set the hostname in a new UTS namespace.", "NAME", topic="isolation"),
+    Option("unshare", (), _unshare, "Give the job new namespaces of these kinds too (repeatable, comma-separated): "
+           "ipc (its own System V IPC and POSIX message queues), uts (its own hostname; --hostname implies it), "
+           "cgroup (its cgroup is its /), time (its own clocks, for its processes; offsets 0). Mount and PID "
+           "namespaces are always new.", "KIND[,KIND...]", many=True, topic="isolation"),
     # confinement: set in the job's first process, after our own set-up and before exec; never the reaper's
     Option("user", None, _later("identity", "user"), "Run the job as this user (name or uid): real, effective and "
            "saved uid, with its group and groups from the user database unless --group/--groups say otherwise; no "
@@ -370,6 +411,12 @@ OPTIONS: tuple[Option, ...] = (
            "NAME=VALUE", scope="cli", many=True, topic="command"),
     Option("unsetenv", (), _listed(_unsetenv), "Remove a variable for the job (repeatable). In the API: env.",
            "NAME", scope="cli", many=True, topic="command"),
+    Option("pass_fd", (), pass_fds, "Give the job this open descriptor of ours under the same number "
+           "(repeatable); every other one above 2 is closed for it. In the API: pass_fds, as in subprocess.", "N",
+           scope="cli", many=True, parse=int, topic="command"),
+    Option("clearenv", False, _flag, "Start the job with an empty environment, but for --setenv and our marks "
+           "(SANDBOXED_RUN, SANDBOXED_RUN_MNT_NS, SANDBOXED_RUN_BIN) and a PATH of the system's directories and "
+           "ours. In the API: env={}.", scope="cli", switch=True, topic="command"),
     # limits and privileges: the job's process attributes, then the sandbox's cgroup
     Option("nice", None, limits.nice, "The job's niceness, -20 (first) to 19 (last), as systemd's Nice= (lower "
            "than the caller's needs root). Like nice(1).", "N", parse=int, topic="limits"),
@@ -446,7 +493,7 @@ SANDBOX_FIELDS = tuple(o.name for o in OPTIONS if o.scope == "sandbox")
 PROCESS_ATTRIBUTES = ("nice", "ionice", "rlimit", "no_new_privs", "cap_drop", "cap_keep",  # set between fork and exec
                       "user", "group", "extra_groups", "syscall_filter", "landlock_read", "landlock_write")
 # What --list shows of a sandbox's confinement.
-CONFINING = ("user", "group", "extra_groups", "syscall_filter", "landlock_read", "landlock_write")
+CONFINING = ("unshare", "user", "group", "extra_groups", "syscall_filter", "landlock_read", "landlock_write")
 CGROUP_LIMITS = ("memory_max", "memory_high", "cpu_weight", "cpu_max", "io_weight", "pids_max")
 API_KEYWORDS = tuple(o.name for o in OPTIONS if o.in_api)
 
@@ -553,6 +600,7 @@ class SandboxSpec:
     landlock_read: tuple[str, ...]
     landlock_write: tuple[str, ...]
     syscall_errno: int
+    unshare: tuple[str, ...]
     ignored_signals: tuple[int, ...]
     _converters: tuple | None = None
 

@@ -23,7 +23,7 @@ from sandboxed_run_helpers.shared.usage import Usage
 
 from ..client import ReaperClient
 from . import spawner
-from .calling import call_argv, call_outcome, payload
+from .calling import call_argv, call_outcome, channel, payload
 from .holding import HoldsASandbox
 from .job import Job, JobProcess
 from .keywords import COMMAND_KEYWORDS, SANDBOX_KEYWORDS, with_options
@@ -371,9 +371,10 @@ class AsyncJob(HoldsASandbox):
         """job.call for asyncio: func runs in a fresh Python process inside the job."""
         loop = asyncio.get_running_loop()
         data, script = payload(func, args, kwargs)
-        ours, theirs = socket.socketpair()
+        ours, theirs = channel()
         try:
-            process = await _start(lambda: self.job.Popen(call_argv(script), extra_fds=(theirs.fileno(),)))
+            process = await _start(lambda: self.job.Popen(call_argv(script, theirs.fileno()),
+                                                            pass_fds=(theirs.fileno(),)))
         except BaseException:
             ours.close()
             raise

@@ -13,6 +13,7 @@ import ast
 import io
 import os
 import pickle
+import socket
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -117,12 +118,25 @@ def _guards(script: str) -> list[tuple[int, int]]:
     return guards
 
 
-def call_argv(script: str) -> list[str]:
+def channel() -> tuple[socket.socket, socket.socket]:
+    """A connected pair: ours, and theirs, passed to the call under its own number, which is above 2 (a caller
+    with a closed stdin would otherwise get 0 for it, the job's stdin)."""
+    ours, theirs = socket.socketpair()
+    if theirs.fileno() < 3:
+        import fcntl
+
+        high = socket.socket(fileno=fcntl.fcntl(theirs.fileno(), fcntl.F_DUPFD_CLOEXEC, 3))
+        theirs.close()
+        theirs = high
+    return ours, theirs
+
+
+def call_argv(script: str, fd: int) -> list[str]:
     """A fresh interpreter that imports what we can (our sys.path, and the script if the call needs it) and runs
-    one call from fd 3 (sandboxed_run_helpers.inside.call)."""
+    one call from descriptor fd, passed under its number (sandboxed_run_helpers.inside.call)."""
     paths = [p for p in sys.path if p and os.path.isabs(p)]
     boot = (f"import sys; sys.path[:0] = {paths!r}; "
-            f"from sandboxed_run_helpers.inside.call import main; main({script!r})")
+            f"from sandboxed_run_helpers.inside.call import main; main({script!r}, {int(fd)})")
     return [sys.executable, "-c", boot]
 
 

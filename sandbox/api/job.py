@@ -24,7 +24,7 @@ from . import calling, spawner
 from .collect import not_started, wrap_up
 from .holding import HoldsASandbox
 from .keywords import COMMAND_KEYWORDS, SANDBOX_KEYWORDS, choose, with_options
-from .popen import CompletedProcess, Popen, complete, present
+from .popen import CompletedProcess, Popen, complete, pass_fds_of, present
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -46,8 +46,9 @@ class JobProcess(Popen):
                  env: Mapping[str, Any] | Mapping[bytes, Any] | None = None,
                  cwd: str | bytes | os.PathLike[str] | os.PathLike[bytes] | None = None, shell: bool = False,
                  text: bool | None = None, encoding: str | None = None, errors: str | None = None,
-                 universal_newlines: bool | None = None, extra_fds: Sequence[int] = (),
+                 universal_newlines: bool | None = None, pass_fds: Sequence[int] = (),
                  **options: Unpack[CommandOptions]) -> None:
+        passed = pass_fds_of(pass_fds)
         on_event = check_api_options(options, COMMAND_KEYWORDS)["on_event"]
         with not_started(on_event):
             cmd = command.command(command.argv_of(args, shell), command.environment_of(env),
@@ -58,7 +59,7 @@ class JobProcess(Popen):
             with not_started(on_event):
                 return job.send_command(cmd, stdio, on_event)
 
-        self._start(args, (stdin, stdout, stderr), text or universal_newlines, encoding, errors, launch, extra_fds,
+        self._start(args, (stdin, stdout, stderr), text or universal_newlines, encoding, errors, launch, passed,
                     cwd=cwd)
 
     @property
@@ -145,7 +146,8 @@ class Job(HoldsASandbox):
         that the Job holds until it ends."""
         if kind not in NAMESPACES:
             raise ValueError(f"unknown namespace kind {kind!r}; one of {', '.join(NAMESPACES)}")
-        path = f"/proc/{self.pid}/ns/{kind}"
+        # The reaper's own time namespace is the host's; the job's is the one the reaper's children are born in.
+        path = f"/proc/{self.pid}/ns/{'time_for_children' if kind == 'time' else kind}"
         if kind in self._namespace_fds or (os.geteuid() != 0 and not os.access(path, os.R_OK)):
             fd = self._namespace_fd(kind)
             if fd is not None:
@@ -265,9 +267,9 @@ class Job(HoldsASandbox):
         run inside to find the function); without the guard, calling raises UnguardedScript (a RuntimeError)
         before anything runs."""
         payload, script = calling.payload(func, args, kwargs)
-        ours, theirs = socket.socketpair()
+        ours, theirs = calling.channel()
         try:
-            process = self.Popen(calling.call_argv(script), extra_fds=(theirs.fileno(),))
+            process = self.Popen(calling.call_argv(script, theirs.fileno()), pass_fds=(theirs.fileno(),))
         except BaseException:
             ours.close()
             raise

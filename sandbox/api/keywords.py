@@ -47,10 +47,6 @@ def _warn(message: str) -> None:
     warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
-# Keyword parameters a function may take that are no part of what it shows: the Job's own plumbing.
-INTERNAL = ("extra_fds",)
-
-
 def with_options(*keywords: str, passes_to: Callable[..., Any] | None = None,
                  without: Sequence[str] = ()) -> Callable[[F], F]:
     """Show these options of the table in the function's signature (for help() and editors) and docstring,
@@ -59,7 +55,7 @@ def with_options(*keywords: str, passes_to: Callable[..., Any] | None = None,
     def decorate(func: F) -> F:
         signature = inspect.signature(func)
         params = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-        taken = {p.name for p in params} | set(INTERNAL) | set(without)
+        taken = {p.name for p in params} | set(without)
         if passes_to is not None:
             params += [p for p in inspect.signature(passes_to).parameters.values()
                        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in taken

@@ -72,6 +72,10 @@ class SandboxOptions(CommandOptions, total=False):
     userns_gid: int | None
     #: Set the hostname in a new UTS namespace.
     hostname: str | None
+    #: Give the job new namespaces of these kinds too (repeatable, comma-separated): ipc (its own System V IPC
+    #: and POSIX message queues), uts (its own hostname; --hostname implies it), cgroup (its cgroup is its /),
+    #: time (its own clocks, for its processes; offsets 0). Mount and PID namespaces are always new.
+    unshare: Iterable[str]
     #: Run the job as this user (name or uid): real, effective and saved uid, with its group and groups from the
     #: user database unless --group/--groups say otherwise; no capabilities unless --cap-keep names them. Root
     #: only; an ordinary user may name only themselves. In a user namespace the ids are the namespace's. Like

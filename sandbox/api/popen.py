@@ -23,7 +23,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from sandboxed_run_helpers.shared import command, linux, wire
 from sandboxed_run_helpers.shared.errors import CHDIR_FAILED, CommandNotFound, NotExecutable, SandboxError
-from sandboxed_run_helpers.shared.options import MAX_FD, check_grace, check_timeout
+from sandboxed_run_helpers.shared.options import MAX_FD, check_grace, check_timeout, pass_fds
 from sandboxed_run_helpers.shared.usage import Usage
 
 from ..client import ReaperClient
@@ -69,9 +69,27 @@ def _name_the_file(exc: SandboxError, args: Any, cwd: object) -> None:
         exc.filename = cwd
 
 
+def passing(stdio: Sequence[int | None], passed: Sequence[int]) -> tuple[int | None, ...]:
+    """The job's descriptors by number: stdio as 0, 1, 2, and each passed one under its own number (None: not
+    given). OSError EBADF, as subprocess's, for a passed one that is not open."""
+    if not passed:
+        return tuple(stdio)
+    slots: list[int | None] = [*stdio, *[None] * (max(passed) + 1 - len(stdio))]
+    for fd in passed:
+        if not linux.fd_is_open(fd):
+            raise OSError(errno.EBADF, f"pass_fds: {fd} is not an open file descriptor")
+        slots[fd] = fd
+    return tuple(slots)
+
+
 def present(stdio: Sequence[int | None]) -> tuple[tuple[bool, ...], list[int]]:
     """Which of the job's descriptors (0, 1, 2, ...) are given, and those given, in order."""
     return tuple(fd is not None for fd in stdio), [fd for fd in stdio if fd is not None]
+
+
+def pass_fds_of(value: object) -> tuple[int, ...]:
+    """pass_fds checked as subprocess takes it (a list of numbers; 0, 1, 2 are the job's stdio anyway)."""
+    return () if value == () else pass_fds(value, "pass_fds")
 
 
 class Popen(HoldsASandbox):
@@ -98,9 +116,11 @@ class Popen(HoldsASandbox):
         encoding: str | None = None,
         errors: str | None = None,
         universal_newlines: bool | None = None,
+        pass_fds: Sequence[int] = (),
         **options: Unpack[SandboxOptions],
     ) -> None:
         deadline = options.pop(DEADLINE, None)  # type: ignore[misc]  # run()'s timeout, the reaper's too
+        passed = pass_fds_of(pass_fds)
         chosen = choose(options)
         with not_started(chosen.on_event):
             cmd = command.command(command.argv_of(args, shell), command.environment_of(env),
@@ -114,11 +134,11 @@ class Popen(HoldsASandbox):
             with not_started(chosen.on_event):
                 return spawner.new_client(wire.Spawn(order, chosen.on_exit), fds, chosen.on_event)
 
-        self._start(args, (stdin, stdout, stderr), text or universal_newlines, encoding, errors, launch,
+        self._start(args, (stdin, stdout, stderr), text or universal_newlines, encoding, errors, launch, passed,
                     on_exit=chosen.on_exit, cwd=cwd)
 
     def _start(self, args: Any, stdio: tuple, text: bool | None, encoding: str | None, errors: str | None,
-               launch: Callable[[tuple], ReaperClient], extra_fds: Sequence[int] = (),
+               launch: Callable[[tuple], ReaperClient], passed: Sequence[int] = (),
                on_exit: Sequence[str] = (), cwd: object = None) -> None:
         """Start the process through launch(descriptors) and wait until it runs (or raise why it does not)."""
         self.args = args
@@ -136,7 +156,7 @@ class Popen(HoldsASandbox):
         self._input_view: memoryview | None = None
         child_fds, to_close = self._stdio(*stdio)
         try:
-            self.client: ReaperClient = launch((*child_fds, *extra_fds))
+            self.client: ReaperClient = launch(passing(child_fds, passed))
         except BaseException:
             self.close_pipes()
             raise

@@ -181,6 +181,13 @@ Running sandboxes (each is listed under --name, or a generated name):
 """
 
 
+def _parsed(option: Option, word: str) -> Any:
+    try:
+        return option.parse(word)  # type: ignore[misc]
+    except ValueError:
+        raise ValueError(f"{option.flag}: {word!r} is not a number") from None
+
+
 def _checked(values: dict[str, Any]) -> dict[str, Any]:
     """The words of the command line as the table's values: parsed, then checked (UsageError naming the flag)."""
     out = {}
@@ -192,10 +199,9 @@ def _checked(values: dict[str, Any]) -> dict[str, Any]:
             value = None  # not given: the table's "automatic"
         try:
             if option.parse is not None and isinstance(value, str):
-                try:
-                    value = option.parse(value)
-                except ValueError:
-                    raise ValueError(f"{option.flag}: {value!r} is not a number") from None
+                value = _parsed(option, value)
+            elif option.parse is not None and option.many:
+                value = tuple(_parsed(option, item) if isinstance(item, str) else item for item in value)
             if option.scope in ("cli", "hooks"):  # the "sandbox" ones are SandboxSpec.build's to check
                 value = option.check(value, option.flag)
         except (ValueError, TypeError) as exc:

@@ -23,7 +23,8 @@ own and ignores the job-control signals.
 The command gets the job's root (the reaper's, which it sent: for a launcher in a chroot that is not
 the mount namespace's), its working directory (the main process's
 current one, or --cwd), its uid and gid inside a user namespace, our environment with the sandbox's
-marks (SANDBOXED_RUN and co., so sandbox-mount-image works there), --setenv and --unsetenv. It gets
+marks (SANDBOXED_RUN and co., so sandbox-mount-image works there), --setenv and --unsetenv (with --clearenv:
+only the marks, a PATH and --setenv). It gets
 what the sandbox gave the job's first process: its umask, limits, priorities, no_new_privs and
 capabilities (set as the reaper sets them, shared/attributes.py), so --enter is no way around the
 sandbox's confinement, even for root. Root
@@ -63,7 +64,7 @@ from .foreground import Outcome, reraise, shell_status
 OUTER = (("user", linux.CLONE_NEWUSER), ("pid", linux.CLONE_NEWPID))
 # ... and by the command itself.
 INNER = (("mnt", linux.CLONE_NEWNS), ("net", linux.CLONE_NEWNET), ("uts", linux.CLONE_NEWUTS),
-         ("ipc", linux.CLONE_NEWIPC), ("cgroup", linux.CLONE_NEWCGROUP))
+         ("ipc", linux.CLONE_NEWIPC), ("cgroup", linux.CLONE_NEWCGROUP), ("time", linux.CLONE_NEWTIME))
 JOB_CONTROL = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 KEPT = (b"TERM", b"COLORTERM", b"LANG", b"TZ")  # what root takes into another user's sandbox (and LC_*)
 
@@ -94,8 +95,9 @@ def enter(target: str, argv: tuple[str, ...], values: dict[str, Any]) -> int:
         if foreign and listener[1] != owner:
             raise SandboxError(f"sandbox {target} is answered by uid {listener[1]}, not by its owner: it is not one "
                                "of ours")
-        env = {k: v for k, v in os.environb.items() if not foreign or k in KEPT or k.startswith(b"LC_")}
-        if foreign:
+        env = {k: v for k, v in os.environb.items()
+               if not values["clearenv"] and (not foreign or k in KEPT or k.startswith(b"LC_"))}
+        if foreign and not values["clearenv"]:
             env[b"PATH"] = DEFAULT_PATH
         command.edited(env, values["unsetenv"], values["setenv"])
         order = Entry(
@@ -136,7 +138,8 @@ def _namespaces_of(pid: int, pidfd: int) -> dict[str, int]:
     found = {}
     for kind, _flag in (*OUTER, *INNER):
         try:
-            found[kind] = os.stat(f"/proc/{pid}/ns/{kind}").st_ino
+            # The reaper's own time namespace is the host's; its job's is the one its children are born in.
+            found[kind] = os.stat(f"/proc/{pid}/ns/{'time_for_children' if kind == 'time' else kind}").st_ino
         except OSError:
             pass
     if select.select([pidfd], [], [], 0)[0]:

@@ -57,10 +57,11 @@ def run(values: dict[str, Any], build: Callable[[], SandboxSpec], argv: tuple[st
         for caveat in spec.caveats(CLI):
             say(f"warning: {caveat}")
         deadline = linux.deadline_after(values["timeout"])  # the reaper's too: a job may stop us, never it
-        job = wire.Order(cmd, spec, None, "parent", (*(fd not in CLOSED_AT_START for fd in (0, 1, 2)),),
+        stdio = _descriptors(values["pass_fd"])
+        job = wire.Order(cmd, spec, None, "parent", tuple(fd is not None for fd in stdio),
                        registry.place(spec.name, say), deadline=deadline)
         sigfd = watch_signals()  # before the fork: a signal while the sandbox starts waits for us
-        pid, pidfd, sock, group = launch.start(job, tuple(fd for fd in (0, 1, 2) if fd not in CLOSED_AT_START),
+        pid, pidfd, sock, group = launch.start(job, tuple(fd for fd in stdio if fd is not None),
                                                sigfd.fileno(), start_hook_monitor if values["on_exit"] else None)
     except (UsageError, OSError) as exc:  # a SandboxError is an OSError
         error, line, code = our_failure(exc)
@@ -101,10 +102,22 @@ def our_failure(exc: UsageError | OSError) -> tuple[str, str, int]:
     return str(error), str(error), error.exit_code
 
 
+def _descriptors(passed: tuple[int, ...]) -> list[int | None]:
+    """The job's descriptors by number: our 0, 1, 2 (None: closed when we started), then each --pass-fd under its
+    own number (None between them). UsageError for one that is not open."""
+    slots: list[int | None] = [fd if fd not in CLOSED_AT_START else None for fd in (0, 1, 2)]
+    for fd in passed:
+        if not linux.fd_is_open(fd):
+            raise UsageError(f"--pass-fd {fd}: not an open file descriptor")
+        slots += [None] * (fd + 1 - len(slots))
+        slots[fd] = fd
+    return slots
+
+
 def _command(values: dict[str, Any], argv: tuple[str, ...]) -> command.Command:
     if not argv or not argv[0]:
         raise UsageError("no command given")
-    env = command.edited(dict(os.environb), values["unsetenv"], values["setenv"])
+    env = command.edited({} if values["clearenv"] else dict(os.environb), values["unsetenv"], values["setenv"])
     return command.command([os.fsencode(a) for a in argv], env, command.directory_of(values["cwd"], "--cwd"))
 
 

@@ -16,7 +16,7 @@ from .words import UsageError
 
 MODES = ("list", "enter", "stop")
 # The options each one takes besides its own flag.
-GOES_WITH = {"list": {"json"}, "enter": {"cwd", "setenv", "unsetenv"}, "stop": {"grace"}}
+GOES_WITH = {"list": {"json"}, "enter": {"cwd", "setenv", "unsetenv", "clearenv"}, "stop": {"grace"}}
 
 
 def mode_of(values: dict[str, Any], command: tuple[str, ...], given: set[str]) -> str | None:
