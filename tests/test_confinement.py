@@ -260,6 +260,30 @@ def test_the_errno_and_no_new_privs_without_cap_sys_admin(entry, no_leftovers):
     assert (seen["Seccomp"], seen["NoNewPrivs"], seen["Mount"]) == ("2", "1", "Permission denied")
 
 
+# A child that asks to be traced, then a PTRACE_ATTACH of a sibling: each says how ptrace answered.
+PTRACE = """
+import ctypes, errno, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+pid = os.fork()
+if pid == 0:
+    time.sleep(30)
+    os._exit(0)
+answer = libc.ptrace(16, pid, None, None)  # PTRACE_ATTACH
+print("Ptrace:", "attached" if answer == 0 else os.strerror(ctypes.get_errno()), flush=True)
+os.kill(pid, 9)
+os.waitpid(pid, 0)
+"""
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_a_deny_list_of_ptrace_refuses_tracing_and_nothing_else(entry, no_leftovers):
+    code, out, err = through(entry, ["python3", "-c", PTRACE], {"syscall_filter": ["~ptrace"]})
+    assert (code, fields(out)["Ptrace"]) == (0, "Operation not permitted"), err
+    code, out, err = through(entry, ["python3", "-c", PTRACE], {})
+    assert (code, fields(out)["Ptrace"]) == (0, "attached"), "without the filter the same attach works"
+
+
 @pytest.mark.parametrize("entry", ["cli", "run", "AsyncJob"])
 def test_an_allow_list_allows_only_what_it_names(entry, no_leftovers):
     code, out, err = through(entry, ["ls", "/"], {"syscall_filter": ["@system-service"]})
