@@ -25,11 +25,14 @@ def synchronous() -> int:
         job.run(["touch", "/mnt/x"], check=True)
         names: list[str] = job.call(listing, "/mnt")
         print(names, job.Popen(["true"]).wait(timeout="10s"))
+        job.run(["named", "-c", "true"], executable="sh", start_new_session=True, pipesize=1 << 16)
+    unbuffered: sandbox.Popen = sandbox.Popen(["true"], 0, process_group=0, close_fds=True)
+    unbuffered.wait()
     return sandbox.call(["true"], timeout=60, net="none") + len(out)
 
 
 async def asynchronous() -> int:
-    result = await sandbox.run_async(["true"], timeout=60.0, nice=5, on_exit=["true"])
+    result = await sandbox.run_async(["true"], timeout=60.0, nice=5, on_exit=["true"], bufsize=0, creationflags=0)
     process = await sandbox.create_process(["cat"], stdin=sandbox.PIPE, stdout=sandbox.PIPE, umask=0o077)
     await process.communicate(b"data")
     async with sandbox.AsyncJob(tmpfs=["/mnt"]) as job:

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # subprocess's own parameters, which the API takes as subprocess does (not options of ours).
 SUBPROCESS = {"args", "stdin", "input", "stdout", "stderr", "capture_output", "check", "timeout", "env", "cwd",
               "shell", "text", "encoding", "errors", "universal_newlines", "deliver_cancel", "self", "limit",
-              "pass_fds"}
+              "pass_fds", "executable", "bufsize", "close_fds", "preexec_fn", "restore_signals", "start_new_session",
+              "process_group", "pipesize", "startupinfo", "creationflags"}
 
 
 def test_the_command_line_options_are_the_tables():

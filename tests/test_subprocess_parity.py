@@ -4,6 +4,11 @@ own timeout, the module functions of subprocess, and its exceptions."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
+import os
+import pathlib
+import signal
 import subprocess
 
 import pytest
@@ -330,3 +335,156 @@ def test_a_number_that_is_no_signal_is_refused_as_os_kill_refuses_it(entry, numb
             refused(process)
             return await asyncio.wait_for(process.wait(), 60)
         assert asyncio.run(main()) == 3
+
+
+# -- subprocess.Popen's keywords, through every entry point: subprocess's meaning, or a refusal that says why -------
+
+KEYWORD_ENTRIES = ["run", "Popen", "Job.run", "Job.Popen", "run_async", "create_process", "AsyncJob.run"]
+
+
+def output_through(entry: str, args, **kwargs) -> bytes:
+    """The job's standard output, through one entry point (exit status 0 checked)."""
+    if entry == "run":
+        return sandbox.run(args, capture_output=True, check=True, timeout=60, **kwargs).stdout
+    if entry in ("Popen", "Job.Popen"):
+        with contextlib.ExitStack() as stack:
+            factory = sandbox.Popen if entry == "Popen" else stack.enter_context(sandbox.Job()).Popen
+            process = stack.enter_context(factory(args, stdout=subprocess.PIPE, **kwargs))
+            out, _ = process.communicate(timeout=60)
+            assert process.returncode == 0
+            return out
+    if entry == "Job.run":
+        with sandbox.Job() as job:
+            return job.run(args, capture_output=True, check=True, timeout=60, **kwargs).stdout
+
+    async def main() -> bytes:
+        if entry == "run_async":
+            return (await sandbox.run_async(args, capture_output=True, check=True, timeout=60, **kwargs)).stdout
+        if entry == "create_process":
+            process = await sandbox.create_process(args, stdout=subprocess.PIPE, **kwargs)
+            out, _ = await asyncio.wait_for(process.communicate(), 60)
+            assert process.returncode == 0
+            return out
+        async with sandbox.AsyncJob() as job:
+            return (await job.run(args, capture_output=True, check=True, timeout=60, **kwargs)).stdout
+    return asyncio.run(main())
+
+
+IDS = "import os; print(os.getpgid(0) == os.getpid(), os.getsid(0) == os.getpid())"
+PIPE_SIZE = "import fcntl; print(fcntl.fcntl(1, fcntl.F_GETPIPE_SZ))"
+ACCEPTED = {
+    "executable": (["named-so", "-c", "echo $0"], {"executable": "sh"}),
+    "executable with shell": ("echo $0", {"shell": True, "executable": "/bin/bash"}),
+    "start_new_session": (["python3", "-c", IDS], {"start_new_session": True}),
+    "process_group": (["python3", "-c", IDS], {"process_group": 0}),
+    "neither": (["python3", "-c", IDS], {}),
+    "pipesize": (["python3", "-c", PIPE_SIZE], {"pipesize": 1 << 20}),
+    "defaults": (["echo", "ok"], {"close_fds": True, "restore_signals": True, "preexec_fn": None, "startupinfo": None,
+                                  "creationflags": 0, "bufsize": 0, "process_group": None, "pipesize": -1}),
+}
+
+
+@pytest.mark.parametrize("entry", KEYWORD_ENTRIES)
+@pytest.mark.parametrize("case", ACCEPTED)
+def test_subprocess_keywords_mean_what_they_mean_to_subprocess(entry, case, no_leftovers):
+    args, kwargs = ACCEPTED[case]
+    expected = subprocess.run(args, capture_output=True, check=True, timeout=60, **kwargs).stdout
+    assert output_through(entry, args, **kwargs) == expected
+
+
+def not_a_hook() -> None:
+    pass
+
+
+REFUSED = {
+    "close_fds": ({"close_fds": False}, TypeError, "pass_fds"),
+    "preexec_fn": ({"preexec_fn": not_a_hook}, TypeError, "reaper"),
+    "restore_signals": ({"restore_signals": False}, TypeError, "default action"),
+    "startupinfo": ({"startupinfo": object()}, ValueError, None),
+    "creationflags": ({"creationflags": 0x200}, ValueError, None),
+    "path-like with shell": ({"shell": True}, TypeError, None),
+}
+
+
+@pytest.mark.parametrize("entry", KEYWORD_ENTRIES)
+@pytest.mark.parametrize("case", REFUSED)
+def test_subprocess_keywords_that_cannot_apply_are_refused_saying_why(entry, case, no_leftovers):
+    kwargs, kind, reason = REFUSED[case]
+    args = pathlib.Path("/bin/true") if case == "path-like with shell" else ["true"]
+    with pytest.raises(kind) as ours:
+        output_through(entry, args, **kwargs)
+    if reason is None:  # subprocess refuses it too: the same words
+        with pytest.raises(kind) as theirs:
+            subprocess.run(args, **kwargs)
+        assert str(ours.value) == str(theirs.value)
+    else:
+        assert "not supported" in str(ours.value) and reason in str(ours.value)
+
+
+@pytest.mark.parametrize("entry", ["run", "Popen", "Job", "run_async", "create_process", "AsyncJob"])
+def test_umask_minus_one_is_subprocesss_leave_it(entry, no_leftovers):
+    old = os.umask(0o027)
+    try:
+        if entry in ("Job", "AsyncJob"):
+            async def in_async_job() -> bytes:
+                async with sandbox.AsyncJob(umask=-1) as job:
+                    return (await job.run(["sh", "-c", "umask"], capture_output=True)).stdout
+            if entry == "AsyncJob":
+                out = asyncio.run(in_async_job())
+            else:
+                with sandbox.Job(umask=-1) as job:
+                    out = job.run(["sh", "-c", "umask"], capture_output=True).stdout
+        else:
+            out = output_through(entry, ["sh", "-c", "umask"], umask=-1)
+    finally:
+        os.umask(old)
+    assert out == b"0027\n"
+
+
+@pytest.mark.parametrize("entry", ["Popen", "Job.Popen"])
+def test_bufsize_shapes_our_pipes_file_objects_as_subprocesss(entry, no_leftovers):
+    with contextlib.ExitStack() as stack:
+        factory = sandbox.Popen if entry == "Popen" else stack.enter_context(sandbox.Job()).Popen
+        pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE}
+        if entry == "Popen":
+            unbuffered = stack.enter_context(factory(["cat"], 0, **pipes))  # Popen's second positional argument
+        else:
+            unbuffered = stack.enter_context(factory(["cat"], bufsize=0, **pipes))
+        lines = stack.enter_context(factory(["cat"], bufsize=1, text=True, **pipes))
+        default = stack.enter_context(factory(["cat"], **pipes))
+        plain_text = stack.enter_context(factory(["cat"], text=True, **pipes))
+        assert isinstance(unbuffered.stdout, io.FileIO) and isinstance(unbuffered.stdin, io.FileIO)
+        assert lines.stdin.line_buffering and not plain_text.stdin.line_buffering
+        assert isinstance(default.stdout, io.BufferedReader)
+        assert [p.communicate("x")[0] if p is lines else p.communicate(b"x")[0]
+                for p in (unbuffered, lines, default)] == [b"x", "x", b"x"]
+        plain_text.communicate("")
+
+
+@pytest.mark.parametrize("entry", ["create_process", "AsyncJob"])
+def test_asyncio_takes_bufsize_0_alone_as_asyncio_does(entry, no_leftovers):
+    async def main() -> None:
+        process, job = await create_through(entry, ["true"], bufsize=-1)
+        await process.wait()  # not reached when refused
+        if job is not None:
+            await job.__aexit__(None, None, None)
+    with pytest.raises(ValueError) as refused:
+        asyncio.run(main())
+    assert str(refused.value) == asyncio_refusal(bufsize=-1)
+
+
+def test_a_new_session_is_a_group_the_caller_signals_with_killpg(no_leftovers):
+    """The job's main process leads its own group (and session): os.killpg(process.pid, ...) from outside reaches it
+    and its children, as with subprocess; our own process group's signals no longer do."""
+    argv = ["sh", "-c", "sleep 60 & echo $!; wait"]
+    with sandbox.Popen(argv, stdout=subprocess.PIPE, start_new_session=True, grace=5) as process:
+        assert process.stdout.readline().strip() == b"3"  # the sleep, in the job's PID namespace
+        assert os.getpgid(process.pid) == os.getsid(process.pid) == process.pid
+        os.killpg(process.pid, signal.SIGTERM)
+        assert process.wait(60) == -signal.SIGTERM
+
+
+def test_popen_is_subscriptable_as_subprocesss():
+    assert sandbox.Popen[bytes].__origin__ is sandbox.Popen
+    with sandbox.Job() as job:
+        assert type(job.Popen(["true"]))[str].__args__ == (str,)

@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 TYPED = ROOT / "sandbox" / "api" / "options_typed.py"
 TYPECHECK = ROOT / ".ci" / "typecheck"
 EXAMPLE = ROOT / "examples" / "typed_use.py"
-PROCESS_KEYWORDS = ("env", "cwd", "shell", "text", "encoding", "errors", "universal_newlines")
+PROCESS_KEYWORDS = ("env", "cwd", "shell", "text", "encoding", "errors", "universal_newlines", "pass_fds", "executable",
+                    "bufsize", "close_fds", "preexec_fn", "restore_signals", "start_new_session", "process_group",
+                    "pipesize", "startupinfo", "creationflags")
 
 
 def test_the_typed_options_are_the_tables():
@@ -64,6 +66,7 @@ asyncio.run(sandbox.run_async(["true"], propagation="shared"))
 with sandbox.Job() as job:
     job.run(["true"], tmpfs=["/mnt"])
 n: str = sandbox.run(["true"]).returncode
+sandbox.run(["true"], preexec_fn=print)
 '''
 
 
@@ -75,9 +78,10 @@ def test_mypy_strict_rejects_a_misspelt_option_and_wrong_values(tmp_path):
     found = [line.split(": error: ")[1] for line in result.stdout.splitlines() if ": error: " in line]
     for words in ('Unexpected keyword argument "tmfps" for "run"', 'Argument "grace" to "Popen"',
                   'Argument "net" to "Job"', 'Argument "propagation" to "run_async"',
-                  'Unexpected keyword argument "tmpfs" for "run" of "Job"', 'expression has type "int"'):
+                  'Unexpected keyword argument "tmpfs" for "run" of "Job"', 'expression has type "int"',
+                  'Argument "preexec_fn" to "run"'):
         assert any(words in line for line in found), (words, result.stdout)
-    assert len(found) == 6, result.stdout
+    assert len(found) == 7, result.stdout
 
 
 ENTRY_POINTS = {

@@ -58,7 +58,7 @@ def start(command: Command, stdio: tuple[int | None, ...], ignored: tuple[int, .
         os.umask(spec.umask if spec is not None and spec.umask is not None else command.umask)
         # Lets sandbox-mount-image and co. check where they run, and puts them on the job's PATH.
         env = marks.mark_environment(command.env, mnt_ns, DEFAULT_PATH)
-        path = resolve(command.argv[0], env.get(b"PATH", DEFAULT_PATH))
+        path = resolve(command.program or command.argv[0], env.get(b"PATH", DEFAULT_PATH))
         file_actions = []
         for target, fd in enumerate(stdio):  # 0, 1, 2, then any passed descriptors by their numbers
             if fd is None:
@@ -77,13 +77,17 @@ def start(command: Command, stdio: tuple[int | None, ...], ignored: tuple[int, .
             # to a child bound for another time namespace than ours (later ones switch it at exec): so a fork.
             if spec is not None and (spec.process_attributes or oom_score_adj is not None or inherited is not None
                                      or "time" in spec.unshare):
-                pid = _fork_exec(path, command.argv, env, file_actions, ignored, spec, oom_score_adj, inherited)
+                pid = _fork_exec(path, command, env, file_actions, ignored, spec, oom_score_adj, inherited)
             else:
-                pid = linux.posix_spawn(path, command.argv, env, file_actions, DEFAULTED - set(ignored))
+                pid = linux.posix_spawn(path, command.argv, env, file_actions, DEFAULTED - set(ignored),
+                                        command.session, command.pgroup)
         except SandboxError:
             raise  # an attribute the kernel refused: already in words
         except OSError as exc:
-            name = os.fsdecode(command.argv[0])
+            name = os.fsdecode(command.program or command.argv[0])
+            if exc.errno == errno.EPERM and command.pgroup > 0:
+                raise SandboxError(f"process_group={command.pgroup}: no such process group of this sandbox's "
+                                   "session to join (0 makes a new one)", EXIT_FAILURE, exc.errno) from None
             if exc.errno == errno.ENOENT:
                 raise SandboxError(f"{name}: command not found", EXIT_NOT_FOUND) from None
             if exc.errno in (errno.EAGAIN, errno.ENOMEM):  # no process for it: our failure, not its (126)
@@ -96,7 +100,7 @@ def start(command: Command, stdio: tuple[int | None, ...], ignored: tuple[int, .
     return Process(pid, sock, started)
 
 
-def _fork_exec(path: bytes, argv: list[bytes], env: dict[bytes, bytes], file_actions: list[tuple],
+def _fork_exec(path: bytes, command: Command, env: dict[bytes, bytes], file_actions: list[tuple],
                ignored: tuple[int, ...], spec: SandboxSpec, oom_score_adj: int | None, inherited: tuple | None) -> int:
     """posix_spawn's work by hand, with the job's attributes set between fork and exec. The child says why it
     failed through a close-on-exec pipe (nothing: it exec'd); then it is reaped here and the failure raised:
@@ -127,9 +131,13 @@ def _fork_exec(path: bytes, argv: list[bytes], env: dict[bytes, bytes], file_act
                 attributes.apply(spec, oom_score_adj, inherited)
             except OSError as exc:  # not the exec's: never "command not found"
                 raise attributes.Refused(f"cannot set up the job's process: {exc.strerror or exc}") from None
+            if command.session:
+                os.setsid()
+            elif command.pgroup >= 0:
+                os.setpgid(0, command.pgroup)
             signal.pthread_sigmask(signal.SIG_SETMASK, ())
             attributes.seal(spec)
-            os.execve(path, argv, env)
+            os.execve(path, command.argv, env)
         except attributes.Refused as exc:
             report += str(exc).encode(errors="replace")
         except OSError as exc:

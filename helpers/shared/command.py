@@ -33,16 +33,23 @@ DEFAULT_PATH = b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class Command(Record):
-    """One command as the reaper starts it: what execve gets, where, with which umask."""
+    """One command as the reaper starts it: what execve gets, where, with which umask; program (subprocess's
+    executable=) is what runs in place of argv[0]'s (b"": argv[0]'s), found on PATH as argv[0] would be;
+    session and pgroup are subprocess's start_new_session and process_group (-1: none) for the job's process."""
 
     argv: list[bytes]
     env: dict[bytes, bytes]
     cwd: bytes
     umask: int
+    program: bytes = b""
+    session: bool = False
+    pgroup: int = -1
 
 
 def argv_of(args: Any, shell: bool = False) -> list[bytes]:
     """The command line as bytes; ValueError/TypeError for what execve could not take."""
+    if isinstance(args, os.PathLike) and shell:
+        raise TypeError("path-like args is not allowed when shell is true")  # subprocess's refusal
     if isinstance(args, (str, bytes, os.PathLike)):
         args = [args]
     else:
@@ -106,10 +113,11 @@ def directory_of(cwd: str | bytes | os.PathLike | None, name: str = "cwd") -> by
     return here if cwd is None else os.path.normpath(os.path.join(here, path))
 
 
-def command(argv: list[bytes], env: dict[bytes, bytes], cwd: bytes) -> Command:
+def command(argv: list[bytes], env: dict[bytes, bytes], cwd: bytes, program: bytes = b"", session: bool = False,
+            pgroup: int = -1) -> Command:
     """One command, checked to fit execve, with the caller's umask as it is now."""
     check_size(argv, env)
-    return Command(argv, env, cwd, linux.current_umask())
+    return Command(argv, env, cwd, linux.current_umask(), program, session, pgroup)
 
 
 def check_size(argv: list[bytes], env: dict[bytes, bytes]) -> None:

@@ -84,8 +84,8 @@ def ionice(value: object, name: str) -> tuple[int, int] | None:
 
 
 def umask(value: object, name: str) -> int | None:
-    """An octal mode (the API also takes an int such as 0o077)."""
-    if value is None:
+    """An octal mode (the API also takes an int such as 0o077, and -1, subprocess's default: the caller's)."""
+    if value is None or (value == -1 and type(value) is int):
         return None
     if isinstance(value, str):
         text = value.strip().lower()

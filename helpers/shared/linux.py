@@ -198,16 +198,20 @@ class SignalFd:
 _SPAWN_OBJECT = 1024
 _POSIX_SPAWN_SETSIGDEF = 0x04
 _POSIX_SPAWN_SETSIGMASK = 0x08
+_POSIX_SPAWN_SETPGROUP = 0x02
+_POSIX_SPAWN_SETSID = 0x80
 _libc.posix_spawn.argtypes = [ctypes.POINTER(ctypes.c_int), ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p,
                               ctypes.c_void_p, ctypes.c_void_p]
 _libc.posix_spawn_file_actions_adddup2.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
 _libc.posix_spawn_file_actions_addclose.argtypes = [ctypes.c_void_p, ctypes.c_int]
 _libc.posix_spawnattr_setflags.argtypes = [ctypes.c_void_p, ctypes.c_short]
+_libc.posix_spawnattr_setpgroup.argtypes = [ctypes.c_void_p, ctypes.c_int]
 
 
 def posix_spawn(path: bytes, argv: list[bytes], env: dict[bytes, bytes], file_actions: list[tuple],
-                setsigdef: frozenset[int] | set[int]) -> int:
-    """os.posix_spawn(path, argv, env, file_actions=..., setsigmask=(), setsigdef=...), but setsigdef may name
+                setsigdef: frozenset[int] | set[int], setsid: bool = False, pgroup: int = -1) -> int:
+    """os.posix_spawn(path, argv, env, file_actions=..., setsigmask=(), setsigdef=..., setsid=...,
+    setpgroup=...: None if pgroup is -1), but setsigdef may name
     the signals glibc keeps for itself (32 and 33): glibc's posix_spawn leaves those ignored in the child unless
     they are named there, and Python's conversion of setsigdef (sigaddset) refuses them. Returns the child's PID;
     OSError with posix_spawn's errno (ENOENT, EACCES, ... of the exec). argv and env hold no NUL (command.py)."""
@@ -226,7 +230,13 @@ def posix_spawn(path: bytes, argv: list[bytes], env: dict[bytes, bytes], file_ac
         # Copied as they are: glibc's setsigdefault takes the set's bytes, reserved signals included.
         _libc.posix_spawnattr_setsigdefault(attr, _sigset(setsigdef))
         _libc.posix_spawnattr_setsigmask(attr, ctypes.create_string_buffer(128))  # nothing blocked
-        _libc.posix_spawnattr_setflags(attr, _POSIX_SPAWN_SETSIGDEF | _POSIX_SPAWN_SETSIGMASK)
+        flags = _POSIX_SPAWN_SETSIGDEF | _POSIX_SPAWN_SETSIGMASK
+        if setsid:
+            flags |= _POSIX_SPAWN_SETSID
+        elif pgroup >= 0:
+            flags |= _POSIX_SPAWN_SETPGROUP
+            _libc.posix_spawnattr_setpgroup(attr, pgroup)
+        _libc.posix_spawnattr_setflags(attr, flags)
         pid = ctypes.c_int()
         err = _libc.posix_spawn(ctypes.byref(pid), path, actions, attr, _strings(argv),
                                 _strings([k + b"=" + v for k, v in env.items()]))

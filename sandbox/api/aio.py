@@ -237,10 +237,13 @@ async def create_process(args: Args, *, limit: int = STREAM_LIMIT, **options: Un
 
 
 def _bytes_only(options: Mapping[str, Any]) -> None:
-    """asyncio's subprocesses speak bytes alone: its ValueErrors, in its order."""
-    for name in ("universal_newlines", "text"):
-        if options.get(name):
-            raise ValueError(f"{name} must be False")
+    """asyncio's subprocesses speak bytes alone, unbuffered: its ValueErrors, in its order."""
+    if options.get("universal_newlines"):
+        raise ValueError("universal_newlines must be False")
+    if options.get("bufsize", 0) != 0:
+        raise ValueError("bufsize must be 0")
+    if options.get("text"):
+        raise ValueError("text must be False")
     for name in ("encoding", "errors"):
         if options.get(name) is not None:
             raise ValueError(f"{name} must be None")

@@ -25,11 +25,20 @@ from .collect import not_started, wrap_up
 from .holding import HoldsASandbox
 from .keywords import COMMAND_KEYWORDS, SANDBOX_KEYWORDS, choose, with_options
 from .popen import CompletedProcess, Popen, complete, pass_fds_of, present
+from .process_keywords import command_of
 
 if TYPE_CHECKING:
     from typing import Unpack
 
-    from .typed import Args, CommandOptions, Duration, JobPopenKeywords, JobRunKeywords, SandboxOptions
+    from .typed import (
+        Args,
+        CommandOptions,
+        Duration,
+        JobPopenKeywords,
+        JobRunKeywords,
+        SandboxOptions,
+        StrOrBytesPath,
+    )
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -47,20 +56,26 @@ class JobProcess(Popen):
                  cwd: str | bytes | os.PathLike[str] | os.PathLike[bytes] | None = None, shell: bool = False,
                  text: bool | None = None, encoding: str | None = None, errors: str | None = None,
                  universal_newlines: bool | None = None, pass_fds: Sequence[int] = (),
-                 **options: Unpack[CommandOptions]) -> None:
+                 executable: StrOrBytesPath | None = None, bufsize: int = -1, close_fds: bool = True,
+                 preexec_fn: None = None, restore_signals: bool = True, start_new_session: bool = False,
+                 process_group: int | None = None, pipesize: int = -1, startupinfo: None = None,
+                 creationflags: int = 0, **options: Unpack[CommandOptions]) -> None:
         passed = pass_fds_of(pass_fds)
+        text = bool(text or universal_newlines or encoding or errors)
         on_event = check_api_options(options, COMMAND_KEYWORDS)["on_event"]
         with not_started(on_event):
-            cmd = command.command(command.argv_of(args, shell), command.environment_of(env),
-                                  command.directory_of(cwd))
+            cmd, settings = command_of(args, shell, env, cwd, text, bool(passed), dict(
+                executable=executable, bufsize=bufsize, close_fds=close_fds, preexec_fn=preexec_fn,
+                restore_signals=restore_signals, startupinfo=startupinfo, creationflags=creationflags,
+                start_new_session=start_new_session, process_group=process_group, pipesize=pipesize))
         self.job = job
 
         def launch(stdio: tuple[int | None, ...]) -> ReaperClient:
             with not_started(on_event):
                 return job.send_command(cmd, stdio, on_event)
 
-        self._start(args, (stdin, stdout, stderr), text or universal_newlines, encoding, errors, launch, passed,
-                    cwd=cwd)
+        self._start(args, (stdin, stdout, stderr), text, encoding, errors, launch, passed, cwd=cwd,
+                    settings=settings, executable=executable)
 
     @property
     def reaper_pid(self) -> int:

@@ -57,9 +57,11 @@ def with_options(*keywords: str, passes_to: Callable[..., Any] | None = None,
         params = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
         taken = {p.name for p in params} | set(without)
         if passes_to is not None:
-            params += [p for p in inspect.signature(passes_to).parameters.values()
-                       if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in taken
-                       and p.name not in keywords]
+            # Popen's bufsize and executable may come by position too; handed on, they are keywords.
+            params += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+                       for p in inspect.signature(passes_to).parameters.values()
+                       if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                       and p.name not in taken and p.name not in keywords and p.name not in ("self", "job")]
         params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=BY_NAME[name].default)
                    for name in keywords if name not in taken]
         func.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ already given it to the job (same process group), and a second signal would cut 
 from __future__ import annotations
 
 import errno
+import fcntl
 import io
 import operator
 import os
@@ -18,10 +19,11 @@ import signal
 import subprocess
 import threading
 import time
+import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
-from sandboxed_run_helpers.shared import command, linux, wire
+from sandboxed_run_helpers.shared import linux, wire
 from sandboxed_run_helpers.shared.errors import CHDIR_FAILED, CommandNotFound, NotExecutable, SandboxError
 from sandboxed_run_helpers.shared.options import MAX_FD, check_grace, check_timeout, pass_fds
 from sandboxed_run_helpers.shared.usage import Usage
@@ -31,11 +33,12 @@ from . import spawner
 from .collect import not_started, wrap_up
 from .holding import HoldsASandbox
 from .keywords import SANDBOX_KEYWORDS, choose, with_options
+from .process_keywords import ProcessSettings, command_of
 
 if TYPE_CHECKING:
     from typing import Unpack
 
-    from .typed import Args, Duration, Events, RunKeywords, SandboxOptions
+    from .typed import Args, Duration, Events, RunKeywords, SandboxOptions, StrOrBytesPath
 
 PIPE = subprocess.PIPE
 # A keyword of run()'s own for Popen, not in its signature: the timeout's deadline (time.monotonic()).
@@ -43,6 +46,7 @@ DEADLINE = "_deadline"
 STDOUT = subprocess.STDOUT
 DEVNULL = subprocess.DEVNULL
 _T = TypeVar("_T")
+DEFAULT_SETTINGS = ProcessSettings(b"", False, -1, -1, False, -1)
 
 
 class CompletedProcess(subprocess.CompletedProcess[_T]):
@@ -93,7 +97,7 @@ def pass_fds_of(value: object) -> tuple[int, ...]:
 
 
 class Popen(HoldsASandbox):
-    """A command running in its own sandbox, with subprocess.Popen's interface.
+    """A command running in its own sandbox, with subprocess.Popen's interface (Popen[bytes] and Popen[str] too).
 
     pid is the job's PID as the caller sees it. Leaving a `with` block stops the job (stop signal,
     grace, SIGKILL) if it still runs, and always waits until every process of the sandbox is gone.
@@ -105,6 +109,8 @@ class Popen(HoldsASandbox):
     def __init__(
         self,
         args: Args,
+        bufsize: int = -1,
+        executable: StrOrBytesPath | None = None,
         *,
         stdin: int | IO[Any] | None = None,
         stdout: int | IO[Any] | None = None,
@@ -117,14 +123,25 @@ class Popen(HoldsASandbox):
         errors: str | None = None,
         universal_newlines: bool | None = None,
         pass_fds: Sequence[int] = (),
+        close_fds: bool = True,
+        preexec_fn: None = None,
+        restore_signals: bool = True,
+        start_new_session: bool = False,
+        process_group: int | None = None,
+        pipesize: int = -1,
+        startupinfo: None = None,
+        creationflags: int = 0,
         **options: Unpack[SandboxOptions],
     ) -> None:
         deadline = options.pop(DEADLINE, None)  # type: ignore[misc]  # run()'s timeout, the reaper's too
         passed = pass_fds_of(pass_fds)
+        text = bool(text or universal_newlines or encoding or errors)
         chosen = choose(options)
         with not_started(chosen.on_event):
-            cmd = command.command(command.argv_of(args, shell), command.environment_of(env),
-                                  command.directory_of(cwd))
+            cmd, settings = command_of(args, shell, env, cwd, text, bool(passed), dict(
+                executable=executable, bufsize=bufsize, close_fds=close_fds, preexec_fn=preexec_fn,
+                restore_signals=restore_signals, startupinfo=startupinfo, creationflags=creationflags,
+                start_new_session=start_new_session, process_group=process_group, pipesize=pipesize))
         self.spec = chosen.spec
 
         def launch(stdio: tuple[int | None, ...]) -> ReaperClient:
@@ -134,12 +151,13 @@ class Popen(HoldsASandbox):
             with not_started(chosen.on_event):
                 return spawner.new_client(wire.Spawn(order, chosen.on_exit), fds, chosen.on_event)
 
-        self._start(args, (stdin, stdout, stderr), text or universal_newlines, encoding, errors, launch, passed,
-                    on_exit=chosen.on_exit, cwd=cwd)
+        self._start(args, (stdin, stdout, stderr), text, encoding, errors, launch, passed,
+                    on_exit=chosen.on_exit, cwd=cwd, settings=settings, executable=executable)
 
     def _start(self, args: Any, stdio: tuple, text: bool | None, encoding: str | None, errors: str | None,
                launch: Callable[[tuple], ReaperClient], passed: Sequence[int] = (),
-               on_exit: Sequence[str] = (), cwd: object = None) -> None:
+               on_exit: Sequence[str] = (), cwd: object = None, settings: ProcessSettings | None = None,
+               executable: object = None) -> None:
         """Start the process through launch(descriptors) and wait until it runs (or raise why it does not)."""
         self.args = args
         self._on_exit = tuple(on_exit)
@@ -154,6 +172,7 @@ class Popen(HoldsASandbox):
         self._errors = errors
         self._outputs: dict[int, list[bytes]] = {}
         self._input_view: memoryview | None = None
+        self._settings = settings or DEFAULT_SETTINGS
         child_fds, to_close = self._stdio(*stdio)
         try:
             self.client: ReaperClient = launch(passing(child_fds, passed))
@@ -184,7 +203,7 @@ class Popen(HoldsASandbox):
             self.client.close()
             self._wrapped_up = True
             wrap_up(self.client, self._on_exit, exc.exit_code, str(exc))
-            _name_the_file(exc, args, cwd)
+            _name_the_file(exc, args if executable is None else executable, cwd)
             raise
         except BaseException:
             self.close_pipes()
@@ -204,6 +223,13 @@ class Popen(HoldsASandbox):
                 return index if linux.fd_is_open(index) else None
             if spec == PIPE:
                 r, w = os.pipe()
+                if self._settings.pipesize > 0:
+                    try:
+                        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, self._settings.pipesize)
+                    except BaseException:
+                        os.close(r)
+                        os.close(w)
+                        raise
                 parent, child = (w, r) if index == 0 else (r, w)
                 parent_ends.append((index, "wb" if index == 0 else "rb", parent))
                 to_close.append(child)
@@ -228,10 +254,10 @@ class Popen(HoldsASandbox):
                 os.close(fd)  # a bad argument after a good one: nothing of ours may stay open
             raise
         for index, mode, fd in parent_ends:
-            raw = open(fd, mode, buffering=-1)
+            raw = open(fd, mode, buffering=self._settings.bufsize)
             if self._text:
-                raw = io.TextIOWrapper(raw, encoding=self._encoding, errors=self._errors,
-                                       write_through=(index == 0), line_buffering=False)
+                raw = io.TextIOWrapper(raw, encoding=self._encoding, errors=self._errors, write_through=(index == 0),
+                                       line_buffering=(index == 0 and self._settings.line_buffering))
             setattr(self, ("stdin", "stdout", "stderr")[index], raw)
         return (fds[0], fds[1], fds[2]), to_close
 
@@ -392,6 +418,8 @@ class Popen(HoldsASandbox):
             else:
                 out.append(data)
         return out[0], out[1]
+
+    __class_getitem__ = classmethod(types.GenericAlias)  # Popen[bytes] in annotations, as subprocess's
 
     def __enter__(self) -> Popen:
         return self

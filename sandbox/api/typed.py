@@ -33,6 +33,17 @@ class ProcessKeywords(TypedDict, total=False):
     encoding: str | None
     errors: str | None
     universal_newlines: bool | None
+    pass_fds: Sequence[int]
+    executable: StrOrBytesPath | None
+    bufsize: int
+    close_fds: bool  # True alone: the job inherits nothing but pass_fds
+    preexec_fn: None  # refused: it would run in the sandbox's reaper
+    restore_signals: bool
+    start_new_session: bool
+    process_group: int | None
+    pipesize: int
+    startupinfo: None  # Windows only, as subprocess says on POSIX
+    creationflags: int
 
 
 class StdioKeywords(TypedDict, total=False):
