@@ -241,3 +241,18 @@ def test_the_test_index_names_every_test_file():
     index = (DOCS / "testing.md").read_text()
     files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py"))
     assert [f for f in files if f"]({'../' + f})" not in index] == []
+
+
+def test_the_subprocess_page_names_every_parameter_of_subprocess_and_asyncio():
+    import asyncio
+    import inspect
+    import subprocess
+
+    page = (DOCS / "from-subprocess.md").read_text()
+    for function in (subprocess.Popen, subprocess.run, asyncio.create_subprocess_exec):
+        for name in inspect.signature(function).parameters:
+            if name not in ("popenargs", "kwargs"):  # run's *popenargs and **kwargs are Popen's, named above
+                assert f"`{name}`" in page, f"docs/from-subprocess.md does not name {function.__name__}'s {name}"
+    for name in ("communicate", "poll", "wait", "send_signal", "terminate", "kill", "returncode",
+                 "CalledProcessError", "TimeoutExpired", "SubprocessError"):
+        assert name in page, name
