@@ -93,16 +93,22 @@ def edited(env: dict[bytes, bytes], unsetenv: Any, setenv: Any) -> dict[bytes, b
     return env
 
 
+def path_of(value: object, name: str) -> bytes:
+    """A path the caller gave (str, bytes or PathLike) as bytes; TypeError or ValueError naming the keyword."""
+    if not isinstance(value, (str, bytes, os.PathLike)):
+        raise TypeError(f"{name} must be a path, not {value!r}")
+    path = os.fsencode(value)
+    if not path or b"\0" in path:
+        raise ValueError(f"{name} {value!r} is not a path")
+    return path
+
+
 def directory_of(cwd: str | bytes | os.PathLike | None, name: str = "cwd") -> bytes:
     """The job's working directory as an absolute path: cwd, or the caller's own (name: the option, as the
     caller spells it). SandboxError if the caller's directory has no path (deleted, say): the job would
     otherwise run somewhere else, where its relative paths mean other files."""
     if cwd is not None:
-        if not isinstance(cwd, (str, bytes, os.PathLike)):
-            raise TypeError(f"{name} must be a path, not {cwd!r}")
-        path = os.fsencode(cwd)
-        if not path or b"\0" in path:
-            raise ValueError(f"{name} {cwd!r} is not a path")
+        path = path_of(cwd, name)
         if path.startswith(b"/"):
             return os.path.normpath(path)
     try:

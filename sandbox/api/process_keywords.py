@@ -5,7 +5,6 @@ that says why and what to use instead."""
 from __future__ import annotations
 
 import operator
-import os
 import warnings
 from typing import Any, NamedTuple
 
@@ -65,11 +64,7 @@ def settings_of(argv: list[bytes], shell: bool, text: bool, passing: bool, execu
         raise ValueError(f"process_group {pgroup}: a process group ID is 0 (a new one) or more")
     program = b""
     if executable is not None:
-        if not isinstance(executable, (str, bytes, os.PathLike)):
-            raise TypeError(f"executable must be a path, not {type(executable).__name__}")
-        program = os.fsencode(executable)
-        if not program or b"\0" in program:
-            raise ValueError(f"executable {executable!r} is not a path")
+        program = command.path_of(executable, "executable")
         if shell:
             argv[0] = program
     line_buffering = False
