@@ -187,6 +187,7 @@ def test_of_several_starts_with_the_same_name_at_once_exactly_one_wins(tmp_path,
     if over == "a dead entry":  # each start finds it dead; one replaces it, and the others must see that one
         with launched([CLI, "--name", name, "--", "sleep", "1000"]) as killed:
             reaper = wait_listed(name)["reaper_pid"]
+            os.kill(killed.pid, signal.SIGSTOP)  # or, seeing its reaper die, it removes the entry first
             os.kill(reaper, signal.SIGKILL)
             killed.kill()
             assert wait_for(lambda: not os.path.exists(f"/proc/{reaper}"))
@@ -269,11 +270,14 @@ def test_the_registry_is_never_stale_even_when_everything_of_ours_is_sigkilled(t
             # PID 1, and nobody is left to remove the entry.
             ours = marked_processes(no_leftovers)
             assert reaper in ours
-            for pid in [reaper, *ours]:  # the reaper first: warned by its caller's death, it would clean up
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass  # the job, gone with its PID 1 already
+            # All stopped first: one that saw another die (a launcher its reaper, a reaper its caller) would
+            # remove the entry before its own SIGKILL came.
+            for sig in (signal.SIGSTOP, signal.SIGKILL):
+                for pid in [reaper, *ours]:
+                    try:
+                        os.kill(pid, sig)
+                    except ProcessLookupError:
+                        pass  # the job, gone with its PID 1 already
             assert wait_for(lambda: all_ended(no_leftovers))
         assert path.exists()  # a SIGKILLed reaper leaves its socket's file; nobody listens on it any more
         return reaper
