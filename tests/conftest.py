@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from support import (  # noqa: E402
     CLI,
     MARK,
+    SESSION,
     all_ended,
     check_event,
     host_mounts,
@@ -176,7 +177,7 @@ def no_leftovers(request, tmp_path, tmp_path_factory):
 
 # The names our tests' sandboxes get: test_named's t-0123456789, and generated ones (sleep-3fa2c1). Other
 # sessions on the machine (a hostile test planting its own sockets, say) have theirs, which are not ours.
-OUR_NAMES = re.compile(r"t-[0-9a-f]{10}|.+-[0-9a-f]{6}")
+OUR_NAMES = re.compile(rf"t-{SESSION}[0-9a-f]{{6}}|.+-[0-9a-f]{{6}}")
 
 
 def stale_registry_entries(since: float) -> list[str]:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -482,6 +483,16 @@ class Ending:
 
     def events(self) -> list[dict]:
         return read_status(self.status_file)
+
+
+# This test session's mark in the names its sandboxes take: several sessions (checkouts, the VM's guest over the
+# host's /tmp) share a registry, and each session's leftover check removes only its own dead entries.
+SESSION = uuid.uuid4().hex[:4]
+
+
+def unique_name() -> str:
+    """A registry name no other test or session uses: t-, this session's mark, then six hex digits."""
+    return f"t-{SESSION}{uuid.uuid4().hex[:6]}"
 
 
 @contextmanager

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import uuid
 
 import pytest
 
 import sandbox
 from sandboxed_run_helpers.inside import blockdev
 from sandboxed_run_helpers.shared import cgroups
-from support import CLI, MOUNT_IMAGE, PYTHON, launched, loop_devices, make_image, wait_for
+from support import CLI, MOUNT_IMAGE, PYTHON, launched, loop_devices, make_image, unique_name, wait_for
 
 PLACE = "café x"
 SOURCE = "made café\\ x"  # a backslash too: written \134
@@ -36,7 +35,7 @@ def test_a_host_mount_is_found_by_the_cgroup_and_block_device_lookups(tmp_path):
 
 @pytest.mark.parametrize("reader", ["--list --json", "--list", "list_running"])
 def test_the_list_shows_mounts_at_a_non_ascii_path_with_a_space(reader, no_leftovers):
-    name = f"t-{uuid.uuid4().hex[:10]}"
+    name = unique_name()
     inner = f"/mnt/{PLACE}/in ner"
     script = 'mkdir "$1" && mount -t tmpfs "$2" "$1" && exec sleep 1000'
     with launched([CLI, "--name", name, "--tmpfs", "/mnt", "--tmpfs", f"/mnt/{PLACE}", "--",

@@ -14,7 +14,6 @@ import socket
 import struct
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -32,14 +31,11 @@ from support import (
     read_status,
     signal_job,
     stays,
+    unique_name,
     wait_for,
 )
 
 ENTRY_POINTS = ["cli", "run", "Popen", "Job", "run_async", "create_process", "AsyncJob"]
-
-
-def unique_name() -> str:
-    return f"t-{uuid.uuid4().hex[:10]}"
 
 
 def cli(*args: str, prefix: tuple[str, ...] = (), **kw) -> subprocess.CompletedProcess:

@@ -28,6 +28,7 @@ from support import (
     marked_processes,
     read_status,
     signal_job,
+    unique_name,
     wait_for,
 )
 
@@ -214,7 +215,7 @@ def test_a_job_starts_with_default_dispositions_but_those_ignored_on_purpose(tmp
 
 
 def test_an_entered_command_starts_with_default_dispositions(tmp_path, no_leftovers):
-    name = f"t-{uuid.uuid4().hex[:10]}"
+    name = unique_name()
     argv = ["sleep", f"1000.{uuid.uuid4().int % 10**6}"]
     with launched([CLI, "--name", name, "--", "sleep", "1000"]):
         assert wait_for(lambda: subprocess.run([CLI, "--list"], capture_output=True, text=True).stdout.count(name))

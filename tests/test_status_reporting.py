@@ -8,12 +8,11 @@ import json
 import os
 import signal
 import subprocess
-import uuid
 
 import pytest
 
 import sandbox
-from support import CLI, PYTHON, children, launched, read_status, wait_for
+from support import CLI, PYTHON, children, launched, read_status, unique_name, wait_for
 
 
 def state(pid: int) -> str:
@@ -22,10 +21,6 @@ def state(pid: int) -> str:
             return f.read().rsplit(b")", 1)[1].split()[0].decode()
     except OSError:
         return "gone"
-
-
-def unique_name() -> str:
-    return f"t-{uuid.uuid4().hex[:10]}"
 
 
 def listed_by(lister: str, name: str) -> dict | None:
