@@ -246,7 +246,7 @@ def test_a_start_failure_is_subprocesss_oserror(entry, case, tmp_path, no_leftov
                     "not executable": ([str(tmp_path)], {})}[case]
     ours, theirs = start_error_through(entry, argv, **kwargs), subprocess_error(argv, **kwargs)
     assert isinstance(ours, type(theirs)) and isinstance(ours, sandbox.SandboxError)
-    assert (ours.errno, ours.filename) == (theirs.errno, theirs.filename)
+    assert (ours.errno, ours.strerror, ours.filename) == (theirs.errno, theirs.strerror, theirs.filename)
 
 
 @pytest.mark.parametrize(("case", "status", "line"), [

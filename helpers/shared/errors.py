@@ -31,7 +31,9 @@ class SandboxError(OSError):
         if exit_code == EXIT_NOT_EXECUTABLE and err in (0, errno.EACCES, errno.EPERM):
             return NotExecutable(message)
         if message.startswith(CHDIR_FAILED) and err in _DIRECTORY_ERRORS:
-            return _DIRECTORY_ERRORS[err](message, exit_code, err)
+            error = _DIRECTORY_ERRORS[err](message, exit_code, err)
+            error.strerror = os.strerror(err)  # subprocess's, as the class is; str() stays our line
+            return error
         return SandboxError(message, exit_code, err)
 
 
@@ -71,6 +73,7 @@ class NotExecutable(SandboxError, PermissionError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, EXIT_NOT_EXECUTABLE, errno.EACCES)
+        self.strerror = os.strerror(errno.EACCES)
 
 
 def _userns_hint() -> str:

@@ -427,10 +427,7 @@ class Popen(HoldsASandbox):
     def __exit__(self, *exc_info: object) -> None:
         try:
             if self.stdin is not None and not self.stdin.closed:
-                try:
-                    self.stdin.close()
-                except BrokenPipeError:
-                    pass
+                self.stdin.close()  # flushing it may fail (EPIPE): raised once the job is waited for, as subprocess
         finally:
             if self.returncode is None and not self.client.finished:
                 if exc_info[0] is KeyboardInterrupt:

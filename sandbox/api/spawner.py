@@ -68,7 +68,9 @@ class SpawnServer:
         # Decided before we open anything: a closed 2 would be taken by our first descriptor.
         stderr = None if linux.fd_is_open(2) else subprocess.DEVNULL
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        # Above 2, where the server's stdin, stdout and stderr will not overwrite them.
+        # Above 2, where the server's stdin, stdout and stderr will not overwrite them, nor will a caller that
+        # had one of its own closed and later puts it back (dup2), as subprocess keeps its own pipes above 2.
+        ours = socket.socket(fileno=_above_stdio(ours.detach()))
         theirs = socket.socket(fileno=_above_stdio(theirs.detach()))
         caller_pidfd = _above_stdio(os.pidfd_open(os.getpid()))
         started = threading.Event()
@@ -111,7 +113,7 @@ class SpawnServer:
             raise SandboxError(f"the sandbox spawn server {_how_it_ended(self.process)}") from None
         self.channel = ours
         self.pid = message.pid
-        self.pidfd = os.pidfd_open(message.pid)  # opened while it runs: readable once it has died
+        self.pidfd = _above_stdio(os.pidfd_open(message.pid))  # opened while it runs: readable once it has died
 
     def ask(self, request: wire.Spawn, fds: list[int]) -> tuple[wire.Message, list[int]]:
         """Send request, return the reply and its descriptors. OSError from the send (errno in _PEER_GONE: the
@@ -203,7 +205,8 @@ class SpawnServers:
         if not isinstance(message, wire.Spawned) or len(received) != 2:
             wire.discard(received, at_once=True)
             raise SandboxError("the sandbox spawn server sent a malformed reply", EXIT_FAILURE)
-        return server, message.reaper_pid, received[1], socket.socket(fileno=received[0]), message.ticket
+        return (server, message.reaper_pid, _above_stdio(received[1]), socket.socket(fileno=_above_stdio(received[0])),
+                message.ticket)
 
     def confined_beyond_us(self) -> bool:
         """Whether the thread we work for (on_behalf_of) may not read a server of ours that this thread may."""
