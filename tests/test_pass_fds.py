@@ -12,6 +12,7 @@ import subprocess
 import pytest
 
 import sandbox
+from sandbox.api import spawner
 from support import CLI
 
 ENTRY_POINTS = ["cli", "run", "Popen", "Job", "run_async", "create_process", "AsyncJob"]
@@ -136,3 +137,28 @@ def test_bad_values_on_the_command_line(word, message):
     result = subprocess.run([CLI, "--pass-fd", word, "--", "true"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1 and message in result.stderr
+
+
+def _api_entry(entry: str, passed: tuple[int, ...]) -> None:
+    """Start `true` through an API entry point with these descriptors passed (the command line has no socket of
+    ours to pass)."""
+    through(entry, ["true"], passed)
+
+
+@pytest.mark.parametrize("entry", [e for e in ENTRY_POINTS if e != "cli"])
+def test_the_api_refuses_to_pass_its_own_sockets_to_a_job(entry, no_leftovers):
+    # A job holding the caller's channel to the spawn server reads the replies meant for the caller: the next
+    # sandbox's reaper socket and pidfd; one holding a reaper's socket orders that sandbox about as its caller.
+    sandbox.run(["true"])
+    channel = spawner.current().channel.fileno()
+    copy = os.dup(channel)  # another number, the same socket
+    try:
+        for fd in (channel, copy):
+            with pytest.raises(ValueError, match=f"pass_fds: {fd} is the sandbox API's own socket"):
+                _api_entry(entry, (fd,))
+        with sandbox.Job() as job:
+            with pytest.raises(ValueError, match="the sandbox API's own socket"):
+                job.run(["true"], pass_fds=(job.client.sock.fileno(),))
+            assert job.run(["true"]).returncode == 0
+    finally:
+        os.close(copy)

@@ -79,9 +79,15 @@ def passing(stdio: Sequence[int | None], passed: Sequence[int]) -> tuple[int | N
     if not passed:
         return tuple(stdio)
     slots: list[int | None] = [*stdio, *[None] * (max(passed) + 1 - len(stdio))]
+    ours = spawner.machinery()
     for fd in passed:
-        if not linux.fd_is_open(fd):
-            raise OSError(errno.EBADF, f"pass_fds: {fd} is not an open file descriptor")
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            raise OSError(errno.EBADF, f"pass_fds: {fd} is not an open file descriptor") from None
+        if (st.st_dev, st.st_ino) in ours:
+            raise ValueError(f"pass_fds: {fd} is the sandbox API's own socket (to its spawn server or a sandbox's "
+                             "reaper): a job holding it could act as your program; pass your own descriptors")
         slots[fd] = fd
     return tuple(slots)
 

@@ -385,6 +385,20 @@ def new_client(request: wire.Spawn, fds: list[int], on_event=None) -> ReaperClie
     return client
 
 
+def machinery() -> set[tuple[int, int]]:
+    """The files (st_dev, st_ino) of this process's channels to its spawn servers and sockets to its reapers,
+    whatever number a dup gave them: a job handed one could read the replies meant for us (another sandbox's
+    reaper socket) or order its own sandbox about as its caller."""
+    files = set()
+    sockets = [server.channel for server in (_servers.every() if _servers is not None else ())]
+    sockets += [client.sock for client in list(_live_clients)]
+    for sock in sockets:
+        if sock is not None and sock.fileno() >= 0:
+            st = os.fstat(sock.fileno())
+            files.add((st.st_dev, st.st_ino))
+    return files
+
+
 def claim_hooks(client: ReaperClient) -> None:
     """We are about to run this sandbox's hooks: the spawn server must not run them too."""
     if client.hooks_ticket is not None:
