@@ -403,6 +403,8 @@ REFUSED = {
     "startupinfo": ({"startupinfo": object()}, ValueError, None),
     "creationflags": ({"creationflags": 0x200}, ValueError, None),
     "path-like with shell": ({"shell": True}, TypeError, None),
+    # Beyond a pid_t, libc took only the low bits: 2**32 made a new group, 2**32 + 2 joined group 2.
+    "process_group beyond a pid_t": ({"process_group": 2**32}, OverflowError, None),
 }
 
 
@@ -488,3 +490,22 @@ def test_popen_is_subscriptable_as_subprocesss():
     assert sandbox.Popen[bytes].__origin__ is sandbox.Popen
     with sandbox.Job() as job:
         assert type(job.Popen(["true"]))[str].__args__ == (str,)
+
+
+@pytest.mark.parametrize("pgroup", [2**32, 2**32 + 2])
+def test_the_reaper_refuses_a_process_group_beyond_a_pid_t_sent_on_the_raw_wire(pgroup, no_leftovers):
+    """A Spawn written on the server's channel, past the API's checks: the job does not start in the group libc's
+    cut of the number names (a new one, or group 2), the sandbox says why in one line."""
+    from sandbox.api import spawner
+    from sandboxed_run_helpers.shared import command, wire
+    from sandboxed_run_helpers.shared.options import SandboxSpec
+
+    cmd = command.command([b"true"], dict(os.environb), b"/", pgroup=pgroup)
+    order = wire.Order(cmd, SandboxSpec.build({}), os.getpgrp(), "socket", (False, False, False), None)
+    client = spawner.new_client(wire.Spawn(order, ()), [])
+    try:
+        with pytest.raises(sandbox.SandboxError, match=f"process_group={pgroup}: not a process group ID"):
+            client.wait_started()
+        client.wait()
+    finally:
+        client.close()

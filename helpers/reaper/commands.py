@@ -13,7 +13,7 @@ import signal
 import time
 
 from ..shared import linux, marks
-from ..shared.command import DEFAULT_PATH, Command, resolve
+from ..shared.command import DEFAULT_PATH, MAX_PGROUP, Command, resolve
 from ..shared.errors import CHDIR_FAILED, EXIT_FAILURE, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, SandboxError, host_error
 from ..shared.options import SandboxSpec
 from ..shared.signals import CATCHABLE, GLIBC_RESERVED
@@ -49,6 +49,9 @@ def start(command: Command, stdio: tuple[int | None, ...], ignored: tuple[int, .
     otherwise posix_spawn starts it, and no option costs anything. The stdio descriptors are taken over: closed
     here, whether the command starts or not."""
     copies: list[int] = []
+    if command.pgroup > MAX_PGROUP:  # from the wire as it came: the API refuses it before
+        raise SandboxError(f"process_group={command.pgroup}: not a process group ID (at most {MAX_PGROUP})",
+                           EXIT_FAILURE)
     try:
         try:
             os.chdir(command.cwd)

@@ -29,6 +29,7 @@ MAX_ARG_STRLEN = 32 * PAGE
 _STK_LIM = 8 << 20
 POINTER = 8
 PATH_MAX = 4096
+MAX_PGROUP = 2**31 - 1  # a pid_t: libc would cut a larger number down to another group's ID
 DEFAULT_PATH = b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 

@@ -62,6 +62,8 @@ def settings_of(argv: list[bytes], shell: bool, text: bool, passing: bool, execu
     pgroup = -1 if process_group is None else operator.index(process_group)
     if pgroup < -1:
         raise ValueError(f"process_group {pgroup}: a process group ID is 0 (a new one) or more")
+    if pgroup > command.MAX_PGROUP:
+        raise OverflowError("signed integer is greater than maximum")  # subprocess's (a pid_t)
     program = b""
     if executable is not None:
         program = command.path_of(executable, "executable")
