@@ -509,3 +509,14 @@ def test_the_reaper_refuses_a_process_group_beyond_a_pid_t_sent_on_the_raw_wire(
         client.wait()
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("refused", [{"bufsize": 2**70}, {"encoding": "no-such-codec"}])
+@pytest.mark.parametrize("entry", ["Popen", "Job.Popen"])
+def test_pipes_whose_file_objects_cannot_be_made_are_all_closed(entry, refused, no_leftovers):
+    with contextlib.ExitStack() as stack:
+        factory = sandbox.Popen if entry == "Popen" else stack.enter_context(sandbox.Job()).Popen
+        before = set(os.listdir("/proc/self/fd"))
+        with pytest.raises((OverflowError, LookupError)):
+            factory(["true"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **refused)
+        assert set(os.listdir("/proc/self/fd")) == before

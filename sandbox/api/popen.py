@@ -259,12 +259,24 @@ class Popen(HoldsASandbox):
             for fd in to_close + [fd for _, _, fd in parent_ends]:
                 os.close(fd)  # a bad argument after a good one: nothing of ours may stay open
             raise
-        for index, mode, fd in parent_ends:
-            raw = open(fd, mode, buffering=self._settings.bufsize)
-            if self._text:
-                raw = io.TextIOWrapper(raw, encoding=self._encoding, errors=self._errors, write_through=(index == 0),
-                                       line_buffering=(index == 0 and self._settings.line_buffering))
-            setattr(self, ("stdin", "stdout", "stderr")[index], raw)
+        wrapped = 0
+        try:
+            for index, mode, fd in parent_ends:
+                raw = open(fd, mode, buffering=self._settings.bufsize)
+                wrapped += 1  # fd is the file object's now: closed with it
+                setattr(self, ("stdin", "stdout", "stderr")[index], raw)
+                if self._text:
+                    raw = io.TextIOWrapper(raw, encoding=self._encoding, errors=self._errors,
+                                           write_through=(index == 0),
+                                           line_buffering=(index == 0 and self._settings.line_buffering))
+                    setattr(self, ("stdin", "stdout", "stderr")[index], raw)
+        except BaseException:
+            # A bufsize open() refuses (2**70: OverflowError), an unknown encoding: no pipe end may stay open.
+            self.close_pipes()
+            self.stdin = self.stdout = self.stderr = None
+            for fd in to_close + [fd for _, _, fd in parent_ends[wrapped:]]:
+                os.close(fd)
+            raise
         return (fds[0], fds[1], fds[2]), to_close
 
     def close_pipes(self) -> None:
