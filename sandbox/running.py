@@ -198,7 +198,7 @@ def _pidfd_of_a_pid1(answer: Answer, name: str) -> int:
         pidfd = os.dup(answer.listener) if answer.listener >= 0 else os.pidfd_open(pid)
     except OSError:
         raise SandboxError(f"sandbox {name} (reaper pid {pid}) does not answer, and has exited") from None
-    if answer.listener >= 0 and _pidfd_of(pidfd) != pid:
+    if answer.listener >= 0 and linux.pidfd_target(pidfd) != pid:
         os.close(pidfd)
         raise SandboxError(f"sandbox {name} (reaper pid {pid}) does not answer, and has exited")
     if not _is_a_pid1(pid):
@@ -228,7 +228,7 @@ class Answer:
             # Before 6.5 (ENOPROTOOPT) the kernel cannot say, nor of a socket a full backlog left unconnected.
             self.gone = exc.errno not in (errno.ENOPROTOOPT, errno.ENOTCONN, errno.ENODATA)
         else:
-            self.gone = _pidfd_of(self.listener) != self.reaper_pid
+            self.gone = linux.pidfd_target(self.listener) != self.reaper_pid
         self.sock = sock
         self.about: wire.About | None = None
         self.refused: wire.Failed | None = None
@@ -258,8 +258,8 @@ class Answer:
         # Whoever owns a registry directory may listen there with a program of their own, and root lists and enters
         # everyone's: recv() gave an About of the types a reaper of ours sends, and its start must be a time.
         if isinstance(message, wire.About) and math.isfinite(message.started) and fds \
-                and _pidfd_of(fds[0]) == self.reaper_pid \
-                and (self.listener < 0 or _pidfd_of(self.listener) == self.reaper_pid):
+                and linux.pidfd_target(fds[0]) == self.reaper_pid \
+                and (self.listener < 0 or linux.pidfd_target(self.listener) == self.reaper_pid):
             self.about, self.job_pid = message, pid
             self.pidfd = fds.pop(0)
             if self.entering:
@@ -321,18 +321,6 @@ class Answer:
             os.close(self.root_fd)
             self.root_fd = -1
         self.sock.close()
-
-
-def _pidfd_of(fd: int) -> int | None:
-    """The PID a pidfd refers to, as we see it (the kernel's fdinfo says so; -1: it has exited)."""
-    try:
-        with open(f"/proc/self/fdinfo/{fd}") as f:
-            for line in f:
-                if line.startswith("Pid:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return None
 
 
 class _asked:

@@ -162,3 +162,28 @@ def test_the_api_refuses_to_pass_its_own_sockets_to_a_job(entry, no_leftovers):
             assert job.run(["true"]).returncode == 0
     finally:
         os.close(copy)
+
+
+@pytest.mark.parametrize("entry", [e for e in ENTRY_POINTS if e != "cli"])
+def test_the_api_refuses_to_pass_a_pidfd_of_its_own_processes_to_a_job(entry, no_leftovers):
+    """A pidfd of a spawn server or of a sandbox's PID 1, however the caller came by it, lets a job signal it
+    (pidfd_send_signal works across PID namespaces): a root job SIGKILLs another sandbox at once."""
+    sandbox.run(["true"])
+    server = os.pidfd_open(spawner.current().pid)
+    try:
+        with pytest.raises(ValueError, match=f"pass_fds: {server} is a pidfd of the sandbox API's own processes"):
+            _api_entry(entry, (server,))
+        with sandbox.Job() as job:
+            reaper = os.pidfd_open(job.reaper_pid)
+            try:
+                with pytest.raises(ValueError, match="a pidfd of the sandbox API's own processes"):
+                    job.run(["true"], pass_fds=(reaper,))
+            finally:
+                os.close(reaper)
+            own = os.pidfd_open(os.getpid())  # the caller's own processes are its to pass
+            try:
+                assert job.run(["true"], pass_fds=(own,)).returncode == 0
+            finally:
+                os.close(own)
+    finally:
+        os.close(server)

@@ -572,3 +572,16 @@ def pid_in_namespace(ns_fd: int, pid: int) -> int:
     if result < 0 and ctypes.get_errno() == 3:  # ESRCH
         return 0
     return _check(result, "ioctl(NS_GET_PID_IN_PIDNS)")
+
+
+def pidfd_target(fd: int) -> int | None:
+    """The PID a pidfd refers to, as we see it (the kernel's fdinfo says so; -1: it has exited); None for a
+    descriptor that is no pidfd."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            for line in f:
+                if line.startswith("Pid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None

@@ -399,6 +399,14 @@ def machinery() -> set[tuple[int, int]]:
     return files
 
 
+def machinery_pids() -> set[int]:
+    """The PIDs of this process's spawn servers and of the reapers of its live sandboxes: a pidfd of one, handed
+    to a job, would let it signal our machinery (a root job kills another sandbox's PID 1 at once)."""
+    pids = {server.pid for server in (_servers.every() if _servers is not None else ()) if server.pid}
+    pids |= {client.reaper_pid for client in list(_live_clients) if client.reaper_pid > 0}
+    return pids
+
+
 def claim_hooks(client: ReaperClient) -> None:
     """We are about to run this sandbox's hooks: the spawn server must not run them too."""
     if client.hooks_ticket is not None:
