@@ -57,9 +57,15 @@ def test_without_the_option_the_job_keeps_ours(no_leftovers):
 
 
 def test_namespaces_are_made_per_sandbox_never_shared_through_the_ready_reaper(no_leftovers):
-    # The spawn server forks the next reaper ahead of time: what one request made must not reach it.
-    seen = [namespaces_of(sandbox.run(["sh", "-c", SHOW], unshare=u, capture_output=True, text=True).stdout)
-            for u in (["ipc", "time"], ["ipc", "time"], [])]
+    # The spawn server forks the next reaper ahead of time: what one request made must not reach it. The first
+    # sandbox lives on while the others run: the kernel reuses a freed namespace's inode number.
+    with sandbox.Popen(["sh", "-c", SHOW + "; read done"], unshare=["ipc", "time"], stdin=subprocess.PIPE,
+                       stdout=subprocess.PIPE, text=True) as first:
+        lines = [first.stdout.readline() for _ in range(5)]
+        seen = [namespaces_of("".join(lines))]
+        seen += [namespaces_of(sandbox.run(["sh", "-c", SHOW], unshare=u, capture_output=True, text=True).stdout)
+                 for u in (["ipc", "time"], [])]
+        first.communicate("done\n")
     assert seen[0]["ipc"] != seen[1]["ipc"] and seen[0]["time"] != seen[1]["time"]
     assert seen[2]["ipc"] == ours("ipc") and seen[2]["time"] == ours("time")
 
