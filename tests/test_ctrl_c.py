@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import signal
 
+import pytest
+
 from support import (
     CLI,
     PYTHON,
@@ -69,3 +71,23 @@ def test_api_job_sees_sigint_exactly_once(tmp_path):
     status, lines_at_exit, output = ctrl_c_on_a_signal_job([PYTHON, "-c", program], tmp_path, log)
     assert lines_at_exit[1:] == ["SIGINT", "cleaned"], output
     assert signal_of(status) == signal.SIGINT
+
+
+NEW_GROUP_PROGRAM = """
+import sys, sandbox
+try:
+    sandbox.run(sys.argv[2:], **{sys.argv[1]: True if sys.argv[1] == "start_new_session" else 0})
+except KeyboardInterrupt:
+    raise SystemExit(130)
+"""
+
+
+@pytest.mark.parametrize("keyword", ["start_new_session", "process_group"])
+def test_api_ctrl_c_reaches_a_job_in_a_session_or_group_of_its_own_once(keyword, tmp_path, no_leftovers):
+    """A job that left the terminal's process group does not get the terminal's SIGINT itself: the caller's
+    Ctrl+C reaches it through us, once, and its cleanup runs to the end."""
+    argv, log = signal_job(tmp_path, cleanup=0.5)
+    status, lines_at_exit, output = ctrl_c_on_a_signal_job([PYTHON, "-c", NEW_GROUP_PROGRAM, keyword, *argv],
+                                                           tmp_path, log)
+    assert lines_at_exit[1:] == ["SIGINT", "cleaned"], output
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 130, output
