@@ -616,31 +616,31 @@ def _receive(sock: socket.socket, flags: int, admit: Callable[[list[int]], bool]
         elif kind == socket.SCM_CREDENTIALS and len(payload) >= _UCRED.size:
             sender = _UCRED.unpack_from(payload)
     if not data:
-        _close(fds)
+        discard(fds)
         raise Closed()
     kind, named = data[:1].lower(), data[:1].isupper()
     if msg_flags & socket.MSG_CTRUNC:
-        _close(fds)
+        discard(fds)
         raise DescriptorsLost("the descriptors that came with a message were lost")
     if msg_flags & socket.MSG_TRUNC or kind not in (_INLINE, _MEMFD) or (
             kind == _MEMFD and not fds):
-        _close(fds)
+        discard(fds)
         raise ValueError("malformed message")
     if admit is not None and (kind == _MEMFD or not admit(fds)):
-        _close(fds)
+        discard(fds)
         raise Refused("a sender that did not prove who it is")
     if kind == _MEMFD:
         try:
             data = _from_memfd(fds.pop(0))
         except BaseException:
-            _close(fds)
+            discard(fds)
             raise
     else:
         data = data[1:]
     try:
         return decode(loads(data)), fds, sender, named
     except ValueError:
-        _close(fds)
+        discard(fds)
         raise ValueError("malformed message") from None
 
 
@@ -663,11 +663,7 @@ def recv_kind(sock: socket.socket, kinds: tuple[type, ...], flags: int = 0,
             continue
         if isinstance(message, kinds):
             return message, fds
-        _close(fds)
-
-
-def _close(fds: list[int]) -> None:
-    discard(fds)
+        discard(fds)
 
 
 def discard(fds: Iterable[int], at_once: bool = False) -> None:
