@@ -79,7 +79,7 @@ def passing(stdio: Sequence[int | None], passed: Sequence[int]) -> tuple[int | N
     if not passed:
         return tuple(stdio)
     slots: list[int | None] = [*stdio, *[None] * (max(passed) + 1 - len(stdio))]
-    ours = spawner.machinery()
+    ours, our_pids = spawner.machinery(), spawner.machinery_pids()
     for fd in passed:
         try:
             st = os.fstat(fd)
@@ -88,7 +88,7 @@ def passing(stdio: Sequence[int | None], passed: Sequence[int]) -> tuple[int | N
         if (st.st_dev, st.st_ino) in ours:
             raise ValueError(f"pass_fds: {fd} is the sandbox API's own socket (to its spawn server or a sandbox's "
                              "reaper): a job holding it could act as your program; pass your own descriptors")
-        if linux.pidfd_target(fd) in spawner.machinery_pids():
+        if linux.pidfd_target(fd) in our_pids:
             raise ValueError(f"pass_fds: {fd} is a pidfd of the sandbox API's own processes (a spawn server or a "
                              "sandbox's PID 1): a job holding it could signal them; pass your own descriptors")
         slots[fd] = fd
