@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, astuple, dataclass, replace
+from dataclasses import asdict, astuple, dataclass, field, replace
 from functools import cache
 from itertools import count
 from math import log
@@ -828,12 +828,24 @@ class CpuUse:
     reaped_faults: int = 0
     kernel: float = 0.0  # kernel threads, machine-wide
     wall: float = 0.0
+    # The server's children alive when measured, by (pid, start time): (CPU seconds, minor faults), their own
+    # and their reaped children's. After a subtraction: empty, their share added to reaped.
+    alive: dict = field(default_factory=dict)
 
     def __sub__(self, other: CpuUse) -> CpuUse:
-        return CpuUse(*(a - b for a, b in zip(astuple(self), astuple(other), strict=True)))
+        out = CpuUse(*(a - b for a, b in zip(astuple(self)[:-1], astuple(other)[:-1], strict=True)))
+        for key, (cpu, faults) in self.alive.items():  # alive at the end: what they used since the start
+            then = other.alive.get(key, (0.0, 0))
+            out.reaped += cpu - then[0]
+            out.reaped_faults += faults - then[1]
+        for key, (cpu, faults) in other.alive.items():  # gone by the end: reaped, counted whole in reaped
+            if key not in self.alive:
+                out.reaped -= cpu
+                out.reaped_faults -= faults
+        return out
 
     def __add__(self, other: CpuUse) -> CpuUse:
-        return CpuUse(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+        return CpuUse(*(a + b for a, b in zip(astuple(self)[:-1], astuple(other)[:-1], strict=True)))
 
 
 def usage_now(server: int | None, kernel: bool = True, ending: bool = False) -> CpuUse:
@@ -855,9 +867,17 @@ def usage_now(server: int | None, kernel: bool = True, ending: bool = False) -> 
         out.server_faults = int(fields[7])
         out.reaped = (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
         out.reaped_faults = int(fields[8])
+        out.alive = {}
+        for pid in children(server):  # reapers alive now (they may live on for the next job): theirs so far
+            try:
+                fields = stat_fields(pid)
+            except OSError:
+                continue
+            out.alive[(pid, fields[19])] = (sum(int(x) for x in fields[11:15]) / CLOCK_TICKS,
+                                            int(fields[7]) + int(fields[8]))
     else:
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        out.reaped, out.reaped_faults = children.ru_utime + children.ru_stime, children.ru_minflt
+        waited = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out.reaped, out.reaped_faults = waited.ru_utime + waited.ru_stime, waited.ru_minflt
     if kernel:
         out.kernel = kernel_threads_ticks() / CLOCK_TICKS
     if not ending:
@@ -951,10 +971,19 @@ def fig_account(cfg: Config) -> list[Result]:
 
 
 def settled(server: int) -> None:
-    """Wait (briefly) until the spawn server has reaped every reaper but the one it keeps ready: a reaper
-    exits as its run returns, and is reaped a moment later, its CPU then counted."""
+    """Wait (briefly) until the spawn server has reaped every reaper that exited: one that ends with its run is
+    reaped a moment after the run returns, and its CPU counts then."""
     deadline = time.monotonic() + 1.0
-    while len(children(server)) > 1 and time.monotonic() < deadline:
+    time.sleep(0.005)
+    while time.monotonic() < deadline:
+        states = []
+        for pid in children(server):
+            try:
+                states.append(stat_fields(pid)[0])
+            except OSError:
+                continue
+        if "Z" not in states:
+            return
         time.sleep(0.001)
 
 
@@ -975,15 +1004,18 @@ def fig_unused_options(cfg: Config) -> list[Result]:
     used = {"plain": CpuUse(), "bare": CpuUse()}
 
     def batch(which: str) -> Callable[[], object]:
-        def runs() -> None:
+        def runs() -> float:
             if which == "bare":
                 popen.choose = lambda options: chosen
             try:
+                start = time.perf_counter()
                 for _ in range(n):
                     sandbox.run(["true"], check=True)
+                elapsed = time.perf_counter() - start
             finally:
                 popen.choose = real_choose
             settled(server)
+            return elapsed
 
         return runs
 
@@ -991,7 +1023,9 @@ def fig_unused_options(cfg: Config) -> list[Result]:
         sandbox.run(["true"], check=True)
     for index in range(rounds):
         for which in ("plain", "bare") if index % 2 == 0 else ("bare", "plain"):
-            used[which] += measured(batch(which), server, kernel=False)[0]
+            spent, elapsed = measured(batch(which), server, kernel=False)
+            spent.wall = elapsed  # the runs alone, not the wait for the server to reap
+            used[which] += spent
     runs = n * rounds
 
     def wall(which: str) -> float:

@@ -107,8 +107,10 @@ def place(order: wire.Order | wire.Session, pid: int, sock: socket.socket, usern
     return group
 
 
-def hand_over(sock: socket.socket, pid: int, order: wire.Order | wire.Session, stdio: tuple[int, ...] = ()) -> None:
-    """Give a forked reaper its order and the descriptors that become the job's 0, 1, 2 (those present).
+def hand_over(sock: socket.socket, pid: int, order: wire.Order | wire.Session, stdio: tuple[int, ...] = (),
+              caller: int | None = None) -> None:
+    """Give a forked reaper its order and the descriptors that become the job's 0, 1, 2 (those present), and for
+    an order that serves_more, last, caller: the reaper's end of the caller's socket.
 
     Raises OSError if it cannot be sent (a descriptor that is not open: EBADF); a reaper that died
     already is not an error here: its caller learns that from the socket.
@@ -123,7 +125,8 @@ def hand_over(sock: socket.socket, pid: int, order: wire.Order | wire.Session, s
     # turn read-only (--read-only /), and its entry must still go when it ends. Last of the descriptors.
     dirfd = registry.open_directory(order.registry) if order.registry is not None else None
     try:
-        wire.send(sock, order, fds=(*stdio, dirfd) if dirfd is not None else stdio)
+        fds = (*stdio, dirfd) if dirfd is not None else stdio
+        wire.send(sock, order, fds=fds if caller is None else (*fds, caller))
     except (BrokenPipeError, ConnectionResetError):
         pass
     finally:

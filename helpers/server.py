@@ -40,9 +40,15 @@ import prctl
 
 from . import launch
 from .caller import Caller, Refused
+from .reaper.main import reusable
 from .shared import hooks, linux, unresponsive, wire
 from .shared.errors import EXIT_FAILURE, SandboxError, host_error
 from .shared.signals import CALLER_GONE, FORWARDED, PARENT_GONE, SI_USER, reset_for_helper
+
+# Reapers that served a job and wait for the caller's next, at most: as many as run at once in a busy caller
+# (its threads, or its tasks); beyond that they end. Each holds its memory: one that waited IDLE_FOR seconds ends.
+MAX_IDLE = 8
+IDLE_FOR = 2.0
 
 TYPE_CHECKING = False  # typing stays out of the server, whose every reaper is a fork of it
 if TYPE_CHECKING:
@@ -78,11 +84,14 @@ def main(channel_fd: int, caller_pidfd: int, caller_pid: int, starter: int) -> N
 class Served:
     """A reaper we forked, and what we keep for its sandbox until we reap it: one record per sandbox."""
 
-    __slots__ = ("pid", "pidfd", "grace", "cgroup", "ticket", "through_parent")
+    __slots__ = ("pid", "pidfd", "grace", "cgroup", "ticket", "through_parent", "control", "mounts_seen", "idle_until")
 
-    def __init__(self, pid: int, pidfd: int) -> None:
+    def __init__(self, pid: int, pidfd: int, mounts_seen: int = 0) -> None:
         self.pid = pid
         self.pidfd = pidfd
+        self.control: socket.socket | None = None  # our socket to it, kept while it serves the caller's jobs in turn
+        self.mounts_seen = mounts_seen  # how many changes of our mount table its copy includes (Spare.changes)
+        self.idle_until = 0.0  # once idle: when it ends unless the caller's next job came
         self.grace: float | None = None  # its sandbox's grace period, once it has an order (None: the spare)
         self.cgroup: Cgroup | None = None  # its sandbox's cgroup, removed once it is reaped
         self.ticket = 0  # the ticket of its on-exit hooks (0: none)
@@ -138,24 +147,28 @@ class Spare:
 
     def __init__(self) -> None:
         self.ready: tuple[int, int, socket.socket] | None = None
+        self.ready_seen = 0
         self.mountinfo = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
         self.mount_watch = select.poll()
         self.mount_watch.register(self.mountinfo, select.POLLPRI | select.POLLERR)
+        self.changes = 0  # changes of our mount table seen so far (a poll reports each once)
+
+    def seen(self) -> int:
+        """How many changes of our mount table there have been: a reaper forked now has them all in its copy."""
+        if self.mount_watch.poll(0):
+            self.changes += 1
+        return self.changes
 
     def take(self) -> tuple[int, int, socket.socket] | None:
         """The spare, if it is still as good as a fresh one; None otherwise (a stale one is dropped)."""
         spare, self.ready = self.ready, None
         if spare is not None:
             pid, pidfd, sock = spare
-            stale = self.mount_watch.poll(0) or select.select([pidfd], [], [], 0)[0]
+            stale = self.seen() != self.ready_seen or select.select([pidfd], [], [], 0)[0]
             if not stale:
                 return spare
             sock.close()  # it sees end of file and exits; SIGCHLD reaps it
         return None
-
-    def forking(self) -> None:
-        """A reaper is forked now: its copy of our mounts includes every change so far."""
-        self.mount_watch.poll(0)
 
     def drop(self) -> None:
         if self.ready is not None:
@@ -223,16 +236,23 @@ class Server:
         self.retired = False  # another server takes the caller's requests: we serve what we started, and go
         self.caller_dead = False
         self.netlink_loaded = False
+        self.poller = select.poll()
+        self.idle: list[Served] = []  # reapers that served a job of the caller and wait for its next (Idle)
+        self.controls: dict[int, Served] = {}  # by our socket's descriptor: the reapers we keep a socket to
 
     def serve(self) -> None:
-        poller = select.poll()
+        poller = self.poller
         for fd in (self.channel.fileno(), self.caller_pidfd, self.sigfd.fileno()):
             poller.register(fd, select.POLLIN)
         # Done once nothing of ours runs and no unclaimed hooks wait to see whether the caller lives.
         while not ((self.released or self.retired) and not self.sandboxes and not self.overdue
                    and (self.caller_dead or not self.hooks)):
             wake = self.overdue.next_due()
+            if self.idle and (wake is None or self.idle[0].idle_until < wake):
+                wake = self.idle[0].idle_until  # the one idle longest ends first
             ready = dict(poller.poll(None if wake is None else (linux.wait_seconds(wake) or 0.0) * 1000))
+            while self.idle and self.idle[0].idle_until <= time.monotonic():
+                self.let_go(self.idle[0])
             if self.overdue:
                 self.overdue.check(ready, poller)
             for signo, code, sender in self.sigfd.read():
@@ -245,6 +265,8 @@ class Server:
                 poller.unregister(self.caller_pidfd)
                 self.release(poller)
                 self.run_orphaned_hooks()
+            for fd in [fd for fd in ready if fd in self.controls]:
+                self.hear_reaper(self.controls[fd])  # before a request: an Idle said first is taken first
             if not self.released and self.channel.fileno() in ready:
                 self.serve_request(poller)
 
@@ -297,20 +319,23 @@ class Server:
             self.load_netlink()
         try:
             userns = order.spec.userns_ids
-            # A user namespace's reaper is forked fresh through its own parent: the spare's namespaces are ours.
-            pid, pidfd, sock = self.fork_reaper(userns, order.pgid, bool(order.spec.cgroup_limits)) \
-                if userns is not None else self.take_reaper()
-            group = None
-            try:
-                group = launch.place(order, pid, sock, userns is not None)
-                launch.hand_over(sock, pid, order, tuple(fds))
-            except BaseException:
-                sock.close()  # it sees end of file and exits; SIGCHLD reaps it
-                if group is not None:
-                    group.remove()
-                raise
+            if isinstance(order, wire.Order) and userns is None and reusable(order.spec):
+                pid, pidfd, sock = self.serve_in_turn(order, fds)
+            else:
+                # A user namespace's reaper is forked fresh through its own parent: the spare's namespaces are ours.
+                pid, pidfd, sock = self.fork_reaper(userns, order.pgid, bool(order.spec.cgroup_limits)) \
+                    if userns is not None else self.take_reaper()
+                group = None
+                try:
+                    group = launch.place(order, pid, sock, userns is not None)
+                    launch.hand_over(sock, pid, order, tuple(fds))
+                except BaseException:
+                    sock.close()  # it sees end of file and exits; SIGCHLD reaps it
+                    if group is not None:
+                        group.remove()
+                    raise
+                self.sandboxes[pid].cgroup = group
             sandbox = self.sandboxes[pid]
-            sandbox.cgroup = group
             sandbox.grace = order.spec.grace
             sandbox.through_parent = userns is not None
         except SandboxError as exc:
@@ -347,17 +372,85 @@ class Server:
 
     def fork_reaper(self, userns: tuple[int, int] | None = None, pgid: int | None = None,
                     held: bool = False) -> tuple[int, int, socket.socket]:
-        if userns is None:
-            self.spare.forking()
+        seen = self.spare.seen() if userns is None else 0
         pid, pidfd, sock = launch.fork(userns, pgid, held)
-        self.sandboxes[pid] = Served(pid, pidfd)
+        self.sandboxes[pid] = Served(pid, pidfd, seen)
         return pid, pidfd, sock
+
+    def serve_in_turn(self, order: wire.Order, fds: list[int]) -> tuple[int, int, socket.socket]:
+        """Hand the order to a reaper that serves the caller's jobs in turn: one that is idle, else the spare, else
+        a fresh one. We keep our socket to it (where it says Idle); the caller gets its own, returned here."""
+        sandbox = self.take_idle()
+        if sandbox is None:
+            pid, _, control = self.take_reaper()
+            sandbox = self.sandboxes[pid]
+            sandbox.control = control
+            self.controls[control.fileno()] = sandbox
+            self.poller.register(control.fileno(), select.POLLIN)
+        assert sandbox.control is not None
+        ours, theirs = wire.pair()
+        try:
+            launch.hand_over(sandbox.control, sandbox.pid, order.replace(serves_more=True), tuple(fds), theirs.fileno())
+        except BaseException:
+            ours.close()
+            self.let_go(sandbox)
+            raise
+        finally:
+            theirs.close()
+        return sandbox.pid, sandbox.pidfd, ours
+
+    def take_idle(self) -> Served | None:
+        """The idle reaper that served last, if its copy of our mounts is still current (the others are let go)."""
+        while self.idle:
+            sandbox = self.idle.pop()
+            if sandbox.mounts_seen == self.spare.seen() and not select.select([sandbox.pidfd], [], [], 0)[0]:
+                return sandbox
+            self.let_go(sandbox)
+        return None
+
+    def hear_reaper(self, sandbox: Served) -> None:
+        """Our socket to a reaper that serves in turn is readable: Idle (its sandbox is over), or its end."""
+        assert sandbox.control is not None
+        try:
+            message, fds, _ = wire.recv(sandbox.control, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except (wire.Closed, ConnectionError, ValueError):
+            self.let_go(sandbox)
+            return
+        wire.discard(fds, at_once=True)
+        if not isinstance(message, wire.Idle) or sandbox.grace is None:
+            return
+        sandbox.grace = None
+        ticket, sandbox.ticket = sandbox.ticket, 0
+        if ticket and self.hooks.sandbox_ended(ticket):
+            self.run_orphaned_hooks()
+        if self.released or self.retired or len(self.idle) >= MAX_IDLE or sandbox.mounts_seen != self.spare.seen():
+            self.let_go(sandbox)
+        else:
+            sandbox.idle_until = time.monotonic() + IDLE_FOR
+            self.idle.append(sandbox)
+
+    def let_go(self, sandbox: Served) -> None:
+        """Close our socket to a reaper that serves in turn: an idle one exits (a busy one ends its sandbox first,
+        then exits); SIGCHLD reaps it."""
+        if sandbox in self.idle:
+            self.idle.remove(sandbox)
+        if sandbox.control is not None:
+            self.controls.pop(sandbox.control.fileno(), None)
+            try:
+                self.poller.unregister(sandbox.control.fileno())
+            except KeyError:
+                pass
+            sandbox.control.close()
+            sandbox.control = None
 
     def make_spare(self) -> None:
         if self.spare.ready is None and not self.released and not self.retired and os.geteuid() == 0:
             # (Not root: every request has a user namespace, and a reaper of its own.)
             try:
                 self.spare.ready = self.fork_reaper()
+                self.spare.ready_seen = self.sandboxes[self.spare.ready[0]].mounts_seen
             except OSError:
                 self.spare.ready = None  # the next request forks its own and reports the error
 
@@ -372,6 +465,7 @@ class Server:
             sandbox = self.sandboxes.pop(pid, None)
             if sandbox is None:
                 continue
+            self.let_go(sandbox)
             os.close(sandbox.pidfd)
             if sandbox.cgroup is not None:
                 sandbox.cgroup.remove()  # the sandbox is gone: the last step of its teardown
@@ -382,6 +476,8 @@ class Server:
         """Take no more requests; what we started goes on until it ends (serve() then returns)."""
         self.retired = True
         self.spare.drop()
+        for sandbox in list(self.idle):
+            self.let_go(sandbox)
 
     def release(self, poller: select.poll) -> None:
         """The caller is gone or let us go: stop every sandbox; serve no more requests."""
@@ -390,6 +486,8 @@ class Server:
         self.released = True
         poller.unregister(self.channel.fileno())
         self.spare.drop()
+        for sandbox in list(self.idle):
+            self.let_go(sandbox)
         # Each reaper notices by itself if its caller died (its socket's other end closes), unless a
         # fork of the caller still holds that end; this says it in any case.
         for sandbox in self.sandboxes.values():

@@ -52,6 +52,7 @@ class ReaperClient:
         self.events: list[tuple[str, dict]] = []
         self.closed = False  # the reaper closed its end
         self.gone = False  # every process of the sandbox has ended
+        self.kept = False  # the reaper lives on for our next job, and said every process of this one is gone
         self.hooks_ticket: tuple[Any, Any, int] | None = None  # (servers, server, ticket): who else runs our hooks
         # The pid and pidfd are a user-namespace parent's until its ReaperIs names the reaper.
         self.reaper_is_coming = False
@@ -109,6 +110,7 @@ class ReaperClient:
         elif isinstance(message, wire.Exited):
             self.status = message.status
             self.usage = message.usage
+            self.kept = message.kept
             if message.usage is not None and message.usage.oom_kills:
                 count = message.usage.oom_kills
                 say(f"the job ran out of memory: the kernel killed {count} of its processes "
@@ -176,7 +178,7 @@ class ReaperClient:
         with self._lock:
             if not self.closed and self.sock.fileno() >= 0:
                 return self.sock.fileno()
-            if not self.gone and self.pidfd >= 0:
+            if not self.gone and self.pidfd >= 0 and not self.kept:
                 return self.pidfd
             self.gone = True
             return None
@@ -186,7 +188,8 @@ class ReaperClient:
         with self._lock:
             if not self.closed:
                 self.pump(0)
-            if self.closed and not self.gone and (self.pidfd < 0 or select.select([self.pidfd], [], [], 0)[0]):
+            if self.closed and not self.gone and (self.pidfd < 0 or self.kept
+                                                  or select.select([self.pidfd], [], [], 0)[0]):
                 self.gone = True
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -22,7 +22,11 @@ OOM_PROTECTED = -1000  # the reaper is never the OOM killer's pick: it must live
 
 
 class Accounting:
-    def __init__(self, spec: SandboxSpec) -> None:
+    def __init__(self, spec: SandboxSpec, after_others: bool = False) -> None:
+        """after_others: we may have reaped earlier sandboxes' processes (a reaper that serves one caller's jobs
+        in turn): the usage is then what we reaped since, each process's own (wait4)."""
+        self.since = linux.children_usage() if after_others else None
+        self.max_rss = 0  # the largest process reaped so far, in bytes (with since)
         self.began: float | None = None  # when the first command started (or the session was ready)
         self.dir_fd: int | None = None
         self.base_fd: int | None = None  # the directory our cgroup is in, when it is ours to remove
@@ -71,9 +75,16 @@ class Accounting:
         """One command of a session: its own wall time, and what wait4 says of it and the children it waited for."""
         return Usage(time.monotonic() - started, rusage.ru_utime, rusage.ru_stime, rusage.ru_maxrss * 1024)
 
+    def reaped(self, rusage: object) -> None:
+        """A process of ours ended so (wait4)."""
+        if self.since is not None:
+            self.max_rss = max(self.max_rss, rusage.ru_maxrss * 1024)
+
     def total(self) -> Usage:
         """The whole sandbox, once every other process is gone."""
         user, system, max_rss = linux.children_usage()
+        if self.since is not None:
+            user, system, max_rss = user - self.since[0], system - self.since[1], self.max_rss
         wall = time.monotonic() - self.began if self.began is not None else 0.0
         figures = {}
         if self.dir_fd is not None:

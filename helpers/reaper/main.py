@@ -22,7 +22,7 @@ import prctl
 
 from ..shared import linux, wire
 from ..shared.command import Command
-from ..shared.errors import EXIT_FAILURE, SandboxError
+from ..shared.errors import EXIT_FAILURE, SandboxError, unshare
 from ..shared.options import SandboxSpec
 from ..shared.relay import Relays
 from ..shared.signals import (
@@ -39,7 +39,7 @@ from ..shared.signals import (
 )
 from . import accounting, commands, listing, mounts
 from .accounting import Accounting
-from .commands import Process
+from .commands import DEFAULTED, Process
 from .entered import Entered
 from .procfs import OwnProc
 from .stopping import Stopping, kill
@@ -70,14 +70,43 @@ def main(sock: socket.socket, parent_pidfd: int, owner: int | None = None) -> in
     received = receive_order(sock, sigfd)
     if received is None:
         return EXIT_FAILURE  # the launcher went away first
-    order, stdio, registry_fd, owner_fd = received
-    reaper = Reaper(sock, sigfd, order, mnt_ns, pid_ns, procs, owner_fd)
+    pristine: Pristine | None = None
+    while True:
+        order, stdio, registry_fd, owner_fd, caller = received
+        if caller is not None and failure is None and pristine is None:
+            pristine = Pristine(procs)
+        status, kept = serve(Reaper(caller or sock, sigfd, order, mnt_ns, pid_ns, procs, owner_fd, pristine),
+                             order, stdio, registry_fd, failure)
+        if not kept or pristine is None:
+            return status
+        if not pristine.rest(sigfd):
+            return 0
+        try:
+            # Before the caller's socket closes (its end of the job): its next request finds us idle.
+            wire.send(sock, wire.Idle())
+        except OSError:
+            return 0  # the spawn server is gone
+        finally:
+            caller.close()  # (kept: the caller had every report, Exited last)
+        received = receive_order(sock, sigfd)
+        if received is None or received[4] is None:
+            return 0  # the spawn server let us go (or sent what it never sends)
+
+
+def serve(reaper: Reaper, order: wire.Order | wire.Session, stdio: tuple[int | None, ...], registry_fd: int | None,
+          failure: SandboxError | None) -> tuple[int, bool]:
+    """One sandbox, from its order to its end: the status to exit with, and whether we were kept for the next."""
+    sock = reaper.sock
     try:
         try:
             if failure is not None:
                 raise failure
+            if reaper.pristine is not None:
+                reaper.mnt_ns = reaper.pristine.fresh_copy()  # what this job mounts dies with it
+            procs = reaper.procs
+            launcher = procs.launcher if reaper.pristine is None or procs.launcher is None else os.dup(procs.launcher)
             # The name first: a clash must fail before anything of the job exists.
-            reaper.listing, registry_fd = listing.claim(order, registry_fd, procs.launcher, procs.own), None
+            reaper.listing, registry_fd = listing.claim(order, registry_fd, launcher, procs.own), None
             mounts.set_up(order.spec)
             if order.spec.landlock_read or order.spec.landlock_write:
                 from ..shared.landlock import resolved
@@ -87,14 +116,52 @@ def main(sock: socket.socket, parent_pidfd: int, owner: int | None = None) -> in
                 reaper.main = reaper.start(order.command, stdio, sock)
         except SandboxError as exc:
             reaper.send(sock, wire.Failed(exc.exit_code, exc.message, exc.errno or 0))
-            return exc.exit_code
+            return exc.exit_code, False
         if isinstance(order, wire.Session):
             reaper.accounting.start()
-            reaper.report(None, wire.EventName.READY, mnt_ns=mnt_ns, pid_ns=pid_ns, name=reaper.name)
-        return reaper.loop()
+            reaper.report(None, wire.EventName.READY, mnt_ns=reaper.mnt_ns, pid_ns=reaper.pid_ns, name=reaper.name)
+        status = reaper.loop()
+        return status, reaper.kept
     finally:
         if reaper.listing is not None:
             reaper.listing.release()  # our entry goes before we do; a SIGKILLed reaper's is refused, then removed
+
+
+class Pristine:
+    """A reaper that serves one caller's jobs in turn (an Order that serves_more): the mount namespace we
+    prepared, kept as it was, that each job's is a fresh copy of (nothing a job mounts reaches the next);
+    and what a job may change in us, as it was before the first (signal dispositions, umask)."""
+
+    def __init__(self, procs: mounts.Procs) -> None:
+        self.fd = os.open("self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC, dir_fd=procs.own.fd)
+        self.own = procs.own
+        self.dispositions = {sig: signal.getsignal(sig) for sig in DEFAULTED}
+        self.umask = os.umask(0o022)
+        os.umask(self.umask)
+
+    def fresh_copy(self) -> int:
+        """Enter a new copy of the prepared mount namespace; its inode number."""
+        linux.setns(self.fd, linux.CLONE_NEWNS)
+        unshare(linux.CLONE_NEWNS, "a mount namespace")
+        return os.stat("self/ns/mnt", dir_fd=self.own.fd).st_ino
+
+    def leave(self) -> bool:
+        """Back to the prepared namespace, once every process of the job is gone: the job's goes with it."""
+        try:
+            linux.setns(self.fd, linux.CLONE_NEWNS)
+            return True
+        except OSError:
+            return False
+
+    def rest(self, sigfd: linux.SignalFd) -> bool:
+        """Undo what the last job changed in us; drop the signals that came for it. False if the launcher's
+        death is among them (then we end)."""
+        for sig, disposition in self.dispositions.items():
+            if signal.getsignal(sig) is not disposition:
+                signal.signal(sig, disposition)
+        os.umask(self.umask)
+        return not any(signo in (PARENT_GONE, CALLER_GONE) and from_outside(code, sender)
+                       for signo, code, sender in sigfd.read())
 
 
 def warm_up(mnt_ns: int, pid_ns: int) -> None:
@@ -103,6 +170,7 @@ def warm_up(mnt_ns: int, pid_ns: int) -> None:
     the ones the start touches now, while idle, than on the caller's time. (Warming the whole path of a
     job measured slower: it costs more CPU than it saves time.)"""
     commands.warm_up(mnt_ns)
+    _default_spec()
     wire.encode(wire.Event(wire.EventName.STARTED, {"job_pid": None, "mnt_ns": mnt_ns, "pid_ns": pid_ns,
                                                     "name": "warm-up"}))
     accounting.warm_up()
@@ -133,10 +201,11 @@ def refuse_tracers() -> None:
     prctl.set_dumpable(False)
 
 
-def receive_order(sock: socket.socket, sigfd: linux.SignalFd
-                  ) -> tuple[wire.Order | wire.Session, tuple[int | None, ...], int | None, int | None] | None:
-    """Wait for the order, the job's descriptors, the registry directory's (launch.hand_over) and a session's
-    owner's (its caller's /proc/PID/status); None if the launcher went away first."""
+def receive_order(sock: socket.socket, sigfd: linux.SignalFd) -> tuple[
+        wire.Order | wire.Session, tuple[int | None, ...], int | None, int | None, socket.socket | None] | None:
+    """Wait for the order, the job's descriptors, the registry directory's (launch.hand_over), a session's
+    owner's (its caller's /proc/PID/status) and, for an Order that serves_more, the caller's socket; None if
+    the launcher went away first."""
     while True:
         ready = select.select([sock, sigfd.fileno()], [], [])[0]
         if any(signo in (PARENT_GONE, CALLER_GONE) and from_outside(code, sender)
@@ -150,12 +219,17 @@ def receive_order(sock: socket.socket, sigfd: linux.SignalFd
             if received is None:
                 return None
             order, fds = received
+            caller = None
+            if isinstance(order, wire.Order) and order.serves_more:
+                if not fds:
+                    return None  # no caller's socket: nobody to serve
+                caller = socket.socket(fileno=fds.pop())
             stdio = stdio_of(order.stdio, fds) if isinstance(order, wire.Order) else (None, None, None)
             extra = fds[sum(order.stdio):] if isinstance(order, wire.Order) else fds
             registry_fd = extra.pop() if extra and order.registry is not None else None
             owner_fd = extra.pop() if extra and isinstance(order, wire.Session) and order.owner is not None else None
             wire.discard(extra, at_once=True)
-            return order, stdio, registry_fd, owner_fd
+            return order, stdio, registry_fd, owner_fd, caller
 
 
 def stdio_of(present: tuple[bool, ...], fds: list[int]) -> tuple[int | None, ...]:
@@ -172,8 +246,11 @@ class Reaper:
     """
 
     def __init__(self, sock: socket.socket, sigfd: linux.SignalFd, order: wire.Order | wire.Session,
-                 mnt_ns: int, pid_ns: int, procs: mounts.Procs, owner_fd: int | None = None) -> None:
+                 mnt_ns: int, pid_ns: int, procs: mounts.Procs, owner_fd: int | None = None,
+                 pristine: Pristine | None = None) -> None:
         self.sock = sock
+        self.pristine = pristine  # serving one caller's jobs in turn: what each job's namespace is copied from
+        self.kept = False  # this job is over and we serve the next (Exited said so)
         self.sigfd = sigfd
         self.spec: SandboxSpec = order.spec
         self.lifeline = order.lifeline
@@ -199,7 +276,7 @@ class Reaper:
         self.listing: listing.Listing | None = None  # our entry in the registry of running sandboxes
         self.command: Command | None = order.command if isinstance(order, wire.Order) else None
         self.entered = Entered(procs.own)  # processes in here that are not our children (--enter)
-        self.accounting = Accounting(self.spec)  # before the job's mounts can hide /sys/fs/cgroup
+        self.accounting = Accounting(self.spec, pristine is not None)  # before the job's mounts hide /sys/fs/cgroup
         # The timeout, enforced here too: a job can stop its launcher (kill -STOP 0), never its PID 1.
         self.timeout_at: float | None = getattr(order, "deadline", None)
 
@@ -269,9 +346,18 @@ class Reaper:
         status = self.main.status if self.main is not None and self.main.status is not None else 0
         if self.stopping.reason in CONTINUED_AT_THE_END:
             continue_our_group()
-        self.send(self.sock, wire.Exited(status, self.accounting.total()))
+        self.kept = self.fit_for_next() and self.pristine is not None and self.pristine.leave()
+        self.send(self.sock, wire.Exited(status, self.accounting.total(), self.kept))
         self.accounting.leave()
         return 0
+
+    def fit_for_next(self) -> bool:
+        """Whether we may serve the caller's next job: we reaped every process of this one (as PID 1, nothing
+        else is left in our PID namespace), nothing entered from outside, the caller still listens, and the
+        sandbox changed nothing in us that a mount namespace of its own does not hold (reusable())."""
+        return (self.pristine is not None and self.all_gone and not self.session and not self.sock_closed
+                and not self.caller_gone and self.caller_left_by is None and reusable(self.spec)
+                and (self.listing is None or not self.listing.answered))
 
     # -- what arrives ------------------------------------------------------------------------------
 
@@ -480,7 +566,7 @@ class Reaper:
         while True:
             try:
                 # A session's commands each report their own usage: wait4 says what each used.
-                pid, status, rusage = os.wait4(-1, os.WNOHANG) if self.session else (*os.waitpid(-1, os.WNOHANG), None)
+                pid, status, rusage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 # A process in here that is not our child came through our pidfd (--enter), which only a
                 # client we answered got: without one, no child of ours means nothing is left.
@@ -489,6 +575,7 @@ class Reaper:
                 break
             if pid == 0:
                 break
+            self.accounting.reaped(rusage)
             process = self.processes.get(pid)
             if process is not None:
                 process.status = status
@@ -508,7 +595,7 @@ class Reaper:
             fields["reason"] = wire.StopReason.OUT_OF_MEMORY
         self.report(process.sock, wire.EventName.EXITED, **fields)
         if process.sock is not self.sock:
-            usage = self.accounting.of_command(process.started, rusage) if rusage is not None else None
+            usage = self.accounting.of_command(process.started, rusage) if self.session else None
             self.send(process.sock, wire.Exited(process.status, usage))  # type: ignore[arg-type]
             try:
                 self.poller.unregister(process.sock.fileno())
@@ -550,6 +637,31 @@ class Reaper:
         the kernel translates it for the receiver."""
         fields["time"] = time.time()
         self.send(sock or self.sock, wire.Event(event, fields), creds_pid=creds_pid)
+
+
+# What a job of a reaper serving more may ask for: all of it lives in the job's processes or its mount namespace.
+# Anything else (a network, a user namespace, a cgroup, other namespaces, a hostname, a new option) takes a
+# reaper of its own, which ends with the sandbox.
+PER_JOB = frozenset({"name", "grace", "stop_signal", "ignored_signals", "umask", "tmpfs", "bind", "ro_bind", "dir",
+                     "symlink", "read_only", "mkdir", "propagation", "proc", "nice", "ionice", "rlimit",
+                     "no_new_privs", "cap_drop", "cap_keep", "user", "group", "extra_groups", "syscall_filter",
+                     "landlock_read", "landlock_write", "syscall_errno"})
+
+
+def reusable(spec: SandboxSpec) -> bool:
+    """Whether a reaper that ran a sandbox of this spec may serve another: every option not PER_JOB unused."""
+    default = _default_spec()
+    return all(getattr(spec, name) == getattr(default, name) for name in SandboxSpec.__slots__
+               if name not in PER_JOB and not name.startswith("_"))
+
+
+_DEFAULT: list[SandboxSpec] = []
+
+
+def _default_spec() -> SandboxSpec:
+    if not _DEFAULT:
+        _DEFAULT.append(SandboxSpec.build({}))
+    return _DEFAULT[0]
 
 
 # Stops decided outside the job: once the sandbox is gone, whoever waits for it (the launcher, the caller of

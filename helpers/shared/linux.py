@@ -505,7 +505,8 @@ def supports_peer_pidfd(sock: _socket.socket) -> bool:
     """Whether this kernel has SO_PEERPIDFD (Linux 6.5), asked of any unix socket (a listening one has no peer:
     ENODATA says the option exists)."""
     try:
-        peer_pidfd(sock)
+        # A listening socket's peer is the process that called listen() (Linux 6.x): a pidfd of ourselves to close.
+        os.close(peer_pidfd(sock))
     except OSError as exc:
         return exc.errno != 92  # ENOPROTOOPT
     return True

@@ -75,6 +75,7 @@ class Kind(enum.IntEnum):
     ENTER_STOPPED = 22
     ENTER_CONTINUE = 23
     ENTER_EXITED = 24
+    IDLE = 25
 
 
 class StopReason(enum.StrEnum):
@@ -141,7 +142,11 @@ class Order(Record):
     registry: the directory where we list the sandbox under spec.name (None: not listed); the launcher
     opened it, outside the sandbox, and its descriptor comes last. deadline: the timeout (time.monotonic(),
     which every process of the machine shares; None: none), when we stop the sandbox ourselves, for reason
-    "timeout", even if the launcher cannot ask (the job stopped its process group)."""
+    "timeout", even if the launcher cannot ask (the job stopped its process group). serves_more (from the
+    spawn server only): the socket this came on is the server's, and the caller's comes as the very last
+    descriptor; the job gets a mount namespace copied from our prepared one, and once it is over, if
+    the sandbox asked for nothing that changes the reaper itself, we say Idle to the server and wait there
+    for the next Order of the same caller."""
 
     KIND = Kind.ORDER
     command: Command
@@ -152,6 +157,7 @@ class Order(Record):
     registry: str | None = None
     inherited: Inherited | None = None
     deadline: float | None = None
+    serves_more: bool = False
 
 
 class Session(Record):
@@ -253,11 +259,14 @@ class Event(Record):
 class Exited(Record):
     """reaper -> launcher, last: the main process (or this command) ended with this wait status, and this is
     what the sandbox (or the command) used; for a whole sandbox the reaper exits next, and its pidfd tells
-    when every process is gone."""
+    when every process is gone. kept: the reaper lives on for its caller's next job; every process of this
+    sandbox is gone and its mount namespace left already (it reaped them all as PID 1), so do not wait for
+    the reaper's end."""
 
     KIND = Kind.EXITED
     status: int
     usage: Usage | None = None
+    kept: bool = False
 
 
 class Signal(Record):
@@ -367,9 +376,17 @@ class EnterExited(Record):
     status: int
 
 
+class Idle(Record):
+    """reaper -> spawn server, on the server's socket, after an Order that serves_more: that sandbox is over
+    (every process gone, its mount namespace left, its name released); the server may send the same caller's
+    next Order here, or close the socket to end us."""
+
+    KIND = Kind.IDLE
+
+
 Message = (Ready | Order | Session | Spawn | Spawned | TakeHooks | Failed | Run | ReaperIs | Event | Exited | Signal
            | Relay | Stop | Handoff | Proceed | Query | About | Retire | Entered | EnterSignal | EnterStopped
-           | EnterContinue | EnterExited)
+           | EnterContinue | EnterExited | Idle)
 RECORDS: dict[Kind, Any] = {record.KIND: record for record in Message.__args__}
 
 

@@ -32,12 +32,13 @@ SAMPLES = [
     wire.Spawned(9, 2), wire.TakeHooks(2), wire.Failed(125, "no such thing", 2), wire.Run(CMD, (False, True, True)),
     wire.ReaperIs(4),
     wire.Event(EventName.STOPPING, {"reason": "timeout", "grace": 1.5, "signal": "SIGTERM", "mnt_ns": 4026531840}),
-    wire.Exited(9, Usage(1.5, 0.25, 0.125, 4096, None, 1, 2, 3, 0)), wire.Exited(0), wire.Signal(15, "caller"),
+    wire.Exited(9, Usage(1.5, 0.25, 0.125, 4096, None, 1, 2, 3, 0)), wire.Exited(0), wire.Exited(0, None, True),
+    wire.Signal(15, "caller"),
     wire.Relay(2), wire.Stop(None, StopReason.REQUESTED, True), wire.Handoff(0, 0, "timeout", -1.0), wire.Proceed(),
     wire.Query(),
     wire.About("nightly", 1.5, [b"sleep", b"9"], b"/", "running", None, SPEC, {"mnt": 4026531840}, b"1 2 3\n"),
     wire.Retire(), wire.Entered(9), wire.EnterSignal(2), wire.EnterStopped(), wire.EnterContinue(),
-    wire.EnterExited(256),
+    wire.EnterExited(256), wire.Idle(),
 ]
 _UCRED = struct.Struct("iII")
 

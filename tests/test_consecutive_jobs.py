@@ -1,0 +1,184 @@
+"""Jobs of one caller in turn: the spawn server hands a reaper that served a job the caller's next one, and
+nothing of the first reaches the second (processes, mounts, environment, descriptors, signal dispositions,
+resource limits, umask, working directory, its name); a sandbox that changed the reaper itself (a network,
+other namespaces) gets a reaper of its own, which ends with it.
+
+Each test first checks that the jobs did share their reaper (the same PID 1, seen from outside), so that the
+isolation it checks is the reused reaper's, not that of two fresh ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import resource
+import signal
+from collections.abc import Callable
+from typing import TypeVar
+
+import pytest
+
+import sandbox
+from support import wait_for
+
+T = TypeVar("T")
+U = TypeVar("U")
+SHOW_PROCESSES = "for p in /proc/[0-9]*; do [ -e $p/cmdline ] && echo ${p#/proc/}; done"
+
+
+def popen_reaper(argv: list[str], **options: object) -> tuple[int, sandbox.CompletedProcess]:
+    """Run argv to its end through Popen; the reaper's PID (as we see it) and the outcome."""
+    with sandbox.Popen(argv, stdout=sandbox.PIPE, **options) as process:
+        out, _ = process.communicate(timeout=60)
+        return process.reaper_pid, sandbox.CompletedProcess(argv, process.returncode, out, usage=process.usage)
+
+
+def in_turn(first: Callable[[], tuple[int, T]], second: Callable[[], tuple[int, U]]) -> tuple[T, U]:
+    """The outcomes of first and second run one after the other by the same reaper. A change of the host's
+    mount table in between (another test's mount) retires the reaper, rightly: then the pair runs again."""
+    for _ in range(10):
+        one, done = first()
+        two, seen = second()
+        if one == two:
+            return done, seen
+    raise AssertionError("ten pairs of jobs in turn, none shared its reaper")
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_jobs_in_turn_share_the_reaper_and_it_ends_with_the_server():
+    reaper, _ = in_turn(lambda: popen_reaper(["true"]), lambda: popen_reaper(["true"]))
+    assert reaper.returncode == 0
+    shared = popen_reaper(["true"])[0]
+    assert alive(shared)
+    sandbox.api.spawner.shut_down(timeout=30)
+    assert wait_for(lambda: not alive(shared), timeout=15)
+
+
+def test_no_process_of_a_job_reaches_the_next():
+    # The first leaves a sleeper in a session of its own; the sandbox ends it with the main process.
+    done, seen = in_turn(lambda: popen_reaper(["sh", "-c", "setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $!"]),
+                         lambda: popen_reaper(["sh", "-c", SHOW_PROCESSES]))
+    shown = sorted(int(p) for p in seen.stdout.split())
+    assert int(done.stdout) not in shown and shown[0] == 1, shown
+    assert len(shown) <= 3, shown  # PID 1, the shell, and at most the subshell listing
+
+
+def test_no_mount_of_a_job_reaches_the_next(tmp_path):
+    mark = tmp_path / "made-inside"
+    done, seen = in_turn(
+        lambda: popen_reaper(["sh", "-c", f"mount -t tmpfs job-one /mnt && touch /mnt/x && mkdir -p /run/t && "
+                                          f"mount -t tmpfs job-one-too /run/t && touch {mark} && echo ok"],
+                             tmpfs=["/srv"]),
+        lambda: popen_reaper(["sh", "-c", "cat /proc/self/mountinfo; ls -A /mnt"]))
+    assert done.stdout == b"ok\n"
+    table = seen.stdout.decode()
+    assert "job-one" not in table and " /srv " not in table and not re.search(r"^x$", table, re.M)
+    assert mark.exists()  # written through to the host's file system, where it stays
+
+
+def test_no_descriptor_environment_or_directory_of_a_job_reaches_the_next(tmp_path):
+    read_end, write_end = os.pipe()
+
+    def first() -> tuple[int, sandbox.CompletedProcess]:
+        return popen_reaper(["sh", "-c", "echo $SECRET; ls /proc/self/fd"], pass_fds=(write_end,),
+                            env={"SECRET": "job-one", "PATH": os.environ["PATH"]}, cwd=tmp_path)
+
+    try:
+        done, seen = in_turn(first, lambda: popen_reaper(["sh", "-c", "env; pwd; ls /proc/self/fd"]))
+    finally:
+        os.close(write_end)
+        os.close(read_end)
+    assert done.stdout.split()[0] == b"job-one" and str(write_end).encode() in done.stdout.split()
+    out = seen.stdout.decode()
+    assert "job-one" not in out and str(tmp_path) not in out
+    assert str(write_end) not in out.split()[-4:]  # the listing's last lines: 0, 1, 2 and ls's own
+
+
+def test_the_reaper_holds_no_more_descriptors_after_each_job():
+    def job_then_reaper_fds() -> tuple[int, list[str]]:
+        read_end, write_end = os.pipe()
+        try:
+            reaper, _ = popen_reaper(["true"], name=f"t-fds-{os.getpid()}", pass_fds=(write_end,))
+        finally:
+            os.close(read_end)
+            os.close(write_end)
+        return reaper, sorted(os.listdir(f"/proc/{reaper}/fd"))
+
+    after_one, after_two = in_turn(job_then_reaper_fds, job_then_reaper_fds)
+    assert after_one == after_two
+
+
+def sig_ignored(status: str) -> int:
+    return int(re.search(r"^SigIgn:\s*([0-9a-f]+)$", status, re.M).group(1), 16)
+
+
+def test_no_ignored_signal_of_a_job_reaches_the_next():
+    def first() -> tuple[int, sandbox.CompletedProcess]:
+        previous = signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # the job inherits it, as from subprocess
+        try:
+            return popen_reaper(["sh", "-c", "kill -TERM 1; kill -USR2 1; cat /proc/self/status"])
+        finally:
+            signal.signal(signal.SIGUSR1, previous)
+
+    done, seen = in_turn(first, lambda: popen_reaper(["cat", "/proc/self/status"]))
+    assert sig_ignored(done.stdout.decode()) & (1 << (signal.SIGUSR1 - 1))
+    assert seen.returncode == 0
+    assert not sig_ignored(seen.stdout.decode()) & (1 << (signal.SIGUSR1 - 1))
+
+
+def test_no_limit_or_umask_of_a_job_reaches_the_next():
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    done, seen = in_turn(lambda: popen_reaper(["sh", "-c", "ulimit -n; umask"], rlimit=["NOFILE=77"], umask=0o077),
+                         lambda: popen_reaper(["sh", "-c", "ulimit -n; umask"]))
+    assert done.stdout.split() == [b"77", b"0077"]
+    assert seen.stdout.split() == [str(soft).encode(), b"%04o" % umask]
+
+
+def test_the_name_of_a_job_is_free_for_the_next():
+    name = f"t-consecutive-{os.getpid()}"
+    in_turn(lambda: popen_reaper(["true"], name=name), lambda: popen_reaper(["true"], name=name))
+    assert name not in [s.name for s in sandbox.list_running()]
+
+
+def test_usage_is_each_jobs_own():
+    def busy() -> tuple[int, sandbox.CompletedProcess]:
+        return popen_reaper(["sh", "-c", "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done"])
+
+    first, second = in_turn(busy, lambda: popen_reaper(["true"]))
+    assert first.usage.user + first.usage.system > 0.02
+    assert second.usage.user + second.usage.system < (first.usage.user + first.usage.system) / 4
+
+
+@pytest.mark.parametrize("option", [{"net": "none"}, {"unshare": ["uts"]}, {"hostname": "elsewhere"}])
+def test_a_sandbox_that_changes_the_reaper_gets_its_own(option):
+    in_turn(lambda: popen_reaper(["true"]), lambda: popen_reaper(["true"]))
+    own, done = popen_reaper(["true"], **option)
+    assert done.returncode == 0
+    assert wait_for(lambda: not alive(own), timeout=15)  # it ended with its sandbox
+
+
+def test_run_async_jobs_in_turn_see_nothing_of_each_other():
+    async def two() -> tuple[str, str]:
+        first = await sandbox.run_async(["sh", "-c", "sleep 1000 & echo $$"], capture_output=True)
+        second = await sandbox.run_async(["sh", "-c", SHOW_PROCESSES], capture_output=True)
+        return first.stdout.decode(), second.stdout.decode()
+
+    _, shown = asyncio.run(two())
+    assert sorted(int(p) for p in shown.split())[0] == 1 and len(shown.split()) <= 3, shown
+
+
+def test_an_idle_reaper_ends_after_a_while():
+    reaper, _ = popen_reaper(["true"])
+    assert wait_for(lambda: not alive(reaper), timeout=30)
+    again, done = popen_reaper(["true"])
+    assert done.returncode == 0 and again != reaper
