@@ -543,8 +543,12 @@ class Reaper:
     def caller_left(self) -> None:
         """The caller is gone (its end of our socket closed, or the spawn server says so). A hangup of the terminal
         it led may still be on its way, which says whether the job has its stop signal already: we stop on its
-        behalf once PARENT_GONE comes (the kernel sends it after the hangup), or HANGUP_SETTLE seconds passed."""
+        behalf once PARENT_GONE comes (the kernel sends it after the hangup), or HANGUP_SETTLE seconds passed.
+        Without a grace period the stop is SIGKILL whatever reached the job: at once."""
         if self.caller_left_by is None and not self.caller_gone:
+            if self.spec.grace == 0:
+                self.caller_died()
+                return
             self.caller_left_by = time.monotonic() + HANGUP_SETTLE
 
     def caller_died(self) -> None:
