@@ -79,7 +79,7 @@ def main(sock: socket.socket, parent_pidfd: int, owner: int | None = None) -> in
                              order, stdio, registry_fd, failure)
         if not kept or pristine is None:
             return status
-        if not pristine.rest(sigfd):
+        if not pristine.rest(sigfd, order.spec):
             return 0
         try:
             # Before the caller's socket closes (its end of the job): its next request finds us idle.
@@ -153,11 +153,12 @@ class Pristine:
         except OSError:
             return False
 
-    def rest(self, sigfd: linux.SignalFd) -> bool:
-        """Undo what the last job changed in us; drop the signals that came for it. False if the launcher's
-        death is among them (then we end)."""
-        for sig, disposition in self.dispositions.items():
-            if signal.getsignal(sig) is not disposition:
+    def rest(self, sigfd: linux.SignalFd, spec: SandboxSpec) -> bool:
+        """Undo what the last job (of spec) changed in us: the signals commands.start ignored for it, the umask;
+        drop the signals that came for it. False if the launcher's death is among them (then we end)."""
+        for sig in spec.ignored_signals:
+            disposition = self.dispositions.get(sig)
+            if disposition is not None and signal.getsignal(sig) is not disposition:
                 signal.signal(sig, disposition)
         os.umask(self.umask)
         return not any(signo in (PARENT_GONE, CALLER_GONE) and from_outside(code, sender)

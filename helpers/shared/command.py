@@ -72,7 +72,9 @@ def argv_of(args: Any, shell: bool = False) -> list[bytes]:
 
 def environment_of(env: Mapping | None) -> dict[bytes, bytes]:
     if env is None:
-        return dict(os.environb)
+        # The mapping os.environ and os.environb share, as bytes (POSIX): copied at C speed, not key by key.
+        data = getattr(os.environb, "_data", None)
+        return dict(data) if type(data) is dict else dict(os.environb)
     out = {}
     for key, value in env.items():
         for item in (key, value):
