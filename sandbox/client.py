@@ -193,8 +193,7 @@ class ReaperClient:
         """Wait until every process of the sandbox is gone; False if timeout passed first. Several threads
         may wait at once: our descriptors stay open until the last of them is done (close())."""
         deadline = linux.deadline_after(timeout)
-        with self._lock:
-            self._waiters += 1
+        self.hold()
         try:
             while (fd := self.waiting_on()) is not None:
                 wake = deadline if self.kill_at is None else min(self.kill_at, deadline or self.kill_at)
@@ -206,10 +205,19 @@ class ReaperClient:
                 self.advance()
             return True
         finally:
-            with self._lock:
-                self._waiters -= 1
-                if self._close_wanted and not self._waiters:
-                    self._close_now()
+            self.release()
+
+    def hold(self) -> None:
+        """A waiter (a thread here, an event loop's reader) watches our descriptors: they stay open until it
+        calls release(), whoever asked for close() meanwhile (a detached job's thread that took the end)."""
+        with self._lock:
+            self._waiters += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._waiters -= 1
+            if self._close_wanted and not self._waiters:
+                self._close_now()
 
     def wait_started(self) -> None:
         """Block until the job runs (or the session is ready), or raise the SandboxError that kept it from it."""

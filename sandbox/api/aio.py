@@ -65,11 +65,16 @@ async def _readable(fd: int, deadline: float | None = None) -> bool:
 
 async def _wait_client(client: ReaperClient) -> None:
     """Until every process of the sandbox is gone: the client's own state machine, driven by the loop (and
-    woken at the client's kill_at, for a reaper that does not end a stop in time)."""
-    while (fd := client.waiting_on()) is not None:
-        if await _readable(fd, client.kill_at):
-            client.advance()
-        client.watch()
+    woken at the client's kill_at, for a reaper that does not end a stop in time). A thread may wait on the
+    same client (a detached job's): the descriptors the loop watches stay open until we are done."""
+    client.hold()
+    try:
+        while (fd := client.waiting_on()) is not None:
+            if await _readable(fd, client.kill_at):
+                client.advance()
+            client.watch()
+    finally:
+        client.release()
 
 
 class AsyncProcess(HoldsASandbox):
@@ -167,9 +172,24 @@ class AsyncProcess(HoldsASandbox):
     async def __aenter__(self) -> AsyncProcess:
         return self
 
+    def detach(self) -> None:
+        """As Popen.detach(): the job runs on by itself (until it ends, or this program does); leaving
+        `async with` or dropping this object no longer stops it. wait() still works."""
+        self._popen.detach()
+
+    @property
+    def detached(self) -> bool:
+        """Whether detach() let the job run on by itself."""
+        return self._popen.detached
+
     async def __aexit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         """As Popen's `with`: stop the job if it still runs (after a Ctrl+C or a cancellation, with no stop
-        signal on top of one that reached it), and wait until every process is gone, shielded."""
+        signal on top of one that reached it), and wait until every process is gone, shielded; after
+        detach(), only close our end of its stdin."""
+        if self._popen.detached:
+            if self.stdin is not None:
+                self.stdin.close()
+            return
         if self._popen.poll() is None:
             if exc_type in (KeyboardInterrupt, asyncio.CancelledError):
                 self.stop_for(wire.StopReason.CANCELLED, after_interrupt=True)

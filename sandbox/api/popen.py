@@ -20,8 +20,9 @@ import subprocess
 import threading
 import time
 import types
+import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Generic, TypeVar
 
 from sandboxed_run_helpers.shared import linux, wire
 from sandboxed_run_helpers.shared.errors import CHDIR_FAILED, CommandNotFound, NotExecutable, SandboxError
@@ -46,6 +47,13 @@ DEADLINE = "_deadline"
 STDOUT = subprocess.STDOUT
 DEVNULL = subprocess.DEVNULL
 _T = TypeVar("_T")
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar as DefaultingTypeVar
+
+    # Popen[bytes] and Popen[str] in annotations, as subprocess's; an unannotated Popen is Popen[Any].
+    _Out = DefaultingTypeVar("_Out", default=Any)
+else:
+    _Out = TypeVar("_Out")
 DEFAULT_SETTINGS = ProcessSettings(b"", False, -1, -1, False, -1)
 
 
@@ -105,13 +113,20 @@ def pass_fds_of(value: object) -> tuple[int, ...]:
     return () if value == () else pass_fds(value, "pass_fds")
 
 
-class Popen(HoldsASandbox):
+class Popen(HoldsASandbox, Generic[_Out]):
     """A command running in its own sandbox, with subprocess.Popen's interface (Popen[bytes] and Popen[str] too).
 
     pid is the job's PID as the caller sees it. Leaving a `with` block stops the job (stop signal,
-    grace, SIGKILL) if it still runs, and always waits until every process of the sandbox is gone.
-    Once the sandbox is gone (wait, poll, communicate, or leaving the block found it so), the on_exit
-    hooks run, once, and the finished event comes last.
+    grace, SIGKILL) if it still runs, and always waits until every process of the sandbox is gone;
+    so does dropping the last reference to a Popen whose job still runs (its reaper takes the closed
+    socket for its caller's death). detach() lets a job run on by itself instead, as subprocess's
+    children do. Once the sandbox is gone (wait, poll, communicate, or leaving the block found it so),
+    the on_exit hooks run, once, and the finished event comes last.
+
+    Example::
+
+        with sandbox.Popen(["rsync", "-a", "/data/", "/backup/"], tmpfs=["/tmp"]) as backup:
+            ...  # leaving the block (an exception, a return) stops the backup: its EXIT trap runs
     """
 
     @with_options(*SANDBOX_KEYWORDS)
@@ -171,6 +186,7 @@ class Popen(HoldsASandbox):
         self.args = args
         self._on_exit = tuple(on_exit)
         self._wrapped_up = False
+        self._detached = False
         self._settling = threading.RLock()
         self.returncode: int | None = None
         self.stdin: IO[Any] | None = None
@@ -360,6 +376,35 @@ class Popen(HoldsASandbox):
         """Ask for the stop, without waiting (for the sync and asyncio faces alike)."""
         self.client.stop(grace, reason, after_interrupt)
 
+    def detach(self) -> None:
+        """Let the job run on by itself, as subprocess's children do: leaving the `with` block no longer stops
+        it or waits for it (the block closes our ends of its pipes, as subprocess's does), and neither does
+        dropping this Popen. A thread of ours waits for the end meanwhile: the on_exit hooks run and the
+        finished event comes when the job ends, and poll(), wait() and returncode keep working.
+
+        The job still ends with this program: when our process exits, however it exits, its reaper takes
+        that for its caller's death (stop signal, grace, SIGKILL). A job that must outlive its caller
+        belongs to the command (``systemd-run sandboxed-run ...``), not to a Python object. A pipe of ours
+        that nobody reads blocks the job once it is full, as with subprocess; a dropped Popen's pipes close.
+
+        Example::
+
+            sandbox.Popen(["sh", "-c", "sleep 60; touch /srv/done"]).detach()  # fire and forget
+        """
+        with self._settling:
+            if self._detached or self.returncode is not None:
+                return
+            self._detached = True
+        # The thread holds the client, not this Popen: dropping the Popen then closes its pipes, as
+        # subprocess's would, while the socket that keeps the job alive stays open.
+        threading.Thread(target=_wait_detached, args=(self.client, weakref.ref(self), self._on_exit),
+                         name=f"sandbox job {self.pid} (detached)", daemon=True).start()
+
+    @property
+    def detached(self) -> bool:
+        """Whether detach() let the job run on by itself."""
+        return self._detached
+
     def _wait_shielded(self) -> int:
         """Wait to the end even through Ctrl+C (each passed on as the terminal would); then re-raise it."""
         self.client.through_interrupts(self.wait)
@@ -440,12 +485,16 @@ class Popen(HoldsASandbox):
                 out.append(data)
         return out[0], out[1]
 
-    __class_getitem__ = classmethod(types.GenericAlias)  # Popen[bytes] in annotations, as subprocess's
+    if not TYPE_CHECKING:  # at run time, subprocess's kind of alias (types.GenericAlias), for subclasses too
+        __class_getitem__ = classmethod(types.GenericAlias)
 
     def __enter__(self) -> Popen:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        if self._detached:
+            self.close_pipes()
+            return
         try:
             if self.stdin is not None and not self.stdin.closed:
                 self.stdin.close()  # flushing it may fail (EPIPE): raised once the job is waited for, as subprocess
@@ -464,6 +513,22 @@ class Popen(HoldsASandbox):
 
     def __repr__(self) -> str:
         return f"<sandbox.Popen: returncode: {self.returncode} args: {self.args!r}>"
+
+
+def _wait_detached(client: ReaperClient, popen: weakref.ref[Popen], on_exit: Sequence[str]) -> None:
+    """A detached job's end, taken in a thread of ours: through its Popen if the caller still holds one."""
+    try:
+        client.wait(None)
+        process = popen()
+        if process is not None:
+            process._settle()
+            return
+        returncode = (os.waitstatus_to_exitcode(client.status) if client.status is not None
+                      else -signal.SIGKILL)
+        client.close()
+        wrap_up(client, on_exit, returncode)
+    except Exception:  # noqa: BLE001 - a hook's failure has been said on stderr; nobody waits for this thread
+        pass
 
 
 @with_options(*SANDBOX_KEYWORDS, passes_to=Popen.__init__)
