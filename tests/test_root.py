@@ -191,10 +191,10 @@ def test_a_user_namespace_as_an_ordinary_user(nobody_dir):
     assert not (root / "tmp" / "t").exists()
 
 
-def test_enter_finds_the_new_root(busybox_root, no_leftovers):
+def test_enter_finds_the_new_root_and_list_shows_it(busybox_root, no_leftovers):
     name = unique_name()
     with launched([CLI, "--name", name, "--root", str(busybox_root), "--", "sleep", "1000"]):
-        wait_listed(name)
+        assert wait_listed(name)["confinement"] == {"root": str(busybox_root)}
         result = cli("--enter", name, "--", "sh", "-c", "cat /MARKER; pwd; cat /proc/1/comm; ls /")
         assert (result.returncode, result.stdout) == (
             0, "the new root\n/\nsandbox-reaper\nMARKER\nbin\ndev\nmnt\nproc\ntmp\n"), result.stderr

@@ -508,7 +508,7 @@ SANDBOX_FIELDS = tuple(o.name for o in OPTIONS if o.scope == "sandbox")
 PROCESS_ATTRIBUTES = ("nice", "ionice", "rlimit", "no_new_privs", "cap_drop", "cap_keep",  # set between fork and exec
                       "user", "group", "extra_groups", "syscall_filter", "landlock_read", "landlock_write")
 # What --list shows of a sandbox's confinement.
-CONFINING = ("unshare", "user", "group", "extra_groups", "syscall_filter", "landlock_read", "landlock_write")
+CONFINING = ("root", "unshare", "user", "group", "extra_groups", "syscall_filter", "landlock_read", "landlock_write")
 CGROUP_LIMITS = ("memory_max", "memory_high", "cpu_weight", "cpu_max", "io_weight", "pids_max")
 API_KEYWORDS = tuple(o.name for o in OPTIONS if o.in_api)
 
@@ -661,8 +661,8 @@ class SandboxSpec:
         root = checked["root"]
         if root is not None and not checked["proc"]:
             raise ValueError(f"{'--no-proc' if spelling == CLI else 'proc=False'} and "
-                             f"{BY_NAME['root'].spelled(spelling)} exclude each other: the new root has no host's /proc to keep; hide its fresh one "
-                             f"with {BY_NAME['tmpfs'].spelled(spelling)} /proc")
+                             f"{BY_NAME['root'].spelled(spelling)} exclude each other: the new root has no host's "
+                             f"/proc to keep; hide its fresh one with {BY_NAME['tmpfs'].spelled(spelling)} /proc")
         for name, target in mounts:
             if target == "/" and root is not None:
                 if name in ("tmpfs", "overlay"):
