@@ -114,12 +114,14 @@ class Config:
     capture_mib: int = 200
     capture_warmup: int = 1
     capture_reps: int = 7
+    root_warmup: int = 3
+    root_reps: int = 30
 
 
 FULL = Config()
 QUICK = replace(FULL, mode="quick", latency_warmup=5, latency_reps=50, cli_warmup=2, cli_reps=10,
                 teardown_warmup=0, teardown_reps=2, kill_warmup=1, kill_reps=5, throughput_jobs=200,
-                throughput_reps=2, net_reps=10, capture_reps=3)
+                throughput_reps=2, net_reps=10, capture_reps=3, root_reps=10)
 
 
 @dataclass
@@ -768,6 +770,39 @@ def fig_capture(cfg: Config) -> list[Result]:
                    median_ms(samples["subprocess"]), "ms", n=cfg.capture_reps).ratio_goal(1.1)]
 
 
+# -- figure 9: the price of --root ------------------------------------------------------------------
+
+
+def busybox_root(directory: str) -> str:
+    """A root file system of busybox in directory: /bin/busybox with /bin/true, empty /proc and /dev."""
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        raise RuntimeError("no busybox on this machine (apt-get install busybox-static)")
+    os.makedirs(os.path.join(directory, "bin"))
+    shutil.copy(busybox, os.path.join(directory, "bin", "busybox"))
+    os.symlink("busybox", os.path.join(directory, "bin", "true"))
+    for name in ("proc", "dev"):
+        os.mkdir(os.path.join(directory, name))
+    return directory
+
+
+def fig_root(cfg: Config) -> list[Result]:
+    cli = cli_path()
+    with tempfile.TemporaryDirectory(prefix="bench-root-") as tmp:
+        root = busybox_root(os.path.join(tmp, "root"))
+        samples = interleaved({
+            "cli": timed(lambda: run_checked([cli, "--", "true"])),
+            "cli root": timed(lambda: run_checked([cli, "--root", root, "--", "true"])),
+            "api": timed(lambda: sandbox.run(["true"], check=True)),
+            "api root": timed(lambda: sandbox.run(["true"], root=root, check=True)),
+        }, cfg.root_warmup, cfg.root_reps)
+    return [
+        Result(f"9. --root (busybox), {which}, vs the same run without it", median_ms(samples[f"{key} root"]),
+               median_ms(samples[key]), "ms", n=cfg.root_reps).extra_goal(10.0)
+        for which, key in (("command", "cli"), ("API, warm", "api"))
+    ]
+
+
 # -- output -----------------------------------------------------------------------------------------
 
 
@@ -913,6 +948,7 @@ FIGURES: list[tuple[str, Callable[[Config], list[Result]]]] = [
     ("6. memory", fig_memory),
     ("7. --net none", fig_net_none),
     ("8. capture_output", fig_capture),
+    ("9. --root", fig_root),
 ]
 
 

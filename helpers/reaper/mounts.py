@@ -101,12 +101,18 @@ def set_up(spec: SandboxSpec) -> None:
     # --no-proc takes away. Our /proc stays where we count our processes (Procs.own) in either case.
     if not spec.proc:
         _drop_proc()
+    if spec.root is not None:
+        from . import newroot
+
+        newroot.switch(spec, _make)  # the steps below the new root, which then becomes our /
+        return
     _make(spec.mounts, spec.mkdir, spec.userns)
 
 
-def _make(steps: tuple[Step, ...], mkdir: bool, userns: bool) -> None:
+def _make(steps: tuple[Step, ...], mkdir: bool, userns: bool, root: str | None = None) -> None:
     """Walk the steps in their order. The paths missing below a mount are made right after it (those on the
-    host's own file systems first), before any deeper step (a read-only remount, say) could be in the way."""
+    host's own file systems first), before any deeper step (a read-only remount, say) could be in the way.
+    root: the new root the targets lie below (--root), which none may lead out of."""
     os.umask(0o022)  # what we create gets the modes we give; each command sets its own umask later
     owners = [owner(steps, index) for index in range(len(steps))]
     # A bind below a read-only path copies its read-only flag: reopen it if its source is writable.
@@ -116,11 +122,17 @@ def _make(steps: tuple[Step, ...], mkdir: bool, userns: bool) -> None:
     def create_below(above: Step | None) -> None:
         for step, step_owner in zip(steps, owners, strict=True):
             if step_owner is above:
+                if root is not None:
+                    newroot.check_within(step, root)
                 # Without --mkdir, what we make must stay in the mount of ours it lies in.
                 create(step, may_create(above, mkdir), None if mkdir or above is None else above.target)
 
+    if root is not None:
+        from . import newroot
     create_below(None)
     for step in steps:
+        if root is not None:
+            newroot.check_within(step, root)
         make(step, userns, step.source in reopen)
         if step.kind in MOUNTS:
             create_below(step)

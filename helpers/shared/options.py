@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import stat
 from collections.abc import Callable, Iterable, Mapping
 
 from . import durations, limits, records
@@ -199,6 +200,16 @@ def _hooks(values: object, name: str) -> tuple[str, ...]:
     return () if values is None else _listed(_hook)(values, name)
 
 
+def _root(value: object, name: str) -> str | None:
+    """--root DIR: an absolute path other than / (None: the host's root stays the job's)."""
+    if value is None:
+        return None
+    path = absolute_path(value, name)
+    if path == "/":
+        raise ValueError(f"{name} /: that is the root already; leave {name} out")
+    return path
+
+
 def _maybe_path(value: object, name: str) -> str | None:
     if value is None:
         return None
@@ -362,6 +373,10 @@ OPTIONS: tuple[Option, ...] = (
            topic="mounts"),
     Option("proc", True, _flag, "Mount a fresh /proc for the new PID namespace (--no-proc: the host's /proc "
            "stays).", switch=True, topic="mounts"),
+    Option("root", None, _root, "Make DIR the job's / (pivot_root; nothing of the host's stays reachable), with a "
+           "fresh /proc and a minimal /dev in it. The other mount options' targets are paths in it, their sources "
+           "the host's; --read-only / makes it read-only, --overlay DIR:/ throwaway. The job starts in its / "
+           "unless --cwd says otherwise.", "DIR", topic="mounts", completes="dir"),
     # isolation
     Option("net", "host", _net, "Network: the host's; none (a new namespace with only lo, up); or join the named "
            "namespace made by 'ip netns add NAME'.", "host|none|netns:NAME", topic="isolation"),
@@ -493,7 +508,7 @@ SANDBOX_FIELDS = tuple(o.name for o in OPTIONS if o.scope == "sandbox")
 PROCESS_ATTRIBUTES = ("nice", "ionice", "rlimit", "no_new_privs", "cap_drop", "cap_keep",  # set between fork and exec
                       "user", "group", "extra_groups", "syscall_filter", "landlock_read", "landlock_write")
 # What --list shows of a sandbox's confinement.
-CONFINING = ("unshare", "user", "group", "extra_groups", "syscall_filter", "landlock_read", "landlock_write")
+CONFINING = ("root", "unshare", "user", "group", "extra_groups", "syscall_filter", "landlock_read", "landlock_write")
 CGROUP_LIMITS = ("memory_max", "memory_high", "cpu_weight", "cpu_max", "io_weight", "pids_max")
 API_KEYWORDS = tuple(o.name for o in OPTIONS if o.in_api)
 
@@ -574,6 +589,7 @@ class SandboxSpec:
     mkdir: bool
     propagation: str
     proc: bool
+    root: str | None
     net: str
     userns: bool
     userns_uid: int | None
@@ -642,7 +658,19 @@ class SandboxSpec:
             problem = proc_self_problem(target)
             if problem:
                 raise ValueError(f"{BY_NAME[name].spelled(spelling)} {target}: {problem}")
+        root = checked["root"]
+        if root is not None and not checked["proc"]:
+            raise ValueError(f"{'--no-proc' if spelling == CLI else 'proc=False'} and "
+                             f"{BY_NAME['root'].spelled(spelling)} exclude each other: the new root has no host's "
+                             f"/proc to keep; hide its fresh one with {BY_NAME['tmpfs'].spelled(spelling)} /proc")
         for name, target in mounts:
+            if target == "/" and root is not None:
+                if name in ("tmpfs", "overlay"):
+                    continue  # the new root's top mount, which becomes the job's /
+                flag = BY_NAME["root"].spelled(spelling)
+                raise ValueError(f"{BY_NAME[name].spelled(spelling)} /: with {flag} {root} the job's / is {root}; "
+                                 f"give the directory to {flag} itself, or use {BY_NAME['overlay'].spelled(spelling)} "
+                                 f"{root}:/ for a throwaway one")
             if target == "/proc" and name in ("dev", "overlay"):
                 # Made with the help of our /proc (its /proc/self/fd), which their own tmpfs would hide first.
                 raise ValueError(f"{BY_NAME[name].spelled(spelling)} /proc: cannot be made over /proc; "
@@ -758,7 +786,7 @@ class SandboxSpec:
         before children, so that a bind below a tmpfs lands on top of it; at one depth a read-only remount
         first, so that a mount on the same path opens a writable hole in it."""
         return steps_of(self.tmpfs, self.bind, self.ro_bind, self.overlay, self.dev, self.dir, self.symlink,
-                        self.read_only)
+                        self.read_only, self.root is not None)
 
     def caveats(self, spelling: str = API) -> list[str]:
         """What these options will not do that one may think they do, one line each; the front end shows them
@@ -832,4 +860,17 @@ class SandboxSpec:
             if reason:
                 names = " and ".join(BY_NAME[name].spelled(spelling) for name in self.cgroup_limits)
                 raise SandboxError(f"{names}: {reason}")
-        check_mounts(self.mounts, self.mkdir, spelling)
+        if self.root is not None:
+            _check_root(self.root, BY_NAME["root"].spelled(spelling))
+        check_mounts(self.mounts, self.mkdir, spelling, self.root)
+
+
+def _check_root(root: str, name: str) -> None:
+    try:
+        found = os.stat(root)
+    except FileNotFoundError:
+        raise SandboxError(f"{name} {root}: does not exist") from None
+    except OSError as exc:
+        raise SandboxError(f"{name} {root}: {exc.strerror}") from None
+    if not stat.S_ISDIR(found.st_mode):
+        raise SandboxError(f"{name} {root}: not a directory")

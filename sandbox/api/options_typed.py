@@ -59,6 +59,11 @@ class SandboxOptions(CommandOptions, total=False):
     propagation: Literal["slave", "private"]
     #: Mount a fresh /proc for the new PID namespace (--no-proc: the host's /proc stays).
     proc: bool
+    #: Make DIR the job's / (pivot_root; nothing of the host's stays reachable), with a fresh /proc and a
+    #: minimal /dev in it. The other mount options' targets are paths in it, their sources the host's;
+    #: --read-only / makes it read-only, --overlay DIR:/ throwaway. The job starts in its / unless --cwd says
+    #: otherwise.
+    root: str | None
     #: Network: the host's; none (a new namespace with only lo, up); or join the named namespace made by 'ip
     #: netns add NAME'.
     net: str

@@ -165,7 +165,8 @@ class Popen(HoldsASandbox, Generic[_Out]):
             cmd, settings = command_of(args, shell, env, cwd, text, bool(passed), dict(
                 executable=executable, bufsize=bufsize, close_fds=close_fds, preexec_fn=preexec_fn,
                 restore_signals=restore_signals, startupinfo=startupinfo, creationflags=creationflags,
-                start_new_session=start_new_session, process_group=process_group, pipesize=pipesize))
+                start_new_session=start_new_session, process_group=process_group, pipesize=pipesize),
+                chosen.spec.root is not None)
         self.spec = chosen.spec
 
         def launch(stdio: tuple[int | None, ...]) -> ReaperClient:

@@ -80,10 +80,11 @@ def settings_of(argv: list[bytes], shell: bool, text: bool, passing: bool, execu
     return ProcessSettings(program, bool(start_new_session), pgroup, bufsize, line_buffering, pipesize)
 
 
-def command_of(args: Any, shell: bool, env: Any, cwd: Any, text: bool, passing: bool, keywords: dict[str, Any]
-               ) -> tuple[command.Command, ProcessSettings]:
-    """The job's command and the settings of our pipes, from Popen's arguments; raises before anything starts."""
+def command_of(args: Any, shell: bool, env: Any, cwd: Any, text: bool, passing: bool, keywords: dict[str, Any],
+               root: bool = False) -> tuple[command.Command, ProcessSettings]:
+    """The job's command and the settings of our pipes, from Popen's arguments; raises before anything starts.
+    root: the sandbox has a root of its own (the default cwd is its /)."""
     argv = command.argv_of(args, shell)
     settings = settings_of(argv, shell, text, passing, **keywords)
-    return command.command(argv, command.environment_of(env), command.directory_of(cwd), settings.program,
+    return command.command(argv, command.environment_of(env), command.directory_of(cwd, root=root), settings.program,
                            settings.session, settings.pgroup), settings

@@ -118,7 +118,8 @@ def _command(values: dict[str, Any], argv: tuple[str, ...]) -> command.Command:
     if not argv or not argv[0]:
         raise UsageError("no command given")
     env = command.edited({} if values["clearenv"] else dict(os.environb), values["unsetenv"], values["setenv"])
-    return command.command([os.fsencode(a) for a in argv], env, command.directory_of(values["cwd"], "--cwd"))
+    cwd = command.directory_of(values["cwd"], "--cwd", values["root"] is not None)
+    return command.command([os.fsencode(a) for a in argv], env, cwd)
 
 
 def _status_writer(values: dict[str, Any]) -> StatusWriter | None:
