@@ -173,6 +173,19 @@ def host_mounts() -> set[str]:
         return {line.split()[4] for line in f}
 
 
+def host_links(prefix: str = "sr-") -> set[tuple[str, int]]:
+    """The host's network links whose name starts with prefix (--net veth's host ends), with their index (a
+    name comes back for a new link)."""
+    found = set()
+    for name in os.listdir("/sys/class/net"):
+        if name.startswith(prefix):
+            try:
+                found.add((name, int(Path(f"/sys/class/net/{name}/ifindex").read_text())))
+            except (OSError, ValueError):
+                pass  # gone meanwhile
+    return found
+
+
 def loop_devices() -> dict[str, str]:
     """Attached loop devices: backing file -> /dev/loopN."""
     found = {}

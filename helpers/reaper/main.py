@@ -78,11 +78,11 @@ def main(sock: socket.socket, parent_pidfd: int, owner: int | None = None) -> in
                 raise failure
             # The name first: a clash must fail before anything of the job exists.
             reaper.listing, registry_fd = listing.claim(order, registry_fd, procs.launcher, procs.own), None
-            mounts.set_up(order.spec)
+            reaper.spec = mounts.set_up(order.spec)
             if order.spec.landlock_read or order.spec.landlock_write:
                 from ..shared.landlock import resolved
 
-                reaper.spec = resolved(order.spec)  # before anything of the job runs (its links lead nowhere then)
+                reaper.spec = resolved(reaper.spec)  # before anything of the job runs (its links lead nowhere then)
             if isinstance(order, wire.Order):
                 reaper.main = reaper.start(order.command, stdio, sock)
         except SandboxError as exc:
@@ -95,6 +95,10 @@ def main(sock: socket.socket, parent_pidfd: int, owner: int | None = None) -> in
     finally:
         if reaper.listing is not None:
             reaper.listing.release()  # our entry goes before we do; a SIGKILLed reaper's is refused, then removed
+        if order.spec.linked:
+            from . import veth
+
+            veth.release()  # the host end goes before we do; a SIGKILLed reaper's goes with the namespace
 
 
 def warm_up(mnt_ns: int, pid_ns: int) -> None:

@@ -89,9 +89,10 @@ def _hide_registry(owner: int) -> None:
             os.close(fd)
 
 
-def set_up(spec: SandboxSpec) -> None:
-    """Complete the sandbox as spec says; SandboxError if the kernel refuses."""
-    _isolate(spec)
+def set_up(spec: SandboxSpec) -> SandboxSpec:
+    """Complete the sandbox as spec says; SandboxError if the kernel refuses. Returns the spec as made (what the
+    reaper shows in --list: --net veth's addresses filled in)."""
+    spec = _isolate(spec)
     if spec.propagation == "private":
         try:
             linux.mount(None, b"/", None, linux.MS_REC | linux.MS_PRIVATE)
@@ -105,8 +106,9 @@ def set_up(spec: SandboxSpec) -> None:
         from . import newroot
 
         newroot.switch(spec, _make)  # the steps below the new root, which then becomes our /
-        return
+        return spec
     _make(spec.mounts, spec.mkdir, spec.userns)
+    return spec
 
 
 def _make(steps: tuple[Step, ...], mkdir: bool, userns: bool, root: str | None = None) -> None:
@@ -145,9 +147,15 @@ def _writable(path: str | None) -> bool:
         return False  # it is refused with its own message when its turn comes
 
 
-def _isolate(spec: SandboxSpec) -> None:
-    """The namespaces an order may add to the prepared ones: network, UTS, IPC, cgroup and time."""
-    if spec.net != "host":
+def _isolate(spec: SandboxSpec) -> SandboxSpec:
+    """The namespaces an order may add to the prepared ones: network, UTS, IPC, cgroup and time. Returns the
+    spec as made: with --net veth, the addresses taken."""
+    if spec.linked:
+        from . import veth
+
+        ip, host_ip = veth.set_up(spec)
+        spec = spec.completed(ip=ip, host_ip=host_ip)
+    elif spec.net != "host":
         from . import network
     if spec.net == "none":
         unshare(linux.CLONE_NEWNET, "a network namespace")
@@ -160,6 +168,7 @@ def _isolate(spec: SandboxSpec) -> None:
         unshare(*UNSHARED[kind])
     if spec.hostname:
         socket.sethostname(spec.hostname)
+    return spec
 
 
 UNSHARED = {"ipc": (linux.CLONE_NEWIPC, "an IPC namespace"), "uts": (linux.CLONE_NEWUTS, "a UTS namespace"),

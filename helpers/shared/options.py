@@ -129,14 +129,19 @@ def _choice(*choices: str) -> Callable[[object, str], str]:
 def _net(value: object, name: str) -> str:
     if isinstance(value, str):
         value = _text(value)
-        if value in ("host", "none"):
+        if value in ("host", "none", "veth"):
             return value
         if value.startswith("netns:"):
             ns = value[len("netns:"):]
             if ns and "/" not in ns and "\0" not in ns and ns not in (".", ".."):
                 return value
             raise ValueError(f"{name} {value}: NAME must be the name of a network namespace in {NETNS_DIR}")
-    raise ValueError(f"{name}: unknown net mode {value!r}: use host, none or netns:NAME")
+        if value.startswith("bridge:"):
+            from .addresses import interface
+
+            interface(value[len("bridge:"):], f"{name} {value}")
+            return value
+    raise ValueError(f"{name}: unknown net mode {value!r}: use host, none, veth, bridge:NAME or netns:NAME")
 
 
 def _flag(value: object, name: str) -> bool:
@@ -378,8 +383,18 @@ OPTIONS: tuple[Option, ...] = (
            "the host's; --read-only / makes it read-only, --overlay DIR:/ throwaway. The job starts in its / "
            "unless --cwd says otherwise.", "DIR", topic="mounts", completes="dir"),
     # isolation
-    Option("net", "host", _net, "Network: the host's; none (a new namespace with only lo, up); or join the named "
-           "namespace made by 'ip netns add NAME'.", "host|none|netns:NAME", topic="isolation"),
+    Option("net", "host", _net, "Network: the host's; none (a new namespace with only lo, up); veth (a new "
+           "namespace joined to the host by a veth pair, addresses from 10.213.0.0/16 unless --ip; root only); "
+           "bridge:NAME (the pair's host end on the existing bridge NAME; needs --ip); or join the named namespace "
+           "made by 'ip netns add NAME'.", "host|none|veth|bridge:NAME|netns:NAME", topic="isolation"),
+    Option("ip", None, _later("addresses", "network"), "The job's IPv4 address and prefix with --net veth or "
+           "bridge:NAME (default with veth: a /30 of 10.213.0.0/16 free on this host).", "ADDR/PREFIX",
+           topic="isolation"),
+    Option("host_ip", None, _later("addresses", "host"), "With --net veth and --ip: the host end's address, in "
+           "--ip's subnet; the job's default route goes via it (default: the subnet's first other address).",
+           "ADDR", topic="isolation"),
+    Option("gateway", None, _later("addresses", "host"), "With --net bridge:NAME: the job's default route goes via "
+           "ADDR, in --ip's subnet (default: no default route).", "ADDR", topic="isolation"),
     Option("userns", None, _maybe_flag, "Run in a new user namespace where the caller is mapped to "
            "--userns-uid/--userns-gid (default 0, root inside). Automatic when the caller is not root.",
            switch=True, topic="isolation"),
@@ -508,7 +523,8 @@ SANDBOX_FIELDS = tuple(o.name for o in OPTIONS if o.scope == "sandbox")
 PROCESS_ATTRIBUTES = ("nice", "ionice", "rlimit", "no_new_privs", "cap_drop", "cap_keep",  # set between fork and exec
                       "user", "group", "extra_groups", "syscall_filter", "landlock_read", "landlock_write")
 # What --list shows of a sandbox's confinement.
-CONFINING = ("root", "unshare", "user", "group", "extra_groups", "syscall_filter", "landlock_read", "landlock_write")
+CONFINING = ("root", "net", "ip", "host_ip", "gateway", "unshare", "user", "group", "extra_groups", "syscall_filter",
+             "landlock_read", "landlock_write")
 CGROUP_LIMITS = ("memory_max", "memory_high", "cpu_weight", "cpu_max", "io_weight", "pids_max")
 API_KEYWORDS = tuple(o.name for o in OPTIONS if o.in_api)
 
@@ -591,6 +607,9 @@ class SandboxSpec:
     proc: bool
     root: str | None
     net: str
+    ip: str | None
+    host_ip: str | None
+    gateway: str | None
     userns: bool
     userns_uid: int | None
     userns_gid: int | None
@@ -700,6 +719,11 @@ class SandboxSpec:
                     raise ValueError(f"{BY_NAME[name].spelled(spelling)} {path}: lies below the link "
                                      f"{BY_NAME['symlink'].spelled(spelling)} {target}:{link}; give the path the "
                                      "link leads to")
+        if checked["net"] == "veth" or checked["net"].startswith("bridge:") or checked["ip"] is not None \
+                or checked["host_ip"] is not None or checked["gateway"] is not None:
+            from .addresses import settle
+
+            settle(checked, lambda n: BY_NAME[n].spelled(spelling))
         if checked["cap_drop"] and checked["cap_keep"]:
             raise ValueError(f"{BY_NAME['cap_drop'].spelled(spelling)} and {BY_NAME['cap_keep'].spelled(spelling)} "
                              "exclude each other: name what to drop, or what to keep")
@@ -739,6 +763,12 @@ class SandboxSpec:
             put(spec, name, value if type(value) in passes else convert(value))
         return spec
 
+    def completed(self, **fields: Any) -> SandboxSpec:
+        """This spec with these fields changed: what the reaper made of it (the addresses --net veth took)."""
+        values = dict(zip(self.__slots__, self.to_wire(), strict=True))
+        values.update(fields)
+        return type(self)(values)
+
     @property
     def userns_ids(self) -> tuple[int, int] | None:
         """The uid and gid the caller becomes inside its user namespace; None for no user namespace."""
@@ -756,6 +786,11 @@ class SandboxSpec:
             or self.switches_user
 
     @property
+    def linked(self) -> bool:
+        """Whether the sandbox's network is joined to the host's by a veth pair (--net veth, bridge:NAME)."""
+        return self.net == "veth" or self.net.startswith("bridge:")
+
+    @property
     def switches_user(self) -> bool:
         """Whether the job's first process takes other ids (user, group or supplementary groups)."""
         return self.user is not None or self.group is not None or self.extra_groups is not None
@@ -771,6 +806,8 @@ class SandboxSpec:
         found = {}
         for name in CONFINING:
             value = getattr(self, name, None)
+            if name == "net" and not self.linked:
+                continue  # none and netns:NAME confine nothing to show beside the namespaces
             if value is not None and value != _DEFAULTS[name] and plain(value):
                 found[name] = list(value) if isinstance(value, (tuple, list)) else value
         return found
@@ -823,6 +860,22 @@ class SandboxSpec:
                              "CapabilityBoundingSet= or setpriv dropped it), so the job cannot have it")
         return found
 
+    def _check_link(self, spelling: str) -> None:
+        """--net veth and bridge:NAME make a link in the host's network namespace: only a process with
+        CAP_NET_ADMIN there may (root, outside any user namespace), and a bridge must be one."""
+        flag = BY_NAME["net"].spelled(spelling)
+        if self.userns:
+            userns = BY_NAME["userns"].spelled(spelling)
+            raise SandboxError(f"{flag} {self.net}: needs CAP_NET_ADMIN in the host's network namespace, which a "
+                               f"user namespace does not give: run as root, without {userns} (or use {flag} none)")
+        if self.net.startswith("bridge:"):
+            name = self.net[len("bridge:"):]
+            if not os.path.exists(f"/sys/class/net/{name}"):
+                raise SandboxError(f"{flag} {self.net}: no interface {name!r} on this host (create the bridge "
+                                   f"with: ip link add {name} type bridge && ip link set {name} up)")
+            if not os.path.isdir(f"/sys/class/net/{name}/bridge"):
+                raise SandboxError(f"{flag} {self.net}: {name!r} is not a bridge")
+
     def check_host(self, spelling: str = API) -> None:
         """Check the spec against this machine (SandboxError, one line each), so a typo fails before anything
         starts: the paths as the host sees them, the named network namespace, user namespaces allowed."""
@@ -831,6 +884,8 @@ class SandboxSpec:
             if not os.path.exists(os.path.join(NETNS_DIR, name)):
                 raise SandboxError(f"{BY_NAME['net'].spelled(spelling)} {self.net}: no network namespace {name!r} "
                                    f"(no {NETNS_DIR}/{name}; create it with: ip netns add {name})")
+        if self.linked:
+            self._check_link(spelling)
         if self.userns:
             reason = userns_unavailable()
             if reason:
