@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 
 from ..shared import linux
 from ..shared.errors import SandboxError, mount_error
@@ -24,7 +25,7 @@ from ..shared.mountspec import Step, in_root
 from ..shared.options import SandboxSpec
 
 
-def switch(spec: SandboxSpec, make: object) -> None:
+def switch(spec: SandboxSpec, make: Callable[[tuple[Step, ...], bool, bool, str], None]) -> None:
     """Make spec's mounts below spec.root (make: mounts._make, with the root to keep them in), then make
     spec.root our / and detach the host's."""
     assert spec.root is not None
@@ -35,7 +36,7 @@ def switch(spec: SandboxSpec, make: object) -> None:
     except OSError as exc:
         raise mount_error(exc, "bind the new root on itself at", root) from None
     steps = tuple(Step(m.kind, in_root(root, m.target), m.source, m.extra) for m in spec.mounts)
-    make(steps, spec.mkdir, spec.userns, root)  # type: ignore[operator]
+    make(steps, spec.mkdir, spec.userns, root)
     pivot(root)
 
 
