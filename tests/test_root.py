@@ -213,14 +213,20 @@ def test_enter_finds_the_new_root_and_list_shows_it(busybox_root, no_leftovers):
     (["--root", "{root}/bin"], 125, "--root (its /dev): {root}/bin/dev does not exist: create it"),
     (["--root", "{root}", "--mkdir", "--dir", "/link/made-by-test-root"], 125,
      "a symbolic link on its way leads out of it (to /tmp/made-by-test-root)"),
+    (["--root", "{root}/slash"], 125, "--root {root}/slash: leads to / itself"),
+    # A kernel's file system is no root: --mkdir would make cgroups of its /proc and /dev, say.
+    (["--root", "/proc/sys"], 125, "--root /proc/sys: lies in /proc, a kernel file system"),
+    (["--root", "/sys/fs/cgroup", "--mkdir"], 125, "--root /sys/fs/cgroup: lies in /sys, a kernel file system"),
 ])
 def test_bad_values_get_one_line(busybox_root, words, status, message):
     (busybox_root / "link").symlink_to("/tmp")  # absolute: in the new root that is its /tmp
+    (busybox_root / "slash").symlink_to("/")
     words = [word.format(root=busybox_root) for word in words]
     result = subprocess.run([CLI, *words, "--", "true"], capture_output=True, text=True, timeout=60)
     assert result.returncode == status
     assert message.format(root=busybox_root) in one_line(result.stderr)
     assert not Path("/tmp/made-by-test-root").exists()
+    assert not Path("/sys/fs/cgroup/proc").exists() and not Path("/sys/fs/cgroup/dev").exists()
 
 
 def test_the_api_says_the_same(busybox_root):

@@ -929,3 +929,11 @@ def _check_root(root: str, name: str) -> None:
         raise SandboxError(f"{name} {root}: {exc.strerror}") from None
     if not stat.S_ISDIR(found.st_mode):
         raise SandboxError(f"{name} {root}: not a directory")
+    # As the reaper will find it: a link to / cannot be left by pivot_root, and /proc or /sys are the kernel's
+    # (--mkdir there would make a cgroup of the root's /proc, say).
+    real = os.path.realpath(root)
+    if real == "/":
+        raise SandboxError(f"{name} {root}: leads to / itself: leave {name} out")
+    for kernel in ("/proc", "/sys"):
+        if real == kernel or real.startswith(kernel + "/"):
+            raise SandboxError(f"{name} {root}: lies in {kernel}, a kernel file system; give a directory of files")
