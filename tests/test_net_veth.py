@@ -286,6 +286,8 @@ BAD = [
     (["--net", "veth", "--ip", "10.214.0.0/24"], "the subnet's own address"),
     (["--net", "veth", "--ip", "10.214.0.255/24"], "broadcast"),
     (["--net", "veth", "--ip", "127.0.0.2/8"], "loopback"),
+    (["--net", "veth", "--ip", "0.0.0.1/24"], "0.0.0.0/8"),
+    (["--net", "bridge:br0", "--ip", "10.214.0.2/24", "--gateway", "10.214.0.255"], "broadcast"),
     (["--net", "veth", "--ip", "10.213.5.2/24"], "overlaps 10.213.0.0/16"),
     (["--net", "veth", "--ip", "10.214.0.2/24", "--host-ip", "10.214.0.2"], "is the job's own address"),
     (["--net", "veth", "--ip", "10.214.0.2/24", "--host-ip", "10.215.0.1"], "outside --ip's subnet"),
