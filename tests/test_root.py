@@ -201,6 +201,39 @@ def test_enter_finds_the_new_root_and_list_shows_it(busybox_root, no_leftovers):
         assert cli("--stop", name).returncode == 0
 
 
+# -- a job that is root with the host's capabilities ---------------------------------------------------------
+
+# Each directory PID 1 holds a descriptor of (the /proc it was started under, the registry's directory...) that
+# the job could list through /proc/1/fd: a way out of the new root.
+REACH_PID1 = "for f in /proc/1/fd/*; do ls $f/ >/dev/null 2>&1 && echo reached; done; echo done"
+WARNING = "the job runs as root with the host's capabilities, which no root directory holds in"
+
+
+def _run_warned(entry: str, options: dict, script: str) -> tuple[int, str, str]:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        status, out, err = run_in(entry, options, script)
+    return status, out, err + "".join(f"{w.message}\n" for w in caught if w.category is RuntimeWarning)
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_a_root_job_with_the_hosts_capabilities_is_warned_that_it_can_leave(entry, busybox_root):
+    status, out, err = _run_warned(entry, {"root": str(busybox_root)}, REACH_PID1)
+    assert status == 0, err
+    assert WARNING in err
+    assert "reached" in out, "the warning names a way out that is not there: reword it"
+
+
+@pytest.mark.parametrize("remedy", [{"userns": True}, {"user": 65534}, {"cap_drop": ["ALL"]}],
+                         ids=["userns", "user", "cap-drop ALL"])
+def test_the_remedies_the_warning_names_keep_the_job_from_pid_1s_descriptors(remedy, busybox_root):
+    status, out, err = _run_warned("cli", {"root": str(busybox_root), **remedy}, REACH_PID1)
+    assert (status, out) == (0, "done\n"), err
+    assert WARNING not in err
+
+
 # -- refusals ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("words, status, message", [

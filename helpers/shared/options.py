@@ -378,7 +378,7 @@ OPTIONS: tuple[Option, ...] = (
            topic="mounts"),
     Option("proc", True, _flag, "Mount a fresh /proc for the new PID namespace (--no-proc: the host's /proc "
            "stays).", switch=True, topic="mounts"),
-    Option("root", None, _root, "Make DIR the job's / (pivot_root; nothing of the host's stays reachable), with a "
+    Option("root", None, _root, "Make DIR the job's / (pivot_root; nothing of the host's stays mounted), with a "
            "fresh /proc and a minimal /dev in it. The other mount options' targets are paths in it, their sources "
            "the host's; --read-only / makes it read-only, --overlay DIR:/ throwaway. The job starts in its / "
            "unless --cwd says otherwise.", "DIR", topic="mounts", completes="dir"),
@@ -840,7 +840,20 @@ class SandboxSpec:
                          "those that switch to another user")
         if self.cap_keep:
             found += self._caps_not_kept(BY_NAME["cap_keep"].spelled(spelling))
+        if self.root is not None and self._job_keeps_hosts_root():
+            found.append(f"{BY_NAME['root'].spelled(spelling)}: the job runs as root with the host's capabilities, "
+                         "which no root directory holds in (it may read PID 1's descriptors of the host's, trace "
+                         f"it, make device nodes, load modules); {BY_NAME['userns'].spelled(spelling)}, "
+                         f"{BY_NAME['user'].spelled(spelling)} or {BY_NAME['cap_drop'].spelled(spelling)} ALL "
+                         "keep it in")
         return found
+
+    def _job_keeps_hosts_root(self) -> bool:
+        """Whether the job is root in the host's user namespace with the capabilities that reach past any
+        root: CAP_SYS_PTRACE over PID 1 (its descriptors of the host's), CAP_SYS_ADMIN, CAP_MKNOD..."""
+        if self.userns or os.geteuid() != 0 or self.user not in (None, 0):
+            return False
+        return not self.cap_keep and "ALL" not in self.cap_drop
 
     def _caps_not_kept(self, flag: str) -> list[str]:
         from . import linux  # here: ctypes stays out of a run that keeps no capability
