@@ -231,8 +231,14 @@ def test_a_root_job_with_the_hosts_capabilities_is_warned_that_it_can_leave(entr
     assert "reached" in out, "the warning names a way out that is not there: reword it"
 
 
-@pytest.mark.parametrize("remedy", [{"userns": True}, {"user": 65534}, {"cap_drop": ["ALL"]}],
-                         ids=["userns", "user", "cap-drop ALL"])
+def test_keeping_cap_sys_ptrace_alone_is_warned_of_too(busybox_root):
+    status, out, err = _run_warned("cli", {"root": str(busybox_root), "cap_keep": ["SYS_PTRACE"]}, REACH_PID1)
+    assert status == 0 and "reached" in out and WARNING in err, err
+
+
+@pytest.mark.parametrize("remedy", [{"userns": True}, {"user": 65534}, {"cap_drop": ["ALL"]},
+                                    {"cap_keep": ["NET_BIND_SERVICE"]}],
+                         ids=["userns", "user", "cap-drop ALL", "cap-keep NET_BIND_SERVICE"])
 def test_the_remedies_the_warning_names_keep_the_job_from_pid_1s_descriptors(remedy, busybox_root):
     status, out, err = _run_warned("cli", {"root": str(busybox_root), **remedy}, REACH_PID1)
     assert (status, out) == (0, "done\n"), err

@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 
 PROPAGATIONS = ("slave", "private")
 NETNS_DIR = "/run/netns"
+# What lets a root job leave a --root: PID 1's descriptors, its memory, devices, modules, file handles, raw I/O.
+ESCAPING_CAPS = frozenset({"CAP_SYS_PTRACE", "CAP_SYS_ADMIN", "CAP_MKNOD", "CAP_SYS_MODULE", "CAP_DAC_READ_SEARCH",
+                           "CAP_SYS_RAWIO"})
 MAX_ID = 2**32 - 2  # (uid_t)-1 means "no change" to the kernel
 
 # How a front end names an option in its error messages.
@@ -849,11 +852,13 @@ class SandboxSpec:
         return found
 
     def _job_keeps_hosts_root(self) -> bool:
-        """Whether the job is root in the host's user namespace with the capabilities that reach past any
-        root: CAP_SYS_PTRACE over PID 1 (its descriptors of the host's), CAP_SYS_ADMIN, CAP_MKNOD..."""
+        """Whether the job is root in the host's user namespace with a capability that reaches past any root:
+        CAP_SYS_PTRACE over PID 1 (its descriptors of the host's), CAP_SYS_ADMIN, CAP_MKNOD..."""
         if self.userns or os.geteuid() != 0 or self.user not in (None, 0):
             return False
-        return not self.cap_keep and "ALL" not in self.cap_drop
+        if self.cap_keep:
+            return bool(ESCAPING_CAPS.intersection(self.cap_keep))
+        return "ALL" not in self.cap_drop and not ESCAPING_CAPS.issubset(self.cap_drop)
 
     def _caps_not_kept(self, flag: str) -> list[str]:
         from . import linux  # here: ctypes stays out of a run that keeps no capability
