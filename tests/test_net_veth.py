@@ -226,6 +226,38 @@ def test_nothing_is_left_on_the_host(tmp_path, ending, no_leftovers):
         assert wait_for(lambda: host_addresses() == "")
 
 
+def test_a_job_that_deletes_its_end_cannot_make_its_reaper_delete_anothers_pair(tmp_path, no_leftovers):
+    """Deleting the job's end deletes the host end too, and its block is free again: a second sandbox takes the
+    same host link name. The first one's end must delete only the pair it made, not whatever bears the name."""
+    deleted, end = tmp_path / "deleted", tmp_path / "end"
+    first = subprocess.Popen([CLI, "--net", "veth", "sh", "-c",
+                              f"ip link del eth0 && touch {deleted} && while [ ! -e {end} ]; do sleep 0.05; done"])
+    second = None
+    try:
+        assert wait_for(deleted.exists, timeout=30)
+        before = host_links()
+        up = tmp_path / "up"
+        second = subprocess.Popen([CLI, "--net", "veth", "sh", "-c",
+                                   f"touch {up}; while [ ! -e {end}2 ]; do sleep 0.05; done; ip -o link show eth0"],
+                                  stdout=subprocess.PIPE, text=True)
+        assert wait_for(up.exists, timeout=30)
+        theirs = host_links() - before
+        assert len(theirs) == 1, theirs
+        end.touch()
+        assert first.wait(timeout=60) == 0
+        assert host_links() >= theirs, "the first sandbox's end deleted the second one's pair"
+        Path(f"{end}2").touch()
+        out, _ = second.communicate(timeout=60)
+        assert second.returncode == 0 and "eth0" in out
+    finally:
+        end.touch()
+        Path(f"{end}2").touch()
+        for launcher in (first, second):
+            if launcher is not None:
+                launcher.kill()
+                launcher.wait()
+
+
 # -- who may, and bad values ---------------------------------------------------------------------------------
 
 def test_an_ordinary_user_is_told_it_needs_cap_net_admin(nobody_dir, no_leftovers):
@@ -254,6 +286,8 @@ BAD = [
     (["--net", "veth", "--ip", "10.214.0.0/24"], "the subnet's own address"),
     (["--net", "veth", "--ip", "10.214.0.255/24"], "broadcast"),
     (["--net", "veth", "--ip", "127.0.0.2/8"], "loopback"),
+    (["--net", "veth", "--ip", "0.0.0.1/24"], "0.0.0.0/8"),
+    (["--net", "bridge:br0", "--ip", "10.214.0.2/24", "--gateway", "10.214.0.255"], "broadcast"),
     (["--net", "veth", "--ip", "10.213.5.2/24"], "overlaps 10.213.0.0/16"),
     (["--net", "veth", "--ip", "10.214.0.2/24", "--host-ip", "10.214.0.2"], "is the job's own address"),
     (["--net", "veth", "--ip", "10.214.0.2/24", "--host-ip", "10.215.0.1"], "outside --ip's subnet"),

@@ -56,6 +56,11 @@ def mount_points(mountinfo: str) -> set[str]:
     return {line.split()[4] for line in mountinfo.splitlines()}
 
 
+def refusal(stderr: str) -> str:
+    """The one line of a refusal, after the warning a run whose job keeps root's capabilities gets first."""
+    return one_line("".join(line for line in stderr.splitlines(keepends=True) if WARNING not in line))
+
+
 # -- what the job sees ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
@@ -99,14 +104,14 @@ def test_the_job_starts_in_the_new_roots_slash_unless_a_cwd_is_given(busybox_roo
     assert (default.stdout, given.stdout, relative.stdout) == ("/\n", "/mnt\n", "/bin\n")
     result = subprocess.run([CLI, "--root", str(busybox_root), "--cwd", "/nowhere", "--", "pwd"],
                             capture_output=True, text=True, timeout=60)
-    assert result.returncode == 125 and "/nowhere" in one_line(result.stderr)
+    assert result.returncode == 125 and "/nowhere" in refusal(result.stderr)
 
 
 def test_a_program_missing_from_the_new_root_is_not_found(busybox_root):
     # python3 is on the host's PATH, and not in the new root.
     result = subprocess.run([CLI, "--root", str(busybox_root), "--", "python3", "-c", "pass"], capture_output=True,
                             text=True, timeout=60)
-    assert result.returncode == 127 and "python3: command not found" in one_line(result.stderr)
+    assert result.returncode == 127 and "python3: command not found" in refusal(result.stderr)
 
 
 # -- the mount options in the new root -------------------------------------------------------------------
@@ -201,6 +206,45 @@ def test_enter_finds_the_new_root_and_list_shows_it(busybox_root, no_leftovers):
         assert cli("--stop", name).returncode == 0
 
 
+# -- a job that is root with the host's capabilities ---------------------------------------------------------
+
+# Each directory PID 1 holds a descriptor of (the /proc it was started under, the registry's directory...) that
+# the job could list through /proc/1/fd: a way out of the new root.
+REACH_PID1 = "for f in /proc/1/fd/*; do ls $f/ >/dev/null 2>&1 && echo reached; done; echo done"
+WARNING = "the job runs as root with the host's capabilities, which no root directory holds in"
+
+
+def _run_warned(entry: str, options: dict, script: str) -> tuple[int, str, str]:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        status, out, err = run_in(entry, options, script)
+    return status, out, err + "".join(f"{w.message}\n" for w in caught if w.category is RuntimeWarning)
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_a_root_job_with_the_hosts_capabilities_is_warned_that_it_can_leave(entry, busybox_root):
+    status, out, err = _run_warned(entry, {"root": str(busybox_root)}, REACH_PID1)
+    assert status == 0, err
+    assert WARNING in err
+    assert "reached" in out, "the warning names a way out that is not there: reword it"
+
+
+def test_keeping_cap_sys_ptrace_alone_is_warned_of_too(busybox_root):
+    status, out, err = _run_warned("cli", {"root": str(busybox_root), "cap_keep": ["SYS_PTRACE"]}, REACH_PID1)
+    assert status == 0 and "reached" in out and WARNING in err, err
+
+
+@pytest.mark.parametrize("remedy", [{"userns": True}, {"user": 65534}, {"cap_drop": ["ALL"]},
+                                    {"cap_keep": ["NET_BIND_SERVICE"]}],
+                         ids=["userns", "user", "cap-drop ALL", "cap-keep NET_BIND_SERVICE"])
+def test_the_remedies_the_warning_names_keep_the_job_from_pid_1s_descriptors(remedy, busybox_root):
+    status, out, err = _run_warned("cli", {"root": str(busybox_root), **remedy}, REACH_PID1)
+    assert (status, out) == (0, "done\n"), err
+    assert WARNING not in err
+
+
 # -- refusals ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("words, status, message", [
@@ -213,14 +257,20 @@ def test_enter_finds_the_new_root_and_list_shows_it(busybox_root, no_leftovers):
     (["--root", "{root}/bin"], 125, "--root (its /dev): {root}/bin/dev does not exist: create it"),
     (["--root", "{root}", "--mkdir", "--dir", "/link/made-by-test-root"], 125,
      "a symbolic link on its way leads out of it (to /tmp/made-by-test-root)"),
+    (["--root", "{root}/slash"], 125, "--root {root}/slash: leads to / itself"),
+    # A kernel's file system is no root: --mkdir would make cgroups of its /proc and /dev, say.
+    (["--root", "/proc/sys"], 125, "--root /proc/sys: lies in /proc, a kernel file system"),
+    (["--root", "/sys/fs/cgroup", "--mkdir"], 125, "--root /sys/fs/cgroup: lies in /sys, a kernel file system"),
 ])
 def test_bad_values_get_one_line(busybox_root, words, status, message):
     (busybox_root / "link").symlink_to("/tmp")  # absolute: in the new root that is its /tmp
+    (busybox_root / "slash").symlink_to("/")
     words = [word.format(root=busybox_root) for word in words]
     result = subprocess.run([CLI, *words, "--", "true"], capture_output=True, text=True, timeout=60)
     assert result.returncode == status
-    assert message.format(root=busybox_root) in one_line(result.stderr)
+    assert message.format(root=busybox_root) in refusal(result.stderr)
     assert not Path("/tmp/made-by-test-root").exists()
+    assert not Path("/sys/fs/cgroup/proc").exists() and not Path("/sys/fs/cgroup/dev").exists()
 
 
 def test_the_api_says_the_same(busybox_root):

@@ -53,10 +53,13 @@ def set_up(spec: SandboxSpec) -> tuple[str, str | None]:
             name = _pair(host, _named(), master, flag)
         else:
             ip, host_ip, name = _claim_block(host, flag)
-        _held = (host, name)
+        # The job cannot run yet, so the link of that name is still the one we made: its index is what we
+        # delete at the end, the name may be another sandbox's by then.
+        index = _index(host, name, flag)
+        _held = (host, name, index)
         if host_ip is not None:
             prefix = int(ip.rpartition("/")[2])
-            _check(_request(host, _address(_index(host, name, flag), host_ip, prefix)),
+            _check(_request(host, _address(index, host_ip, prefix)),
                    f"{flag}: cannot give the host end {name} the address {host_ip}")
     finally:
         if _held is None:
@@ -66,28 +69,43 @@ def set_up(spec: SandboxSpec) -> tuple[str, str | None]:
     return ip, host_ip
 
 
-# The host's netlink socket and the host end's name, from the pair's making to release(): the job cannot reach
-# the socket (it is PID 1's, which no process of the job may trace).
-_held: tuple[socket.socket, str] | None = None
+# The host's netlink socket, the host end's name and index, from the pair's making to release(): the job cannot
+# reach the socket (it is PID 1's, which no process of the job may trace unless it keeps CAP_SYS_PTRACE in the
+# host's user namespace: see docs/roots-and-networks.md).
+_held: tuple[socket.socket, str, int] | None = None
 
 
 def release() -> None:
     """Delete the pair now, as the sandbox ends: the kernel would too once the namespace is gone, but that
     happens some time after its last process (the namespace is torn down by a kernel worker), and whoever waits
-    for the sandbox's end should find the host as it was. Deleting one end deletes both."""
+    for the sandbox's end should find the host as it was. Deleting one end deletes both.
+
+    By index, and only while that index still bears our name: the job may have deleted its end (and with it
+    ours) long ago, and another sandbox made a link of the same name since. The kernel hands out indexes in
+    turn and reuses one only after 2**31 more, so the index and the name together are our pair."""
     global _held
     if _held is None:
         return
-    host, name = _held
+    host, name, index = _held
     _held = None
     from pyroute2.netlink import NLM_F_ACK
-    from pyroute2.netlink.rtnl import RTM_DELLINK
+    from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_GETLINK
     from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
     message = ifinfmsg()
     message["family"] = socket.AF_UNSPEC
-    message["attrs"] = [("IFLA_IFNAME", name)]
+    message["index"] = index
     try:
+        answer = _send(host, message, RTM_GETLINK, 0)
+        if _type(answer) == NLMSG_ERROR:
+            return  # gone already (the job deleted its end)
+        found = ifinfmsg(answer)
+        found.decode()
+        if found.get_attr("IFLA_IFNAME") != name:
+            return
+        message = ifinfmsg()
+        message["family"] = socket.AF_UNSPEC
+        message["index"] = index
         _send(host, message, RTM_DELLINK, NLM_F_ACK)
     except OSError:
         pass  # the kernel deletes it with the namespace all the same

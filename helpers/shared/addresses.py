@@ -81,9 +81,11 @@ def _usable(ip: object, net: object, name: str, value: str) -> None:
     import ipaddress
 
     assert isinstance(ip, ipaddress.IPv4Address) and isinstance(net, ipaddress.IPv4Network)
-    if ip.is_loopback or ip.is_multicast or ip.is_unspecified or ip.is_reserved:
-        raise ValueError(f"{name} {value}: not an address an interface can have (loopback, multicast, 0.0.0.0 or "
-                         "reserved)")
+    # 0.0.0.0/8 is "this network": the kernel takes it on an interface but routes nothing from or to it.
+    if (ip.is_loopback or ip.is_multicast or ip.is_reserved
+            or ip in ipaddress.IPv4Network("0.0.0.0/8")):
+        raise ValueError(f"{name} {value}: not an address an interface can have (loopback, multicast, 0.0.0.0/8 "
+                         "or reserved)")
     if net.prefixlen <= 30 and ip in (net.network_address, net.broadcast_address):
         raise ValueError(f"{name} {value}: that is the subnet's {'own' if ip == net.network_address else 'broadcast'} "
                          f"address, not one for an interface")

@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 
 PROPAGATIONS = ("slave", "private")
 NETNS_DIR = "/run/netns"
+# What lets a root job leave a --root: PID 1's descriptors, its memory, devices, modules, file handles, raw I/O.
+ESCAPING_CAPS = frozenset({"CAP_SYS_PTRACE", "CAP_SYS_ADMIN", "CAP_MKNOD", "CAP_SYS_MODULE", "CAP_DAC_READ_SEARCH",
+                           "CAP_SYS_RAWIO"})
 MAX_ID = 2**32 - 2  # (uid_t)-1 means "no change" to the kernel
 
 # How a front end names an option in its error messages.
@@ -378,7 +381,7 @@ OPTIONS: tuple[Option, ...] = (
            topic="mounts"),
     Option("proc", True, _flag, "Mount a fresh /proc for the new PID namespace (--no-proc: the host's /proc "
            "stays).", switch=True, topic="mounts"),
-    Option("root", None, _root, "Make DIR the job's / (pivot_root; nothing of the host's stays reachable), with a "
+    Option("root", None, _root, "Make DIR the job's / (pivot_root; nothing of the host's stays mounted), with a "
            "fresh /proc and a minimal /dev in it. The other mount options' targets are paths in it, their sources "
            "the host's; --read-only / makes it read-only, --overlay DIR:/ throwaway. The job starts in its / "
            "unless --cwd says otherwise.", "DIR", topic="mounts", completes="dir"),
@@ -840,7 +843,22 @@ class SandboxSpec:
                          "those that switch to another user")
         if self.cap_keep:
             found += self._caps_not_kept(BY_NAME["cap_keep"].spelled(spelling))
+        if self.root is not None and self._job_keeps_hosts_root():
+            found.append(f"{BY_NAME['root'].spelled(spelling)}: the job runs as root with the host's capabilities, "
+                         "which no root directory holds in (it may read PID 1's descriptors of the host's, trace "
+                         f"it, make device nodes, load modules); {BY_NAME['userns'].spelled(spelling)}, "
+                         f"{BY_NAME['user'].spelled(spelling)} or {BY_NAME['cap_drop'].spelled(spelling)} ALL "
+                         "keep it in")
         return found
+
+    def _job_keeps_hosts_root(self) -> bool:
+        """Whether the job is root in the host's user namespace with a capability that reaches past any root:
+        CAP_SYS_PTRACE over PID 1 (its descriptors of the host's), CAP_SYS_ADMIN, CAP_MKNOD..."""
+        if self.userns or os.geteuid() != 0 or self.user not in (None, 0):
+            return False
+        if self.cap_keep:
+            return bool(ESCAPING_CAPS.intersection(self.cap_keep))
+        return "ALL" not in self.cap_drop and not ESCAPING_CAPS.issubset(self.cap_drop)
 
     def _caps_not_kept(self, flag: str) -> list[str]:
         from . import linux  # here: ctypes stays out of a run that keeps no capability
@@ -929,3 +947,11 @@ def _check_root(root: str, name: str) -> None:
         raise SandboxError(f"{name} {root}: {exc.strerror}") from None
     if not stat.S_ISDIR(found.st_mode):
         raise SandboxError(f"{name} {root}: not a directory")
+    # As the reaper will find it: a link to / cannot be left by pivot_root, and /proc or /sys are the kernel's
+    # (--mkdir there would make a cgroup of the root's /proc, say).
+    real = os.path.realpath(root)
+    if real == "/":
+        raise SandboxError(f"{name} {root}: leads to / itself: leave {name} out")
+    for kernel in ("/proc", "/sys"):
+        if real == kernel or real.startswith(kernel + "/"):
+            raise SandboxError(f"{name} {root}: lies in {kernel}, a kernel file system; give a directory of files")

@@ -59,10 +59,9 @@ class SandboxOptions(CommandOptions, total=False):
     propagation: Literal["slave", "private"]
     #: Mount a fresh /proc for the new PID namespace (--no-proc: the host's /proc stays).
     proc: bool
-    #: Make DIR the job's / (pivot_root; nothing of the host's stays reachable), with a fresh /proc and a
-    #: minimal /dev in it. The other mount options' targets are paths in it, their sources the host's;
-    #: --read-only / makes it read-only, --overlay DIR:/ throwaway. The job starts in its / unless --cwd says
-    #: otherwise.
+    #: Make DIR the job's / (pivot_root; nothing of the host's stays mounted), with a fresh /proc and a minimal
+    #: /dev in it. The other mount options' targets are paths in it, their sources the host's; --read-only /
+    #: makes it read-only, --overlay DIR:/ throwaway. The job starts in its / unless --cwd says otherwise.
     root: str | None
     #: Network: the host's; none (a new namespace with only lo, up); veth (a new namespace joined to the host by
     #: a veth pair, addresses from 10.213.0.0/16 unless --ip; root only); bridge:NAME (the pair's host end on
