@@ -16,12 +16,14 @@ import pickle
 import socket
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sandboxed_run_helpers.shared.errors import SandboxError
 
 if TYPE_CHECKING:
     from types import FrameType
+
+_R = TypeVar("_R")
 
 
 class RemoteTraceback(Exception):
@@ -143,7 +145,7 @@ def call_argv(script: str, fd: int) -> list[str]:
     return [sys.executable, "-c", boot]
 
 
-def call_outcome(func: Callable[..., Any], chunks: list[bytes], returncode: int | None) -> Any:
+def call_outcome(func: Callable[..., _R], chunks: list[bytes], returncode: int | None) -> _R:
     """The result a call sent back, or its exception raised here with the remote traceback as cause."""
     if not chunks:
         raise SandboxError(f"the call of {func!r} ended without a result (exit status {returncode})")
@@ -152,7 +154,8 @@ def call_outcome(func: Callable[..., Any], chunks: list[bytes], returncode: int 
     except Exception as exc:  # noqa: BLE001 - a class of the outcome that this side cannot rebuild
         raise TypeError(f"job.call: the outcome of {func!r} cannot be loaded here: {exc}") from None
     if outcome[0] == "ok":
-        return outcome[1]
+        result: _R = outcome[1]  # what func returned, pickled inside
+        return result
     _, error, remote = outcome
     raise error from RemoteTraceback(f"\n\"\"\"\n{remote}\"\"\"")
 
