@@ -36,7 +36,7 @@ class ReaperClient:
     """
 
     def __init__(self, reaper_pid: int, pidfd: int | None, sock: socket.socket,
-                 on_event: Callable[[str, dict], None] | None = None, prog: str = "sandboxed-run",
+                 on_event: Callable[[str, dict[str, Any]], None] | None = None, prog: str = "sandboxed-run",
                  grace: float | None = None) -> None:
         self.reaper_pid = reaper_pid
         self.prog = prog  # how our lines on stderr begin
@@ -49,7 +49,7 @@ class ReaperClient:
         self.status: int | None = None  # the main process's wait status
         self.usage: Usage | None = None  # what the sandbox (or this command) used, as its reaper said at the end
         self.error: SandboxError | None = None
-        self.events: list[tuple[str, dict]] = []
+        self.events: list[tuple[str, dict[str, Any]]] = []
         self.closed = False  # the reaper closed its end
         self.gone = False  # every process of the sandbox has ended
         self.hooks_ticket: tuple[Any, Any, int] | None = None  # (servers, server, ticket): who else runs our hooks
@@ -118,7 +118,7 @@ class ReaperClient:
             self.error = SandboxError.for_exit_code(message.exit_code, message.message, message.errno)
         wire.discard(fds, at_once=True)
 
-    def emit(self, name: str, fields: dict) -> None:
+    def emit(self, name: str, fields: dict[str, Any]) -> None:
         """An event of this sandbox: recorded, and passed to on_event (its name a plain str)."""
         name = str(name)
         self.events.append((name, fields))

@@ -11,6 +11,7 @@ cleanup gets the grace period with nothing on top.
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import subprocess
 import threading
@@ -52,15 +53,20 @@ STREAM_LIMIT = 2**16  # asyncio.streams' _DEFAULT_LIMIT: the most a StreamReader
 async def _readable(fd: int, deadline: float | None = None) -> bool:
     """Until fd is readable (True) or the deadline (the loop's time.monotonic()) passed (False)."""
     loop = asyncio.get_running_loop()
-    ready = loop.create_future()
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(True))
-    timer = loop.call_at(deadline, lambda: ready.done() or ready.set_result(False)) if deadline is not None else None
+    ready: asyncio.Future[bool] = loop.create_future()
+    loop.add_reader(fd, _settle, ready, True)
+    timer = loop.call_at(deadline, _settle, ready, False) if deadline is not None else None
     try:
         return await ready
     finally:
         loop.remove_reader(fd)
         if timer is not None:
             timer.cancel()
+
+
+def _settle(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 async def _wait_client(client: ReaperClient) -> None:
@@ -99,7 +105,7 @@ class AsyncProcess(HoldsASandbox):
             pipe = getattr(popen, name)
             if pipe is not None:
                 reader = asyncio.StreamReader(limit)
-                await loop.connect_read_pipe(lambda r=reader: asyncio.StreamReaderProtocol(r), pipe)
+                await loop.connect_read_pipe(functools.partial(asyncio.StreamReaderProtocol, reader), pipe)
                 setattr(self, name, reader)
         return self
 
@@ -270,8 +276,8 @@ def _bytes_only(options: Mapping[str, Any]) -> None:
 
 
 async def _run(start: Callable[..., Awaitable[AsyncProcess]], args: Any, stdin: Any, input: bytes | None,
-               stdout: Any, stderr: Any, capture_output: bool, check: bool, timeout: float | None,
-               deliver_cancel: DeliverCancel | None, options: dict[str, Any]) -> CompletedProcess[Any]:
+               stdout: Any, stderr: Any, capture_output: bool, check: bool, timeout: object,
+               deliver_cancel: DeliverCancel | None, options: Mapping[str, Any]) -> CompletedProcess[Any]:
     stdin, stdout, stderr, timeout = run_streams(stdin, input, stdout, stderr, capture_output, timeout)
     _bytes_only(options)
     deadline = linux.deadline_after(timeout)
@@ -296,6 +302,7 @@ async def _run(start: Callable[..., Awaitable[AsyncProcess]], args: Any, stdin: 
         await _shielded(process, deliver_cancel or default_deliver_cancel)
         raise
     code = process.returncode
+    assert code is not None  # _communicate() waited for the end
     out, err = _joined(process, chunks)
     if check and code:
         error = subprocess.CalledProcessError(code, args, out, err)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from sandboxed_run_helpers.shared import hooks
 from sandboxed_run_helpers.shared.errors import SandboxError
@@ -38,7 +39,7 @@ def wrap_up(client: ReaperClient, on_exit: Sequence[str], returncode: int | None
 
 
 @contextmanager
-def not_started(on_event: Callable[[str, dict], None] | None) -> Iterator[None]:
+def not_started(on_event: Callable[[str, dict[str, Any]], None] | None) -> Iterator[None]:
     """A SandboxError raised in the block (the host refuses the spec, the spawn server fails, the command is too
     large) ends a call whose sandbox never ran: its finished event says so, the status and the error, as it
     does when the reaper fails; then the error goes on to the caller."""

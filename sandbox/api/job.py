@@ -232,7 +232,7 @@ class Job(HoldsASandbox):
     # -- commands ------------------------------------------------------------------------------------
 
     def send_command(self, cmd: command.Command, stdio: tuple[int | None, ...],
-                     on_event: Callable[[str, dict], None] | None) -> ReaperClient:
+                     on_event: Callable[[str, dict[str, Any]], None] | None) -> ReaperClient:
         """Start cmd in the job with stdio as its 0, 1, 2 (and more); a client for its reports."""
         client = self.client
         if self._wrapped_up:  # its socket is closed: the send would fail with EBADF, as if a descriptor were bad

@@ -179,8 +179,9 @@ class Popen(HoldsASandbox, Generic[_Out]):
         self._start(args, (stdin, stdout, stderr), text, encoding, errors, launch, passed,
                     on_exit=chosen.on_exit, cwd=cwd, settings=settings, executable=executable)
 
-    def _start(self, args: Any, stdio: tuple, text: bool | None, encoding: str | None, errors: str | None,
-               launch: Callable[[tuple], ReaperClient], passed: Sequence[int] = (),
+    def _start(self, args: Any, stdio: tuple[int | IO[Any] | None, ...], text: bool | None, encoding: str | None,
+               errors: str | None,
+               launch: Callable[[tuple[int | None, ...]], ReaperClient], passed: Sequence[int] = (),
                on_exit: Sequence[str] = (), cwd: object = None, settings: ProcessSettings | None = None,
                executable: object = None) -> None:
         """Start the process through launch(descriptors) and wait until it runs (or raise why it does not)."""
@@ -239,12 +240,13 @@ class Popen(HoldsASandbox, Generic[_Out]):
 
     # -- plumbing ----------------------------------------------------------------------------------
 
-    def _stdio(self, stdin, stdout, stderr) -> tuple[tuple[int | None, int | None, int | None], list[int]]:
+    def _stdio(self, stdin: int | IO[Any] | None, stdout: int | IO[Any] | None, stderr: int | IO[Any] | None
+               ) -> tuple[tuple[int | None, int | None, int | None], list[int]]:
         """The descriptors the job gets as 0, 1, 2, and the ones of ours to close once they are sent."""
         to_close: list[int] = []
         parent_ends: list[tuple[int, str, int]] = []
 
-        def resolve(spec, index: int) -> int | None:
+        def resolve(spec: int | IO[Any] | None, index: int) -> int | None:
             if spec is None:
                 return index if linux.fd_is_open(index) else None
             if spec == PIPE:
@@ -347,6 +349,7 @@ class Popen(HoldsASandbox, Generic[_Out]):
         timeout = check_timeout(timeout)
         if self.returncode is None:
             if not self.client.wait(timeout):
+                assert timeout is not None  # only a timeout ends the wait early
                 raise subprocess.TimeoutExpired(self.args, timeout)
             self._settle()
         return self.returncode  # type: ignore[return-value]
@@ -417,9 +420,8 @@ class Popen(HoldsASandbox, Generic[_Out]):
         if input is not None and self._input_view is None:
             if self.stdin is None:
                 raise ValueError("communicate() with input needs stdin=PIPE")
-            data = input
-            if isinstance(input, str):
-                data = input.encode(self._encoding or "utf-8", self._errors or "strict")
+            data = input.encode(self._encoding or "utf-8", self._errors or "strict") if isinstance(input, str) \
+                else input
             self._input_view = memoryview(data)
         streams = [s for s in (self.stdin, self.stdout, self.stderr) if s is not None and not s.closed]
         if streams:
@@ -428,6 +430,7 @@ class Popen(HoldsASandbox, Generic[_Out]):
         try:
             self.wait(remaining)
         except subprocess.TimeoutExpired:
+            assert timeout is not None  # remaining is None without one: then wait() waits to the end
             raise subprocess.TimeoutExpired(self.args, timeout, *self._collected(raw=True)) from None
         return self._collected(final=True)
 
@@ -445,6 +448,7 @@ class Popen(HoldsASandbox, Generic[_Out]):
                     selector.register(stream.fileno(), selectors.EVENT_READ, stream)
             while selector.get_map():
                 if deadline is not None and deadline <= time.monotonic():
+                    assert timeout is not None  # the deadline is the timeout's
                     raise subprocess.TimeoutExpired(self.args, timeout, *self._collected(raw=True))
                 self.client.watch()  # a reaper that does not end a stop in time: its pipes end with it
                 kill_at = self.client.kill_at
@@ -452,11 +456,13 @@ class Popen(HoldsASandbox, Generic[_Out]):
                 for key, _ in selector.select(linux.wait_seconds(wake)):
                     stream = key.data
                     if stream is self.stdin:
+                        view = self._input_view
+                        assert stream is not None and view is not None  # registered with input left to send
                         try:
                             # No more than a poll's POLLOUT promises room for: a larger write to a blocking pipe
                             # waits for the job to read, and a job that first fills its stdout or stderr never does.
-                            sent = os.write(key.fd, self._input_view[:select.PIPE_BUF])
-                            self._input_view = self._input_view[sent:]
+                            sent = os.write(key.fd, view[:select.PIPE_BUF])
+                            self._input_view = view[sent:]
                         except BrokenPipeError:
                             self._input_view = memoryview(b"")
                         if not len(self._input_view):
@@ -584,11 +590,13 @@ def complete(factory: Callable[..., Popen], args: Any, stdin: Any, input: bytes 
         try:
             out, err = process.communicate(input, timeout=linux.time_left(deadline))
             if wire.StopReason.TIMEOUT in process.client.stop_reasons:
+                assert seconds is not None  # the reaper stops for a timeout only at our deadline
                 raise subprocess.TimeoutExpired(process.args, seconds)  # the reaper stopped it at our deadline
         except subprocess.TimeoutExpired:
             process.stop_for(wire.StopReason.TIMEOUT)
             process.client.through_interrupts(process.communicate)
             out, err = process._collected(raw=True)
+            assert seconds is not None  # communicate() has a timeout only then; the reaper a deadline
             expired = subprocess.TimeoutExpired(process.args, seconds, out, err)
             expired.events = process.events  # type: ignore[attr-defined]
             expired.usage = process.usage  # type: ignore[attr-defined]  # what it used until it was stopped
