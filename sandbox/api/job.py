@@ -260,7 +260,7 @@ class Job(HoldsASandbox):
             raise SandboxError("the job is no longer running") from None
         finally:
             theirs.close()
-        return ReaperClient(client.reaper_pid, None, ours, on_event, prog="sandbox")
+        return spawner.tracked(ReaperClient(client.reaper_pid, None, ours, on_event, prog="sandbox"))
 
     @with_options(*COMMAND_KEYWORDS, passes_to=JobProcess.__init__)
     def Popen(self, args: Args, **options: Unpack[JobPopenKeywords]) -> JobProcess:  # noqa: N802 - subprocess's

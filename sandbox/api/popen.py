@@ -316,6 +316,12 @@ class Popen(HoldsASandbox, Generic[_Out]):
 
     def _settle(self) -> int | None:
         client = self.client
+        if client.forked_away:
+            # A forked copy of the caller cannot learn the parent's job's status (nor take a lock a thread of the
+            # parent held at the fork): 0, as subprocess's Popen says in a forked child (ECHILD).
+            if self.returncode is None:
+                self.returncode = 0
+            return self.returncode
         with self._settling:  # poll and wait may race from several threads: the end is taken once
             if self.returncode is None and client.gone:
                 if client.status is not None:
@@ -392,6 +398,8 @@ class Popen(HoldsASandbox, Generic[_Out]):
 
             sandbox.Popen(["sh", "-c", "sleep 60; touch /srv/done"]).detach()  # fire and forget
         """
+        if self.client.forked_away:
+            return  # the job is the parent's (see _settle)
         with self._settling:
             if self._detached or self.returncode is not None:
                 return
