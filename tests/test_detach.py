@@ -10,6 +10,7 @@ import asyncio
 import gc
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -202,3 +203,29 @@ def test_a_forked_child_lets_go_of_its_parents_job(tmp_path, entry, how, no_left
     assert child_status != "10", "the forked child kept the parent's socket to the reaper"
     assert child_status == "20", caller.stderr
     assert log.read_text() == "hook\n", "the parent's hooks ran in its forked child too"
+
+
+EXITING_CALLER = """
+import os, sys, time, sandbox
+log, job = sys.argv[1], sys.argv[2:]
+process = sandbox.Popen(job, on_exit=[f"echo start >> {log}; sleep 1; echo end >> {log}", f"echo second >> {log}"])
+process.detach()
+if job == ["true"]:
+    while not os.path.exists(log):  # the detached job's thread is running its first hook
+        time.sleep(0.01)
+"""
+
+
+# Hooks run once and whole, whenever the program exits: the detached thread's wrap-up is finished at exit, or
+# left to the spawn server when the program exits before the job's end.
+@pytest.mark.parametrize("when", ["during the hooks", "before the end"])
+def test_a_program_exiting_leaves_a_detached_jobs_hooks_whole(tmp_path, when, no_leftovers):
+    log = tmp_path / "hooks"
+    job = ["true"] if when == "during the hooks" else ["sleep", "0.5"]
+    caller = subprocess.run([sys.executable, "-c", EXITING_CALLER, str(log), *job], capture_output=True, text=True,
+                            timeout=60)
+    assert caller.returncode == 0, caller.stderr
+    assert wait_for(lambda: log.exists() and log.read_text().count("\n") >= 3, timeout=30), \
+        f"hooks left unrun: {log.read_text() if log.exists() else ''!r}"
+    time.sleep(1.5)  # nothing runs twice
+    assert log.read_text() == "start\nend\nsecond\n"
