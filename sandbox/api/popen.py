@@ -35,7 +35,7 @@ from . import spawner
 from .collect import not_started, wrap_up
 from .holding import HoldsASandbox
 from .keywords import SANDBOX_KEYWORDS, choose, with_options
-from .process_keywords import ProcessSettings, command_of
+from .process_keywords import ProcessSettings, command_of, text_mode
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -160,7 +160,7 @@ class Popen(HoldsASandbox, Generic[_Out]):
     ) -> None:
         deadline = options.pop(DEADLINE, None)  # type: ignore[misc]  # run()'s timeout, the reaper's too
         passed = pass_fds_of(pass_fds)
-        text = bool(text or universal_newlines or encoding or errors)
+        text = text_mode(text, universal_newlines, encoding, errors)
         chosen = choose(options)
         with not_started(chosen.on_event):
             cmd, settings = command_of(args, shell, env, cwd, text, bool(passed), dict(
