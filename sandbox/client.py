@@ -63,6 +63,7 @@ class ReaperClient:
         self._lock = _thread.RLock()  # _thread: the command-line tool need not import threading
         self._waiters = 0  # threads in wait(): the descriptors stay open for them
         self._close_wanted = False
+        self.forked_away = False  # this process is a fork of the caller: the sandbox is its parent's
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -288,6 +289,17 @@ class ReaperClient:
             self._close_wanted = True
             if not self._waiters:
                 self._close_now()
+
+    def let_go_after_fork(self) -> None:
+        """In a forked copy of the caller: the sandbox is the parent's. Our copies of its descriptors close now,
+        whatever threads held them in the parent (they were not copied, and a held socket would keep the parent's
+        job alive after the parent's end), and it is never collected here: its hooks and events stay the parent's."""
+        self._lock = _thread.RLock()  # another thread of the parent may have held it at the fork
+        self._waiters = 0
+        self.forked_away = True
+        self.hooks_ticket = None
+        self.close()
+        self.closed = self.gone = True  # nothing more to read or wait for here
 
     def _close_now(self) -> None:
         if self.sock.fileno() >= 0:

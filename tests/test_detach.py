@@ -10,6 +10,7 @@ import asyncio
 import gc
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -152,3 +153,79 @@ def test_a_detached_job_still_ends_with_its_caller(tmp_path, how, no_leftovers):
     assert wait_for(stopped.exists, timeout=30), "the detached job outlived its caller"
     assert wait_for(lambda: not alive(reaper), timeout=30)
 
+
+
+FORKING_CALLER = """
+import os, sys, threading, time, sandbox
+log, how, entry = sys.argv[1:4]
+hook = [f"echo hook >> {log}"]
+job = sandbox.Job(on_exit=hook).__enter__() if entry == "Job" else None
+starter = job.Popen if job is not None else sandbox.Popen
+process = starter(["sleep", "1"], **({} if job is not None else {"on_exit": hook}))
+if how == "detached":
+    process.detach()
+else:
+    threading.Thread(target=process.wait, daemon=True).start()
+time.sleep(0.2)  # the thread is in its wait, holding the client's descriptors
+ours = f"socket:[{os.fstat(process.client.sock.fileno()).st_ino}]"
+child = os.fork()
+if child == 0:
+    held = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            held.add(os.readlink(f"/proc/self/fd/{fd}"))
+        except FileNotFoundError:
+            pass  # the listing's own
+    status = process.poll(), process.wait(timeout=30)  # let go of: no hooks, no events here
+    if job is not None:
+        job.__exit__(None, None, None)
+    time.sleep(1.5)  # outlives the job
+    os._exit(10 if ours in held else 20 + (status != (0, 0)))
+print(process.wait(timeout=30), flush=True)
+if job is not None:
+    job.__exit__(None, None, None)
+_, child_status = os.waitpid(child, 0)
+print(os.waitstatus_to_exitcode(child_status), flush=True)
+"""
+
+
+# A forked copy of the caller (multiprocessing's fork) holds copies of everything; a thread waiting in the parent
+# must not keep the child's copy of the reaper's socket open, nor may the child run the parent's hooks.
+@pytest.mark.parametrize("entry", ["Popen", "Job"])
+@pytest.mark.parametrize("how", ["detached", "waited in a thread"])
+def test_a_forked_child_lets_go_of_its_parents_job(tmp_path, entry, how, no_leftovers):
+    log = tmp_path / "hooks"
+    caller = subprocess.run([sys.executable, "-c", FORKING_CALLER, str(log), how, entry], capture_output=True,
+                            text=True, timeout=60)
+    assert caller.returncode == 0, caller.stderr
+    job_status, child_status = caller.stdout.split()
+    assert job_status == "0"
+    assert child_status != "10", "the forked child kept the parent's socket to the reaper"
+    assert child_status == "20", caller.stderr
+    assert log.read_text() == "hook\n", "the parent's hooks ran in its forked child too"
+
+
+EXITING_CALLER = """
+import os, sys, time, sandbox
+log, job = sys.argv[1], sys.argv[2:]
+process = sandbox.Popen(job, on_exit=[f"echo start >> {log}; sleep 1; echo end >> {log}", f"echo second >> {log}"])
+process.detach()
+if job == ["true"]:
+    while not os.path.exists(log):  # the detached job's thread is running its first hook
+        time.sleep(0.01)
+"""
+
+
+# Hooks run once and whole, whenever the program exits: the detached thread's wrap-up is finished at exit, or
+# left to the spawn server when the program exits before the job's end.
+@pytest.mark.parametrize("when", ["during the hooks", "before the end"])
+def test_a_program_exiting_leaves_a_detached_jobs_hooks_whole(tmp_path, when, no_leftovers):
+    log = tmp_path / "hooks"
+    job = ["true"] if when == "during the hooks" else ["sleep", "0.5"]
+    caller = subprocess.run([sys.executable, "-c", EXITING_CALLER, str(log), *job], capture_output=True, text=True,
+                            timeout=60)
+    assert caller.returncode == 0, caller.stderr
+    assert wait_for(lambda: log.exists() and log.read_text().count("\n") >= 3, timeout=30), \
+        f"hooks left unrun: {log.read_text() if log.exists() else ''!r}"
+    time.sleep(1.5)  # nothing runs twice
+    assert log.read_text() == "start\nend\nsecond\n"

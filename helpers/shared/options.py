@@ -534,7 +534,10 @@ API_KEYWORDS = tuple(o.name for o in OPTIONS if o.in_api)
 
 def check_timeout(value: object, name: str = "timeout") -> float | None:
     """A timeout as the API takes it (run, wait, communicate): seconds or a duration string, None or infinity
-    for none; 0 is subprocess's "do not wait"."""
+    for none; 0 is subprocess's "do not wait", and so is a negative number (a deadline computed once it passed),
+    as subprocess takes it. A negative duration string is refused: subprocess has none."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+        return 0.0
     return _timeout(value, name)
 
 

@@ -22,7 +22,10 @@ from . import spawner
 def wrap_up(client: ReaperClient, on_exit: Sequence[str], returncode: int | None, error: str | None = None) -> None:
     """returncode as subprocess gives it (negative: killed by that signal; for a command that could not
     start, its exit status, 127 or 126, with error saying why); None for a Job, a session of many
-    commands, which has no status of its own (its hooks learn none, its finished event says 0)."""
+    commands, which has no status of its own (its hooks learn none, its finished event says 0). Nothing in a
+    forked copy of the caller: the sandbox is the parent's, and so are its hooks and events."""
+    if client.forked_away:
+        return
     if client.unresponsive is not None:
         say(client.unresponsive, "sandbox")
     if returncode is None:

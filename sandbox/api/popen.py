@@ -8,6 +8,7 @@ already given it to the job (same process group), and a second signal would cut 
 
 from __future__ import annotations
 
+import atexit
 import errno
 import fcntl
 import io
@@ -34,7 +35,7 @@ from . import spawner
 from .collect import not_started, wrap_up
 from .holding import HoldsASandbox
 from .keywords import SANDBOX_KEYWORDS, choose, with_options
-from .process_keywords import ProcessSettings, command_of
+from .process_keywords import ProcessSettings, command_of, text_mode
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -159,7 +160,7 @@ class Popen(HoldsASandbox, Generic[_Out]):
     ) -> None:
         deadline = options.pop(DEADLINE, None)  # type: ignore[misc]  # run()'s timeout, the reaper's too
         passed = pass_fds_of(pass_fds)
-        text = bool(text or universal_newlines or encoding or errors)
+        text = text_mode(text, universal_newlines, encoding, errors)
         chosen = choose(options)
         with not_started(chosen.on_event):
             cmd, settings = command_of(args, shell, env, cwd, text, bool(passed), dict(
@@ -318,6 +319,12 @@ class Popen(HoldsASandbox, Generic[_Out]):
 
     def _settle(self) -> int | None:
         client = self.client
+        if client.forked_away:
+            # A forked copy of the caller cannot learn the parent's job's status (nor take a lock a thread of the
+            # parent held at the fork): 0, as subprocess's Popen says in a forked child (ECHILD).
+            if self.returncode is None:
+                self.returncode = 0
+            return self.returncode
         with self._settling:  # poll and wait may race from several threads: the end is taken once
             if self.returncode is None and client.gone:
                 if client.status is not None:
@@ -395,10 +402,13 @@ class Popen(HoldsASandbox, Generic[_Out]):
 
             sandbox.Popen(["sh", "-c", "sleep 60; touch /srv/done"]).detach()  # fire and forget
         """
+        if self.client.forked_away:
+            return  # the job is the parent's (see _settle)
         with self._settling:
             if self._detached or self.returncode is not None:
                 return
             self._detached = True
+        _DetachedEnds.watch_the_exit()
         # The thread holds the client, not this Popen: dropping the Popen then closes its pipes, as
         # subprocess's would, while the socket that keeps the job alive stays open.
         threading.Thread(target=_wait_detached, args=(self.client, weakref.ref(self), self._on_exit),
@@ -522,18 +532,67 @@ class Popen(HoldsASandbox, Generic[_Out]):
         return f"<sandbox.Popen: returncode: {self.returncode} args: {self.args!r}>"
 
 
+class _DetachedEnds:
+    """The program's exit and the detached jobs' ends, which daemon threads take: the interpreter stops those
+    threads where they stand, so one in the middle of a job's on_exit hooks would leave the rest unrun (it
+    claimed them from the spawn server, which would otherwise run them). At exit we wait for the wrap-ups under
+    way (a Ctrl+C ends that wait), and no thread begins one after: the spawn server runs those hooks once it sees
+    this program gone."""
+
+    changes = threading.Condition()
+    exiting = False
+    under_way = 0
+    registered = False
+
+    @classmethod
+    def watch_the_exit(cls) -> None:
+        with cls.changes:
+            if not cls.registered:  # at the first detach(): nothing for a program that never detaches
+                cls.registered = True
+                atexit.register(cls.finish)
+
+    @classmethod
+    def begin(cls) -> bool:
+        """A thread may wrap its job up (False: the program is exiting)."""
+        with cls.changes:
+            if cls.exiting:
+                return False
+            cls.under_way += 1
+            return True
+
+    @classmethod
+    def end(cls) -> None:
+        with cls.changes:
+            cls.under_way -= 1
+            cls.changes.notify_all()
+
+    @classmethod
+    def finish(cls) -> None:
+        try:
+            with cls.changes:
+                cls.exiting = True
+                cls.changes.wait_for(lambda: not cls.under_way)
+        except KeyboardInterrupt:
+            pass  # the hooks, in our process group, had the terminal's Ctrl+C too
+
+
 def _wait_detached(client: ReaperClient, popen: weakref.ref[Popen], on_exit: Sequence[str]) -> None:
     """A detached job's end, taken in a thread of ours: through its Popen if the caller still holds one."""
     try:
         client.wait(None)
-        process = popen()
-        if process is not None:
-            process._settle()
+        if not _DetachedEnds.begin():
             return
-        returncode = (os.waitstatus_to_exitcode(client.status) if client.status is not None
-                      else -signal.SIGKILL)
-        client.close()
-        wrap_up(client, on_exit, returncode)
+        try:
+            process = popen()
+            if process is not None:
+                process._settle()
+                return
+            returncode = (os.waitstatus_to_exitcode(client.status) if client.status is not None
+                          else -signal.SIGKILL)
+            client.close()
+            wrap_up(client, on_exit, returncode)
+        finally:
+            _DetachedEnds.end()
     except Exception:  # noqa: BLE001 - a hook's failure has been said on stderr; nobody waits for this thread
         pass
 

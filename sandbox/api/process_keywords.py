@@ -5,6 +5,7 @@ that says why and what to use instead."""
 from __future__ import annotations
 
 import operator
+import subprocess
 import warnings
 from typing import Any, NamedTuple
 
@@ -30,6 +31,15 @@ class ProcessSettings(NamedTuple):
     bufsize: int  # our pipes' file objects' buffering, as open()'s; line_buffering: text and bufsize 1
     line_buffering: bool
     pipesize: int  # -1: the kernel's default
+
+
+def text_mode(text: Any, universal_newlines: Any, encoding: Any, errors: Any) -> bool:
+    """Whether our pipes speak text, as subprocess decides; its SubprocessError when text and universal_newlines
+    are both given and disagree."""
+    if text is not None and universal_newlines is not None and bool(text) != bool(universal_newlines):
+        raise subprocess.SubprocessError("Cannot disambiguate when both text and universal_newlines are supplied "
+                                         "but different. Pass one or the other.")
+    return bool(text or universal_newlines or encoding or errors)
 
 
 def settings_of(argv: list[bytes], shell: bool, text: bool, passing: bool, executable: Any, bufsize: Any,

@@ -387,6 +387,11 @@ def new_client(request: wire.Spawn, fds: list[int],
     client = ReaperClient(reaper_pid, pidfd, sock, on_event, prog="sandbox", grace=request.order.spec.grace)
     client.hooks_ticket = (spawn_servers, server, ticket) if ticket else None
     client.reaper_is_coming = request.order.spec.userns_ids is not None
+    return tracked(client)
+
+
+def tracked(client: ReaperClient) -> ReaperClient:
+    """client, among this process's live ones: refused to pass_fds, let go of in a forked child."""
     _live_clients.add(client)
     return client
 
@@ -430,7 +435,7 @@ def _after_fork_in_child() -> None:
             server.close()
     _servers = None
     for client in list(_live_clients):
-        client.close()
+        client.let_go_after_fork()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
