@@ -116,13 +116,15 @@ class Config:
     capture_reps: int = 7
     account_runs: int = 100  # per round, for each of ours and bwrap
     account_rounds: int = 3
+    root_warmup: int = 3
+    root_reps: int = 30
 
 
 FULL = Config()
 QUICK = replace(FULL, mode="quick", latency_warmup=5, latency_reps=50, cli_warmup=2, cli_reps=10,
                 teardown_warmup=0, teardown_reps=2, kill_warmup=1, kill_reps=5, throughput_jobs=200,
                 throughput_reps=2, net_reps=10, capture_reps=3, account_runs=50,
-                account_rounds=2)
+                account_rounds=2, root_reps=10)
 
 
 @dataclass
@@ -755,16 +757,24 @@ def fig_memory(cfg: Config) -> list[Result]:
 
 
 def fig_net_none(cfg: Config) -> list[Result]:
+    """--net none, and as root --net veth (a veth pair made and deleted per run), each against the same run
+    without a --net option."""
     cli = cli_path()
-    samples = interleaved({
+    runs = {
         "cli": timed(lambda: run_checked([cli, "--", "true"])),
         "cli net": timed(lambda: run_checked([cli, "--net", "none", "--", "true"])),
         "api": timed(lambda: sandbox.run(["true"], check=True)),
         "api net": timed(lambda: sandbox.run(["true"], net="none", check=True)),
-    }, cfg.net_warmup, cfg.net_reps)
+    }
+    veth = os.geteuid() == 0  # a veth pair needs CAP_NET_ADMIN in the host's network namespace
+    if veth:
+        runs["cli veth"] = timed(lambda: run_checked([cli, "--net", "veth", "--", "true"]))
+        runs["api veth"] = timed(lambda: sandbox.run(["true"], net="veth", check=True))
+    samples = interleaved(runs, cfg.net_warmup, cfg.net_reps)
     return [
-        Result(f"7. --net none, {which}, vs the same run without it", median_ms(samples[f"{key} net"]),
-               median_ms(samples[key]), "ms", n=cfg.net_reps).extra_goal(20.0)
+        Result(f"7. --net {mode}, {which}, vs the same run without it", median_ms(samples[f"{key} {tag}"]),
+               median_ms(samples[key]), "ms", n=cfg.net_reps).extra_goal(goal)
+        for mode, tag, goal in (("none", "net", 20.0), *((("veth", "veth", 60.0),) if veth else ()))
         for which, key in (("command", "cli"), ("API, warm", "api"))
     ]
 
@@ -1038,6 +1048,39 @@ def fig_unused_options(cfg: Config) -> list[Result]:
     ]
 
 
+# -- figure 11: the price of --root ------------------------------------------------------------------
+
+
+def busybox_root(directory: str) -> str:
+    """A root file system of busybox in directory: /bin/busybox with /bin/true, empty /proc and /dev."""
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        raise RuntimeError("no busybox on this machine (apt-get install busybox-static)")
+    os.makedirs(os.path.join(directory, "bin"))
+    shutil.copy(busybox, os.path.join(directory, "bin", "busybox"))
+    os.symlink("busybox", os.path.join(directory, "bin", "true"))
+    for name in ("proc", "dev"):
+        os.mkdir(os.path.join(directory, name))
+    return directory
+
+
+def fig_root(cfg: Config) -> list[Result]:
+    cli = cli_path()
+    with tempfile.TemporaryDirectory(prefix="bench-root-") as tmp:
+        root = busybox_root(os.path.join(tmp, "root"))
+        samples = interleaved({
+            "cli": timed(lambda: run_checked([cli, "--", "true"])),
+            "cli root": timed(lambda: run_checked([cli, "--root", root, "--", "true"])),
+            "api": timed(lambda: sandbox.run(["true"], check=True)),
+            "api root": timed(lambda: sandbox.run(["true"], root=root, check=True)),
+        }, cfg.root_warmup, cfg.root_reps)
+    return [
+        Result(f"11. --root (busybox), {which}, vs the same run without it", median_ms(samples[f"{key} root"]),
+               median_ms(samples[key]), "ms", n=cfg.root_reps).extra_goal(10.0)
+        for which, key in (("command", "cli"), ("API, warm", "api"))
+    ]
+
+
 # -- output -----------------------------------------------------------------------------------------
 
 
@@ -1185,6 +1228,7 @@ FIGURES: list[tuple[str, Callable[[Config], list[Result]]]] = [
     ("8. capture_output", fig_capture),
     ("9. CPU account", fig_account),
     ("10. unused options", fig_unused_options),
+    ("11. --root", fig_root),
 ]
 
 

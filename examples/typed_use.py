@@ -26,8 +26,11 @@ def synchronous() -> int:
         names: list[str] = job.call(listing, "/mnt")
         print(names, job.Popen(["true"]).wait(timeout="10s"))
         job.run(["named", "-c", "true"], executable="sh", start_new_session=True, pipesize=1 << 16)
-    unbuffered: sandbox.Popen = sandbox.Popen(["true"], 0, process_group=0, close_fds=True)
+    unbuffered: sandbox.Popen[bytes] = sandbox.Popen(["true"], 0, process_group=0, close_fds=True)
     unbuffered.wait()
+    background = sandbox.Popen(["sleep", "1"])
+    background.detach()  # runs on by itself until it ends, or this program does
+    print(background.detached)
     return sandbox.call(["true"], timeout=60, net="none") + len(out)
 
 
@@ -35,6 +38,7 @@ async def asynchronous() -> int:
     result = await sandbox.run_async(["true"], timeout=60.0, nice=5, on_exit=["true"], bufsize=0, creationflags=0)
     process = await sandbox.create_process(["cat"], stdin=sandbox.PIPE, stdout=sandbox.PIPE, umask=0o077)
     await process.communicate(b"data")
+    (await sandbox.create_process(["true"])).detach()
     async with sandbox.AsyncJob(tmpfs=["/mnt"]) as job:
         names = await job.call(listing, "/mnt")
     return result.returncode + len(names)

@@ -235,7 +235,7 @@ class Server:
         self.released = False  # the channel is closed: no more requests, every sandbox is stopped
         self.retired = False  # another server takes the caller's requests: we serve what we started, and go
         self.caller_dead = False
-        self.netlink_loaded = False
+        self.netlink_loaded: set[str] = set()  # "lo", "veth": what load_netlink brought in
         self.poller = select.poll()
         self.idle: list[Served] = []  # reapers that served a job of the caller and wait for its next (Idle)
         self.controls: dict[int, Served] = {}  # by our socket's descriptor: the reapers we keep a socket to
@@ -315,8 +315,9 @@ class Server:
                 os.close(owner_fd)
 
     def serve_order(self, order: wire.Order | wire.Session, on_exit: tuple[str, ...], fds: list[int]) -> None:
-        if order.spec.net == "none" and not self.netlink_loaded:
-            self.load_netlink()
+        needs = "veth" if order.spec.linked else "lo" if order.spec.net == "none" else None
+        if needs is not None and needs not in self.netlink_loaded:
+            self.load_netlink(needs)
         try:
             userns = order.spec.userns_ids
             if isinstance(order, wire.Order) and userns is None and reusable(order.spec):
@@ -349,13 +350,16 @@ class Server:
         self.reply(wire.Spawned(pid, sandbox.ticket), [sock.fileno(), pidfd])
         sock.close()
 
-    def load_netlink(self) -> None:
-        """The caller wants --net none: load pyroute2's netlink part here once, so that every reaper forked from
-        now on has it (this request's ready reaper, forked earlier, loads it itself)."""
-        self.netlink_loaded = True
+    def load_netlink(self, needs: str) -> None:
+        """The caller wants --net none ("lo") or veth, bridge:NAME ("veth", which needs more): load pyroute2's
+        netlink part here once, so that every reaper forked from now on has it (this request's ready reaper,
+        forked earlier, loads it itself)."""
+        self.netlink_loaded.update(("lo", "veth") if needs == "veth" else (needs,))
         try:
-            from .reaper.network import load_netlink
-
+            if needs == "veth":
+                from .reaper.veth import load as load_netlink
+            else:
+                from .reaper.network import load_netlink
             load_netlink()
         except Exception:  # noqa: BLE001 - the reaper tries again, and reports what fails
             return

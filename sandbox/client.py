@@ -36,7 +36,7 @@ class ReaperClient:
     """
 
     def __init__(self, reaper_pid: int, pidfd: int | None, sock: socket.socket,
-                 on_event: Callable[[str, dict], None] | None = None, prog: str = "sandboxed-run",
+                 on_event: Callable[[str, dict[str, Any]], None] | None = None, prog: str = "sandboxed-run",
                  grace: float | None = None) -> None:
         self.reaper_pid = reaper_pid
         self.prog = prog  # how our lines on stderr begin
@@ -49,7 +49,7 @@ class ReaperClient:
         self.status: int | None = None  # the main process's wait status
         self.usage: Usage | None = None  # what the sandbox (or this command) used, as its reaper said at the end
         self.error: SandboxError | None = None
-        self.events: list[tuple[str, dict]] = []
+        self.events: list[tuple[str, dict[str, Any]]] = []
         self.closed = False  # the reaper closed its end
         self.gone = False  # every process of the sandbox has ended
         self.kept = False  # the reaper lives on for our next job, and said every process of this one is gone
@@ -64,6 +64,7 @@ class ReaperClient:
         self._lock = _thread.RLock()  # _thread: the command-line tool need not import threading
         self._waiters = 0  # threads in wait(): the descriptors stay open for them
         self._close_wanted = False
+        self.forked_away = False  # this process is a fork of the caller: the sandbox is its parent's
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -120,7 +121,7 @@ class ReaperClient:
             self.error = SandboxError.for_exit_code(message.exit_code, message.message, message.errno)
         wire.discard(fds, at_once=True)
 
-    def emit(self, name: str, fields: dict) -> None:
+    def emit(self, name: str, fields: dict[str, Any]) -> None:
         """An event of this sandbox: recorded, and passed to on_event (its name a plain str)."""
         name = str(name)
         self.events.append((name, fields))
@@ -196,8 +197,7 @@ class ReaperClient:
         """Wait until every process of the sandbox is gone; False if timeout passed first. Several threads
         may wait at once: our descriptors stay open until the last of them is done (close())."""
         deadline = linux.deadline_after(timeout)
-        with self._lock:
-            self._waiters += 1
+        self.hold()
         try:
             while (fd := self.waiting_on()) is not None:
                 wake = deadline if self.kill_at is None else min(self.kill_at, deadline or self.kill_at)
@@ -209,10 +209,19 @@ class ReaperClient:
                 self.advance()
             return True
         finally:
-            with self._lock:
-                self._waiters -= 1
-                if self._close_wanted and not self._waiters:
-                    self._close_now()
+            self.release()
+
+    def hold(self) -> None:
+        """A waiter (a thread here, an event loop's reader) watches our descriptors: they stay open until it
+        calls release(), whoever asked for close() meanwhile (a detached job's thread that took the end)."""
+        with self._lock:
+            self._waiters += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._waiters -= 1
+            if self._close_wanted and not self._waiters:
+                self._close_now()
 
     def wait_started(self) -> None:
         """Block until the job runs (or the session is ready), or raise the SandboxError that kept it from it."""
@@ -283,6 +292,17 @@ class ReaperClient:
             self._close_wanted = True
             if not self._waiters:
                 self._close_now()
+
+    def let_go_after_fork(self) -> None:
+        """In a forked copy of the caller: the sandbox is the parent's. Our copies of its descriptors close now,
+        whatever threads held them in the parent (they were not copied, and a held socket would keep the parent's
+        job alive after the parent's end), and it is never collected here: its hooks and events stay the parent's."""
+        self._lock = _thread.RLock()  # another thread of the parent may have held it at the fork
+        self._waiters = 0
+        self.forked_away = True
+        self.hooks_ticket = None
+        self.close()
+        self.closed = self.gone = True  # nothing more to read or wait for here
 
     def _close_now(self) -> None:
         if self.sock.fileno() >= 0:

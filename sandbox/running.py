@@ -25,6 +25,10 @@ from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, SandboxError, Sand
 from sandboxed_run_helpers.shared.options import BY_NAME, check_grace
 from sandboxed_run_helpers.shared.status import say
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing into the command-line tool
+if TYPE_CHECKING:
+    import _socket
+
 QUERY_TIMEOUT = 3.0  # a reaper answers from its main loop at once; one that does not is stopped or frozen
 
 NOT_RESPONDING = "not responding"
@@ -61,7 +65,7 @@ class RunningSandbox:
     cwd: str | None = None
     stop_reason: str | None = None
     mounts: tuple[Mount, ...] = field(default=())
-    confinement: dict = field(default_factory=dict)  # what confines the job (user, ...), by API keyword
+    confinement: dict[str, object] = field(default_factory=dict)  # what confines the job (user, ...), by API keyword
 
     @property
     def owner_name(self) -> str:
@@ -72,7 +76,7 @@ class RunningSandbox:
         """OWNER/NAME: how root names one of several users' sandboxes of the same name."""
         return f"{self.owner_name}/{self.name}"
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, object]:
         return {"name": self.name, "owner": self.owner, "owner_name": self.owner_name, "reaper_pid": self.reaper_pid,
                 "job_pid": self.job_pid, "started": self.started, "command": self.command, "cwd": self.cwd,
                 "state": self.state, "stop_reason": self.stop_reason,
@@ -138,7 +142,7 @@ def stop(name: str, grace: float | str | None, prog: str) -> None:
         else:
             own = answer.about.spec.grace
         if grace is None:
-            grace = own if type(own) in (int, float) and own >= 0 else BY_NAME["grace"].default
+            grace = own if own is not None and type(own) in (int, float) and own >= 0 else BY_NAME["grace"].default
         if not _is_a_pid1(answer.reaper_pid):
             # Not a PID 1 of a namespace of its own: no reaper of ours (a user's own listener, say), not ours to kill.
             if not answer.wait_gone(grace + END_MARGIN):
@@ -213,7 +217,7 @@ def _pidfd_of_a_pid1(answer: Answer, name: str) -> int:
 class Answer:
     """One registry entry, connected: the reaper's About (None: it did not answer), its pidfd, the job's PID."""
 
-    def __init__(self, name: str, owner: int, directory: str, sock: socket.socket) -> None:
+    def __init__(self, name: str, owner: int, directory: str, sock: _socket.socket) -> None:
         self.name = name
         self.owner = owner
         self.directory = directory
@@ -415,10 +419,10 @@ class found:
         self.asked = _asked(entries, self.entering)
         answers = self.asked.__enter__()
         if not answers:
-            refused = [a for a in self.asked.answers if a.refused is not None]
+            refused = [a.refused.message for a in self.asked.answers if a.refused is not None]
             self.asked.__exit__()
             if refused:
-                raise SandboxNotPermitted(refused[0].refused.message)
+                raise SandboxNotPermitted(refused[0])
             whose = "" if uid == 0 else " of yours"
             raise SandboxNotFound(f"no running sandbox named {self.name}{whose} (sandboxed-run --list shows them)")
         answer = answers[0]
@@ -479,7 +483,7 @@ def uid_of(owner: str) -> int:
         raise SandboxNotFound(f"no user named {owner}") from None
 
 
-_host_keys: tuple[float, set[tuple]] | None = None
+_host_keys: tuple[float, set[tuple[str, ...]]] | None = None
 
 
 def mounts_of(table: bytes) -> Iterator[Mount]:

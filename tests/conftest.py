@@ -25,6 +25,7 @@ from support import (  # noqa: E402
     SESSION,
     all_ended,
     check_event,
+    host_links,
     host_mounts,
     loop_devices,
     marked_processes,
@@ -116,6 +117,7 @@ def no_leftovers(request, tmp_path, tmp_path_factory):
     root = os.geteuid() == 0
     mounts_before = host_mounts() if root else set()
     loops_before = set(loop_devices()) if root else set()
+    links_before = host_links() if root else set()
     started = time.time()
     try:
         yield token
@@ -157,6 +159,13 @@ def no_leftovers(request, tmp_path, tmp_path_factory):
             for dev in new_loops.values():
                 subprocess.run(["losetup", "-d", dev], check=False)
             problems.append(f"loop devices left attached: {sorted(new_loops)}")
+        # The kernel deletes a veth pair with its namespace, some time after the last process: a SIGKILLed
+        # sandbox's link may linger a moment. Links made meanwhile by other sessions are theirs only if they go.
+        if root and not wait_for(lambda: not host_links() - links_before, timeout=10):
+            left = sorted(name for name, _ in host_links() - links_before)
+            for name in left:
+                subprocess.run(["ip", "link", "del", name], check=False, capture_output=True)
+            problems.append(f"host links of ours left (veth ends, named sr-...): {left}")
         if request.node.get_closest_marker("kills_reapers") or request.node.get_closest_marker("vm"):
             import sandbox
 

@@ -173,6 +173,19 @@ def host_mounts() -> set[str]:
         return {line.split()[4] for line in f}
 
 
+def host_links(prefix: str = "sr-") -> set[tuple[str, int]]:
+    """The host's network links whose name starts with prefix (--net veth's host ends), with their index (a
+    name comes back for a new link)."""
+    found = set()
+    for name in os.listdir("/sys/class/net"):
+        if name.startswith(prefix):
+            try:
+                found.add((name, int(Path(f"/sys/class/net/{name}/ifindex").read_text())))
+            except (OSError, ValueError):
+                pass  # gone meanwhile
+    return found
+
+
 def loop_devices() -> dict[str, str]:
     """Attached loop devices: backing file -> /dev/loopN."""
     found = {}
@@ -599,3 +612,52 @@ class FakeClock:
     def advance(self, seconds: float) -> float:
         self.now += seconds
         return self.now
+
+
+# -- one shell script through any entry point ------------------------------------------------------------
+
+def run_in(entry: str, options: dict, script: str) -> tuple[int, str, str]:
+    """Run `sh -c script` through entry with these sandbox options; (status, stdout, stderr). A refusal before
+    the start is status 125 with its message, as the command gives it."""
+    import asyncio
+
+    import sandbox
+
+    argv = ["sh", "-c", script]
+    if entry == "cli":
+        result = subprocess.run([CLI, *cli_words(options), "--", *argv], capture_output=True, text=True, timeout=60)
+        return result.returncode, result.stdout, result.stderr
+    try:
+        if entry == "run":
+            result = sandbox.run(argv, capture_output=True, text=True, **options)
+            return result.returncode, result.stdout, result.stderr
+        if entry == "Popen":
+            with sandbox.Popen(argv, stdout=sandbox.PIPE, stderr=sandbox.PIPE, text=True, **options) as process:
+                out, err = process.communicate()
+            return process.returncode, out, err
+        if entry == "Job":
+            with sandbox.Job(**options) as job:
+                result = job.run(argv, capture_output=True, text=True)
+            return result.returncode, result.stdout, result.stderr
+
+        async def main() -> tuple[int, str, str]:
+            if entry == "run_async":
+                done = await sandbox.run_async(argv, capture_output=True, **options)
+                return done.returncode, done.stdout.decode(), done.stderr.decode()
+            if entry == "create_process":
+                process = await sandbox.create_process(argv, stdout=sandbox.PIPE, stderr=sandbox.PIPE, **options)
+                out, err = await process.communicate()
+                return process.returncode, out.decode(), err.decode()
+            async with sandbox.AsyncJob(**options) as async_job:
+                done = await async_job.run(argv, capture_output=True)
+            return done.returncode, done.stdout.decode(), done.stderr.decode()
+        return asyncio.run(main())
+    except sandbox.SandboxError as exc:
+        return 125, "", f"{exc}\n"
+    except ValueError as exc:
+        return 2, "", f"{exc}\n"  # a bad value: the command's usage status
+
+
+def one_line(stderr: str) -> str:
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
+    return stderr

@@ -57,7 +57,7 @@ def test_missing_and_non_executable_programs_raise_oserror_subclasses():
         ({"args": ["true"], "propagation": "shared"}, ValueError),
         ({"args": ["true"], "bind": ["/no/such/path:/mnt"]}, sandbox.SandboxError),
         ({"args": ["true"], "tmpfs": ["/etc/hostname"]}, sandbox.SandboxError),
-        ({"args": ["true"], "timeout": -1}, ValueError),
+        ({"args": ["true"], "timeout": "-1s"}, ValueError),  # a negative number is subprocess's: expired at once
         ({"args": ["true"], "stdin": -7}, ValueError),
         ({"args": ["true"], "stdin": sandbox.PIPE, "stdout": -5}, ValueError),
     ],

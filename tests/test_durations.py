@@ -89,6 +89,31 @@ def test_the_api_keeps_subprocess_meaning_of_a_zero_timeout():
         sandbox.run(["sleep", "30"], timeout=0, grace=0)
 
 
+@pytest.mark.parametrize("entry", ["run", "call", "Popen.wait", "Popen.communicate", "Job.run", "run_async"])
+def test_a_negative_timeout_expires_at_once_as_subprocesss(entry, no_leftovers):
+    # A deadline computed once it passed (deadline - time.monotonic()) is subprocess's TimeoutExpired, not a
+    # ValueError that code written for subprocess does not catch.
+    with subprocess.Popen(["sleep", "30"]) as plain, pytest.raises(subprocess.TimeoutExpired):
+        try:
+            plain.wait(timeout=-1)
+        finally:
+            plain.kill()
+    argv = ["sleep", "30"]
+    with pytest.raises(subprocess.TimeoutExpired):
+        if entry == "run":
+            sandbox.run(argv, timeout=-1, grace=0)
+        elif entry == "call":
+            sandbox.call(argv, timeout=-0.5, grace=0)
+        elif entry.startswith("Popen"):
+            with sandbox.Popen(argv, grace=0) as process:
+                process.wait(timeout=-1) if entry == "Popen.wait" else process.communicate(timeout=-2**70)
+        elif entry == "Job.run":
+            with sandbox.Job(grace=0) as job:
+                job.run(argv, timeout=float("-inf"))
+        else:
+            asyncio.run(sandbox.run_async(argv, timeout=-1, grace=0))
+
+
 @pytest.mark.parametrize(("argv", "words"), [
     (["--timeout", "10 parsecs"], "--timeout: unknown unit 'parsecs'"), (["--grace", "soon"], "--grace: 'soon'"),
     (["--grace", "-5s"], "--grace must be a duration >= 0"),

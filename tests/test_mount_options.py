@@ -4,7 +4,6 @@ refusal. Checked from inside the job (stat, statvfs, /proc/self/mountinfo) and f
 
 from __future__ import annotations
 
-import asyncio
 import os
 import stat
 import subprocess
@@ -14,52 +13,9 @@ from pathlib import Path
 import pytest
 
 import sandbox
-from support import CLI, cli_words, host_mounts, read_status
+from support import CLI, host_mounts, one_line, read_status, run_in
 
 ENTRY_POINTS = ["cli", "run", "Popen", "Job", "run_async", "create_process", "AsyncJob"]
-
-
-def run_in(entry: str, options: dict, script: str) -> tuple[int, str, str]:
-    """Run `sh -c script` through entry with these sandbox options; (status, stdout, stderr). A refusal before
-    the start is status 125 with its message, as the command gives it."""
-    argv = ["sh", "-c", script]
-    if entry == "cli":
-        result = subprocess.run([CLI, *cli_words(options), "--", *argv], capture_output=True, text=True, timeout=60)
-        return result.returncode, result.stdout, result.stderr
-    try:
-        if entry == "run":
-            result = sandbox.run(argv, capture_output=True, text=True, **options)
-            return result.returncode, result.stdout, result.stderr
-        if entry == "Popen":
-            with sandbox.Popen(argv, stdout=sandbox.PIPE, stderr=sandbox.PIPE, text=True, **options) as process:
-                out, err = process.communicate()
-            return process.returncode, out, err
-        if entry == "Job":
-            with sandbox.Job(**options) as job:
-                result = job.run(argv, capture_output=True, text=True)
-            return result.returncode, result.stdout, result.stderr
-
-        async def main() -> tuple[int, str, str]:
-            if entry == "run_async":
-                done = await sandbox.run_async(argv, capture_output=True, **options)
-                return done.returncode, done.stdout.decode(), done.stderr.decode()
-            if entry == "create_process":
-                process = await sandbox.create_process(argv, stdout=sandbox.PIPE, stderr=sandbox.PIPE, **options)
-                out, err = await process.communicate()
-                return process.returncode, out.decode(), err.decode()
-            async with sandbox.AsyncJob(**options) as async_job:
-                done = await async_job.run(argv, capture_output=True)
-            return done.returncode, done.stdout.decode(), done.stderr.decode()
-        return asyncio.run(main())
-    except sandbox.SandboxError as exc:
-        return 125, "", f"{exc}\n"
-    except ValueError as exc:
-        return 2, "", f"{exc}\n"  # a bad value: the command's usage status
-
-
-def one_line(stderr: str) -> str:
-    assert stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
-    return stderr
 
 
 # -- mount points -------------------------------------------------------------------------------------

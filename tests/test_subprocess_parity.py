@@ -428,6 +428,23 @@ def test_subprocess_keywords_that_cannot_apply_are_refused_saying_why(entry, cas
         assert "not supported" in str(ours.value) and reason in str(ours.value)
 
 
+@pytest.mark.parametrize("entry", KEYWORD_ENTRIES)
+@pytest.mark.parametrize("modes", [{"text": True, "universal_newlines": False},
+                                   {"text": False, "universal_newlines": True}])
+def test_text_and_universal_newlines_that_disagree_are_refused_as_subprocess_refuses_them(entry, modes, no_leftovers):
+    if entry in ("run_async", "create_process", "AsyncJob.run"):
+        async def theirs() -> None:
+            await asyncio.create_subprocess_exec("true", **modes)
+        with pytest.raises(ValueError) as expected:
+            asyncio.run(theirs())
+    else:
+        with pytest.raises(subprocess.SubprocessError) as expected:
+            subprocess.run(["true"], **modes)
+    with pytest.raises(expected.type) as ours:
+        output_through(entry, ["true"], **modes)
+    assert type(ours.value) is expected.type and str(ours.value) == str(expected.value)
+
+
 @pytest.mark.parametrize("entry", ["run", "Popen", "Job", "run_async", "create_process", "AsyncJob"])
 def test_umask_minus_one_is_subprocesss_leave_it(entry, no_leftovers):
     old = os.umask(0o027)

@@ -55,6 +55,11 @@ def test_mypy_strict_accepts_a_typed_use_of_every_entry_point():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_mypy_strict_accepts_the_package_itself():
+    result = subprocess.run([sys.executable, str(TYPECHECK), "--package"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 MISTAKES = '''
 import asyncio
 import sandbox

@@ -107,11 +107,11 @@ def serve(reaper: Reaper, order: wire.Order | wire.Session, stdio: tuple[int | N
             launcher = procs.launcher if reaper.pristine is None or procs.launcher is None else os.dup(procs.launcher)
             # The name first: a clash must fail before anything of the job exists.
             reaper.listing, registry_fd = listing.claim(order, registry_fd, launcher, procs.own), None
-            mounts.set_up(order.spec)
+            reaper.spec = mounts.set_up(order.spec)
             if order.spec.landlock_read or order.spec.landlock_write:
                 from ..shared.landlock import resolved
 
-                reaper.spec = resolved(order.spec)  # before anything of the job runs (its links lead nowhere then)
+                reaper.spec = resolved(reaper.spec)  # before anything of the job runs (its links lead nowhere then)
             if isinstance(order, wire.Order):
                 reaper.main = reaper.start(order.command, stdio, sock)
         except SandboxError as exc:
@@ -125,6 +125,10 @@ def serve(reaper: Reaper, order: wire.Order | wire.Session, stdio: tuple[int | N
     finally:
         if reaper.listing is not None:
             reaper.listing.release()  # our entry goes before we do; a SIGKILLed reaper's is refused, then removed
+        if order.spec.linked:
+            from . import veth
+
+            veth.release()  # the host end goes before we do; a SIGKILLed reaper's goes with the namespace
 
 
 class Pristine:

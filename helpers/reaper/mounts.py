@@ -89,9 +89,10 @@ def _hide_registry(owner: int) -> None:
             os.close(fd)
 
 
-def set_up(spec: SandboxSpec) -> None:
-    """Complete the sandbox as spec says; SandboxError if the kernel refuses."""
-    _isolate(spec)
+def set_up(spec: SandboxSpec) -> SandboxSpec:
+    """Complete the sandbox as spec says; SandboxError if the kernel refuses. Returns the spec as made (what the
+    reaper shows in --list: --net veth's addresses filled in)."""
+    spec = _isolate(spec)
     if spec.propagation == "private":
         try:
             linux.mount(None, b"/", None, linux.MS_REC | linux.MS_PRIVATE)
@@ -101,12 +102,19 @@ def set_up(spec: SandboxSpec) -> None:
     # --no-proc takes away. Our /proc stays where we count our processes (Procs.own) in either case.
     if not spec.proc:
         _drop_proc()
+    if spec.root is not None:
+        from . import newroot
+
+        newroot.switch(spec, _make)  # the steps below the new root, which then becomes our /
+        return spec
     _make(spec.mounts, spec.mkdir, spec.userns)
+    return spec
 
 
-def _make(steps: tuple[Step, ...], mkdir: bool, userns: bool) -> None:
+def _make(steps: tuple[Step, ...], mkdir: bool, userns: bool, root: str | None = None) -> None:
     """Walk the steps in their order. The paths missing below a mount are made right after it (those on the
-    host's own file systems first), before any deeper step (a read-only remount, say) could be in the way."""
+    host's own file systems first), before any deeper step (a read-only remount, say) could be in the way.
+    root: the new root the targets lie below (--root), which none may lead out of."""
     os.umask(0o022)  # what we create gets the modes we give; each command sets its own umask later
     owners = [owner(steps, index) for index in range(len(steps))]
     # A bind below a read-only path copies its read-only flag: reopen it if its source is writable.
@@ -116,11 +124,17 @@ def _make(steps: tuple[Step, ...], mkdir: bool, userns: bool) -> None:
     def create_below(above: Step | None) -> None:
         for step, step_owner in zip(steps, owners, strict=True):
             if step_owner is above:
+                if root is not None:
+                    newroot.check_within(step, root)
                 # Without --mkdir, what we make must stay in the mount of ours it lies in.
                 create(step, may_create(above, mkdir), None if mkdir or above is None else above.target)
 
+    if root is not None:
+        from . import newroot
     create_below(None)
     for step in steps:
+        if root is not None:
+            newroot.check_within(step, root)
         make(step, userns, step.source in reopen)
         if step.kind in MOUNTS:
             create_below(step)
@@ -133,9 +147,15 @@ def _writable(path: str | None) -> bool:
         return False  # it is refused with its own message when its turn comes
 
 
-def _isolate(spec: SandboxSpec) -> None:
-    """The namespaces an order may add to the prepared ones: network, UTS, IPC, cgroup and time."""
-    if spec.net != "host":
+def _isolate(spec: SandboxSpec) -> SandboxSpec:
+    """The namespaces an order may add to the prepared ones: network, UTS, IPC, cgroup and time. Returns the
+    spec as made: with --net veth, the addresses taken."""
+    if spec.linked:
+        from . import veth
+
+        ip, host_ip = veth.set_up(spec)
+        spec = spec.completed(ip=ip, host_ip=host_ip)
+    elif spec.net != "host":
         from . import network
     if spec.net == "none":
         unshare(linux.CLONE_NEWNET, "a network namespace")
@@ -148,6 +168,7 @@ def _isolate(spec: SandboxSpec) -> None:
         unshare(*UNSHARED[kind])
     if spec.hostname:
         socket.sethostname(spec.hostname)
+    return spec
 
 
 UNSHARED = {"ipc": (linux.CLONE_NEWIPC, "an IPC namespace"), "uts": (linux.CLONE_NEWUTS, "a UTS namespace"),

@@ -1,6 +1,6 @@
 """How the reaper makes each kind of set-up step (shared/mountspec.py orders them): a tmpfs, a bind, a
-read-only remount, an overlay, a minimal /dev, a directory, a symbolic link; and the missing paths they
-need. Each raises SandboxError, worded for both front ends, when the kernel refuses.
+read-only remount, an overlay, a minimal /dev, a fresh /proc (in a new root), a directory, a symbolic link;
+and the missing paths they need. Each raises SandboxError, worded for both front ends, when the kernel refuses.
 """
 
 from __future__ import annotations
@@ -105,6 +105,8 @@ def make(step: Step, userns: bool, reopen: bool) -> None:
             _overlay(step, userns)
         elif step.kind == "dev":
             _dev(path)
+        elif step.kind == "proc":
+            linux.mount(b"proc", path, b"proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
         elif step.kind == "dir":
             if not os.path.isdir(step.target):
                 raise SandboxError(f"cannot create the directory {step.target}: something else exists there")
@@ -120,7 +122,7 @@ def _action(step: Step) -> str:
     # In words, not flags: the caller may be the command line or the API.
     return {"read_only": "make read-only", "tmpfs": "mount a tmpfs on", "bind": f"bind-mount {step.source} on",
             "ro_bind": f"bind-mount {step.source} read-only on", "overlay": f"mount an overlay of {step.source} on",
-            "dev": "mount a minimal /dev on", "dir": "create the directory",
+            "dev": "mount a minimal /dev on", "dir": "create the directory", "proc": "mount a fresh proc on",
             "symlink": f"make a link to {step.source} at"}[step.kind]
 
 

@@ -106,14 +106,19 @@ def path_of(value: object, name: str) -> bytes:
     return path
 
 
-def directory_of(cwd: str | bytes | os.PathLike | None, name: str = "cwd") -> bytes:
+def directory_of(cwd: str | bytes | os.PathLike | None, name: str = "cwd", root: bool = False) -> bytes:
     """The job's working directory as an absolute path: cwd, or the caller's own (name: the option, as the
     caller spells it). SandboxError if the caller's directory has no path (deleted, say): the job would
-    otherwise run somewhere else, where its relative paths mean other files."""
+    otherwise run somewhere else, where its relative paths mean other files. root: the job has a root of its
+    own (--root), where the caller's directory means nothing: cwd is taken from its /, which is the default."""
     if cwd is not None:
         path = path_of(cwd, name)
         if path.startswith(b"/"):
             return os.path.normpath(path)
+        if root:
+            return os.path.normpath(b"/" + path)
+    elif root:
+        return b"/"
     try:
         here = os.getcwdb()
     except OSError as exc:

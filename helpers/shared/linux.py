@@ -143,6 +143,19 @@ def mount_setattr_writable(path: bytes) -> None:
     _check(result, "mount_setattr", path)
 
 
+# pivot_root has no glibc wrapper, and its number differs between architectures.
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "i686": 217, "armv7l": 218, "ppc64le": 203,
+                   "s390x": 217}
+
+
+def pivot_root(new_root: bytes, put_old: bytes) -> None:
+    """Make new_root (a mount) the root of our mount namespace, the old one mounted at put_old (pivot_root(2))."""
+    number = _SYS_PIVOT_ROOT.get(os.uname().machine)
+    if number is None:
+        raise OSError(38, f"pivot_root: {os.strerror(38)} on {os.uname().machine}", new_root)  # ENOSYS
+    _check(_libc.syscall(number, ctypes.c_char_p(new_root), ctypes.c_char_p(put_old)), "pivot_root", new_root)
+
+
 def cloned_mount(path: bytes, recursive: bool = False) -> int:
     """A copy of the mount at path (recursive: and of those below it) that is attached nowhere, as a descriptor
     (O_PATH, close-on-exec) of its root: open_tree(OPEN_TREE_CLONE). No mount can be made on it or in it, and

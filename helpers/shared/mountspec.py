@@ -27,9 +27,11 @@ TYPE_CHECKING = False  # typing stays out of the spawn server, whose every reape
 if TYPE_CHECKING:
     from typing import Any
 
-MOUNTS = ("tmpfs", "overlay", "dev", "bind", "ro_bind")  # the steps that mount something
+MOUNTS = ("tmpfs", "overlay", "dev", "bind", "ro_bind", "proc")  # the steps that mount something
 OURS = ("tmpfs", "overlay", "dev")  # mounts whose content is ours to create in (private to the sandbox)
-DIRECTORIES = ("tmpfs", "overlay", "dev", "dir")  # steps whose path is a directory
+DIRECTORIES = ("tmpfs", "overlay", "dev", "dir", "proc")  # steps whose path is a directory
+# The extra of the steps --root adds by itself (its /proc, and its /dev unless a mount of the user's is there).
+FOR_ROOT = "root"
 ESCAPES = "write \\: for a colon that is part of a path"
 
 
@@ -181,8 +183,9 @@ def tmpfs_value(value: object, name: str) -> tuple[str, str | None, int | None]:
 
 class Step(Record):
     """One set-up step: kind is the option that asked for it (tmpfs, bind, ro_bind, overlay, dev, dir, symlink,
-    read_only), target the path it makes or mounts on. source: a bind's source, an overlay's lower directory,
-    a link's target. extra: (size, mode) of a tmpfs; an overlay's UPPER (None: a private tmpfs)."""
+    read_only; proc: --root's fresh /proc), target the path it makes or mounts on. source: a bind's source, an
+    overlay's lower directory, a link's target. extra: (size, mode) of a tmpfs; an overlay's UPPER (None: a
+    private tmpfs); FOR_ROOT for what --root adds by itself."""
 
     kind: str
     target: str
@@ -190,6 +193,8 @@ class Step(Record):
     extra: Any = None
 
     def describe(self, spelling: str = "cli") -> str:
+        if self.extra == FOR_ROOT:
+            return f"{'--root' if spelling == 'cli' else 'root'} (its {self.target})"
         flag = "--" + self.kind.replace("_", "-") if spelling == "cli" else self.kind
         if self.kind == "overlay":
             return f"{flag} {self.source}:{self.target}" + (f":{self.extra}" if self.extra else "")
@@ -198,8 +203,10 @@ class Step(Record):
 
 def steps_of(tmpfs: Iterable[tuple], bind: Iterable[tuple], ro_bind: Iterable[tuple], overlay: Iterable[tuple],
              dev: Iterable[str], dirs: Iterable[str], symlink: Iterable[tuple],
-             read_only: Iterable[str]) -> tuple[Step, ...]:
-    """Every step, in the order the reaper takes them (see the module's docstring)."""
+             read_only: Iterable[str], root: bool = False) -> tuple[Step, ...]:
+    """Every step, in the order the reaper takes them (see the module's docstring). root: the targets lie in a
+    new root (--root), which gets a fresh /proc, and a minimal /dev unless a mount of the caller's is there;
+    both come first at their depth, so that the caller's steps on the same path apply to them."""
     steps = [Step("tmpfs", path, None, (size, mode)) for path, size, mode in tmpfs]
     steps += [Step("overlay", target, lower, upper) for lower, target, upper in overlay]
     steps += [Step("dev", path) for path in dev]
@@ -208,10 +215,15 @@ def steps_of(tmpfs: Iterable[tuple], bind: Iterable[tuple], ro_bind: Iterable[tu
     steps += [Step("read_only", path) for path in read_only]
     steps += [Step("dir", path) for path in dirs]
     steps += [Step("symlink", path, target) for target, path in symlink]
+    if root:
+        steps.append(Step("proc", "/proc", None, FOR_ROOT))
+        if not any(m.kind in MOUNTS and m.target == "/dev" for m in steps):
+            steps.append(Step("dev", "/dev", None, FOR_ROOT))
     rank = {"read_only": 0, "dir": 2, "symlink": 2}
     # What lies in /proc comes last: --dev and --overlay need our /proc (its /proc/self/fd) while they are
     # made, and a mount on /proc would hide it.
-    steps.sort(key=lambda m: (_within(m.target, "/proc"), m.target.rstrip("/").count("/"), rank.get(m.kind, 1)))
+    steps.sort(key=lambda m: (_within(m.target, "/proc"), m.target.rstrip("/").count("/"),
+                              -1 if m.extra == FOR_ROOT else rank.get(m.kind, 1)))
     return tuple(steps)
 
 
@@ -246,9 +258,17 @@ def missing_advice(path: str, kind: str, spelling: str | None = None) -> str:
     return f"{path} does not exist: create it, {how}"
 
 
-def check_host(steps: tuple[Step, ...], mkdir: bool, spelling: str) -> None:
+def in_root(root: str | None, path: str) -> str:
+    """Where a path of the sandbox lies as the host sees it: below root (--root; None: the host's own /)."""
+    if root is None:
+        return path
+    return root if path == "/" else root.rstrip("/") + path
+
+
+def check_host(steps: tuple[Step, ...], mkdir: bool, spelling: str, root: str | None = None) -> None:
     """Check the steps against this machine (SandboxError, one line each), so a typo fails before anything
-    starts: sources exist, and each path exists as the right kind, or will be created."""
+    starts: sources exist, and each path exists as the right kind, or will be created. root: the new root the
+    targets lie in (--root; the sources are the host's)."""
     for index, step in enumerate(steps):
         described = step.describe(spelling)
         if step.kind in ("bind", "ro_bind", "overlay"):
@@ -265,14 +285,17 @@ def check_host(steps: tuple[Step, ...], mkdir: bool, spelling: str) -> None:
         above = owner(steps, index)
         if above is not None and above.kind in OURS:
             continue  # made or shown by us inside: nothing of the host's to check
-        if above is not None:  # in a bound directory: the path lies in its source on the host
+        if above is not None and above.kind == "proc":
+            host_path = step.target  # the host's /proc shows what a fresh one will
+        elif above is not None:  # in a bound directory: the path lies in its source on the host
             assert above.source is not None
             host_path = above.source + step.target[len(above.target):]
         else:
-            host_path = step.target
+            host_path = in_root(root, step.target)
         if not os.path.lexists(host_path):
             if step.kind == "read_only" or not may_create(above, mkdir):
-                raise SandboxError(f"{described}: {missing_advice(step.target, step.kind, spelling)}")
+                shown = host_path if root is not None and above is None else step.target
+                raise SandboxError(f"{described}: {missing_advice(shown, step.kind, spelling)}")
             if above is not None and above.kind == "ro_bind":
                 raise SandboxError(f"{described}: {step.target} does not exist in the read-only bind of "
                                    f"{above.source}: create {host_path} on the host")

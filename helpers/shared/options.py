@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import stat
 from collections.abc import Callable, Iterable, Mapping
 
 from . import durations, limits, records
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
 
 PROPAGATIONS = ("slave", "private")
 NETNS_DIR = "/run/netns"
+# What lets a root job leave a --root: PID 1's descriptors, its memory, devices, modules, file handles, raw I/O.
+ESCAPING_CAPS = frozenset({"CAP_SYS_PTRACE", "CAP_SYS_ADMIN", "CAP_MKNOD", "CAP_SYS_MODULE", "CAP_DAC_READ_SEARCH",
+                           "CAP_SYS_RAWIO"})
 MAX_ID = 2**32 - 2  # (uid_t)-1 means "no change" to the kernel
 
 # How a front end names an option in its error messages.
@@ -128,14 +132,19 @@ def _choice(*choices: str) -> Callable[[object, str], str]:
 def _net(value: object, name: str) -> str:
     if isinstance(value, str):
         value = _text(value)
-        if value in ("host", "none"):
+        if value in ("host", "none", "veth"):
             return value
         if value.startswith("netns:"):
             ns = value[len("netns:"):]
             if ns and "/" not in ns and "\0" not in ns and ns not in (".", ".."):
                 return value
             raise ValueError(f"{name} {value}: NAME must be the name of a network namespace in {NETNS_DIR}")
-    raise ValueError(f"{name}: unknown net mode {value!r}: use host, none or netns:NAME")
+        if value.startswith("bridge:"):
+            from .addresses import interface
+
+            interface(value[len("bridge:"):], f"{name} {value}")
+            return value
+    raise ValueError(f"{name}: unknown net mode {value!r}: use host, none, veth, bridge:NAME or netns:NAME")
 
 
 def _flag(value: object, name: str) -> bool:
@@ -197,6 +206,16 @@ def _hook(value: object, name: str) -> str:
 
 def _hooks(values: object, name: str) -> tuple[str, ...]:
     return () if values is None else _listed(_hook)(values, name)
+
+
+def _root(value: object, name: str) -> str | None:
+    """--root DIR: an absolute path other than / (None: the host's root stays the job's)."""
+    if value is None:
+        return None
+    path = absolute_path(value, name)
+    if path == "/":
+        raise ValueError(f"{name} /: that is the root already; leave {name} out")
+    return path
 
 
 def _maybe_path(value: object, name: str) -> str | None:
@@ -362,9 +381,23 @@ OPTIONS: tuple[Option, ...] = (
            topic="mounts"),
     Option("proc", True, _flag, "Mount a fresh /proc for the new PID namespace (--no-proc: the host's /proc "
            "stays).", switch=True, topic="mounts"),
+    Option("root", None, _root, "Make DIR the job's / (pivot_root; nothing of the host's stays mounted), with a "
+           "fresh /proc and a minimal /dev in it. The other mount options' targets are paths in it, their sources "
+           "the host's; --read-only / makes it read-only, --overlay DIR:/ throwaway. The job starts in its / "
+           "unless --cwd says otherwise.", "DIR", topic="mounts", completes="dir"),
     # isolation
-    Option("net", "host", _net, "Network: the host's; none (a new namespace with only lo, up); or join the named "
-           "namespace made by 'ip netns add NAME'.", "host|none|netns:NAME", topic="isolation"),
+    Option("net", "host", _net, "Network: the host's; none (a new namespace with only lo, up); veth (a new "
+           "namespace joined to the host by a veth pair, addresses from 10.213.0.0/16 unless --ip; root only); "
+           "bridge:NAME (the pair's host end on the existing bridge NAME; needs --ip); or join the named namespace "
+           "made by 'ip netns add NAME'.", "host|none|veth|bridge:NAME|netns:NAME", topic="isolation"),
+    Option("ip", None, _later("addresses", "network"), "The job's IPv4 address and prefix with --net veth or "
+           "bridge:NAME (default with veth: a /30 of 10.213.0.0/16 free on this host).", "ADDR/PREFIX",
+           topic="isolation"),
+    Option("host_ip", None, _later("addresses", "host"), "With --net veth and --ip: the host end's address, in "
+           "--ip's subnet; the job's default route goes via it (default: the subnet's first other address).",
+           "ADDR", topic="isolation"),
+    Option("gateway", None, _later("addresses", "host"), "With --net bridge:NAME: the job's default route goes via "
+           "ADDR, in --ip's subnet (default: no default route).", "ADDR", topic="isolation"),
     Option("userns", None, _maybe_flag, "Run in a new user namespace where the caller is mapped to "
            "--userns-uid/--userns-gid (default 0, root inside). Automatic when the caller is not root.",
            switch=True, topic="isolation"),
@@ -493,14 +526,18 @@ SANDBOX_FIELDS = tuple(o.name for o in OPTIONS if o.scope == "sandbox")
 PROCESS_ATTRIBUTES = ("nice", "ionice", "rlimit", "no_new_privs", "cap_drop", "cap_keep",  # set between fork and exec
                       "user", "group", "extra_groups", "syscall_filter", "landlock_read", "landlock_write")
 # What --list shows of a sandbox's confinement.
-CONFINING = ("unshare", "user", "group", "extra_groups", "syscall_filter", "landlock_read", "landlock_write")
+CONFINING = ("root", "net", "ip", "host_ip", "gateway", "unshare", "user", "group", "extra_groups", "syscall_filter",
+             "landlock_read", "landlock_write")
 CGROUP_LIMITS = ("memory_max", "memory_high", "cpu_weight", "cpu_max", "io_weight", "pids_max")
 API_KEYWORDS = tuple(o.name for o in OPTIONS if o.in_api)
 
 
 def check_timeout(value: object, name: str = "timeout") -> float | None:
     """A timeout as the API takes it (run, wait, communicate): seconds or a duration string, None or infinity
-    for none; 0 is subprocess's "do not wait"."""
+    for none; 0 is subprocess's "do not wait", and so is a negative number (a deadline computed once it passed),
+    as subprocess takes it. A negative duration string is refused: subprocess has none."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+        return 0.0
     return _timeout(value, name)
 
 
@@ -574,7 +611,11 @@ class SandboxSpec:
     mkdir: bool
     propagation: str
     proc: bool
+    root: str | None
     net: str
+    ip: str | None
+    host_ip: str | None
+    gateway: str | None
     userns: bool
     userns_uid: int | None
     userns_gid: int | None
@@ -642,7 +683,19 @@ class SandboxSpec:
             problem = proc_self_problem(target)
             if problem:
                 raise ValueError(f"{BY_NAME[name].spelled(spelling)} {target}: {problem}")
+        root = checked["root"]
+        if root is not None and not checked["proc"]:
+            raise ValueError(f"{'--no-proc' if spelling == CLI else 'proc=False'} and "
+                             f"{BY_NAME['root'].spelled(spelling)} exclude each other: the new root has no host's "
+                             f"/proc to keep; hide its fresh one with {BY_NAME['tmpfs'].spelled(spelling)} /proc")
         for name, target in mounts:
+            if target == "/" and root is not None:
+                if name in ("tmpfs", "overlay"):
+                    continue  # the new root's top mount, which becomes the job's /
+                flag = BY_NAME["root"].spelled(spelling)
+                raise ValueError(f"{BY_NAME[name].spelled(spelling)} /: with {flag} {root} the job's / is {root}; "
+                                 f"give the directory to {flag} itself, or use {BY_NAME['overlay'].spelled(spelling)} "
+                                 f"{root}:/ for a throwaway one")
             if target == "/proc" and name in ("dev", "overlay"):
                 # Made with the help of our /proc (its /proc/self/fd), which their own tmpfs would hide first.
                 raise ValueError(f"{BY_NAME[name].spelled(spelling)} /proc: cannot be made over /proc; "
@@ -672,6 +725,11 @@ class SandboxSpec:
                     raise ValueError(f"{BY_NAME[name].spelled(spelling)} {path}: lies below the link "
                                      f"{BY_NAME['symlink'].spelled(spelling)} {target}:{link}; give the path the "
                                      "link leads to")
+        if checked["net"] == "veth" or checked["net"].startswith("bridge:") or checked["ip"] is not None \
+                or checked["host_ip"] is not None or checked["gateway"] is not None:
+            from .addresses import settle
+
+            settle(checked, lambda n: BY_NAME[n].spelled(spelling))
         if checked["cap_drop"] and checked["cap_keep"]:
             raise ValueError(f"{BY_NAME['cap_drop'].spelled(spelling)} and {BY_NAME['cap_keep'].spelled(spelling)} "
                              "exclude each other: name what to drop, or what to keep")
@@ -711,6 +769,12 @@ class SandboxSpec:
             put(spec, name, value if type(value) in passes else convert(value))
         return spec
 
+    def completed(self, **fields: Any) -> SandboxSpec:
+        """This spec with these fields changed: what the reaper made of it (the addresses --net veth took)."""
+        values = dict(zip(self.__slots__, self.to_wire(), strict=True))
+        values.update(fields)
+        return type(self)(values)
+
     @property
     def userns_ids(self) -> tuple[int, int] | None:
         """The uid and gid the caller becomes inside its user namespace; None for no user namespace."""
@@ -728,6 +792,11 @@ class SandboxSpec:
             or self.switches_user
 
     @property
+    def linked(self) -> bool:
+        """Whether the sandbox's network is joined to the host's by a veth pair (--net veth, bridge:NAME)."""
+        return self.net == "veth" or self.net.startswith("bridge:")
+
+    @property
     def switches_user(self) -> bool:
         """Whether the job's first process takes other ids (user, group or supplementary groups)."""
         return self.user is not None or self.group is not None or self.extra_groups is not None
@@ -743,6 +812,8 @@ class SandboxSpec:
         found = {}
         for name in CONFINING:
             value = getattr(self, name, None)
+            if name == "net" and not self.linked:
+                continue  # none and netns:NAME confine nothing to show beside the namespaces
             if value is not None and value != _DEFAULTS[name] and plain(value):
                 found[name] = list(value) if isinstance(value, (tuple, list)) else value
         return found
@@ -758,7 +829,7 @@ class SandboxSpec:
         before children, so that a bind below a tmpfs lands on top of it; at one depth a read-only remount
         first, so that a mount on the same path opens a writable hole in it."""
         return steps_of(self.tmpfs, self.bind, self.ro_bind, self.overlay, self.dev, self.dir, self.symlink,
-                        self.read_only)
+                        self.read_only, self.root is not None)
 
     def caveats(self, spelling: str = API) -> list[str]:
         """What these options will not do that one may think they do, one line each; the front end shows them
@@ -775,7 +846,22 @@ class SandboxSpec:
                          "those that switch to another user")
         if self.cap_keep:
             found += self._caps_not_kept(BY_NAME["cap_keep"].spelled(spelling))
+        if self.root is not None and self._job_keeps_hosts_root():
+            found.append(f"{BY_NAME['root'].spelled(spelling)}: the job runs as root with the host's capabilities, "
+                         "which no root directory holds in (it may read PID 1's descriptors of the host's, trace "
+                         f"it, make device nodes, load modules); {BY_NAME['userns'].spelled(spelling)}, "
+                         f"{BY_NAME['user'].spelled(spelling)} or {BY_NAME['cap_drop'].spelled(spelling)} ALL "
+                         "keep it in")
         return found
+
+    def _job_keeps_hosts_root(self) -> bool:
+        """Whether the job is root in the host's user namespace with a capability that reaches past any root:
+        CAP_SYS_PTRACE over PID 1 (its descriptors of the host's), CAP_SYS_ADMIN, CAP_MKNOD..."""
+        if self.userns or os.geteuid() != 0 or self.user not in (None, 0):
+            return False
+        if self.cap_keep:
+            return bool(ESCAPING_CAPS.intersection(self.cap_keep))
+        return "ALL" not in self.cap_drop and not ESCAPING_CAPS.issubset(self.cap_drop)
 
     def _caps_not_kept(self, flag: str) -> list[str]:
         from . import linux  # here: ctypes stays out of a run that keeps no capability
@@ -795,6 +881,22 @@ class SandboxSpec:
                              "CapabilityBoundingSet= or setpriv dropped it), so the job cannot have it")
         return found
 
+    def _check_link(self, spelling: str) -> None:
+        """--net veth and bridge:NAME make a link in the host's network namespace: only a process with
+        CAP_NET_ADMIN there may (root, outside any user namespace), and a bridge must be one."""
+        flag = BY_NAME["net"].spelled(spelling)
+        if self.userns:
+            userns = BY_NAME["userns"].spelled(spelling)
+            raise SandboxError(f"{flag} {self.net}: needs CAP_NET_ADMIN in the host's network namespace, which a "
+                               f"user namespace does not give: run as root, without {userns} (or use {flag} none)")
+        if self.net.startswith("bridge:"):
+            name = self.net[len("bridge:"):]
+            if not os.path.exists(f"/sys/class/net/{name}"):
+                raise SandboxError(f"{flag} {self.net}: no interface {name!r} on this host (create the bridge "
+                                   f"with: ip link add {name} type bridge && ip link set {name} up)")
+            if not os.path.isdir(f"/sys/class/net/{name}/bridge"):
+                raise SandboxError(f"{flag} {self.net}: {name!r} is not a bridge")
+
     def check_host(self, spelling: str = API) -> None:
         """Check the spec against this machine (SandboxError, one line each), so a typo fails before anything
         starts: the paths as the host sees them, the named network namespace, user namespaces allowed."""
@@ -803,6 +905,8 @@ class SandboxSpec:
             if not os.path.exists(os.path.join(NETNS_DIR, name)):
                 raise SandboxError(f"{BY_NAME['net'].spelled(spelling)} {self.net}: no network namespace {name!r} "
                                    f"(no {NETNS_DIR}/{name}; create it with: ip netns add {name})")
+        if self.linked:
+            self._check_link(spelling)
         if self.userns:
             reason = userns_unavailable()
             if reason:
@@ -832,4 +936,25 @@ class SandboxSpec:
             if reason:
                 names = " and ".join(BY_NAME[name].spelled(spelling) for name in self.cgroup_limits)
                 raise SandboxError(f"{names}: {reason}")
-        check_mounts(self.mounts, self.mkdir, spelling)
+        if self.root is not None:
+            _check_root(self.root, BY_NAME["root"].spelled(spelling))
+        check_mounts(self.mounts, self.mkdir, spelling, self.root)
+
+
+def _check_root(root: str, name: str) -> None:
+    try:
+        found = os.stat(root)
+    except FileNotFoundError:
+        raise SandboxError(f"{name} {root}: does not exist") from None
+    except OSError as exc:
+        raise SandboxError(f"{name} {root}: {exc.strerror}") from None
+    if not stat.S_ISDIR(found.st_mode):
+        raise SandboxError(f"{name} {root}: not a directory")
+    # As the reaper will find it: a link to / cannot be left by pivot_root, and /proc or /sys are the kernel's
+    # (--mkdir there would make a cgroup of the root's /proc, say).
+    real = os.path.realpath(root)
+    if real == "/":
+        raise SandboxError(f"{name} {root}: leads to / itself: leave {name} out")
+    for kernel in ("/proc", "/sys"):
+        if real == kernel or real.startswith(kernel + "/"):
+            raise SandboxError(f"{name} {root}: lies in {kernel}, a kernel file system; give a directory of files")

@@ -11,6 +11,7 @@ cleanup gets the grace period with nothing on top.
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import subprocess
 import threading
@@ -52,9 +53,9 @@ STREAM_LIMIT = 2**16  # asyncio.streams' _DEFAULT_LIMIT: the most a StreamReader
 async def _readable(fd: int, deadline: float | None = None) -> bool:
     """Until fd is readable (True) or the deadline (the loop's time.monotonic()) passed (False)."""
     loop = asyncio.get_running_loop()
-    ready = loop.create_future()
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(True))
-    timer = loop.call_at(deadline, lambda: ready.done() or ready.set_result(False)) if deadline is not None else None
+    ready: asyncio.Future[bool] = loop.create_future()
+    loop.add_reader(fd, _settle, ready, True)
+    timer = loop.call_at(deadline, _settle, ready, False) if deadline is not None else None
     try:
         return await ready
     finally:
@@ -63,13 +64,23 @@ async def _readable(fd: int, deadline: float | None = None) -> bool:
             timer.cancel()
 
 
+def _settle(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
 async def _wait_client(client: ReaperClient) -> None:
     """Until every process of the sandbox is gone: the client's own state machine, driven by the loop (and
-    woken at the client's kill_at, for a reaper that does not end a stop in time)."""
-    while (fd := client.waiting_on()) is not None:
-        if await _readable(fd, client.kill_at):
-            client.advance()
-        client.watch()
+    woken at the client's kill_at, for a reaper that does not end a stop in time). A thread may wait on the
+    same client (a detached job's): the descriptors the loop watches stay open until we are done."""
+    client.hold()
+    try:
+        while (fd := client.waiting_on()) is not None:
+            if await _readable(fd, client.kill_at):
+                client.advance()
+            client.watch()
+    finally:
+        client.release()
 
 
 class AsyncProcess(HoldsASandbox):
@@ -94,7 +105,7 @@ class AsyncProcess(HoldsASandbox):
             pipe = getattr(popen, name)
             if pipe is not None:
                 reader = asyncio.StreamReader(limit)
-                await loop.connect_read_pipe(lambda r=reader: asyncio.StreamReaderProtocol(r), pipe)
+                await loop.connect_read_pipe(functools.partial(asyncio.StreamReaderProtocol, reader), pipe)
                 setattr(self, name, reader)
         return self
 
@@ -167,9 +178,24 @@ class AsyncProcess(HoldsASandbox):
     async def __aenter__(self) -> AsyncProcess:
         return self
 
+    def detach(self) -> None:
+        """As Popen.detach(): the job runs on by itself (until it ends, or this program does); leaving
+        `async with` or dropping this object no longer stops it. wait() still works."""
+        self._popen.detach()
+
+    @property
+    def detached(self) -> bool:
+        """Whether detach() let the job run on by itself."""
+        return self._popen.detached
+
     async def __aexit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         """As Popen's `with`: stop the job if it still runs (after a Ctrl+C or a cancellation, with no stop
-        signal on top of one that reached it), and wait until every process is gone, shielded."""
+        signal on top of one that reached it), and wait until every process is gone, shielded; after
+        detach(), only close our end of its stdin."""
+        if self._popen.detached:
+            if self.stdin is not None:
+                self.stdin.close()
+            return
         if self._popen.poll() is None:
             if exc_type in (KeyboardInterrupt, asyncio.CancelledError):
                 self.stop_for(wire.StopReason.CANCELLED, after_interrupt=True)
@@ -250,8 +276,8 @@ def _bytes_only(options: Mapping[str, Any]) -> None:
 
 
 async def _run(start: Callable[..., Awaitable[AsyncProcess]], args: Any, stdin: Any, input: bytes | None,
-               stdout: Any, stderr: Any, capture_output: bool, check: bool, timeout: float | None,
-               deliver_cancel: DeliverCancel | None, options: dict[str, Any]) -> CompletedProcess[Any]:
+               stdout: Any, stderr: Any, capture_output: bool, check: bool, timeout: object,
+               deliver_cancel: DeliverCancel | None, options: Mapping[str, Any]) -> CompletedProcess[Any]:
     stdin, stdout, stderr, timeout = run_streams(stdin, input, stdout, stderr, capture_output, timeout)
     _bytes_only(options)
     deadline = linux.deadline_after(timeout)
@@ -276,6 +302,7 @@ async def _run(start: Callable[..., Awaitable[AsyncProcess]], args: Any, stdin: 
         await _shielded(process, deliver_cancel or default_deliver_cancel)
         raise
     code = process.returncode
+    assert code is not None  # _communicate() waited for the end
     out, err = _joined(process, chunks)
     if check and code:
         error = subprocess.CalledProcessError(code, args, out, err)

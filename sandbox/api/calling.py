@@ -16,16 +16,21 @@ import pickle
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sandboxed_run_helpers.shared.errors import SandboxError
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+_R = TypeVar("_R")
 
 
 class RemoteTraceback(Exception):
     """The traceback of an exception raised by job.call() inside the sandbox (set as __cause__)."""
 
     def __str__(self) -> str:
-        return self.args[0]
+        return str(self.args[0])
 
 
 class UnguardedScript(RuntimeError):
@@ -59,7 +64,7 @@ class _Unpickler(pickle.Unpickler):
         return super().find_class("__main__" if module == "__mp_main__" else module, name)
 
 
-def payload(func: Callable[..., Any], args: tuple, kwargs: dict) -> tuple[bytes, str]:
+def payload(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bytes, str]:
     """What the job's interpreter reads: our sys.argv (the script's top level reads it there as here, as with
     multiprocessing), then the call, pickled; and the caller's script if the job needs it to unpickle the call
     ("" if not). UnguardedScript if that script would start the sandbox again inside it."""
@@ -92,7 +97,7 @@ def unguarded_line(script: str) -> int | None:
     """The line of the script's top level that is running now outside `if __name__ == "__main__":` (it leads
     to this call, and would run again inside the job), or None."""
     main = sys.modules.get("__main__")
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         if frame.f_code.co_name == "<module>" and frame.f_globals is getattr(main, "__dict__", None):
             return None if any(first <= frame.f_lineno <= last for first, last in _guards(script)) \
@@ -140,7 +145,7 @@ def call_argv(script: str, fd: int) -> list[str]:
     return [sys.executable, "-c", boot]
 
 
-def call_outcome(func: Callable[..., Any], chunks: list[bytes], returncode: int | None) -> Any:
+def call_outcome(func: Callable[..., _R], chunks: list[bytes], returncode: int | None) -> _R:
     """The result a call sent back, or its exception raised here with the remote traceback as cause."""
     if not chunks:
         raise SandboxError(f"the call of {func!r} ended without a result (exit status {returncode})")
@@ -149,9 +154,10 @@ def call_outcome(func: Callable[..., Any], chunks: list[bytes], returncode: int 
     except Exception as exc:  # noqa: BLE001 - a class of the outcome that this side cannot rebuild
         raise TypeError(f"job.call: the outcome of {func!r} cannot be loaded here: {exc}") from None
     if outcome[0] == "ok":
-        return outcome[1]
-    _, exc, remote = outcome
-    raise exc from RemoteTraceback(f"\n\"\"\"\n{remote}\"\"\"")
+        result: _R = outcome[1]  # what func returned, pickled inside
+        return result
+    _, error, remote = outcome
+    raise error from RemoteTraceback(f"\n\"\"\"\n{remote}\"\"\"")
 
 
 def refuse_while_loading_main() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from sandboxed_run_helpers.shared import hooks
 from sandboxed_run_helpers.shared.errors import SandboxError
@@ -21,7 +22,10 @@ from . import spawner
 def wrap_up(client: ReaperClient, on_exit: Sequence[str], returncode: int | None, error: str | None = None) -> None:
     """returncode as subprocess gives it (negative: killed by that signal; for a command that could not
     start, its exit status, 127 or 126, with error saying why); None for a Job, a session of many
-    commands, which has no status of its own (its hooks learn none, its finished event says 0)."""
+    commands, which has no status of its own (its hooks learn none, its finished event says 0). Nothing in a
+    forked copy of the caller: the sandbox is the parent's, and so are its hooks and events."""
+    if client.forked_away:
+        return
     if client.unresponsive is not None:
         say(client.unresponsive, "sandbox")
     if returncode is None:
@@ -38,7 +42,7 @@ def wrap_up(client: ReaperClient, on_exit: Sequence[str], returncode: int | None
 
 
 @contextmanager
-def not_started(on_event: Callable[[str, dict], None] | None) -> Iterator[None]:
+def not_started(on_event: Callable[[str, dict[str, Any]], None] | None) -> Iterator[None]:
     """A SandboxError raised in the block (the host refuses the spec, the spawn server fails, the command is too
     large) ends a call whose sandbox never ran: its finished event says so, the status and the error, as it
     does when the reaper fails; then the error goes on to the caller."""

@@ -11,7 +11,10 @@ if TYPE_CHECKING:
 
 
 class HoldsASandbox:
-    client: ReaperClient  # an attribute or a property of the class that holds one
+    if TYPE_CHECKING:
+        @property
+        def client(self) -> ReaperClient:  # an attribute or a property of the class that holds one
+            ...
 
     @property
     def reaper_pid(self) -> int:

@@ -25,7 +25,7 @@ from .collect import not_started, wrap_up
 from .holding import HoldsASandbox
 from .keywords import COMMAND_KEYWORDS, SANDBOX_KEYWORDS, choose, with_options
 from .popen import CompletedProcess, Popen, complete, pass_fds_of, present
-from .process_keywords import command_of
+from .process_keywords import command_of, text_mode
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -61,13 +61,14 @@ class JobProcess(Popen):
                  process_group: int | None = None, pipesize: int = -1, startupinfo: None = None,
                  creationflags: int = 0, **options: Unpack[CommandOptions]) -> None:
         passed = pass_fds_of(pass_fds)
-        text = bool(text or universal_newlines or encoding or errors)
+        text = text_mode(text, universal_newlines, encoding, errors)
         on_event = check_api_options(options, COMMAND_KEYWORDS)["on_event"]
         with not_started(on_event):
             cmd, settings = command_of(args, shell, env, cwd, text, bool(passed), dict(
                 executable=executable, bufsize=bufsize, close_fds=close_fds, preexec_fn=preexec_fn,
                 restore_signals=restore_signals, startupinfo=startupinfo, creationflags=creationflags,
-                start_new_session=start_new_session, process_group=process_group, pipesize=pipesize))
+                start_new_session=start_new_session, process_group=process_group, pipesize=pipesize),
+                job.spec.root is not None)
         self.job = job
 
         def launch(stdio: tuple[int | None, ...]) -> ReaperClient:
@@ -231,7 +232,7 @@ class Job(HoldsASandbox):
     # -- commands ------------------------------------------------------------------------------------
 
     def send_command(self, cmd: command.Command, stdio: tuple[int | None, ...],
-                     on_event: Callable[[str, dict], None] | None) -> ReaperClient:
+                     on_event: Callable[[str, dict[str, Any]], None] | None) -> ReaperClient:
         """Start cmd in the job with stdio as its 0, 1, 2 (and more); a client for its reports."""
         client = self.client
         if self._wrapped_up:  # its socket is closed: the send would fail with EBADF, as if a descriptor were bad
@@ -259,7 +260,7 @@ class Job(HoldsASandbox):
             raise SandboxError("the job is no longer running") from None
         finally:
             theirs.close()
-        return ReaperClient(client.reaper_pid, None, ours, on_event, prog="sandbox")
+        return spawner.tracked(ReaperClient(client.reaper_pid, None, ours, on_event, prog="sandbox"))
 
     @with_options(*COMMAND_KEYWORDS, passes_to=JobProcess.__init__)
     def Popen(self, args: Args, **options: Unpack[JobPopenKeywords]) -> JobProcess:  # noqa: N802 - subprocess's

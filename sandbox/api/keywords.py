@@ -27,7 +27,7 @@ COMMAND_KEYWORDS = ("on_event",)  # a command of a Job: the Job has the sandbox'
 class Chosen(NamedTuple):
     spec: SandboxSpec
     on_exit: tuple[str, ...]
-    on_event: Callable[[str, dict], None] | None
+    on_event: Callable[[str, dict[str, Any]], None] | None
     registry: str | None  # where the sandbox is listed (None: unlisted)
 
 

@@ -59,9 +59,23 @@ class SandboxOptions(CommandOptions, total=False):
     propagation: Literal["slave", "private"]
     #: Mount a fresh /proc for the new PID namespace (--no-proc: the host's /proc stays).
     proc: bool
-    #: Network: the host's; none (a new namespace with only lo, up); or join the named namespace made by 'ip
-    #: netns add NAME'.
+    #: Make DIR the job's / (pivot_root; nothing of the host's stays mounted), with a fresh /proc and a minimal
+    #: /dev in it. The other mount options' targets are paths in it, their sources the host's; --read-only /
+    #: makes it read-only, --overlay DIR:/ throwaway. The job starts in its / unless --cwd says otherwise.
+    root: str | None
+    #: Network: the host's; none (a new namespace with only lo, up); veth (a new namespace joined to the host by
+    #: a veth pair, addresses from 10.213.0.0/16 unless --ip; root only); bridge:NAME (the pair's host end on
+    #: the existing bridge NAME; needs --ip); or join the named namespace made by 'ip netns add NAME'.
     net: str
+    #: The job's IPv4 address and prefix with --net veth or bridge:NAME (default with veth: a /30 of
+    #: 10.213.0.0/16 free on this host).
+    ip: str | None
+    #: With --net veth and --ip: the host end's address, in --ip's subnet; the job's default route goes via it
+    #: (default: the subnet's first other address).
+    host_ip: str | None
+    #: With --net bridge:NAME: the job's default route goes via ADDR, in --ip's subnet (default: no default
+    #: route).
+    gateway: str | None
     #: Run in a new user namespace where the caller is mapped to --userns-uid/--userns-gid (default 0, root
     #: inside). Automatic when the caller is not root.
     userns: bool | None

@@ -8,6 +8,7 @@ already given it to the job (same process group), and a second signal would cut 
 
 from __future__ import annotations
 
+import atexit
 import errno
 import fcntl
 import io
@@ -20,8 +21,9 @@ import subprocess
 import threading
 import time
 import types
+import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Generic, TypeVar
 
 from sandboxed_run_helpers.shared import linux, wire
 from sandboxed_run_helpers.shared.errors import CHDIR_FAILED, CommandNotFound, NotExecutable, SandboxError
@@ -33,7 +35,7 @@ from . import spawner
 from .collect import not_started, wrap_up
 from .holding import HoldsASandbox
 from .keywords import SANDBOX_KEYWORDS, choose, with_options
-from .process_keywords import ProcessSettings, command_of
+from .process_keywords import ProcessSettings, command_of, text_mode
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -46,6 +48,13 @@ DEADLINE = "_deadline"
 STDOUT = subprocess.STDOUT
 DEVNULL = subprocess.DEVNULL
 _T = TypeVar("_T")
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar as DefaultingTypeVar
+
+    # Popen[bytes] and Popen[str] in annotations, as subprocess's; an unannotated Popen is Popen[Any].
+    _Out = DefaultingTypeVar("_Out", default=Any)
+else:
+    _Out = TypeVar("_Out")
 DEFAULT_SETTINGS = ProcessSettings(b"", False, -1, -1, False, -1)
 
 
@@ -105,13 +114,20 @@ def pass_fds_of(value: object) -> tuple[int, ...]:
     return () if value == () else pass_fds(value, "pass_fds")
 
 
-class Popen(HoldsASandbox):
+class Popen(HoldsASandbox, Generic[_Out]):
     """A command running in its own sandbox, with subprocess.Popen's interface (Popen[bytes] and Popen[str] too).
 
     pid is the job's PID as the caller sees it. Leaving a `with` block stops the job (stop signal,
-    grace, SIGKILL) if it still runs, and always waits until every process of the sandbox is gone.
-    Once the sandbox is gone (wait, poll, communicate, or leaving the block found it so), the on_exit
-    hooks run, once, and the finished event comes last.
+    grace, SIGKILL) if it still runs, and always waits until every process of the sandbox is gone;
+    so does dropping the last reference to a Popen whose job still runs (its reaper takes the closed
+    socket for its caller's death). detach() lets a job run on by itself instead, as subprocess's
+    children do. Once the sandbox is gone (wait, poll, communicate, or leaving the block found it so),
+    the on_exit hooks run, once, and the finished event comes last.
+
+    Example::
+
+        with sandbox.Popen(["rsync", "-a", "/data/", "/backup/"], tmpfs=["/tmp"]) as backup:
+            ...  # leaving the block (an exception, a return) stops the backup: its EXIT trap runs
     """
 
     @with_options(*SANDBOX_KEYWORDS)
@@ -144,13 +160,14 @@ class Popen(HoldsASandbox):
     ) -> None:
         deadline = options.pop(DEADLINE, None)  # type: ignore[misc]  # run()'s timeout, the reaper's too
         passed = pass_fds_of(pass_fds)
-        text = bool(text or universal_newlines or encoding or errors)
+        text = text_mode(text, universal_newlines, encoding, errors)
         chosen = choose(options)
         with not_started(chosen.on_event):
             cmd, settings = command_of(args, shell, env, cwd, text, bool(passed), dict(
                 executable=executable, bufsize=bufsize, close_fds=close_fds, preexec_fn=preexec_fn,
                 restore_signals=restore_signals, startupinfo=startupinfo, creationflags=creationflags,
-                start_new_session=start_new_session, process_group=process_group, pipesize=pipesize))
+                start_new_session=start_new_session, process_group=process_group, pipesize=pipesize),
+                chosen.spec.root is not None)
         self.spec = chosen.spec
 
         def launch(stdio: tuple[int | None, ...]) -> ReaperClient:
@@ -163,14 +180,16 @@ class Popen(HoldsASandbox):
         self._start(args, (stdin, stdout, stderr), text, encoding, errors, launch, passed,
                     on_exit=chosen.on_exit, cwd=cwd, settings=settings, executable=executable)
 
-    def _start(self, args: Any, stdio: tuple, text: bool | None, encoding: str | None, errors: str | None,
-               launch: Callable[[tuple], ReaperClient], passed: Sequence[int] = (),
+    def _start(self, args: Any, stdio: tuple[int | IO[Any] | None, ...], text: bool | None, encoding: str | None,
+               errors: str | None,
+               launch: Callable[[tuple[int | None, ...]], ReaperClient], passed: Sequence[int] = (),
                on_exit: Sequence[str] = (), cwd: object = None, settings: ProcessSettings | None = None,
                executable: object = None) -> None:
         """Start the process through launch(descriptors) and wait until it runs (or raise why it does not)."""
         self.args = args
         self._on_exit = tuple(on_exit)
         self._wrapped_up = False
+        self._detached = False
         self._settling = threading.RLock()
         self.returncode: int | None = None
         self.stdin: IO[Any] | None = None
@@ -222,12 +241,13 @@ class Popen(HoldsASandbox):
 
     # -- plumbing ----------------------------------------------------------------------------------
 
-    def _stdio(self, stdin, stdout, stderr) -> tuple[tuple[int | None, int | None, int | None], list[int]]:
+    def _stdio(self, stdin: int | IO[Any] | None, stdout: int | IO[Any] | None, stderr: int | IO[Any] | None
+               ) -> tuple[tuple[int | None, int | None, int | None], list[int]]:
         """The descriptors the job gets as 0, 1, 2, and the ones of ours to close once they are sent."""
         to_close: list[int] = []
         parent_ends: list[tuple[int, str, int]] = []
 
-        def resolve(spec, index: int) -> int | None:
+        def resolve(spec: int | IO[Any] | None, index: int) -> int | None:
             if spec is None:
                 return index if linux.fd_is_open(index) else None
             if spec == PIPE:
@@ -299,6 +319,12 @@ class Popen(HoldsASandbox):
 
     def _settle(self) -> int | None:
         client = self.client
+        if client.forked_away:
+            # A forked copy of the caller cannot learn the parent's job's status (nor take a lock a thread of the
+            # parent held at the fork): 0, as subprocess's Popen says in a forked child (ECHILD).
+            if self.returncode is None:
+                self.returncode = 0
+            return self.returncode
         with self._settling:  # poll and wait may race from several threads: the end is taken once
             if self.returncode is None and client.gone:
                 if client.status is not None:
@@ -330,6 +356,7 @@ class Popen(HoldsASandbox):
         timeout = check_timeout(timeout)
         if self.returncode is None:
             if not self.client.wait(timeout):
+                assert timeout is not None  # only a timeout ends the wait early
                 raise subprocess.TimeoutExpired(self.args, timeout)
             self._settle()
         return self.returncode  # type: ignore[return-value]
@@ -360,6 +387,38 @@ class Popen(HoldsASandbox):
         """Ask for the stop, without waiting (for the sync and asyncio faces alike)."""
         self.client.stop(grace, reason, after_interrupt)
 
+    def detach(self) -> None:
+        """Let the job run on by itself, as subprocess's children do: leaving the `with` block no longer stops
+        it or waits for it (the block closes our ends of its pipes, as subprocess's does), and neither does
+        dropping this Popen. A thread of ours waits for the end meanwhile: the on_exit hooks run and the
+        finished event comes when the job ends, and poll(), wait() and returncode keep working.
+
+        The job still ends with this program: when our process exits, however it exits, its reaper takes
+        that for its caller's death (stop signal, grace, SIGKILL). A job that must outlive its caller
+        belongs to the command (``systemd-run sandboxed-run ...``), not to a Python object. A pipe of ours
+        that nobody reads blocks the job once it is full, as with subprocess; a dropped Popen's pipes close.
+
+        Example::
+
+            sandbox.Popen(["sh", "-c", "sleep 60; touch /srv/done"]).detach()  # fire and forget
+        """
+        if self.client.forked_away:
+            return  # the job is the parent's (see _settle)
+        with self._settling:
+            if self._detached or self.returncode is not None:
+                return
+            self._detached = True
+        _DetachedEnds.watch_the_exit()
+        # The thread holds the client, not this Popen: dropping the Popen then closes its pipes, as
+        # subprocess's would, while the socket that keeps the job alive stays open.
+        threading.Thread(target=_wait_detached, args=(self.client, weakref.ref(self), self._on_exit),
+                         name=f"sandbox job {self.pid} (detached)", daemon=True).start()
+
+    @property
+    def detached(self) -> bool:
+        """Whether detach() let the job run on by itself."""
+        return self._detached
+
     def _wait_shielded(self) -> int:
         """Wait to the end even through Ctrl+C (each passed on as the terminal would); then re-raise it."""
         self.client.through_interrupts(self.wait)
@@ -371,9 +430,8 @@ class Popen(HoldsASandbox):
         if input is not None and self._input_view is None:
             if self.stdin is None:
                 raise ValueError("communicate() with input needs stdin=PIPE")
-            data = input
-            if isinstance(input, str):
-                data = input.encode(self._encoding or "utf-8", self._errors or "strict")
+            data = input.encode(self._encoding or "utf-8", self._errors or "strict") if isinstance(input, str) \
+                else input
             self._input_view = memoryview(data)
         streams = [s for s in (self.stdin, self.stdout, self.stderr) if s is not None and not s.closed]
         if streams:
@@ -382,6 +440,7 @@ class Popen(HoldsASandbox):
         try:
             self.wait(remaining)
         except subprocess.TimeoutExpired:
+            assert timeout is not None  # remaining is None without one: then wait() waits to the end
             raise subprocess.TimeoutExpired(self.args, timeout, *self._collected(raw=True)) from None
         return self._collected(final=True)
 
@@ -399,6 +458,7 @@ class Popen(HoldsASandbox):
                     selector.register(stream.fileno(), selectors.EVENT_READ, stream)
             while selector.get_map():
                 if deadline is not None and deadline <= time.monotonic():
+                    assert timeout is not None  # the deadline is the timeout's
                     raise subprocess.TimeoutExpired(self.args, timeout, *self._collected(raw=True))
                 self.client.watch()  # a reaper that does not end a stop in time: its pipes end with it
                 kill_at = self.client.kill_at
@@ -406,11 +466,13 @@ class Popen(HoldsASandbox):
                 for key, _ in selector.select(linux.wait_seconds(wake)):
                     stream = key.data
                     if stream is self.stdin:
+                        view = self._input_view
+                        assert stream is not None and view is not None  # registered with input left to send
                         try:
                             # No more than a poll's POLLOUT promises room for: a larger write to a blocking pipe
                             # waits for the job to read, and a job that first fills its stdout or stderr never does.
-                            sent = os.write(key.fd, self._input_view[:select.PIPE_BUF])
-                            self._input_view = self._input_view[sent:]
+                            sent = os.write(key.fd, view[:select.PIPE_BUF])
+                            self._input_view = view[sent:]
                         except BrokenPipeError:
                             self._input_view = memoryview(b"")
                         if not len(self._input_view):
@@ -442,12 +504,16 @@ class Popen(HoldsASandbox):
                 out.append(data)
         return out[0], out[1]
 
-    __class_getitem__ = classmethod(types.GenericAlias)  # Popen[bytes] in annotations, as subprocess's
+    if not TYPE_CHECKING:  # at run time, subprocess's kind of alias (types.GenericAlias), for subclasses too
+        __class_getitem__ = classmethod(types.GenericAlias)
 
     def __enter__(self) -> Popen:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        if self._detached:
+            self.close_pipes()
+            return
         try:
             if self.stdin is not None and not self.stdin.closed:
                 self.stdin.close()  # flushing it may fail (EPIPE): raised once the job is waited for, as subprocess
@@ -466,6 +532,71 @@ class Popen(HoldsASandbox):
 
     def __repr__(self) -> str:
         return f"<sandbox.Popen: returncode: {self.returncode} args: {self.args!r}>"
+
+
+class _DetachedEnds:
+    """The program's exit and the detached jobs' ends, which daemon threads take: the interpreter stops those
+    threads where they stand, so one in the middle of a job's on_exit hooks would leave the rest unrun (it
+    claimed them from the spawn server, which would otherwise run them). At exit we wait for the wrap-ups under
+    way (a Ctrl+C ends that wait), and no thread begins one after: the spawn server runs those hooks once it sees
+    this program gone."""
+
+    changes = threading.Condition()
+    exiting = False
+    under_way = 0
+    registered = False
+
+    @classmethod
+    def watch_the_exit(cls) -> None:
+        with cls.changes:
+            if not cls.registered:  # at the first detach(): nothing for a program that never detaches
+                cls.registered = True
+                atexit.register(cls.finish)
+
+    @classmethod
+    def begin(cls) -> bool:
+        """A thread may wrap its job up (False: the program is exiting)."""
+        with cls.changes:
+            if cls.exiting:
+                return False
+            cls.under_way += 1
+            return True
+
+    @classmethod
+    def end(cls) -> None:
+        with cls.changes:
+            cls.under_way -= 1
+            cls.changes.notify_all()
+
+    @classmethod
+    def finish(cls) -> None:
+        try:
+            with cls.changes:
+                cls.exiting = True
+                cls.changes.wait_for(lambda: not cls.under_way)
+        except KeyboardInterrupt:
+            pass  # the hooks, in our process group, had the terminal's Ctrl+C too
+
+
+def _wait_detached(client: ReaperClient, popen: weakref.ref[Popen], on_exit: Sequence[str]) -> None:
+    """A detached job's end, taken in a thread of ours: through its Popen if the caller still holds one."""
+    try:
+        client.wait(None)
+        if not _DetachedEnds.begin():
+            return
+        try:
+            process = popen()
+            if process is not None:
+                process._settle()
+                return
+            returncode = (os.waitstatus_to_exitcode(client.status) if client.status is not None
+                          else -signal.SIGKILL)
+            client.close()
+            wrap_up(client, on_exit, returncode)
+        finally:
+            _DetachedEnds.end()
+    except Exception:  # noqa: BLE001 - a hook's failure has been said on stderr; nobody waits for this thread
+        pass
 
 
 @with_options(*SANDBOX_KEYWORDS, passes_to=Popen.__init__)
@@ -520,11 +651,13 @@ def complete(factory: Callable[..., Popen], args: Any, stdin: Any, input: bytes 
         try:
             out, err = process.communicate(input, timeout=linux.time_left(deadline))
             if wire.StopReason.TIMEOUT in process.client.stop_reasons:
+                assert seconds is not None  # the reaper stops for a timeout only at our deadline
                 raise subprocess.TimeoutExpired(process.args, seconds)  # the reaper stopped it at our deadline
         except subprocess.TimeoutExpired:
             process.stop_for(wire.StopReason.TIMEOUT)
             process.client.through_interrupts(process.communicate)
             out, err = process._collected(raw=True)
+            assert seconds is not None  # communicate() has a timeout only then; the reaper a deadline
             expired = subprocess.TimeoutExpired(process.args, seconds, out, err)
             expired.events = process.events  # type: ignore[attr-defined]
             expired.usage = process.usage  # type: ignore[attr-defined]  # what it used until it was stopped

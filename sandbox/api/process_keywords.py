@@ -5,6 +5,7 @@ that says why and what to use instead."""
 from __future__ import annotations
 
 import operator
+import subprocess
 import warnings
 from typing import Any, NamedTuple
 
@@ -30,6 +31,15 @@ class ProcessSettings(NamedTuple):
     bufsize: int  # our pipes' file objects' buffering, as open()'s; line_buffering: text and bufsize 1
     line_buffering: bool
     pipesize: int  # -1: the kernel's default
+
+
+def text_mode(text: Any, universal_newlines: Any, encoding: Any, errors: Any) -> bool:
+    """Whether our pipes speak text, as subprocess decides; its SubprocessError when text and universal_newlines
+    are both given and disagree."""
+    if text is not None and universal_newlines is not None and bool(text) != bool(universal_newlines):
+        raise subprocess.SubprocessError("Cannot disambiguate when both text and universal_newlines are supplied "
+                                         "but different. Pass one or the other.")
+    return bool(text or universal_newlines or encoding or errors)
 
 
 def settings_of(argv: list[bytes], shell: bool, text: bool, passing: bool, executable: Any, bufsize: Any,
@@ -80,10 +90,11 @@ def settings_of(argv: list[bytes], shell: bool, text: bool, passing: bool, execu
     return ProcessSettings(program, bool(start_new_session), pgroup, bufsize, line_buffering, pipesize)
 
 
-def command_of(args: Any, shell: bool, env: Any, cwd: Any, text: bool, passing: bool, keywords: dict[str, Any]
-               ) -> tuple[command.Command, ProcessSettings]:
-    """The job's command and the settings of our pipes, from Popen's arguments; raises before anything starts."""
+def command_of(args: Any, shell: bool, env: Any, cwd: Any, text: bool, passing: bool, keywords: dict[str, Any],
+               root: bool = False) -> tuple[command.Command, ProcessSettings]:
+    """The job's command and the settings of our pipes, from Popen's arguments; raises before anything starts.
+    root: the sandbox has a root of its own (the default cwd is its /)."""
     argv = command.argv_of(args, shell)
     settings = settings_of(argv, shell, text, passing, **keywords)
-    return command.command(argv, command.environment_of(env), command.directory_of(cwd), settings.program,
+    return command.command(argv, command.environment_of(env), command.directory_of(cwd, root=root), settings.program,
                            settings.session, settings.pgroup), settings

@@ -15,7 +15,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sandboxed_run_helpers.shared import credentials, linux, wire
 from sandboxed_run_helpers.shared.errors import EXIT_FAILURE, SandboxError, host_error
@@ -23,6 +23,9 @@ from sandboxed_run_helpers.shared.signals import signal_name
 
 from ..client import ReaperClient
 from .calling import refuse_while_loading_main
+
+if TYPE_CHECKING:
+    import _socket
 
 T = TypeVar("T")
 
@@ -59,9 +62,9 @@ class SpawnServer:
         self.channel: socket.socket | None = None
         self.pid: int | None = None
         self.pidfd = -1
-        self.process: subprocess.Popen | None = None
-        self.credentials: tuple = ()
-        self.ids: tuple = ()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.credentials: tuple[object, ...] = ()
+        self.ids: tuple[object, ...] = ()
         self.readable: bool | None = None  # whether its starter could read it as ptrace would (confined_against)
 
     def start(self) -> None:
@@ -111,6 +114,7 @@ class SpawnServer:
         except (wire.Closed, ConnectionError, ValueError):
             ours.close()
             raise SandboxError(f"the sandbox spawn server {_how_it_ended(self.process)}") from None
+        assert isinstance(message, wire.Ready)  # the server's first message (helpers/server.py)
         self.channel = ours
         self.pid = message.pid
         self.pidfd = _above_stdio(os.pidfd_open(message.pid))  # opened while it runs: readable once it has died
@@ -268,6 +272,7 @@ def _started() -> SpawnServer:
         server = SpawnServer()
         server.start()
         if credentials.own() == before:
+            assert server.pid is not None  # start() returned: its server said Ready
             server.credentials, server.ids, server.readable = before, ids, linux.may_read(server.pid)
             return server
         server.close()
@@ -285,7 +290,7 @@ def confined_against(server: SpawnServer) -> bool:
     return (readable[server.pid] if server.pid in readable else linux.may_read(server.pid)) is False
 
 
-def _ids() -> tuple:
+def _ids() -> tuple[object, ...]:
     """The calling thread's ids and groups: what a drop of privileges changes, told at the cost of four system
     calls (the server compares the rest: capabilities, namespaces, and refuses; then we retry, see spawn()). And
     its securebits (SECBIT_NOROOT: an exec of root gets no capabilities), which the server cannot read (no /proc
@@ -329,7 +334,7 @@ def on_behalf_of(tid: int, work: Callable[[], T]) -> Callable[[], T]:
 _PEER_GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ECONNREFUSED)
 
 
-def _wait_for_exit(process: subprocess.Popen) -> None:
+def _wait_for_exit(process: subprocess.Popen[bytes]) -> None:
     try:
         process.wait()
     except ChildProcessError:
@@ -337,7 +342,7 @@ def _wait_for_exit(process: subprocess.Popen) -> None:
         pass
 
 
-def _how_it_ended(process: subprocess.Popen | None) -> str:
+def _how_it_ended(process: subprocess.Popen[bytes] | None) -> str:
     """What a server that closed its channel before saying it was ready died of, in words. The keeper
     thread reaps it; a server that is still there (it closed the channel and lives on) is said to."""
     deadline = time.monotonic() + 0.5
@@ -373,7 +378,8 @@ def servers() -> SpawnServers:
         return _servers
 
 
-def new_client(request: wire.Spawn, fds: list[int], on_event=None) -> ReaperClient:
+def new_client(request: wire.Spawn, fds: list[int],
+               on_event: Callable[[str, dict[str, Any]], None] | None = None) -> ReaperClient:
     """A new sandbox for request (its job's descriptors: fds), and our client of its reaper."""
     refuse_while_loading_main()
     spawn_servers = servers()
@@ -381,6 +387,11 @@ def new_client(request: wire.Spawn, fds: list[int], on_event=None) -> ReaperClie
     client = ReaperClient(reaper_pid, pidfd, sock, on_event, prog="sandbox", grace=request.order.spec.grace)
     client.hooks_ticket = (spawn_servers, server, ticket) if ticket else None
     client.reaper_is_coming = request.order.spec.userns_ids is not None
+    return tracked(client)
+
+
+def tracked(client: ReaperClient) -> ReaperClient:
+    """client, among this process's live ones: refused to pass_fds, let go of in a forked child."""
     _live_clients.add(client)
     return client
 
@@ -390,7 +401,8 @@ def machinery() -> set[tuple[int, int]]:
     whatever number a dup gave them: a job handed one could read the replies meant for us (another sandbox's
     reaper socket) or order its own sandbox about as its caller."""
     files = set()
-    sockets = [server.channel for server in (_servers.every() if _servers is not None else ())]
+    sockets: list[_socket.socket | None] = [
+        server.channel for server in (_servers.every() if _servers is not None else ())]
     sockets += [client.sock for client in list(_live_clients)]
     for sock in sockets:
         if sock is not None and sock.fileno() >= 0:
@@ -423,7 +435,7 @@ def _after_fork_in_child() -> None:
             server.close()
     _servers = None
     for client in list(_live_clients):
-        client.close()
+        client.let_go_after_fork()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

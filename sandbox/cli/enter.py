@@ -230,8 +230,9 @@ def _follow(sock: socket.socket, sigfd: linux.SignalFd, terminal: int | None) ->
     """Relay our signals to the command, mirror its stops, until the forker says how it ended (None: the
     forker ended first)."""
     group = 0
+    watched: list[socket.socket | int] = [sock, sigfd.fileno()]
     while True:
-        ready = select.select([sock, sigfd.fileno()], [], [])[0]
+        ready = select.select(watched, [], [])[0]
         for signo, _code, _pid in sigfd.read():
             _tell(sock, wire.EnterSignal(signo))
         if sock not in ready:
@@ -327,7 +328,7 @@ def _forker(sock: socket.socket, parent: int, order: Entry) -> None:
 
 def _wait(sock: socket.socket, sigfd: linux.SignalFd, child: int) -> int:
     """Until the command ends: pass on what sandboxed-run asks, report its stops and its end."""
-    watched = [sock, sigfd.fileno()]
+    watched: list[socket.socket | int] = [sock, sigfd.fileno()]
     while True:
         ready = select.select(watched, [], [])[0]
         if sock in ready:

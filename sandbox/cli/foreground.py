@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sandboxed_run_helpers import launch
 from sandboxed_run_helpers.shared import command, hooks, linux, outlet, registry, wire
@@ -25,6 +25,9 @@ from sandboxed_run_helpers.shared.status import StatusWriter, fan_out, say
 
 from ..client import ReaperClient
 from .words import UsageError
+
+if TYPE_CHECKING:
+    import _socket
 
 
 class Outcome(NamedTuple):
@@ -39,7 +42,7 @@ def run(values: dict[str, Any], build: Callable[[], SandboxSpec], argv: tuple[st
     also a failure before the sandbox exists (one line on stderr too, as main() would say it)."""
     writer = _status_writer(values)
     show = fan_out(_print_event if values["verbose"] else None, writer.write if writer is not None else None)
-    hook_monitor = None
+    hook_monitor: tuple[int, _socket.socket] | None = None
 
     def start_hook_monitor(pid: int, pidfd: int) -> None:
         nonlocal hook_monitor
@@ -68,7 +71,7 @@ def run(values: dict[str, Any], build: Callable[[], SandboxSpec], argv: tuple[st
         say(line)
         hooks.finished(show, code, None, error)
         return code
-    events: list[tuple[str, dict]] = []
+    events: list[tuple[str, dict[str, Any]]] = []
     emit = fan_out(lambda name, fields: events.append((name, fields)), show)
     client = ReaperClient(pid, pidfd, sock, emit, grace=spec.grace)
     outcome = wait(client, deadline, sigfd)
@@ -118,7 +121,8 @@ def _command(values: dict[str, Any], argv: tuple[str, ...]) -> command.Command:
     if not argv or not argv[0]:
         raise UsageError("no command given")
     env = command.edited({} if values["clearenv"] else dict(os.environb), values["unsetenv"], values["setenv"])
-    return command.command([os.fsencode(a) for a in argv], env, command.directory_of(values["cwd"], "--cwd"))
+    cwd = command.directory_of(values["cwd"], "--cwd", values["root"] is not None)
+    return command.command([os.fsencode(a) for a in argv], env, cwd)
 
 
 def _status_writer(values: dict[str, Any]) -> StatusWriter | None:
@@ -131,7 +135,7 @@ def _status_writer(values: dict[str, Any]) -> StatusWriter | None:
     return None
 
 
-def _print_event(name: str, fields: dict) -> None:
+def _print_event(name: str, fields: dict[str, Any]) -> None:
     details = " ".join(f"{k}={v}" for k, v in fields.items()
                        if k not in ("time", "usage", "core_dumped") and v is not None)
     if fields.get("core_dumped"):

@@ -74,7 +74,7 @@ def _show(sandboxes: list[running.RunningSandbox], as_json: bool) -> None:
         return
     if not sandboxes:
         return
-    rows = [("NAME", "OWNER", "REAPER", "JOB", "STARTED", "STATE", "COMMAND")]
+    rows: list[tuple[str, ...]] = [("NAME", "OWNER", "REAPER", "JOB", "STARTED", "STATE", "COMMAND")]
     for s in sandboxes:
         state = f"{s.state} ({s.stop_reason})" if s.stop_reason else s.state
         command = "(a sandbox.Job)" if s.command is None and s.started is not None else shlex.join(s.command or [])
