@@ -34,7 +34,7 @@ class Chosen(NamedTuple):
 # Every option unused: the spec each call would build, by what it depends on then (the signals the caller ignores,
 # and its euid, which decides the user namespace). A spec is immutable; the host check and the caveats of one
 # without options find nothing, and the registry is placed anew for each call.
-_UNUSED: dict[tuple, SandboxSpec] = {}
+_UNUSED: dict[tuple[tuple[int, ...], int], SandboxSpec] = {}
 
 
 def choose(given: Mapping[str, object]) -> Chosen:
