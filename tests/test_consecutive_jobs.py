@@ -182,3 +182,15 @@ def test_an_idle_reaper_ends_after_a_while():
     assert wait_for(lambda: not alive(reaper), timeout=30)
     again, done = popen_reaper(["true"])
     assert done.returncode == 0 and again != reaper
+
+
+def test_an_idle_reaper_is_out_of_the_callers_process_group():
+    with sandbox.Popen(["sleep", "1000"]) as process:
+        assert os.getpgid(process.reaper_pid) == os.getpgrp()  # its job's signals from the terminal reach it
+        process.kill()
+        process.wait()
+        reaper = process.reaper_pid
+    # Idle: a stop or a Ctrl+C for the caller's group (a later job's kill -STOP 0) must not reach it.
+    assert alive(reaper) and os.getpgid(reaper) != os.getpgrp()
+    again, done = popen_reaper(["true"])
+    assert done.returncode == 0

@@ -82,6 +82,12 @@ def main(sock: socket.socket, parent_pidfd: int, owner: int | None = None) -> in
         if not pristine.rest(sigfd, order.spec):
             return 0
         try:
+            # Out of the caller's process group until its next job (hand_over puts us back): a stop or a
+            # Ctrl+C meant for the group must not reach a reaper that has no job.
+            os.setpgid(0, 0)
+        except OSError:
+            return 0
+        try:
             # Before the caller's socket closes (its end of the job): its next request finds us idle.
             wire.send(sock, wire.Idle())
         except OSError:
