@@ -22,7 +22,8 @@ LINKED = [*PAGES, ROOT / "ARCHITECTURE.md", ROOT / "benchmarks" / "README.md"]
 
 # The two set-up commands are a contract: the first installs everything and runs the demo backup, the
 # second runs the tests, and CI runs that same command. They stay first, word for word.
-INSTALL = ("apt-get update && apt-get install -y libcap-dev libseccomp2 e2fsprogs rsync cryptsetup && "
+INSTALL = ("apt-get update && apt-get install -y libcap-dev libseccomp2 e2fsprogs rsync cryptsetup iproute2 "
+           "busybox-static && "
            "python3 -m venv .venv && .venv/bin/pip install -e '.[dev]' && "
            ".venv/bin/sandboxed-run --tmpfs /mnt -- examples/backup.sh sandbox")
 TEST = ".venv/bin/python -m pytest"
