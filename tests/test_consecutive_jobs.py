@@ -194,3 +194,26 @@ def test_an_idle_reaper_is_out_of_the_callers_process_group():
     assert alive(reaper) and os.getpgid(reaper) != os.getpgrp()
     again, done = popen_reaper(["true"])
     assert done.returncode == 0
+
+
+# What a job inherits from PID 1 that a root job can change in PID 1 from outside it.
+SHOW_INHERITED = ("ulimit -n; ulimit -Hc; nice; cat /proc/self/oom_score_adj /proc/self/coredump_filter; "
+                  "taskset -p $$ | sed 's/.*: //'; chrt -p $$ | head -n 1 | sed 's/.*: //'; ionice -p $$")
+CHANGE_PID_1 = ("prlimit --pid 1 --nofile=77:77 --core=0:0 && renice -n 7 -p 1 >/dev/null && "
+                "echo 500 >/proc/1/oom_score_adj && echo 0x7 >/proc/1/coredump_filter && taskset -p 1 1 >/dev/null && "
+                "chrt -b -p 0 1 && ionice -c 3 -p 1 && grep -c 'files *77 *77' /proc/1/limits")
+
+
+@pytest.mark.parametrize("entry", ["run", "Popen"])
+def test_what_a_job_changes_in_pid_1_reaches_no_later_job(entry):
+    def show() -> bytes:
+        if entry == "run":
+            return sandbox.run(["sh", "-c", SHOW_INHERITED], capture_output=True, check=True).stdout
+        return popen_reaper(["sh", "-c", SHOW_INHERITED])[1].stdout
+
+    before = show()
+    changer, changed = popen_reaper(["sh", "-c", CHANGE_PID_1])
+    assert changed.stdout == b"1\n" and changed.returncode == 0  # it did change its PID 1
+    assert show() == before
+    assert wait_for(lambda: not alive(changer), timeout=15)  # the changed reaper ended
+

@@ -140,7 +140,8 @@ def serve(reaper: Reaper, order: wire.Order | wire.Session, stdio: tuple[int | N
 class Pristine:
     """A reaper that serves one caller's jobs in turn (an Order that serves_more): the mount namespace we
     prepared, kept as it was, that each job's is a fresh copy of (nothing a job mounts reaches the next);
-    and what a job may change in us, as it was before the first (signal dispositions, umask)."""
+    and what a job may change in us, as it was before the first (signal dispositions, umask), or what we
+    would pass on to the next job that a privileged job can change from outside (inheritable())."""
 
     def __init__(self, procs: mounts.Procs) -> None:
         self.fd = os.open("self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC, dir_fd=procs.own.fd)
@@ -148,6 +149,31 @@ class Pristine:
         self.dispositions = {sig: signal.getsignal(sig) for sig in DEFAULTED}
         self.umask = os.umask(0o022)
         os.umask(self.umask)
+        self.attributes = self.inheritable()
+
+    def inheritable(self) -> tuple:
+        """What every process we start inherits from us and a root job can change in PID 1 without being it
+        (prlimit --pid 1, renice, chrt, taskset, ionice, /proc/1/oom_score_adj, a move to another cgroup): as
+        the kernel says it now. A change is not undone but ends us: the next job gets a fresh reaper."""
+        try:
+            ioprio = linux.ioprio_get()
+        except OSError:
+            ioprio = None
+        files = []
+        for name in INHERITED_FILES:
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.own.fd)
+            except OSError:
+                files.append(None)
+                continue
+            try:
+                files.append(os.read(fd, 8192))
+            except OSError:
+                files.append(None)
+            finally:
+                os.close(fd)
+        return (os.getpriority(os.PRIO_PROCESS, 0), os.sched_getscheduler(0), os.sched_getparam(0).sched_priority,
+                os.sched_getaffinity(0), ioprio, *files)
 
     def fresh_copy(self) -> int:
         """Enter a new copy of the prepared mount namespace; its inode number."""
@@ -165,7 +191,10 @@ class Pristine:
 
     def rest(self, sigfd: linux.SignalFd, spec: SandboxSpec) -> bool:
         """Undo what the last job (of spec) changed in us: the signals commands.start ignored for it, the umask;
-        drop the signals that came for it. False if the launcher's death is among them (then we end)."""
+        drop the signals that came for it. False if the launcher's death is among them, or if the job changed
+        what we pass on (inheritable()): then we end."""
+        if self.inheritable() != self.attributes:
+            return False
         for sig in spec.ignored_signals:
             disposition = self.dispositions.get(sig)
             if disposition is not None and signal.getsignal(sig) is not disposition:
@@ -653,6 +682,9 @@ class Reaper:
         fields["time"] = time.time()
         self.send(sock or self.sock, wire.Event(event, fields), creds_pid=creds_pid)
 
+
+# /proc/self files of what our children inherit from us that another process may change (Pristine.inheritable).
+INHERITED_FILES = ("self/limits", "self/oom_score_adj", "self/coredump_filter", "self/timerslack_ns", "self/cgroup")
 
 # What a job of a reaper serving more may ask for: all of it lives in the job's processes or its mount namespace.
 # Anything else (a network, a user namespace, a cgroup, other namespaces, a hostname, a new option) takes a
