@@ -14,6 +14,7 @@ import os
 import re
 import resource
 import signal
+import subprocess
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -217,3 +218,22 @@ def test_what_a_job_changes_in_pid_1_reaches_no_later_job(entry):
     assert show() == before
     assert wait_for(lambda: not alive(changer), timeout=15)  # the changed reaper ended
 
+
+def test_a_process_that_joined_the_pid_namespace_from_outside_reaches_no_later_job():
+    # Not the reaper's child (nsenter forks it into the namespace from out here): no wait of PID 1 tells of it.
+    with sandbox.Popen(["sh", "-c", "echo in; read line"], stdin=sandbox.PIPE, stdout=sandbox.PIPE) as job:
+        assert job.stdout.readline() == b"in\n"
+        joined = subprocess.Popen(["nsenter", "-t", str(job.pid), "-p", "-m", "sh", "-c",
+                                   "trap '' TERM; echo joined; exec sleep 1000"], stdout=subprocess.PIPE)
+        try:
+            assert joined.stdout.readline() == b"joined\n"
+            job.communicate(b"done\n", timeout=60)
+            reaper = job.reaper_pid
+            again, seen = popen_reaper(["sh", "-c", SHOW_PROCESSES])
+            shown = sorted(int(p) for p in seen.stdout.split())
+            assert again != reaper and shown[0] == 1 and len(shown) <= 3, shown
+            assert wait_for(lambda: joined.poll() is not None, timeout=30)  # the kernel ended it with its reaper
+        finally:
+            joined.kill()
+            joined.wait()
+            joined.stdout.close()

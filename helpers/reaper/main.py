@@ -394,10 +394,18 @@ class Reaper:
     def fit_for_next(self) -> bool:
         """Whether we may serve the caller's next job: we reaped every process of this one (as PID 1, nothing
         else is left in our PID namespace), nothing entered from outside, the caller still listens, and the
-        sandbox changed nothing in us that a mount namespace of its own does not hold (reusable())."""
+        sandbox changed nothing in us that a mount namespace of its own does not hold (reusable()). Nothing else
+        means our /proc lists no other process: one that joined our PID namespace from outside (setns through
+        a job's /proc/PID/ns/pid, as nsenter does) is no child of ours, and no wait tells of it."""
         return (self.pristine is not None and self.all_gone and not self.session and not self.sock_closed
                 and not self.caller_gone and self.caller_left_by is None and reusable(self.spec)
-                and (self.listing is None or not self.listing.answered))
+                and (self.listing is None or not self.listing.answered) and self.alone())
+
+    def alone(self) -> bool:
+        try:
+            return self.procs.own.pids() == [1]
+        except OSError:
+            return False
 
     # -- what arrives ------------------------------------------------------------------------------
 
