@@ -237,3 +237,14 @@ def test_a_process_that_joined_the_pid_namespace_from_outside_reaches_no_later_j
             joined.kill()
             joined.wait()
             joined.stdout.close()
+
+
+def test_a_mount_made_in_the_prepared_namespace_reaches_no_later_job():
+    # A root job with CAP_SYS_PTRACE opens PID 1's descriptor of the namespace every job's is a copy of.
+    into_the_prepared = ('for f in /proc/1/fd/*; do case "$(readlink "$f")" in mnt:*) '
+                         'nsenter --mount="$f" mount -t tmpfs t-prepared /mnt && echo mounted;; esac; done')
+    changer, done = popen_reaper(["sh", "-c", into_the_prepared])
+    assert done.stdout == b"mounted\n"
+    _, seen = popen_reaper(["sh", "-c", "cat /proc/self/mountinfo"])
+    assert b"t-prepared" not in seen.stdout
+    assert wait_for(lambda: not alive(changer), timeout=15)  # the changed reaper ended

@@ -150,6 +150,9 @@ class Pristine:
         self.umask = os.umask(0o022)
         os.umask(self.umask)
         self.attributes = self.inheritable()
+        # Its mount table, as it is now. A root job can reach the prepared namespace itself (setns through
+        # /proc/1/fd, with CAP_SYS_PTRACE) and mount there; the kernel says so by POLLPRI on this descriptor.
+        self.mounts = os.open("self/mountinfo", os.O_RDONLY | os.O_CLOEXEC, dir_fd=procs.own.fd)
 
     def inheritable(self) -> tuple:
         """What every process we start inherits from us and a root job can change in PID 1 without being it
@@ -181,6 +184,13 @@ class Pristine:
         unshare(linux.CLONE_NEWNS, "a mount namespace")
         return os.stat("self/ns/mnt", dir_fd=self.own.fd).st_ino
 
+    def mounts_changed(self) -> bool:
+        """Whether a mount came or went in the prepared namespace since we prepared it (then no job may have a
+        copy of it: we end)."""
+        poller = select.poll()
+        poller.register(self.mounts, select.POLLPRI)
+        return bool(poller.poll(0))
+
     def leave(self) -> bool:
         """Back to the prepared namespace, once every process of the job is gone: the job's goes with it."""
         try:
@@ -193,7 +203,7 @@ class Pristine:
         """Undo what the last job (of spec) changed in us: the signals commands.start ignored for it, the umask;
         drop the signals that came for it. False if the launcher's death is among them, or if the job changed
         what we pass on (inheritable()): then we end."""
-        if self.inheritable() != self.attributes:
+        if self.inheritable() != self.attributes or self.mounts_changed():
             return False
         for sig in spec.ignored_signals:
             disposition = self.dispositions.get(sig)
