@@ -14,6 +14,7 @@ import os
 import re
 import resource
 import signal
+import subprocess
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -194,3 +195,56 @@ def test_an_idle_reaper_is_out_of_the_callers_process_group():
     assert alive(reaper) and os.getpgid(reaper) != os.getpgrp()
     again, done = popen_reaper(["true"])
     assert done.returncode == 0
+
+
+# What a job inherits from PID 1 that a root job can change in PID 1 from outside it.
+SHOW_INHERITED = ("ulimit -n; ulimit -Hc; nice; cat /proc/self/oom_score_adj /proc/self/coredump_filter; "
+                  "taskset -p $$ | sed 's/.*: //'; chrt -p $$ | head -n 1 | sed 's/.*: //'; ionice -p $$")
+CHANGE_PID_1 = ("prlimit --pid 1 --nofile=77:77 --core=0:0 && renice -n 7 -p 1 >/dev/null && "
+                "echo 500 >/proc/1/oom_score_adj && echo 0x7 >/proc/1/coredump_filter && taskset -p 1 1 >/dev/null && "
+                "chrt -b -p 0 1 && ionice -c 3 -p 1 && grep -c 'files *77 *77' /proc/1/limits")
+
+
+@pytest.mark.parametrize("entry", ["run", "Popen"])
+def test_what_a_job_changes_in_pid_1_reaches_no_later_job(entry):
+    def show() -> bytes:
+        if entry == "run":
+            return sandbox.run(["sh", "-c", SHOW_INHERITED], capture_output=True, check=True).stdout
+        return popen_reaper(["sh", "-c", SHOW_INHERITED])[1].stdout
+
+    before = show()
+    changer, changed = popen_reaper(["sh", "-c", CHANGE_PID_1])
+    assert changed.stdout == b"1\n" and changed.returncode == 0  # it did change its PID 1
+    assert show() == before
+    assert wait_for(lambda: not alive(changer), timeout=15)  # the changed reaper ended
+
+
+def test_a_process_that_joined_the_pid_namespace_from_outside_reaches_no_later_job():
+    # Not the reaper's child (nsenter forks it into the namespace from out here): no wait of PID 1 tells of it.
+    with sandbox.Popen(["sh", "-c", "echo in; read line"], stdin=sandbox.PIPE, stdout=sandbox.PIPE) as job:
+        assert job.stdout.readline() == b"in\n"
+        joined = subprocess.Popen(["nsenter", "-t", str(job.pid), "-p", "-m", "sh", "-c",
+                                   "trap '' TERM; echo joined; exec sleep 1000"], stdout=subprocess.PIPE)
+        try:
+            assert joined.stdout.readline() == b"joined\n"
+            job.communicate(b"done\n", timeout=60)
+            reaper = job.reaper_pid
+            again, seen = popen_reaper(["sh", "-c", SHOW_PROCESSES])
+            shown = sorted(int(p) for p in seen.stdout.split())
+            assert again != reaper and shown[0] == 1 and len(shown) <= 3, shown
+            assert wait_for(lambda: joined.poll() is not None, timeout=30)  # the kernel ended it with its reaper
+        finally:
+            joined.kill()
+            joined.wait()
+            joined.stdout.close()
+
+
+def test_a_mount_made_in_the_prepared_namespace_reaches_no_later_job():
+    # A root job with CAP_SYS_PTRACE opens PID 1's descriptor of the namespace every job's is a copy of.
+    into_the_prepared = ('for f in /proc/1/fd/*; do case "$(readlink "$f")" in mnt:*) '
+                         'nsenter --mount="$f" mount -t tmpfs t-prepared /mnt && echo mounted;; esac; done')
+    changer, done = popen_reaper(["sh", "-c", into_the_prepared])
+    assert done.stdout == b"mounted\n"
+    _, seen = popen_reaper(["sh", "-c", "cat /proc/self/mountinfo"])
+    assert b"t-prepared" not in seen.stdout
+    assert wait_for(lambda: not alive(changer), timeout=15)  # the changed reaper ended

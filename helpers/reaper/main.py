@@ -140,7 +140,8 @@ def serve(reaper: Reaper, order: wire.Order | wire.Session, stdio: tuple[int | N
 class Pristine:
     """A reaper that serves one caller's jobs in turn (an Order that serves_more): the mount namespace we
     prepared, kept as it was, that each job's is a fresh copy of (nothing a job mounts reaches the next);
-    and what a job may change in us, as it was before the first (signal dispositions, umask)."""
+    and what a job may change in us, as it was before the first (signal dispositions, umask), or what we
+    would pass on to the next job that a privileged job can change from outside (inheritable())."""
 
     def __init__(self, procs: mounts.Procs) -> None:
         self.fd = os.open("self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC, dir_fd=procs.own.fd)
@@ -148,12 +149,47 @@ class Pristine:
         self.dispositions = {sig: signal.getsignal(sig) for sig in DEFAULTED}
         self.umask = os.umask(0o022)
         os.umask(self.umask)
+        self.attributes = self.inheritable()
+        # Its mount table, as it is now. A root job can reach the prepared namespace itself (setns through
+        # /proc/1/fd, with CAP_SYS_PTRACE) and mount there; the kernel says so by POLLPRI on this descriptor.
+        self.mounts = os.open("self/mountinfo", os.O_RDONLY | os.O_CLOEXEC, dir_fd=procs.own.fd)
+
+    def inheritable(self) -> tuple:
+        """What every process we start inherits from us and a root job can change in PID 1 without being it
+        (prlimit --pid 1, renice, chrt, taskset, ionice, /proc/1/oom_score_adj, a move to another cgroup): as
+        the kernel says it now. A change is not undone but ends us: the next job gets a fresh reaper."""
+        try:
+            ioprio = linux.ioprio_get()
+        except OSError:
+            ioprio = None
+        files = []
+        for name in INHERITED_FILES:
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.own.fd)
+            except OSError:
+                files.append(None)
+                continue
+            try:
+                files.append(os.read(fd, 8192))
+            except OSError:
+                files.append(None)
+            finally:
+                os.close(fd)
+        return (os.getpriority(os.PRIO_PROCESS, 0), os.sched_getscheduler(0), os.sched_getparam(0).sched_priority,
+                os.sched_getaffinity(0), ioprio, *files)
 
     def fresh_copy(self) -> int:
         """Enter a new copy of the prepared mount namespace; its inode number."""
         linux.setns(self.fd, linux.CLONE_NEWNS)
         unshare(linux.CLONE_NEWNS, "a mount namespace")
         return os.stat("self/ns/mnt", dir_fd=self.own.fd).st_ino
+
+    def mounts_changed(self) -> bool:
+        """Whether a mount came or went in the prepared namespace since we prepared it (then no job may have a
+        copy of it: we end)."""
+        poller = select.poll()
+        poller.register(self.mounts, select.POLLPRI)
+        return bool(poller.poll(0))
 
     def leave(self) -> bool:
         """Back to the prepared namespace, once every process of the job is gone: the job's goes with it."""
@@ -165,7 +201,10 @@ class Pristine:
 
     def rest(self, sigfd: linux.SignalFd, spec: SandboxSpec) -> bool:
         """Undo what the last job (of spec) changed in us: the signals commands.start ignored for it, the umask;
-        drop the signals that came for it. False if the launcher's death is among them (then we end)."""
+        drop the signals that came for it. False if the launcher's death is among them, or if the job changed
+        what we pass on (inheritable()): then we end."""
+        if self.inheritable() != self.attributes or self.mounts_changed():
+            return False
         for sig in spec.ignored_signals:
             disposition = self.dispositions.get(sig)
             if disposition is not None and signal.getsignal(sig) is not disposition:
@@ -365,10 +404,18 @@ class Reaper:
     def fit_for_next(self) -> bool:
         """Whether we may serve the caller's next job: we reaped every process of this one (as PID 1, nothing
         else is left in our PID namespace), nothing entered from outside, the caller still listens, and the
-        sandbox changed nothing in us that a mount namespace of its own does not hold (reusable())."""
+        sandbox changed nothing in us that a mount namespace of its own does not hold (reusable()). Nothing else
+        means our /proc lists no other process: one that joined our PID namespace from outside (setns through
+        a job's /proc/PID/ns/pid, as nsenter does) is no child of ours, and no wait tells of it."""
         return (self.pristine is not None and self.all_gone and not self.session and not self.sock_closed
                 and not self.caller_gone and self.caller_left_by is None and reusable(self.spec)
-                and (self.listing is None or not self.listing.answered))
+                and (self.listing is None or not self.listing.answered) and self.alone())
+
+    def alone(self) -> bool:
+        try:
+            return self.procs.own.pids() == [1]
+        except OSError:
+            return False
 
     # -- what arrives ------------------------------------------------------------------------------
 
@@ -653,6 +700,9 @@ class Reaper:
         fields["time"] = time.time()
         self.send(sock or self.sock, wire.Event(event, fields), creds_pid=creds_pid)
 
+
+# /proc/self files of what our children inherit from us that another process may change (Pristine.inheritable).
+INHERITED_FILES = ("self/limits", "self/oom_score_adj", "self/coredump_filter", "self/timerslack_ns", "self/cgroup")
 
 # What a job of a reaper serving more may ask for: all of it lives in the job's processes or its mount namespace.
 # Anything else (a network, a user namespace, a cgroup, other namespaces, a hostname, a new option) takes a

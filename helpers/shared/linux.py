@@ -365,6 +365,16 @@ def ioprio_set(ioclass: int, level: int) -> None:
     _check(_libc.syscall(number, IOPRIO_WHO_PROCESS, 0, (ioclass << 13) | level), "ioprio_set")
 
 
+def ioprio_get() -> int:
+    """This process's I/O priority as ioprio_get(2) gives it (class << 13 | level)."""
+    number = _SYS_IOPRIO_SET.get(os.uname().machine)
+    if number is None:
+        raise OSError(38, f"ioprio_get: not known on {os.uname().machine}")
+    result = _libc.syscall(number + 1, IOPRIO_WHO_PROCESS, 0)  # ioprio_get follows ioprio_set in every table
+    _check(result, "ioprio_get")
+    return int(result)
+
+
 # kcmp's number differs between architectures too.
 _SYS_KCMP = {"x86_64": 312, "aarch64": 272, "riscv64": 272, "i686": 349, "armv7l": 378, "ppc64le": 354, "s390x": 343}
 _KCMP_VM = 1
