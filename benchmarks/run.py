@@ -909,14 +909,19 @@ def spawn_true() -> None:
     os.waitpid(pid, 0)
 
 
-def fig_account(cfg: Config) -> list[Result]:
-    n, rounds = cfg.account_runs, cfg.account_rounds
+def warm_server(cfg: Config) -> int:
+    """Warm this process's spawn server up with a few runs; its PID."""
     for _ in range(cfg.latency_warmup):
         sandbox.run(["true"], check=True)
     current = spawner.current()
     if current is None:
         raise RuntimeError("cannot find the spawn server's PID (sandbox.api.spawner.current())")
-    server = current.pid
+    return current.pid
+
+
+def fig_account(cfg: Config) -> list[Result]:
+    n, rounds = cfg.account_runs, cfg.account_rounds
+    server = warm_server(cfg)
     bwrap = bwrap_problem() is None
     ours = theirs = alone = CpuUse()
     job_cpu = 0.0
@@ -1004,12 +1009,7 @@ def fig_unused_options(cfg: Config) -> list[Result]:
     of its fields: benchmarks/wire.py measures the message apart."""
     from sandbox.api import popen
 
-    for _ in range(cfg.latency_warmup):
-        sandbox.run(["true"], check=True)
-    current = spawner.current()
-    if current is None:
-        raise RuntimeError("cannot find the spawn server's PID (sandbox.api.spawner.current())")
-    server = current.pid
+    server = warm_server(cfg)
     chosen = popen.choose({})
     real_choose = popen.choose
     n, rounds = cfg.account_runs, cfg.account_rounds * 4

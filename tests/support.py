@@ -616,42 +616,51 @@ class FakeClock:
 
 # -- one shell script through any entry point ------------------------------------------------------------
 
-def run_in(entry: str, options: dict, script: str) -> tuple[int, str, str]:
-    """Run `sh -c script` through entry with these sandbox options; (status, stdout, stderr). A refusal before
-    the start is status 125 with its message, as the command gives it."""
+def through(entry: str, argv: list[str], options: dict) -> tuple[int, str, str]:
+    """Run argv with these sandbox options through one entry point: (returncode, stdout, stderr), the output
+    captured as text. The API's exceptions go on to the caller."""
     import asyncio
 
     import sandbox
 
-    argv = ["sh", "-c", script]
     if entry == "cli":
-        result = subprocess.run([CLI, *cli_words(options), "--", *argv], capture_output=True, text=True, timeout=60)
+        result = subprocess.run([CLI, *cli_words(options), "--", *argv], capture_output=True, text=True, timeout=120)
         return result.returncode, result.stdout, result.stderr
-    try:
-        if entry == "run":
-            result = sandbox.run(argv, capture_output=True, text=True, **options)
-            return result.returncode, result.stdout, result.stderr
-        if entry == "Popen":
-            with sandbox.Popen(argv, stdout=sandbox.PIPE, stderr=sandbox.PIPE, text=True, **options) as process:
-                out, err = process.communicate()
-            return process.returncode, out, err
-        if entry == "Job":
-            with sandbox.Job(**options) as job:
-                result = job.run(argv, capture_output=True, text=True)
-            return result.returncode, result.stdout, result.stderr
+    if entry == "run":
+        result = sandbox.run(argv, capture_output=True, text=True, **options)
+        return result.returncode, result.stdout, result.stderr
+    if entry == "Popen":
+        with sandbox.Popen(argv, stdout=sandbox.PIPE, stderr=sandbox.PIPE, text=True, **options) as process:
+            out, err = process.communicate()
+        return process.returncode, out, err
+    if entry == "Job":
+        with sandbox.Job(**options) as job:
+            result = job.run(argv, capture_output=True, text=True)
+        return result.returncode, result.stdout, result.stderr
 
-        async def main() -> tuple[int, str, str]:
-            if entry == "run_async":
-                done = await sandbox.run_async(argv, capture_output=True, **options)
-                return done.returncode, done.stdout.decode(), done.stderr.decode()
-            if entry == "create_process":
-                process = await sandbox.create_process(argv, stdout=sandbox.PIPE, stderr=sandbox.PIPE, **options)
-                out, err = await process.communicate()
-                return process.returncode, out.decode(), err.decode()
+    async def main() -> tuple[int, str, str]:
+        if entry == "run_async":
+            done = await sandbox.run_async(argv, capture_output=True, **options)
+            return done.returncode, done.stdout.decode(), done.stderr.decode()
+        if entry == "create_process":
+            process = await sandbox.create_process(argv, stdout=sandbox.PIPE, stderr=sandbox.PIPE, **options)
+            out, err = await process.communicate()
+            return process.returncode, out.decode(), err.decode()
+        if entry == "AsyncJob":
             async with sandbox.AsyncJob(**options) as async_job:
                 done = await async_job.run(argv, capture_output=True)
             return done.returncode, done.stdout.decode(), done.stderr.decode()
-        return asyncio.run(main())
+        raise ValueError(entry)
+    return asyncio.run(main())
+
+
+def run_in(entry: str, options: dict, script: str) -> tuple[int, str, str]:
+    """Run `sh -c script` through entry with these sandbox options; (status, stdout, stderr). A refusal before
+    the start is status 125 with its message, as the command gives it."""
+    import sandbox
+
+    try:
+        return through(entry, ["sh", "-c", script], options)
     except sandbox.SandboxError as exc:
         return 125, "", f"{exc}\n"
     except ValueError as exc:

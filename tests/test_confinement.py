@@ -5,7 +5,6 @@ who may become only themselves; a user namespace, whose ids are its own; --enter
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import signal
@@ -17,7 +16,7 @@ from test_isolation_options import AS_NOBODY
 from test_limits import caps, fields
 
 import sandbox
-from support import CLI, PYTHON, cli_words, launched, wait_for
+from support import CLI, PYTHON, cli_words, launched, through, wait_for
 
 ENTRY_POINTS = ["cli", "run", "Popen", "Job", "run_async", "create_process", "AsyncJob"]
 NOBODY = 65534
@@ -29,41 +28,6 @@ grep -E '^(Uid|Gid|Groups|Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):' /proc/s
 touch "$1/made" && echo "Made: yes"
 cat "$1/secret" >/dev/null 2>&1 && echo "Secret: read" || echo "Secret: closed"
 """
-
-
-def through(entry: str, argv: list[str], options: dict) -> tuple[int, str, str]:
-    """Run argv with options through one entry point: (returncode, stdout, stderr; "" where the entry point
-    does not capture it)."""
-    if entry == "cli":
-        result = subprocess.run([CLI, *cli_words(options), "--", *argv], capture_output=True, text=True, timeout=120)
-        return result.returncode, result.stdout, result.stderr
-    if entry == "run":
-        result = sandbox.run(argv, capture_output=True, text=True, **options)
-        return result.returncode, result.stdout, result.stderr
-    if entry == "Popen":
-        with sandbox.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **options) as process:
-            out, err = process.communicate()
-        return process.returncode, out, err
-    if entry == "Job":
-        with sandbox.Job(**options) as job:
-            result = job.run(argv, capture_output=True, text=True)
-        return result.returncode, result.stdout, result.stderr
-    if entry == "run_async":
-        result = asyncio.run(sandbox.run_async(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **options))
-        return result.returncode, result.stdout.decode(), result.stderr.decode()
-    if entry == "create_process":
-        async def main() -> tuple:
-            process = await sandbox.create_process(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **options)
-            out, err = await process.communicate()
-            return process.returncode, out.decode(), err.decode()
-        return asyncio.run(main())
-    if entry == "AsyncJob":
-        async def main() -> tuple:
-            async with sandbox.AsyncJob(**options) as job:
-                result = await job.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            return result.returncode, result.stdout.decode(), result.stderr.decode()
-        return asyncio.run(main())
-    raise ValueError(entry)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from typing import TypeVar
 import pytest
 
 import sandbox
-from support import wait_for
+from support import PYTHON, wait_for
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -248,3 +248,30 @@ def test_a_mount_made_in_the_prepared_namespace_reaches_no_later_job():
     _, seen = popen_reaper(["sh", "-c", "cat /proc/self/mountinfo"])
     assert b"t-prepared" not in seen.stdout
     assert wait_for(lambda: not alive(changer), timeout=15)  # the changed reaper ended
+
+
+IN_A_CHROOT = """
+import sandbox
+first = sandbox.Popen(["sh", "-c", "cat /mnt/inside; pwd"], stdout=sandbox.PIPE)
+out, _ = first.communicate(timeout=60)
+reaper = first.reaper_pid
+second = sandbox.Popen(["sh", "-c", "cat /mnt/inside; pwd"], stdout=sandbox.PIPE)
+out2, _ = second.communicate(timeout=60)
+print(out.decode() + out2.decode() + ("shared" if second.reaper_pid == reaper else "fresh"), end="")
+"""
+
+
+def test_a_caller_in_a_chroot_keeps_its_jobs_in_it(tmp_path, no_leftovers):
+    """setns to a mount namespace makes its own root the process's /: a reaper serving in turn that re-entered
+    its prepared namespace so gave its jobs the root outside the caller's chroot (a build chroot; the VM
+    harness's initramfs). The chroot here is the host's / bound on a directory, with a tmpfs on its /mnt
+    that only the chroot has, in a mount namespace of the test's own that vanishes with it."""
+    root = tmp_path / "root"
+    root.mkdir()
+    script = (f"mount --rbind / {root} && mount -t tmpfs chrooted {root}/mnt && echo chroot > {root}/mnt/inside "
+              f"&& cd {root}/tmp && exec chroot {root} sh -c 'cd /tmp && exec {PYTHON} -c \"$0\"' '{IN_A_CHROOT}'")
+    result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert lines == ["chroot", "/tmp", "chroot", "/tmp", "shared"], result.stdout + result.stderr[-2000:]

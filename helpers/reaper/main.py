@@ -145,6 +145,10 @@ class Pristine:
 
     def __init__(self, procs: mounts.Procs) -> None:
         self.fd = os.open("self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC, dir_fd=procs.own.fd)
+        # setns to a mount namespace makes the namespace's own root our / and cwd: a caller in a chroot (a build
+        # chroot, a VM's initramfs that chroots into its system) would see its jobs leave it. We take ours back.
+        self.root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self.own = procs.own
         self.dispositions = {sig: signal.getsignal(sig) for sig in DEFAULTED}
         self.umask = os.umask(0o022)
@@ -180,8 +184,8 @@ class Pristine:
 
     def fresh_copy(self) -> int:
         """Enter a new copy of the prepared mount namespace; its inode number."""
-        linux.setns(self.fd, linux.CLONE_NEWNS)
-        unshare(linux.CLONE_NEWNS, "a mount namespace")
+        self._enter()
+        unshare(linux.CLONE_NEWNS, "a mount namespace")  # our root and cwd move to their copies
         return os.stat("self/ns/mnt", dir_fd=self.own.fd).st_ino
 
     def mounts_changed(self) -> bool:
@@ -194,10 +198,17 @@ class Pristine:
     def leave(self) -> bool:
         """Back to the prepared namespace, once every process of the job is gone: the job's goes with it."""
         try:
-            linux.setns(self.fd, linux.CLONE_NEWNS)
+            self._enter()
             return True
         except OSError:
             return False
+
+    def _enter(self) -> None:
+        """Into the prepared namespace, with the root and working directory we had there."""
+        linux.setns(self.fd, linux.CLONE_NEWNS)
+        os.fchdir(self.root)
+        os.chroot(".")
+        os.fchdir(self.cwd)
 
     def rest(self, sigfd: linux.SignalFd, spec: SandboxSpec) -> bool:
         """Undo what the last job (of spec) changed in us: the signals commands.start ignored for it, the umask;
