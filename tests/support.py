@@ -654,6 +654,31 @@ def through(entry: str, argv: list[str], options: dict) -> tuple[int, str, str]:
     return asyncio.run(main())
 
 
+def timed_out_through(entry: str, argv: list[str], grace: float, **kwargs: object) -> subprocess.TimeoutExpired:
+    """The TimeoutExpired that run() (or a Job's, run_async, an AsyncJob's) raises for argv with these keywords
+    (a timeout among them), the sandbox's grace period being grace."""
+    import asyncio
+
+    import pytest
+
+    import sandbox
+
+    with pytest.raises(subprocess.TimeoutExpired) as expired:
+        if entry == "run":
+            sandbox.run(argv, grace=grace, **kwargs)
+        elif entry == "Job":
+            with sandbox.Job(grace=grace) as job:
+                job.run(argv, **kwargs)
+        elif entry == "run_async":
+            asyncio.run(sandbox.run_async(argv, grace=grace, **kwargs))
+        else:
+            async def main() -> None:
+                async with sandbox.AsyncJob(grace=grace) as async_job:
+                    await async_job.run(argv, **kwargs)
+            asyncio.run(main())
+    return expired.value
+
+
 def run_in(entry: str, options: dict, script: str) -> tuple[int, str, str]:
     """Run `sh -c script` through entry with these sandbox options; (status, stdout, stderr). A refusal before
     the start is status 125 with its message, as the command gives it."""

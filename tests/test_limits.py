@@ -19,7 +19,18 @@ from test_named_users import free_uids
 
 import sandbox
 from sandboxed_run_helpers.shared import cgroups, limits, registry
-from support import CLI, MOUNT_IMAGE, PYTHON, children, cli_words, launched, make_image, read_status, wait_for
+from support import (
+    CLI,
+    MOUNT_IMAGE,
+    PYTHON,
+    children,
+    cli_words,
+    launched,
+    make_image,
+    read_status,
+    timed_out_through,
+    wait_for,
+)
 
 ENTRY_POINTS = ["cli", "run", "Popen", "Job", "run_async", "create_process", "AsyncJob"]
 
@@ -504,20 +515,7 @@ def test_every_run_reports_what_it_used(entry, tmp_path, no_leftovers):
 def test_a_run_that_times_out_still_says_what_it_used(entry, no_leftovers):
     """run()'s TimeoutExpired carries the usage of the job it stopped, as its CalledProcessError does."""
     argv, options = ["sh", "-c", "trap '' TERM; while :; do :; done"], {"timeout": 0.5}
-    with pytest.raises(subprocess.TimeoutExpired) as raised:
-        if entry == "run":
-            sandbox.run(argv, grace=0.5, **options)
-        elif entry == "Job":
-            with sandbox.Job(grace=0.5) as job:
-                job.run(argv, **options)
-        elif entry == "run_async":
-            asyncio.run(sandbox.run_async(argv, grace=0.5, **options))
-        else:
-            async def main() -> None:
-                async with sandbox.AsyncJob(grace=0.5) as job:
-                    await job.run(argv, **options)
-            asyncio.run(main())
-    usage = raised.value.usage
+    usage = timed_out_through(entry, argv, 0.5, **options).usage
     # The timeout counts from the call (as subprocess's does), the start included; the job ignores the stop
     # signal, so it lived through the grace period at least.
     assert isinstance(usage, sandbox.Usage) and usage.wall >= 0.5 and usage.user >= 0.3, usage

@@ -214,13 +214,17 @@ def test_a_list_that_may_lack_sandboxes_says_why(users, user_dir, no_leftovers):
         shutil.rmtree(run_user, ignore_errors=True)
 
 
+# A listener of the user's that answers as a reaper would, with fields (an expression of spec and os): argv NAME
+# FIELDS [hold] [in DIRECTORY] (hold: never lets a client go; in: listens there, not in the user's registry).
 FORGER = """
 import array, marshal, os, socket, sys
 from sandboxed_run_helpers.shared import registry, wire
 from sandboxed_run_helpers.shared.options import SandboxSpec
-fields = eval(sys.argv[2], {"spec": SandboxSpec.build({}).to_wire()})
+name, fields, *how = sys.argv[1:]
+fields = eval(fields, {"spec": SandboxSpec.build({}).to_wire(), "os": os})
+directory = how[how.index("in") + 1] if "in" in how else registry.prepare()
 listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-listener.bind(os.path.join(registry.prepare(), sys.argv[1]))
+listener.bind(os.path.join(directory, name))
 listener.listen(8)
 print("listening", flush=True)
 held = []
@@ -234,7 +238,7 @@ while True:
     except OSError:
         pass
     os.close(pidfd)
-    if sys.argv[3:] == ["hold"]:
+    if "hold" in how:
         held.append(conn)  # answers, then never lets go
     else:
         conn.close()
@@ -281,31 +285,6 @@ def test_root_never_enters_a_users_forged_sandbox_as_root(users, user_dir, tmp_p
         assert not witness.exists()
 
 
-NAMESPACED_FORGER = """
-import array, marshal, os, socket, sys
-from sandboxed_run_helpers.shared import wire
-from sandboxed_run_helpers.shared.options import SandboxSpec
-# A spec without a user namespace (userns_ids None), from a user namespace of the user's own.
-fields = (sys.argv[2], 1.0, [b"sleep"], b"/", "running", None, SandboxSpec.build({}).to_wire(),
-          {"user": os.stat("/proc/self/ns/user").st_ino}, b"")
-listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-listener.bind(os.path.join(sys.argv[1], sys.argv[2]))
-listener.listen(8)
-print("listening", flush=True)
-while True:
-    conn, _ = listener.accept()
-    pidfd = os.pidfd_open(os.getpid())
-    try:
-        conn.recv(4096)
-        conn.sendmsg([b"i" + marshal.dumps((int(wire.Kind.ABOUT), *fields))],
-                     [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [pidfd]))])
-    except OSError:
-        pass
-    os.close(pidfd)
-    conn.close()
-"""
-
-
 def test_root_enters_a_users_sandbox_as_that_user_whatever_its_answer_says(users, user_dir, tmp_path, no_leftovers):
     """A user's own listener, in a user namespace of the user's own (unshare -U), answers that its sandbox has no
     user namespace: root took the ids to become inside from that answer, so its command ran as the host's uid 0
@@ -319,8 +298,11 @@ def test_root_enters_a_users_sandbox_as_that_user_whatever_its_answer_says(users
     closed = tmp_path / "root-only"
     closed.mkdir(mode=0o700)
     witness = closed / "ran"
-    with launched([*user, "unshare", "--user", "--map-root-user", PYTHON, "-c", NAMESPACED_FORGER, str(directory),
-                   name], cwd=user_dir, stdout=subprocess.PIPE) as forger:
+    # A spec without a user namespace (userns_ids None), from a user namespace of the user's own.
+    fields = (f'("{name}", 1.0, [b"sleep"], b"/", "running", None, spec, '
+              '{"user": os.stat("/proc/self/ns/user").st_ino}, b"")')
+    with launched([*user, "unshare", "--user", "--map-root-user", PYTHON, "-c", FORGER, name, fields, "in",
+                   str(directory)], cwd=user_dir, stdout=subprocess.PIPE) as forger:
         assert forger.stdout.readline() == b"listening\n"
         script = f"touch {witness}; grep -E '^(Uid|Gid):' /proc/self/status"
         result = cli("--enter", f"{uid}/{name}", "--", "sh", "-c", script)

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 import sandbox
-from support import CLI
+from support import CLI, timed_out_through
 
 API_ENTRY_POINTS = ["run", "Popen", "Job", "run_async", "create_process", "AsyncJob"]
 
@@ -182,21 +182,7 @@ PARTIAL = ["sh", "-c", "echo partial; echo oops >&2; exec sleep 60"]
 
 
 def timeout_through(entry: str) -> subprocess.TimeoutExpired:
-    kwargs = {"capture_output": True, "timeout": 2}
-    with pytest.raises(subprocess.TimeoutExpired) as expired:
-        if entry == "run":
-            sandbox.run(PARTIAL, grace=1, **kwargs)
-        elif entry == "Job":
-            with sandbox.Job(grace=1) as job:
-                job.run(PARTIAL, **kwargs)
-        elif entry == "run_async":
-            asyncio.run(sandbox.run_async(PARTIAL, grace=1, **kwargs))
-        else:
-            async def main() -> None:
-                async with sandbox.AsyncJob(grace=1) as job:
-                    await job.run(PARTIAL, **kwargs)
-            asyncio.run(main())
-    return expired.value
+    return timed_out_through(entry, PARTIAL, 1, capture_output=True, timeout=2)
 
 
 @pytest.mark.parametrize("entry", ["run", "Job", "run_async", "AsyncJob"])
