@@ -327,10 +327,7 @@ class Popen(HoldsASandbox, Generic[_Out]):
             return self.returncode
         with self._settling:  # poll and wait may race from several threads: the end is taken once
             if self.returncode is None and client.gone:
-                if client.status is not None:
-                    returncode = os.waitstatus_to_exitcode(client.status)
-                else:
-                    returncode = -signal.SIGKILL  # the reaper died and the kernel killed the job with it
+                returncode = _returncode_of(client)
                 client.close()
                 self._wrap_up()
                 self.returncode = returncode
@@ -341,9 +338,7 @@ class Popen(HoldsASandbox, Generic[_Out]):
         if self._wrapped_up:
             return
         self._wrapped_up = True
-        client = self.client
-        wrap_up(client, self._on_exit, os.waitstatus_to_exitcode(client.status) if client.status is not None
-                else -signal.SIGKILL)
+        wrap_up(self.client, self._on_exit, _returncode_of(self.client))
 
     # -- subprocess.Popen's interface ----------------------------------------------------------------
 
@@ -578,6 +573,11 @@ class _DetachedEnds:
             pass  # the hooks, in our process group, had the terminal's Ctrl+C too
 
 
+def _returncode_of(client: ReaperClient) -> int:
+    """The job's end as subprocess gives it; -SIGKILL if its reaper died (the kernel killed the job with it)."""
+    return os.waitstatus_to_exitcode(client.status) if client.status is not None else -signal.SIGKILL
+
+
 def _wait_detached(client: ReaperClient, popen: weakref.ref[Popen], on_exit: Sequence[str]) -> None:
     """A detached job's end, taken in a thread of ours: through its Popen if the caller still holds one."""
     try:
@@ -589,8 +589,7 @@ def _wait_detached(client: ReaperClient, popen: weakref.ref[Popen], on_exit: Seq
             if process is not None:
                 process._settle()
                 return
-            returncode = (os.waitstatus_to_exitcode(client.status) if client.status is not None
-                          else -signal.SIGKILL)
+            returncode = _returncode_of(client)
             client.close()
             wrap_up(client, on_exit, returncode)
         finally:
